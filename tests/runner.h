@@ -1,0 +1,90 @@
+/* A small test runner in the libuv style.
+ *
+ *   TEST(queue_fifo) { ... ASSERT_OK(mp_queue_put(q, "a", 1, 0)); ... }
+ *
+ * Each TEST runs in its own forked process, in its own process group, under a
+ * timeout (MPT_TIMEOUT seconds, default 60): a hang fails the test and the
+ * whole group is killed. After the test body returns, the runner checks that
+ * the test reaped every child it forked and left no extra fd open.
+ *
+ * `test_x` runs every test and ends with "N passed, N failed";
+ * `test_x NAME` runs one (ctest registers one entry per TEST). A TEST line
+ * must start at column 0 so CMake can list the cases. */
+#ifndef MPROC_TEST_RUNNER_H
+#define MPROC_TEST_RUNNER_H
+
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mproc.h"
+
+typedef void (*mpt_fn)(void);
+void mpt_register(const char *name, mpt_fn fn);
+void mpt_fail(const char *file, int line, const char *fmt, ...)
+    __attribute__((noreturn, format(printf, 3, 4)));
+
+#define TEST(name)                                                             \
+  static void test_##name(void);                                               \
+  __attribute__((constructor)) static void mpt_reg_##name(void) {              \
+    mpt_register(#name, test_##name);                                          \
+  }                                                                            \
+  static void test_##name(void)
+
+#define ASSERT(cond)                                                           \
+  do {                                                                         \
+    if (!(cond))                                                               \
+      mpt_fail(__FILE__, __LINE__, "assertion failed: %s", #cond);             \
+  } while (0)
+
+#define ASSERT_EQ(a, b)                                                        \
+  do {                                                                         \
+    int64_t mpt_a_ = (int64_t)(a), mpt_b_ = (int64_t)(b);                      \
+    if (mpt_a_ != mpt_b_)                                                      \
+      mpt_fail(__FILE__, __LINE__, "%s == %s: %" PRId64 " != %" PRId64, #a,    \
+               #b, mpt_a_, mpt_b_);                                            \
+  } while (0)
+
+#define ASSERT_STR_EQ(a, b)                                                    \
+  do {                                                                         \
+    const char *mpt_a_ = (a), *mpt_b_ = (b);                                   \
+    if (!mpt_a_ || !mpt_b_ || strcmp(mpt_a_, mpt_b_) != 0)                     \
+      mpt_fail(__FILE__, __LINE__, "%s == %s: \"%s\" != \"%s\"", #a, #b,       \
+               mpt_a_ ? mpt_a_ : "(null)", mpt_b_ ? mpt_b_ : "(null)");        \
+  } while (0)
+
+/* expr returns an mproc code: it must be 0. */
+#define ASSERT_OK(expr)                                                        \
+  do {                                                                         \
+    int mpt_r_ = (expr);                                                       \
+    if (mpt_r_ != 0)                                                           \
+      mpt_fail(__FILE__, __LINE__, "%s failed: %s (%s)", #expr,               \
+               mp_err_name(mpt_r_), mp_strerror(mpt_r_));                      \
+  } while (0)
+
+/* expr returns an mproc code: it must be `code`. */
+#define ASSERT_ERR(expr, code)                                                 \
+  do {                                                                         \
+    int mpt_r_ = (expr), mpt_c_ = (code);                                      \
+    if (mpt_r_ != mpt_c_)                                                      \
+      mpt_fail(__FILE__, __LINE__, "%s: got %s, want %s", #expr,              \
+               mp_err_name(mpt_r_), mp_err_name(mpt_c_));                      \
+  } while (0)
+
+/* Helpers for tests. */
+int mpt_count_fds(void);             /* open fds of this process */
+bool mpt_shm_exists(const char *name); /* "/mp-..." present in /dev/shm */
+int mpt_count_shm(void);             /* entries /dev/shm/mp-* */
+void mpt_sleep_ms(int ms);
+uint64_t mpt_now_ms(void);           /* CLOCK_MONOTONIC */
+/* Capture what fn writes to stdout (fds 1) into a malloc'd string. */
+char *mpt_capture_stdout(void (*fn)(void *), void *arg);
+/* Run a shell command, return its stdout (malloc'd) and exit status. */
+char *mpt_run_cmd(const char *cmd, int *status);
+/* Build dir (env MP_BUILD_DIR, default "build"). */
+const char *mpt_build_dir(void);
+
+#endif

@@ -6,5 +6,15 @@
 #include "mproc/common.h"
 #include "mproc/error.h"
 #include "mproc/version.h"
+#include "mproc/wait.h"
+#include "mproc/process.h"
+#include "mproc/pipe.h"
+#include "mproc/shm.h"
+#include "mproc/sync.h"
+#include "mproc/thread.h"
+#include "mproc/queue.h"
+#include "mproc/pool.h"
+#include "mproc/manager.h"
+#include "mproc/subprocess.h"
 
 #endif

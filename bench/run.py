@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """Runs the benchmark families side by side and writes build/bench.json.
 
-For each family: build/bench/bench_<family> (mproc and floor figures, one
+For each family: build/bench/bench_<family>[_*] (mproc and floor figures, one
 JSON object per line) and bench/python/<family>.py run with the system
 python3 (peer figures: {"workload", "peer", "value"}). A family may instead
 have bench/<family>.py printing whole rows (the copy family does).
 Ratio: how many times better mproc is than the peer, whatever the unit.
 """
-import argparse, json, os, shutil, subprocess, sys
+import argparse, glob, json, os, shutil, subprocess, sys
 
 FAMILIES = ["process", "pipe", "lock", "queue", "pool", "manager", "copy"]
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -54,14 +54,18 @@ def run_family(fam, build, py):
             r["ratio"] = ratio(r)
             rows.append(r)
         return rows
-    exe = os.path.join(build, "bench", "bench_" + fam)
-    if not os.path.exists(exe):
-        return rows
-    ours = lines_of([exe])
+    # bench_<family> and bench_<family>_<more>: several programs may share a
+    # family; likewise python/<family>.py and python/<family>_<more>.py.
+    exes = sorted(glob.glob(os.path.join(build, "bench", "bench_" + fam)) +
+                  glob.glob(os.path.join(build, "bench", "bench_" + fam + "_*")))
+    ours = []
+    for exe in exes:
+        ours += lines_of([exe])
     peers = []
-    pyscript = os.path.join(HERE, "python", fam + ".py")
-    if os.path.exists(pyscript):
-        peers = [dict(r, peer_value=r.get("value")) for r in lines_of([py, pyscript])]
+    pyscripts = sorted(glob.glob(os.path.join(HERE, "python", fam + ".py")) +
+                       glob.glob(os.path.join(HERE, "python", fam + "_*.py")))
+    for pyscript in pyscripts:
+        peers += [dict(r, peer_value=r.get("value")) for r in lines_of([py, pyscript])]
     own_peers = [r for r in ours if "peer" in r]
     ours = [r for r in ours if "peer" not in r]
     for o in ours:

@@ -25,4 +25,10 @@
  * negative value is rejected with MP_EINVAL. */
 #define MP_FOREVER (-1)
 
+/* How a child process is started (Python's start methods).
+ *   MP_START_FORK        fork(2) the caller (the default).
+ *   MP_START_FORKSERVER  a clean server process, started early, forks the
+ *                        children: safe in programs that run threads. */
+typedef enum { MP_START_FORK = 0, MP_START_FORKSERVER = 1 } mp_start_method_t;
+
 #endif

@@ -43,6 +43,7 @@ struct mp_process {
   int statusfd;  /* fork server: exit code pipe; -1 otherwise */
   int exitcode;
   bool status_lost;
+  bool server_gone; /* fork server died: watch the pidfd instead */
   struct mp_process *prev, *next; /* registry, while running */
 };
 
@@ -116,7 +117,13 @@ static void reg_init(void) {
 static int proc_collect_locked(mp_process_t *p) {
   if (p->state == PROC_DONE)
     return 0;
-  if (p->method == MP_START_FORKSERVER) {
+  if (p->server_gone) {
+    /* Not our child: the pidfd tells when it ends, nothing tells how. */
+    struct pollfd pfd = {.fd = p->pidfd, .events = POLLIN};
+    if (poll(&pfd, 1, 0) == 0)
+      return MP_EAGAIN;
+    p->status_lost = true;
+  } else if (p->method == MP_START_FORKSERVER) {
     int code;
     ssize_t n;
     do
@@ -124,10 +131,13 @@ static int proc_collect_locked(mp_process_t *p) {
     while (n < 0 && errno == EINTR);
     if (n < 0 && errno == EAGAIN)
       return MP_EAGAIN;
-    if (n == (ssize_t)sizeof code)
-      p->exitcode = code;
-    else
-      p->status_lost = true; /* server died before reporting */
+    if (n != (ssize_t)sizeof code) {
+      /* The server died before reporting: a child that outlives it may
+       * still run. */
+      p->server_gone = true;
+      return proc_collect_locked(p);
+    }
+    p->exitcode = code;
   } else {
     siginfo_t si;
     memset(&si, 0, sizeof si);
@@ -158,7 +168,8 @@ static int proc_collect(mp_process_t *p) {
 
 /* fd that polls readable when p's status can be collected. */
 static int proc_wait_fd(const mp_process_t *p) {
-  return p->method == MP_START_FORKSERVER ? p->statusfd : p->pidfd;
+  return p->method == MP_START_FORKSERVER && !p->server_gone ? p->statusfd
+                                                             : p->pidfd;
 }
 
 /* ---- child side ---------------------------------------------------------- */

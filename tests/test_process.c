@@ -691,3 +691,20 @@ TEST(process_from_thread_dies_with_parent) {
   ASSERT_EQ(waitpid(mid, NULL, 0), mid);
   ASSERT(pid_dies_within(child, 10000));
 }
+
+/* The server holds no copy of the application's close-on-exec descriptors:
+ * closing a writer in the application gives its reader end of file. */
+TEST(forkserver_holds_no_app_fds) {
+  mp_conn_t *r, *w;
+  ASSERT_OK(mp_pipe(&r, &w, false));
+  int v = 5;
+  ASSERT_EQ(run_method(ret_arg, &v, sizeof v, MP_START_FORKSERVER), 5);
+  ASSERT_OK(mp_conn_close(w));
+  ASSERT_EQ(mp_conn_poll(r, 5000), 1);
+  void *m;
+  size_t len;
+  ASSERT_ERR(mp_conn_recv(r, &m, &len), MP_ECLOSED);
+  mp_conn_destroy(r);
+  mp_conn_destroy(w);
+  ASSERT_OK(mp_forkserver_stop());
+}

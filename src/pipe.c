@@ -365,6 +365,8 @@ int mp_conn_recv_into(mp_conn_t *c, void *buf, size_t cap, size_t *len) {
     return r;
   if (hdr & HDR_FD)
     return MP_EINVAL;
+  if (hdr >= MSG_MAX)
+    return MP_EIO;
   *len = (size_t)hdr;
   if (hdr > cap)
     return MP_ETOOSHORT;
@@ -382,8 +384,8 @@ int mp_conn_recv(mp_conn_t *c, void **buf, size_t *len) {
     return r;
   if (hdr & HDR_FD)
     return MP_EINVAL;
-  if (hdr >= SIZE_MAX)
-    return MP_ENOMEM;
+  if (hdr >= MSG_MAX || hdr >= SIZE_MAX)
+    return MP_EIO; /* not a header we write: the stream is corrupt */
   void *p = malloc(hdr ? (size_t)hdr : 1);
   if (!p)
     return MP_ENOMEM;

@@ -708,3 +708,33 @@ TEST(forkserver_holds_no_app_fds) {
   mp_conn_destroy(w);
   ASSERT_OK(mp_forkserver_stop());
 }
+
+/* A normal exit does not wait for a child allowed to outlive the parent. */
+TEST(process_exit_leaves_outliving_child) {
+  int pp[2];
+  ASSERT_EQ(pipe(pp), 0);
+  pid_t mid = fork();
+  ASSERT(mid >= 0);
+  if (mid == 0) {
+    close(pp[0]);
+    int ms = 30000;
+    mp_process_opts_t o = {.outlive_parent = true};
+    if (mp_process_create(&keep[0], sleep_ms_target, &ms, sizeof ms, &o) < 0 ||
+        mp_process_start(keep[0]) < 0)
+      _exit(2);
+    pid_t pid = mp_process_pid(keep[0]);
+    if (write(pp[1], &pid, sizeof pid) != sizeof pid)
+      _exit(3);
+    exit(0);
+  }
+  close(pp[1]);
+  pid_t child;
+  ASSERT_EQ(read(pp[0], &child, sizeof child), (ssize_t)sizeof child);
+  close(pp[0]);
+  int st;
+  ASSERT_EQ(waitpid(mid, &st, 0), mid);
+  ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  ASSERT(!pid_dies_within(child, 100));
+  ASSERT_EQ(kill(child, SIGKILL), 0);
+  ASSERT(pid_dies_within(child, 10000));
+}

@@ -51,7 +51,7 @@ typedef struct mp_process_opts {
    * even by SIGKILL (PR_SET_PDEATHSIG; forks for threads other than the main
    * one are made by an internal thread that lives as long as the process,
    * so a child never dies with the thread that started it). true lets it
-   * outlive its parent. */
+   * outlive its parent, and the parent's exit does not wait for it. */
   bool outlive_parent;
 } mp_process_opts_t;
 

@@ -738,3 +738,83 @@ TEST(process_exit_leaves_outliving_child) {
   ASSERT_EQ(kill(child, SIGKILL), 0);
   ASSERT(pid_dies_within(child, 10000));
 }
+
+/* ---- the application's own SIGCHLD and wait calls ------------------------ */
+
+static volatile sig_atomic_t chld_count;
+static void on_chld(int sig) {
+  chld_count++;
+}
+
+TEST(process_app_sigchld_handler_untouched) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_chld; /* no SA_RESTART: our waits see EINTR */
+  ASSERT_EQ(sigaction(SIGCHLD, &sa, NULL), 0);
+  /* The application's own child, reaped by the application. */
+  pid_t own = fork();
+  if (own == 0) {
+    mpt_sleep_ms(300);
+    _exit(42);
+  }
+  for (int i = 0; i < 5; i++) {
+    int ms = 20 * i, code;
+    mp_process_t *p;
+    ASSERT_OK(mp_process_create(&p, sleep_ms_target, &ms, sizeof ms, NULL));
+    ASSERT_OK(mp_process_start(p));
+    ASSERT_OK(mp_process_join(p, MP_FOREVER));
+    ASSERT_OK(mp_process_exitcode(p, &code));
+    ASSERT_EQ(code, 0);
+    ASSERT_OK(mp_process_destroy(p));
+  }
+  ASSERT(chld_count >= 1); /* the signals reached the application */
+  int st;
+  ASSERT_EQ(waitpid(own, &st, 0), own); /* and its child was left to it */
+  ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 42);
+  signal(SIGCHLD, SIG_DFL);
+}
+
+TEST(process_app_reaps_ours) {
+  int ms = 50, code;
+  mp_process_t *p;
+  ASSERT_OK(mp_process_create(&p, sleep_ms_target, &ms, sizeof ms, NULL));
+  ASSERT_OK(mp_process_start(p));
+  /* An application reaping every child takes ours too. */
+  ASSERT_EQ(waitpid(-1, NULL, 0), mp_process_pid(p));
+  ASSERT_ERR(mp_process_join(p, MP_FOREVER), MP_ECHILD);
+  ASSERT_ERR(mp_process_exitcode(p, &code), MP_ECHILD);
+  ASSERT_EQ(mp_process_is_alive(p), 0);
+  ASSERT_OK(mp_process_destroy(p));
+}
+
+/* Several threads starting and joining at once, both methods. */
+static void *start_join_loop(void *arg) {
+  intptr_t method = (intptr_t)arg;
+  for (int i = 0; i < 30; i++) {
+    mp_process_t *p;
+    mp_process_opts_t o = {.start_method = (mp_start_method_t)method};
+    int code = -1;
+    if (mp_process_create(&p, ret_arg, &i, sizeof i, &o) < 0 ||
+        mp_process_start(p) < 0 || mp_process_join(p, MP_FOREVER) < 0 ||
+        mp_process_exitcode(p, &code) < 0 || code != i)
+      return (void *)1;
+    mp_process_destroy(p);
+  }
+  return NULL;
+}
+
+TEST(process_threads_start_join) {
+  pthread_t t[4];
+  for (intptr_t i = 0; i < 4; i++)
+    ASSERT_EQ(pthread_create(&t[i], NULL, start_join_loop,
+                             (void *)(intptr_t)(i % 2 ? MP_START_FORK
+                                                      : MP_START_FORKSERVER)),
+              0);
+  for (int i = 0; i < 4; i++) {
+    void *r;
+    ASSERT_EQ(pthread_join(t[i], &r), 0);
+    ASSERT(r == NULL);
+  }
+  ASSERT_EQ(mp_active_children(NULL, 0), 0);
+  ASSERT_OK(mp_forkserver_stop());
+}

@@ -28,7 +28,9 @@
 
 #define HDR_SIZE 8
 #define HDR_FD (UINT64_C(1) << 63)
-#define MSG_MAX (UINT64_C(1) << 62)
+/* 1 TiB: far beyond any real message, and a corrupt length above it is
+ * caught before it reaches malloc. */
+#define MSG_MAX (UINT64_C(1) << 40)
 #define RBUF_SIZE (64 * 1024)
 #define SMALL_SEND 4096
 #define FDQ_MAX 64

@@ -50,6 +50,9 @@ TEST(wait_connections_and_processes) {
   ASSERT_EQ(mp_wait(w, NC + 2, MP_FOREVER), 1);
   ASSERT(w[NC].ready && !w[NC + 1].ready && !w[0].ready);
   ASSERT_OK(mp_process_join(fast, 0));
+  /* Reaped: still ready. */
+  ASSERT_EQ(mp_wait(&w[NC], 2, 0), 1);
+  ASSERT(w[NC].ready && !w[NC + 1].ready);
   /* Messages on two connections. */
   ASSERT_OK(mp_conn_send(s[1], "a", 1));
   ASSERT_OK(mp_conn_send(s[2], "b", 1));

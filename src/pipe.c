@@ -108,18 +108,17 @@ static int send_iov(mp_conn_t *c, struct iovec *iov, int iovcnt) {
 }
 
 /* A pipe has no MSG_NOSIGNAL: block SIGPIPE around the write, and swallow
- * the one our write raised (unless one was already pending). */
+ * the one our write raised. If the thread already blocked SIGPIPE itself,
+ * the signal is left pending as it would be without us. */
 static int send_iov_nosigpipe(mp_conn_t *c, struct iovec *iov, int iovcnt) {
   if (c->is_socket)
     return send_iov(c, iov, iovcnt);
-  sigset_t set, old, pending;
+  sigset_t set, old;
   sigemptyset(&set);
   sigaddset(&set, SIGPIPE);
-  sigpending(&pending);
-  bool was_pending = sigismember(&pending, SIGPIPE);
   pthread_sigmask(SIG_BLOCK, &set, &old);
   int r = send_iov(c, iov, iovcnt);
-  if (r == MP_EPIPE && !was_pending) {
+  if (r == MP_EPIPE && !sigismember(&old, SIGPIPE)) {
     struct timespec zero = {0, 0};
     while (sigtimedwait(&set, NULL, &zero) < 0 && errno == EINTR) {
     }

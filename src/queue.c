@@ -81,6 +81,8 @@ typedef struct {
 } q_shm_t;
 
 _Static_assert(sizeof(q_shm_t) <= Q_HDR, "queue header too large");
+_Static_assert(MP_QUEUE_NAME_MAX + sizeof Q_FIFO_SUFFIX <= MP__SEG_NAME_MAX,
+               "no room for the FIFO suffix");
 
 struct mp_queue {
   mp__seg_t seg;
@@ -726,7 +728,10 @@ static mp_queue_t *q_alloc(void) {
 static void q_set_ptrs(mp_queue_t *q) {
   q->h = q->seg.base;
   q->data = (unsigned char *)q->seg.base + Q_HDR;
-  snprintf(q->fifo_name, sizeof q->fifo_name, "%s" Q_FIFO_SUFFIX, q->seg.name);
+  /* Names were checked to leave room for the suffix. */
+  size_t n = strnlen(q->seg.name, MP_QUEUE_NAME_MAX);
+  memcpy(q->fifo_name, q->seg.name, n);
+  memcpy(q->fifo_name + n, Q_FIFO_SUFFIX, sizeof Q_FIFO_SUFFIX);
 }
 
 static int q_make_fifo(const char *fifo_name) {

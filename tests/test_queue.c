@@ -1035,3 +1035,46 @@ TEST(queue_crash_mixed_rounds) {
   }
   ASSERT_OK(mp_queue_destroy(q));
 }
+
+/* Large messages keep the lock held for a long copy, so kills land inside
+ * the critical section: the next user takes the lock over. */
+TEST(queue_crash_inside_large_copies) {
+  enum { BIG = 1 << 20 };
+  mp_queue_t *q = mkq(0, 4 * BIG, 0);
+  unsigned char *b = malloc(BIG);
+  ASSERT(b != NULL);
+  for (int round = 0; round < 30; round++) {
+    pid_t pid[2];
+    for (int k = 0; k < 2; k++) {
+      pid[k] = fork();
+      if (pid[k] == 0) {
+        unsigned char *cb = malloc(BIG);
+        memset(cb, k, BIG);
+        for (;;) {
+          size_t len;
+          if (k == 0)
+            mp_queue_put(q, cb, BIG - (size_t)(rnd() % 64), MP_FOREVER);
+          else
+            mp_queue_get_into(q, cb, BIG, &len, MP_FOREVER);
+        }
+      }
+    }
+    usleep(200 + rnd() % 3000);
+    kill(pid[rnd() % 2], SIGKILL);
+    usleep(rnd() % 1000);
+    for (int k = 0; k < 2; k++)
+      kill(pid[k], SIGKILL);
+    for (int k = 0; k < 2; k++)
+      reap(pid[k]);
+    size_t len, n;
+    while (mp_queue_get_into(q, b, BIG, &len, 0) == 0)
+      ASSERT(len > BIG - 64 && b[0] == 0 && b[len - 1] == 0);
+    ASSERT_OK(mp_queue_qsize(q, &n));
+    ASSERT_EQ(n, 0);
+    ASSERT_OK(mp_queue_put(q, b, 100, 2000));
+    ASSERT_OK(mp_queue_get_into(q, b, BIG, &len, 2000));
+    ASSERT_EQ(len, 100);
+  }
+  free(b);
+  ASSERT_OK(mp_queue_destroy(q));
+}

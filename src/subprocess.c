@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -41,11 +42,13 @@ extern char **environ;
 #define SP_BIG_PIPE (1024 * 1024)
 #define SP_DEFAULT_PIPE (64 * 1024)
 #define SP_MIN_READ (64 * 1024) /* free space kept for each read */
-#define SP_STDOUT_MARK (-2)     /* child stderr: dup of its stdout */
+#define SP_POPULATE (1024 * 1024)
+#define SP_STDOUT_MARK (-2) /* child stderr: dup of its stdout */
 
 typedef struct {
   char *data;
   size_t len, cap;
+  size_t populated; /* bytes known to be backed by pages */
 } sp_buf_t;
 
 struct mp_subprocess {
@@ -84,7 +87,6 @@ typedef struct {
   int src[3]; /* fd to install as 0,1,2; -1 inherit; SP_STDOUT_MARK */
   unsigned flags;
   pid_t ppid;
-  int max_fd; /* close loop fallback */
   uint64_t oldmask;
   volatile int err; /* set by the child when it cannot exec */
 } sp_child_t;
@@ -155,9 +157,15 @@ sp_child_main(void *arg) {
     }
   }
   if (!(a->flags & MP_SUBPROCESS_KEEP_FDS)) {
-    if (SP_SYS(SYS_close_range, 3, ~0U, 0) != 0)
-      for (int fd = 3; fd < a->max_fd; fd++)
+    if (SP_SYS(SYS_close_range, 3, ~0U, 0) != 0) { /* before Linux 5.9 */
+      struct rlimit rl;
+      long max = 65536;
+      if (SP_SYS(SYS_prlimit64, 0, RLIMIT_NOFILE, NULL, &rl) == 0 &&
+          rl.rlim_cur < (rlim_t)max)
+        max = (long)rl.rlim_cur;
+      for (long fd = 3; fd < max; fd++)
         SP_SYS(SYS_close, fd);
+    }
   }
   SP_SYS(SYS_rt_sigprocmask, SIG_SETMASK, &a->oldmask, NULL, sizeof(uint64_t));
   /* execvp's rules: go on after ENOENT/ENOTDIR, report EACCES if any
@@ -357,6 +365,25 @@ static int sp_reap(mp_subprocess_t *sp, bool block) {
   }
 }
 
+/* One child stack is kept for the next spawn: the mmap, munmap and first
+ * touches would otherwise be paid by every spawn. */
+static _Atomic(void *) sp_stack_cache;
+
+static void *sp_stack_get(void) {
+  void *s = atomic_exchange(&sp_stack_cache, NULL);
+  if (s)
+    return s;
+  s = mmap(NULL, SP_CHILD_STACK, PROT_READ | PROT_WRITE,
+           MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  return s == MAP_FAILED ? NULL : s;
+}
+
+static void sp_stack_put(void *s) {
+  void *expected = NULL;
+  if (!atomic_compare_exchange_strong(&sp_stack_cache, &expected, s))
+    munmap(s, SP_CHILD_STACK);
+}
+
 int mp_subprocess_spawn(mp_subprocess_t **spp, const char *const argv[],
                         const mp_subprocess_opts_t *opts) {
   static const mp_subprocess_opts_t defaults;
@@ -375,7 +402,7 @@ int mp_subprocess_spawn(mp_subprocess_t **spp, const char *const argv[],
   int child_end[3] = {-1, -1, -1};
   int devnull = -1;
   char **envp = NULL, **paths = NULL;
-  void *stack = MAP_FAILED;
+  void *stack = NULL;
   for (int i = 0; i < 3; i++)
     sp->fds[i] = -1;
 
@@ -419,16 +446,8 @@ int mp_subprocess_spawn(mp_subprocess_t **spp, const char *const argv[],
     goto out;
   ca.paths = paths;
   ca.ppid = getpid();
-  if (!(o->flags & MP_SUBPROCESS_KEEP_FDS)) {
-    struct rlimit rl;
-    ca.max_fd = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 65536
-                    ? (int)rl.rlim_cur
-                    : 65536;
-  }
 
-  stack = mmap(NULL, SP_CHILD_STACK, PROT_READ | PROT_WRITE,
-               MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-  if (stack == MAP_FAILED) {
+  if (!(stack = sp_stack_get())) {
     r = MP_ENOMEM;
     goto out;
   }
@@ -467,8 +486,8 @@ int mp_subprocess_spawn(mp_subprocess_t **spp, const char *const argv[],
   r = 0;
 
 out:
-  if (stack != MAP_FAILED)
-    munmap(stack, SP_CHILD_STACK);
+  if (stack)
+    sp_stack_put(stack);
   for (int i = 0; i < 3; i++)
     mp__close(child_end[i]);
   mp__close(devnull);
@@ -499,6 +518,29 @@ static int sp_buf_reserve(sp_buf_t *b) {
   return 0;
 }
 
+/* Back the next stretch of a large buffer with pages in one call: faults
+ * taken one page at a time inside read() cost more than the copy itself. */
+static void sp_buf_populate(sp_buf_t *b) {
+  static _Atomic int unsupported;
+  if (b->cap < SP_POPULATE ||
+      atomic_load_explicit(&unsupported, memory_order_relaxed))
+    return;
+  size_t want = b->len + SP_POPULATE;
+  if (want > b->cap)
+    want = b->cap;
+  if (b->populated < b->len)
+    b->populated = b->len;
+  if (want <= b->populated + 4096)
+    return;
+  uintptr_t page = 4096;
+  uintptr_t lo = ((uintptr_t)b->data + b->populated) & ~(page - 1);
+  uintptr_t hi = ((uintptr_t)b->data + want) & ~(page - 1);
+  if (hi > lo && madvise((void *)lo, hi - lo, MADV_POPULATE_WRITE) != 0 &&
+      (errno == EINVAL || errno == ENOSYS))
+    atomic_store_explicit(&unsupported, 1, memory_order_relaxed);
+  b->populated = want;
+}
+
 static void sp_close_stream(mp_subprocess_t *sp, int i) {
   mp__close(sp->fds[i]);
   sp->fds[i] = -1;
@@ -509,6 +551,7 @@ static int sp_read_some(mp_subprocess_t *sp, int i, sp_buf_t *b) {
   int r = sp_buf_reserve(b);
   if (r)
     return r;
+  sp_buf_populate(b);
   ssize_t n = read(sp->fds[i], b->data + b->len, b->cap - b->len - 1);
   if (n < 0)
     return errno == EINTR || errno == EAGAIN ? 0 : MP_EIO;
@@ -560,7 +603,7 @@ static void sp_hand_out(sp_buf_t *b, int fd_was_pipe, char **p, size_t *len) {
     free(b->data);
   }
   b->data = NULL;
-  b->len = b->cap = 0;
+  b->len = b->cap = b->populated = 0;
 }
 
 /* Block SIGPIPE for this thread while writing to a pipe the child may have

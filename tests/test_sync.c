@@ -490,7 +490,9 @@ typedef struct {
   int woken;
 } cond_sh_t;
 
-static bool ready_pred(void *arg) { return ((cond_sh_t *)arg)->ready != 0; }
+static bool ready_pred(void *arg) {
+  return ((cond_sh_t *)arg)->ready != 0;
+}
 
 TEST(cond_wait_notify_processes) {
   cond_sh_t *s = shared(sizeof *s);

@@ -146,7 +146,14 @@ int mp__named_open(void **obj, uint32_t kind, size_t size, const char *name) {
   named_t *n = calloc(1, sizeof *n);
   if (!n)
     return MP_ENOMEM;
-  if ((r = mp__seg_open(&n->seg, canon, 0)) < 0) {
+  mp__deadline_t dl;
+  mp__deadline_init(&dl, OPEN_WAIT_MS);
+  /* An empty segment (MP_EINVAL) is one whose creator has not sized it
+   * yet: give it a moment. */
+  while ((r = mp__seg_open(&n->seg, canon, 0)) == MP_EINVAL &&
+         !mp__deadline_passed(&dl))
+    usleep(1000);
+  if (r < 0) {
     free(n);
     return r;
   }
@@ -157,8 +164,6 @@ int mp__named_open(void **obj, uint32_t kind, size_t size, const char *name) {
     return MP_EINVAL;
   }
   /* The creator may still be initializing the object. */
-  mp__deadline_t dl;
-  mp__deadline_init(&dl, OPEN_WAIT_MS);
   while (!__atomic_load_n(&h->ready, __ATOMIC_ACQUIRE)) {
     if (mp__futex_wait((_Atomic uint32_t *)&h->ready, 0, &dl) == MP_ETIMEDOUT) {
       named_free(n, false);

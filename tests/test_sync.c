@@ -2,6 +2,7 @@
  * between threads and processes, dead holders, named objects. */
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -976,4 +977,32 @@ TEST(named_keep_and_killed_creator) {
   ASSERT(mpt_shm_exists(ename));
   ASSERT_OK(mp_sync_unlink(ename));
   ASSERT(!mpt_shm_exists(ename));
+}
+
+/* A process waiting on a Lock held elsewhere, or on an Event, sleeps: it
+ * uses a small fraction of the CPU time it waits. */
+TEST(waiting_uses_no_cpu) {
+  typedef struct {
+    mp_lock_t lock;
+    mp_event_t ev;
+  } sh_t;
+  sh_t *s = shared(sizeof *s);
+  mp_lock_init(&s->lock);
+  mp_event_init(&s->ev);
+  ASSERT_OK(mp_lock_acquire(&s->lock, MP_FOREVER));
+  pid_t pid = fork();
+  if (pid == 0) {
+    int r1 = mp_lock_acquire(&s->lock, 800);
+    int r2 = mp_event_wait(&s->ev, 800);
+    _exit(r1 == MP_ETIMEDOUT && r2 == MP_ETIMEDOUT ? 0 : 1);
+  }
+  ASSERT_EQ(wait_exit(pid), 0);
+  struct rusage ru;
+  ASSERT_EQ(getrusage(RUSAGE_CHILDREN, &ru), 0);
+  long cpu_ms = (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000 +
+                (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000;
+  /* 1.6 s of waiting; a spinning waiter would use all of it. */
+  ASSERT(cpu_ms < 400);
+  ASSERT_OK(mp_lock_release(&s->lock));
+  mp_raw_free(s);
 }

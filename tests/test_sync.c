@@ -1006,3 +1006,62 @@ TEST(waiting_uses_no_cpu) {
   ASSERT_OK(mp_lock_release(&s->lock));
   mp_raw_free(s);
 }
+
+/* A bounded buffer on one Condition: 2 producer and 2 consumer processes,
+ * no item lost or duplicated, no lost wake-up. */
+typedef struct {
+  mp_cond_t cond;
+  int buf[8];
+  int head, count, done;
+  long sum;
+} bb_t;
+
+static bool bb_not_full(void *arg) { return ((bb_t *)arg)->count < 8; }
+static bool bb_not_empty(void *arg) {
+  bb_t *b = arg;
+  return b->count > 0 || b->done == 2;
+}
+
+TEST(cond_bounded_buffer) {
+  bb_t *b = shared(sizeof *b);
+  mp_cond_init(&b->cond);
+  enum { N = 3000 };
+  pid_t pids[4];
+  for (int i = 0; i < 4; i++)
+    if ((pids[i] = fork()) == 0) {
+      if (i < 2) {
+        for (int k = 1; k <= N; k++) {
+          mp_cond_acquire(&b->cond, MP_FOREVER);
+          if (mp_cond_wait_for(&b->cond, bb_not_full, b, MP_FOREVER) != 0)
+            _exit(1);
+          b->buf[(b->head + b->count++) % 8] = k;
+          mp_cond_notify_all(&b->cond);
+          mp_cond_release(&b->cond);
+        }
+        mp_cond_acquire(&b->cond, MP_FOREVER);
+        b->done++;
+        mp_cond_notify_all(&b->cond);
+        mp_cond_release(&b->cond);
+      } else {
+        for (;;) {
+          mp_cond_acquire(&b->cond, MP_FOREVER);
+          if (mp_cond_wait_for(&b->cond, bb_not_empty, b, MP_FOREVER) != 0)
+            _exit(1);
+          if (b->count == 0) {
+            mp_cond_release(&b->cond);
+            break;
+          }
+          b->sum += b->buf[b->head];
+          b->head = (b->head + 1) % 8;
+          b->count--;
+          mp_cond_notify_all(&b->cond);
+          mp_cond_release(&b->cond);
+        }
+      }
+      _exit(0);
+    }
+  for (int i = 0; i < 4; i++)
+    ASSERT_EQ(wait_exit(pids[i]), 0);
+  ASSERT_EQ(b->sum, 2L * N * (N + 1) / 2);
+  mp_raw_free(b);
+}

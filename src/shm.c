@@ -298,21 +298,15 @@ struct mp_shm {
 };
 
 int mp_shm_create(mp_shm_t **s, size_t size, const mp_shm_opts_t *opts) {
-  char canon[MP__SEG_NAME_MAX];
-  const char *name = NULL;
   int r;
   if (!s || size == 0)
     return MP_EINVAL;
-  if (opts && opts->name) {
-    if ((r = mp__sync_canon_name(canon, sizeof canon, opts->name)) < 0)
-      return r;
-    name = canon;
-  }
   mp_shm_t *h = calloc(1, sizeof *h);
   if (!h)
     return MP_ENOMEM;
   h->keep = opts && opts->keep;
-  if ((r = mp__seg_create(&h->seg, name, size, 0, !h->keep)) < 0) {
+  if ((r = mp__sync_seg_create(&h->seg, opts ? opts->name : NULL, size,
+                               h->keep)) < 0) {
     free(h);
     return r;
   }

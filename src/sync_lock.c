@@ -192,8 +192,15 @@ int mp__lock_acquire_as(mp_lock_t *l, uint32_t me, bool thread_level,
         }
         continue;
       }
-      if (expired)
+      if (expired) {
+        /* A wake-up meant for the sleepers may have come to us while a
+         * barger took the lock: set WAITERS so its release passes it on. */
+        if (slept && !(w & MP__LK_WAITERS))
+          atomic_compare_exchange_strong_explicit(wp, &w, w | MP__LK_WAITERS,
+                                                  memory_order_relaxed,
+                                                  memory_order_relaxed);
         return MP_ETIMEDOUT;
+      }
     }
     if (!(w & MP__LK_WAITERS)) {
       if (!atomic_compare_exchange_weak_explicit(wp, &w, w | MP__LK_WAITERS,
@@ -202,9 +209,10 @@ int mp__lock_acquire_as(mp_lock_t *l, uint32_t me, bool thread_level,
         continue;
       w |= MP__LK_WAITERS;
     }
-    mp__deadline_t sleep_dl = dl;
-    if (foreign)
-      mp__poll_deadline(&sleep_dl, &dl);
+    /* Wake now and then even for a live holder: a wake-up taken by a
+     * waiter that was killed, or that timed out, is not lost for long. */
+    mp__deadline_t sleep_dl;
+    mp__poll_deadline(&sleep_dl, &dl);
     int r = mp__futex_wait(wp, w, &sleep_dl);
     slept = true;
     /* Only a poll timeout asks for a holder check next round. */

@@ -1016,7 +1016,9 @@ typedef struct {
   long sum;
 } bb_t;
 
-static bool bb_not_full(void *arg) { return ((bb_t *)arg)->count < 8; }
+static bool bb_not_full(void *arg) {
+  return ((bb_t *)arg)->count < 8;
+}
 static bool bb_not_empty(void *arg) {
   bb_t *b = arg;
   return b->count > 0 || b->done == 2;
@@ -1064,4 +1066,43 @@ TEST(cond_bounded_buffer) {
     ASSERT_EQ(wait_exit(pids[i]), 0);
   ASSERT_EQ(b->sum, 2L * N * (N + 1) / 2);
   mp_raw_free(b);
+}
+
+/* Timed acquires racing with releases: no wake-up is lost for good, the
+ * count is exact, nothing hangs. */
+static mp_lock_t g_tlock;
+static long g_tcount;
+
+static int timed_worker(const void *arg, size_t len) {
+  int timeout = *(const int *)arg;
+  for (int i = 0; i < 3000; i++) {
+    int r;
+    while ((r = mp_lock_acquire(&g_tlock, timeout)) == MP_ETIMEDOUT) {
+    }
+    if (r != 0)
+      return 1;
+    g_tcount++;
+    mp_lock_release(&g_tlock);
+  }
+  return 0;
+}
+
+TEST(lock_timed_waiters_race) {
+  mp_lock_init(&g_tlock);
+  g_tcount = 0;
+  int timeouts[4] = {0, 1, 2, MP_FOREVER};
+  mp_thread_t *t[4];
+  for (int i = 0; i < 4; i++) {
+    ASSERT_OK(mp_thread_create(&t[i], timed_worker, &timeouts[i],
+                               sizeof timeouts[i], NULL));
+    ASSERT_OK(mp_thread_start(t[i]));
+  }
+  for (int i = 0; i < 4; i++) {
+    int code = -1;
+    ASSERT_OK(mp_thread_join(t[i], MP_FOREVER));
+    ASSERT_OK(mp_thread_exitcode(t[i], &code));
+    ASSERT_EQ(code, 0);
+    mp_thread_destroy(t[i]);
+  }
+  ASSERT_EQ(g_tcount, 12000);
 }

@@ -27,11 +27,12 @@
  * The lock stays marked until mp_lock_consistent() (mp_rlock_consistent()):
  * every acquire until then returns MP_EOWNERDEAD, so a holder that itself
  * cannot repair the data just releases and the next one is told again.
- * A sleeping waiter re-checks its holder every 200 ms, so it notices a death
- * within that time. Holders are identified by pid (RLock: thread id) and
- * start time, so a reused pid is not mistaken for the dead holder; all
- * processes sharing a primitive must be in one pid namespace.
- * What a dead process means for the other primitives is told at each. */
+ * A sleeping waiter wakes every 200 ms to re-check (a dead holder, or a
+ * wake-up lost to a waiter that was killed), so it notices within that time.
+ * Holders are identified by pid (RLock: thread id) and start time, so a reused
+ * pid is not mistaken for the dead holder; all processes sharing a primitive
+ * must be in one pid namespace. What a dead process means for the other
+ * primitives is told at each. */
 #ifndef MPROC_SYNC_H
 #define MPROC_SYNC_H
 

@@ -6,7 +6,7 @@
 
 #include "sync_internal.h"
 
-#define SPIN_ROUNDS 100
+#define SPIN_ROUNDS 20
 
 #define AW(p) ((_Atomic uint32_t *)(p))
 

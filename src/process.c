@@ -300,18 +300,20 @@ int mp_process_join(mp_process_t *p, int timeout_ms) {
     return MP_EINVAL;
   mp__deadline_t dl;
   mp__deadline_init(&dl, timeout_ms);
-  for (;;) {
-    int r = proc_collect(p);
-    if (r == 0)
-      return p->status_lost ? MP_ECHILD : 0;
+  /* Poll first: a child that already ended makes it return at once, and
+   * a running one costs no wasted waitid. */
+  while (p->state != PROC_DONE) {
     struct pollfd pfd = {.fd = proc_wait_fd(p), .events = POLLIN};
     int ms = mp__deadline_remaining_ms(&dl);
     int n = poll(&pfd, 1, ms);
     if (n < 0 && errno != EINTR)
       return -errno;
+    if (n > 0 && proc_collect(p) == 0)
+      break;
     if (n == 0 && ms >= 0 && mp__deadline_passed(&dl))
       return MP_ETIMEDOUT;
   }
+  return p->status_lost ? MP_ECHILD : 0;
 }
 
 int mp_process_is_alive(mp_process_t *p) {

@@ -1,5 +1,6 @@
 /* Tests for mp_process: lifecycle, exit codes, errors, registry, daemon and
  * parent-death semantics, fork server. */
+#include <dirent.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -565,4 +566,72 @@ TEST(process_no_zombie_no_fd_leak_many) {
   ASSERT_OK(mp_forkserver_stop());
   ASSERT_EQ(mpt_count_fds(), before);
   ASSERT_EQ(waitpid(-1, NULL, WNOHANG), -1);
+}
+
+/* Children name themselves so they can be found in /proc afterwards. */
+static char tag_name[16];
+static int tagged_sleeper(const void *arg, size_t len) {
+  prctl(PR_SET_NAME, tag_name);
+  mpt_sleep_ms(30000);
+  return 0;
+}
+
+/* Live (not zombie: whoever adopted them reaps at its own pace) processes
+ * carrying the tag. */
+static int count_tagged(void) {
+  int n = 0;
+  DIR *d = opendir("/proc");
+  ASSERT(d);
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9')
+      continue;
+    char path[300], buf[256];
+    snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+    FILE *f = fopen(path, "r");
+    if (!f)
+      continue;
+    size_t k = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[k] = '\0';
+    char *open = strchr(buf, '('), *close_ = strrchr(buf, ')');
+    if (!open || !close_ || close_[1] != ' ')
+      continue;
+    *close_ = '\0';
+    if (strcmp(open + 1, tag_name) == 0 && close_[2] != 'Z' && close_[2] != 'X')
+      n++;
+  }
+  closedir(d);
+  return n;
+}
+
+/* SIGKILL the parent at random moments while it starts children with both
+ * methods: none may survive it. */
+TEST(process_parent_sigkill_while_spawning) {
+  snprintf(tag_name, sizeof tag_name, "mptk%d", (int)getpid() % 100000);
+  srand((unsigned)getpid());
+  for (int round = 0; round < 12; round++) {
+    pid_t mid = fork();
+    ASSERT(mid >= 0);
+    if (mid == 0) {
+      for (int i = 0; i < 40; i++) {
+        mp_process_opts_t o = {.start_method =
+                                   i % 2 ? MP_START_FORK : MP_START_FORKSERVER};
+        if (mp_process_create(&keep[0], tagged_sleeper, NULL, 0, &o) == 0)
+          mp_process_start(keep[0]);
+      }
+      for (;;)
+        pause();
+    }
+    mpt_sleep_ms(rand() % 40);
+    ASSERT_EQ(kill(mid, SIGKILL), 0);
+    ASSERT_EQ(waitpid(mid, NULL, 0), mid);
+    uint64_t end = mpt_now_ms() + 10000;
+    while (count_tagged() > 0 && mpt_now_ms() < end)
+      mpt_sleep_ms(5);
+    ASSERT_EQ(count_tagged(), 0);
+    /* One caught between fork and naming itself would show up late. */
+    mpt_sleep_ms(50);
+    ASSERT_EQ(count_tagged(), 0);
+  }
 }

@@ -26,7 +26,7 @@ int mp_raw_alloc(void **p, size_t size) {
   void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
                  -1, 0);
   if (m == MAP_FAILED)
-    return errno == ENOMEM ? MP_ENOMEM : -errno;
+    return errno ? -errno : MP_ENOMEM;
   raw_hdr_t *h = m;
   h->magic = RAW_MAGIC;
   h->map_len = len;
@@ -79,7 +79,7 @@ int mp_array_create(mp_array_t **a, mp_type_t type, size_t len,
   size_t elem = type_size[type];
   if (len > (SIZE_MAX - ARRAY_DATA - RAW_HDR) / elem)
     return MP_EINVAL;
-  void *p;
+  void *p = NULL;
   int r = mp_raw_alloc(&p, ARRAY_DATA + len * elem);
   if (r < 0)
     return r;

@@ -1106,3 +1106,26 @@ TEST(lock_timed_waiters_race) {
   }
   ASSERT_EQ(g_tcount, 12000);
 }
+
+/* An Event whose setter is killed: waiters time out instead of hanging,
+ * and the event keeps working. */
+TEST(event_setter_killed) {
+  mp_event_t *e = shared(sizeof *e);
+  mp_event_init(e);
+  pid_t setter = fork();
+  if (setter == 0) {
+    pause();
+    mp_event_set(e);
+    _exit(0);
+  }
+  pid_t waiter = fork();
+  if (waiter == 0)
+    _exit(mp_event_wait(e, 300) == MP_ETIMEDOUT ? 0 : 1);
+  mpt_sleep_ms(20);
+  kill_reap(setter);
+  ASSERT_EQ(wait_exit(waiter), 0);
+  ASSERT_EQ(mp_event_is_set(e), 0);
+  ASSERT_OK(mp_event_set(e));
+  ASSERT_OK(mp_event_wait(e, 0));
+  mp_raw_free(e);
+}

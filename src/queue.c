@@ -41,6 +41,7 @@
  * a descriptor (`polled`); from then on operations take both locks and
  * write or drain the byte on the empty <-> non-empty transitions only. */
 #include <fcntl.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -65,6 +66,7 @@
 #define Q_EV_YIELD 10
 #define Q_OWNER_RECHECK_MS 50
 #define Q_IDLE_RECHECK_MS 1000
+#define Q_FRUITLESS 256
 #define Q_FIFO_SUFFIX ".p"
 
 enum { Q_P = 1, Q_C = 2, Q_BOTH = 3 };
@@ -109,15 +111,24 @@ typedef struct {
   _Atomic uint32_t closed;
   _Atomic uint32_t polled;
   _Atomic uint32_t fifo_dirty; /* a taken-over lock: resync the FIFO */
+  /* Event word, its sleepers, and (at ev + 2) wakes that found nobody. */
   _Alignas(MP__CACHELINE) _Atomic uint32_t put_ev;
   _Atomic uint32_t get_waiters;
+  _Atomic uint32_t put_fruitless;
   _Alignas(MP__CACHELINE) _Atomic uint32_t get_ev;
   _Atomic uint32_t put_waiters;
+  _Atomic uint32_t get_fruitless;
   _Alignas(MP__CACHELINE) _Atomic uint32_t done_ev;
   _Atomic uint32_t join_waiters;
+  _Atomic uint32_t done_fruitless;
 } q_shm_t;
 
 _Static_assert(sizeof(q_shm_t) <= Q_HDR, "queue header too large");
+_Static_assert(
+    offsetof(q_shm_t, put_fruitless) == offsetof(q_shm_t, put_ev) + 8 &&
+        offsetof(q_shm_t, get_fruitless) == offsetof(q_shm_t, get_ev) + 8 &&
+        offsetof(q_shm_t, done_fruitless) == offsetof(q_shm_t, done_ev) + 8,
+    "q_signal finds the fruitless count at ev + 2");
 _Static_assert(MP_QUEUE_NAME_MAX + sizeof Q_FIFO_SUFFIX <= MP__SEG_NAME_MAX,
                "no room for the FIFO suffix");
 
@@ -487,13 +498,26 @@ static void q_wait(mp_queue_t *q, _Atomic uint64_t *word, uint64_t seen,
   atomic_fetch_sub(waiters, 1);
 }
 
-/* After publishing: wake whoever sleeps on ev (n of them). */
+/* After publishing: wake whoever sleeps on ev (n of them). A sleeper
+ * killed while counted would make every later call pay for a wake: after
+ * Q_FRUITLESS wakes in a row that found nobody, the count is cleared (a
+ * sleeper racing with that clear notices its data at its next periodic
+ * recheck at the latest; a count driven below zero heals the same way). */
 static inline void q_signal(_Atomic uint32_t *ev, _Atomic uint32_t *waiters,
                             int n) {
   atomic_thread_fence(memory_order_seq_cst);
-  if (MP__UNLIKELY(LD(waiters, relaxed) != 0)) {
-    atomic_fetch_add(ev, 1);
-    mp__futex_wake(ev, n);
+  uint32_t w = LD(waiters, relaxed);
+  if (MP__LIKELY(w == 0))
+    return;
+  /* The fruitless count sits beside ev, on the line only this path uses. */
+  _Atomic uint32_t *fruitless = ev + 2;
+  atomic_fetch_add(ev, 1);
+  if (mp__futex_wake(ev, n) > 0) {
+    if (LD(fruitless, relaxed))
+      ST(fruitless, 0, relaxed);
+  } else if (atomic_fetch_add(fruitless, 1) + 1 >= Q_FRUITLESS) {
+    ST(fruitless, 0, relaxed);
+    atomic_compare_exchange_strong(waiters, &w, 0);
   }
 }
 

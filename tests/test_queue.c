@@ -1078,3 +1078,60 @@ TEST(queue_crash_inside_large_copies) {
   free(b);
   ASSERT_OK(mp_queue_destroy(q));
 }
+
+/* Sleepers killed while waiting (consumers on an empty queue, producers on
+ * a full one, a joiner) leave nothing that slows or blocks the others. */
+TEST(queue_crash_sleepers) {
+  mp_queue_t *q = mkq(4, 0, MP_QUEUE_JOINABLE);
+  for (int round = 0; round < 3; round++) {
+    pid_t pid[3];
+    for (int k = 0; k < 3; k++) {
+      pid[k] = fork();
+      if (pid[k] == 0) {
+        void *m;
+        size_t len;
+        mp_queue_get(q, &m, &len, MP_FOREVER);
+        _exit(0);
+      }
+    }
+    mpt_sleep_ms(30);
+    for (int k = 0; k < 3; k++)
+      kill(pid[k], SIGKILL);
+    for (int k = 0; k < 3; k++)
+      reap(pid[k]);
+    for (int i = 0; i < 4; i++)
+      ASSERT_OK(mp_queue_put(q, &i, sizeof i, 0));
+    pid_t prod = fork();
+    if (prod == 0) {
+      mp_queue_put(q, "x", 1, MP_FOREVER); /* full: sleeps */
+      _exit(0);
+    }
+    pid_t joiner = fork();
+    if (joiner == 0) {
+      mp_queue_join(q, MP_FOREVER);
+      _exit(0);
+    }
+    mpt_sleep_ms(30);
+    kill(prod, SIGKILL);
+    kill(joiner, SIGKILL);
+    reap(prod);
+    reap(joiner);
+    /* Many operations, each would find the dead sleepers counted. */
+    for (int i = 0; i < 2000; i++) {
+      int v;
+      size_t len;
+      ASSERT_OK(mp_queue_get_into(q, &v, sizeof v, &len, 1000));
+      ASSERT_OK(mp_queue_task_done(q));
+      ASSERT_OK(mp_queue_put(q, &i, sizeof i, 1000));
+    }
+    int v;
+    size_t len;
+    while (mp_queue_get_into(q, &v, sizeof v, &len, 0) == 0)
+      ASSERT_OK(mp_queue_task_done(q));
+    size_t n;
+    ASSERT_OK(mp_queue_qsize(q, &n));
+    ASSERT_EQ(n, 0);
+    ASSERT_OK(mp_queue_join(q, 1000));
+  }
+  ASSERT_OK(mp_queue_destroy(q));
+}

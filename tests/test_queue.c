@@ -1135,3 +1135,35 @@ TEST(queue_crash_sleepers) {
   }
   ASSERT_OK(mp_queue_destroy(q));
 }
+
+TEST(queue_mp_wait) {
+  mp_queue_t *a = mkq(0, 0, 0), *b = mkq(0, 0, 0);
+  mp_waitable_t w[2] = {mp_queue_waitable(a), mp_queue_waitable(b)};
+  uint64_t t0 = mpt_now_ms();
+  ASSERT_EQ(mp_wait(w, 2, 80), 0);
+  ASSERT(mpt_now_ms() - t0 >= 80);
+  ASSERT_EQ(mp_wait(w, 2, 0), 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    mpt_sleep_ms(60);
+    _exit(mp_queue_put(b, "hi", 2, 0) == 0 ? 0 : 1);
+  }
+  ASSERT_EQ(mp_wait(w, 2, MP_FOREVER), 1);
+  ASSERT(!w[0].ready);
+  ASSERT(w[1].ready);
+  wait_ok(pid);
+  /* Another consumer takes the message: not ready any more. */
+  pid = fork();
+  if (pid == 0) {
+    char buf[4];
+    size_t len;
+    _exit(mp_queue_get_into(b, buf, sizeof buf, &len, 0) == 0 ? 0 : 1);
+  }
+  wait_ok(pid);
+  ASSERT_EQ(mp_wait(w, 2, 30), 0);
+  ASSERT_OK(mp_queue_close(a));
+  ASSERT_EQ(mp_wait(w, 2, MP_FOREVER), 1);
+  ASSERT(w[0].ready);
+  ASSERT_OK(mp_queue_destroy(a));
+  ASSERT_OK(mp_queue_destroy(b));
+}

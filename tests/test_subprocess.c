@@ -828,3 +828,42 @@ TEST(explicit_pipe_size) {
   free(out);
   ASSERT_OK(mp_subprocess_destroy(sp));
 }
+
+static volatile sig_atomic_t sigchld_seen;
+static void on_sigchld(int sig) {
+  (void)sig;
+  sigchld_seen++;
+}
+
+TEST(leaves_application_children_alone) {
+  /* The application has its own SIGCHLD handler and its own child: waiting
+   * for a command must neither reap that child nor replace the handler. */
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_sigchld;
+  sa.sa_flags = SA_RESTART;
+  ASSERT(sigaction(SIGCHLD, &sa, NULL) == 0);
+  pid_t mine = fork();
+  ASSERT(mine >= 0);
+  if (mine == 0)
+    _exit(42);
+  mpt_sleep_ms(50); /* let it become a zombie first */
+  const char *argv[] = {"sh", "-c", "exit 7", NULL};
+  mp_run_result_t res;
+  ASSERT_OK(mp_run(argv, NULL, &res));
+  ASSERT_EQ(res.returncode, 7);
+  int st = 0;
+  ASSERT(waitpid(mine, &st, 0) == mine);
+  ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 42);
+  ASSERT(sigchld_seen >= 1);
+  struct sigaction now;
+  ASSERT(sigaction(SIGCHLD, NULL, &now) == 0);
+  ASSERT(now.sa_handler == on_sigchld);
+
+  /* SIGCHLD ignored: children are reaped by the kernel; the status is lost
+   * and reported as 0, as Python does, and nothing hangs. */
+  signal(SIGCHLD, SIG_IGN);
+  ASSERT_OK(mp_run(argv, NULL, &res));
+  ASSERT_EQ(res.returncode, 0);
+  signal(SIGCHLD, SIG_DFL);
+}

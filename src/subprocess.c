@@ -71,7 +71,8 @@ struct mp_subprocess {
  * suspended. It must not touch locks, malloc or anything a sanitizer
  * intercepts: raw system calls only, and no instrumentation. */
 
-/* The kernel's struct sigaction (x86_64, arm64 and most others). */
+/* The kernel's struct sigaction as x86_64 and arm64 lay it out (with
+ * sa_restorer); the raw call bypasses sanitizer interceptors. */
 struct sp_ksigaction {
   void *handler;
   unsigned long flags;
@@ -168,8 +169,9 @@ sp_child_main(void *arg) {
     }
   }
   SP_SYS(SYS_rt_sigprocmask, SIG_SETMASK, &a->oldmask, NULL, sizeof(uint64_t));
-  /* execvp's rules: go on after ENOENT/ENOTDIR, report EACCES if any
-   * candidate gave it, otherwise the first other error. */
+  /* execvp's rules: go on after ENOENT/ENOTDIR (and a dead mount), report
+   * EACCES if any candidate gave it, stop at any other error. Unlike
+   * execvp, no /bin/sh retry on ENOEXEC (as posix_spawnp and Python). */
   bool eacces = false;
   e = ENOENT;
   for (char *const *p = a->paths; *p; p++) {
@@ -179,7 +181,8 @@ sp_child_main(void *arg) {
       eacces = true;
       continue;
     }
-    if (x == ENOENT || x == ENOTDIR)
+    if (x == ENOENT || x == ENOTDIR || x == ESTALE || x == ENODEV ||
+        x == ETIMEDOUT)
       continue;
     e = x;
     eacces = false;

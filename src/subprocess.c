@@ -709,7 +709,15 @@ int mp_subprocess_communicate(mp_subprocess_t *sp, const void *input,
   if (writing)
     sp_sigpipe_block(&sg);
   int r = 0;
+  bool first = true;
   while (sp->fds[0] >= 0 || sp->fds[1] >= 0 || sp->fds[2] >= 0) {
+    /* A child that never stops writing keeps poll ready: the deadline must
+     * be checked here too (after one pass, so that 0 still does work). */
+    if (!first && mp__deadline_passed(&dl)) {
+      r = MP_ETIMEDOUT;
+      break;
+    }
+    first = false;
     struct pollfd pf[3];
     int idx[3], n = 0;
     for (int i = 0; i < 3; i++) {

@@ -867,3 +867,25 @@ TEST(leaves_application_children_alone) {
   ASSERT_EQ(res.returncode, 0);
   signal(SIGCHLD, SIG_DFL);
 }
+
+TEST(communicate_timeout_with_endless_output) {
+  /* Output keeps the pipe ready all the time: the timeout still applies. */
+  const char *argv[] = {"yes", NULL};
+  mp_subprocess_opts_t o;
+  memset(&o, 0, sizeof o);
+  o.stdio[1].mode = MP_STDIO_PIPE;
+  o.pipe_size = -1;
+  mp_subprocess_t *sp;
+  ASSERT_OK(mp_subprocess_spawn(&sp, argv, &o));
+  char *out = NULL;
+  size_t len = 0;
+  ASSERT_ERR(mp_subprocess_communicate(sp, NULL, 0, &out, &len, NULL, NULL, 20),
+             MP_ETIMEDOUT);
+  ASSERT_OK(mp_subprocess_kill(sp));
+  ASSERT_OK(mp_subprocess_communicate(sp, NULL, 0, &out, &len, NULL, NULL,
+                                      MP_FOREVER));
+  ASSERT(len > 0);
+  ASSERT(out[0] == 'y' && out[1] == '\n');
+  free(out);
+  ASSERT_OK(mp_subprocess_destroy(sp));
+}

@@ -223,8 +223,10 @@ int mp_dict_set(mp_dict_t *d, const mp_value_t *key, const mp_value_t *val) {
   return mp__mop_end(&op, dict_set_locked(&op, h, key, val));
 }
 
-int mp_dict_get_default(mp_dict_t *d, const mp_value_t *key,
-                        const mp_value_t *def, mp_value_t *out) {
+/* d[key] copied out; a missing key copies *def, or nil when def is NULL,
+ * or fails with MP_ENOENT when use_def is false. */
+static int dict_get(mp_dict_t *d, const mp_value_t *key, bool use_def,
+                    const mp_value_t *def, mp_value_t *out) {
   mop_t op;
   uint64_t h, ins;
   int r;
@@ -235,6 +237,8 @@ int mp_dict_get_default(mp_dict_t *d, const mp_value_t *key,
   uint64_t slot = dict_find(&op, h, key, &ins);
   if (slot != NOT_FOUND)
     r = mp__sval_load(op.a, &dict_entry(&op, slot)->val, out);
+  else if (!use_def)
+    r = MP_ENOENT;
   else if (def)
     r = mp__mval_copy(def, out);
   else
@@ -242,18 +246,13 @@ int mp_dict_get_default(mp_dict_t *d, const mp_value_t *key,
   return mp__mop_commit(&op, r);
 }
 
+int mp_dict_get_default(mp_dict_t *d, const mp_value_t *key,
+                        const mp_value_t *def, mp_value_t *out) {
+  return dict_get(d, key, true, def, out);
+}
+
 int mp_dict_get(mp_dict_t *d, const mp_value_t *key, mp_value_t *out) {
-  mop_t op;
-  uint64_t h, ins;
-  int r;
-  if (!out)
-    return MP_EINVAL;
-  if ((r = dict_begin(d, key, &op, &h)) < 0)
-    return r;
-  uint64_t slot = dict_find(&op, h, key, &ins);
-  r = slot == NOT_FOUND ? MP_ENOENT
-                        : mp__sval_load(op.a, &dict_entry(&op, slot)->val, out);
-  return mp__mop_commit(&op, r);
+  return dict_get(d, key, false, NULL, out);
 }
 
 int mp_dict_contains(mp_dict_t *d, const mp_value_t *key, bool *found) {

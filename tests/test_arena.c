@@ -18,6 +18,14 @@ static uint64_t shm_size(const mp__arena_t *a) {
   return (uint64_t)st.st_size;
 }
 
+static void arena_destroy(mp__arena_t *a) {
+  char name[MP__SEG_NAME_MAX];
+  strcpy(name, a->seg.name);
+  mp__arena_close(a);
+  ASSERT_OK(mp__seg_unlink(name));
+  ASSERT(!mpt_shm_exists(name));
+}
+
 TEST(arena_alloc_free_reuse) {
   mp__arena_t a;
   ASSERT_OK(mp__arena_create(&a, NULL, (size_t)1 << 30, 1000, true));
@@ -57,10 +65,7 @@ TEST(arena_alloc_free_reuse) {
   ASSERT_ERR(mp__arena_alloc(NULL, 16, &again), MP_EINVAL);
   ASSERT_ERR(mp__arena_alloc(&a, (size_t)1 << 31, &again), MP_ENOMEM);
   ASSERT_EQ(mp__arena_usable(&a, 0), 0);
-  char name[MP__SEG_NAME_MAX];
-  strcpy(name, a.seg.name);
-  mp__arena_close(&a);
-  ASSERT_OK(mp__seg_unlink(name));
+  arena_destroy(&a);
 }
 
 TEST(arena_bad_input) {
@@ -96,10 +101,7 @@ TEST(arena_full_enomem) {
   mp__arena_free(&a, last);
   ASSERT_OK(mp__arena_alloc(&a, 1000, &off));
   ASSERT_EQ(off, last);
-  char name[MP__SEG_NAME_MAX];
-  strcpy(name, a.seg.name);
-  mp__arena_close(&a);
-  ASSERT_OK(mp__seg_unlink(name));
+  arena_destroy(&a);
 }
 
 TEST(arena_memory_only_as_touched) {
@@ -116,10 +118,7 @@ TEST(arena_memory_only_as_touched) {
   /* Freed big blocks give their pages back. */
   mp__arena_free(&a, big);
   ASSERT(shm_blocks_bytes(&a) < (8u << 20));
-  char name[MP__SEG_NAME_MAX];
-  strcpy(name, a.seg.name);
-  mp__arena_close(&a);
-  ASSERT_OK(mp__seg_unlink(name));
+  arena_destroy(&a);
 }
 
 /* Each process allocates blocks, stamps them with its id, checks nobody
@@ -200,8 +199,5 @@ TEST(arena_sigkill_during_alloc_free) {
   /* Leaks allowed, corruption not: the free lists still hand out distinct
    * blocks. */
   churn(&a, 7, 50000, 7);
-  char name[MP__SEG_NAME_MAX];
-  strcpy(name, a.seg.name);
-  mp__arena_close(&a);
-  ASSERT_OK(mp__seg_unlink(name));
+  arena_destroy(&a);
 }

@@ -17,7 +17,7 @@ static double run_child(work_t w, mp_dict_t *d, mp_list_t *l, long n) {
     close(fds[0]);
     uint64_t t0 = bench_now_ns();
     for (long i = 0; i < n; i++) {
-      mp_value_t k = mp_val_int(i), v;
+      mp_val_t k = mp_val_int(i), v;
       int r = 0;
       switch (w) {
       case DICT_SET:

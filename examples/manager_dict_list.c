@@ -15,7 +15,7 @@
 #include <mproc.h>
 
 static int func(mp_dict_t *d, mp_list_t *l) {
-  mp_value_t pid = mp_val_int(getpid());
+  mp_val_t pid = mp_val_int(getpid());
   char *s;
   int r;
   if ((r = mp_dict_set(d, &pid, &pid)) < 0 || (r = mp_dict_repr(d, &s)) < 0)

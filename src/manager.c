@@ -137,7 +137,7 @@ int mp__mop_end(mop_t *op, int r) {
 #define SVAL_INLINE_MAX 8
 #define VALUE_LEN_MAX (1ull << 55)
 
-int mp__mval_check(const mp_value_t *v) {
+int mp__mval_check(const mp_val_t *v) {
   if (!v)
     return MP_EINVAL;
   switch (v->type) {
@@ -155,7 +155,7 @@ int mp__mval_check(const mp_value_t *v) {
   return MP_EINVAL;
 }
 
-int mp__mval_check_key(const mp_value_t *v) {
+int mp__mval_check_key(const mp_val_t *v) {
   int r = mp__mval_check(v);
   if (r < 0)
     return r;
@@ -177,7 +177,7 @@ int mp__sval_blob(const sval_t *s) {
   return (t == MP_STR || t == MP_BYTES) && sval_len(s) > SVAL_INLINE_MAX;
 }
 
-int mp__sval_make(mop_t *op, const mp_value_t *v, sval_t *out) {
+int mp__sval_make(mop_t *op, const mp_val_t *v, sval_t *out) {
   out->tl = (uint64_t)v->type;
   out->pay = 0;
   switch (v->type) {
@@ -220,10 +220,10 @@ const char *mp__sval_bytes(mp__arena_t *a, const sval_t *s, size_t *len) {
   return mgr_ptr(a, s->pay);
 }
 
-/* A view of s as an mp_value_t whose data points into s (or the arena). */
-static void sval_view(mp__arena_t *a, const sval_t *s, mp_value_t *v) {
+/* A view of s as an mp_val_t whose data points into s (or the arena). */
+static void sval_view(mp__arena_t *a, const sval_t *s, mp_val_t *v) {
   *v = mp_val_nil();
-  v->type = (mp_type_t)sval_type(s);
+  v->type = (mp_val_type_t)sval_type(s);
   switch (v->type) {
   case MP_BOOL:
     v->u.b = s->pay != 0;
@@ -244,7 +244,7 @@ static void sval_view(mp__arena_t *a, const sval_t *s, mp_value_t *v) {
   }
 }
 
-int mp__mval_copy(const mp_value_t *in, mp_value_t *out) {
+int mp__mval_copy(const mp_val_t *in, mp_val_t *out) {
   *out = *in;
   if (in->type == MP_STR || in->type == MP_BYTES) {
     char *p = malloc(in->len + 1);
@@ -258,13 +258,13 @@ int mp__mval_copy(const mp_value_t *in, mp_value_t *out) {
   return 0;
 }
 
-int mp__sval_load(mp__arena_t *a, const sval_t *s, mp_value_t *out) {
-  mp_value_t v;
+int mp__sval_load(mp__arena_t *a, const sval_t *s, mp_val_t *out) {
+  mp_val_t v;
   sval_view(a, s, &v);
   return mp__mval_copy(&v, out);
 }
 
-bool mp__mval_eq(const mp_value_t *x, const mp_value_t *y) {
+bool mp__mval_eq(const mp_val_t *x, const mp_val_t *y) {
   if (x->type != y->type)
     return false;
   switch (x->type) {
@@ -283,8 +283,8 @@ bool mp__mval_eq(const mp_value_t *x, const mp_value_t *y) {
   return false;
 }
 
-bool mp__sval_eq(mp__arena_t *a, const sval_t *s, const mp_value_t *v) {
-  mp_value_t x;
+bool mp__sval_eq(mp__arena_t *a, const sval_t *s, const mp_val_t *v) {
+  mp_val_t x;
   sval_view(a, s, &x);
   return mp__mval_eq(&x, v);
 }
@@ -298,7 +298,7 @@ static uint64_t mix64(uint64_t x) {
   return x;
 }
 
-uint64_t mp__mval_hash(uint64_t seed, const mp_value_t *v) {
+uint64_t mp__mval_hash(uint64_t seed, const mp_val_t *v) {
   if (v->type == MP_INT)
     return mix64((uint64_t)v->u.i ^ seed);
   const unsigned char *p = v->u.p;
@@ -318,7 +318,7 @@ uint64_t mp__mval_hash(uint64_t seed, const mp_value_t *v) {
   return mix64(h);
 }
 
-int mp_value_free(mp_value_t *v) {
+int mp_val_free(mp_val_t *v) {
   if (!v)
     return 0;
   if (v->type == MP_STR || v->type == MP_BYTES)
@@ -327,11 +327,11 @@ int mp_value_free(mp_value_t *v) {
   return 0;
 }
 
-int mp_values_free(mp_value_t *vals, size_t n) {
+int mp_vals_free(mp_val_t *vals, size_t n) {
   if (!vals)
     return 0;
   for (size_t i = 0; i < n; i++)
-    mp_value_free(&vals[i]);
+    mp_val_free(&vals[i]);
   free(vals);
   return 0;
 }
@@ -477,7 +477,7 @@ static void sb_quoted(sbuf_t *b, const char *s, size_t n, bool bytes) {
   mp__sb_put(b, &q, 1);
 }
 
-static void sb_repr_value(sbuf_t *b, const mp_value_t *v) {
+static void sb_repr_value(sbuf_t *b, const mp_val_t *v) {
   char tmp[32];
   switch (v->type) {
   case MP_NIL:
@@ -501,12 +501,12 @@ static void sb_repr_value(sbuf_t *b, const mp_value_t *v) {
 }
 
 void mp__sb_repr_sval(sbuf_t *b, mp__arena_t *a, const sval_t *s) {
-  mp_value_t v;
+  mp_val_t v;
   sval_view(a, s, &v);
   sb_repr_value(b, &v);
 }
 
-int mp_value_repr(const mp_value_t *v, char **out) {
+int mp_val_repr(const mp_val_t *v, char **out) {
   int r = mp__mval_check(v);
   if (r < 0 || !out)
     return MP_EINVAL;

@@ -47,7 +47,7 @@ static bool dent_live(const dent_t *e) {
 
 /* Find key: returns its slot or NOT_FOUND; *ins gets the slot to insert it
  * at (valid when the index exists). */
-static uint64_t dict_find(mop_t *op, uint64_t h, const mp_value_t *key,
+static uint64_t dict_find(mop_t *op, uint64_t h, const mp_val_t *key,
                           uint64_t *ins) {
   dict_shm_t *D = dict_of(op);
   *ins = NOT_FOUND;
@@ -120,8 +120,8 @@ static int dict_rebuild(mop_t *op, uint64_t ncap) {
   return 0;
 }
 
-static int dict_insert(mop_t *op, uint64_t h, const mp_value_t *key,
-                       const mp_value_t *val) {
+static int dict_insert(mop_t *op, uint64_t h, const mp_val_t *key,
+                       const mp_val_t *val) {
   dict_shm_t *D = dict_of(op);
   int r;
   if (D->elen >= D->ecap) {
@@ -148,7 +148,7 @@ static int dict_insert(mop_t *op, uint64_t h, const mp_value_t *key,
   return 0;
 }
 
-static int dict_replace(mop_t *op, dent_t *e, const mp_value_t *val) {
+static int dict_replace(mop_t *op, dent_t *e, const mp_val_t *val) {
   sval_t nv;
   int r;
   if ((r = mp__sval_make(op, val, &nv)) < 0 ||
@@ -160,15 +160,15 @@ static int dict_replace(mop_t *op, dent_t *e, const mp_value_t *val) {
   return 0;
 }
 
-static int dict_set_locked(mop_t *op, uint64_t h, const mp_value_t *key,
-                           const mp_value_t *val) {
+static int dict_set_locked(mop_t *op, uint64_t h, const mp_val_t *key,
+                           const mp_val_t *val) {
   uint64_t ins, slot = dict_find(op, h, key, &ins);
   if (slot != NOT_FOUND)
     return dict_replace(op, dict_entry(op, slot), val);
   return dict_insert(op, h, key, val);
 }
 
-static int dict_begin(mp_dict_t *d, const mp_value_t *key, mop_t *op,
+static int dict_begin(mp_dict_t *d, const mp_val_t *key, mop_t *op,
                       uint64_t *h) {
   int r = dict_check(d);
   if (r < 0 || (r = mp__mval_check_key(key)) < 0)
@@ -214,7 +214,7 @@ int mp_dict_close(mp_dict_t *d) {
 /* ---- operations
  * --------------------------------------------------------------- */
 
-int mp_dict_set(mp_dict_t *d, const mp_value_t *key, const mp_value_t *val) {
+int mp_dict_set(mp_dict_t *d, const mp_val_t *key, const mp_val_t *val) {
   mop_t op;
   uint64_t h;
   int r = mp__mval_check(val);
@@ -225,8 +225,8 @@ int mp_dict_set(mp_dict_t *d, const mp_value_t *key, const mp_value_t *val) {
 
 /* d[key] copied out; a missing key copies *def, or nil when def is NULL,
  * or fails with MP_ENOENT when use_def is false. */
-static int dict_get(mp_dict_t *d, const mp_value_t *key, bool use_def,
-                    const mp_value_t *def, mp_value_t *out) {
+static int dict_get(mp_dict_t *d, const mp_val_t *key, bool use_def,
+                    const mp_val_t *def, mp_val_t *out) {
   mop_t op;
   uint64_t h, ins;
   int r;
@@ -246,16 +246,16 @@ static int dict_get(mp_dict_t *d, const mp_value_t *key, bool use_def,
   return mp__mop_commit(&op, r);
 }
 
-int mp_dict_get_default(mp_dict_t *d, const mp_value_t *key,
-                        const mp_value_t *def, mp_value_t *out) {
+int mp_dict_get_default(mp_dict_t *d, const mp_val_t *key, const mp_val_t *def,
+                        mp_val_t *out) {
   return dict_get(d, key, true, def, out);
 }
 
-int mp_dict_get(mp_dict_t *d, const mp_value_t *key, mp_value_t *out) {
+int mp_dict_get(mp_dict_t *d, const mp_val_t *key, mp_val_t *out) {
   return dict_get(d, key, false, NULL, out);
 }
 
-int mp_dict_contains(mp_dict_t *d, const mp_value_t *key, bool *found) {
+int mp_dict_contains(mp_dict_t *d, const mp_val_t *key, bool *found) {
   mop_t op;
   uint64_t h, ins;
   int r;
@@ -267,7 +267,7 @@ int mp_dict_contains(mp_dict_t *d, const mp_value_t *key, bool *found) {
   return mp__mop_commit(&op, 0);
 }
 
-int mp_dict_pop(mp_dict_t *d, const mp_value_t *key, mp_value_t *out) {
+int mp_dict_pop(mp_dict_t *d, const mp_val_t *key, mp_val_t *out) {
   mop_t op;
   uint64_t h, ins;
   int r;
@@ -279,12 +279,12 @@ int mp_dict_pop(mp_dict_t *d, const mp_value_t *key, mp_value_t *out) {
   dict_shm_t *D = dict_of(&op);
   dent_t *e = dict_entry(&op, slot);
   uint64_t *idx = mgr_ptr(op.a, D->index_off);
-  mp_value_t v = mp_val_nil();
+  mp_val_t v = mp_val_nil();
   if ((out && (r = mp__sval_load(op.a, &e->val, &v)) < 0) ||
       (r = mp__mop_reserve(&op, 3)) < 0 ||
       (r = mp__sval_release(&op, &e->key)) < 0 ||
       (r = mp__sval_release(&op, &e->val)) < 0) {
-    mp_value_free(&v);
+    mp_val_free(&v);
     return mp__mop_abort(&op, r);
   }
   mp__mop_w(&op, &idx[slot], SLOT_DUMMY);
@@ -295,7 +295,7 @@ int mp_dict_pop(mp_dict_t *d, const mp_value_t *key, mp_value_t *out) {
   return mp__mop_commit(&op, 0);
 }
 
-int mp_dict_del(mp_dict_t *d, const mp_value_t *key) {
+int mp_dict_del(mp_dict_t *d, const mp_val_t *key) {
   return mp_dict_pop(d, key, NULL);
 }
 
@@ -338,8 +338,7 @@ int mp_dict_clear(mp_dict_t *d) {
   return mp__mop_commit(&op, 0);
 }
 
-int mp_dict_items(mp_dict_t *d, mp_value_t **keys, mp_value_t **vals,
-                  size_t *n) {
+int mp_dict_items(mp_dict_t *d, mp_val_t **keys, mp_val_t **vals, size_t *n) {
   mop_t op;
   int r = 0;
   if (dict_check(d) < 0 || !n || (!keys && !vals))
@@ -347,7 +346,7 @@ int mp_dict_items(mp_dict_t *d, mp_value_t **keys, mp_value_t **vals,
   mp__mop_begin(&op, d->h.m, d->h.off);
   dict_shm_t *D = dict_of(&op);
   size_t cnt = (size_t)D->count, got = 0;
-  mp_value_t *ks = NULL, *vs = NULL;
+  mp_val_t *ks = NULL, *vs = NULL;
   if (cnt && ((keys && !(ks = calloc(cnt, sizeof *ks))) ||
               (vals && !(vs = calloc(cnt, sizeof *vs)))))
     r = MP_ENOMEM;
@@ -364,8 +363,8 @@ int mp_dict_items(mp_dict_t *d, mp_value_t **keys, mp_value_t **vals,
   mp__mop_commit(&op, 0);
   if (r < 0) {
     /* calloc'd: the half-filled slot is nil or complete. */
-    mp_values_free(ks, cnt);
-    mp_values_free(vs, cnt);
+    mp_vals_free(ks, cnt);
+    mp_vals_free(vs, cnt);
     return r;
   }
   if (keys)
@@ -376,16 +375,16 @@ int mp_dict_items(mp_dict_t *d, mp_value_t **keys, mp_value_t **vals,
   return 0;
 }
 
-int mp_dict_keys(mp_dict_t *d, mp_value_t **keys, size_t *n) {
+int mp_dict_keys(mp_dict_t *d, mp_val_t **keys, size_t *n) {
   return keys ? mp_dict_items(d, keys, NULL, n) : MP_EINVAL;
 }
 
-int mp_dict_values(mp_dict_t *d, mp_value_t **vals, size_t *n) {
+int mp_dict_values(mp_dict_t *d, mp_val_t **vals, size_t *n) {
   return vals ? mp_dict_items(d, NULL, vals, n) : MP_EINVAL;
 }
 
 int mp_dict_update(mp_dict_t *d, mp_dict_t *src) {
-  mp_value_t *ks, *vs;
+  mp_val_t *ks, *vs;
   size_t n;
   mop_t op;
   int r = 0;
@@ -401,12 +400,12 @@ int mp_dict_update(mp_dict_t *d, mp_dict_t *src) {
   for (size_t i = 0; i < n && r == 0; i++)
     r = dict_set_locked(&op, mp__mval_hash(seed, &ks[i]), &ks[i], &vs[i]);
   r = mp__mop_end(&op, r);
-  mp_values_free(ks, n);
-  mp_values_free(vs, n);
+  mp_vals_free(ks, n);
+  mp_vals_free(vs, n);
   return r;
 }
 
-int mp_dict_add(mp_dict_t *d, const mp_value_t *key, int64_t delta,
+int mp_dict_add(mp_dict_t *d, const mp_val_t *key, int64_t delta,
                 int64_t *result) {
   mop_t op;
   uint64_t h, ins;
@@ -416,7 +415,7 @@ int mp_dict_add(mp_dict_t *d, const mp_value_t *key, int64_t delta,
   uint64_t slot = dict_find(&op, h, key, &ins);
   int64_t nv = delta;
   if (slot == NOT_FOUND) {
-    mp_value_t v = mp_val_int(delta);
+    mp_val_t v = mp_val_int(delta);
     r = dict_insert(&op, h, key, &v);
   } else {
     dent_t *e = dict_entry(&op, slot);
@@ -432,8 +431,8 @@ int mp_dict_add(mp_dict_t *d, const mp_value_t *key, int64_t delta,
   return mp__mop_end(&op, r);
 }
 
-int mp_dict_cas(mp_dict_t *d, const mp_value_t *key, const mp_value_t *expected,
-                const mp_value_t *desired, bool *swapped) {
+int mp_dict_cas(mp_dict_t *d, const mp_val_t *key, const mp_val_t *expected,
+                const mp_val_t *desired, bool *swapped) {
   mop_t op;
   uint64_t h, ins;
   int r;

@@ -139,20 +139,20 @@ extern void (*mp__manager_write_hook)(void);
 
 /* ---- values ---------------------------------------------------------------
  */
-int mp__mval_check(const mp_value_t *v);
-int mp__mval_check_key(const mp_value_t *v);
+int mp__mval_check(const mp_val_t *v);
+int mp__mval_check_key(const mp_val_t *v);
 /* Store v: a blob is allocated through op when needed. */
-int mp__sval_make(mop_t *op, const mp_value_t *v, sval_t *out);
+int mp__sval_make(mop_t *op, const mp_val_t *v, sval_t *out);
 /* Defer freeing the blob of s, if any. */
 int mp__sval_release(mop_t *op, const sval_t *s);
 int mp__sval_blob(const sval_t *s); /* has a blob */
 /* Copy out (strings/bytes malloc'd and NUL-terminated). MP_ENOMEM. */
-int mp__sval_load(mp__arena_t *a, const sval_t *s, mp_value_t *out);
-bool mp__sval_eq(mp__arena_t *a, const sval_t *s, const mp_value_t *v);
-uint64_t mp__mval_hash(uint64_t seed, const mp_value_t *v);
-bool mp__mval_eq(const mp_value_t *x, const mp_value_t *y);
+int mp__sval_load(mp__arena_t *a, const sval_t *s, mp_val_t *out);
+bool mp__sval_eq(mp__arena_t *a, const sval_t *s, const mp_val_t *v);
+uint64_t mp__mval_hash(uint64_t seed, const mp_val_t *v);
+bool mp__mval_eq(const mp_val_t *x, const mp_val_t *y);
 /* Deep copy (strings/bytes malloc'd). MP_ENOMEM. */
-int mp__mval_copy(const mp_value_t *in, mp_value_t *out);
+int mp__mval_copy(const mp_val_t *in, mp_val_t *out);
 /* Pointer/length of a string or bytes sval. */
 const char *mp__sval_bytes(mp__arena_t *a, const sval_t *s, size_t *len);
 

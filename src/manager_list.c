@@ -67,7 +67,7 @@ static int list_room(mop_t *op, uint64_t more) {
   return list_publish(op, noff, ncap, L->len);
 }
 
-static int list_append_locked(mop_t *op, const mp_value_t *vals, size_t n) {
+static int list_append_locked(mop_t *op, const mp_val_t *vals, size_t n) {
   list_shm_t *L = list_of(op);
   int r;
   if ((r = list_room(op, n)) < 0)
@@ -85,10 +85,10 @@ static int list_append_locked(mop_t *op, const mp_value_t *vals, size_t n) {
 }
 
 /* Remove item i (copied into *out first when out is set). */
-static int list_remove_at(mop_t *op, uint64_t i, mp_value_t *out) {
+static int list_remove_at(mop_t *op, uint64_t i, mp_val_t *out) {
   list_shm_t *L = list_of(op);
   sval_t *items = list_items(op);
-  mp_value_t v = mp_val_nil();
+  mp_val_t v = mp_val_nil();
   int r;
   if ((out && (r = mp__sval_load(op->a, &items[i], &v)) < 0) ||
       (r = mp__sval_release(op, &items[i])) < 0)
@@ -111,7 +111,7 @@ static int list_remove_at(mop_t *op, uint64_t i, mp_value_t *out) {
     *out = v;
   return 0;
 fail:
-  mp_value_free(&v);
+  mp_val_free(&v);
   return r;
 }
 
@@ -158,7 +158,7 @@ static int list_begin(mp_list_t *l, mop_t *op) {
   return 0;
 }
 
-int mp_list_append(mp_list_t *l, const mp_value_t *v) {
+int mp_list_append(mp_list_t *l, const mp_val_t *v) {
   mop_t op;
   int r = mp__mval_check(v);
   if (r < 0 || (r = list_begin(l, &op)) < 0)
@@ -166,7 +166,7 @@ int mp_list_append(mp_list_t *l, const mp_value_t *v) {
   return mp__mop_end(&op, list_append_locked(&op, v, 1));
 }
 
-int mp_list_extend(mp_list_t *l, const mp_value_t *vals, size_t n) {
+int mp_list_extend(mp_list_t *l, const mp_val_t *vals, size_t n) {
   mop_t op;
   int r;
   if (list_check(l) < 0 || (n && !vals) || n > (1ull << 40))
@@ -181,7 +181,7 @@ int mp_list_extend(mp_list_t *l, const mp_value_t *vals, size_t n) {
   return mp__mop_end(&op, list_append_locked(&op, vals, n));
 }
 
-int mp_list_get(mp_list_t *l, int64_t i, mp_value_t *out) {
+int mp_list_get(mp_list_t *l, int64_t i, mp_val_t *out) {
   mop_t op;
   uint64_t k;
   int r;
@@ -194,7 +194,7 @@ int mp_list_get(mp_list_t *l, int64_t i, mp_value_t *out) {
   return mp__mop_commit(&op, r);
 }
 
-int mp_list_set(mp_list_t *l, int64_t i, const mp_value_t *v) {
+int mp_list_set(mp_list_t *l, int64_t i, const mp_val_t *v) {
   mop_t op;
   uint64_t k;
   sval_t nv;
@@ -212,7 +212,7 @@ int mp_list_set(mp_list_t *l, int64_t i, const mp_value_t *v) {
   return mp__mop_commit(&op, 0);
 }
 
-int mp_list_insert(mp_list_t *l, int64_t i, const mp_value_t *v) {
+int mp_list_insert(mp_list_t *l, int64_t i, const mp_val_t *v) {
   mop_t op;
   int r = mp__mval_check(v);
   if (r < 0 || (r = list_begin(l, &op)) < 0)
@@ -235,7 +235,7 @@ int mp_list_insert(mp_list_t *l, int64_t i, const mp_value_t *v) {
   return mp__mop_end(&op, list_publish(&op, noff, ncap, len + 1));
 }
 
-int mp_list_pop(mp_list_t *l, int64_t i, mp_value_t *out) {
+int mp_list_pop(mp_list_t *l, int64_t i, mp_val_t *out) {
   mop_t op;
   uint64_t k;
   int r;
@@ -246,7 +246,7 @@ int mp_list_pop(mp_list_t *l, int64_t i, mp_value_t *out) {
   return mp__mop_end(&op, list_remove_at(&op, k, out));
 }
 
-int mp_list_remove(mp_list_t *l, const mp_value_t *v) {
+int mp_list_remove(mp_list_t *l, const mp_val_t *v) {
   mop_t op;
   int r = mp__mval_check(v);
   if (r < 0 || (r = list_begin(l, &op)) < 0)
@@ -281,13 +281,13 @@ int mp_list_clear(mp_list_t *l) {
   return mp__mop_end(&op, r);
 }
 
-int mp_list_items(mp_list_t *l, mp_value_t **vals, size_t *n) {
+int mp_list_items(mp_list_t *l, mp_val_t **vals, size_t *n) {
   mop_t op;
   int r = 0;
   if (!vals || !n || list_begin(l, &op) < 0)
     return MP_EINVAL;
   size_t len = (size_t)list_of(&op)->len;
-  mp_value_t *vs = len ? calloc(len, sizeof *vs) : NULL;
+  mp_val_t *vs = len ? calloc(len, sizeof *vs) : NULL;
   if (len && !vs)
     r = MP_ENOMEM;
   sval_t *items = list_items(&op);
@@ -295,7 +295,7 @@ int mp_list_items(mp_list_t *l, mp_value_t **vals, size_t *n) {
     r = mp__sval_load(op.a, &items[k], &vs[k]);
   mp__mop_commit(&op, 0);
   if (r < 0) {
-    mp_values_free(vs, len);
+    mp_vals_free(vs, len);
     return r;
   }
   *vals = vs;

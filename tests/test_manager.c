@@ -47,8 +47,8 @@ static char *list_str(mp_list_t *l) {
     free(s_);                                                                  \
   } while (0)
 
-static int64_t get_int(mp_dict_t *d, mp_value_t k) {
-  mp_value_t v;
+static int64_t get_int(mp_dict_t *d, mp_val_t k) {
+  mp_val_t v;
   ASSERT_OK(mp_dict_get(d, &k, &v));
   ASSERT_EQ(v.type, MP_INT);
   return v.u.i;
@@ -58,7 +58,7 @@ static int64_t get_int(mp_dict_t *d, mp_value_t k) {
  * key -> key * 3 (int keys) or 's<key>' -> a string of (key % 40) 'x' (string
  * keys); len matches the items, every key is found by get. */
 static void check_dict(mp_dict_t *d) {
-  mp_value_t *ks, *vs;
+  mp_val_t *ks, *vs;
   size_t n, len;
   ASSERT_OK(mp_dict_items(d, &ks, &vs, &n));
   ASSERT_OK(mp_dict_len(d, &len));
@@ -75,18 +75,18 @@ static void check_dict(mp_dict_t *d) {
       for (size_t j = 0; j < vs[i].len; j++)
         ASSERT(vs[i].u.s[j] == 'x');
     }
-    mp_value_t v;
+    mp_val_t v;
     ASSERT_OK(mp_dict_get(d, &ks[i], &v));
     ASSERT(v.type == vs[i].type);
-    mp_value_free(&v);
+    mp_val_free(&v);
   }
-  mp_values_free(ks, n);
-  mp_values_free(vs, n);
+  mp_vals_free(ks, n);
+  mp_vals_free(vs, n);
 }
 
 /* Every list item is an int >= 0 or a string of 'y' of length < 50. */
 static void check_list(mp_list_t *l) {
-  mp_value_t *vs;
+  mp_val_t *vs;
   size_t n, len;
   ASSERT_OK(mp_list_items(l, &vs, &n));
   ASSERT_OK(mp_list_len(l, &len));
@@ -101,11 +101,11 @@ static void check_list(mp_list_t *l) {
         ASSERT(vs[i].u.s[j] == 'y');
     }
   }
-  mp_values_free(vs, n);
+  mp_vals_free(vs, n);
 }
 
 static void dict_put_int(mp_dict_t *d, int64_t k) {
-  mp_value_t key = mp_val_int(k), val = mp_val_int(k * 3);
+  mp_val_t key = mp_val_int(k), val = mp_val_int(k * 3);
   ASSERT_OK(mp_dict_set(d, &key, &val));
 }
 
@@ -113,7 +113,7 @@ static int dict_put_str(mp_dict_t *d, long k) {
   char kb[32], vb[64];
   snprintf(kb, sizeof kb, "s%ld", k);
   memset(vb, 'x', sizeof vb);
-  mp_value_t key = mp_val_str(kb), val = mp_val_strn(vb, (size_t)(k % 40));
+  mp_val_t key = mp_val_str(kb), val = mp_val_strn(vb, (size_t)(k % 40));
   return mp_dict_set(d, &key, &val);
 }
 
@@ -125,21 +125,21 @@ TEST(dict_basic) {
   mp_dict_t *d;
   ASSERT_OK(mp_dict_create(&d, m, NULL));
   ASSERT_DICT(d, "{}");
-  mp_value_t k1 = mp_val_int(1234), ka = mp_val_str("a"), v;
+  mp_val_t k1 = mp_val_int(1234), ka = mp_val_str("a"), v;
   ASSERT_OK(mp_dict_set(d, &k1, &k1));
-  mp_value_t f = mp_val_double(2.5);
+  mp_val_t f = mp_val_double(2.5);
   ASSERT_OK(mp_dict_set(d, &ka, &f));
   ASSERT_DICT(d, "{1234: 1234, 'a': 2.5}");
   ASSERT_OK(mp_dict_get(d, &ka, &v));
   ASSERT_EQ(v.type, MP_DOUBLE);
   ASSERT(v.u.d == 2.5);
   /* Replace keeps the insertion position, as Python. */
-  mp_value_t s = mp_val_str("a long string value, longer than eight");
+  mp_val_t s = mp_val_str("a long string value, longer than eight");
   ASSERT_OK(mp_dict_set(d, &k1, &s));
   ASSERT_OK(mp_dict_get(d, &k1, &v));
   ASSERT_EQ(v.type, MP_STR);
   ASSERT_STR_EQ(v.u.s, "a long string value, longer than eight");
-  mp_value_free(&v);
+  mp_val_free(&v);
   ASSERT_EQ(v.type, MP_NIL);
   size_t n;
   ASSERT_OK(mp_dict_len(d, &n));
@@ -147,14 +147,14 @@ TEST(dict_basic) {
   bool found;
   ASSERT_OK(mp_dict_contains(d, &ka, &found));
   ASSERT(found);
-  mp_value_t kb = mp_val_bytes("a", 1); /* b'a' is not 'a' */
+  mp_val_t kb = mp_val_bytes("a", 1); /* b'a' is not 'a' */
   ASSERT_OK(mp_dict_contains(d, &kb, &found));
   ASSERT(!found);
   ASSERT_ERR(mp_dict_get(d, &kb, &v), MP_ENOENT);
-  mp_value_t def = mp_val_str("dflt");
+  mp_val_t def = mp_val_str("dflt");
   ASSERT_OK(mp_dict_get_default(d, &kb, &def, &v));
   ASSERT_STR_EQ(v.u.s, "dflt");
-  mp_value_free(&v);
+  mp_val_free(&v);
   ASSERT_OK(mp_dict_get_default(d, &kb, NULL, &v));
   ASSERT_EQ(v.type, MP_NIL);
   ASSERT_OK(mp_dict_get_default(d, &ka, &def, &v));
@@ -162,7 +162,7 @@ TEST(dict_basic) {
   /* pop / del */
   ASSERT_OK(mp_dict_pop(d, &k1, &v));
   ASSERT_EQ(v.type, MP_STR);
-  mp_value_free(&v);
+  mp_val_free(&v);
   ASSERT_ERR(mp_dict_pop(d, &k1, &v), MP_ENOENT);
   ASSERT_ERR(mp_dict_del(d, &k1), MP_ENOENT);
   ASSERT_DICT(d, "{'a': 2.5}");
@@ -173,16 +173,16 @@ TEST(dict_basic) {
   /* keys/values/items in insertion order */
   for (int i = 0; i < 100; i++)
     dict_put_int(d, i);
-  mp_value_t *ks, *vs;
+  mp_val_t *ks, *vs;
   ASSERT_OK(mp_dict_keys(d, &ks, &n));
   ASSERT_EQ(n, 101);
   ASSERT_EQ(ks[0].u.i, 1234);
   for (int i = 0; i < 100; i++)
     ASSERT_EQ(ks[i + 1].u.i, i);
-  mp_values_free(ks, n);
+  mp_vals_free(ks, n);
   ASSERT_OK(mp_dict_values(d, &vs, &n));
   ASSERT_EQ(vs[100].u.i, 99 * 3);
-  mp_values_free(vs, n);
+  mp_vals_free(vs, n);
   ASSERT_OK(mp_dict_clear(d));
   ASSERT_OK(mp_dict_len(d, &n));
   ASSERT_EQ(n, 0);
@@ -204,7 +204,7 @@ TEST(dict_update_add_cas) {
   ASSERT_OK(mp_dict_create(&b, m, NULL));
   dict_put_int(a, 1);
   dict_put_int(a, 2);
-  mp_value_t k2 = mp_val_int(2), x = mp_val_str("x");
+  mp_val_t k2 = mp_val_int(2), x = mp_val_str("x");
   ASSERT_OK(mp_dict_set(b, &k2, &x));
   ASSERT_OK(dict_put_str(b, 45));
   ASSERT_OK(mp_dict_update(a, b));
@@ -212,7 +212,7 @@ TEST(dict_update_add_cas) {
   ASSERT_OK(mp_dict_update(a, a));
   ASSERT_DICT(a, "{1: 3, 2: 'x', 's45': 'xxxxx'}");
   /* add */
-  mp_value_t c = mp_val_str("counter");
+  mp_val_t c = mp_val_str("counter");
   int64_t res;
   ASSERT_OK(mp_dict_add(a, &c, 5, &res));
   ASSERT_EQ(res, 5);
@@ -221,14 +221,14 @@ TEST(dict_update_add_cas) {
   ASSERT_OK(mp_dict_add(a, &c, 1, NULL));
   ASSERT_EQ(get_int(a, c), -1);
   ASSERT_ERR(mp_dict_add(a, &k2, 1, &res), MP_EINVAL); /* 'x' is no int */
-  mp_value_t big = mp_val_int(INT64_MAX), kb = mp_val_int(99);
+  mp_val_t big = mp_val_int(INT64_MAX), kb = mp_val_int(99);
   ASSERT_OK(mp_dict_set(a, &kb, &big));
   ASSERT_ERR(mp_dict_add(a, &kb, 1, &res), MP_ERANGE);
   ASSERT_EQ(get_int(a, kb), INT64_MAX);
   /* cas */
   bool sw;
-  mp_value_t one = mp_val_int(1), two = mp_val_int(2);
-  mp_value_t kc = mp_val_str("cas");
+  mp_val_t one = mp_val_int(1), two = mp_val_int(2);
+  mp_val_t kc = mp_val_str("cas");
   ASSERT_OK(mp_dict_cas(a, &kc, &one, &two, &sw));
   ASSERT(!sw); /* missing and expected a value */
   ASSERT_OK(mp_dict_cas(a, &kc, NULL, &one, &sw));
@@ -237,13 +237,13 @@ TEST(dict_update_add_cas) {
   ASSERT(!sw);
   ASSERT_OK(mp_dict_cas(a, &kc, &two, &two, &sw));
   ASSERT(!sw);
-  mp_value_t one_f = mp_val_double(1.0);
+  mp_val_t one_f = mp_val_double(1.0);
   ASSERT_OK(mp_dict_cas(a, &kc, &one_f, &two, &sw));
   ASSERT(!sw); /* equality is by type too */
   ASSERT_OK(mp_dict_cas(a, &kc, &one, &two, &sw));
   ASSERT(sw);
   ASSERT_EQ(get_int(a, kc), 2);
-  mp_value_t ls = mp_val_str("a long string value for cas ....");
+  mp_val_t ls = mp_val_str("a long string value for cas ....");
   ASSERT_OK(mp_dict_cas(a, &kc, &two, &ls, &sw));
   ASSERT(sw);
   ASSERT_OK(mp_dict_cas(a, &kc, &ls, &one, &sw));
@@ -256,11 +256,11 @@ TEST(dict_update_add_cas) {
 TEST(dict_errors) {
   mp_manager_t *m = new_manager(0);
   mp_dict_t *d;
-  mp_value_t k = mp_val_int(1), v;
-  mp_value_t nil = mp_val_nil(), dbl = mp_val_double(1), bo = mp_val_bool(1);
-  mp_value_t bad = mp_val_int(1);
-  bad.type = (mp_type_t)42;
-  mp_value_t badp = mp_val_strn(NULL, 3);
+  mp_val_t k = mp_val_int(1), v;
+  mp_val_t nil = mp_val_nil(), dbl = mp_val_double(1), bo = mp_val_bool(1);
+  mp_val_t bad = mp_val_int(1);
+  bad.type = (mp_val_type_t)42;
+  mp_val_t badp = mp_val_strn(NULL, 3);
   bool b;
   size_t n;
   ASSERT_ERR(mp_dict_create(NULL, m, NULL), MP_EINVAL);
@@ -333,12 +333,12 @@ TEST(list_basic) {
   mp_list_t *l;
   ASSERT_OK(mp_list_create(&l, m, NULL));
   ASSERT_LIST(l, "[]");
-  mp_value_t one = mp_val_int(1), two = mp_val_int(2), v;
+  mp_val_t one = mp_val_int(1), two = mp_val_int(2), v;
   ASSERT_OK(mp_list_append(l, &one));
   ASSERT_OK(mp_list_append(l, &two));
   ASSERT_LIST(l, "[1, 2]");
-  mp_value_t more[] = {mp_val_str("three"), mp_val_nil(), mp_val_bool(true),
-                       mp_val_bytes("\x00\xff", 2), mp_val_double(0.1)};
+  mp_val_t more[] = {mp_val_str("three"), mp_val_nil(), mp_val_bool(true),
+                     mp_val_bytes("\x00\xff", 2), mp_val_double(0.1)};
   ASSERT_OK(mp_list_extend(l, more, 5));
   ASSERT_OK(mp_list_extend(l, NULL, 0));
   ASSERT_LIST(l, "[1, 2, 'three', None, True, b'\\x00\\xff', 0.1]");
@@ -346,11 +346,11 @@ TEST(list_basic) {
   ASSERT(v.type == MP_DOUBLE && v.u.d == 0.1);
   ASSERT_OK(mp_list_get(l, 2, &v));
   ASSERT_STR_EQ(v.u.s, "three");
-  mp_value_free(&v);
+  mp_val_free(&v);
   ASSERT_ERR(mp_list_get(l, 7, &v), MP_ERANGE);
   ASSERT_ERR(mp_list_get(l, -8, &v), MP_ERANGE);
   ASSERT_OK(mp_list_set(l, -7, &two));
-  mp_value_t lng = mp_val_str("a string long enough for a blob");
+  mp_val_t lng = mp_val_str("a string long enough for a blob");
   ASSERT_OK(mp_list_set(l, 1, &lng));
   ASSERT_ERR(mp_list_set(l, 7, &two), MP_ERANGE);
   ASSERT_LIST(l, "[2, 'a string long enough for a blob', 'three', None, True, "
@@ -367,28 +367,28 @@ TEST(list_basic) {
   ASSERT_EQ(v.u.i, 1);
   ASSERT_OK(mp_list_pop(l, 3, &v));
   ASSERT_STR_EQ(v.u.s, "a string long enough for a blob");
-  mp_value_free(&v);
+  mp_val_free(&v);
   ASSERT_OK(mp_list_pop(l, 0, NULL));
   ASSERT_ERR(mp_list_pop(l, 8, &v), MP_ERANGE);
   ASSERT_LIST(l, "[1, 2, 'three', None, True, b'\\x00\\xff', 0.1, "
                  "'a string long enough for a blob']");
-  mp_value_t three = mp_val_str("three");
+  mp_val_t three = mp_val_str("three");
   ASSERT_OK(mp_list_remove(l, &three));
   ASSERT_ERR(mp_list_remove(l, &three), MP_ENOENT);
   ASSERT_OK(mp_list_remove(l, &lng));
-  mp_value_t one_f = mp_val_double(1.0);
+  mp_val_t one_f = mp_val_double(1.0);
   ASSERT_ERR(mp_list_remove(l, &one_f), MP_ENOENT);
   ASSERT_LIST(l, "[1, 2, None, True, b'\\x00\\xff', 0.1]");
   size_t n;
   ASSERT_OK(mp_list_len(l, &n));
   ASSERT_EQ(n, 6);
-  mp_value_t *vs;
+  mp_val_t *vs;
   ASSERT_OK(mp_list_items(l, &vs, &n));
   ASSERT_EQ(n, 6);
   ASSERT_EQ(vs[4].type, MP_BYTES);
   ASSERT_EQ(vs[4].len, 2);
   ASSERT(memcmp(vs[4].u.p, "\x00\xff", 2) == 0);
-  mp_values_free(vs, n);
+  mp_vals_free(vs, n);
   ASSERT_OK(mp_list_clear(l));
   ASSERT_OK(mp_list_len(l, &n));
   ASSERT_EQ(n, 0);
@@ -405,10 +405,10 @@ TEST(list_basic) {
 TEST(list_errors) {
   mp_manager_t *m = new_manager(0);
   mp_list_t *l;
-  mp_value_t v = mp_val_int(1), bad = mp_val_int(1);
-  bad.type = (mp_type_t)-1;
+  mp_val_t v = mp_val_int(1), bad = mp_val_int(1);
+  bad.type = (mp_val_type_t)-1;
   size_t n;
-  mp_value_t *vs;
+  mp_val_t *vs;
   ASSERT_ERR(mp_list_create(NULL, m, NULL), MP_EINVAL);
   ASSERT_ERR(mp_list_create(&l, NULL, NULL), MP_EINVAL);
   mp_list_opts_t o = {.name = "shared"};
@@ -423,7 +423,7 @@ TEST(list_errors) {
   ASSERT_ERR(mp_list_append(l, NULL), MP_EINVAL);
   ASSERT_ERR(mp_list_append(l, &bad), MP_EINVAL);
   ASSERT_ERR(mp_list_extend(l, NULL, 1), MP_EINVAL);
-  mp_value_t two[] = {v, bad};
+  mp_val_t two[] = {v, bad};
   ASSERT_ERR(mp_list_extend(l, two, 2), MP_EINVAL);
   ASSERT_ERR(mp_list_get(l, 0, &v), MP_ERANGE);
   ASSERT_ERR(mp_list_get(l, 0, NULL), MP_EINVAL);
@@ -452,7 +452,7 @@ TEST(list_errors) {
 
 TEST(value_repr) {
   struct {
-    mp_value_t v;
+    mp_val_t v;
     const char *want;
   } cases[] = {
       {mp_val_nil(), "None"},
@@ -484,18 +484,18 @@ TEST(value_repr) {
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     char *s;
-    ASSERT_OK(mp_value_repr(&cases[i].v, &s));
+    ASSERT_OK(mp_val_repr(&cases[i].v, &s));
     ASSERT_STR_EQ(s, cases[i].want);
     free(s);
   }
   char *s;
-  mp_value_t bad = mp_val_int(0);
-  bad.type = (mp_type_t)9;
-  ASSERT_ERR(mp_value_repr(&bad, &s), MP_EINVAL);
-  ASSERT_ERR(mp_value_repr(NULL, &s), MP_EINVAL);
-  ASSERT_ERR(mp_value_repr(&cases[0].v, NULL), MP_EINVAL);
-  ASSERT_OK(mp_value_free(NULL));
-  ASSERT_OK(mp_values_free(NULL, 3));
+  mp_val_t bad = mp_val_int(0);
+  bad.type = (mp_val_type_t)9;
+  ASSERT_ERR(mp_val_repr(&bad, &s), MP_EINVAL);
+  ASSERT_ERR(mp_val_repr(NULL, &s), MP_EINVAL);
+  ASSERT_ERR(mp_val_repr(&cases[0].v, NULL), MP_EINVAL);
+  ASSERT_OK(mp_val_free(NULL));
+  ASSERT_OK(mp_vals_free(NULL, 3));
 }
 
 /* ---- manager, sharing ------------------------------------------------------
@@ -558,7 +558,7 @@ TEST(open_by_name_and_id) {
     ASSERT_OK(mp_manager_open(&m2, name));
     ASSERT_OK(mp_dict_open(&d2, m2, "results"));
     ASSERT_OK(mp_list_open_id(&l2, m2, lid));
-    mp_value_t k = mp_val_str("from child"), v = mp_val_int(getpid());
+    mp_val_t k = mp_val_str("from child"), v = mp_val_int(getpid());
     ASSERT_OK(mp_dict_set(d2, &k, &v));
     ASSERT_OK(mp_list_append(l2, &v));
     ASSERT_OK(mp_dict_close(d2));
@@ -567,9 +567,9 @@ TEST(open_by_name_and_id) {
     _exit(0);
   }
   wait_ok(pid);
-  mp_value_t k = mp_val_str("from child");
+  mp_val_t k = mp_val_str("from child");
   ASSERT_EQ(get_int(d, k), pid);
-  mp_value_t v;
+  mp_val_t v;
   ASSERT_OK(mp_list_get(l, 0, &v));
   ASSERT_EQ(v.u.i, pid);
   ASSERT(mpt_shm_exists(name)); /* the opener's destroy does not unlink */
@@ -590,7 +590,7 @@ TEST(fork_children_share) {
   pid_t pids[5];
   for (int i = 0; i < 5; i++) {
     if ((pids[i] = fork()) == 0) {
-      mp_value_t v = mp_val_int(getpid());
+      mp_val_t v = mp_val_int(getpid());
       ASSERT_OK(mp_dict_set(d, &v, &v));
       ASSERT_OK(mp_list_append(l, &v));
       _exit(0);
@@ -621,17 +621,17 @@ typedef struct {
 
 static void *writer(void *p) {
   worker_arg_t *w = p;
-  mp_value_t c = mp_val_str("counter");
+  mp_val_t c = mp_val_str("counter");
   for (int i = 0; i < PER_WRITER; i++) {
     int64_t k = (int64_t)w->base * PER_WRITER + i;
     dict_put_int(w->d, k);
     if (i % 3 == 0)
       ASSERT_OK(dict_put_str(w->d, (long)k));
     ASSERT_OK(mp_dict_add(w->d, &c, 1, NULL));
-    mp_value_t v = mp_val_int(k);
+    mp_val_t v = mp_val_int(k);
     ASSERT_OK(mp_list_append(w->l, &v));
     if (i % 10 == 9) {
-      mp_value_t out;
+      mp_val_t out;
       ASSERT_OK(mp_list_pop(w->l, -1, &out)); /* some item, maybe not ours */
       ASSERT_OK(mp_list_append(w->l, &out));
     }
@@ -667,7 +667,7 @@ TEST(concurrent_processes_and_threads) {
   ASSERT_EQ(get_int(d, mp_val_str("counter")), total);
   for (int k = 0; k < total; k++)
     ASSERT_EQ(get_int(d, mp_val_int(k)), k * 3);
-  mp_value_t *vs;
+  mp_val_t *vs;
   ASSERT_OK(mp_list_items(l, &vs, &n));
   ASSERT_EQ(n, (size_t)total);
   char *seen = calloc((size_t)total, 1);
@@ -677,8 +677,8 @@ TEST(concurrent_processes_and_threads) {
     seen[vs[i].u.i] = 1;
   }
   free(seen);
-  mp_values_free(vs, n);
-  mp_value_t c = mp_val_str("counter");
+  mp_vals_free(vs, n);
+  mp_val_t c = mp_val_str("counter");
   ASSERT_OK(mp_dict_del(d, &c));
   check_dict(d);
   ASSERT_OK(mp_dict_close(d));
@@ -696,9 +696,9 @@ TEST(growth_1m_entries) {
   ASSERT_OK(mp_dict_create(&d, m, NULL));
   ASSERT_OK(mp_list_create(&l, m, NULL));
   const int N = 1100000;
-  mp_value_t chunk[1000];
+  mp_val_t chunk[1000];
   for (int i = 0; i < N; i++) {
-    mp_value_t k = mp_val_int(i);
+    mp_val_t k = mp_val_int(i);
     ASSERT_OK(mp_dict_set(d, &k, &k));
     chunk[i % 1000] = k;
     if (i % 1000 == 999)
@@ -711,11 +711,11 @@ TEST(growth_1m_entries) {
   ASSERT_EQ(n, (size_t)N);
   for (int i = 0; i < N; i += 997) {
     ASSERT_EQ(get_int(d, mp_val_int(i)), i);
-    mp_value_t v;
+    mp_val_t v;
     ASSERT_OK(mp_list_get(l, i, &v));
     ASSERT_EQ(v.u.i, i);
   }
-  mp_value_t v;
+  mp_val_t v;
   ASSERT_OK(mp_list_get(l, -1, &v));
   ASSERT_EQ(v.u.i, N - 1);
   ASSERT_OK(mp_dict_clear(d));
@@ -735,21 +735,21 @@ TEST(growth_1gib_values) {
   ASSERT(buf);
   for (int i = 0; i < count; i++) {
     memset(buf, 'a' + i % 26, sz);
-    mp_value_t k = mp_val_int(i), v = mp_val_bytes(buf, sz);
+    mp_val_t k = mp_val_int(i), v = mp_val_bytes(buf, sz);
     ASSERT_OK(mp_dict_set(d, &k, &v));
   }
   for (int i = 0; i < count; i += 21) {
-    mp_value_t k = mp_val_int(i), v;
+    mp_val_t k = mp_val_int(i), v;
     ASSERT_OK(mp_dict_get(d, &k, &v));
     ASSERT_EQ(v.len, sz);
     const char *p = v.u.p;
     ASSERT(p[0] == 'a' + i % 26 && p[sz - 1] == 'a' + i % 26);
-    mp_value_free(&v);
+    mp_val_free(&v);
   }
   /* Freed big blocks are reused, not grown past. */
   uint64_t used = mp__arena_used(&m->a);
   for (int i = 0; i < 8; i++) {
-    mp_value_t k = mp_val_int(i), v = mp_val_bytes(buf, sz);
+    mp_val_t k = mp_val_int(i), v = mp_val_bytes(buf, sz);
     ASSERT_OK(mp_dict_set(d, &k, &v));
   }
   ASSERT(mp__arena_used(&m->a) <= used + 2 * sz);
@@ -780,7 +780,7 @@ TEST(full_arena_enomem_intact) {
   for (long k = 0; k < 200; k++) {
     char kb[32];
     snprintf(kb, sizeof kb, "s%ld", k);
-    mp_value_t key = mp_val_str(kb);
+    mp_val_t key = mp_val_str(kb);
     ASSERT_OK(mp_dict_del(d, &key));
   }
   mp_manager_t *m2 = new_manager(0);
@@ -794,7 +794,7 @@ TEST(full_arena_enomem_intact) {
   ASSERT_STR_EQ(before, after);
   free(before);
   free(after);
-  mp_value_t *many = calloc(100000, sizeof *many);
+  mp_val_t *many = calloc(100000, sizeof *many);
   for (int i = 0; i < 100000; i++)
     many[i] = mp_val_int(i);
   ASSERT_OK(mp_list_extend(l, many, 10));
@@ -826,7 +826,7 @@ static void kill_hook(void) {
 static void mixed_op(mp_dict_t *d, mp_list_t *l, unsigned *seed) {
   unsigned r = rand_r(seed);
   long k = (long)(r >> 8) % 3000;
-  mp_value_t key = mp_val_int(k);
+  mp_val_t key = mp_val_int(k);
   switch (r % 12) {
   case 0:
   case 1:
@@ -848,14 +848,14 @@ static void mixed_op(mp_dict_t *d, mp_list_t *l, unsigned *seed) {
     break;
   }
   case 5: {
-    mp_value_t v = mp_val_int(k);
+    mp_val_t v = mp_val_int(k);
     mp_list_append(l, &v);
     break;
   }
   case 6: {
     char b[64];
     memset(b, 'y', sizeof b);
-    mp_value_t v = mp_val_strn(b, (size_t)k % 50);
+    mp_val_t v = mp_val_strn(b, (size_t)k % 50);
     mp_list_insert(l, (int64_t)k % 100, &v);
     break;
   }
@@ -863,14 +863,13 @@ static void mixed_op(mp_dict_t *d, mp_list_t *l, unsigned *seed) {
     mp_list_pop(l, (int64_t)(k % 7) - 3, NULL);
     break;
   case 8: {
-    mp_value_t vals[5] = {mp_val_int(1), mp_val_int(2), mp_val_int(3),
-                          mp_val_str("yyyyyyyyyyyyyyyyyyyyyy"),
-                          mp_val_str("yy")};
+    mp_val_t vals[5] = {mp_val_int(1), mp_val_int(2), mp_val_int(3),
+                        mp_val_str("yyyyyyyyyyyyyyyyyyyyyy"), mp_val_str("yy")};
     mp_list_extend(l, vals, 5);
     break;
   }
   case 9: {
-    mp_value_t v = mp_val_str("yyyyyyyyyyyyyy");
+    mp_val_t v = mp_val_str("yyyyyyyyyyyyyy");
     mp_list_set(l, (int64_t)k % 10, &v);
     mp_list_remove(l, &v);
     break;
@@ -882,9 +881,9 @@ static void mixed_op(mp_dict_t *d, mp_list_t *l, unsigned *seed) {
     }
     break;
   default: {
-    mp_value_t v;
+    mp_val_t v;
     if (mp_dict_get(d, &key, &v) == 0)
-      mp_value_free(&v);
+      mp_val_free(&v);
     break;
   }
   }

@@ -20,11 +20,11 @@
  * notice the dead owner within about 50 ms and take over. A killed process
  * may leak the arena space of its one interrupted call.
  *
- * Values. mp_value_t is a tagged value: nil, bool, int64, double, string,
+ * Values. mp_val_t is a tagged value: nil, bool, int64, double, string,
  * bytes. Values passed in are copied; the library never keeps the caller's
  * pointers. Values copied out (get, pop, items...) own their string or bytes
  * data (malloc'd, NUL-terminated for convenience, len excludes the NUL):
- * release them with mp_value_free / mp_values_free. Dict keys are int, string
+ * release them with mp_val_free / mp_vals_free. Dict keys are int, string
  * or bytes (a string and the same bytes are different keys, as in Python 3);
  * equality is by type and content (1 and 1.0 are different values).
  *
@@ -54,10 +54,10 @@ typedef enum {
   MP_DOUBLE = 3, /* float: u.d */
   MP_STR = 4,    /* str (UTF-8 text): u.s, len bytes */
   MP_BYTES = 5   /* bytes: u.p, len bytes */
-} mp_type_t;
+} mp_val_type_t;
 
 typedef struct {
-  mp_type_t type;
+  mp_val_type_t type;
   size_t len; /* MP_STR and MP_BYTES: length in bytes */
   union {
     bool b;
@@ -66,45 +66,45 @@ typedef struct {
     const char *s;
     const void *p;
   } u;
-} mp_value_t;
+} mp_val_t;
 
 /* Value constructors (they copy nothing: the pointer is read by the call the
  * value is passed to). */
-static inline mp_value_t mp_val_nil(void) {
-  mp_value_t v;
+static inline mp_val_t mp_val_nil(void) {
+  mp_val_t v;
   memset(&v, 0, sizeof v);
   return v;
 }
-static inline mp_value_t mp_val_bool(bool b) {
-  mp_value_t v = mp_val_nil();
+static inline mp_val_t mp_val_bool(bool b) {
+  mp_val_t v = mp_val_nil();
   v.type = MP_BOOL;
   v.u.b = b;
   return v;
 }
-static inline mp_value_t mp_val_int(int64_t i) {
-  mp_value_t v = mp_val_nil();
+static inline mp_val_t mp_val_int(int64_t i) {
+  mp_val_t v = mp_val_nil();
   v.type = MP_INT;
   v.u.i = i;
   return v;
 }
-static inline mp_value_t mp_val_double(double d) {
-  mp_value_t v = mp_val_nil();
+static inline mp_val_t mp_val_double(double d) {
+  mp_val_t v = mp_val_nil();
   v.type = MP_DOUBLE;
   v.u.d = d;
   return v;
 }
-static inline mp_value_t mp_val_strn(const char *s, size_t len) {
-  mp_value_t v = mp_val_nil();
+static inline mp_val_t mp_val_strn(const char *s, size_t len) {
+  mp_val_t v = mp_val_nil();
   v.type = MP_STR;
   v.u.s = s;
   v.len = len;
   return v;
 }
-static inline mp_value_t mp_val_str(const char *s) {
+static inline mp_val_t mp_val_str(const char *s) {
   return mp_val_strn(s, s ? strlen(s) : 0);
 }
-static inline mp_value_t mp_val_bytes(const void *p, size_t len) {
-  mp_value_t v = mp_val_nil();
+static inline mp_val_t mp_val_bytes(const void *p, size_t len) {
+  mp_val_t v = mp_val_nil();
   v.type = MP_BYTES;
   v.u.p = p;
   v.len = len;
@@ -114,14 +114,14 @@ static inline mp_value_t mp_val_bytes(const void *p, size_t len) {
 /* Release the string/bytes data of a value the library copied out, and make
  * it nil. Harmless on scalars and on NULL. Never call it on a value whose
  * pointer the caller owns. Returns 0. */
-MP_EXTERN int mp_value_free(mp_value_t *v);
-/* mp_value_free on n values, then free(vals) (arrays from keys, values,
+MP_EXTERN int mp_val_free(mp_val_t *v);
+/* mp_val_free on n values, then free(vals) (arrays from keys, values,
  * items). NULL is fine. Returns 0. */
-MP_EXTERN int mp_values_free(mp_value_t *vals, size_t n);
+MP_EXTERN int mp_vals_free(mp_val_t *vals, size_t n);
 /* Python's repr of a value into a malloc'd string *out (caller frees):
  * None, True, 12, 2.5, 'it''s' quoted as Python does, b'\x00'.
  * MP_EINVAL, MP_ENOMEM. */
-MP_EXTERN int mp_value_repr(const mp_value_t *v, char **out);
+MP_EXTERN int mp_val_repr(const mp_val_t *v, char **out);
 
 /* ---- manager ------------------------------------------------------------ */
 
@@ -180,23 +180,22 @@ MP_EXTERN int mp_dict_id(const mp_dict_t *d, uint32_t *id);
 MP_EXTERN int mp_dict_close(mp_dict_t *d);
 
 /* d[key] = val. MP_EINVAL (bad key type or value), MP_ENOMEM. */
-MP_EXTERN int mp_dict_set(mp_dict_t *d, const mp_value_t *key,
-                          const mp_value_t *val);
-/* *out = d[key], copied out (free with mp_value_free). MP_ENOENT when the
+MP_EXTERN int mp_dict_set(mp_dict_t *d, const mp_val_t *key,
+                          const mp_val_t *val);
+/* *out = d[key], copied out (free with mp_val_free). MP_ENOENT when the
  * key is missing (KeyError). */
-MP_EXTERN int mp_dict_get(mp_dict_t *d, const mp_value_t *key, mp_value_t *out);
+MP_EXTERN int mp_dict_get(mp_dict_t *d, const mp_val_t *key, mp_val_t *out);
 /* d.get(key, def): like mp_dict_get, but a missing key copies *def into *out
  * (strings duplicated: *out is always the caller's to free). def NULL: nil. */
-MP_EXTERN int mp_dict_get_default(mp_dict_t *d, const mp_value_t *key,
-                                  const mp_value_t *def, mp_value_t *out);
+MP_EXTERN int mp_dict_get_default(mp_dict_t *d, const mp_val_t *key,
+                                  const mp_val_t *def, mp_val_t *out);
 /* *found = key in d. */
-MP_EXTERN int mp_dict_contains(mp_dict_t *d, const mp_value_t *key,
-                               bool *found);
+MP_EXTERN int mp_dict_contains(mp_dict_t *d, const mp_val_t *key, bool *found);
 /* d.pop(key): remove key; its value is copied into *out unless out is NULL.
  * MP_ENOENT if missing. */
-MP_EXTERN int mp_dict_pop(mp_dict_t *d, const mp_value_t *key, mp_value_t *out);
+MP_EXTERN int mp_dict_pop(mp_dict_t *d, const mp_val_t *key, mp_val_t *out);
 /* del d[key]. MP_ENOENT if missing. */
-MP_EXTERN int mp_dict_del(mp_dict_t *d, const mp_value_t *key);
+MP_EXTERN int mp_dict_del(mp_dict_t *d, const mp_val_t *key);
 /* *n = len(d). */
 MP_EXTERN int mp_dict_len(mp_dict_t *d, size_t *n);
 /* Remove every item. */
@@ -207,21 +206,21 @@ MP_EXTERN int mp_dict_clear(mp_dict_t *d);
 MP_EXTERN int mp_dict_update(mp_dict_t *d, mp_dict_t *src);
 /* Consistent snapshots in insertion order: *keys and/or *vals (either may be
  * NULL) get malloc'd arrays of *n copied values (NULL when empty), freed
- * with mp_values_free. */
-MP_EXTERN int mp_dict_items(mp_dict_t *d, mp_value_t **keys, mp_value_t **vals,
+ * with mp_vals_free. */
+MP_EXTERN int mp_dict_items(mp_dict_t *d, mp_val_t **keys, mp_val_t **vals,
                             size_t *n);
-MP_EXTERN int mp_dict_keys(mp_dict_t *d, mp_value_t **keys, size_t *n);
-MP_EXTERN int mp_dict_values(mp_dict_t *d, mp_value_t **vals, size_t *n);
+MP_EXTERN int mp_dict_keys(mp_dict_t *d, mp_val_t **keys, size_t *n);
+MP_EXTERN int mp_dict_values(mp_dict_t *d, mp_val_t **vals, size_t *n);
 /* Atomic d[key] += delta on an integer value (a missing key counts as 0 and
  * is created). *result (may be NULL) gets the new value. MP_EINVAL if the
  * present value is not an int; MP_ERANGE on int64 overflow (unchanged). */
-MP_EXTERN int mp_dict_add(mp_dict_t *d, const mp_value_t *key, int64_t delta,
+MP_EXTERN int mp_dict_add(mp_dict_t *d, const mp_val_t *key, int64_t delta,
                           int64_t *result);
 /* Atomic compare-and-set: if d[key] equals *expected (same type and
  * content), or expected is NULL and key is absent, set d[key] = *desired and
  * *swapped = true; otherwise *swapped = false and nothing changes. */
-MP_EXTERN int mp_dict_cas(mp_dict_t *d, const mp_value_t *key,
-                          const mp_value_t *expected, const mp_value_t *desired,
+MP_EXTERN int mp_dict_cas(mp_dict_t *d, const mp_val_t *key,
+                          const mp_val_t *expected, const mp_val_t *desired,
                           bool *swapped);
 /* Python's repr of the dict, e.g. {1234: 1234, 'a': 2.5}, into a malloc'd
  * string *out (caller frees). A consistent snapshot. */
@@ -245,29 +244,29 @@ MP_EXTERN int mp_list_close(mp_list_t *l);
  * MP_ERANGE (IndexError). */
 
 /* l.append(v). */
-MP_EXTERN int mp_list_append(mp_list_t *l, const mp_value_t *v);
+MP_EXTERN int mp_list_append(mp_list_t *l, const mp_val_t *v);
 /* l.extend(vals[0..n)), atomically. n 0 is a no-op; vals NULL with n > 0:
  * MP_EINVAL. */
-MP_EXTERN int mp_list_extend(mp_list_t *l, const mp_value_t *vals, size_t n);
+MP_EXTERN int mp_list_extend(mp_list_t *l, const mp_val_t *vals, size_t n);
 /* *out = l[i], copied out. MP_ERANGE. */
-MP_EXTERN int mp_list_get(mp_list_t *l, int64_t i, mp_value_t *out);
+MP_EXTERN int mp_list_get(mp_list_t *l, int64_t i, mp_val_t *out);
 /* l[i] = v. MP_ERANGE. */
-MP_EXTERN int mp_list_set(mp_list_t *l, int64_t i, const mp_value_t *v);
+MP_EXTERN int mp_list_set(mp_list_t *l, int64_t i, const mp_val_t *v);
 /* l.insert(i, v): like Python, i is clamped to [0, len] (never an error). */
-MP_EXTERN int mp_list_insert(mp_list_t *l, int64_t i, const mp_value_t *v);
+MP_EXTERN int mp_list_insert(mp_list_t *l, int64_t i, const mp_val_t *v);
 /* l.pop(i) (i = -1 for the last): removes it, copied into *out unless out
  * is NULL. MP_ERANGE (also for an empty list). */
-MP_EXTERN int mp_list_pop(mp_list_t *l, int64_t i, mp_value_t *out);
+MP_EXTERN int mp_list_pop(mp_list_t *l, int64_t i, mp_val_t *out);
 /* l.remove(v): removes the first item equal to v. MP_ENOENT if there is
  * none (Python's ValueError). */
-MP_EXTERN int mp_list_remove(mp_list_t *l, const mp_value_t *v);
+MP_EXTERN int mp_list_remove(mp_list_t *l, const mp_val_t *v);
 /* *n = len(l). */
 MP_EXTERN int mp_list_len(mp_list_t *l, size_t *n);
 /* l.clear(). */
 MP_EXTERN int mp_list_clear(mp_list_t *l);
 /* Snapshot: *vals gets a malloc'd array of *n copied values (NULL when
- * empty), freed with mp_values_free. */
-MP_EXTERN int mp_list_items(mp_list_t *l, mp_value_t **vals, size_t *n);
+ * empty), freed with mp_vals_free. */
+MP_EXTERN int mp_list_items(mp_list_t *l, mp_val_t **vals, size_t *n);
 /* Python's repr, e.g. [1, 'a', None], malloc'd into *out. */
 MP_EXTERN int mp_list_repr(mp_list_t *l, char **out);
 

@@ -1,6 +1,7 @@
 /* Shared arena: see arena.h for the design. */
 #include <fcntl.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -241,6 +242,20 @@ void mp__arena_free(mp__arena_t *a, uint64_t off) {
   } while (!atomic_compare_exchange_weak_explicit(
       head, &hv, head_pack(off, (hv >> HEAD_OFF_BITS) + 1),
       memory_order_release, memory_order_relaxed));
+}
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+#define ARENA_PREFAULT_MIN (64u << 10)
+
+void mp__arena_prefault(mp__arena_t *a, uint64_t off, size_t len) {
+  if (!a || !a->hdr || len < ARENA_PREFAULT_MIN)
+    return;
+  uint64_t s = round_up(off, ARENA_PAGE);
+  uint64_t e = (off + len) / ARENA_PAGE * ARENA_PAGE;
+  if (e > s)
+    madvise(mp__arena_ptr(a, s), e - s, MADV_POPULATE_WRITE);
 }
 
 size_t mp__arena_usable(const mp__arena_t *a, uint64_t off) {

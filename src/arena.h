@@ -58,6 +58,11 @@ void mp__arena_free(mp__arena_t *a, uint64_t off);
 /* Usable bytes of an allocated block (>= the size asked for). */
 size_t mp__arena_usable(const mp__arena_t *a, uint64_t off);
 
+/* Back [off, off+len) with memory now, in one system call, instead of one
+ * page fault per page as it is first written: for large blocks that are
+ * about to be filled. Best effort (older kernels: nothing happens). */
+void mp__arena_prefault(mp__arena_t *a, uint64_t off, size_t len);
+
 /* Offset of the root area, and bytes handed out so far (bump pointer, for
  * tests and statistics), and the reservation. */
 uint64_t mp__arena_root(const mp__arena_t *a);

@@ -97,6 +97,9 @@ static int dict_rebuild(mop_t *op, uint64_t ncap) {
   if (D->entries_off && ((r = mp__mop_defer_free(op, D->entries_off)) < 0 ||
                          (r = mp__mop_defer_free(op, D->index_off)) < 0))
     return r;
+  /* Both arrays are about to be written through: fault them in at once. */
+  mp__arena_prefault(op->a, eoff, ncap * sizeof(dent_t));
+  mp__arena_prefault(op->a, ioff, icap * 8);
   dent_t *ne = mgr_ptr(op->a, eoff);
   uint64_t *ni = mgr_ptr(op->a, ioff);
   memset(ni, 0, icap * 8);

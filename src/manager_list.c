@@ -62,6 +62,7 @@ static int list_room(mop_t *op, uint64_t more) {
   int r = mp__mop_alloc(op, ncap * sizeof(sval_t), &noff);
   if (r < 0)
     return r;
+  mp__arena_prefault(op->a, noff, ncap * sizeof(sval_t));
   if (L->len)
     memcpy(mgr_ptr(op->a, noff), list_items(op), L->len * sizeof(sval_t));
   return list_publish(op, noff, ncap, L->len);

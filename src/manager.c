@@ -299,8 +299,10 @@ static uint64_t mix64(uint64_t x) {
 }
 
 uint64_t mp__mval_hash(uint64_t seed, const mp_val_t *v) {
+  /* Ints hash to themselves, as in Python: cache-friendly for the common
+   * runs of nearby keys; the probe sequence copes with patterns. */
   if (v->type == MP_INT)
-    return mix64((uint64_t)v->u.i ^ seed);
+    return (uint64_t)v->u.i;
   const unsigned char *p = v->u.p;
   size_t n = v->len;
   uint64_t h = seed ^ ((uint64_t)v->type << 56) ^ (n * 0x9e3779b97f4a7c15ull);

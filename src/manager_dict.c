@@ -45,6 +45,15 @@ static bool dent_live(const dent_t *e) {
   return (e->key.tl & 0xff) != SVAL_DELETED;
 }
 
+/* Python's probe sequence: the first probe is the hash itself (so int keys,
+ * hashed to themselves, keep their locality: sequential keys use sequential
+ * slots), then the hash's high bits are mixed in, which spreads keys that
+ * differ only there; once perturb is 0 the recurrence visits every slot. */
+static uint64_t probe_next(uint64_t i, uint64_t *perturb, uint64_t mask) {
+  *perturb >>= 5;
+  return (i * 5 + *perturb + 1) & mask;
+}
+
 /* Find key: returns its slot or NOT_FOUND; *ins gets the slot to insert it
  * at (valid when the index exists). */
 static uint64_t dict_find(mop_t *op, uint64_t h, const mp_val_t *key,
@@ -55,8 +64,9 @@ static uint64_t dict_find(mop_t *op, uint64_t h, const mp_val_t *key,
     return NOT_FOUND;
   const uint64_t *idx = mgr_ptr(op->a, D->index_off);
   const dent_t *ents = mgr_ptr(op->a, D->entries_off);
-  uint64_t mask = D->icap - 1, i = h & mask, dummy = NOT_FOUND;
-  for (uint64_t probes = 0; probes <= mask; probes++, i = (i + 1) & mask) {
+  uint64_t mask = D->icap - 1, i = h & mask, perturb = h, dummy = NOT_FOUND;
+  for (uint64_t probes = 0; probes <= 2 * mask + 64;
+       probes++, i = probe_next(i, &perturb, mask)) {
     uint64_t s = idx[i];
     if (s == SLOT_EMPTY) {
       *ins = dummy != NOT_FOUND ? dummy : i;
@@ -109,9 +119,9 @@ static int dict_rebuild(mop_t *op, uint64_t ncap) {
     if (!dent_live(&oe[k]))
       continue;
     ne[n] = oe[k];
-    uint64_t i = ne[n].hash & mask;
+    uint64_t i = ne[n].hash & mask, perturb = ne[n].hash;
     while (ni[i] != SLOT_EMPTY)
-      i = (i + 1) & mask;
+      i = probe_next(i, &perturb, mask);
     ni[i] = n + 2;
     n++;
   }

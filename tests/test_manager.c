@@ -1051,3 +1051,39 @@ TEST(no_shm_leftover_after_creator_killed) {
     mpt_sleep_ms(10);
   ASSERT(!mpt_shm_exists(name));
 }
+
+TEST(dict_int_key_patterns) {
+  /* Ints hash to themselves: keys that differ only in high bits, negative
+   * keys and the extremes must still spread and be found. */
+  mp_manager_t *m = new_manager(0);
+  mp_dict_t *d;
+  ASSERT_OK(mp_dict_create(&d, m, NULL));
+  const int n = 20000;
+  int64_t shifts[] = {0, 20, 40, 44};
+  for (int s = 0; s < 4; s++)
+    for (int64_t k = 1; k <= n; k++) {
+      dict_put_int(d, (k << shifts[s]) + s);
+      dict_put_int(d, -((k << shifts[s]) + s) - 1);
+    }
+  dict_put_int(d, INT64_MAX / 3);
+  dict_put_int(d, INT64_MIN / 3);
+  size_t len;
+  ASSERT_OK(mp_dict_len(d, &len));
+  ASSERT_EQ(len, (size_t)(8 * n + 2));
+  for (int s = 0; s < 4; s++)
+    for (int64_t k = 1; k <= n; k += 7) {
+      int64_t key = (k << shifts[s]) + s;
+      ASSERT_EQ(get_int(d, mp_val_int(key)), key * 3);
+      ASSERT_EQ(get_int(d, mp_val_int(-key - 1)), (-key - 1) * 3);
+    }
+  for (int64_t k = 1; k <= n; k++) {
+    mp_val_t key = mp_val_int((k << 40) + 2);
+    if (k % 2 == 0)
+      ASSERT_OK(mp_dict_del(d, &key));
+  }
+  mp_val_t gone = mp_val_int(((int64_t)4 << 40) + 2), v;
+  ASSERT_ERR(mp_dict_get(d, &gone, &v), MP_ENOENT);
+  check_dict(d);
+  ASSERT_OK(mp_dict_close(d));
+  ASSERT_OK(mp_manager_destroy(m));
+}

@@ -205,7 +205,7 @@ MP_EXTERN int mp_pool_starmap_async(mp_pool_t *pool, mp_map_fn fn,
  * Lazy input for imap: write the next item (item_size bytes) at *item and
  * return 1, return 0 at the end of the input, or a negative code to stop the
  * iteration with that error. Called only from the thread calling
- * mp_pool_imap* or mp_imap_next, never concurrently. */
+ * mp_pool_imap, mp_pool_imap_unordered or mp_imap_next, never concurrently. */
 typedef int (*mp_input_fn)(void *item, void *user);
 
 typedef struct mp_imap_opts {

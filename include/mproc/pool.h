@@ -245,7 +245,7 @@ MP_EXTERN int mp_imap_destroy(mp_imap_t *it);
 
 /* ---- results (Python's AsyncResult) -------------------------------------- */
 
-/* Wait for the result (Python's get(timeout)). On 0, *data/*len (either may
+/* Wait for the result (Python's get(timeout)). On 0, *data and *len (either may
  * be NULL) point at the result bytes, owned by r and valid until
  * mp_result_destroy. Errors: MP_EINVAL (r NULL, bad timeout), MP_ETIMEDOUT,
  * MP_ETASK (see mp_result_task_error), MP_EWORKERDIED, MP_ECLOSED (the pool

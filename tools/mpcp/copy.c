@@ -41,6 +41,21 @@ static struct {
 } acc;
 static bool quiet_bytes; /* while re-copying a verify mismatch */
 
+/* Test hooks (environment, read once): MPCP_TEST_DELAY_MS holds every file
+ * that long before it gets its final name, so a test can interrupt a copy in
+ * the middle; MPCP_TEST_CORRUPT names a file whose first copy gets one byte
+ * flipped, so --verify has something to find. */
+static int test_delay_ms = -1;
+static const char *test_corrupt;
+
+static void test_hooks_init(void) {
+  if (test_delay_ms >= 0)
+    return;
+  const char *d = getenv("MPCP_TEST_DELAY_MS");
+  test_delay_ms = d ? atoi(d) : 0;
+  test_corrupt = getenv("MPCP_TEST_CORRUPT");
+}
+
 static void on_term(int sig) {
   if (cur_tmp_fd >= 0 && cur_tmp[0])
     unlinkat(cur_tmp_fd, cur_tmp, 0);
@@ -218,17 +233,24 @@ int mpcp_copy_data(mpcp_root_t *r, int sfd, int dfd, uint64_t off, uint64_t len,
     posix_fadvise(sfd, (off_t)off, (off_t)len, POSIX_FADV_SEQUENTIAL);
   if (!sparse)
     return copy_range(r, sfd, dfd, off, len, whole, copied);
-  /* Sparse: copy only the data extents; holes stay holes. */
+  /* Sparse: copy only the data extents; holes stay holes (and count as
+   * done, so progress is in logical bytes). */
   uint64_t pos = off, end = off + len;
   while (whole || pos < end) {
     off_t d = lseek(sfd, (off_t)pos, SEEK_DATA);
     if (d < 0) {
-      if (errno == ENXIO)
+      if (errno == ENXIO) {
+        if (end > pos)
+          note(0, end - pos);
         break;
+      }
       return copy_range(r, sfd, dfd, pos, whole ? 0 : end - pos, whole, copied);
     }
-    if (!whole && (uint64_t)d >= end)
+    if (!whole && (uint64_t)d >= end) {
+      note(0, end - pos);
       break;
+    }
+    note(0, (uint64_t)d - pos);
     off_t h = lseek(sfd, d, SEEK_HOLE);
     if (h < 0)
       return -errno;
@@ -491,6 +513,14 @@ static void copy_reg(const batch_t *b, const mpcp_ent_t *e, const char *name,
       report(b, false, "error reading", name, -rc);
     goto fail;
   }
+  if (test_corrupt && !quiet_bytes && e->size && !strcmp(name, test_corrupt)) {
+    unsigned char c = 0;
+    if (pread(sfd, &c, 1, 0) == 1) {
+      c ^= 0xff;
+      if (pwrite(dfd, &c, 1, 0) != 1)
+        c = 0;
+    }
+  }
   if ((e->flags & MPCP_EF_SPARSE) && ftruncate(dfd, (off_t)e->size) < 0) {
     report(b, true, "error writing", dname, errno);
     goto fail;
@@ -503,6 +533,8 @@ static void copy_reg(const batch_t *b, const mpcp_ent_t *e, const char *name,
     free(p);
     goto fail;
   }
+  if (test_delay_ms > 0)
+    usleep((useconds_t)test_delay_ms * 1000);
   rc = commit_file(b, dfd, tmp, dname);
   if (rc) {
     report(b, true,
@@ -689,6 +721,7 @@ int mpcp_worker_task(const void *task, size_t len) {
              *end = (const char *)task + len;
   if (h.root >= (uint32_t)mpcp_nroots || h.dir_len > len - sizeof h)
     return -EINVAL;
+  test_hooks_init();
   acc.last = mpcp_now();
   if (h.kind == MPCP_T_CHUNK)
     run_chunk(&h, p);

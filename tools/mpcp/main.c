@@ -364,6 +364,11 @@ int main(int argc, char **argv) {
   mpcp_walk_init(um);
   mpcp_prog.enabled = mpcp_opt.progress == 1 ||
                       (mpcp_opt.progress == -1 && isatty(STDERR_FILENO));
+  const char *cm = getenv("MPCP_CHUNK_MIN"), *cs = getenv("MPCP_CHUNK_SIZE");
+  if (cm && strtoull(cm, NULL, 10) > 0)
+    mpcp_chunk_min = strtoull(cm, NULL, 10);
+  if (cs && strtoull(cs, NULL, 10) >= 4096)
+    mpcp_chunk_size = strtoull(cs, NULL, 10);
   if (getenv("MPCP_NO_TMPFILE"))
     mpcp_use_tmpfile = false;
 

@@ -20,9 +20,11 @@
 
 #define MPCP_VERSION "0.1.0"
 
-/* Files at least this big are split into chunks copied by several workers. */
+/* Files at least this big are split into chunks copied by several workers
+ * (MPCP_CHUNK_MIN and MPCP_CHUNK_SIZE in the environment override both). */
 #define MPCP_CHUNK_MIN (64ull << 20)
 #define MPCP_CHUNK_SIZE (32ull << 20)
+extern uint64_t mpcp_chunk_min, mpcp_chunk_size;
 /* A batch is flushed at this many entries or bytes. */
 #define MPCP_BATCH_FILES 96
 #define MPCP_BATCH_BYTES (8ull << 20)

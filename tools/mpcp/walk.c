@@ -21,6 +21,7 @@ mpcp_opts_t mpcp_opt;
 mpcp_root_t *mpcp_roots;
 int mpcp_nroots;
 bool mpcp_use_tmpfile = true;
+uint64_t mpcp_chunk_min = MPCP_CHUNK_MIN, mpcp_chunk_size = MPCP_CHUNK_SIZE;
 
 volatile sig_atomic_t mpcp_stop_sig;
 mpcp_stats_t mpcp_stats;
@@ -395,7 +396,7 @@ static void add_big(batch_t *bt, int ddir, const mpcp_ent_t *e,
   close(fd);
   GROW(bigs, nbigs, capbigs);
   big_rec_t *b = &bigs[nbigs++];
-  uint64_t nchunks = (e->size + MPCP_CHUNK_SIZE - 1) / MPCP_CHUNK_SIZE;
+  uint64_t nchunks = (e->size + mpcp_chunk_size - 1) / mpcp_chunk_size;
   *b = (big_rec_t){.id = nbigs,
                    .root = bt->root,
                    .dir = strdup(bt->dir),
@@ -407,11 +408,11 @@ static void add_big(batch_t *bt, int ddir, const mpcp_ent_t *e,
   batch_t c = {.root = bt->root, .dir = bt->dir, .flags = bt->flags};
   for (uint64_t k = 0; k < nchunks && !mpcp_stop_sig; k++) {
     batch_begin(&c, MPCP_T_CHUNK);
-    uint64_t off = k * MPCP_CHUNK_SIZE;
+    uint64_t off = k * mpcp_chunk_size;
     mpcp_chunk_t ch = {.file_id = b->id,
                        .offset = off,
-                       .len = e->size - off < MPCP_CHUNK_SIZE ? e->size - off
-                                                              : MPCP_CHUNK_SIZE,
+                       .len = e->size - off < mpcp_chunk_size ? e->size - off
+                                                              : mpcp_chunk_size,
                        .name_len = (uint32_t)strlen(name),
                        .tmp_len = (uint32_t)strlen(tmp),
                        .flags = e->flags};
@@ -513,7 +514,7 @@ static void mpcp_add_entry(batch_t *b, int ddir, const struct stat *st,
     dry_line(b->root, b->dir, name, dname);
     return;
   }
-  if (S_ISREG(e.mode) && e.size >= MPCP_CHUNK_MIN && mpcp_opt.jobs > 1)
+  if (S_ISREG(e.mode) && e.size >= mpcp_chunk_min && mpcp_opt.jobs > 1)
     add_big(b, ddir, &e, name, dname);
   else
     batch_add(b, &e, name, dname);

@@ -291,10 +291,10 @@ int mpcp_copy_xattrs(int sfd, int dfd, char *err, size_t errlen) {
 int mpcp_set_meta_fd(int fd, const mpcp_ent_t *e, int src_fd, bool is_dir,
                      bool force_chown, char *err, size_t errlen) {
   bool chowned = false;
-  if (force_chown || e->uid != geteuid() || e->gid != getegid()) {
+  if (force_chown || e->uid != mpcp_euid || e->gid != mpcp_egid) {
     if (fchown(fd, e->uid, e->gid) == 0)
       chowned = true;
-    else if (errno != EPERM || geteuid() == 0) {
+    else if (errno != EPERM || mpcp_euid == 0) {
       snprintf(err, errlen, "preserving ownership: %s", strerror(errno));
       return -errno;
     }
@@ -398,10 +398,10 @@ static void copy_node(const batch_t *b, const mpcp_ent_t *e, const char *name,
     goto out;
   }
   if (mpcp_opt.archive) {
-    if ((e->uid != geteuid() || e->gid != getegid() ||
+    if ((e->uid != mpcp_euid || e->gid != mpcp_egid ||
          (b->flags & MPCP_TF_SETGID_DIR)) &&
         fchownat(b->ddir, dname, e->uid, e->gid, AT_SYMLINK_NOFOLLOW) < 0 &&
-        (errno != EPERM || geteuid() == 0)) {
+        (errno != EPERM || mpcp_euid == 0)) {
       report(b, true, "failed to preserve ownership for", dname, errno);
       goto out;
     }
@@ -431,7 +431,7 @@ out:
 
 static int open_src(int dirfd, const char *name, uint32_t uid) {
   int fl = O_RDONLY | O_NOFOLLOW | O_CLOEXEC;
-  if (uid == geteuid() || geteuid() == 0) {
+  if (uid == mpcp_euid || mpcp_euid == 0) {
     int fd = openat(dirfd, name, fl | O_NOATIME);
     if (fd >= 0 || errno != EPERM)
       return fd;
@@ -475,7 +475,7 @@ static int commit_file(const batch_t *b, int dfd, const char *tmp,
       at = t;
     }
     int rc;
-    if (geteuid() == 0) {
+    if (mpcp_euid == 0) {
       rc = linkat(dfd, "", b->ddir, at, AT_EMPTY_PATH);
     } else {
       snprintf(proc, sizeof proc, "/proc/self/fd/%d", dfd);

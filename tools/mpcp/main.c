@@ -358,6 +358,8 @@ int main(int argc, char **argv) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     mpcp_opt.jobs = n > 0 ? (int)n : 1;
   }
+  mpcp_euid = geteuid();
+  mpcp_egid = getegid();
   mode_t um = umask(0);
   if (!mpcp_opt.archive)
     umask(um);

@@ -48,7 +48,9 @@ typedef struct {
 extern mpcp_opts_t mpcp_opt;
 extern mpcp_root_t *mpcp_roots;
 extern int mpcp_nroots;
-extern bool mpcp_use_tmpfile; /* O_TMPFILE + linkat, else temp name+rename */
+extern bool mpcp_use_tmpfile;
+extern uid_t mpcp_euid; /* cached: asked once per file otherwise */
+extern gid_t mpcp_egid; /* O_TMPFILE + linkat, else temp name+rename */
 
 /* ---- tasks (parent -> worker) ------------------------------------------ */
 enum { MPCP_T_BATCH = 1, MPCP_T_CHUNK = 2, MPCP_T_VERIFY = 3 };

@@ -21,6 +21,8 @@ mpcp_opts_t mpcp_opt;
 mpcp_root_t *mpcp_roots;
 int mpcp_nroots;
 bool mpcp_use_tmpfile = true;
+uid_t mpcp_euid;
+gid_t mpcp_egid;
 uint64_t mpcp_chunk_min = MPCP_CHUNK_MIN, mpcp_chunk_size = MPCP_CHUNK_SIZE;
 
 volatile sig_atomic_t mpcp_stop_sig;

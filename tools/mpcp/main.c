@@ -418,18 +418,20 @@ int main(int argc, char **argv) {
   }
   mpcp_prog.walk_done = true;
   mpcp_finish();
+  int status = mpcp_stats.errors ? 1 : 0;
   if (mpcp_stop_sig) {
-    int sig = mpcp_stop_sig;
+    status = 128 + mpcp_stop_sig;
     if (started)
       mpcp_exec_stop(true);
     mpcp_cleanup_temps();
     mpcp_progress_clear(&mpcp_prog);
     fprintf(stderr, "mpcp: interrupted\n");
-    return 128 + sig;
+  } else {
+    if (started)
+      mpcp_exec_stop(false);
+    summary(mpcp_now() - mpcp_prog.start);
+    status = mpcp_stats.errors ? 1 : 0;
   }
-  if (started)
-    mpcp_exec_stop(false);
-  summary(mpcp_now() - mpcp_prog.start);
   for (int i = 0; i < nsrc; i++) {
     free(tops[i].name);
     free(tops[i].dname);
@@ -443,5 +445,5 @@ int main(int argc, char **argv) {
   free(tops);
   free(mpcp_roots);
   free(mpcp_opt.excludes);
-  return mpcp_stats.errors ? 1 : 0;
+  return status;
 }

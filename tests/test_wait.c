@@ -120,3 +120,24 @@ TEST(wait_custom_check) {
   close(p[0]);
   close(p[1]);
 }
+
+/* Everything ready is reported, also when one object was ready before the
+ * wait slept. */
+TEST(wait_reports_all_ready) {
+  mp_conn_t *a, *b, *c, *d;
+  ASSERT_OK(mp_pipe(&a, &b, true));
+  ASSERT_OK(mp_pipe(&c, &d, true));
+  ASSERT_OK(mp_conn_send(b, "1", 1));
+  ASSERT_OK(mp_conn_send(b, "2", 1));
+  char x;
+  size_t len;
+  ASSERT_OK(mp_conn_recv_into(a, &x, 1, &len)); /* "2" now buffered in a */
+  ASSERT_OK(mp_conn_send(d, "3", 1));
+  mp_waitable_t w[2] = {mp_conn_waitable(a), mp_conn_waitable(c)};
+  ASSERT_EQ(mp_wait(w, 2, MP_FOREVER), 2);
+  ASSERT(w[0].ready && w[1].ready);
+  mp_conn_destroy(a);
+  mp_conn_destroy(b);
+  mp_conn_destroy(c);
+  mp_conn_destroy(d);
+}

@@ -270,15 +270,17 @@ TEST(process_cpu_count) {
 static pthread_mutex_t held_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t ready_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t ready_cv = PTHREAD_COND_INITIALIZER;
-static int holder_ready;
+static int holder_ready, holder_release;
 
+/* Holds held_mu until told to let go. */
 static void *holder_thread(void *arg) {
   pthread_mutex_lock(&held_mu);
   pthread_mutex_lock(&ready_mu);
   holder_ready = 1;
-  pthread_cond_signal(&ready_cv);
+  pthread_cond_broadcast(&ready_cv);
+  while (!holder_release)
+    pthread_cond_wait(&ready_cv, &ready_mu);
   pthread_mutex_unlock(&ready_mu);
-  mpt_sleep_ms(*(int *)arg);
   pthread_mutex_unlock(&held_mu);
   return NULL;
 }
@@ -307,9 +309,8 @@ static int run_method(mp_process_fn fn, const void *arg, size_t len,
 TEST(forkserver_with_threads) {
   ASSERT_OK(mp_forkserver_start());
   ASSERT_OK(mp_forkserver_start()); /* already running: fine */
-  int ms = 1500;
   pthread_t t;
-  ASSERT_EQ(pthread_create(&t, NULL, holder_thread, &ms), 0);
+  ASSERT_EQ(pthread_create(&t, NULL, holder_thread, NULL), 0);
   pthread_mutex_lock(&ready_mu);
   while (!holder_ready)
     pthread_cond_wait(&ready_cv, &ready_mu);
@@ -319,6 +320,10 @@ TEST(forkserver_with_threads) {
   /* ...a fork-server child comes from the clean server. */
   for (int i = 0; i < 20; i++)
     ASSERT_EQ(run_method(trylock_target, NULL, 0, MP_START_FORKSERVER), 0);
+  pthread_mutex_lock(&ready_mu);
+  holder_release = 1;
+  pthread_cond_broadcast(&ready_cv);
+  pthread_mutex_unlock(&ready_mu);
   pthread_join(t, NULL);
   ASSERT_OK(mp_forkserver_stop());
 }

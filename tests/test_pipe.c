@@ -618,3 +618,44 @@ TEST(pipe_sender_killed) {
     mp_conn_destroy(b);
   }
 }
+
+TEST(pipe_conn_from_fd) {
+  mp_conn_t *c;
+  ASSERT_ERR(mp_conn_from_fd(NULL, 0), MP_EINVAL);
+  ASSERT_ERR(mp_conn_from_fd(&c, -1), MP_EINVAL);
+  ASSERT_ERR(mp_conn_from_fd(&c, 999), MP_EBADF);
+  int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  ASSERT_ERR(mp_conn_from_fd(&c, devnull), MP_EINVAL); /* not a pipe */
+  close(devnull);
+  /* Raw pipe: direction from the access mode. */
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+  mp_conn_t *r, *w;
+  ASSERT_OK(mp_conn_from_fd(&r, p[0]));
+  ASSERT_OK(mp_conn_from_fd(&w, p[1]));
+  ASSERT_ERR(mp_conn_send(r, "x", 1), MP_EBADF);
+  ASSERT_OK(mp_conn_send(w, "hey", 3));
+  char buf[8];
+  size_t n;
+  ASSERT_OK(mp_conn_recv_into(r, buf, sizeof buf, &n));
+  ASSERT_EQ(n, 3);
+  mp_conn_destroy(r); /* owns and closes the fds */
+  mp_conn_destroy(w);
+  /* A connection's end received over another connection. */
+  mp_conn_t *a, *b, *x, *y;
+  ASSERT_OK(mp_pipe(&a, &b, true));
+  ASSERT_OK(mp_pipe(&x, &y, true));
+  ASSERT_OK(mp_conn_send_fd(a, mp_conn_fileno(y)));
+  int fd;
+  ASSERT_OK(mp_conn_recv_fd(b, &fd));
+  mp_conn_t *y2;
+  ASSERT_OK(mp_conn_from_fd(&y2, fd));
+  ASSERT_OK(mp_conn_send(y2, "via", 3));
+  ASSERT_OK(mp_conn_recv_into(x, buf, sizeof buf, &n));
+  ASSERT_EQ(n, 3);
+  mp_conn_destroy(y2);
+  mp_conn_destroy(a);
+  mp_conn_destroy(b);
+  mp_conn_destroy(x);
+  mp_conn_destroy(y);
+}

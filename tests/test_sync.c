@@ -213,10 +213,10 @@ TEST(lock_owner_dead_sleeping_waiter) {
     pid_t waiter = fork();
     if (waiter == 0) {
       int r = mp_lock_acquire(&s->lock, MP_FOREVER);
-      if (r == MP_EOWNERDEAD) {
+      if (r == MP_EOWNERDEAD)
         mp_lock_consistent(&s->lock);
+      if (r == MP_EOWNERDEAD || r == 0)
         mp_lock_release(&s->lock);
-      }
       _exit(r == MP_EOWNERDEAD || r == 0 ? 0 : 1);
     }
     mpt_sleep_ms(50);

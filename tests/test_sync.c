@@ -1129,3 +1129,23 @@ TEST(event_setter_killed) {
   ASSERT_OK(mp_event_wait(e, 0));
   mp_raw_free(e);
 }
+
+/* Zeroed memory is a ready Lock, RLock, Condition, Event, Semaphore(0). */
+TEST(zeroed_structs_are_ready) {
+  static mp_lock_t l;
+  static mp_rlock_t r;
+  static mp_cond_t c;
+  static mp_event_t e;
+  static mp_semaphore_t s;
+  ASSERT_OK(mp_lock_acquire(&l, 0));
+  ASSERT_OK(mp_lock_release(&l));
+  ASSERT_OK(mp_rlock_acquire(&r, 0));
+  ASSERT_OK(mp_rlock_release(&r));
+  ASSERT_OK(mp_cond_acquire(&c, 0));
+  ASSERT_ERR(mp_cond_wait(&c, 1), MP_ETIMEDOUT);
+  ASSERT_OK(mp_cond_release(&c));
+  ASSERT_EQ(mp_event_is_set(&e), 0);
+  ASSERT_EQ(mp_semaphore_value(&s), 0);
+  ASSERT_OK(mp_semaphore_release(&s));
+  ASSERT_OK(mp_semaphore_acquire(&s, 0));
+}

@@ -1149,3 +1149,32 @@ TEST(zeroed_structs_are_ready) {
   ASSERT_OK(mp_semaphore_release(&s));
   ASSERT_OK(mp_semaphore_acquire(&s, 0));
 }
+
+/* A process whose main thread ended while another thread runs is alive: it
+ * still holds its Lock. Once the process is gone, the lock is taken over. */
+static void *sleep_thread(void *arg) {
+  mpt_sleep_ms(*(int *)arg);
+  return NULL;
+}
+
+TEST(lock_holder_main_thread_exited) {
+  mp_lock_t *l = shared(sizeof *l);
+  mp_lock_init(l);
+  pid_t pid = fork();
+  if (pid == 0) {
+    static int ms = 700;
+    pthread_t t;
+    mp_lock_acquire(l, MP_FOREVER);
+    pthread_create(&t, NULL, sleep_thread, &ms);
+    pthread_exit(NULL);
+  }
+  while (!mp_lock_locked(l))
+    mpt_sleep_ms(1);
+  mpt_sleep_ms(50);
+  ASSERT_ERR(mp_lock_acquire(l, 300), MP_ETIMEDOUT);
+  ASSERT_ERR(mp_lock_acquire(l, MP_FOREVER), MP_EOWNERDEAD);
+  ASSERT_EQ(wait_exit(pid), 0);
+  ASSERT_OK(mp_lock_consistent(l));
+  ASSERT_OK(mp_lock_release(l));
+  mp_raw_free(l);
+}

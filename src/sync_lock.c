@@ -85,12 +85,16 @@ static uint32_t start_of(uint32_t id) {
 }
 
 uint32_t mp__self_pid(void) {
-  if (MP__UNLIKELY(self_pid == 0)) {
+  /* Threads may fill the cache at once: they store the same values. start
+   * is stored first, so a reader that sees the pid sees its start. */
+  uint32_t pid = __atomic_load_n(&self_pid, __ATOMIC_ACQUIRE);
+  if (MP__UNLIKELY(pid == 0)) {
     pthread_once(&atfork_once, ident_install_atfork);
-    self_pid = (uint32_t)getpid();
-    self_pid_start = start_of(self_pid);
+    pid = (uint32_t)getpid();
+    __atomic_store_n(&self_pid_start, start_of(pid), __ATOMIC_RELAXED);
+    __atomic_store_n(&self_pid, pid, __ATOMIC_RELEASE);
   }
-  return self_pid;
+  return pid;
 }
 
 uint32_t mp__self_tid(void) {
@@ -106,7 +110,9 @@ uint32_t mp__self_tid(void) {
  * only used by RLock; Lock keeps to process-wide statics, which are cheaper
  * to reach than thread-locals in position-independent code. */
 static uint64_t self_ident(uint32_t me, bool thread_level) {
-  uint32_t start = thread_level ? self_tid_start : self_pid_start;
+  uint32_t start = thread_level
+                       ? self_tid_start
+                       : __atomic_load_n(&self_pid_start, __ATOMIC_RELAXED);
   return (uint64_t)start << 32 | me;
 }
 
@@ -122,7 +128,8 @@ static bool holder_dead(const mp_lock_t *l, uint32_t w, bool thread_level) {
   int r = proc_stat(id, &st, &threads, &start);
   if (r == MP_ENOENT) {
     /* Without /proc every lookup fails: ask kill() instead. */
-    if (self_pid_start == 0 && self_tid_start == 0)
+    if (__atomic_load_n(&self_pid_start, __ATOMIC_RELAXED) == 0 &&
+        self_tid_start == 0)
       return kill((pid_t)id, 0) < 0 && errno == ESRCH;
     return true;
   }

@@ -1154,7 +1154,7 @@ TEST(zeroed_structs_are_ready) {
  * still holds its Lock. Once the process is gone, the lock is taken over. */
 static void *sleep_thread(void *arg) {
   mpt_sleep_ms(*(int *)arg);
-  return NULL;
+  _exit(0); /* the whole process, whatever helper threads it has */
 }
 
 TEST(lock_holder_main_thread_exited) {

@@ -1087,3 +1087,61 @@ TEST(dict_int_key_patterns) {
   ASSERT_OK(mp_dict_close(d));
   ASSERT_OK(mp_manager_destroy(m));
 }
+
+TEST(crash_acknowledged_writes_kept) {
+  /* Children set unique keys (and append them to the list) and acknowledge
+   * each through a pipe once the calls returned; after SIGKILLs at random
+   * moments every acknowledged key and item is there. */
+  mp_manager_t *m = new_manager(0);
+  mp_dict_t *d;
+  mp_list_t *l;
+  ASSERT_OK(mp_dict_create(&d, m, NULL));
+  ASSERT_OK(mp_list_create(&l, m, NULL));
+  int64_t *acked = malloc(sizeof(int64_t) * 400000);
+  size_t nacked = 0;
+  unsigned seed = 99;
+  for (int round = 0; round < 30; round++) {
+    int pfd[2];
+    ASSERT(pipe(pfd) == 0);
+    pid_t pids[2];
+    for (int c = 0; c < 2; c++) {
+      if ((pids[c] = fork()) == 0) {
+        close(pfd[0]);
+        for (int64_t i = 0;; i++) {
+          int64_t key = ((int64_t)round * 2 + c) * 1000000 + i;
+          dict_put_int(d, key);
+          mp_val_t v = mp_val_int(key);
+          ASSERT_OK(mp_list_append(l, &v));
+          ASSERT(write(pfd[1], &key, sizeof key) == (ssize_t)sizeof key);
+        }
+      }
+    }
+    close(pfd[1]);
+    mpt_sleep_ms(1 + rand_r(&seed) % 15);
+    kill(pids[0], SIGKILL);
+    kill(pids[1], SIGKILL);
+    int64_t key;
+    while (read(pfd[0], &key, sizeof key) == (ssize_t)sizeof key &&
+           nacked < 400000)
+      acked[nacked++] = key;
+    close(pfd[0]);
+    for (int c = 0; c < 2; c++)
+      ASSERT_EQ(waitpid(pids[c], NULL, 0), pids[c]);
+  }
+  ASSERT(nacked > 0);
+  for (size_t i = 0; i < nacked; i++)
+    ASSERT_EQ(get_int(d, mp_val_int(acked[i])), acked[i] * 3);
+  mp_val_t *vs;
+  size_t n, dn;
+  ASSERT_OK(mp_list_items(l, &vs, &n));
+  ASSERT_OK(mp_dict_len(d, &dn));
+  ASSERT(n >= nacked && dn >= nacked);
+  /* A killed append is all or nothing, like its dict set before it. */
+  ASSERT(n <= dn && dn <= n + 60);
+  mp_vals_free(vs, n);
+  check_dict(d);
+  free(acked);
+  ASSERT_OK(mp_dict_close(d));
+  ASSERT_OK(mp_list_close(l));
+  ASSERT_OK(mp_manager_destroy(m));
+}

@@ -211,6 +211,16 @@ TEST(dict_update_add_cas) {
   ASSERT_DICT(a, "{1: 3, 2: 'x', 's45': 'xxxxx'}");
   ASSERT_OK(mp_dict_update(a, a));
   ASSERT_DICT(a, "{1: 3, 2: 'x', 's45': 'xxxxx'}");
+  /* From a dict of another manager. */
+  mp_manager_t *m2 = new_manager(0);
+  mp_dict_t *c2;
+  ASSERT_OK(mp_dict_create(&c2, m2, NULL));
+  dict_put_int(c2, 1);
+  dict_put_int(c2, 3);
+  ASSERT_OK(mp_dict_update(a, c2));
+  ASSERT_DICT(a, "{1: 3, 2: 'x', 's45': 'xxxxx', 3: 9}");
+  ASSERT_OK(mp_dict_close(c2));
+  ASSERT_OK(mp_manager_destroy(m2));
   /* add */
   mp_val_t c = mp_val_str("counter");
   int64_t res;

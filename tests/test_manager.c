@@ -15,6 +15,20 @@ static mp_manager_t *new_manager(size_t reserve) {
   return m;
 }
 
+/* A manager with one dict and one list, and their teardown. */
+static void make_pair(mp_manager_t **m, mp_dict_t **d, mp_list_t **l,
+                      size_t reserve) {
+  *m = new_manager(reserve);
+  ASSERT_OK(mp_dict_create(d, *m, NULL));
+  ASSERT_OK(mp_list_create(l, *m, NULL));
+}
+
+static void drop_pair(mp_manager_t *m, mp_dict_t *d, mp_list_t *l) {
+  ASSERT_OK(mp_dict_close(d));
+  ASSERT_OK(mp_list_close(l));
+  ASSERT_OK(mp_manager_destroy(m));
+}
+
 static void wait_ok(pid_t pid) {
   int st;
   ASSERT_EQ(waitpid(pid, &st, 0), pid);
@@ -585,18 +599,15 @@ TEST(open_by_name_and_id) {
   ASSERT(mpt_shm_exists(name)); /* the opener's destroy does not unlink */
   char saved[64];
   snprintf(saved, sizeof saved, "%s", name);
-  ASSERT_OK(mp_dict_close(d));
-  ASSERT_OK(mp_list_close(l));
-  ASSERT_OK(mp_manager_destroy(m));
+  drop_pair(m, d, l);
   ASSERT(!mpt_shm_exists(saved));
 }
 
 TEST(fork_children_share) {
-  mp_manager_t *m = new_manager(0);
+  mp_manager_t *m;
   mp_dict_t *d;
   mp_list_t *l;
-  ASSERT_OK(mp_dict_create(&d, m, NULL));
-  ASSERT_OK(mp_list_create(&l, m, NULL));
+  make_pair(&m, &d, &l, 0);
   pid_t pids[5];
   for (int i = 0; i < 5; i++) {
     if ((pids[i] = fork()) == 0) {
@@ -615,9 +626,7 @@ TEST(fork_children_share) {
   ASSERT_EQ(n, 5);
   for (int i = 0; i < 5; i++)
     ASSERT_EQ(get_int(d, mp_val_int(pids[i])), pids[i]);
-  ASSERT_OK(mp_dict_close(d));
-  ASSERT_OK(mp_list_close(l));
-  ASSERT_OK(mp_manager_destroy(m));
+  drop_pair(m, d, l);
 }
 
 #define WRITERS 4
@@ -650,11 +659,10 @@ static void *writer(void *p) {
 }
 
 TEST(concurrent_processes_and_threads) {
-  mp_manager_t *m = new_manager(0);
+  mp_manager_t *m;
   mp_dict_t *d;
   mp_list_t *l;
-  ASSERT_OK(mp_dict_create(&d, m, NULL));
-  ASSERT_OK(mp_list_create(&l, m, NULL));
+  make_pair(&m, &d, &l, 0);
   pid_t pids[WRITERS];
   for (int p = 0; p < WRITERS; p++) {
     if ((pids[p] = fork()) == 0) {
@@ -691,20 +699,17 @@ TEST(concurrent_processes_and_threads) {
   mp_val_t c = mp_val_str("counter");
   ASSERT_OK(mp_dict_del(d, &c));
   check_dict(d);
-  ASSERT_OK(mp_dict_close(d));
-  ASSERT_OK(mp_list_close(l));
-  ASSERT_OK(mp_manager_destroy(m));
+  drop_pair(m, d, l);
 }
 
 /* ---- size
  * ---------------------------------------------------------------------- */
 
 TEST(growth_1m_entries) {
-  mp_manager_t *m = new_manager(0);
+  mp_manager_t *m;
   mp_dict_t *d;
   mp_list_t *l;
-  ASSERT_OK(mp_dict_create(&d, m, NULL));
-  ASSERT_OK(mp_list_create(&l, m, NULL));
+  make_pair(&m, &d, &l, 0);
   const int N = 1100000;
   mp_val_t chunk[1000];
   for (int i = 0; i < N; i++) {
@@ -730,9 +735,7 @@ TEST(growth_1m_entries) {
   ASSERT_EQ(v.u.i, N - 1);
   ASSERT_OK(mp_dict_clear(d));
   ASSERT_OK(mp_list_clear(l));
-  ASSERT_OK(mp_dict_close(d));
-  ASSERT_OK(mp_list_close(l));
-  ASSERT_OK(mp_manager_destroy(m));
+  drop_pair(m, d, l);
 }
 
 TEST(growth_1gib_values) {
@@ -769,11 +772,10 @@ TEST(growth_1gib_values) {
 }
 
 TEST(full_arena_enomem_intact) {
-  mp_manager_t *m = new_manager((size_t)2 << 20);
+  mp_manager_t *m;
   mp_dict_t *d;
   mp_list_t *l;
-  ASSERT_OK(mp_dict_create(&d, m, NULL));
-  ASSERT_OK(mp_list_create(&l, m, NULL));
+  make_pair(&m, &d, &l, (size_t)2 << 20);
   int ok = 0, r = 0;
   for (long k = 0; k < 1000000; k++) {
     if ((r = dict_put_str(d, k)) != 0)
@@ -818,9 +820,7 @@ TEST(full_arena_enomem_intact) {
   for (long k = 200; k < 400; k++)
     ASSERT_OK(dict_put_str(d, k));
   check_dict(d);
-  ASSERT_OK(mp_dict_close(d));
-  ASSERT_OK(mp_list_close(l));
-  ASSERT_OK(mp_manager_destroy(m));
+  drop_pair(m, d, l);
 }
 
 /* ---- crashes ----------------------------------------------------------------
@@ -900,9 +900,7 @@ static void mixed_op(mp_dict_t *d, mp_list_t *l, unsigned *seed) {
 }
 
 static void crash_setup(mp_manager_t **m, mp_dict_t **d, mp_list_t **l) {
-  *m = new_manager(0);
-  ASSERT_OK(mp_dict_create(d, *m, NULL));
-  ASSERT_OK(mp_list_create(l, *m, NULL));
+  make_pair(m, d, l, 0);
   mp_dict_t *scratch;
   ASSERT_OK(mp_dict_create(&scratch, *m, NULL));
   uint32_t id;
@@ -949,9 +947,7 @@ TEST(crash_mid_operation_rounds) {
     dict_put_int(d, 100000 + i);
   ASSERT_EQ(get_int(d, mp_val_int(100999)), 100999 * 3);
   check_dict(d);
-  ASSERT_OK(mp_dict_close(d));
-  ASSERT_OK(mp_list_close(l));
-  ASSERT_OK(mp_manager_destroy(m));
+  drop_pair(m, d, l);
 }
 
 TEST(crash_random_sigkill_with_waiters) {
@@ -985,9 +981,7 @@ TEST(crash_random_sigkill_with_waiters) {
     check_dict(d);
     check_list(l);
   }
-  ASSERT_OK(mp_dict_close(d));
-  ASSERT_OK(mp_list_close(l));
-  ASSERT_OK(mp_manager_destroy(m));
+  drop_pair(m, d, l);
 }
 
 static void stall_hook(void) {
@@ -1102,11 +1096,10 @@ TEST(crash_acknowledged_writes_kept) {
   /* Children set unique keys (and append them to the list) and acknowledge
    * each through a pipe once the calls returned; after SIGKILLs at random
    * moments every acknowledged key and item is there. */
-  mp_manager_t *m = new_manager(0);
+  mp_manager_t *m;
   mp_dict_t *d;
   mp_list_t *l;
-  ASSERT_OK(mp_dict_create(&d, m, NULL));
-  ASSERT_OK(mp_list_create(&l, m, NULL));
+  make_pair(&m, &d, &l, 0);
   int64_t *acked = malloc(sizeof(int64_t) * 400000);
   size_t nacked = 0;
   unsigned seed = 99;
@@ -1151,7 +1144,5 @@ TEST(crash_acknowledged_writes_kept) {
   mp_vals_free(vs, n);
   check_dict(d);
   free(acked);
-  ASSERT_OK(mp_dict_close(d));
-  ASSERT_OK(mp_list_close(l));
-  ASSERT_OK(mp_manager_destroy(m));
+  drop_pair(m, d, l);
 }

@@ -26,7 +26,7 @@ int mp_raw_alloc(void **p, size_t size) {
   void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
                  -1, 0);
   if (m == MAP_FAILED)
-    return errno == ENOMEM ? MP_ENOMEM : -errno;
+    return errno ? -errno : MP_ENOMEM;
   raw_hdr_t *h = m;
   h->magic = RAW_MAGIC;
   h->map_len = len;
@@ -79,7 +79,7 @@ int mp_array_create(mp_array_t **a, mp_type_t type, size_t len,
   size_t elem = type_size[type];
   if (len > (SIZE_MAX - ARRAY_DATA - RAW_HDR) / elem)
     return MP_EINVAL;
-  void *p;
+  void *p = NULL;
   int r = mp_raw_alloc(&p, ARRAY_DATA + len * elem);
   if (r < 0)
     return r;
@@ -298,21 +298,15 @@ struct mp_shm {
 };
 
 int mp_shm_create(mp_shm_t **s, size_t size, const mp_shm_opts_t *opts) {
-  char canon[MP__SEG_NAME_MAX];
-  const char *name = NULL;
   int r;
   if (!s || size == 0)
     return MP_EINVAL;
-  if (opts && opts->name) {
-    if ((r = mp__sync_canon_name(canon, sizeof canon, opts->name)) < 0)
-      return r;
-    name = canon;
-  }
   mp_shm_t *h = calloc(1, sizeof *h);
   if (!h)
     return MP_ENOMEM;
   h->keep = opts && opts->keep;
-  if ((r = mp__seg_create(&h->seg, name, size, 0, !h->keep)) < 0) {
+  if ((r = mp__sync_seg_create(&h->seg, opts ? opts->name : NULL, size,
+                               h->keep)) < 0) {
     free(h);
     return r;
   }

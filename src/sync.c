@@ -6,7 +6,7 @@
 
 #include "sync_internal.h"
 
-#define SPIN_ROUNDS 100
+#define SPIN_ROUNDS 20
 
 #define AW(p) ((_Atomic uint32_t *)(p))
 
@@ -140,10 +140,14 @@ int mp_semaphore_acquire(mp_semaphore_t *s, int timeout_ms) {
   for (;;) {
     if (sem_try(s))
       return 0;
+    /* Poll: a permit whose wake-up went to a waiter killed before taking
+     * it is found within MP__POLL_MS. */
+    mp__deadline_t poll;
+    mp__poll_deadline(&poll, &dl);
     atomic_fetch_add(AW(&s->mp__waiters), 1);
-    int r = mp__futex_wait(AW(&s->mp__value), 0, &dl);
+    mp__futex_wait(AW(&s->mp__value), 0, &poll);
     atomic_fetch_sub(AW(&s->mp__waiters), 1);
-    if (r == MP_ETIMEDOUT)
+    if (mp__deadline_passed(&dl))
       return sem_try(s) ? 0 : MP_ETIMEDOUT;
   }
 }

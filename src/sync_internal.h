@@ -31,6 +31,11 @@ void mp__poll_deadline(mp__deadline_t *out, const mp__deadline_t *dl);
 /* Canonical segment name: "/name" from "name" or "/name". */
 int mp__sync_canon_name(char *buf, size_t cap, const char *name);
 
+/* mp__seg_create with a name in either form (NULL: random), tracked unless
+ * keep. */
+int mp__sync_seg_create(mp__seg_t *seg, const char *name, size_t size,
+                        bool keep);
+
 /* Named objects: a segment holding a small header and one object. */
 enum {
   MP__KIND_LOCK = 1,

@@ -99,8 +99,11 @@ uint32_t mp__self_tid(void) {
   return self_tid;
 }
 
-static uint64_t self_ident(uint32_t me) {
-  uint32_t start = me == self_tid ? self_tid_start : self_pid_start;
+/* What a holder records beside the word: id and start time. Thread ids are
+ * only used by RLock; Lock keeps to process-wide statics, which are cheaper
+ * to reach than thread-locals in position-independent code. */
+static uint64_t self_ident(uint32_t me, bool thread_level) {
+  uint32_t start = thread_level ? self_tid_start : self_pid_start;
   return (uint64_t)start << 32 | me;
 }
 
@@ -147,7 +150,8 @@ int mp__lock_acquire_as(mp_lock_t *l, uint32_t me, bool thread_level,
   uint32_t w = 0;
   if (MP__LIKELY(atomic_compare_exchange_strong_explicit(
           wp, &w, me, memory_order_acquire, memory_order_relaxed))) {
-    __atomic_store_n(&l->mp__ident, self_ident(me), __ATOMIC_RELEASE);
+    __atomic_store_n(&l->mp__ident, self_ident(me, thread_level),
+                     __ATOMIC_RELEASE);
     return 0;
   }
   mp__deadline_t dl;
@@ -161,7 +165,8 @@ int mp__lock_acquire_as(mp_lock_t *l, uint32_t me, bool thread_level,
       uint32_t nw = me | (w & MP__LK_DEAD) | (slept ? MP__LK_WAITERS : 0);
       if (atomic_compare_exchange_weak_explicit(
               wp, &w, nw, memory_order_acquire, memory_order_relaxed)) {
-        __atomic_store_n(&l->mp__ident, self_ident(me), __ATOMIC_RELEASE);
+        __atomic_store_n(&l->mp__ident, self_ident(me, thread_level),
+                         __ATOMIC_RELEASE);
         return (w & MP__LK_DEAD) ? MP_EOWNERDEAD : 0;
       }
       continue;
@@ -181,13 +186,21 @@ int mp__lock_acquire_as(mp_lock_t *l, uint32_t me, bool thread_level,
         uint32_t nw = me | MP__LK_DEAD | MP__LK_WAITERS;
         if (atomic_compare_exchange_strong_explicit(
                 wp, &w, nw, memory_order_acquire, memory_order_relaxed)) {
-          __atomic_store_n(&l->mp__ident, self_ident(me), __ATOMIC_RELEASE);
+          __atomic_store_n(&l->mp__ident, self_ident(me, thread_level),
+                           __ATOMIC_RELEASE);
           return MP_EOWNERDEAD;
         }
         continue;
       }
-      if (expired)
+      if (expired) {
+        /* A wake-up meant for the sleepers may have come to us while a
+         * barger took the lock: set WAITERS so its release passes it on. */
+        if (slept && !(w & MP__LK_WAITERS))
+          atomic_compare_exchange_strong_explicit(wp, &w, w | MP__LK_WAITERS,
+                                                  memory_order_relaxed,
+                                                  memory_order_relaxed);
         return MP_ETIMEDOUT;
+      }
     }
     if (!(w & MP__LK_WAITERS)) {
       if (!atomic_compare_exchange_weak_explicit(wp, &w, w | MP__LK_WAITERS,
@@ -196,9 +209,10 @@ int mp__lock_acquire_as(mp_lock_t *l, uint32_t me, bool thread_level,
         continue;
       w |= MP__LK_WAITERS;
     }
-    mp__deadline_t sleep_dl = dl;
-    if (foreign)
-      mp__poll_deadline(&sleep_dl, &dl);
+    /* Wake now and then even for a live holder: a wake-up taken by a
+     * waiter that was killed, or that timed out, is not lost for long. */
+    mp__deadline_t sleep_dl;
+    mp__poll_deadline(&sleep_dl, &dl);
     int r = mp__futex_wait(wp, w, &sleep_dl);
     slept = true;
     /* Only a poll timeout asks for a holder check next round. */

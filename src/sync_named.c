@@ -73,21 +73,24 @@ int mp_sync_unlink(const char *name) {
   return r < 0 ? r : mp__seg_unlink(canon);
 }
 
+int mp__sync_seg_create(mp__seg_t *seg, const char *name, size_t size,
+                        bool keep) {
+  char canon[MP__SEG_NAME_MAX];
+  int r;
+  if (name && (r = mp__sync_canon_name(canon, sizeof canon, name)) < 0)
+    return r;
+  return mp__seg_create(seg, name ? canon : NULL, size, 0, !keep);
+}
+
 int mp__named_create(void **obj, uint32_t kind, size_t size,
                      const mp_sync_opts_t *opts) {
-  char canon[MP__SEG_NAME_MAX];
-  const char *name = NULL;
   bool keep = opts && opts->keep;
   int r;
-  if (opts && opts->name) {
-    if ((r = mp__sync_canon_name(canon, sizeof canon, opts->name)) < 0)
-      return r;
-    name = canon;
-  }
   named_t *n = calloc(1, sizeof *n);
   if (!n)
     return MP_ENOMEM;
-  if ((r = mp__seg_create(&n->seg, name, OBJ_OFFSET + size, 0, !keep)) < 0) {
+  if ((r = mp__sync_seg_create(&n->seg, opts ? opts->name : NULL,
+                               OBJ_OFFSET + size, keep)) < 0) {
     free(n);
     return r;
   }
@@ -146,7 +149,14 @@ int mp__named_open(void **obj, uint32_t kind, size_t size, const char *name) {
   named_t *n = calloc(1, sizeof *n);
   if (!n)
     return MP_ENOMEM;
-  if ((r = mp__seg_open(&n->seg, canon, 0)) < 0) {
+  mp__deadline_t dl;
+  mp__deadline_init(&dl, OPEN_WAIT_MS);
+  /* An empty segment (MP_EINVAL) is one whose creator has not sized it
+   * yet: give it a moment. */
+  while ((r = mp__seg_open(&n->seg, canon, 0)) == MP_EINVAL &&
+         !mp__deadline_passed(&dl))
+    usleep(1000);
+  if (r < 0) {
     free(n);
     return r;
   }
@@ -157,8 +167,6 @@ int mp__named_open(void **obj, uint32_t kind, size_t size, const char *name) {
     return MP_EINVAL;
   }
   /* The creator may still be initializing the object. */
-  mp__deadline_t dl;
-  mp__deadline_init(&dl, OPEN_WAIT_MS);
   while (!__atomic_load_n(&h->ready, __ATOMIC_ACQUIRE)) {
     if (mp__futex_wait((_Atomic uint32_t *)&h->ready, 0, &dl) == MP_ETIMEDOUT) {
       named_free(n, false);

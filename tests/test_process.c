@@ -1,5 +1,6 @@
 /* Tests for mp_process: lifecycle, exit codes, errors, registry, daemon and
  * parent-death semantics, fork server. */
+#include <dirent.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -565,4 +566,145 @@ TEST(process_no_zombie_no_fd_leak_many) {
   ASSERT_OK(mp_forkserver_stop());
   ASSERT_EQ(mpt_count_fds(), before);
   ASSERT_EQ(waitpid(-1, NULL, WNOHANG), -1);
+}
+
+/* Children name themselves so they can be found in /proc afterwards. */
+static char tag_name[16];
+static int tagged_sleeper(const void *arg, size_t len) {
+  prctl(PR_SET_NAME, tag_name);
+  mpt_sleep_ms(30000);
+  return 0;
+}
+
+/* Live (not zombie: whoever adopted them reaps at its own pace) processes
+ * carrying the tag. */
+static int count_tagged(void) {
+  int n = 0;
+  DIR *d = opendir("/proc");
+  ASSERT(d);
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9')
+      continue;
+    char path[300], buf[256];
+    snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+    FILE *f = fopen(path, "r");
+    if (!f)
+      continue;
+    size_t k = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[k] = '\0';
+    char *open = strchr(buf, '('), *close_ = strrchr(buf, ')');
+    if (!open || !close_ || close_[1] != ' ')
+      continue;
+    *close_ = '\0';
+    if (strcmp(open + 1, tag_name) == 0 && close_[2] != 'Z' && close_[2] != 'X')
+      n++;
+  }
+  closedir(d);
+  return n;
+}
+
+/* SIGKILL the parent at random moments while it starts children with both
+ * methods: none may survive it. */
+TEST(process_parent_sigkill_while_spawning) {
+  snprintf(tag_name, sizeof tag_name, "mptk%d", (int)getpid() % 100000);
+  srand((unsigned)getpid());
+  for (int round = 0; round < 12; round++) {
+    pid_t mid = fork();
+    ASSERT(mid >= 0);
+    if (mid == 0) {
+      for (int i = 0; i < 40; i++) {
+        mp_process_opts_t o = {.start_method =
+                                   i % 2 ? MP_START_FORK : MP_START_FORKSERVER};
+        if (mp_process_create(&keep[0], tagged_sleeper, NULL, 0, &o) == 0)
+          mp_process_start(keep[0]);
+      }
+      for (;;)
+        pause();
+    }
+    mpt_sleep_ms(rand() % 40);
+    ASSERT_EQ(kill(mid, SIGKILL), 0);
+    ASSERT_EQ(waitpid(mid, NULL, 0), mid);
+    uint64_t end = mpt_now_ms() + 10000;
+    while (count_tagged() > 0 && mpt_now_ms() < end)
+      mpt_sleep_ms(5);
+    ASSERT_EQ(count_tagged(), 0);
+    /* One caught between fork and naming itself would show up late. */
+    mpt_sleep_ms(50);
+    ASSERT_EQ(count_tagged(), 0);
+  }
+}
+
+/* Linux's parent-death signal follows the thread that forked: a child
+ * started from a thread that then exits must live on. */
+static void *start_from_thread(void *arg) {
+  int ms = 30000;
+  mp_process_t **pp = arg;
+  if (mp_process_create(pp, sleep_ms_target, &ms, sizeof ms, NULL) < 0 ||
+      mp_process_start(*pp) < 0)
+    *pp = NULL;
+  return NULL;
+}
+
+TEST(process_started_from_exiting_thread) {
+  for (int i = 0; i < 3; i++) {
+    mp_process_t *p = NULL;
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, start_from_thread, &p), 0);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    ASSERT(p != NULL);
+    mpt_sleep_ms(100);
+    ASSERT_EQ(mp_process_is_alive(p), 1);
+    ASSERT_OK(mp_process_terminate(p));
+    ASSERT_OK(mp_process_join(p, MP_FOREVER));
+    int code;
+    ASSERT_OK(mp_process_exitcode(p, &code));
+    ASSERT_EQ(code, -SIGTERM);
+    ASSERT_OK(mp_process_destroy(p));
+  }
+}
+
+/* ...and still dies with its process. */
+TEST(process_from_thread_dies_with_parent) {
+  int pp[2];
+  ASSERT_EQ(pipe(pp), 0);
+  pid_t mid = fork();
+  ASSERT(mid >= 0);
+  if (mid == 0) {
+    pthread_t t;
+    if (pthread_create(&t, NULL, start_from_thread, &keep[0]) != 0 ||
+        pthread_join(t, NULL) != 0 || !keep[0])
+      _exit(2);
+    pid_t pid = mp_process_pid(keep[0]);
+    if (write(pp[1], &pid, sizeof pid) != sizeof pid)
+      _exit(3);
+    for (;;)
+      pause();
+  }
+  close(pp[1]);
+  pid_t child;
+  ASSERT_EQ(read(pp[0], &child, sizeof child), (ssize_t)sizeof child);
+  close(pp[0]);
+  ASSERT(!pid_dies_within(child, 100));
+  ASSERT_EQ(kill(mid, SIGKILL), 0);
+  ASSERT_EQ(waitpid(mid, NULL, 0), mid);
+  ASSERT(pid_dies_within(child, 10000));
+}
+
+/* The server holds no copy of the application's close-on-exec descriptors:
+ * closing a writer in the application gives its reader end of file. */
+TEST(forkserver_holds_no_app_fds) {
+  mp_conn_t *r, *w;
+  ASSERT_OK(mp_pipe(&r, &w, false));
+  int v = 5;
+  ASSERT_EQ(run_method(ret_arg, &v, sizeof v, MP_START_FORKSERVER), 5);
+  ASSERT_OK(mp_conn_close(w));
+  ASSERT_EQ(mp_conn_poll(r, 5000), 1);
+  void *m;
+  size_t len;
+  ASSERT_ERR(mp_conn_recv(r, &m, &len), MP_ECLOSED);
+  mp_conn_destroy(r);
+  mp_conn_destroy(w);
+  ASSERT_OK(mp_forkserver_stop());
 }

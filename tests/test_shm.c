@@ -332,3 +332,33 @@ TEST(shm_holds_sync_objects) {
   ASSERT_EQ(sh->n, 20000);
   ASSERT_OK(mp_shm_destroy(s));
 }
+
+/* A creator that just exits (no destroy) leaves no segment either. */
+TEST(shm_creator_exit_removes) {
+  int p[2];
+  ASSERT_EQ(pipe(p), 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(p[0]);
+    mp_shm_t *s;
+    mp_lock_t *l;
+    if (mp_shm_create(&s, 100, NULL) || mp_lock_create(&l, NULL))
+      _exit(1);
+    char names[160];
+    snprintf(names, sizeof names, "%s %s\n", mp_shm_name(s), mp_lock_name(l));
+    if (write(p[1], names, strlen(names)) < 0)
+      _exit(2);
+    _exit(0);
+  }
+  close(p[1]);
+  char buf[160] = {0};
+  ASSERT(read(p[0], buf, sizeof buf - 1) > 0);
+  close(p[0]);
+  ASSERT_EQ(wait_exit(pid), 0);
+  char sn[64], ln[64];
+  ASSERT_EQ(sscanf(buf, "%63s %63s", sn, ln), 2);
+  for (int i = 0; i < 500 && (mpt_shm_exists(sn) || mpt_shm_exists(ln)); i++)
+    mpt_sleep_ms(10);
+  ASSERT(!mpt_shm_exists(sn));
+  ASSERT(!mpt_shm_exists(ln));
+}

@@ -2,6 +2,7 @@
  * between threads and processes, dead holders, named objects. */
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -490,7 +491,9 @@ typedef struct {
   int woken;
 } cond_sh_t;
 
-static bool ready_pred(void *arg) { return ((cond_sh_t *)arg)->ready != 0; }
+static bool ready_pred(void *arg) {
+  return ((cond_sh_t *)arg)->ready != 0;
+}
 
 TEST(cond_wait_notify_processes) {
   cond_sh_t *s = shared(sizeof *s);
@@ -974,4 +977,155 @@ TEST(named_keep_and_killed_creator) {
   ASSERT(mpt_shm_exists(ename));
   ASSERT_OK(mp_sync_unlink(ename));
   ASSERT(!mpt_shm_exists(ename));
+}
+
+/* A process waiting on a Lock held elsewhere, or on an Event, sleeps: it
+ * uses a small fraction of the CPU time it waits. */
+TEST(waiting_uses_no_cpu) {
+  typedef struct {
+    mp_lock_t lock;
+    mp_event_t ev;
+  } sh_t;
+  sh_t *s = shared(sizeof *s);
+  mp_lock_init(&s->lock);
+  mp_event_init(&s->ev);
+  ASSERT_OK(mp_lock_acquire(&s->lock, MP_FOREVER));
+  pid_t pid = fork();
+  if (pid == 0) {
+    int r1 = mp_lock_acquire(&s->lock, 800);
+    int r2 = mp_event_wait(&s->ev, 800);
+    _exit(r1 == MP_ETIMEDOUT && r2 == MP_ETIMEDOUT ? 0 : 1);
+  }
+  ASSERT_EQ(wait_exit(pid), 0);
+  struct rusage ru;
+  ASSERT_EQ(getrusage(RUSAGE_CHILDREN, &ru), 0);
+  long cpu_ms = (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000 +
+                (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000;
+  /* 1.6 s of waiting; a spinning waiter would use all of it. */
+  ASSERT(cpu_ms < 400);
+  ASSERT_OK(mp_lock_release(&s->lock));
+  mp_raw_free(s);
+}
+
+/* A bounded buffer on one Condition: 2 producer and 2 consumer processes,
+ * no item lost or duplicated, no lost wake-up. */
+typedef struct {
+  mp_cond_t cond;
+  int buf[8];
+  int head, count, done;
+  long sum;
+} bb_t;
+
+static bool bb_not_full(void *arg) {
+  return ((bb_t *)arg)->count < 8;
+}
+static bool bb_not_empty(void *arg) {
+  bb_t *b = arg;
+  return b->count > 0 || b->done == 2;
+}
+
+TEST(cond_bounded_buffer) {
+  bb_t *b = shared(sizeof *b);
+  mp_cond_init(&b->cond);
+  enum { N = 3000 };
+  pid_t pids[4];
+  for (int i = 0; i < 4; i++)
+    if ((pids[i] = fork()) == 0) {
+      if (i < 2) {
+        for (int k = 1; k <= N; k++) {
+          mp_cond_acquire(&b->cond, MP_FOREVER);
+          if (mp_cond_wait_for(&b->cond, bb_not_full, b, MP_FOREVER) != 0)
+            _exit(1);
+          b->buf[(b->head + b->count++) % 8] = k;
+          mp_cond_notify_all(&b->cond);
+          mp_cond_release(&b->cond);
+        }
+        mp_cond_acquire(&b->cond, MP_FOREVER);
+        b->done++;
+        mp_cond_notify_all(&b->cond);
+        mp_cond_release(&b->cond);
+      } else {
+        for (;;) {
+          mp_cond_acquire(&b->cond, MP_FOREVER);
+          if (mp_cond_wait_for(&b->cond, bb_not_empty, b, MP_FOREVER) != 0)
+            _exit(1);
+          if (b->count == 0) {
+            mp_cond_release(&b->cond);
+            break;
+          }
+          b->sum += b->buf[b->head];
+          b->head = (b->head + 1) % 8;
+          b->count--;
+          mp_cond_notify_all(&b->cond);
+          mp_cond_release(&b->cond);
+        }
+      }
+      _exit(0);
+    }
+  for (int i = 0; i < 4; i++)
+    ASSERT_EQ(wait_exit(pids[i]), 0);
+  ASSERT_EQ(b->sum, 2L * N * (N + 1) / 2);
+  mp_raw_free(b);
+}
+
+/* Timed acquires racing with releases: no wake-up is lost for good, the
+ * count is exact, nothing hangs. */
+static mp_lock_t g_tlock;
+static long g_tcount;
+
+static int timed_worker(const void *arg, size_t len) {
+  int timeout = *(const int *)arg;
+  for (int i = 0; i < 3000; i++) {
+    int r;
+    while ((r = mp_lock_acquire(&g_tlock, timeout)) == MP_ETIMEDOUT) {
+    }
+    if (r != 0)
+      return 1;
+    g_tcount++;
+    mp_lock_release(&g_tlock);
+  }
+  return 0;
+}
+
+TEST(lock_timed_waiters_race) {
+  mp_lock_init(&g_tlock);
+  g_tcount = 0;
+  int timeouts[4] = {0, 1, 2, MP_FOREVER};
+  mp_thread_t *t[4];
+  for (int i = 0; i < 4; i++) {
+    ASSERT_OK(mp_thread_create(&t[i], timed_worker, &timeouts[i],
+                               sizeof timeouts[i], NULL));
+    ASSERT_OK(mp_thread_start(t[i]));
+  }
+  for (int i = 0; i < 4; i++) {
+    int code = -1;
+    ASSERT_OK(mp_thread_join(t[i], MP_FOREVER));
+    ASSERT_OK(mp_thread_exitcode(t[i], &code));
+    ASSERT_EQ(code, 0);
+    mp_thread_destroy(t[i]);
+  }
+  ASSERT_EQ(g_tcount, 12000);
+}
+
+/* An Event whose setter is killed: waiters time out instead of hanging,
+ * and the event keeps working. */
+TEST(event_setter_killed) {
+  mp_event_t *e = shared(sizeof *e);
+  mp_event_init(e);
+  pid_t setter = fork();
+  if (setter == 0) {
+    pause();
+    mp_event_set(e);
+    _exit(0);
+  }
+  pid_t waiter = fork();
+  if (waiter == 0)
+    _exit(mp_event_wait(e, 300) == MP_ETIMEDOUT ? 0 : 1);
+  mpt_sleep_ms(20);
+  kill_reap(setter);
+  ASSERT_EQ(wait_exit(waiter), 0);
+  ASSERT_EQ(mp_event_is_set(e), 0);
+  ASSERT_OK(mp_event_set(e));
+  ASSERT_OK(mp_event_wait(e, 0));
+  mp_raw_free(e);
 }

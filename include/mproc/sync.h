@@ -27,11 +27,12 @@
  * The lock stays marked until mp_lock_consistent() (mp_rlock_consistent()):
  * every acquire until then returns MP_EOWNERDEAD, so a holder that itself
  * cannot repair the data just releases and the next one is told again.
- * A sleeping waiter re-checks its holder every 200 ms, so it notices a death
- * within that time. Holders are identified by pid (RLock: thread id) and
- * start time, so a reused pid is not mistaken for the dead holder; all
- * processes sharing a primitive must be in one pid namespace.
- * What a dead process means for the other primitives is told at each. */
+ * A sleeping waiter wakes every 200 ms to re-check (a dead holder, or a
+ * wake-up lost to a waiter that was killed), so it notices within that time.
+ * Holders are identified by pid (RLock: thread id) and start time, so a reused
+ * pid is not mistaken for the dead holder; all processes sharing a primitive
+ * must be in one pid namespace. What a dead process means for the other
+ * primitives is told at each. */
 #ifndef MPROC_SYNC_H
 #define MPROC_SYNC_H
 
@@ -139,16 +140,23 @@ MP_EXTERN const char *mp_lock_name(const mp_lock_t *l);
  * it again; it is free after as many releases. A dead owner thread (or its
  * whole process) is detected like a Lock's. */
 
+/* Initialize *l free. Returns 0 or MP_EINVAL (NULL). */
 MP_EXTERN int mp_rlock_init(mp_rlock_t *l);
-/* Returns 0, MP_EOWNERDEAD (acquired, depth 1, from a dead owner),
- * MP_ETIMEDOUT, MP_EINVAL, MP_EOVERFLOW (depth would pass 2^32-1). */
+/* Acquire, or add one level if the calling thread owns it already. Returns
+ * 0, MP_EOWNERDEAD (acquired at depth 1 from a dead owner), MP_ETIMEDOUT,
+ * MP_EINVAL (NULL, bad timeout), MP_EOVERFLOW (depth would pass 2^32-1). */
 MP_EXTERN int mp_rlock_acquire(mp_rlock_t *l, int timeout_ms);
-/* Returns 0, MP_EPERM (calling thread is not the owner), MP_EINVAL. */
+/* Remove one level; the lock is free when the depth reaches 0. Returns 0,
+ * MP_EPERM (calling thread is not the owner: Python's RuntimeError),
+ * MP_EINVAL. */
 MP_EXTERN int mp_rlock_release(mp_rlock_t *l);
-/* Returns 0, MP_EPERM (not the owner), MP_EINVAL. */
+/* Mark the data repaired after MP_EOWNERDEAD. Returns 0, MP_EPERM (not the
+ * owner), MP_EINVAL. */
 MP_EXTERN int mp_rlock_consistent(mp_rlock_t *l);
 /* 1 if the calling thread owns it, 0 if not, MP_EINVAL if NULL. */
 MP_EXTERN int mp_rlock_is_owned(const mp_rlock_t *l);
+/* Named form (see the top of this file; errors as mp_lock_create/open/
+ * destroy/name). */
 MP_EXTERN int mp_rlock_create(mp_rlock_t **l, const mp_sync_opts_t *opts);
 MP_EXTERN int mp_rlock_open(mp_rlock_t **l, const char *name);
 MP_EXTERN int mp_rlock_destroy(mp_rlock_t *l);
@@ -171,6 +179,8 @@ MP_EXTERN int mp_semaphore_acquire(mp_semaphore_t *s, int timeout_ms);
 MP_EXTERN int mp_semaphore_release(mp_semaphore_t *s);
 /* The current number of permits (>= 0), or MP_EINVAL if NULL. */
 MP_EXTERN int mp_semaphore_value(const mp_semaphore_t *s);
+/* Named forms (see the top of this file; errors as mp_lock_create/open/
+ * destroy/name, plus MP_EINVAL for value > MP_SEM_VALUE_MAX). */
 MP_EXTERN int mp_semaphore_create(mp_semaphore_t **s, unsigned value,
                                   const mp_sync_opts_t *opts);
 MP_EXTERN int mp_bounded_semaphore_create(mp_semaphore_t **s, unsigned value,
@@ -187,6 +197,7 @@ MP_EXTERN const char *mp_semaphore_name(const mp_semaphore_t *s);
  * waiter re-taking the lock, get MP_EOWNERDEAD. Wake-ups may exceed n
  * (as with pthread_cond_t): re-check the predicate, or use wait_for. */
 
+/* Initialize *c with its lock free. Returns 0 or MP_EINVAL (NULL). */
 MP_EXTERN int mp_cond_init(mp_cond_t *c);
 /* Acquire/release the condition's lock: as mp_rlock_acquire/release. */
 MP_EXTERN int mp_cond_acquire(mp_cond_t *c, int timeout_ms);
@@ -210,6 +221,8 @@ MP_EXTERN int mp_cond_wait_for(mp_cond_t *c, bool (*pred)(void *arg), void *arg,
  * held by caller), MP_EINVAL. */
 MP_EXTERN int mp_cond_notify(mp_cond_t *c, int n);
 MP_EXTERN int mp_cond_notify_all(mp_cond_t *c);
+/* Named form (see the top of this file; errors as mp_lock_create/open/
+ * destroy/name). */
 MP_EXTERN int mp_cond_create(mp_cond_t **c, const mp_sync_opts_t *opts);
 MP_EXTERN int mp_cond_open(mp_cond_t **c, const char *name);
 MP_EXTERN int mp_cond_destroy(mp_cond_t *c);
@@ -219,14 +232,18 @@ MP_EXTERN const char *mp_cond_name(const mp_cond_t *c);
  * A flag processes wait for. A process that dies before setting it leaves
  * waiters waiting: use a timeout where a setter may die. */
 
+/* Initialize *e unset. Returns 0 or MP_EINVAL (NULL). */
 MP_EXTERN int mp_event_init(mp_event_t *e);
 /* Set the flag and wake every waiter. Returns 0 or MP_EINVAL. */
 MP_EXTERN int mp_event_set(mp_event_t *e);
+/* Reset the flag. Returns 0 or MP_EINVAL. */
 MP_EXTERN int mp_event_clear(mp_event_t *e);
 /* 1 if set, 0 if not, MP_EINVAL if NULL. */
 MP_EXTERN int mp_event_is_set(const mp_event_t *e);
 /* Wait until set. Returns 0 (set), MP_ETIMEDOUT, MP_EINVAL. */
 MP_EXTERN int mp_event_wait(mp_event_t *e, int timeout_ms);
+/* Named form (see the top of this file; errors as mp_lock_create/open/
+ * destroy/name). */
 MP_EXTERN int mp_event_create(mp_event_t **e, const mp_sync_opts_t *opts);
 MP_EXTERN int mp_event_open(mp_event_t **e, const char *name);
 MP_EXTERN int mp_event_destroy(mp_event_t *e);
@@ -257,6 +274,8 @@ MP_EXTERN int mp_barrier_broken(mp_barrier_t *b);
 /* parties (> 0) / parties waiting now (>= 0), or MP_EINVAL. */
 MP_EXTERN int mp_barrier_parties(const mp_barrier_t *b);
 MP_EXTERN int mp_barrier_n_waiting(mp_barrier_t *b);
+/* Named form (see the top of this file; errors as mp_lock_create/open/
+ * destroy/name, plus MP_EINVAL for parties 0). */
 MP_EXTERN int mp_barrier_create(mp_barrier_t **b, unsigned parties,
                                 const mp_sync_opts_t *opts);
 MP_EXTERN int mp_barrier_open(mp_barrier_t **b, const char *name);

@@ -1146,3 +1146,79 @@ TEST(crash_acknowledged_writes_kept) {
   free(acked);
   drop_pair(m, d, l);
 }
+
+/* What a pool task gets to reach the shared dict and list: plain bytes. */
+typedef struct {
+  char manager[64];
+  uint32_t dict_id, list_id;
+  int64_t key;
+} task_ref_t;
+
+static int task_put(const void *arg, size_t len, mp_buf_t *result, void *ctx) {
+  const task_ref_t *ref = arg;
+  mp_manager_t *m;
+  mp_dict_t *d;
+  mp_list_t *l;
+  (void)ctx;
+  if (len != sizeof *ref || mp_manager_open(&m, ref->manager) < 0)
+    return mp_task_error(result, 1, "open manager");
+  int r = mp_dict_open_id(&d, m, ref->dict_id);
+  if (r == 0) {
+    if ((r = mp_list_open_id(&l, m, ref->list_id)) == 0) {
+      mp_val_t k = mp_val_int(ref->key), v = mp_val_int(ref->key * 3);
+      if ((r = mp_dict_set(d, &k, &v)) == 0)
+        r = mp_list_append(l, &k);
+      mp_list_close(l);
+    }
+    mp_dict_close(d);
+  }
+  mp_manager_destroy(m);
+  return r == 0 ? 0 : mp_task_error(result, 2, "%s", mp_strerror(r));
+}
+
+static void run_pool_tasks(mp_pool_backend_t backend) {
+  /* Workers exist before the manager: they reach it by name only. */
+  mp_pool_t *pool;
+  mp_pool_opts_t po = {.workers = 3, .backend = backend};
+  ASSERT_OK(mp_pool_create(&pool, &po));
+  mp_manager_t *m;
+  mp_dict_t *d;
+  mp_list_t *l;
+  make_pair(&m, &d, &l, 0);
+  task_ref_t ref = {0};
+  const char *name;
+  ASSERT_OK(mp_manager_name(m, &name));
+  snprintf(ref.manager, sizeof ref.manager, "%s", name);
+  ASSERT_OK(mp_dict_id(d, &ref.dict_id));
+  ASSERT_OK(mp_list_id(l, &ref.list_id));
+  mp_result_t *res[60];
+  for (int i = 0; i < 60; i++) {
+    ref.key = i;
+    ASSERT_OK(
+        mp_pool_apply_async(pool, task_put, &ref, sizeof ref, NULL, &res[i]));
+  }
+  for (int i = 0; i < 60; i++) {
+    ASSERT_OK(mp_result_wait(res[i], MP_FOREVER));
+    ASSERT_EQ(mp_result_successful(res[i]), 1);
+    ASSERT_OK(mp_result_destroy(res[i]));
+  }
+  ASSERT_OK(mp_pool_close(pool));
+  ASSERT_OK(mp_pool_join(pool, MP_FOREVER));
+  ASSERT_OK(mp_pool_destroy(pool));
+  size_t n;
+  ASSERT_OK(mp_dict_len(d, &n));
+  ASSERT_EQ(n, 60);
+  ASSERT_OK(mp_list_len(l, &n));
+  ASSERT_EQ(n, 60);
+  for (int i = 0; i < 60; i++)
+    ASSERT_EQ(get_int(d, mp_val_int(i)), i * 3);
+  drop_pair(m, d, l);
+}
+
+TEST(pool_tasks_process_workers) {
+  run_pool_tasks(MP_POOL_PROCESSES);
+}
+
+TEST(pool_tasks_thread_workers) {
+  run_pool_tasks(MP_POOL_THREADS);
+}

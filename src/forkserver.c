@@ -11,10 +11,15 @@
  * When the child ends the server reaps it and writes the exit code to the
  * pipe.
  *
+ * The server starts like a fresh exec: it closes every close-on-exec
+ * descriptor it inherited, keeping the others (stdio, descriptors the
+ * program meant children to inherit).
+ *
  * Lifetime: the server reads EOF on its socket when the application exits,
  * whatever the way (SIGKILL included) or calls mp_forkserver_stop, and then
  * exits; its children die with it through PR_SET_PDEATHSIG unless they asked
  * to outlive their parent. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -195,7 +200,42 @@ static void server_spawn(fs_server_t *s, const fs_request_t *rq, void *arg) {
   mp__close(st[0]);
 }
 
+/* Like a fresh exec: close every close-on-exec descriptor the server
+ * inherited (all of mproc's, and those of most libraries), so that it holds
+ * no copy of the application's pipes and sockets: a reader of a pipe must
+ * see end of file when the application closes its writer. */
+static void server_close_cloexec_fds(int keep) {
+  DIR *d = opendir("/proc/self/fd");
+  if (!d)
+    return;
+  int fds[256], n = 0, dfd = dirfd(d);
+  struct dirent *e;
+  bool more = true;
+  while (more) {
+    n = 0;
+    more = false;
+    rewinddir(d);
+    while ((e = readdir(d))) {
+      int fd = atoi(e->d_name);
+      if (e->d_name[0] < '0' || e->d_name[0] > '9' || fd == dfd || fd == keep)
+        continue;
+      int fl = fcntl(fd, F_GETFD);
+      if (fl < 0 || !(fl & FD_CLOEXEC))
+        continue;
+      if (n == (int)(sizeof fds / sizeof fds[0])) {
+        more = true;
+        break;
+      }
+      fds[n++] = fd;
+    }
+    for (int i = 0; i < n; i++)
+      close(fds[i]);
+  }
+  closedir(d);
+}
+
 static __attribute__((noreturn)) void server_main(int sock) {
+  server_close_cloexec_fds(sock);
   fs_server_t s;
   memset(&s, 0, sizeof s);
   s.sock = sock;

@@ -7,7 +7,9 @@
  * posix_spawn does (same clone flags, same signal handling), plus that
  * prctl, setsid and close_range: it shares our memory on its own small stack
  * while this thread is suspended, and reports a failed chdir/exec by writing
- * errno into shared memory before exiting, so spawn returns the real errno. */
+ * errno into a close-on-exec pipe before exiting, so spawn returns the real
+ * errno. (A pipe rather than the shared memory itself: tools such as
+ * valgrind and qemu-user turn CLONE_VM | CLONE_VFORK into a plain fork.) */
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
@@ -71,7 +73,8 @@ struct mp_subprocess {
  * suspended. It must not touch locks, malloc or anything a sanitizer
  * intercepts: raw system calls only, and no instrumentation. */
 
-/* The kernel's struct sigaction (x86_64, arm64 and most others). */
+/* The kernel's struct sigaction as x86_64 and arm64 lay it out (with
+ * sa_restorer); the raw call bypasses sanitizer interceptors. */
 struct sp_ksigaction {
   void *handler;
   unsigned long flags;
@@ -88,7 +91,7 @@ typedef struct {
   unsigned flags;
   pid_t ppid;
   uint64_t oldmask;
-  volatile int err; /* set by the child when it cannot exec */
+  int errfd; /* write end of the error pipe, >= 3, close-on-exec */
 } sp_child_t;
 
 #define SP_SYS(...) syscall(__VA_ARGS__)
@@ -156,20 +159,24 @@ sp_child_main(void *arg) {
       goto fail;
     }
   }
-  if (!(a->flags & MP_SUBPROCESS_KEEP_FDS)) {
-    if (SP_SYS(SYS_close_range, 3, ~0U, 0) != 0) { /* before Linux 5.9 */
-      struct rlimit rl;
-      long max = 65536;
-      if (SP_SYS(SYS_prlimit64, 0, RLIMIT_NOFILE, NULL, &rl) == 0 &&
-          rl.rlim_cur < (rlim_t)max)
-        max = (long)rl.rlim_cur;
-      for (long fd = 3; fd < max; fd++)
+  /* Everything above 2 goes at exec; marking rather than closing keeps the
+   * error pipe usable until then. */
+  if (!(a->flags & MP_SUBPROCESS_KEEP_FDS) &&
+      SP_SYS(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC) != 0) {
+    /* Before Linux 5.11: close all but the error pipe. */
+    struct rlimit rl;
+    long max = 65536;
+    if (SP_SYS(SYS_prlimit64, 0, RLIMIT_NOFILE, NULL, &rl) == 0 &&
+        rl.rlim_cur < (rlim_t)max)
+      max = (long)rl.rlim_cur;
+    for (long fd = 3; fd < max; fd++)
+      if (fd != a->errfd)
         SP_SYS(SYS_close, fd);
-    }
   }
   SP_SYS(SYS_rt_sigprocmask, SIG_SETMASK, &a->oldmask, NULL, sizeof(uint64_t));
-  /* execvp's rules: go on after ENOENT/ENOTDIR, report EACCES if any
-   * candidate gave it, otherwise the first other error. */
+  /* execvp's rules: go on after ENOENT/ENOTDIR (and a dead mount), report
+   * EACCES if any candidate gave it, stop at any other error. Unlike
+   * execvp, no /bin/sh retry on ENOEXEC (as posix_spawnp and Python). */
   bool eacces = false;
   e = ENOENT;
   for (char *const *p = a->paths; *p; p++) {
@@ -179,7 +186,8 @@ sp_child_main(void *arg) {
       eacces = true;
       continue;
     }
-    if (x == ENOENT || x == ENOTDIR)
+    if (x == ENOENT || x == ENOTDIR || x == ESTALE || x == ENODEV ||
+        x == ETIMEDOUT)
       continue;
     e = x;
     eacces = false;
@@ -188,7 +196,10 @@ sp_child_main(void *arg) {
   if (eacces)
     e = EACCES;
 fail:
-  a->err = e ? e : EIO;
+  if (!e)
+    e = EIO;
+  while (SP_SYS(SYS_write, a->errfd, &e, sizeof e) < 0 && errno == EINTR) {
+  }
   SP_SYS(SYS_exit_group, 127);
   return 127;
 }
@@ -400,7 +411,7 @@ int mp_subprocess_spawn(mp_subprocess_t **spp, const char *const argv[],
   sp->pidfd = -1;
   sp->pipe_size = o->pipe_size;
   int child_end[3] = {-1, -1, -1};
-  int devnull = -1;
+  int devnull = -1, errpipe[2] = {-1, -1};
   char **envp = NULL, **paths = NULL;
   void *stack = NULL;
   for (int i = 0; i < 3; i++)
@@ -447,6 +458,22 @@ int mp_subprocess_spawn(mp_subprocess_t **spp, const char *const argv[],
   ca.paths = paths;
   ca.ppid = getpid();
 
+  /* The error pipe's write end must not be one of the child's 0..2. */
+  if (pipe2(errpipe, O_CLOEXEC) < 0) {
+    r = -errno;
+    goto out;
+  }
+  if (errpipe[1] < 3) {
+    int fd = fcntl(errpipe[1], F_DUPFD_CLOEXEC, 3);
+    if (fd < 0) {
+      r = -errno;
+      goto out;
+    }
+    close(errpipe[1]);
+    errpipe[1] = fd;
+  }
+  ca.errfd = errpipe[1];
+
   if (!(stack = sp_stack_get())) {
     r = MP_ENOMEM;
     goto out;
@@ -478,8 +505,17 @@ int mp_subprocess_spawn(mp_subprocess_t **spp, const char *const argv[],
     if (fd >= 0)
       sp->pidfd = (int)fd;
   }
-  if (ca.err) {
-    r = -ca.err;
+  /* End of file: the exec happened (the pipe closed with it); an int: the
+   * child's errno. */
+  close(errpipe[1]);
+  errpipe[1] = -1;
+  int child_errno = 0;
+  ssize_t n;
+  while ((n = read(errpipe[0], &child_errno, sizeof child_errno)) < 0 &&
+         errno == EINTR) {
+  }
+  if (n == (ssize_t)sizeof child_errno) {
+    r = -child_errno;
     sp_reap(sp, true);
     goto out;
   }
@@ -491,6 +527,8 @@ out:
   for (int i = 0; i < 3; i++)
     mp__close(child_end[i]);
   mp__close(devnull);
+  mp__close(errpipe[0]);
+  mp__close(errpipe[1]);
   free(envp);
   free(paths);
   if (r) {
@@ -671,7 +709,15 @@ int mp_subprocess_communicate(mp_subprocess_t *sp, const void *input,
   if (writing)
     sp_sigpipe_block(&sg);
   int r = 0;
+  bool first = true;
   while (sp->fds[0] >= 0 || sp->fds[1] >= 0 || sp->fds[2] >= 0) {
+    /* A child that never stops writing keeps poll ready: the deadline must
+     * be checked here too (after one pass, so that 0 still does work). */
+    if (!first && mp__deadline_passed(&dl)) {
+      r = MP_ETIMEDOUT;
+      break;
+    }
+    first = false;
     struct pollfd pf[3];
     int idx[3], n = 0;
     for (int i = 0; i < 3; i++) {
@@ -775,9 +821,14 @@ int mp_subprocess_signal(mp_subprocess_t *sp, int sig) {
     return MP_EINVAL;
   if (sp->reaped)
     return 0;
-  long r = sp->pidfd >= 0
-               ? syscall(SYS_pidfd_send_signal, sp->pidfd, sig, NULL, 0)
-               : kill(sp->pid, sig);
+  /* The pidfd guards against a pid recycled after someone else reaped the
+   * child; without pidfd_send_signal (Linux < 5.1, valgrind) plain kill. */
+  long r = -1;
+  errno = ENOSYS;
+  if (sp->pidfd >= 0)
+    r = syscall(SYS_pidfd_send_signal, sp->pidfd, sig, NULL, 0);
+  if (r < 0 && errno == ENOSYS)
+    r = kill(sp->pid, sig);
   if (r < 0)
     return errno == ESRCH ? 0 : -errno; /* exited, not yet reaped */
   return 0;

@@ -635,3 +635,76 @@ TEST(process_parent_sigkill_while_spawning) {
     ASSERT_EQ(count_tagged(), 0);
   }
 }
+
+/* Linux's parent-death signal follows the thread that forked: a child
+ * started from a thread that then exits must live on. */
+static void *start_from_thread(void *arg) {
+  int ms = 30000;
+  mp_process_t **pp = arg;
+  if (mp_process_create(pp, sleep_ms_target, &ms, sizeof ms, NULL) < 0 ||
+      mp_process_start(*pp) < 0)
+    *pp = NULL;
+  return NULL;
+}
+
+TEST(process_started_from_exiting_thread) {
+  for (int i = 0; i < 3; i++) {
+    mp_process_t *p = NULL;
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, start_from_thread, &p), 0);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    ASSERT(p != NULL);
+    mpt_sleep_ms(100);
+    ASSERT_EQ(mp_process_is_alive(p), 1);
+    ASSERT_OK(mp_process_terminate(p));
+    ASSERT_OK(mp_process_join(p, MP_FOREVER));
+    int code;
+    ASSERT_OK(mp_process_exitcode(p, &code));
+    ASSERT_EQ(code, -SIGTERM);
+    ASSERT_OK(mp_process_destroy(p));
+  }
+}
+
+/* ...and still dies with its process. */
+TEST(process_from_thread_dies_with_parent) {
+  int pp[2];
+  ASSERT_EQ(pipe(pp), 0);
+  pid_t mid = fork();
+  ASSERT(mid >= 0);
+  if (mid == 0) {
+    pthread_t t;
+    if (pthread_create(&t, NULL, start_from_thread, &keep[0]) != 0 ||
+        pthread_join(t, NULL) != 0 || !keep[0])
+      _exit(2);
+    pid_t pid = mp_process_pid(keep[0]);
+    if (write(pp[1], &pid, sizeof pid) != sizeof pid)
+      _exit(3);
+    for (;;)
+      pause();
+  }
+  close(pp[1]);
+  pid_t child;
+  ASSERT_EQ(read(pp[0], &child, sizeof child), (ssize_t)sizeof child);
+  close(pp[0]);
+  ASSERT(!pid_dies_within(child, 100));
+  ASSERT_EQ(kill(mid, SIGKILL), 0);
+  ASSERT_EQ(waitpid(mid, NULL, 0), mid);
+  ASSERT(pid_dies_within(child, 10000));
+}
+
+/* The server holds no copy of the application's close-on-exec descriptors:
+ * closing a writer in the application gives its reader end of file. */
+TEST(forkserver_holds_no_app_fds) {
+  mp_conn_t *r, *w;
+  ASSERT_OK(mp_pipe(&r, &w, false));
+  int v = 5;
+  ASSERT_EQ(run_method(ret_arg, &v, sizeof v, MP_START_FORKSERVER), 5);
+  ASSERT_OK(mp_conn_close(w));
+  ASSERT_EQ(mp_conn_poll(r, 5000), 1);
+  void *m;
+  size_t len;
+  ASSERT_ERR(mp_conn_recv(r, &m, &len), MP_ECLOSED);
+  mp_conn_destroy(r);
+  mp_conn_destroy(w);
+  ASSERT_OK(mp_forkserver_stop());
+}

@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -710,4 +711,181 @@ TEST(many_spawns_no_leak) {
     const char *missing[] = {"mproc-missing-cmd", NULL};
     ASSERT_ERR(mp_subprocess_spawn(&sp, missing, NULL), MP_ENOENT);
   }
+}
+
+TEST(run_timeout_while_feeding_input) {
+  /* The child never reads: the input stays stuck in the pipe. */
+  size_t n = 8u << 20;
+  char *in = calloc(1, n);
+  const char *argv[] = {"sleep", "30", NULL};
+  mp_run_opts_t ro;
+  memset(&ro, 0, sizeof ro);
+  ro.input = in;
+  ro.input_len = n;
+  ro.capture_output = true;
+  ro.timeout_ms = 150;
+  mp_run_result_t res;
+  ASSERT_ERR(mp_run(argv, &ro, &res), MP_ETIMEDOUT);
+  ASSERT_EQ(res.returncode, -SIGKILL);
+  ASSERT_EQ(res.out_len, 0);
+  mp_run_result_free(&res);
+  free(in);
+}
+
+TEST(child_killed_mid_transfer) {
+  /* SIGKILL the command at varying moments of a large transfer: the call
+   * always returns, with what was read, and nothing leaks. */
+  size_t n = 4u << 20;
+  char *in = malloc(n);
+  memset(in, 'x', n);
+  const char *cat[] = {"cat", NULL};
+  mp_subprocess_opts_t o;
+  memset(&o, 0, sizeof o);
+  o.stdio[0].mode = o.stdio[1].mode = o.stdio[2].mode = MP_STDIO_PIPE;
+  for (int round = 0; round < 20; round++) {
+    mp_subprocess_t *sp;
+    ASSERT_OK(mp_subprocess_spawn(&sp, cat, &o));
+    char *out = NULL;
+    size_t len = 0;
+    int r =
+        mp_subprocess_communicate(sp, in, n, &out, &len, NULL, NULL, round % 5);
+    if (r == MP_ETIMEDOUT) {
+      ASSERT_OK(mp_subprocess_kill(sp));
+      ASSERT_OK(mp_subprocess_communicate(sp, in, n, &out, &len, NULL, NULL,
+                                          MP_FOREVER));
+    } else {
+      ASSERT_OK(r);
+    }
+    int rc;
+    ASSERT_OK(mp_subprocess_returncode(sp, &rc));
+    ASSERT(rc == 0 || rc == -SIGKILL);
+    ASSERT(len <= n);
+    ASSERT(rc != 0 || len == n);
+    for (size_t i = 0; i < len; i += 4096)
+      ASSERT(out[i] == 'x');
+    free(out);
+    ASSERT_OK(mp_subprocess_destroy(sp));
+  }
+  /* Killed by itself after writing: its output is still all there. */
+  const char *sh[] = {"sh", "-c", "head -c 1000000 /dev/zero; kill -9 $$",
+                      NULL};
+  mp_run_opts_t ro;
+  memset(&ro, 0, sizeof ro);
+  ro.capture_output = true;
+  mp_run_result_t res;
+  ASSERT_OK(mp_run(sh, &ro, &res));
+  ASSERT_EQ(res.returncode, -SIGKILL);
+  ASSERT_EQ(res.out_len, 1000000);
+  mp_run_result_free(&res);
+  free(in);
+}
+
+static void *spawn_thread(void *arg) {
+  long id = (long)arg;
+  char word[32];
+  snprintf(word, sizeof word, "thread-%ld", id);
+  const char *argv[] = {"echo", word, NULL};
+  for (int i = 0; i < 20; i++) {
+    mp_run_opts_t ro;
+    memset(&ro, 0, sizeof ro);
+    ro.capture_output = true;
+    ro.sp.flags = MP_SUBPROCESS_KEEP_FDS; /* only close-on-exec protects */
+    mp_run_result_t res;
+    if (mp_run(argv, &ro, &res) != 0 || res.out_len != strlen(word) + 1 ||
+        memcmp(res.out, word, strlen(word)) != 0)
+      return (void *)1;
+    mp_run_result_free(&res);
+  }
+  return NULL;
+}
+
+TEST(spawn_from_threads) {
+  pthread_t t[4];
+  for (long i = 0; i < 4; i++)
+    ASSERT(pthread_create(&t[i], NULL, spawn_thread, (void *)i) == 0);
+  for (int i = 0; i < 4; i++) {
+    void *r;
+    ASSERT(pthread_join(t[i], &r) == 0);
+    ASSERT(r == NULL);
+  }
+}
+
+TEST(explicit_pipe_size) {
+  mp_subprocess_opts_t o;
+  memset(&o, 0, sizeof o);
+  o.stdio[0].mode = o.stdio[1].mode = MP_STDIO_PIPE;
+  o.pipe_size = 256 * 1024;
+  const char *cat[] = {"cat", NULL};
+  mp_subprocess_t *sp;
+  ASSERT_OK(mp_subprocess_spawn(&sp, cat, &o));
+  ASSERT(fcntl(mp_subprocess_fd(sp, 1), F_GETPIPE_SZ) >= 256 * 1024);
+  ASSERT(fcntl(mp_subprocess_fd(sp, 0), F_GETPIPE_SZ) >= 256 * 1024);
+  char *out;
+  size_t len;
+  ASSERT_OK(mp_subprocess_communicate(sp, "abc", 3, &out, &len, NULL, NULL,
+                                      MP_FOREVER));
+  ASSERT_STR_EQ(out, "abc");
+  free(out);
+  ASSERT_OK(mp_subprocess_destroy(sp));
+}
+
+static volatile sig_atomic_t sigchld_seen;
+static void on_sigchld(int sig) {
+  (void)sig;
+  sigchld_seen++;
+}
+
+TEST(leaves_application_children_alone) {
+  /* The application has its own SIGCHLD handler and its own child: waiting
+   * for a command must neither reap that child nor replace the handler. */
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_sigchld;
+  sa.sa_flags = SA_RESTART;
+  ASSERT(sigaction(SIGCHLD, &sa, NULL) == 0);
+  pid_t mine = fork();
+  ASSERT(mine >= 0);
+  if (mine == 0)
+    _exit(42);
+  mpt_sleep_ms(50); /* let it become a zombie first */
+  const char *argv[] = {"sh", "-c", "exit 7", NULL};
+  mp_run_result_t res;
+  ASSERT_OK(mp_run(argv, NULL, &res));
+  ASSERT_EQ(res.returncode, 7);
+  int st = 0;
+  ASSERT(waitpid(mine, &st, 0) == mine);
+  ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 42);
+  ASSERT(sigchld_seen >= 1);
+  struct sigaction now;
+  ASSERT(sigaction(SIGCHLD, NULL, &now) == 0);
+  ASSERT(now.sa_handler == on_sigchld);
+
+  /* SIGCHLD ignored: children are reaped by the kernel; the status is lost
+   * and reported as 0, as Python does, and nothing hangs. */
+  signal(SIGCHLD, SIG_IGN);
+  ASSERT_OK(mp_run(argv, NULL, &res));
+  ASSERT_EQ(res.returncode, 0);
+  signal(SIGCHLD, SIG_DFL);
+}
+
+TEST(communicate_timeout_with_endless_output) {
+  /* Output keeps the pipe ready all the time: the timeout still applies. */
+  const char *argv[] = {"yes", NULL};
+  mp_subprocess_opts_t o;
+  memset(&o, 0, sizeof o);
+  o.stdio[1].mode = MP_STDIO_PIPE;
+  o.pipe_size = -1;
+  mp_subprocess_t *sp;
+  ASSERT_OK(mp_subprocess_spawn(&sp, argv, &o));
+  char *out = NULL;
+  size_t len = 0;
+  ASSERT_ERR(mp_subprocess_communicate(sp, NULL, 0, &out, &len, NULL, NULL, 20),
+             MP_ETIMEDOUT);
+  ASSERT_OK(mp_subprocess_kill(sp));
+  ASSERT_OK(mp_subprocess_communicate(sp, NULL, 0, &out, &len, NULL, NULL,
+                                      MP_FOREVER));
+  ASSERT(len > 0);
+  ASSERT(out[0] == 'y' && out[1] == '\n');
+  free(out);
+  ASSERT_OK(mp_subprocess_destroy(sp));
 }

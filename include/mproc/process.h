@@ -47,8 +47,11 @@ typedef struct mp_process_opts {
   bool daemon;
   /* MP_START_FORK (default) or MP_START_FORKSERVER. */
   mp_start_method_t start_method;
-  /* By default a child is killed (SIGKILL) when its parent dies, even by
-   * SIGKILL (PR_SET_PDEATHSIG). true lets it outlive its parent. */
+  /* By default a child is killed (SIGKILL) when its parent process dies,
+   * even by SIGKILL (PR_SET_PDEATHSIG; forks for threads other than the main
+   * one are made by an internal thread that lives as long as the process,
+   * so a child never dies with the thread that started it). true lets it
+   * outlive its parent. */
   bool outlive_parent;
 } mp_process_opts_t;
 

@@ -88,6 +88,8 @@ typedef struct mp_subprocess_opts {
  * name without '/' is searched in PATH like execvp, in the child's
  * environment as Python does (env with env_add applied, or the caller's
  * environment with env_add applied), "/bin:/usr/bin" when it has no PATH.
+ * A file without a #! line or ELF header fails with MP_ENOEXEC (no /bin/sh
+ * retry, as posix_spawnp and Python).
  * On success *sp is a new handle, to be released with
  * mp_subprocess_destroy.
  * Returns 0, or:

@@ -428,6 +428,16 @@ static inline uint64_t q_peek_len(const mp_queue_t *q, uint64_t ring,
   return len;
 }
 
+/* Allocate the pages of [off, off+len) now: on a full /dev/shm the
+ * operation fails with MP_ENOSPC instead of a later SIGBUS on touching
+ * them. */
+static int q_back(mp_queue_t *q, uint64_t off, uint64_t len) {
+  int r;
+  while ((r = posix_fallocate(q->seg.fd, (off_t)off, (off_t)len)) == EINTR) {
+  }
+  return r == 0 || r == EOPNOTSUPP ? 0 : -r;
+}
+
 /* Under both locks: double the ring until `need` bytes fit. Counters stay;
  * a byte at counter c lives at c mod size, so when the size doubles from S
  * the bytes with c & S set move up by S, into space the old ring never
@@ -439,7 +449,7 @@ static int q_grow(mp_queue_t *q, uint64_t head, uint64_t tail, uint64_t need) {
   if (n > q->h->ring_max)
     return MP_EMSGSIZE;
   int r = mp__seg_grow(&q->seg, Q_HDR + n);
-  if (r < 0)
+  if (r < 0 || (r = q_back(q, Q_HDR + old, n - old)) < 0)
     return r;
   for (uint64_t size = old; size < n; size *= 2) {
     for (uint64_t c = head; c < tail;) {
@@ -545,11 +555,14 @@ static int q_push(mp_queue_t *q, q_pstate_t *s, int *held, const void *msg,
         q_lock_one(q, Q_C);
         *held |= Q_C;
       }
+      /* Consumers may have moved on while we waited for their lock. */
       head = q_cload(q).head;
-      int r = q_grow(q, head, s->tail, s->tail - head + rec);
-      if (r < 0)
-        return r;
-      ring = LD(&h->ring, relaxed);
+      if (s->tail - head + rec > ring) {
+        int r = q_grow(q, head, s->tail, s->tail - head + rec);
+        if (r < 0)
+          return r;
+        ring = LD(&h->ring, relaxed);
+      }
     }
   }
   uint64_t l = len;
@@ -976,6 +989,12 @@ int mp_queue_create(mp_queue_t **qp, const mp_queue_opts_t *opts) {
     return r;
   }
   q_set_ptrs(q);
+  if ((r = q_back(q, 0, Q_HDR + ring0)) < 0) {
+    mp__seg_close(&q->seg);
+    mp__seg_unlink(q->seg.name);
+    free(q);
+    return r;
+  }
   if ((r = q_make_fifo(q->fifo_name)) < 0)
     goto fail;
   if ((r = mp__tracker_register(q->fifo_name)) < 0) {

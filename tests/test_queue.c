@@ -470,6 +470,13 @@ TEST(queue_mpmc_processes_bounded) {
   mpmc(4, 2, false, false, 5, 0, 10000);
 }
 
+/* The ring grows while consumers read from it. */
+TEST(queue_mpmc_growing_ring) {
+  mpmc(1, 1, false, false, 0, 0, 150000);
+  mpmc(2, 2, true, false, 0, 0, 60000);
+  mpmc(2, 1, false, true, 0, 0, 60000);
+}
+
 TEST(queue_mpmc_threads) {
   mpmc(3, 4, true, false, 0, 1 << 15, 20000);
 }

@@ -995,12 +995,11 @@ int mp_queue_create(mp_queue_t **qp, const mp_queue_opts_t *opts) {
     free(q);
     return r;
   }
-  if ((r = q_make_fifo(q->fifo_name)) < 0)
+  /* Tracked before it exists: killed in between, nothing is left over. */
+  if ((r = mp__tracker_register(q->fifo_name)) < 0)
     goto fail;
-  if ((r = mp__tracker_register(q->fifo_name)) < 0) {
-    char path[MP__SEG_NAME_MAX + 16];
-    if (q_fifo_path(path, sizeof path, q->fifo_name) == 0)
-      unlink(path);
+  if ((r = q_make_fifo(q->fifo_name)) < 0) {
+    mp__tracker_unregister(q->fifo_name);
     goto fail;
   }
   q_shm_t *h = q->h;

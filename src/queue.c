@@ -961,6 +961,29 @@ static int q_make_fifo(const char *fifo_name) {
   return 0;
 }
 
+/* The segment, tracked for removal at our exit. A random name is tracked
+ * before the object exists, so a creator killed at any point leaves
+ * nothing behind. A caller's name is tracked just after it was created
+ * exclusively: tracking it first could remove another process's queue of
+ * that name. */
+static int q_create_seg(mp_queue_t *q, const char *name, size_t size,
+                        size_t reserve) {
+  if (name)
+    return mp__seg_create(&q->seg, name, size, reserve, true);
+  for (int tries = 0;; tries++) {
+    char rnd[MP__SEG_NAME_MAX];
+    int r = mp__random_name(rnd, sizeof rnd, "/mp-");
+    if (r < 0 || (r = mp__tracker_register(rnd)) < 0)
+      return r;
+    r = mp__seg_create(&q->seg, rnd, size, reserve, false);
+    if (r == 0)
+      return 0;
+    mp__tracker_unregister(rnd);
+    if (r != MP_EEXIST || tries == 3)
+      return r;
+  }
+}
+
 int mp_queue_create(mp_queue_t **qp, const mp_queue_opts_t *opts) {
   mp_queue_opts_t o = {0};
   int r;
@@ -983,18 +1006,13 @@ int mp_queue_create(mp_queue_t **qp, const mp_queue_opts_t *opts) {
   mp_queue_t *q = q_alloc();
   if (!q)
     return MP_ENOMEM;
-  r = mp__seg_create(&q->seg, o.name, Q_HDR + ring0, Q_HDR + ring_max, true);
-  if (r < 0) {
+  if ((r = q_create_seg(q, o.name, Q_HDR + ring0, Q_HDR + ring_max)) < 0) {
     free(q);
     return r;
   }
   q_set_ptrs(q);
-  if ((r = q_back(q, 0, Q_HDR + ring0)) < 0) {
-    mp__seg_close(&q->seg);
-    mp__seg_unlink(q->seg.name);
-    free(q);
-    return r;
-  }
+  if ((r = q_back(q, 0, Q_HDR + ring0)) < 0)
+    goto fail;
   /* Tracked before it exists: killed in between, nothing is left over. */
   if ((r = mp__tracker_register(q->fifo_name)) < 0)
     goto fail;

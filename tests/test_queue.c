@@ -402,9 +402,14 @@ static void *consume_thread(void *a) {
   return NULL;
 }
 
+static bool mpmc_polled; /* make the queue polled first */
+
 static void mpmc(int producers, int consumers, bool threads, bool batch,
                  size_t maxsize, size_t capacity, uint32_t count) {
   mp_queue_t *q = mkq(maxsize, capacity, 0);
+  int pfd = -1;
+  if (mpmc_polled)
+    ASSERT_OK(mp_queue_fd(q, &pfd));
   size_t shared_len = sizeof(_Atomic int) +
                       (size_t)producers * count * sizeof(_Atomic uint32_t);
   void *shared = mmap(NULL, shared_len, PROT_READ | PROT_WRITE,
@@ -458,6 +463,13 @@ static void mpmc(int producers, int consumers, bool threads, bool batch,
   size_t n;
   ASSERT_OK(mp_queue_qsize(q, &n));
   ASSERT_EQ(n, 0);
+  if (pfd >= 0) {
+    /* Drained and closed: readable for the close alone. */
+    struct pollfd pl = {.fd = pfd, .events = POLLIN};
+    ASSERT_EQ(poll(&pl, 1, 0), 1);
+    char b[8];
+    ASSERT_EQ(read(pfd, b, sizeof b), 1); /* exactly one byte */
+  }
   munmap(shared, shared_len);
   ASSERT_OK(mp_queue_destroy(q));
 }
@@ -468,6 +480,13 @@ TEST(queue_mpmc_processes) {
 
 TEST(queue_mpmc_processes_bounded) {
   mpmc(4, 2, false, false, 5, 0, 10000);
+}
+
+/* Polled queues take both locks on every operation and keep the FIFO. */
+TEST(queue_mpmc_polled) {
+  mpmc_polled = true;
+  mpmc(2, 2, false, false, 0, 1 << 16, 20000);
+  mpmc(2, 2, true, true, 3, 0, 8000);
 }
 
 /* The ring grows while consumers read from it. */

@@ -1016,8 +1016,11 @@ TEST(queue_crash_consumers) {
 
 /* Producers and consumers together, several processes, all killed at random
  * moments: the queue never hangs and keeps working. */
-TEST(queue_crash_mixed_rounds) {
+static void crash_mixed(bool polled) {
   mp_queue_t *q = mkq(16, 1 << 14, MP_QUEUE_JOINABLE);
+  int pfd = -1;
+  if (polled)
+    ASSERT_OK(mp_queue_fd(q, &pfd));
   for (int round = 0; round < 40; round++) {
     pid_t pid[4];
     for (int k = 0; k < 4; k++) {
@@ -1054,12 +1057,24 @@ TEST(queue_crash_mixed_rounds) {
     size_t len;
     while (mp_queue_get_into(q, b, sizeof b, &len, 0) == 0) {
     }
+    if (polled)
+      ASSERT(!readable(pfd, 0)); /* the FIFO was repaired too */
     ASSERT_OK(mp_queue_put(q, "alive", 5, 2000));
+    if (polled)
+      ASSERT(readable(pfd, 0));
     ASSERT_OK(mp_queue_get_into(q, b, sizeof b, &len, 2000));
     ASSERT_EQ(len, 5);
     ASSERT(memcmp(b, "alive", 5) == 0);
   }
   ASSERT_OK(mp_queue_destroy(q));
+}
+
+TEST(queue_crash_mixed_rounds) {
+  crash_mixed(false);
+}
+
+TEST(queue_crash_mixed_rounds_polled) {
+  crash_mixed(true);
 }
 
 /* Large messages keep the lock held for a long copy, so kills land inside

@@ -1,0 +1,1546 @@
+/* Pool parent side: workers, dispatch, the collector and callback threads,
+ * results and lifecycle. The rings are described in pool_internal.h. */
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "pool_internal.h"
+
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+
+enum { J_APPLY = 1, J_MAP = 2, J_IMAP = 3 };
+
+typedef struct job {
+  int kind;
+  _Atomic int refs;
+  struct job *lprev, *lnext; /* live list: jobs with work outstanding */
+} job_t;
+
+struct mp_result {
+  job_t j;
+  _Atomic uint32_t state; /* 0 pending, 1 collected (callback due), 2 ready */
+  _Atomic uint32_t waiters;
+  _Atomic int efd;
+  mp_pool_t *pool; /* for mp_pool_fd; NULL once ready */
+  int err, task_code;
+  mp_buf_t data; /* result bytes, or the task's message */
+  mp_async_opts_t cb;
+  /* map */
+  uint8_t *results;
+  size_t result_size, n, left, fail_index;
+  int fail_code, fail_err;
+  struct mp_result *cb_next;
+};
+
+struct mp_imap {
+  job_t j;
+  mp_pool_t *pool;
+  mp_map_fn fn;
+  size_t item_size, result_size, chunksize, cap;
+  bool ordered, input_done, terminated;
+  int input_err;
+  const uint8_t *items;
+  size_t n;
+  mp_input_fn input;
+  void *input_user;
+  size_t next_in, next_out, unreturned, pending_chunks;
+  /* ordered: slot = index % cap; unordered: a FIFO of completed items */
+  uint8_t *sstate;
+  int *serr, *scode;
+  size_t *sindex;
+  uint8_t *sres;
+  size_t fhead, ftail;
+  uint8_t *stage;
+  _Atomic uint32_t seq, waiters;
+};
+
+typedef struct backlog {
+  struct backlog *next;
+  mp__trec_t h;
+  uint8_t payload[];
+} backlog_t;
+
+typedef struct {
+  pid_t pid;
+  int pidfd;
+  pthread_t th;
+  bool alive;
+  uint64_t t_head, next_seq, done_seq, r_tail;
+  size_t out; /* tasks in its ring not yet answered */
+} wpar_t;
+
+struct mp_pool {
+  int nw;
+  mp_pool_opts_t opts;
+  uint8_t *map;
+  size_t map_len;
+  mp__pshm_t *ps;
+  pthread_mutex_t mu;
+  pthread_cond_t idle_cv;
+  wpar_t *w;
+  backlog_t *bl_head, *bl_tail;
+  job_t live;
+  size_t live_count;
+  unsigned rr;
+  uint64_t avg_ns;
+  bool closed, terminated, joined, stopping_sent;
+  _Atomic int stopping; /* 1: let workers finish, 2: kill them */
+  int doorbell;
+  _Atomic int ufd;
+  pthread_t collector, cbthread;
+  _Atomic uint32_t collector_done;
+  pthread_mutex_t cbmu;
+  pthread_cond_t cbcv;
+  mp_result_t *cbh, *cbt;
+  bool cbquit;
+  pid_t parent_pid;
+  sigset_t child_mask;
+  _Atomic uint32_t started;
+  int start_err;
+};
+
+static __thread mp_pool_t *tls_cb_pool;
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static mp__wshm_t *wshm(mp_pool_t *p, int w) {
+  return (mp__wshm_t *)(void *)(p->map + sizeof(mp__pshm_t) +
+                                (size_t)w * sizeof(mp__wshm_t));
+}
+
+static size_t rings_off(int nw) {
+  size_t off = sizeof(mp__pshm_t) + (size_t)nw * sizeof(mp__wshm_t);
+  return (off + 4095) & ~(size_t)4095;
+}
+
+static uint8_t *tring(mp_pool_t *p, int w) {
+  return p->map + rings_off(p->nw) + (size_t)w * 2 * MP__POOL_RING;
+}
+
+static uint8_t *rring(mp_pool_t *p, int w) {
+  return tring(p, w) + MP__POOL_RING;
+}
+
+static void ring_doorbell(mp_pool_t *p) {
+  uint64_t one = 1;
+  ssize_t r = write(p->doorbell, &one, sizeof one);
+  (void)r;
+}
+
+static int cpu_count(void) {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0) {
+    int n = CPU_COUNT(&set);
+    if (n > 0)
+      return n;
+  }
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? (int)n : 1;
+}
+
+static void job_unref(job_t *j);
+
+static void live_add(mp_pool_t *p, job_t *j) {
+  atomic_fetch_add(&j->refs, 1);
+  j->lnext = p->live.lnext;
+  j->lprev = &p->live;
+  p->live.lnext->lprev = j;
+  p->live.lnext = j;
+  p->live_count++;
+}
+
+/* Under mu. Drops the pool's reference unless keep_ref. */
+static void live_remove(mp_pool_t *p, job_t *j) {
+  j->lprev->lnext = j->lnext;
+  j->lnext->lprev = j->lprev;
+  j->lprev = j->lnext = NULL;
+  if (--p->live_count == 0)
+    pthread_cond_broadcast(&p->idle_cv);
+}
+
+/* ---- results ------------------------------------------------------------ */
+
+static void result_free(mp_result_t *r) {
+  int fd = atomic_load(&r->efd);
+  if (fd >= 0)
+    close(fd);
+  mp_buf_free(&r->data);
+  free(r);
+}
+
+static void imap_free(mp_imap_t *im);
+
+static void job_unref(job_t *j) {
+  if (atomic_fetch_sub(&j->refs, 1) != 1)
+    return;
+  if (j->kind == J_IMAP)
+    imap_free((mp_imap_t *)j);
+  else
+    result_free((mp_result_t *)j);
+}
+
+static void mark_ready(mp_pool_t *p, mp_result_t *r) {
+  atomic_store(&r->state, 2);
+  if (atomic_load(&r->waiters))
+    mp__futex_wake(&r->state, INT32_MAX);
+  uint64_t one = 1;
+  int fd = atomic_load(&r->efd);
+  if (fd >= 0 && write(fd, &one, sizeof one) < 0) {
+  }
+  fd = p ? atomic_load(&p->ufd) : -1;
+  if (fd >= 0 && write(fd, &one, sizeof one) < 0) {
+  }
+}
+
+/* Under mu: the job has no work left. */
+static void result_complete(mp_pool_t *p, mp_result_t *r) {
+  live_remove(p, &r->j);
+  if (r->err == MP_ETASK) {
+    if (r->data.len == 0 || ((char *)r->data.data)[r->data.len - 1] != '\0')
+      if (mp_buf_append(&r->data, "", 1) != 0)
+        r->data.len = 0;
+  }
+  if (r->cb.callback || r->cb.error_callback) {
+    atomic_store(&r->state, 1);
+    pthread_mutex_lock(&p->cbmu);
+    r->cb_next = NULL;
+    if (p->cbt)
+      p->cbt->cb_next = r;
+    else
+      p->cbh = r;
+    p->cbt = r;
+    pthread_cond_signal(&p->cbcv);
+    pthread_mutex_unlock(&p->cbmu);
+    return;
+  }
+  mark_ready(p, r);
+  job_unref(&r->j);
+}
+
+static void map_finish_err(mp_result_t *r) {
+  if (r->fail_err)
+    r->err = r->fail_err;
+  else if (r->fail_index != SIZE_MAX)
+    r->err = MP_ETASK, r->task_code = r->fail_code;
+  else
+    r->err = 0;
+}
+
+static void imap_chunk_done(mp_pool_t *p, mp_imap_t *im, size_t start,
+                            size_t count, const uint8_t *res,
+                            const int32_t *sts, int err) {
+  for (size_t i = 0; i < count; i++) {
+    size_t idx = start + i, slot;
+    if (im->ordered) {
+      slot = idx % im->cap;
+    } else {
+      slot = im->ftail++ % im->cap;
+      im->sindex[slot] = idx;
+    }
+    im->sstate[slot] = 1;
+    int code = sts ? sts[i] : 0;
+    im->serr[slot] = err ? err : (code ? MP_ETASK : 0);
+    im->scode[slot] = code;
+    if (res && im->result_size)
+      memcpy(im->sres + slot * im->result_size, res + i * im->result_size,
+             im->result_size);
+  }
+  atomic_fetch_add(&im->seq, 1);
+  if (atomic_load(&im->waiters))
+    mp__futex_wake(&im->seq, INT32_MAX);
+  if (--im->pending_chunks == 0) {
+    live_remove(p, &im->j);
+    job_unref(&im->j);
+  }
+}
+
+/* Under mu: a task (from a ring or the backlog) ended with err and no
+ * result. */
+static void fail_task(mp_pool_t *p, const mp__trec_t *t, int err) {
+  job_t *j = (job_t *)(uintptr_t)t->id;
+  if (j->kind == J_IMAP) {
+    imap_chunk_done(p, (mp_imap_t *)j, t->start, t->count, NULL, NULL, err);
+    return;
+  }
+  mp_result_t *r = (mp_result_t *)j;
+  if (j->kind == J_APPLY) {
+    r->err = err;
+    r->data.len = 0;
+    result_complete(p, r);
+    return;
+  }
+  if (!r->fail_err)
+    r->fail_err = err;
+  r->left -= t->count;
+  if (r->left == 0) {
+    map_finish_err(r);
+    result_complete(p, r);
+  }
+}
+
+/* Under mu. */
+static void handle_result(mp_pool_t *p, int w, const mp__rrec_t *rr) {
+  wpar_t *wp = &p->w[w];
+  bool final = !(rr->flags & MP__RF_MORE);
+  if (final) {
+    wp->done_seq = rr->seq;
+    if (wp->out)
+      wp->out--;
+    p->avg_ns = p->avg_ns ? (p->avg_ns * 7 + rr->ns) / 8 : rr->ns + 1;
+  }
+  if (p->terminated)
+    return; /* every job was completed by terminate */
+  const uint8_t *pay = (const uint8_t *)rr + MP__POOL_REC;
+  job_t *j = (job_t *)(uintptr_t)rr->id;
+  if (j->kind == J_IMAP) {
+    mp_imap_t *im = (mp_imap_t *)j;
+    imap_chunk_done(
+        p, im, rr->start, rr->count, pay,
+        (const int32_t *)(const void *)(pay + rr->count * im->result_size), 0);
+    return;
+  }
+  mp_result_t *r = (mp_result_t *)j;
+  if (j->kind == J_APPLY) {
+    if (mp_buf_append(&r->data, pay, rr->len) != 0 && final) {
+      r->err = MP_ENOMEM;
+      r->data.len = 0;
+      result_complete(p, r);
+      return;
+    }
+    if (final) {
+      r->err = rr->status ? MP_ETASK : 0;
+      r->task_code = rr->status;
+      result_complete(p, r);
+    }
+    return;
+  }
+  if (r->result_size)
+    memcpy(r->results + rr->start * r->result_size, pay,
+           (size_t)rr->count * r->result_size);
+  if (rr->status && rr->start + rr->fail_index < r->fail_index) {
+    r->fail_index = rr->start + rr->fail_index;
+    r->fail_code = rr->status;
+  }
+  r->left -= rr->count;
+  if (r->left == 0) {
+    map_finish_err(r);
+    result_complete(p, r);
+  }
+}
+
+/* ---- dispatch (under mu) ---------------------------------------------------
+ * A task goes to the worker with the fewest unanswered tasks, unless every
+ * worker already holds `cap` of them: then it waits in the backlog. The cap
+ * keeps about two milliseconds of work queued per worker, so long tasks
+ * spread over idle workers while trivial ones stream without stalls. */
+static size_t dispatch_cap(mp_pool_t *p) {
+  if (!p->avg_ns)
+    return 4;
+  uint64_t c = 2000000 / p->avg_ns;
+  return c < 4 ? 4 : (size_t)c;
+}
+
+static bool tpush(mp_pool_t *p, int w, const mp__trec_t *h, const void *pay) {
+  wpar_t *wp = &p->w[w];
+  mp__wshm_t *ws = wshm(p, w);
+  size_t size = mp__pool_rec_size(h->len);
+  uint64_t head = wp->t_head;
+  uint64_t tail = atomic_load_explicit(&ws->t_tail, memory_order_acquire);
+  size_t idx = head & MP__POOL_RMASK;
+  size_t skip = idx + size > MP__POOL_RING ? MP__POOL_RING - idx : 0;
+  if (head + skip + size - tail > MP__POOL_RING)
+    return false;
+  uint8_t *base = tring(p, w);
+  if (skip) {
+    mp__trec_t *s = (mp__trec_t *)(void *)(base + idx);
+    s->size = (uint32_t)skip;
+    s->kind = MP__K_SKIP;
+    s->seq = 0;
+    head += skip;
+    idx = 0;
+  }
+  mp__trec_t *t = (mp__trec_t *)(void *)(base + idx);
+  *t = *h;
+  t->size = (uint32_t)size;
+  t->seq = ++wp->next_seq;
+  if (h->len)
+    memcpy((uint8_t *)t + MP__POOL_REC, pay, h->len);
+  wp->t_head = head + size;
+  wp->out++;
+  atomic_store_explicit(&ws->t_head, wp->t_head, memory_order_release);
+  atomic_thread_fence(memory_order_seq_cst);
+  if (atomic_load_explicit(&ws->t_wait, memory_order_relaxed) &&
+      atomic_exchange(&ws->t_wait, 0))
+    mp__futex_wake(&ws->t_wait, 1);
+  return true;
+}
+
+static bool try_push(mp_pool_t *p, const mp__trec_t *h, const void *pay) {
+  size_t cap = dispatch_cap(p);
+  int best = -1;
+  for (int k = 0; k < p->nw; k++) {
+    int w = (int)((p->rr + (unsigned)k) % (unsigned)p->nw);
+    if (p->w[w].out >= cap)
+      continue;
+    if (best < 0 || p->w[w].out < p->w[best].out)
+      best = w;
+  }
+  if (best < 0)
+    return false;
+  p->rr++;
+  if (tpush(p, best, h, pay))
+    return true;
+  for (int w = 0; w < p->nw; w++)
+    if (w != best && p->w[w].out < cap && tpush(p, w, h, pay))
+      return true;
+  return false;
+}
+
+static int dispatch(mp_pool_t *p, const mp__trec_t *h, const void *pay) {
+  if (!p->bl_head && try_push(p, h, pay))
+    return 0;
+  backlog_t *b = malloc(sizeof *b + h->len);
+  if (!b)
+    return MP_ENOMEM;
+  b->next = NULL;
+  b->h = *h;
+  if (h->len)
+    memcpy(b->payload, pay, h->len);
+  if (p->bl_tail)
+    p->bl_tail->next = b;
+  else
+    p->bl_head = b;
+  p->bl_tail = b;
+  return 0;
+}
+
+static void drain_backlog(mp_pool_t *p) {
+  while (p->bl_head && try_push(p, &p->bl_head->h, p->bl_head->payload)) {
+    backlog_t *b = p->bl_head;
+    p->bl_head = b->next;
+    if (!p->bl_head)
+      p->bl_tail = NULL;
+    free(b);
+  }
+}
+
+/* Items per record for a map piece: the payload limit bounds both the items
+ * and the results (with their status words). */
+static size_t piece_items(size_t isz, size_t rsz) {
+  size_t per = isz > rsz + sizeof(int32_t) ? isz : rsz + sizeof(int32_t);
+  size_t k = MP__POOL_MAXPAY / per;
+  return k ? k : 1;
+}
+
+/* Dispatch items [start, start+count) of a map job in pieces. On ENOMEM the
+ * pieces already queued stay queued; the caller fails the rest. */
+static int dispatch_map(mp_pool_t *p, job_t *j, uint32_t kind, mp_map_fn fn,
+                        const uint8_t *items, size_t start, size_t count,
+                        size_t isz, size_t rsz, size_t *queued) {
+  size_t per = piece_items(isz, rsz);
+  *queued = 0;
+  while (*queued < count) {
+    size_t k = count - *queued;
+    if (k > per)
+      k = per;
+    mp__trec_t h = {0};
+    h.kind = kind;
+    h.id = (uint64_t)(uintptr_t)j;
+    h.fn = (uint64_t)(uintptr_t)fn;
+    h.start = start + *queued;
+    h.count = (uint32_t)k;
+    h.item_size = (uint32_t)isz;
+    h.result_size = (uint32_t)rsz;
+    h.len = (uint32_t)(k * isz);
+    int r = dispatch(p, &h, items + *queued * isz);
+    if (r)
+      return r;
+    *queued += k;
+  }
+  return 0;
+}
+
+/* ---- workers ---------------------------------------------------------- */
+
+static void worker_run(mp_pool_t *p, int w) {
+  mp__pool_set_worker_index(w);
+  if (p->opts.initializer)
+    p->opts.initializer(p->opts.initarg);
+  mp__pool_worker_loop(wshm(p, w), p->ps, tring(p, w), rring(p, w), p->doorbell,
+                       w, p->opts.maxtasksperchild, p->opts.ctx);
+}
+
+typedef struct {
+  mp_pool_t *p;
+  int w;
+} warg_t;
+
+static void *worker_thread(void *arg) {
+  warg_t a = *(warg_t *)arg;
+  free(arg);
+  worker_run(a.p, a.w);
+  atomic_store(&wshm(a.p, a.w)->exiting, 1);
+  ring_doorbell(a.p);
+  return NULL;
+}
+
+/* Called by the collector thread only, so that PR_SET_PDEATHSIG (tied to the
+ * forking thread) lasts exactly as long as the pool. */
+static int spawn_worker(mp_pool_t *p, int w) {
+  wpar_t *wp = &p->w[w];
+  mp__wshm_t *ws = wshm(p, w);
+  atomic_store(&ws->stop, 0);
+  atomic_store(&ws->exiting, 0);
+  atomic_store(&ws->cur_seq, 0);
+  if (p->opts.backend == MP_POOL_THREADS) {
+    warg_t *a = malloc(sizeof *a);
+    if (!a)
+      return MP_ENOMEM;
+    a->p = p;
+    a->w = w;
+    int e = pthread_create(&wp->th, NULL, worker_thread, a);
+    if (e) {
+      free(a);
+      return -e;
+    }
+    wp->alive = true;
+    return 0;
+  }
+  pid_t pid = fork();
+  if (pid < 0)
+    return -errno;
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != p->parent_pid)
+      _exit(1);
+    pthread_sigmask(SIG_SETMASK, &p->child_mask, NULL);
+    worker_run(p, w);
+    _exit(0);
+  }
+  int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+  if (fd < 0) {
+    int e = -errno;
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    return e;
+  }
+  wp->pid = pid;
+  wp->pidfd = fd;
+  wp->alive = true;
+  return 0;
+}
+
+/* Under mu. */
+static bool drain_worker(mp_pool_t *p, int w) {
+  wpar_t *wp = &p->w[w];
+  mp__wshm_t *ws = wshm(p, w);
+  uint64_t head = atomic_load_explicit(&ws->r_head, memory_order_acquire);
+  if (head == wp->r_tail)
+    return false;
+  uint8_t *base = rring(p, w);
+  while (wp->r_tail != head) {
+    const mp__rrec_t *rr =
+        (const mp__rrec_t *)(const void *)(base +
+                                           (wp->r_tail & MP__POOL_RMASK));
+    if (rr->kind != MP__K_SKIP)
+      handle_result(p, w, rr);
+    wp->r_tail += rr->size;
+  }
+  atomic_store_explicit(&ws->r_tail, wp->r_tail, memory_order_release);
+  atomic_thread_fence(memory_order_seq_cst);
+  if (atomic_load_explicit(&ws->r_wait, memory_order_relaxed) &&
+      atomic_exchange(&ws->r_wait, 0))
+    mp__futex_wake(&ws->r_wait, 1);
+  return true;
+}
+
+/* Under mu: worker w is gone (crash, maxtasksperchild, stop). Settle the task
+ * at its tail: finished (result already drained), died with the worker, or
+ * not started (left for the replacement). */
+static void settle_dead(mp_pool_t *p, int w) {
+  wpar_t *wp = &p->w[w];
+  mp__wshm_t *ws = wshm(p, w);
+  drain_worker(p, w);
+  uint8_t *base = tring(p, w);
+  uint64_t tail = atomic_load(&ws->t_tail);
+  while (tail != wp->t_head) {
+    const mp__trec_t *t =
+        (const mp__trec_t *)(const void *)(base + (tail & MP__POOL_RMASK));
+    if (t->kind == MP__K_SKIP) {
+      tail += t->size;
+      continue;
+    }
+    if (t->seq <= wp->done_seq) {
+      tail += t->size;
+    } else if (atomic_load(&ws->cur_seq) == t->seq) {
+      if (getenv("MPDBG"))
+        fprintf(stderr, "w%d died seq %lu done %lu tail %lu head %lu\n", w,
+                (unsigned long)t->seq, (unsigned long)wp->done_seq,
+                (unsigned long)tail, (unsigned long)wp->t_head);
+      if (!p->terminated)
+        fail_task(p, t, MP_EWORKERDIED);
+      if (wp->out)
+        wp->out--;
+      tail += t->size;
+    }
+    break;
+  }
+  atomic_store(&ws->t_tail, tail);
+  atomic_store(&ws->cur_seq, 0);
+  atomic_store(&ws->t_wait, 0);
+  atomic_store(&ws->r_wait, 0);
+  wp->alive = false;
+}
+
+static void reap_process(wpar_t *wp) {
+  siginfo_t si;
+  while (waitid((idtype_t)P_PIDFD, (id_t)wp->pidfd, &si, WEXITED) < 0 &&
+         errno == EINTR) {
+  }
+  if (getenv("MPDBG"))
+    fprintf(stderr, "reaped %d code %d status %d\n", wp->pid, si.si_code,
+            si.si_status);
+  close(wp->pidfd);
+  wp->pidfd = -1;
+  wp->pid = 0;
+}
+
+static void signal_stop(mp_pool_t *p, int how) {
+  for (int w = 0; w < p->nw; w++) {
+    wpar_t *wp = &p->w[w];
+    if (!wp->alive)
+      continue;
+    if (how == 2 && p->opts.backend == MP_POOL_PROCESSES) {
+      syscall(SYS_pidfd_send_signal, wp->pidfd, SIGKILL, NULL, 0);
+      continue;
+    }
+    mp__wshm_t *ws = wshm(p, w);
+    atomic_store(&ws->stop, 1);
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_exchange(&ws->t_wait, 0))
+      mp__futex_wake(&ws->t_wait, 1);
+    if (atomic_exchange(&ws->r_wait, 0))
+      mp__futex_wake(&ws->r_wait, 1);
+  }
+}
+
+/* A worker exited: settle it and start its replacement unless stopping. */
+static void worker_gone(mp_pool_t *p, int w) {
+  wpar_t *wp = &p->w[w];
+  if (p->opts.backend == MP_POOL_PROCESSES)
+    reap_process(wp);
+  else
+    pthread_join(wp->th, NULL);
+  pthread_mutex_lock(&p->mu);
+  settle_dead(p, w);
+  drain_backlog(p);
+  pthread_mutex_unlock(&p->mu);
+  if (atomic_load(&p->stopping))
+    return;
+  for (int tries = 0; tries < 100; tries++) {
+    if (spawn_worker(p, w) == 0)
+      return;
+    usleep(10000);
+  }
+}
+
+static bool any_results(mp_pool_t *p) {
+  for (int w = 0; w < p->nw; w++)
+    if (atomic_load_explicit(&wshm(p, w)->r_head, memory_order_acquire) !=
+        p->w[w].r_tail)
+      return true;
+  return false;
+}
+
+static int alive_count(mp_pool_t *p) {
+  int n = 0;
+  for (int w = 0; w < p->nw; w++)
+    n += p->w[w].alive;
+  return n;
+}
+
+#define MP__COLLECT_SPIN_NS 20000
+
+static void *collector_main(void *arg) {
+  mp_pool_t *p = arg;
+  int err = 0;
+  for (int w = 0; w < p->nw && !err; w++)
+    err = spawn_worker(p, w);
+  if (err)
+    atomic_store(&p->stopping, 2);
+  p->start_err = err;
+  atomic_store(&p->started, 1);
+  mp__futex_wake(&p->started, INT32_MAX);
+  struct pollfd *pfd = calloc((size_t)p->nw + 1, sizeof *pfd);
+  int *pw = calloc((size_t)p->nw + 1, sizeof *pw);
+  uint64_t last_check = mp__now_ns();
+  int sent = 0;
+  for (;;) {
+    pthread_mutex_lock(&p->mu);
+    bool any = false;
+    for (int w = 0; w < p->nw; w++)
+      any |= drain_worker(p, w);
+    if (any && p->bl_head)
+      drain_backlog(p);
+    pthread_mutex_unlock(&p->mu);
+
+    int stopping = atomic_load(&p->stopping);
+    if (stopping > sent) {
+      signal_stop(p, stopping);
+      sent = stopping;
+    }
+    if (p->opts.backend == MP_POOL_THREADS) {
+      for (int w = 0; w < p->nw; w++)
+        if (p->w[w].alive && atomic_load(&wshm(p, w)->exiting))
+          worker_gone(p, w);
+    }
+    if (stopping && alive_count(p) == 0)
+      break;
+
+    uint64_t now = mp__now_ns();
+    int timeout = -2; /* no sleep this round */
+    if (!any) {
+      uint64_t t0 = now;
+      while (!any_results(p) && mp__now_ns() - t0 < MP__COLLECT_SPIN_NS &&
+             !atomic_load(&p->stopping))
+        mp__cpu_relax();
+      if (!any_results(p)) {
+        atomic_store(&p->ps->parent_wait, 1);
+        if (any_results(p))
+          atomic_store(&p->ps->parent_wait, 0);
+        else
+          timeout = 1000;
+      }
+    }
+    if (timeout == -2 && now - last_check < 100000000ull)
+      continue;
+    last_check = now;
+    int n = 0;
+    pfd[n].fd = p->doorbell;
+    pfd[n].events = POLLIN;
+    pw[n++] = -1;
+    if (p->opts.backend == MP_POOL_PROCESSES)
+      for (int w = 0; w < p->nw; w++)
+        if (p->w[w].alive) {
+          pfd[n].fd = p->w[w].pidfd;
+          pfd[n].events = POLLIN;
+          pw[n++] = w;
+        }
+    int r = poll(pfd, (nfds_t)n, timeout < 0 ? 0 : timeout);
+    atomic_store(&p->ps->parent_wait, 0);
+    if (r <= 0)
+      continue;
+    if (pfd[0].revents) {
+      uint64_t v;
+      ssize_t rd = read(p->doorbell, &v, sizeof v);
+      (void)rd;
+    }
+    for (int i = 1; i < n; i++)
+      if (pfd[i].revents)
+        worker_gone(p, pw[i]);
+  }
+  /* Everything that arrived late belongs to completed or terminated jobs. */
+  pthread_mutex_lock(&p->mu);
+  for (int w = 0; w < p->nw; w++)
+    drain_worker(p, w);
+  pthread_mutex_unlock(&p->mu);
+  free(pfd);
+  free(pw);
+  atomic_store(&p->collector_done, 1);
+  mp__futex_wake(&p->collector_done, INT32_MAX);
+  return NULL;
+}
+
+static void *callback_main(void *arg) {
+  mp_pool_t *p = arg;
+  tls_cb_pool = p;
+  pthread_mutex_lock(&p->cbmu);
+  for (;;) {
+    while (!p->cbh && !p->cbquit)
+      pthread_cond_wait(&p->cbcv, &p->cbmu);
+    mp_result_t *r = p->cbh;
+    if (!r)
+      break;
+    p->cbh = r->cb_next;
+    if (!p->cbh)
+      p->cbt = NULL;
+    pthread_mutex_unlock(&p->cbmu);
+    if (r->err == 0) {
+      if (r->cb.callback) {
+        if (r->j.kind == J_MAP)
+          r->cb.callback(r->results, r->n * r->result_size, r->cb.user);
+        else
+          r->cb.callback(r->data.data, r->data.len, r->cb.user);
+      }
+    } else if (r->cb.error_callback) {
+      const char *msg = r->err == MP_ETASK && r->data.len ? r->data.data : "";
+      r->cb.error_callback(r->err, r->task_code, msg, r->cb.user);
+    }
+    mark_ready(p, r);
+    job_unref(&r->j);
+    pthread_mutex_lock(&p->cbmu);
+  }
+  pthread_mutex_unlock(&p->cbmu);
+  return NULL;
+}
+
+/* ---- lifecycle ------------------------------------------------------------
+ */
+
+static void pool_free(mp_pool_t *p) {
+  if (p->map)
+    munmap(p->map, p->map_len);
+  if (p->doorbell >= 0)
+    close(p->doorbell);
+  int fd = atomic_load(&p->ufd);
+  if (fd >= 0)
+    close(fd);
+  pthread_mutex_destroy(&p->mu);
+  pthread_cond_destroy(&p->idle_cv);
+  pthread_mutex_destroy(&p->cbmu);
+  pthread_cond_destroy(&p->cbcv);
+  free(p->w);
+  free(p);
+}
+
+static int start_thread(pthread_t *th, void *(*fn)(void *), void *arg) {
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  int e = pthread_create(th, NULL, fn, arg);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  return -e;
+}
+
+int mp_pool_create(mp_pool_t **pool, const mp_pool_opts_t *opts) {
+  mp_pool_opts_t o = {0};
+  if (opts)
+    o = *opts;
+  if (!pool || o.workers < 0 ||
+      (o.backend != MP_POOL_PROCESSES && o.backend != MP_POOL_THREADS) ||
+      (o.start_method != MP_START_FORK &&
+       o.start_method != MP_START_FORKSERVER))
+    return MP_EINVAL;
+  if (o.start_method == MP_START_FORKSERVER && o.backend == MP_POOL_PROCESSES)
+    return MP_ENOTSUP;
+  if (o.workers == 0)
+    o.workers = cpu_count();
+  if (o.workers > 4096)
+    return MP_EINVAL;
+  mp_pool_t *p = calloc(1, sizeof *p);
+  if (!p)
+    return MP_ENOMEM;
+  p->nw = o.workers;
+  p->opts = o;
+  p->doorbell = -1;
+  atomic_init(&p->ufd, -1);
+  p->live.lnext = p->live.lprev = &p->live;
+  pthread_mutex_init(&p->mu, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&p->idle_cv, &ca);
+  pthread_condattr_destroy(&ca);
+  pthread_mutex_init(&p->cbmu, NULL);
+  pthread_cond_init(&p->cbcv, NULL);
+  p->parent_pid = getpid();
+  pthread_sigmask(SIG_SETMASK, NULL, &p->child_mask);
+  int err = MP_ENOMEM;
+  p->w = calloc((size_t)p->nw, sizeof *p->w);
+  if (!p->w)
+    goto fail;
+  for (int w = 0; w < p->nw; w++)
+    p->w[w].pidfd = -1;
+  p->map_len = rings_off(p->nw) + (size_t)p->nw * 2 * MP__POOL_RING;
+  /* Anonymous shared memory: inherited by forked workers, no name to leak. */
+  p->map = mmap(NULL, p->map_len, PROT_READ | PROT_WRITE,
+                MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p->map == MAP_FAILED) {
+    p->map = NULL;
+    err = -errno;
+    goto fail;
+  }
+  p->ps = (mp__pshm_t *)(void *)p->map;
+  p->doorbell = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (p->doorbell < 0) {
+    err = -errno;
+    goto fail;
+  }
+  err = start_thread(&p->cbthread, callback_main, p);
+  if (err)
+    goto fail;
+  err = start_thread(&p->collector, collector_main, p);
+  if (err) {
+    pthread_mutex_lock(&p->cbmu);
+    p->cbquit = true;
+    pthread_cond_signal(&p->cbcv);
+    pthread_mutex_unlock(&p->cbmu);
+    pthread_join(p->cbthread, NULL);
+    goto fail;
+  }
+  while (!atomic_load(&p->started))
+    mp__futex_wait(&p->started, 0, NULL);
+  if (p->start_err) {
+    err = p->start_err;
+    pthread_join(p->collector, NULL);
+    pthread_mutex_lock(&p->cbmu);
+    p->cbquit = true;
+    pthread_cond_signal(&p->cbcv);
+    pthread_mutex_unlock(&p->cbmu);
+    pthread_join(p->cbthread, NULL);
+    goto fail;
+  }
+  *pool = p;
+  return 0;
+fail:
+  pool_free(p);
+  return err;
+}
+
+int mp_pool_size(mp_pool_t *pool) {
+  return pool ? pool->nw : MP_EINVAL;
+}
+
+int mp_pool_fd(mp_pool_t *pool) {
+  if (!pool)
+    return MP_EINVAL;
+  int fd = atomic_load(&pool->ufd);
+  if (fd >= 0)
+    return fd;
+  int nfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (nfd < 0)
+    return -errno;
+  int expect = -1;
+  if (!atomic_compare_exchange_strong(&pool->ufd, &expect, nfd)) {
+    close(nfd);
+    return expect;
+  }
+  return nfd;
+}
+
+int mp_pool_close(mp_pool_t *pool) {
+  if (!pool)
+    return MP_EINVAL;
+  pthread_mutex_lock(&pool->mu);
+  pool->closed = true;
+  pthread_mutex_unlock(&pool->mu);
+  return 0;
+}
+
+int mp_pool_terminate(mp_pool_t *pool) {
+  if (!pool)
+    return MP_EINVAL;
+  pthread_mutex_lock(&pool->mu);
+  if (pool->terminated) {
+    pthread_mutex_unlock(&pool->mu);
+    return 0;
+  }
+  pool->closed = pool->terminated = true;
+  while (pool->bl_head) {
+    backlog_t *b = pool->bl_head;
+    pool->bl_head = b->next;
+    free(b);
+  }
+  pool->bl_tail = NULL;
+  while (pool->live.lnext != &pool->live) {
+    job_t *j = pool->live.lnext;
+    if (j->kind == J_IMAP) {
+      mp_imap_t *im = (mp_imap_t *)j;
+      im->terminated = true;
+      im->pending_chunks = 0;
+      atomic_fetch_add(&im->seq, 1);
+      mp__futex_wake(&im->seq, INT32_MAX);
+      live_remove(pool, j);
+      job_unref(j);
+    } else {
+      mp_result_t *r = (mp_result_t *)j;
+      r->err = MP_ECLOSED;
+      r->data.len = 0;
+      result_complete(pool, r);
+    }
+  }
+  pthread_mutex_unlock(&pool->mu);
+  atomic_store(&pool->stopping, 2);
+  ring_doorbell(pool);
+  return 0;
+}
+
+int mp_pool_join(mp_pool_t *pool, int timeout_ms) {
+  if (!pool || mp__check_timeout(timeout_ms) || tls_cb_pool)
+    return MP_EINVAL;
+  mp__deadline_t dl;
+  mp__deadline_init(&dl, timeout_ms);
+  pthread_mutex_lock(&pool->mu);
+  if (!pool->closed) {
+    pthread_mutex_unlock(&pool->mu);
+    return MP_EINVAL;
+  }
+  if (pool->joined) {
+    pthread_mutex_unlock(&pool->mu);
+    return 0;
+  }
+  while (pool->live_count > 0 || pool->bl_head) {
+    if (dl.forever) {
+      pthread_cond_wait(&pool->idle_cv, &pool->mu);
+    } else if (pthread_cond_timedwait(&pool->idle_cv, &pool->mu, &dl.ts) ==
+               ETIMEDOUT) {
+      pthread_mutex_unlock(&pool->mu);
+      return MP_ETIMEDOUT;
+    }
+  }
+  pthread_mutex_unlock(&pool->mu);
+  int expect = 0;
+  atomic_compare_exchange_strong(&pool->stopping, &expect, 1);
+  ring_doorbell(pool);
+  while (!atomic_load(&pool->collector_done))
+    if (mp__futex_wait(&pool->collector_done, 0, &dl) == MP_ETIMEDOUT)
+      return MP_ETIMEDOUT;
+  pthread_mutex_lock(&pool->mu);
+  if (!pool->joined) {
+    pool->joined = true;
+    pthread_mutex_unlock(&pool->mu);
+    pthread_join(pool->collector, NULL);
+    pthread_mutex_lock(&pool->cbmu);
+    pool->cbquit = true;
+    pthread_cond_signal(&pool->cbcv);
+    pthread_mutex_unlock(&pool->cbmu);
+    pthread_join(pool->cbthread, NULL);
+  } else {
+    pthread_mutex_unlock(&pool->mu);
+  }
+  return 0;
+}
+
+int mp_pool_destroy(mp_pool_t *pool) {
+  if (!pool || tls_cb_pool)
+    return MP_EINVAL;
+  if (!pool->joined) {
+    mp_pool_terminate(pool);
+    mp_pool_join(pool, MP_FOREVER);
+  }
+  /* Results whose handles the caller still holds forget the pool. */
+  pool_free(pool);
+  return 0;
+}
+
+/* ---- apply ----------------------------------------------------------------
+ */
+
+static mp_result_t *result_new(mp_pool_t *p, int kind,
+                               const mp_async_opts_t *cb) {
+  mp_result_t *r = calloc(1, sizeof *r);
+  if (!r)
+    return NULL;
+  r->j.kind = kind;
+  atomic_init(&r->j.refs, 1);
+  atomic_init(&r->efd, -1);
+  r->pool = p;
+  if (cb)
+    r->cb = *cb;
+  r->fail_index = SIZE_MAX;
+  return r;
+}
+
+int mp_pool_apply_async(mp_pool_t *pool, mp_task_fn fn, const void *arg,
+                        size_t len, const mp_async_opts_t *opts,
+                        mp_result_t **out) {
+  if (!pool || !fn || (!arg && len))
+    return MP_EINVAL;
+  if (len > MP__POOL_MAXPAY)
+    return MP_EMSGSIZE;
+  mp_result_t *r = result_new(pool, J_APPLY, opts);
+  if (!r)
+    return MP_ENOMEM;
+  pthread_mutex_lock(&pool->mu);
+  if (pool->closed) {
+    pthread_mutex_unlock(&pool->mu);
+    result_free(r);
+    return MP_ECLOSED;
+  }
+  mp__trec_t h = {0};
+  h.kind = MP__K_APPLY;
+  h.id = (uint64_t)(uintptr_t)r;
+  h.fn = (uint64_t)(uintptr_t)fn;
+  h.count = 1;
+  h.len = (uint32_t)len;
+  live_add(pool, &r->j);
+  int e = dispatch(pool, &h, arg);
+  if (e) {
+    live_remove(pool, &r->j);
+    pthread_mutex_unlock(&pool->mu);
+    result_free(r);
+    return e;
+  }
+  if (!out)
+    job_unref(&r->j); /* the pool's reference frees it after the callback */
+  pthread_mutex_unlock(&pool->mu);
+  if (out)
+    *out = r;
+  return 0;
+}
+
+int mp_pool_apply(mp_pool_t *pool, mp_task_fn fn, const void *arg, size_t len,
+                  mp_buf_t *result, int *task_code) {
+  if (tls_cb_pool && tls_cb_pool == pool)
+    return MP_EDEADLK;
+  mp_result_t *r;
+  int e = mp_pool_apply_async(pool, fn, arg, len, NULL, &r);
+  if (e)
+    return e;
+  const void *data;
+  size_t dlen;
+  e = mp_result_get(r, MP_FOREVER, &data, &dlen);
+  if (e == MP_ETASK) {
+    if (task_code)
+      *task_code = r->task_code;
+    if (result && mp_buf_set(result, r->data.data, r->data.len) != 0)
+      result->len = 0;
+  } else if (e == 0 && result) {
+    if (mp_buf_set(result, data, dlen) != 0)
+      e = MP_ENOMEM;
+  }
+  mp_result_destroy(r);
+  return e;
+}
+
+/* ---- map -------------------------------------------------------------- */
+
+static size_t default_chunksize(mp_pool_t *p, size_t n) {
+  size_t d = 4 * (size_t)p->nw;
+  size_t c = (n + d - 1) / d;
+  return c ? c : 1;
+}
+
+static int map_submit(mp_pool_t *pool, mp_map_fn fn, const void *items,
+                      size_t n, size_t isz, void *results, size_t rsz,
+                      size_t chunksize, const mp_async_opts_t *opts,
+                      mp_result_t **out) {
+  if (!pool || !fn || (!items && n) || !isz || (!results && rsz && n) ||
+      isz > UINT32_MAX || rsz > UINT32_MAX)
+    return MP_EINVAL;
+  if (isz > MP__POOL_MAXPAY || rsz + sizeof(int32_t) > MP__POOL_MAXPAY)
+    return MP_EMSGSIZE;
+  mp_result_t *r = result_new(pool, J_MAP, opts);
+  if (!r)
+    return MP_ENOMEM;
+  r->results = results;
+  r->result_size = rsz;
+  r->n = n;
+  r->left = n;
+  if (!chunksize)
+    chunksize = default_chunksize(pool, n);
+  pthread_mutex_lock(&pool->mu);
+  if (pool->closed) {
+    pthread_mutex_unlock(&pool->mu);
+    result_free(r);
+    return MP_ECLOSED;
+  }
+  live_add(pool, &r->j);
+  if (n == 0) {
+    r->err = 0;
+    result_complete(pool, r);
+  }
+  for (size_t start = 0; start < n; start += chunksize) {
+    size_t count = n - start < chunksize ? n - start : chunksize;
+    size_t queued;
+    int e = dispatch_map(pool, &r->j, MP__K_MAP, fn,
+                         (const uint8_t *)items + start * isz, start, count,
+                         isz, rsz, &queued);
+    (void)e;
+    if (queued < count) {
+      /* Out of memory: fail what could not be queued. */
+      mp__trec_t t = {0};
+      t.id = (uint64_t)(uintptr_t)r;
+      t.start = start + queued;
+      size_t rest = n - t.start;
+      t.count = (uint32_t)rest;
+      fail_task(pool, &t, MP_ENOMEM);
+      break;
+    }
+  }
+  if (!out)
+    job_unref(&r->j);
+  pthread_mutex_unlock(&pool->mu);
+  if (out)
+    *out = r;
+  return 0;
+}
+
+int mp_pool_map_async(mp_pool_t *pool, mp_map_fn fn, const void *items,
+                      size_t n, size_t item_size, void *results,
+                      size_t result_size, size_t chunksize,
+                      const mp_async_opts_t *opts, mp_result_t **out) {
+  return map_submit(pool, fn, items, n, item_size, results, result_size,
+                    chunksize, opts, out);
+}
+
+int mp_pool_map(mp_pool_t *pool, mp_map_fn fn, const void *items, size_t n,
+                size_t item_size, void *results, size_t result_size,
+                size_t chunksize) {
+  if (tls_cb_pool && tls_cb_pool == pool)
+    return MP_EDEADLK;
+  mp_result_t *r;
+  int e = map_submit(pool, fn, items, n, item_size, results, result_size,
+                     chunksize, NULL, &r);
+  if (e)
+    return e;
+  e = mp_result_get(r, MP_FOREVER, NULL, NULL);
+  mp_result_destroy(r);
+  return e;
+}
+
+int mp_pool_starmap(mp_pool_t *pool, mp_map_fn fn, const void *args, size_t n,
+                    size_t arg_size, void *results, size_t result_size,
+                    size_t chunksize) {
+  return mp_pool_map(pool, fn, args, n, arg_size, results, result_size,
+                     chunksize);
+}
+
+int mp_pool_starmap_async(mp_pool_t *pool, mp_map_fn fn, const void *args,
+                          size_t n, size_t arg_size, void *results,
+                          size_t result_size, size_t chunksize,
+                          const mp_async_opts_t *opts, mp_result_t **out) {
+  return map_submit(pool, fn, args, n, arg_size, results, result_size,
+                    chunksize, opts, out);
+}
+
+/* ---- results --------------------------------------------------------------
+ */
+
+#define MP__GET_SPIN_NS 20000
+
+int mp_result_wait(mp_result_t *r, int timeout_ms) {
+  if (!r || mp__check_timeout(timeout_ms))
+    return MP_EINVAL;
+  if (atomic_load_explicit(&r->state, memory_order_acquire) == 2)
+    return 0;
+  if (timeout_ms == 0)
+    return MP_ETIMEDOUT;
+  uint64_t t0 = mp__now_ns();
+  while (mp__now_ns() - t0 < MP__GET_SPIN_NS) {
+    for (int i = 0; i < 64; i++) {
+      if (atomic_load_explicit(&r->state, memory_order_acquire) == 2)
+        return 0;
+      mp__cpu_relax();
+    }
+  }
+  mp__deadline_t dl;
+  mp__deadline_init(&dl, timeout_ms);
+  int e = 0;
+  atomic_fetch_add(&r->waiters, 1);
+  for (;;) {
+    uint32_t s = atomic_load(&r->state);
+    if (s == 2)
+      break;
+    if (mp__futex_wait(&r->state, s, &dl) == MP_ETIMEDOUT &&
+        atomic_load(&r->state) != 2) {
+      e = MP_ETIMEDOUT;
+      break;
+    }
+  }
+  atomic_fetch_sub(&r->waiters, 1);
+  return e;
+}
+
+int mp_result_get(mp_result_t *r, int timeout_ms, const void **data,
+                  size_t *len) {
+  int e = mp_result_wait(r, timeout_ms);
+  if (e)
+    return e;
+  if (r->err)
+    return r->err;
+  if (data)
+    *data = r->j.kind == J_MAP ? NULL : r->data.data;
+  if (len)
+    *len = r->j.kind == J_MAP ? 0 : r->data.len;
+  return 0;
+}
+
+int mp_result_ready(mp_result_t *r) {
+  if (!r)
+    return MP_EINVAL;
+  return atomic_load_explicit(&r->state, memory_order_acquire) == 2;
+}
+
+int mp_result_successful(mp_result_t *r) {
+  if (!r || atomic_load_explicit(&r->state, memory_order_acquire) != 2)
+    return MP_EINVAL;
+  return r->err == 0;
+}
+
+int mp_result_task_error(mp_result_t *r, int *task_code, const char **msg) {
+  if (!r || atomic_load_explicit(&r->state, memory_order_acquire) != 2 ||
+      r->err != MP_ETASK)
+    return MP_EINVAL;
+  if (task_code)
+    *task_code = r->task_code;
+  if (msg)
+    *msg = r->data.len ? r->data.data : "";
+  return 0;
+}
+
+mp_waitable_t mp_result_waitable(mp_result_t *r) {
+  mp_waitable_t wt = {-1, NULL, r, false};
+  if (!r)
+    return wt;
+  int fd = atomic_load(&r->efd);
+  if (fd < 0) {
+    int nfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (nfd < 0)
+      return wt;
+    int expect = -1;
+    if (atomic_compare_exchange_strong(&r->efd, &expect, nfd)) {
+      fd = nfd;
+    } else {
+      close(nfd);
+      fd = expect;
+    }
+  }
+  if (atomic_load(&r->state) == 2) {
+    uint64_t one = 1;
+    if (write(fd, &one, sizeof one) < 0) {
+    }
+  }
+  wt.fd = fd;
+  return wt;
+}
+
+int mp_result_destroy(mp_result_t *r) {
+  if (!r)
+    return MP_EINVAL;
+  job_unref(&r->j);
+  return 0;
+}
+
+/* ---- imap -----------------------------------------------------------------
+ */
+
+static void imap_free(mp_imap_t *im) {
+  free(im->sstate);
+  free(im->serr);
+  free(im->scode);
+  free(im->sindex);
+  free(im->sres);
+  free(im->stage);
+  free(im);
+}
+
+static int imap_create(mp_pool_t *pool, mp_map_fn fn, const void *items,
+                       size_t n, size_t isz, size_t rsz,
+                       const mp_imap_opts_t *opts, bool ordered,
+                       mp_imap_t **it) {
+  mp_imap_opts_t o = {0};
+  if (opts)
+    o = *opts;
+  if (!pool || !fn || !it || !isz || (!o.input && !items && n) ||
+      isz > UINT32_MAX || rsz > UINT32_MAX)
+    return MP_EINVAL;
+  if (isz > MP__POOL_MAXPAY || rsz + sizeof(int32_t) > MP__POOL_MAXPAY)
+    return MP_EMSGSIZE;
+  mp_imap_t *im = calloc(1, sizeof *im);
+  if (!im)
+    return MP_ENOMEM;
+  im->j.kind = J_IMAP;
+  atomic_init(&im->j.refs, 1);
+  im->pool = pool;
+  im->fn = fn;
+  im->item_size = isz;
+  im->result_size = rsz;
+  im->chunksize = o.chunksize ? o.chunksize : 1;
+  size_t cap = o.max_inflight;
+  if (!cap) {
+    cap = 4 * (size_t)pool->nw * im->chunksize;
+    if (cap < 256)
+      cap = 256;
+  }
+  if (cap < im->chunksize)
+    cap = im->chunksize;
+  im->cap = cap;
+  im->ordered = ordered;
+  im->items = items;
+  im->n = o.input ? SIZE_MAX : n;
+  im->input = o.input;
+  im->input_user = o.input_user;
+  im->sstate = calloc(cap, 1);
+  im->serr = calloc(cap, sizeof(int));
+  im->scode = calloc(cap, sizeof(int));
+  im->sindex = calloc(cap, sizeof(size_t));
+  im->sres = calloc(cap, rsz ? rsz : 1);
+  im->stage = o.input ? malloc(im->chunksize * isz) : NULL;
+  if (!im->sstate || !im->serr || !im->scode || !im->sindex || !im->sres ||
+      (o.input && !im->stage)) {
+    imap_free(im);
+    return MP_ENOMEM;
+  }
+  pthread_mutex_lock(&pool->mu);
+  bool closed = pool->closed;
+  pthread_mutex_unlock(&pool->mu);
+  if (closed) {
+    imap_free(im);
+    return MP_ECLOSED;
+  }
+  *it = im;
+  return 0;
+}
+
+/* Read ahead and dispatch while below the in-flight bound. Runs the input
+ * function outside the pool lock. */
+static void imap_topup(mp_imap_t *im) {
+  mp_pool_t *p = im->pool;
+  while (!im->input_done && im->unreturned < im->cap) {
+    size_t want = im->cap - im->unreturned;
+    if (want > im->chunksize)
+      want = im->chunksize;
+    const uint8_t *src;
+    size_t k = 0;
+    if (im->input) {
+      while (k < want) {
+        int r = im->input(im->stage + k * im->item_size, im->input_user);
+        if (r <= 0) {
+          im->input_done = true;
+          if (r < 0)
+            im->input_err = r;
+          break;
+        }
+        k++;
+      }
+      src = im->stage;
+    } else {
+      k = im->n - im->next_in < want ? im->n - im->next_in : want;
+      src = im->items + im->next_in * im->item_size;
+      if (im->next_in + k >= im->n)
+        im->input_done = true;
+    }
+    if (!k)
+      break;
+    pthread_mutex_lock(&p->mu);
+    size_t start = im->next_in;
+    im->next_in += k;
+    im->unreturned += k;
+    if (p->terminated || atomic_load(&p->stopping)) {
+      im->input_done = true;
+      im->terminated = true;
+      pthread_mutex_unlock(&p->mu);
+      break;
+    }
+    bool was_idle = im->pending_chunks == 0;
+    size_t queued;
+    dispatch_map(p, &im->j, MP__K_IMAP, im->fn, src, start, k, im->item_size,
+                 im->result_size, &queued);
+    /* One completion per queued piece, plus one for a failed remainder. */
+    size_t per = piece_items(im->item_size, im->result_size);
+    size_t pieces = (queued + per - 1) / per + (queued < k);
+    if (was_idle)
+      live_add(p, &im->j);
+    im->pending_chunks += pieces;
+    if (queued < k) {
+      mp__trec_t t = {0};
+      t.id = (uint64_t)(uintptr_t)im;
+      t.start = start + queued;
+      t.count = (uint32_t)(k - queued);
+      fail_task(p, &t, MP_ENOMEM);
+    }
+    pthread_mutex_unlock(&p->mu);
+  }
+}
+
+int mp_pool_imap(mp_pool_t *pool, mp_map_fn fn, const void *items, size_t n,
+                 size_t item_size, size_t result_size,
+                 const mp_imap_opts_t *opts, mp_imap_t **it) {
+  int e =
+      imap_create(pool, fn, items, n, item_size, result_size, opts, true, it);
+  if (!e)
+    imap_topup(*it);
+  return e;
+}
+
+int mp_pool_imap_unordered(mp_pool_t *pool, mp_map_fn fn, const void *items,
+                           size_t n, size_t item_size, size_t result_size,
+                           const mp_imap_opts_t *opts, mp_imap_t **it) {
+  int e =
+      imap_create(pool, fn, items, n, item_size, result_size, opts, false, it);
+  if (!e)
+    imap_topup(*it);
+  return e;
+}
+
+int mp_imap_next(mp_imap_t *im, void *result, size_t *index, int timeout_ms) {
+  if (!im || mp__check_timeout(timeout_ms))
+    return MP_EINVAL;
+  mp_pool_t *p = im->pool;
+  mp__deadline_t dl;
+  mp__deadline_init(&dl, timeout_ms);
+  uint64_t spin0 = 0;
+  for (;;) {
+    imap_topup(im);
+    pthread_mutex_lock(&p->mu);
+    size_t slot = SIZE_MAX, idx = 0;
+    if (im->ordered) {
+      size_t s = im->next_out % im->cap;
+      if (im->next_out < im->next_in && im->sstate[s]) {
+        slot = s;
+        idx = im->next_out++;
+      }
+    } else if (im->fhead != im->ftail) {
+      slot = im->fhead++ % im->cap;
+      idx = im->sindex[slot];
+    }
+    if (slot != SIZE_MAX) {
+      im->sstate[slot] = 0;
+      im->unreturned--;
+      int err = im->serr[slot];
+      if (result && im->result_size && !err)
+        memcpy(result, im->sres + slot * im->result_size, im->result_size);
+      pthread_mutex_unlock(&p->mu);
+      if (index)
+        *index = idx;
+      return err;
+    }
+    if ((im->input_done && im->unreturned == 0) || im->terminated) {
+      int e = im->input_err ? im->input_err : MP_ECLOSED;
+      im->input_err = 0;
+      if (im->terminated)
+        e = MP_ECLOSED;
+      pthread_mutex_unlock(&p->mu);
+      return e;
+    }
+    uint32_t seq = atomic_load(&im->seq);
+    pthread_mutex_unlock(&p->mu);
+    if (timeout_ms == 0)
+      return MP_ETIMEDOUT;
+    if (!spin0)
+      spin0 = mp__now_ns();
+    if (mp__now_ns() - spin0 < MP__GET_SPIN_NS) {
+      while (atomic_load(&im->seq) == seq &&
+             mp__now_ns() - spin0 < MP__GET_SPIN_NS)
+        mp__cpu_relax();
+      continue;
+    }
+    atomic_fetch_add(&im->waiters, 1);
+    int r = 0;
+    if (atomic_load(&im->seq) == seq)
+      r = mp__futex_wait(&im->seq, seq, &dl);
+    atomic_fetch_sub(&im->waiters, 1);
+    if (r == MP_ETIMEDOUT && mp__deadline_passed(&dl))
+      return MP_ETIMEDOUT;
+  }
+}
+
+int mp_imap_destroy(mp_imap_t *im) {
+  if (!im)
+    return MP_EINVAL;
+  job_unref(&im->j);
+  return 0;
+}

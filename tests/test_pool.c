@@ -1,0 +1,1079 @@
+/* Pool tests. Every behaviour is checked on both backends: each body takes
+ * the backend and has a _proc and a _thread case. Crash cases are processes
+ * only (a thread that crashes takes its process with it). */
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "runner.h"
+
+typedef mp_pool_backend_t be_t;
+
+static mp_pool_t *make_pool(be_t be, int workers) {
+  mp_pool_opts_t o = {0};
+  o.workers = workers;
+  o.backend = be;
+  mp_pool_t *p = NULL;
+  ASSERT_OK(mp_pool_create(&p, &o));
+  return p;
+}
+
+/* Shared counters visible to forked workers and to the test. */
+static _Atomic long *shared_counters(size_t n) {
+  void *m = mmap(NULL, n * sizeof(long), PROT_READ | PROT_WRITE,
+                 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  ASSERT(m != MAP_FAILED);
+  return m;
+}
+
+static long worker_id(void) {
+  /* A pid for a process worker, a tid for a thread: both change when the
+   * worker is replaced. */
+  return (long)syscall(SYS_gettid);
+}
+
+static int task_square(const void *arg, size_t len, mp_buf_t *res, void *ctx) {
+  int64_t x;
+  if (len != sizeof x)
+    return mp_task_error(res, 7, "bad length %zu", len);
+  memcpy(&x, arg, sizeof x);
+  x *= x;
+  return mp_buf_set(res, &x, sizeof x);
+}
+
+static int task_fail(const void *arg, size_t len, mp_buf_t *res, void *ctx) {
+  return mp_task_error(res, 42, "failed on %.*s", (int)len, (const char *)arg);
+}
+
+static int task_sleep(const void *arg, size_t len, mp_buf_t *res, void *ctx) {
+  int ms;
+  memcpy(&ms, arg, sizeof ms);
+  mpt_sleep_ms(ms);
+  return mp_buf_set(res, &ms, sizeof ms);
+}
+
+static int task_id(const void *arg, size_t len, mp_buf_t *res, void *ctx) {
+  long id = worker_id();
+  int ms = 0;
+  if (len == sizeof ms)
+    memcpy(&ms, arg, sizeof ms);
+  if (ms)
+    mpt_sleep_ms(ms);
+  return mp_buf_set(res, &id, sizeof id);
+}
+
+static int map_square(const void *item, void *result, void *ctx) {
+  int64_t x = *(const int64_t *)item;
+  *(int64_t *)result = x * x;
+  return 0;
+}
+
+static int map_fail_odd(const void *item, void *result, void *ctx) {
+  int64_t x = *(const int64_t *)item;
+  *(int64_t *)result = -x;
+  return (x % 2) ? (int)x : 0;
+}
+
+/* ---- errors -------------------------------------------------------------- */
+
+static int noop_map(const void *item, void *result, void *ctx) {
+  return 0;
+}
+
+static void body_errors(be_t be) {
+  mp_pool_t *p = NULL;
+  mp_pool_opts_t o = {0};
+  o.backend = be;
+  ASSERT_ERR(mp_pool_create(NULL, &o), MP_EINVAL);
+  o.workers = -1;
+  ASSERT_ERR(mp_pool_create(&p, &o), MP_EINVAL);
+  o.workers = 1;
+  o.backend = (mp_pool_backend_t)7;
+  ASSERT_ERR(mp_pool_create(&p, &o), MP_EINVAL);
+  o.backend = be;
+  o.start_method = (mp_start_method_t)9;
+  ASSERT_ERR(mp_pool_create(&p, &o), MP_EINVAL);
+  o.start_method = MP_START_FORKSERVER;
+  if (be == MP_POOL_PROCESSES)
+    ASSERT_ERR(mp_pool_create(&p, &o), MP_ENOTSUP);
+  ASSERT(p == NULL);
+
+  p = make_pool(be, 2);
+  ASSERT_EQ(mp_pool_size(p), 2);
+  ASSERT_ERR(mp_pool_size(NULL), MP_EINVAL);
+  mp_result_t *r = NULL;
+  int64_t x = 3;
+  ASSERT_ERR(mp_pool_apply_async(NULL, task_square, &x, 8, NULL, &r),
+             MP_EINVAL);
+  ASSERT_ERR(mp_pool_apply_async(p, NULL, &x, 8, NULL, &r), MP_EINVAL);
+  ASSERT_ERR(mp_pool_apply_async(p, task_square, NULL, 8, NULL, &r), MP_EINVAL);
+  ASSERT_ERR(mp_pool_apply(NULL, task_square, &x, 8, NULL, NULL), MP_EINVAL);
+  ASSERT_ERR(mp_pool_map(NULL, map_square, &x, 1, 8, &x, 8, 0), MP_EINVAL);
+  ASSERT_ERR(mp_pool_map(p, NULL, &x, 1, 8, &x, 8, 0), MP_EINVAL);
+  ASSERT_ERR(mp_pool_map(p, map_square, NULL, 1, 8, &x, 8, 0), MP_EINVAL);
+  ASSERT_ERR(mp_pool_map(p, map_square, &x, 1, 0, &x, 8, 0), MP_EINVAL);
+  ASSERT_ERR(mp_pool_map(p, map_square, &x, 1, 8, NULL, 8, 0), MP_EINVAL);
+  ASSERT_ERR(mp_pool_map_async(p, NULL, &x, 1, 8, &x, 8, 0, NULL, &r),
+             MP_EINVAL);
+  ASSERT_ERR(mp_pool_starmap(p, NULL, &x, 1, 8, &x, 8, 0), MP_EINVAL);
+  ASSERT_ERR(
+      mp_pool_starmap_async(NULL, map_square, &x, 1, 8, &x, 8, 0, NULL, &r),
+      MP_EINVAL);
+  mp_imap_t *it = NULL;
+  ASSERT_ERR(mp_pool_imap(p, NULL, &x, 1, 8, 8, NULL, &it), MP_EINVAL);
+  ASSERT_ERR(mp_pool_imap(p, map_square, &x, 1, 8, 8, NULL, NULL), MP_EINVAL);
+  ASSERT_ERR(mp_pool_imap_unordered(NULL, map_square, &x, 1, 8, 8, NULL, &it),
+             MP_EINVAL);
+  ASSERT_ERR(mp_imap_next(NULL, NULL, NULL, 0), MP_EINVAL);
+  ASSERT_ERR(mp_imap_destroy(NULL), MP_EINVAL);
+  ASSERT_ERR(mp_result_get(NULL, 0, NULL, NULL), MP_EINVAL);
+  ASSERT_ERR(mp_result_wait(NULL, 0), MP_EINVAL);
+  ASSERT_ERR(mp_result_ready(NULL), MP_EINVAL);
+  ASSERT_ERR(mp_result_successful(NULL), MP_EINVAL);
+  ASSERT_ERR(mp_result_task_error(NULL, NULL, NULL), MP_EINVAL);
+  ASSERT_ERR(mp_result_destroy(NULL), MP_EINVAL);
+  ASSERT_EQ(mp_result_waitable(NULL).fd, -1);
+  ASSERT_ERR(mp_pool_fd(NULL), MP_EINVAL);
+  ASSERT_ERR(mp_pool_close(NULL), MP_EINVAL);
+  ASSERT_ERR(mp_pool_terminate(NULL), MP_EINVAL);
+  ASSERT_ERR(mp_pool_join(NULL, 0), MP_EINVAL);
+  ASSERT_ERR(mp_pool_destroy(NULL), MP_EINVAL);
+  ASSERT_ERR(mp_pool_join(p, MP_FOREVER), MP_EINVAL); /* not closed */
+  ASSERT_OK(mp_pool_apply_async(p, task_square, &x, 8, NULL, &r));
+  ASSERT_ERR(mp_result_get(r, -5, NULL, NULL), MP_EINVAL);
+  ASSERT_OK(mp_result_get(r, MP_FOREVER, NULL, NULL));
+  ASSERT_ERR(mp_result_task_error(r, NULL, NULL), MP_EINVAL); /* succeeded */
+  ASSERT_OK(mp_result_destroy(r));
+  ASSERT_ERR(mp_pool_join(p, -3), MP_EINVAL);
+  ASSERT_OK(mp_pool_close(p));
+  ASSERT_OK(mp_pool_close(p));
+  ASSERT_ERR(mp_pool_apply_async(p, task_square, &x, 8, NULL, &r), MP_ECLOSED);
+  ASSERT_ERR(mp_pool_apply(p, task_square, &x, 8, NULL, NULL), MP_ECLOSED);
+  ASSERT_ERR(mp_pool_map(p, map_square, &x, 1, 8, &x, 8, 0), MP_ECLOSED);
+  ASSERT_ERR(mp_pool_imap(p, map_square, &x, 1, 8, 8, NULL, &it), MP_ECLOSED);
+  ASSERT_OK(mp_pool_join(p, MP_FOREVER));
+  ASSERT_OK(mp_pool_join(p, MP_FOREVER));
+  ASSERT_OK(mp_pool_destroy(p));
+
+  mp_buf_t b = MP_BUF_INIT;
+  ASSERT_ERR(mp_buf_set(NULL, "a", 1), MP_EINVAL);
+  ASSERT_ERR(mp_buf_set(&b, NULL, 1), MP_EINVAL);
+  ASSERT_ERR(mp_buf_append(&b, NULL, 1), MP_EINVAL);
+  ASSERT_ERR(mp_buf_reserve(&b, 1, NULL), MP_EINVAL);
+  ASSERT_ERR(mp_buf_commit(&b, 1), MP_EINVAL);
+  ASSERT_ERR(mp_buf_printf(NULL, "x"), MP_EINVAL);
+  ASSERT_ERR(mp_buf_free(NULL), MP_EINVAL);
+  ASSERT_ERR(mp_pool_worker_index(), MP_EINVAL);
+  (void)noop_map;
+}
+TEST(errors_proc) {
+  body_errors(MP_POOL_PROCESSES);
+}
+TEST(errors_thread) {
+  body_errors(MP_POOL_THREADS);
+}
+
+TEST(buf_helpers) {
+  mp_buf_t b = MP_BUF_INIT;
+  ASSERT_OK(mp_buf_set(&b, "abc", 3));
+  ASSERT_OK(mp_buf_append(&b, "def", 3));
+  ASSERT_EQ(b.len, 6);
+  ASSERT(memcmp(b.data, "abcdef", 6) == 0);
+  void *w;
+  ASSERT_OK(mp_buf_reserve(&b, 100, &w));
+  memset(w, 'x', 100);
+  ASSERT_OK(mp_buf_commit(&b, 100));
+  ASSERT_EQ(b.len, 106);
+  ASSERT_OK(mp_buf_printf(&b, "n=%d", 5));
+  ASSERT_STR_EQ(b.data, "n=5");
+  ASSERT_EQ(b.len, 4);
+  ASSERT_EQ(mp_task_error(&b, 0, "zero"), -1);
+  ASSERT_STR_EQ(b.data, "zero");
+  ASSERT_EQ(mp_task_error(NULL, 3, "x"), 3);
+  ASSERT_OK(mp_buf_free(&b));
+  ASSERT(b.data == NULL && b.len == 0);
+}
+
+/* ---- apply ----------------------------------------------------------------
+ */
+
+static void body_apply(be_t be) {
+  mp_pool_t *p = make_pool(be, 2);
+  mp_buf_t out = MP_BUF_INIT;
+  int64_t x = 12;
+  ASSERT_OK(mp_pool_apply(p, task_square, &x, sizeof x, &out, NULL));
+  ASSERT_EQ(out.len, 8);
+  ASSERT_EQ(*(int64_t *)out.data, 144);
+  ASSERT_OK(mp_pool_apply(p, task_square, &x, sizeof x, NULL, NULL));
+  int code = 0;
+  ASSERT_ERR(mp_pool_apply(p, task_fail, "abc", 3, &out, &code), MP_ETASK);
+  ASSERT_EQ(code, 42);
+  ASSERT_STR_EQ(out.data, "failed on abc");
+  ASSERT_ERR(mp_pool_apply(p, task_square, "abc", 3, &out, &code), MP_ETASK);
+  ASSERT_EQ(code, 7);
+  ASSERT_STR_EQ(out.data, "bad length 3");
+  mp_buf_free(&out);
+  ASSERT_OK(mp_pool_destroy(p));
+}
+TEST(apply_proc) {
+  body_apply(MP_POOL_PROCESSES);
+}
+TEST(apply_thread) {
+  body_apply(MP_POOL_THREADS);
+}
+
+static int task_big(const void *arg, size_t len, mp_buf_t *res, void *ctx) {
+  size_t n;
+  memcpy(&n, arg, sizeof n);
+  void *w;
+  int e = mp_buf_reserve(res, n, &w);
+  if (e)
+    return e;
+  for (size_t i = 0; i < n; i++)
+    ((uint8_t *)w)[i] = (uint8_t)(i * 7);
+  return mp_buf_commit(res, n);
+}
+
+static void body_big_result(be_t be) {
+  mp_pool_t *p = make_pool(be, 2);
+  size_t sizes[] = {0, 1, 63, 64, 65, 512 * 1024, 3 * 1024 * 1024 + 5};
+  for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++) {
+    mp_buf_t out = MP_BUF_INIT;
+    ASSERT_OK(
+        mp_pool_apply(p, task_big, &sizes[k], sizeof sizes[k], &out, NULL));
+    ASSERT_EQ(out.len, sizes[k]);
+    for (size_t i = 0; i < sizes[k]; i++)
+      if (((uint8_t *)out.data)[i] != (uint8_t)(i * 7))
+        ASSERT(0);
+    mp_buf_free(&out);
+  }
+  /* Arguments above the record limit are refused, not truncated. */
+  void *huge = calloc(1, 1 << 20);
+  ASSERT_ERR(mp_pool_apply(p, task_big, huge, 1 << 20, NULL, NULL),
+             MP_EMSGSIZE);
+  free(huge);
+  ASSERT_OK(mp_pool_destroy(p));
+}
+TEST(big_result_proc) {
+  body_big_result(MP_POOL_PROCESSES);
+}
+TEST(big_result_thread) {
+  body_big_result(MP_POOL_THREADS);
+}
+
+typedef struct {
+  _Atomic int ok, err, last_err, last_code;
+  _Atomic long sum;
+  char msg[64];
+} cbstate_t;
+
+static void on_done(const void *data, size_t len, void *user) {
+  cbstate_t *s = user;
+  int64_t v = 0;
+  if (len == sizeof v)
+    memcpy(&v, data, sizeof v);
+  s->sum += v;
+  s->ok++;
+}
+
+static void on_error(int err, int code, const char *msg, void *user) {
+  cbstate_t *s = user;
+  s->last_err = err;
+  s->last_code = code;
+  snprintf(s->msg, sizeof s->msg, "%s", msg);
+  s->err++;
+}
+
+static void body_apply_async(be_t be) {
+  mp_pool_t *p = make_pool(be, 3);
+  enum { N = 2000 };
+  static mp_result_t *rs[N];
+  cbstate_t st = {0};
+  mp_async_opts_t cb = {on_done, on_error, &st};
+  for (int64_t i = 0; i < N; i++)
+    ASSERT_OK(mp_pool_apply_async(p, task_square, &i, sizeof i, &cb, &rs[i]));
+  /* Results without a handle are freed by the pool. */
+  for (int64_t i = 0; i < 100; i++)
+    ASSERT_OK(mp_pool_apply_async(p, task_square, &i, sizeof i, &cb, NULL));
+  ASSERT_OK(mp_pool_apply_async(p, task_fail, "zz", 2, &cb, NULL));
+  long want = 0;
+  for (int64_t i = 0; i < N; i++) {
+    const void *d;
+    size_t len;
+    ASSERT_OK(mp_result_get(rs[i], MP_FOREVER, &d, &len));
+    ASSERT_EQ(len, 8);
+    ASSERT_EQ(*(const int64_t *)d, i * i);
+    ASSERT_EQ(mp_result_ready(rs[i]), 1);
+    ASSERT_EQ(mp_result_successful(rs[i]), 1);
+    want += i * i;
+    ASSERT_OK(mp_result_destroy(rs[i]));
+  }
+  for (int64_t i = 0; i < 100; i++)
+    want += i * i;
+  ASSERT_OK(mp_pool_close(p));
+  ASSERT_OK(mp_pool_join(p, MP_FOREVER));
+  /* join waits for the callbacks: each ran exactly once. */
+  ASSERT_EQ(st.ok, N + 100);
+  ASSERT_EQ(st.err, 1);
+  ASSERT_EQ(st.sum, want);
+  ASSERT_EQ(st.last_err, MP_ETASK);
+  ASSERT_EQ(st.last_code, 42);
+  ASSERT_STR_EQ(st.msg, "failed on zz");
+  ASSERT_OK(mp_pool_destroy(p));
+}
+TEST(apply_async_proc) {
+  body_apply_async(MP_POOL_PROCESSES);
+}
+TEST(apply_async_thread) {
+  body_apply_async(MP_POOL_THREADS);
+}
+
+static void body_result_states(be_t be) {
+  mp_pool_t *p = make_pool(be, 2);
+  mp_result_t *r;
+  int ms = 300;
+  ASSERT_OK(mp_pool_apply_async(p, task_sleep, &ms, sizeof ms, NULL, &r));
+  ASSERT_EQ(mp_result_ready(r), 0);
+  ASSERT_ERR(mp_result_successful(r), MP_EINVAL);
+  ASSERT_ERR(mp_result_get(r, 0, NULL, NULL), MP_ETIMEDOUT);
+  uint64_t t0 = mpt_now_ms();
+  ASSERT_ERR(mp_result_wait(r, 50), MP_ETIMEDOUT);
+  ASSERT(mpt_now_ms() - t0 >= 50);
+  mp_waitable_t wt = mp_result_waitable(r);
+  ASSERT(wt.fd >= 0);
+  struct pollfd pf = {wt.fd, POLLIN, 0};
+  ASSERT_EQ(poll(&pf, 1, 0), 0);
+  ASSERT_EQ(poll(&pf, 1, 10000), 1);
+  ASSERT_OK(mp_result_wait(r, MP_FOREVER));
+  ASSERT_EQ(mp_result_successful(r), 1);
+  ASSERT_EQ(mp_result_waitable(r).fd, wt.fd);
+  ASSERT_OK(mp_result_destroy(r));
+
+  /* The pool fd counts completions. */
+  int pfd = mp_pool_fd(p);
+  ASSERT(pfd >= 0);
+  ASSERT_EQ(mp_pool_fd(p), pfd);
+  int64_t x = 2;
+  ASSERT_OK(mp_pool_apply_async(p, task_square, &x, sizeof x, NULL, &r));
+  struct pollfd pp = {pfd, POLLIN, 0};
+  ASSERT_EQ(poll(&pp, 1, 10000), 1);
+  uint64_t v;
+  ASSERT_EQ(read(pfd, &v, sizeof v), 8);
+  ASSERT_EQ(mp_result_ready(r), 1);
+  ASSERT_OK(mp_result_destroy(r));
+
+  /* A failed task. */
+  ASSERT_OK(mp_pool_apply_async(p, task_fail, "q", 1, NULL, &r));
+  ASSERT_ERR(mp_result_get(r, MP_FOREVER, NULL, NULL), MP_ETASK);
+  ASSERT_EQ(mp_result_successful(r), 0);
+  int code;
+  const char *msg;
+  ASSERT_OK(mp_result_task_error(r, &code, &msg));
+  ASSERT_EQ(code, 42);
+  ASSERT_STR_EQ(msg, "failed on q");
+  /* A result outlives its pool. */
+  ASSERT_OK(mp_pool_destroy(p));
+  ASSERT_ERR(mp_result_get(r, 0, NULL, NULL), MP_ETASK);
+  ASSERT_OK(mp_result_destroy(r));
+}
+TEST(result_states_proc) {
+  body_result_states(MP_POOL_PROCESSES);
+}
+TEST(result_states_thread) {
+  body_result_states(MP_POOL_THREADS);
+}
+
+/* ---- map -------------------------------------------------------------- */
+
+static void check_map(mp_pool_t *p, size_t n, size_t chunk) {
+  int64_t *in = malloc((n + 1) * sizeof *in);
+  int64_t *out = malloc((n + 1) * sizeof *out);
+  for (size_t i = 0; i < n; i++)
+    in[i] = (int64_t)i - 5;
+  memset(out, 0xff, (n + 1) * sizeof *out);
+  ASSERT_OK(mp_pool_map(p, map_square, in, n, 8, out, 8, chunk));
+  for (size_t i = 0; i < n; i++)
+    ASSERT_EQ(out[i], in[i] * in[i]);
+  ASSERT_EQ(out[n], -1); /* nothing past the end */
+  free(in);
+  free(out);
+}
+
+static void body_map(be_t be) {
+  mp_pool_t *p = make_pool(be, 3);
+  size_t ns[] = {0, 1, 2, 3, 5, 100, 1000, 100003};
+  size_t chunks[] = {0, 1, 2, 7, 1000000};
+  for (size_t a = 0; a < sizeof ns / sizeof *ns; a++)
+    for (size_t b = 0; b < sizeof chunks / sizeof *chunks; b++)
+      if (ns[a] < 5000 || chunks[b] != 1)
+        check_map(p, ns[a], chunks[b]);
+  /* Errors: the first failing item's code; every other result written. */
+  int64_t in[10], out[10];
+  for (int i = 0; i < 10; i++)
+    in[i] = i;
+  ASSERT_ERR(mp_pool_map(p, map_fail_odd, in, 10, 8, out, 8, 3), MP_ETASK);
+  for (int i = 0; i < 10; i++)
+    ASSERT_EQ(out[i], -i);
+  mp_result_t *r;
+  ASSERT_OK(mp_pool_map_async(p, map_fail_odd, in, 10, 8, out, 8, 2, NULL, &r));
+  ASSERT_ERR(mp_result_get(r, MP_FOREVER, NULL, NULL), MP_ETASK);
+  int code;
+  ASSERT_OK(mp_result_task_error(r, &code, NULL));
+  ASSERT_EQ(code, 1);
+  mp_result_destroy(r);
+  /* map_async with a callback and no handle; result_size 0. */
+  cbstate_t st = {0};
+  mp_async_opts_t cb = {on_done, on_error, &st};
+  ASSERT_OK(mp_pool_map_async(p, map_square, in, 10, 8, out, 8, 0, &cb, NULL));
+  ASSERT_OK(mp_pool_map_async(p, map_square, in, 0, 8, out, 8, 0, &cb, NULL));
+  ASSERT_OK(mp_pool_map(p, noop_map, in, 10, 8, NULL, 0, 0));
+  ASSERT_OK(mp_pool_close(p));
+  ASSERT_OK(mp_pool_join(p, MP_FOREVER));
+  ASSERT_EQ(st.ok, 2);
+  ASSERT_EQ(st.err, 0);
+  ASSERT_OK(mp_pool_destroy(p));
+}
+TEST(map_proc) {
+  body_map(MP_POOL_PROCESSES);
+}
+TEST(map_thread) {
+  body_map(MP_POOL_THREADS);
+}
+
+typedef struct {
+  int32_t a, b;
+  char op;
+} star_args_t;
+
+static int star_fn(const void *item, void *result, void *ctx) {
+  const star_args_t *s = item;
+  *(int32_t *)result = s->op == '+' ? s->a + s->b : s->a * s->b;
+  return 0;
+}
+
+static void body_starmap(be_t be) {
+  mp_pool_t *p = make_pool(be, 2);
+  star_args_t args[50];
+  int32_t out[50];
+  for (int i = 0; i < 50; i++)
+    args[i] = (star_args_t){i, 3, (i % 2) ? '+' : '*'};
+  ASSERT_OK(
+      mp_pool_starmap(p, star_fn, args, 50, sizeof *args, out, sizeof *out, 0));
+  for (int i = 0; i < 50; i++)
+    ASSERT_EQ(out[i], (i % 2) ? i + 3 : i * 3);
+  mp_result_t *r;
+  memset(out, 0, sizeof out);
+  ASSERT_OK(mp_pool_starmap_async(p, star_fn, args, 50, sizeof *args, out,
+                                  sizeof *out, 4, NULL, &r));
+  ASSERT_OK(mp_result_get(r, MP_FOREVER, NULL, NULL));
+  ASSERT_EQ(out[49], 52);
+  mp_result_destroy(r);
+  ASSERT_OK(mp_pool_destroy(p));
+}
+TEST(starmap_proc) {
+  body_starmap(MP_POOL_PROCESSES);
+}
+TEST(starmap_thread) {
+  body_starmap(MP_POOL_THREADS);
+}
+
+/* ---- imap -----------------------------------------------------------------
+ */
+
+static int map_slow_first(const void *item, void *result, void *ctx) {
+  int64_t x = *(const int64_t *)item;
+  if (x == 0)
+    mpt_sleep_ms(200);
+  *(int64_t *)result = x * x;
+  return x == 13 ? 99 : 0;
+}
+
+static void body_imap(be_t be) {
+  mp_pool_t *p = make_pool(be, 3);
+  enum { N = 3000 };
+  int64_t *in = malloc(N * sizeof *in);
+  for (int i = 0; i < N; i++)
+    in[i] = i;
+  size_t chunks[] = {0, 1, 3, 5000};
+  for (size_t c = 0; c < 4; c++) {
+    mp_imap_opts_t o = {0};
+    o.chunksize = chunks[c];
+    mp_imap_t *it;
+    ASSERT_OK(mp_pool_imap(p, map_slow_first, in, N, 8, 8, &o, &it));
+    for (size_t i = 0; i < N; i++) {
+      int64_t v = -1;
+      size_t idx = 99999;
+      int e = mp_imap_next(it, &v, &idx, MP_FOREVER);
+      ASSERT_EQ(idx, i);
+      if (i == 13) {
+        ASSERT_ERR(e, MP_ETASK);
+      } else {
+        ASSERT_OK(e);
+        ASSERT_EQ(v, (int64_t)(i * i));
+      }
+    }
+    ASSERT_ERR(mp_imap_next(it, NULL, NULL, MP_FOREVER), MP_ECLOSED);
+    ASSERT_ERR(mp_imap_next(it, NULL, NULL, 0), MP_ECLOSED);
+    ASSERT_OK(mp_imap_destroy(it));
+
+    ASSERT_OK(mp_pool_imap_unordered(p, map_slow_first, in, N, 8, 8, &o, &it));
+    char *seen = calloc(N, 1);
+    size_t first = 99999;
+    for (size_t i = 0; i < N; i++) {
+      int64_t v = -1;
+      size_t idx = 99999;
+      int e = mp_imap_next(it, &v, &idx, MP_FOREVER);
+      ASSERT(idx < N && !seen[idx]);
+      if (i == 0)
+        first = idx;
+      seen[idx] = 1;
+      if (idx == 13)
+        ASSERT_ERR(e, MP_ETASK);
+      else
+        ASSERT_EQ(v, (int64_t)(idx * idx));
+    }
+    /* The slow item 0 does not come first when chunks are small. */
+    if (chunks[c] == 1)
+      ASSERT(first != 0);
+    ASSERT_ERR(mp_imap_next(it, NULL, NULL, MP_FOREVER), MP_ECLOSED);
+    free(seen);
+    ASSERT_OK(mp_imap_destroy(it));
+  }
+  /* Empty input. */
+  mp_imap_t *it;
+  ASSERT_OK(mp_pool_imap(p, map_square, in, 0, 8, 8, NULL, &it));
+  ASSERT_ERR(mp_imap_next(it, NULL, NULL, MP_FOREVER), MP_ECLOSED);
+  ASSERT_OK(mp_imap_destroy(it));
+  /* A timeout while the first item is slow. */
+  ASSERT_OK(mp_pool_imap(p, map_slow_first, in, 4, 8, 8, NULL, &it));
+  uint64_t t0 = mpt_now_ms();
+  ASSERT_ERR(mp_imap_next(it, NULL, NULL, 50), MP_ETIMEDOUT);
+  ASSERT(mpt_now_ms() - t0 >= 50);
+  ASSERT_ERR(mp_imap_next(it, NULL, NULL, -4), MP_EINVAL);
+  /* Destroyed with items in flight. */
+  ASSERT_OK(mp_imap_destroy(it));
+  free(in);
+  ASSERT_OK(mp_pool_destroy(p));
+}
+TEST(imap_proc) {
+  body_imap(MP_POOL_PROCESSES);
+}
+TEST(imap_thread) {
+  body_imap(MP_POOL_THREADS);
+}
+
+typedef struct {
+  int64_t next;
+  int64_t max_read_ahead;
+  int64_t returned;
+  int64_t stop_at;
+} endless_t;
+
+static int endless_input(void *item, void *user) {
+  endless_t *e = user;
+  if (e->stop_at >= 0 && e->next == e->stop_at)
+    return MP_EIO;
+  *(int64_t *)item = e->next++;
+  if (e->next - e->returned > e->max_read_ahead)
+    e->max_read_ahead = e->next - e->returned;
+  return 1;
+}
+
+static void body_imap_lazy(be_t be) {
+  mp_pool_t *p = make_pool(be, 2);
+  endless_t e = {0, 0, 0, -1};
+  mp_imap_opts_t o = {0};
+  o.chunksize = 4;
+  o.max_inflight = 32;
+  o.input = endless_input;
+  o.input_user = &e;
+  mp_imap_t *it;
+  ASSERT_OK(mp_pool_imap(p, map_square, NULL, 0, 8, 8, &o, &it));
+  for (int64_t i = 0; i < 5000; i++) {
+    int64_t v;
+    ASSERT_OK(mp_imap_next(it, &v, NULL, MP_FOREVER));
+    ASSERT_EQ(v, i * i);
+    e.returned++;
+  }
+  ASSERT(e.max_read_ahead <= 33);
+  ASSERT_OK(mp_imap_destroy(it));
+  /* An input error ends the iteration with that code, then MP_ECLOSED. */
+  endless_t e2 = {0, 0, 0, 10};
+  o.input_user = &e2;
+  ASSERT_OK(mp_pool_imap_unordered(p, map_square, NULL, 0, 8, 8, &o, &it));
+  int got = 0, err = 0;
+  for (;;) {
+    int r = mp_imap_next(it, NULL, NULL, MP_FOREVER);
+    if (r == 0) {
+      got++;
+      continue;
+    }
+    if (r == MP_EIO) {
+      err++;
+      continue;
+    }
+    ASSERT_ERR(r, MP_ECLOSED);
+    break;
+  }
+  ASSERT_EQ(got, 10);
+  ASSERT_EQ(err, 1);
+  ASSERT_OK(mp_imap_destroy(it));
+  ASSERT_OK(mp_pool_destroy(p));
+}
+TEST(imap_lazy_proc) {
+  body_imap_lazy(MP_POOL_PROCESSES);
+}
+TEST(imap_lazy_thread) {
+  body_imap_lazy(MP_POOL_THREADS);
+}
+
+/* ---- workers --------------------------------------------------------------
+ */
+
+static _Atomic long *g_init_count;
+
+static void count_init(void *arg) {
+  (*g_init_count)++;
+  ASSERT(arg == (void *)&g_init_count);
+  ASSERT(mp_pool_worker_index() >= 0);
+}
+
+static int task_index(const void *arg, size_t len, mp_buf_t *res, void *ctx) {
+  int i = mp_pool_worker_index();
+  ASSERT(ctx == (void *)&g_init_count);
+  return mp_buf_set(res, &i, sizeof i);
+}
+
+static void body_initializer(be_t be) {
+  g_init_count = shared_counters(1);
+  mp_pool_opts_t o = {0};
+  o.workers = 3;
+  o.backend = be;
+  o.initializer = count_init;
+  o.initarg = &g_init_count;
+  o.ctx = &g_init_count;
+  mp_pool_t *p;
+  ASSERT_OK(mp_pool_create(&p, &o));
+  for (int i = 0; i < 200; i++) {
+    mp_buf_t b = MP_BUF_INIT;
+    ASSERT_OK(mp_pool_apply(p, task_index, NULL, 0, &b, NULL));
+    int idx = *(int *)b.data;
+    ASSERT(idx >= 0 && idx < 3);
+    mp_buf_free(&b);
+  }
+  ASSERT_OK(mp_pool_close(p));
+  ASSERT_OK(mp_pool_join(p, MP_FOREVER));
+  ASSERT_EQ(*g_init_count, 3);
+  ASSERT_OK(mp_pool_destroy(p));
+  munmap((void *)g_init_count, sizeof(long));
+}
+TEST(initializer_proc) {
+  body_initializer(MP_POOL_PROCESSES);
+}
+TEST(initializer_thread) {
+  body_initializer(MP_POOL_THREADS);
+}
+
+static void body_maxtasks(be_t be) {
+  g_init_count = shared_counters(1);
+  mp_pool_opts_t o = {0};
+  o.workers = 2;
+  o.backend = be;
+  o.maxtasksperchild = 3;
+  o.initializer = count_init;
+  o.initarg = &g_init_count;
+  mp_pool_t *p;
+  ASSERT_OK(mp_pool_create(&p, &o));
+  enum { N = 60 };
+  mp_result_t *rs[N];
+  for (int i = 0; i < N; i++)
+    ASSERT_OK(mp_pool_apply_async(p, task_id, NULL, 0, NULL, &rs[i]));
+  long ids[N];
+  for (int i = 0; i < N; i++) {
+    const void *d;
+    ASSERT_OK(mp_result_get(rs[i], MP_FOREVER, &d, NULL));
+    ids[i] = *(const long *)d;
+    mp_result_destroy(rs[i]);
+  }
+  /* No worker ran more than 3 tasks. */
+  for (int i = 0; i < N; i++) {
+    int same = 0;
+    for (int k = 0; k < N; k++)
+      same += ids[k] == ids[i];
+    ASSERT(same <= 3);
+  }
+  /* A map chunk counts as one task. */
+  int64_t in[40], out[40];
+  for (int i = 0; i < 40; i++)
+    in[i] = i;
+  ASSERT_OK(mp_pool_map(p, map_square, in, 40, 8, out, 8, 10));
+  ASSERT_EQ(out[39], 39 * 39);
+  ASSERT_OK(mp_pool_close(p));
+  ASSERT_OK(mp_pool_join(p, MP_FOREVER));
+  ASSERT(*g_init_count >= N / 3);
+  ASSERT_OK(mp_pool_destroy(p));
+  munmap((void *)g_init_count, sizeof(long));
+}
+TEST(maxtasks_proc) {
+  body_maxtasks(MP_POOL_PROCESSES);
+}
+TEST(maxtasks_thread) {
+  body_maxtasks(MP_POOL_THREADS);
+}
+
+/* ---- callbacks ------------------------------------------------------------
+ */
+
+static void slow_cb(const void *data, size_t len, void *user) {
+  mpt_sleep_ms(400);
+  (*(_Atomic int *)user)++;
+}
+
+static void body_slow_callback(be_t be) {
+  mp_pool_t *p = make_pool(be, 2);
+  _Atomic int calls = 0;
+  mp_async_opts_t cb = {slow_cb, NULL, (void *)&calls};
+  int64_t x = 5;
+  mp_result_t *slow;
+  ASSERT_OK(mp_pool_apply_async(p, task_square, &x, 8, &cb, &slow));
+  /* While the callback sleeps, other work completes. */
+  uint64_t t0 = mpt_now_ms();
+  for (int i = 0; i < 2000; i++) {
+    mp_buf_t b = MP_BUF_INIT;
+    ASSERT_OK(mp_pool_apply(p, task_square, &x, 8, &b, NULL));
+    mp_buf_free(&b);
+  }
+  int64_t in[1000], out[1000];
+  for (int i = 0; i < 1000; i++)
+    in[i] = i;
+  ASSERT_OK(mp_pool_map(p, map_square, in, 1000, 8, out, 8, 1));
+  (void)t0;
+  ASSERT_OK(mp_result_wait(slow, MP_FOREVER));
+  ASSERT_EQ(calls, 1); /* ready only after its callback */
+  mp_result_destroy(slow);
+  ASSERT_OK(mp_pool_destroy(p));
+}
+TEST(slow_callback_proc) {
+  body_slow_callback(MP_POOL_PROCESSES);
+}
+TEST(slow_callback_thread) {
+  body_slow_callback(MP_POOL_THREADS);
+}
+
+static mp_pool_t *g_cb_pool;
+static _Atomic int g_cb_rc;
+
+static void cb_calls_join(const void *data, size_t len, void *user) {
+  g_cb_rc = mp_pool_join(g_cb_pool, 0) == MP_EINVAL &&
+                    mp_pool_destroy(g_cb_pool) == MP_EINVAL
+                ? 1
+                : 2;
+}
+
+static void body_callback_reentry(be_t be) {
+  g_cb_pool = make_pool(be, 1);
+  mp_async_opts_t cb = {cb_calls_join, NULL, NULL};
+  int64_t x = 1;
+  mp_result_t *r;
+  ASSERT_OK(mp_pool_apply_async(g_cb_pool, task_square, &x, 8, &cb, &r));
+  ASSERT_OK(mp_result_wait(r, MP_FOREVER));
+  ASSERT_EQ(g_cb_rc, 1);
+  mp_result_destroy(r);
+  ASSERT_OK(mp_pool_destroy(g_cb_pool));
+}
+TEST(callback_reentry_proc) {
+  body_callback_reentry(MP_POOL_PROCESSES);
+}
+TEST(callback_reentry_thread) {
+  body_callback_reentry(MP_POOL_THREADS);
+}
+
+/* ---- terminate and join ---------------------------------------------------
+ */
+
+static void body_terminate(be_t be) {
+  mp_pool_t *p = make_pool(be, 2);
+  enum { N = 40 };
+  mp_result_t *rs[N];
+  cbstate_t st = {0};
+  mp_async_opts_t cb = {on_done, on_error, &st};
+  int ms = 300;
+  for (int i = 0; i < N; i++)
+    ASSERT_OK(mp_pool_apply_async(p, task_sleep, &ms, sizeof ms, &cb, &rs[i]));
+  int64_t in[100], out[100];
+  mp_result_t *mr;
+  ASSERT_OK(mp_pool_map_async(p, map_square, in, 100, 8, out, 8, 1, NULL, &mr));
+  mpt_sleep_ms(50);
+  uint64_t t0 = mpt_now_ms();
+  ASSERT_OK(mp_pool_terminate(p));
+  ASSERT_OK(mp_pool_terminate(p));
+  for (int i = 0; i < N; i++) {
+    int e = mp_result_get(rs[i], 5000, NULL, NULL);
+    ASSERT(e == MP_ECLOSED || e == 0);
+    ASSERT_EQ(mp_result_ready(rs[i]), 1);
+    mp_result_destroy(rs[i]);
+  }
+  int e = mp_result_get(mr, 5000, NULL, NULL);
+  ASSERT(e == MP_ECLOSED || e == 0);
+  mp_result_destroy(mr);
+  ASSERT_ERR(mp_pool_apply_async(p, task_sleep, &ms, sizeof ms, NULL, NULL),
+             MP_ECLOSED);
+  ASSERT_OK(mp_pool_join(p, MP_FOREVER));
+  ASSERT_EQ(st.ok + st.err, N);
+  ASSERT(st.err >= N - 4);
+  ASSERT_EQ(st.last_err, MP_ECLOSED);
+  (void)t0;
+  ASSERT_OK(mp_pool_destroy(p));
+}
+TEST(terminate_proc) {
+  body_terminate(MP_POOL_PROCESSES);
+}
+TEST(terminate_thread) {
+  body_terminate(MP_POOL_THREADS);
+}
+
+static void body_join(be_t be) {
+  mp_pool_t *p = make_pool(be, 2);
+  int ms = 300;
+  mp_result_t *r;
+  ASSERT_OK(mp_pool_apply_async(p, task_sleep, &ms, sizeof ms, NULL, &r));
+  ASSERT_OK(mp_pool_close(p));
+  uint64_t t0 = mpt_now_ms();
+  ASSERT_ERR(mp_pool_join(p, 50), MP_ETIMEDOUT);
+  ASSERT(mpt_now_ms() - t0 >= 50);
+  ASSERT_OK(mp_pool_join(p, MP_FOREVER));
+  /* join after close lets submitted work finish. */
+  ASSERT_EQ(mp_result_ready(r), 1);
+  ASSERT_OK(mp_result_get(r, 0, NULL, NULL));
+  mp_result_destroy(r);
+  ASSERT_OK(mp_pool_destroy(p));
+  /* destroy of a busy pool terminates it. */
+  p = make_pool(be, 2);
+  ASSERT_OK(mp_pool_apply_async(p, task_sleep, &ms, sizeof ms, NULL, &r));
+  ASSERT_OK(mp_pool_destroy(p));
+  int e = mp_result_get(r, 0, NULL, NULL);
+  ASSERT(e == MP_ECLOSED || e == 0);
+  mp_result_destroy(r);
+}
+TEST(join_proc) {
+  body_join(MP_POOL_PROCESSES);
+}
+TEST(join_thread) {
+  body_join(MP_POOL_THREADS);
+}
+
+/* ---- crashes (processes) --------------------------------------------------
+ */
+
+static int task_crash(const void *arg, size_t len, mp_buf_t *res, void *ctx) {
+  int how;
+  memcpy(&how, arg, sizeof how);
+  switch (how) {
+  case 1:
+    raise(SIGKILL);
+    break;
+  case 2:
+    _exit(3);
+  case 3: {
+    /* A real fault; no handler survives SIGSEGV with default action. */
+    signal(SIGSEGV, SIG_DFL);
+    raise(SIGSEGV);
+    break;
+  }
+  default:
+    break;
+  }
+  return mp_buf_set(res, &how, sizeof how);
+}
+
+TEST(worker_crash_kinds) {
+  mp_pool_t *p = make_pool(MP_POOL_PROCESSES, 2);
+  for (int how = 1; how <= 3; how++) {
+    cbstate_t st = {0};
+    mp_async_opts_t cb = {on_done, on_error, &st};
+    mp_result_t *bad, *good[20];
+    for (int i = 0; i < 10; i++) {
+      int zero = 0;
+      ASSERT_OK(mp_pool_apply_async(p, task_crash, &zero, sizeof zero, NULL,
+                                    &good[i]));
+    }
+    uint64_t t0 = mpt_now_ms();
+    ASSERT_OK(mp_pool_apply_async(p, task_crash, &how, sizeof how, &cb, &bad));
+    for (int i = 10; i < 20; i++) {
+      int zero = 0;
+      ASSERT_OK(mp_pool_apply_async(p, task_crash, &zero, sizeof zero, NULL,
+                                    &good[i]));
+    }
+    ASSERT_ERR(mp_result_get(bad, 10000, NULL, NULL), MP_EWORKERDIED);
+    ASSERT(mpt_now_ms() - t0 < 5000);
+    ASSERT_EQ(st.err, 1);
+    ASSERT_EQ(st.last_err, MP_EWORKERDIED);
+    for (int i = 0; i < 20; i++) {
+      ASSERT_OK(mp_result_get(good[i], 10000, NULL, NULL));
+      mp_result_destroy(good[i]);
+    }
+    mp_result_destroy(bad);
+  }
+  /* Still usable. */
+  int64_t x = 9;
+  mp_buf_t b = MP_BUF_INIT;
+  ASSERT_OK(mp_pool_apply(p, task_square, &x, 8, &b, NULL));
+  ASSERT_EQ(*(int64_t *)b.data, 81);
+  mp_buf_free(&b);
+  ASSERT_OK(mp_pool_close(p));
+  ASSERT_OK(mp_pool_join(p, MP_FOREVER));
+  ASSERT_OK(mp_pool_destroy(p));
+}
+
+static int task_report_pid(const void *arg, size_t len, mp_buf_t *res,
+                           void *ctx) {
+  _Atomic long *slots = *(_Atomic long *const *)arg;
+  int i = mp_pool_worker_index();
+  slots[i] = getpid();
+  mpt_sleep_ms(20);
+  pid_t pid = getpid();
+  return mp_buf_set(res, &pid, sizeof pid);
+}
+
+TEST(worker_sigkill_rounds) {
+  /* Mapped before the workers fork, so they see it. */
+  _Atomic long *slots = shared_counters(2);
+  mp_pool_t *p = make_pool(MP_POOL_PROCESSES, 2);
+  int died = 0, ok = 0;
+  for (int round = 0; round < 30; round++) {
+    enum { N = 8 };
+    mp_result_t *rs[N];
+    slots[0] = slots[1] = 0;
+    for (int i = 0; i < N; i++)
+      ASSERT_OK(mp_pool_apply_async(p, task_report_pid, &slots, sizeof slots,
+                                    NULL, &rs[i]));
+    /* Kill a worker while it runs a task (or between tasks). */
+    mpt_sleep_ms(5 + round % 20);
+    long victim = slots[round % 2];
+    if (victim)
+      kill((pid_t)victim, SIGKILL);
+    for (int i = 0; i < N; i++) {
+      int e = mp_result_get(rs[i], 10000, NULL, NULL);
+      if (e == MP_EWORKERDIED)
+        died++;
+      else {
+        ASSERT_OK(e);
+        ok++;
+      }
+      mp_result_destroy(rs[i]);
+    }
+  }
+  /* Each kill loses at most the task that worker was running. */
+  ASSERT(died <= 30);
+  ASSERT(ok >= 30 * 8 - 30);
+  ASSERT(died > 0);
+  int64_t x = 3;
+  ASSERT_OK(mp_pool_apply(p, task_square, &x, 8, NULL, NULL));
+  ASSERT_OK(mp_pool_destroy(p));
+  munmap((void *)slots, 2 * sizeof(long));
+}
+
+static int map_crash_at(const void *item, void *result, void *ctx) {
+  int64_t x = *(const int64_t *)item;
+  if (x == 17 && *(_Atomic long *)ctx == 0) {
+    *(_Atomic long *)ctx = 1;
+    raise(SIGKILL);
+  }
+  *(int64_t *)result = x * 2;
+  return 0;
+}
+
+TEST(map_worker_dies) {
+  _Atomic long *flag = shared_counters(1);
+  mp_pool_opts_t o = {0};
+  o.workers = 2;
+  o.ctx = (void *)flag;
+  mp_pool_t *p;
+  ASSERT_OK(mp_pool_create(&p, &o));
+  int64_t in[100], out[100];
+  for (int i = 0; i < 100; i++)
+    in[i] = i;
+  ASSERT_ERR(mp_pool_map(p, map_crash_at, in, 100, 8, out, 8, 10),
+             MP_EWORKERDIED);
+  ASSERT_EQ(out[99], 198);
+  ASSERT_OK(mp_pool_map(p, map_crash_at, in, 100, 8, out, 8, 10));
+  /* imap: the dead chunk's items fail, the others arrive. */
+  *flag = 0;
+  mp_imap_opts_t io = {0};
+  io.chunksize = 5;
+  mp_imap_t *it;
+  ASSERT_OK(mp_pool_imap(p, map_crash_at, in, 100, 8, 8, &io, &it));
+  int dead = 0;
+  for (int i = 0; i < 100; i++) {
+    int64_t v;
+    size_t idx;
+    int e = mp_imap_next(it, &v, &idx, MP_FOREVER);
+    ASSERT_EQ(idx, i);
+    if (e == MP_EWORKERDIED) {
+      dead++;
+      ASSERT(i >= 15 && i < 20);
+    } else {
+      ASSERT_OK(e);
+      ASSERT_EQ(v, 2 * i);
+    }
+  }
+  ASSERT_EQ(dead, 5);
+  ASSERT_OK(mp_imap_destroy(it));
+  ASSERT_OK(mp_pool_destroy(p));
+  munmap((void *)flag, sizeof(long));
+}
+
+static int task_pids(const void *arg, size_t len, mp_buf_t *res, void *ctx) {
+  pid_t pid = getpid();
+  mpt_sleep_ms(100);
+  return mp_buf_set(res, &pid, sizeof pid);
+}
+
+TEST(parent_killed_workers_exit) {
+  int fds[2];
+  ASSERT_OK(pipe2(fds, O_CLOEXEC) ? -errno : 0);
+  pid_t child = fork();
+  ASSERT(child >= 0);
+  if (child == 0) {
+    close(fds[0]);
+    mp_pool_t *p;
+    mp_pool_opts_t o = {0};
+    o.workers = 3;
+    if (mp_pool_create(&p, &o))
+      _exit(1);
+    mp_result_t *rs[3];
+    for (int i = 0; i < 3; i++)
+      mp_pool_apply_async(p, task_pids, NULL, 0, NULL, &rs[i]);
+    for (int i = 0; i < 3; i++) {
+      const void *d;
+      if (mp_result_get(rs[i], MP_FOREVER, &d, NULL) == 0)
+        if (write(fds[1], d, sizeof(pid_t)) < 0)
+          _exit(1);
+    }
+    for (;;)
+      pause();
+  }
+  close(fds[1]);
+  pid_t pids[3];
+  ASSERT_EQ(mp__read_full(fds[0], pids, sizeof pids), 0);
+  close(fds[0]);
+  int pfds[3];
+  for (int i = 0; i < 3; i++) {
+    pfds[i] = (int)syscall(SYS_pidfd_open, pids[i], 0);
+    ASSERT(pfds[i] >= 0);
+  }
+  kill(child, SIGKILL);
+  ASSERT_EQ(waitpid(child, NULL, 0), child);
+  for (int i = 0; i < 3; i++) {
+    struct pollfd pf = {pfds[i], POLLIN, 0};
+    ASSERT_EQ(poll(&pf, 1, 10000), 1); /* the worker exited */
+    close(pfds[i]);
+  }
+}

@@ -889,3 +889,20 @@ TEST(communicate_timeout_with_endless_output) {
   free(out);
   ASSERT_OK(mp_subprocess_destroy(sp));
 }
+
+TEST(mp_wait_on_subprocesses) {
+  const char *fast[] = {"sleep", "0.05", NULL};
+  const char *slow[] = {"sleep", "30", NULL};
+  mp_subprocess_t *a, *b;
+  ASSERT_OK(mp_subprocess_spawn(&a, fast, NULL));
+  ASSERT_OK(mp_subprocess_spawn(&b, slow, NULL));
+  mp_waitable_t w[2] = {mp_subprocess_waitable(a), mp_subprocess_waitable(b)};
+  ASSERT_EQ(mp_wait(w, 2, 10000), 1);
+  ASSERT(w[0].ready && !w[1].ready);
+  int rc = -1;
+  ASSERT_EQ(mp_subprocess_poll(a, &rc), 1);
+  ASSERT_EQ(rc, 0);
+  ASSERT_EQ(mp_wait(&w[1], 1, 20), 0);
+  ASSERT_OK(mp_subprocess_destroy(a));
+  ASSERT_OK(mp_subprocess_destroy(b));
+}

@@ -541,12 +541,15 @@ out:
 
 /* ---- communicate -------------------------------------------------------- */
 
-/* Room for at least SP_MIN_READ more bytes plus a NUL; doubling. */
+/* Room for the next read plus a NUL; doubling. */
 static int sp_buf_reserve(sp_buf_t *b) {
-  if (b->cap - b->len >= SP_MIN_READ + 1)
+  /* Small outputs stay in a small heap block (no mmap); once past 64 KiB
+   * each read gets room for a good share of a pipe. */
+  size_t need = (b->len < SP_MIN_READ ? 4096 : SP_MIN_READ) + 1;
+  if (b->cap - b->len >= need)
     return 0;
-  size_t cap = b->cap ? b->cap * 2 : 2 * SP_MIN_READ;
-  while (cap - b->len < SP_MIN_READ + 1)
+  size_t cap = b->cap ? b->cap * 2 : 16 * 1024;
+  while (cap - b->len < need)
     cap *= 2;
   char *d = realloc(b->data, cap);
   if (!d)

@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <sched.h>
 #include <signal.h>
@@ -90,7 +91,9 @@ typedef struct {
   int src[3]; /* fd to install as 0,1,2; -1 inherit; SP_STDOUT_MARK */
   unsigned flags;
   pid_t ppid;
-  uint64_t oldmask;
+  uint64_t oldmask; /* the signal mask the command starts with */
+  bool own_mask;    /* sp_clone: take the calling thread's mask */
+  void *stack_top;
   int errfd; /* write end of the error pipe, >= 3, close-on-exec */
 } sp_child_t;
 
@@ -376,6 +379,119 @@ static int sp_reap(mp_subprocess_t *sp, bool block) {
   }
 }
 
+/* Start the child; this thread is suspended until it has exec'd or exited.
+ * Returns 0 or -errno of clone. */
+static int sp_clone(sp_child_t *ca, pid_t *pid, int *pidfd) {
+  /* No signal handler may run in the child while it shares our memory:
+   * block everything (raw call: glibc would keep its internal signals). */
+  uint64_t all = ~0ull, mine;
+  syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all, &mine, sizeof(uint64_t));
+  if (ca->own_mask)
+    ca->oldmask = mine;
+  *pidfd = -1;
+  *pid = clone(sp_child_main, ca->stack_top,
+               CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD, ca, pidfd);
+  if (*pid < 0 && errno == EINVAL) { /* kernel without CLONE_PIDFD */
+    *pidfd = -1;
+    *pid = clone(sp_child_main, ca->stack_top, CLONE_VM | CLONE_VFORK | SIGCHLD,
+                 ca);
+  }
+  int clone_errno = errno;
+  syscall(SYS_rt_sigprocmask, SIG_SETMASK, &mine, NULL, sizeof(uint64_t));
+  return *pid < 0 ? -clone_errno : 0;
+}
+
+/* ---- the spawner thread ---------------------------------------------------
+ * The kernel sends the parent-death signal when the *thread* that cloned the
+ * child exits, not the process: a command started by a short-lived thread
+ * would be killed when that thread ends. So threads other than the main one
+ * have their commands cloned by one internal thread that lives as long as
+ * the process. It blocks every signal (no application handler runs on it);
+ * the command starts with the asking thread's signal mask. */
+static pthread_mutex_t sp_spawn_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t sp_spawn_cv = PTHREAD_COND_INITIALIZER;
+static pthread_once_t sp_spawn_once = PTHREAD_ONCE_INIT;
+static bool sp_spawner_running;
+static struct {
+  sp_child_t *ca; /* the request; NULL when the slot is free */
+  pid_t pid;
+  int pidfd, result;
+  bool done;
+} sp_req;
+
+static void *sp_spawner_main(void *unused) {
+  (void)unused;
+  pthread_mutex_lock(&sp_spawn_mu);
+  for (;;) {
+    while (!sp_req.ca || sp_req.done)
+      pthread_cond_wait(&sp_spawn_cv, &sp_spawn_mu);
+    sp_req.result = sp_clone(sp_req.ca, &sp_req.pid, &sp_req.pidfd);
+    sp_req.done = true;
+    pthread_cond_broadcast(&sp_spawn_cv);
+  }
+  return NULL;
+}
+
+static void sp_spawner_atfork_child(void) {
+  /* The thread does not exist in a forked child. */
+  pthread_mutex_init(&sp_spawn_mu, NULL);
+  pthread_cond_init(&sp_spawn_cv, NULL);
+  sp_spawner_running = false;
+  sp_req.ca = NULL;
+}
+
+static void sp_spawner_register_atfork(void) {
+  pthread_atfork(NULL, NULL, sp_spawner_atfork_child);
+}
+
+static int sp_spawner_start_locked(void) {
+  if (sp_spawner_running)
+    return 0;
+  pthread_once(&sp_spawn_once, sp_spawner_register_atfork);
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_t t;
+  int r = pthread_create(&t, &attr, sp_spawner_main, NULL);
+  pthread_attr_destroy(&attr);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (r != 0)
+    return -r;
+  sp_spawner_running = true;
+  return 0;
+}
+
+static int sp_clone_via_spawner(sp_child_t *ca, pid_t *pid, int *pidfd) {
+  sigset_t mask;
+  pthread_sigmask(SIG_SETMASK, NULL, &mask);
+  ca->own_mask = false;
+  ca->oldmask = 0;
+  for (int sig = 1; sig < 65; sig++)
+    if (sigismember(&mask, sig) == 1)
+      ca->oldmask |= 1ull << (sig - 1);
+  pthread_mutex_lock(&sp_spawn_mu);
+  int r = sp_spawner_start_locked();
+  if (r == 0) {
+    while (sp_req.ca)
+      pthread_cond_wait(&sp_spawn_cv, &sp_spawn_mu);
+    sp_req.ca = ca;
+    sp_req.done = false;
+    pthread_cond_broadcast(&sp_spawn_cv);
+    while (!sp_req.done || sp_req.ca != ca)
+      pthread_cond_wait(&sp_spawn_cv, &sp_spawn_mu);
+    r = sp_req.result;
+    *pid = sp_req.pid;
+    *pidfd = sp_req.pidfd;
+    sp_req.ca = NULL;
+    pthread_cond_broadcast(&sp_spawn_cv);
+  }
+  pthread_mutex_unlock(&sp_spawn_mu);
+  return r;
+}
+
 /* One child stack is kept for the next spawn: the mmap, munmap and first
  * touches would otherwise be paid by every spawn. */
 static _Atomic(void *) sp_stack_cache;
@@ -479,25 +595,17 @@ int mp_subprocess_spawn(mp_subprocess_t **spp, const char *const argv[],
     goto out;
   }
 
-  /* No signal handler may run in the child while it shares our memory:
-   * block everything (raw call: glibc would keep its internal signals). */
-  uint64_t all = ~0ull;
-  syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all, &ca.oldmask, sizeof(uint64_t));
+  ca.stack_top = (char *)stack + SP_CHILD_STACK;
+  pid_t pid = -1;
   int pidfd = -1;
-  char *top = (char *)stack + SP_CHILD_STACK;
-  pid_t pid =
-      clone(sp_child_main, top, CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD,
-            &ca, &pidfd);
-  if (pid < 0 && errno == EINVAL) { /* kernel without CLONE_PIDFD */
-    pidfd = -1;
-    pid = clone(sp_child_main, top, CLONE_VM | CLONE_VFORK | SIGCHLD, &ca);
+  if ((o->flags & MP_SUBPROCESS_OUTLIVE_PARENT) || gettid() == getpid()) {
+    ca.own_mask = true;
+    r = sp_clone(&ca, &pid, &pidfd);
+  } else {
+    r = sp_clone_via_spawner(&ca, &pid, &pidfd);
   }
-  int clone_errno = errno;
-  syscall(SYS_rt_sigprocmask, SIG_SETMASK, &ca.oldmask, NULL, sizeof(uint64_t));
-  if (pid < 0) {
-    r = -clone_errno;
+  if (r)
     goto out;
-  }
   sp->pid = pid;
   sp->pidfd = pidfd;
   if (sp->pidfd < 0) {

@@ -69,6 +69,7 @@ void mp__forkserver_atfork_child(void) {
 typedef struct {
   pid_t pid;
   int status_wr;
+  bool outlive;
 } fs_child_t;
 
 typedef struct {
@@ -184,6 +185,7 @@ static void server_spawn(fs_server_t *s, const fs_request_t *rq, void *arg) {
   }
   s->kids[s->nkids].pid = pid;
   s->kids[s->nkids].status_wr = st[1];
+  s->kids[s->nkids].outlive = rq->outlive != 0;
   s->nkids++;
   int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
   if (pidfd < 0) {
@@ -234,6 +236,16 @@ static void server_close_cloexec_fds(int keep) {
   closedir(d);
 }
 
+/* The parent-death signal would also get them, but only once this process
+ * is torn down; they are still our unreaped children, so their pids are
+ * safe to signal. */
+static __attribute__((noreturn)) void server_exit(fs_server_t *s) {
+  for (size_t i = 0; i < s->nkids; i++)
+    if (!s->kids[i].outlive)
+      kill(s->kids[i].pid, SIGKILL);
+  _exit(0);
+}
+
 static __attribute__((noreturn)) void server_main(int sock) {
   server_close_cloexec_fds(sock);
   fs_server_t s;
@@ -268,7 +280,7 @@ static __attribute__((noreturn)) void server_main(int sock) {
       continue;
     fs_request_t rq;
     if (mp__read_full(sock, &rq, sizeof rq) < 0)
-      _exit(0); /* the application is gone or stopped us */
+      server_exit(&s); /* the application is gone or stopped us */
     rq.name[sizeof rq.name - 1] = '\0';
     rq.ident[sizeof rq.ident - 1] = '\0';
     void *arg = NULL;

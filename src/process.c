@@ -543,7 +543,8 @@ int mp_cpu_count(void) {
 }
 
 /* At normal exit, as Python: terminate daemon children, then join every
- * child this process started. Then the fork server goes. */
+ * child this process started (but those allowed to outlive it). Then the
+ * fork server goes. */
 static void exit_handler(void) {
   pid_t self = getpid();
   pthread_mutex_lock(&reg_mu);
@@ -553,8 +554,9 @@ static void exit_handler(void) {
   pthread_mutex_unlock(&reg_mu);
   for (;;) {
     pthread_mutex_lock(&reg_mu);
+    /* Children allowed to outlive us are left to run. */
     mp_process_t *p = reg_head;
-    while (p && p->starter != self)
+    while (p && (p->starter != self || (p->outlive && !p->daemon)))
       p = p->next;
     pthread_mutex_unlock(&reg_mu);
     if (!p)

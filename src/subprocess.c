@@ -19,6 +19,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -46,7 +47,10 @@ extern char **environ;
 #define SP_DEFAULT_PIPE (64 * 1024)
 #define SP_MIN_READ (64 * 1024) /* free space kept for each read */
 #define SP_POPULATE (1024 * 1024)
-#define SP_STDOUT_MARK (-2) /* child stderr: dup of its stdout */
+#define SP_THREAD_MIN (4 * 1024 * 1024) /* input worth a feeder thread */
+#define SP_STDOUT_MARK (-2)             /* child stderr: dup of its stdout */
+
+typedef struct sp_writer sp_writer_t;
 
 typedef struct {
   char *data;
@@ -783,6 +787,68 @@ static void sp_sigpipe_restore(sp_sigpipe_t *s, bool epipe) {
   pthread_sigmask(SIG_SETMASK, &s->old, NULL);
 }
 
+/* The stdin feeder thread. It owns fds[0] and in_off while it runs. */
+struct sp_writer {
+  mp_subprocess_t *sp;
+  const mp__deadline_t *dl;
+  int cancel_fd; /* eventfd: readable when the thread must stop */
+  int result;
+  pthread_t thread;
+};
+
+static void *sp_writer_main(void *arg) {
+  sp_writer_t *w = arg;
+  mp_subprocess_t *sp = w->sp;
+  bool epipe = false;
+  /* All signals are blocked here: a SIGPIPE from a closed stdin is
+   * directed at this thread, stays pending and goes with it. */
+  while (sp->fds[0] >= 0 && w->result == 0) {
+    struct pollfd pf[2] = {{.fd = sp->fds[0], .events = POLLOUT},
+                           {.fd = w->cancel_fd, .events = POLLIN}};
+    int pr = poll(pf, 2, mp__deadline_remaining_ms(w->dl));
+    if (pr < 0 && errno != EINTR)
+      w->result = -errno;
+    else if (pr == 0)
+      w->result = MP_ETIMEDOUT;
+    else if (pr > 0 && pf[1].revents)
+      break;
+    else if (pr > 0 && pf[0].revents)
+      w->result = sp_write_some(sp, &epipe);
+  }
+  return NULL;
+}
+
+static int sp_writer_start(sp_writer_t *w, mp_subprocess_t *sp,
+                           const mp__deadline_t *dl) {
+  w->sp = sp;
+  w->dl = dl;
+  w->result = 0;
+  w->cancel_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (w->cancel_fd < 0)
+    return -errno;
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  int r = pthread_create(&w->thread, NULL, sp_writer_main, w);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (r != 0) {
+    mp__close(w->cancel_fd);
+    return -r;
+  }
+  return 0;
+}
+
+static int sp_writer_stop(sp_writer_t *w, bool cancel) {
+  if (cancel) {
+    uint64_t one = 1;
+    while (write(w->cancel_fd, &one, sizeof one) < 0 && errno == EINTR) {
+    }
+  }
+  pthread_join(w->thread, NULL);
+  mp__close(w->cancel_fd);
+  return w->result;
+}
+
 int mp_subprocess_communicate(mp_subprocess_t *sp, const void *input,
                               size_t input_len, char **out, size_t *out_len,
                               char **err, size_t *err_len, int timeout_ms) {
@@ -815,13 +881,20 @@ int mp_subprocess_communicate(mp_subprocess_t *sp, const void *input,
 
   mp__deadline_t dl;
   mp__deadline_init(&dl, timeout_ms);
+  /* Large input while output flows back: feed it from a second thread, so
+   * that writing and reading (each a copy through the kernel) can run on two
+   * cores instead of one. */
+  sp_writer_t w;
+  bool threaded = sp->fds[0] >= 0 && (sp->fds[1] >= 0 || sp->fds[2] >= 0) &&
+                  sp->in_len - sp->in_off >= SP_THREAD_MIN &&
+                  sp_writer_start(&w, sp, &dl) == 0;
   sp_sigpipe_t sg;
-  bool writing = sp->fds[0] >= 0, epipe = false;
+  bool writing = !threaded && sp->fds[0] >= 0, epipe = false;
   if (writing)
     sp_sigpipe_block(&sg);
   int r = 0;
   bool first = true;
-  while (sp->fds[0] >= 0 || sp->fds[1] >= 0 || sp->fds[2] >= 0) {
+  while ((!threaded && sp->fds[0] >= 0) || sp->fds[1] >= 0 || sp->fds[2] >= 0) {
     /* A child that never stops writing keeps poll ready: the deadline must
      * be checked here too (after one pass, so that 0 still does work). */
     if (!first && mp__deadline_passed(&dl)) {
@@ -831,7 +904,7 @@ int mp_subprocess_communicate(mp_subprocess_t *sp, const void *input,
     first = false;
     struct pollfd pf[3];
     int idx[3], n = 0;
-    for (int i = 0; i < 3; i++) {
+    for (int i = threaded ? 1 : 0; i < 3; i++) {
       if (sp->fds[i] < 0)
         continue;
       pf[n].fd = sp->fds[i];
@@ -864,6 +937,13 @@ int mp_subprocess_communicate(mp_subprocess_t *sp, const void *input,
   }
   if (writing)
     sp_sigpipe_restore(&sg, epipe);
+  if (threaded) {
+    /* Output done: the writer ends by itself (input fed, child gone, or
+     * deadline); otherwise stop it now. */
+    int wr = sp_writer_stop(&w, r != 0);
+    if (r == 0)
+      r = wr;
+  }
   if (r)
     return r;
   r = mp_subprocess_wait(sp, mp__deadline_remaining_ms(&dl), NULL);

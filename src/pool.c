@@ -63,7 +63,7 @@ struct mp_imap {
   uint8_t *sres;
   size_t fhead, ftail;
   uint8_t *stage;
-  _Atomic uint32_t seq, waiters;
+  _Atomic uint32_t seq;
 };
 
 typedef struct backlog {
@@ -112,6 +112,9 @@ struct mp_pool {
 };
 
 static __thread mp_pool_t *tls_cb_pool;
+
+/* Spin this long in a wait before sleeping (see MP__WORKER_SPIN_NS). */
+#define MP__GET_SPIN_NS 2000
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -170,6 +173,65 @@ static void live_remove(mp_pool_t *p, job_t *j) {
     pthread_cond_broadcast(&p->idle_cv);
 }
 
+static bool drain_worker(mp_pool_t *p, int w);
+static void drain_backlog(mp_pool_t *p);
+static bool any_results(mp_pool_t *p);
+static void ring_doorbell(mp_pool_t *p);
+
+/* Collect whatever the workers published, in this thread. */
+static void collect_now(mp_pool_t *p) {
+  pthread_mutex_lock(&p->mu);
+  bool any = false;
+  for (int w = 0; w < p->nw; w++)
+    any |= drain_worker(p, w);
+  if (any && p->bl_head)
+    drain_backlog(p);
+  pthread_mutex_unlock(&p->mu);
+}
+
+static bool result_ready_cond(void *arg) {
+  mp_result_t *r = arg;
+  return atomic_load_explicit(&r->state, memory_order_acquire) == 2;
+}
+
+/* Wait until cond(arg), collecting results in this thread meanwhile: a
+ * worker that publishes while we sleep wakes us directly (useq), saving the
+ * hop through the collector thread. Returns 0 or MP_ETIMEDOUT. */
+static int wait_until(mp_pool_t *p, bool (*cond)(void *), void *arg,
+                      const mp__deadline_t *dl) {
+  uint64_t t0 = mp__now_ns();
+  int rc = 0;
+  atomic_fetch_add(&p->ps->ucollect, 1);
+  for (;;) {
+    if (any_results(p))
+      collect_now(p);
+    if (cond(arg))
+      break;
+    if (mp__now_ns() - t0 < MP__GET_SPIN_NS) {
+      for (int i = 0; i < 32; i++)
+        mp__cpu_relax();
+      continue;
+    }
+    uint32_t seq = atomic_load(&p->ps->useq);
+    atomic_fetch_add(&p->ps->uwait, 1);
+    int r = 0;
+    if (!any_results(p) && !cond(arg))
+      r = mp__futex_wait(&p->ps->useq, seq, dl);
+    atomic_fetch_sub(&p->ps->uwait, 1);
+    if (r == MP_ETIMEDOUT && !cond(arg)) {
+      rc = MP_ETIMEDOUT;
+      break;
+    }
+  }
+  /* Leaving: results published while workers counted on us go to the
+   * collector. */
+  atomic_fetch_sub(&p->ps->ucollect, 1);
+  atomic_thread_fence(memory_order_seq_cst);
+  if (any_results(p))
+    ring_doorbell(p);
+  return rc;
+}
+
 /* ---- results ------------------------------------------------------------ */
 
 static void result_free(mp_result_t *r) {
@@ -191,15 +253,23 @@ static void job_unref(job_t *j) {
     result_free((mp_result_t *)j);
 }
 
+/* Wake parent threads sleeping in a wait (they recheck what they wait for). */
+static void notify_waiters(mp_pool_t *p) {
+  atomic_thread_fence(memory_order_seq_cst);
+  if (atomic_load_explicit(&p->ps->uwait, memory_order_relaxed)) {
+    atomic_fetch_add(&p->ps->useq, 1);
+    mp__futex_wake(&p->ps->useq, INT32_MAX);
+  }
+}
+
 static void mark_ready(mp_pool_t *p, mp_result_t *r) {
   atomic_store(&r->state, 2);
-  if (atomic_load(&r->waiters))
-    mp__futex_wake(&r->state, INT32_MAX);
+  notify_waiters(p);
   uint64_t one = 1;
   int fd = atomic_load(&r->efd);
   if (fd >= 0 && write(fd, &one, sizeof one) < 0) {
   }
-  fd = p ? atomic_load(&p->ufd) : -1;
+  fd = atomic_load(&p->ufd);
   if (fd >= 0 && write(fd, &one, sizeof one) < 0) {
   }
 }
@@ -258,8 +328,7 @@ static void imap_chunk_done(mp_pool_t *p, mp_imap_t *im, size_t start,
              im->result_size);
   }
   atomic_fetch_add(&im->seq, 1);
-  if (atomic_load(&im->waiters))
-    mp__futex_wake(&im->seq, INT32_MAX);
+  notify_waiters(p);
   if (--im->pending_chunks == 0) {
     live_remove(p, &im->j);
     job_unref(&im->j);
@@ -671,7 +740,8 @@ static int alive_count(mp_pool_t *p) {
   return n;
 }
 
-#define MP__COLLECT_SPIN_NS 20000
+/* The collector does not spin: waiting threads collect for themselves. */
+#define MP__COLLECT_SPIN_NS 0
 
 static void *collector_main(void *arg) {
   mp_pool_t *p = arg;
@@ -961,7 +1031,7 @@ int mp_pool_terminate(mp_pool_t *pool) {
       im->terminated = true;
       im->pending_chunks = 0;
       atomic_fetch_add(&im->seq, 1);
-      mp__futex_wake(&im->seq, INT32_MAX);
+      notify_waiters(pool);
       live_remove(pool, j);
       job_unref(j);
     } else {
@@ -1219,8 +1289,6 @@ int mp_pool_starmap_async(mp_pool_t *pool, mp_map_fn fn, const void *args,
 /* ---- results --------------------------------------------------------------
  */
 
-#define MP__GET_SPIN_NS 20000
-
 int mp_result_wait(mp_result_t *r, int timeout_ms) {
   if (!r || mp__check_timeout(timeout_ms))
     return MP_EINVAL;
@@ -1228,30 +1296,10 @@ int mp_result_wait(mp_result_t *r, int timeout_ms) {
     return 0;
   if (timeout_ms == 0)
     return MP_ETIMEDOUT;
-  uint64_t t0 = mp__now_ns();
-  while (mp__now_ns() - t0 < MP__GET_SPIN_NS) {
-    for (int i = 0; i < 64; i++) {
-      if (atomic_load_explicit(&r->state, memory_order_acquire) == 2)
-        return 0;
-      mp__cpu_relax();
-    }
-  }
   mp__deadline_t dl;
   mp__deadline_init(&dl, timeout_ms);
-  int e = 0;
-  atomic_fetch_add(&r->waiters, 1);
-  for (;;) {
-    uint32_t s = atomic_load(&r->state);
-    if (s == 2)
-      break;
-    if (mp__futex_wait(&r->state, s, &dl) == MP_ETIMEDOUT &&
-        atomic_load(&r->state) != 2) {
-      e = MP_ETIMEDOUT;
-      break;
-    }
-  }
-  atomic_fetch_sub(&r->waiters, 1);
-  return e;
+  /* Not ready means the pool is still alive: destroy completes everything. */
+  return wait_until(r->pool, result_ready_cond, r, &dl);
 }
 
 int mp_result_get(mp_result_t *r, int timeout_ms, const void **data,
@@ -1476,13 +1524,22 @@ int mp_pool_imap_unordered(mp_pool_t *pool, mp_map_fn fn, const void *items,
   return e;
 }
 
+typedef struct {
+  mp_imap_t *im;
+  uint32_t seq;
+} imap_wait_t;
+
+static bool imap_cond(void *arg) {
+  imap_wait_t *c = arg;
+  return atomic_load(&c->im->seq) != c->seq;
+}
+
 int mp_imap_next(mp_imap_t *im, void *result, size_t *index, int timeout_ms) {
   if (!im || mp__check_timeout(timeout_ms))
     return MP_EINVAL;
   mp_pool_t *p = im->pool;
   mp__deadline_t dl;
   mp__deadline_init(&dl, timeout_ms);
-  uint64_t spin0 = 0;
   for (;;) {
     imap_topup(im);
     pthread_mutex_lock(&p->mu);
@@ -1516,24 +1573,15 @@ int mp_imap_next(mp_imap_t *im, void *result, size_t *index, int timeout_ms) {
       pthread_mutex_unlock(&p->mu);
       return e;
     }
-    uint32_t seq = atomic_load(&im->seq);
+    imap_wait_t c = {im, atomic_load(&im->seq)};
     pthread_mutex_unlock(&p->mu);
-    if (timeout_ms == 0)
+    if (timeout_ms == 0) {
+      collect_now(p);
+      if (imap_cond(&c))
+        continue;
       return MP_ETIMEDOUT;
-    if (!spin0)
-      spin0 = mp__now_ns();
-    if (mp__now_ns() - spin0 < MP__GET_SPIN_NS) {
-      while (atomic_load(&im->seq) == seq &&
-             mp__now_ns() - spin0 < MP__GET_SPIN_NS)
-        mp__cpu_relax();
-      continue;
     }
-    atomic_fetch_add(&im->waiters, 1);
-    int r = 0;
-    if (atomic_load(&im->seq) == seq)
-      r = mp__futex_wait(&im->seq, seq, &dl);
-    atomic_fetch_sub(&im->waiters, 1);
-    if (r == MP_ETIMEDOUT && mp__deadline_passed(&dl))
+    if (wait_until(p, imap_cond, &c, &dl) == MP_ETIMEDOUT)
       return MP_ETIMEDOUT;
   }
 }

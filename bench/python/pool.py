@@ -1,0 +1,88 @@
+"""Peer for bench family `pool`: Python's multiprocessing Pool (fork) and
+ThreadPool doing what bench/bench_pool.c does, 2 workers."""
+import json, multiprocessing as mp, os, sys, time
+from multiprocessing.pool import ThreadPool
+
+SCALE = float(os.environ.get("BENCH_SCALE", "1") or 1) or 1.0
+
+
+def scaled(n):
+    return max(1, int(n * SCALE))
+
+
+def emit(workload, value):
+    print(json.dumps({"workload": workload, "peer": "python", "value": value}),
+          flush=True)
+
+
+def echo(x):
+    return x
+
+
+def square(x):
+    return x * x
+
+
+def sum_squares(r):
+    lo, hi = r
+    s = 0
+    for i in range(lo, hi):
+        s += i * i
+    return s
+
+
+def selected(name):
+    return len(sys.argv) < 2 or sys.argv[1] == name
+
+
+def main():
+    ctx = mp.get_context("fork")
+    if selected("pool_apply_async_pipelined"):
+        n = scaled(50000)
+        with ctx.Pool(2) as p:
+            t0 = time.perf_counter()
+            rs = [p.apply_async(echo, (i,)) for i in range(n)]
+            for r in rs:
+                r.get()
+            emit("pool_apply_async_pipelined", n / (time.perf_counter() - t0))
+    if selected("pool_apply_sync_rtt"):
+        n = scaled(5000)
+        with ctx.Pool(2) as p:
+            for i in range(200):
+                p.apply(echo, (i,))
+            t0 = time.perf_counter()
+            for i in range(n):
+                p.apply(echo, (i,))
+            emit("pool_apply_sync_rtt", (time.perf_counter() - t0) * 1e6 / n)
+    data = list(range(scaled(1000000)))
+    if selected("pool_map_1M"):
+        with ctx.Pool(2) as p:
+            t0 = time.perf_counter()
+            p.map(square, data)
+            emit("pool_map_1M", len(data) / (time.perf_counter() - t0))
+    if selected("pool_imap_chunksize1"):
+        n = scaled(50000)
+        with ctx.Pool(2) as p:
+            t0 = time.perf_counter()
+            for _ in p.imap(square, range(n), chunksize=1):
+                pass
+            emit("pool_imap_chunksize1", n / (time.perf_counter() - t0))
+    if selected("threadpool_map_1M"):
+        with ThreadPool(2) as p:
+            t0 = time.perf_counter()
+            p.map(square, data)
+            emit("threadpool_map_1M", len(data) / (time.perf_counter() - t0))
+    if selected("sum_of_squares_10M"):
+        n = scaled(10000000)
+        parts = [(n * i // 16, n * (i + 1) // 16) for i in range(16)]
+        times = []
+        for workers in (1, 2):
+            with ctx.Pool(workers) as p:
+                t0 = time.perf_counter()
+                p.map(sum_squares, parts, chunksize=1)
+                times.append(time.perf_counter() - t0)
+        emit("sum_of_squares_10M", times[0] / times[1] / 2)
+
+
+if __name__ == "__main__":
+    main()

@@ -740,9 +740,6 @@ static int alive_count(mp_pool_t *p) {
   return n;
 }
 
-/* The collector does not spin: waiting threads collect for themselves. */
-#define MP__COLLECT_SPIN_NS 0
-
 static void *collector_main(void *arg) {
   mp_pool_t *p = arg;
   int err = 0;
@@ -782,10 +779,6 @@ static void *collector_main(void *arg) {
     uint64_t now = mp__now_ns();
     int timeout = -2; /* no sleep this round */
     if (!any) {
-      uint64_t t0 = now;
-      while (!any_results(p) && mp__now_ns() - t0 < MP__COLLECT_SPIN_NS &&
-             !atomic_load(&p->stopping))
-        mp__cpu_relax();
       if (!any_results(p)) {
         atomic_store(&p->ps->parent_wait, 1);
         if (any_results(p))

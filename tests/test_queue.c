@@ -1,0 +1,1169 @@
+/* Tests for the shared-memory queue. */
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "runner.h"
+
+static mp_queue_t *mkq(size_t maxsize, size_t capacity, unsigned flags) {
+  mp_queue_opts_t o = {
+      .maxsize = maxsize, .capacity = capacity, .flags = flags};
+  mp_queue_t *q = NULL;
+  ASSERT_OK(mp_queue_create(&q, &o));
+  ASSERT(q != NULL);
+  return q;
+}
+
+static void wait_ok(pid_t pid) {
+  int st;
+  ASSERT_EQ(waitpid(pid, &st, 0), pid);
+  ASSERT(WIFEXITED(st));
+  ASSERT_EQ(WEXITSTATUS(st), 0);
+}
+
+static void reap(pid_t pid) {
+  int st;
+  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+  }
+}
+
+/* Message i of producer p: a header then bytes derived from both, of a
+ * length that varies with i (and may be large). */
+typedef struct {
+  uint32_t producer;
+  uint32_t seq;
+} msg_hdr_t;
+
+static size_t msg_len(uint32_t p, uint32_t i, size_t maxlen) {
+  size_t l = sizeof(msg_hdr_t) + ((i * 7919u + p * 31u) % 97u);
+  if (i % 97 == 5)
+    l += 3000;
+  return l > maxlen ? maxlen : l;
+}
+
+static size_t msg_make(unsigned char *buf, uint32_t p, uint32_t i,
+                       size_t maxlen) {
+  size_t l = msg_len(p, i, maxlen);
+  msg_hdr_t h = {p, i};
+  memcpy(buf, &h, sizeof h);
+  for (size_t k = sizeof h; k < l; k++)
+    buf[k] = (unsigned char)(p * 13 + i * 7 + k);
+  return l;
+}
+
+static bool msg_check(const unsigned char *buf, size_t len, msg_hdr_t *out,
+                      size_t maxlen) {
+  if (len < sizeof(msg_hdr_t))
+    return false;
+  memcpy(out, buf, sizeof *out);
+  if (len != msg_len(out->producer, out->seq, maxlen))
+    return false;
+  for (size_t k = sizeof *out; k < len; k++)
+    if (buf[k] != (unsigned char)(out->producer * 13 + out->seq * 7 + k))
+      return false;
+  return true;
+}
+
+/* ---- basics ------------------------------------------------------------ */
+
+TEST(queue_create_errors) {
+  mp_queue_t *q = NULL;
+  mp_queue_opts_t o = {0};
+  ASSERT_ERR(mp_queue_create(NULL, NULL), MP_EINVAL);
+  o.capacity = MP_QUEUE_MAX_CAPACITY + 1;
+  ASSERT_ERR(mp_queue_create(&q, &o), MP_EINVAL);
+  o.capacity = 0;
+  o.flags = 1u << 7;
+  ASSERT_ERR(mp_queue_create(&q, &o), MP_EINVAL);
+  o.flags = 0;
+  o.name = "noslash";
+  ASSERT_ERR(mp_queue_create(&q, &o), MP_EINVAL);
+  o.name = "/a/b";
+  ASSERT_ERR(mp_queue_create(&q, &o), MP_EINVAL);
+  o.name = "/";
+  ASSERT_ERR(mp_queue_create(&q, &o), MP_EINVAL);
+  o.name = "/mp-0123456789012345678901234567890123456789012345678901234";
+  ASSERT_ERR(mp_queue_create(&q, &o), MP_ENAMETOOLONG);
+  ASSERT(q == NULL);
+
+  char name[64];
+  snprintf(name, sizeof name, "/mp-test-q-%d", (int)getpid());
+  o.name = name;
+  ASSERT_OK(mp_queue_create(&q, &o));
+  ASSERT_STR_EQ(mp_queue_name(q), name);
+  ASSERT(mpt_shm_exists(name));
+  mp_queue_t *q2 = NULL;
+  ASSERT_ERR(mp_queue_create(&q2, &o), MP_EEXIST);
+  ASSERT_OK(mp_queue_destroy(q));
+  ASSERT(!mpt_shm_exists(name));
+  ASSERT_ERR(mp_queue_destroy(NULL), MP_EINVAL);
+  ASSERT(mp_queue_name(NULL) == NULL);
+
+  /* Defaults: random name, no bound but the bytes. */
+  ASSERT_OK(mp_queue_create(&q, NULL));
+  ASSERT(strncmp(mp_queue_name(q), "/mp-", 4) == 0);
+  ASSERT_EQ(mp_queue_full(q), 0);
+  ASSERT_OK(mp_queue_destroy(q));
+}
+
+TEST(queue_bad_handles) {
+  mp_queue_t *q = mkq(0, 4096, 0);
+  void *m = NULL;
+  size_t len = 0, n;
+  char buf[16];
+  struct iovec iov = {buf, 4};
+  ASSERT_ERR(mp_queue_put(NULL, "x", 1, 0), MP_EINVAL);
+  ASSERT_ERR(mp_queue_put(q, NULL, 1, 0), MP_EINVAL);
+  ASSERT_ERR(mp_queue_put(q, "x", 1, -2), MP_EINVAL);
+  ASSERT_ERR(mp_queue_put(q, buf, 4097, 0), MP_EMSGSIZE);
+  ASSERT_ERR(mp_queue_get(NULL, &m, &len, 0), MP_EINVAL);
+  ASSERT_ERR(mp_queue_get(q, NULL, &len, 0), MP_EINVAL);
+  ASSERT_ERR(mp_queue_get(q, &m, NULL, 0), MP_EINVAL);
+  ASSERT_ERR(mp_queue_get(q, &m, &len, -7), MP_EINVAL);
+  ASSERT_ERR(mp_queue_get_into(NULL, buf, 16, &len, 0), MP_EINVAL);
+  ASSERT_ERR(mp_queue_get_into(q, NULL, 16, &len, 0), MP_EINVAL);
+  ASSERT_ERR(mp_queue_get_into(q, buf, 16, NULL, 0), MP_EINVAL);
+  ASSERT_ERR(mp_queue_put_many(NULL, &iov, 1, 0), MP_EINVAL);
+  ASSERT_ERR(mp_queue_put_many(q, NULL, 1, 0), MP_EINVAL);
+  ASSERT_ERR(mp_queue_put_many(q, &iov, 0, 0), MP_EINVAL);
+  ASSERT_ERR(mp_queue_put_many(q, &iov, 1, -3), MP_EINVAL);
+  struct iovec bad = {NULL, 3};
+  ASSERT_ERR(mp_queue_put_many(q, &bad, 1, 0), MP_EINVAL);
+  ASSERT_ERR(mp_queue_get_many(NULL, buf, 16, &iov, 1, 0), MP_EINVAL);
+  ASSERT_ERR(mp_queue_get_many(q, buf, 16, NULL, 1, 0), MP_EINVAL);
+  ASSERT_ERR(mp_queue_get_many(q, buf, 16, &iov, 0, 0), MP_EINVAL);
+  ASSERT_ERR(mp_queue_get_many(q, NULL, 16, &iov, 1, 0), MP_EINVAL);
+  ASSERT_ERR(mp_queue_qsize(NULL, &n), MP_EINVAL);
+  ASSERT_ERR(mp_queue_qsize(q, NULL), MP_EINVAL);
+  ASSERT_ERR(mp_queue_empty(NULL), MP_EINVAL);
+  ASSERT_ERR(mp_queue_full(NULL), MP_EINVAL);
+  ASSERT_ERR(mp_queue_close(NULL), MP_EINVAL);
+  ASSERT_ERR(mp_queue_task_done(NULL), MP_EINVAL);
+  ASSERT_ERR(mp_queue_join(NULL, 0), MP_EINVAL);
+  ASSERT_ERR(mp_queue_task_done(q), MP_ENOTSUP);
+  ASSERT_ERR(mp_queue_join(q, 0), MP_ENOTSUP);
+  int fd;
+  ASSERT_ERR(mp_queue_fd(NULL, &fd), MP_EINVAL);
+  ASSERT_ERR(mp_queue_fd(q, NULL), MP_EINVAL);
+  ASSERT_EQ(mp_queue_waitable(NULL).fd, -1);
+  ASSERT_ERR(mp_queue_open(NULL, "/x"), MP_EINVAL);
+  mp_queue_t *q2 = NULL;
+  ASSERT_ERR(mp_queue_open(&q2, NULL), MP_EINVAL);
+  ASSERT_ERR(mp_queue_open(&q2, "bad"), MP_EINVAL);
+  ASSERT_ERR(mp_queue_open(&q2, "/mp-no-such-queue-here"), MP_ENOENT);
+  /* Nothing of the failed calls changed the queue. */
+  ASSERT_OK(mp_queue_qsize(q, &n));
+  ASSERT_EQ(n, 0);
+  ASSERT_OK(mp_queue_destroy(q));
+}
+
+TEST(queue_fifo_order_and_content) {
+  mp_queue_t *q = mkq(0, 1 << 20, 0);
+  unsigned char buf[8192];
+  for (uint32_t i = 0; i < 3000; i++) {
+    size_t l = msg_make(buf, 1, i, sizeof buf);
+    ASSERT_OK(mp_queue_put(q, buf, l, 0));
+  }
+  size_t n;
+  ASSERT_OK(mp_queue_qsize(q, &n));
+  ASSERT_EQ(n, 3000);
+  ASSERT_EQ(mp_queue_empty(q), 0);
+  for (uint32_t i = 0; i < 3000; i++) {
+    void *m;
+    size_t len;
+    msg_hdr_t h;
+    if (i % 2) {
+      ASSERT_OK(mp_queue_get(q, &m, &len, 0));
+    } else {
+      m = malloc(sizeof buf);
+      ASSERT_OK(mp_queue_get_into(q, m, sizeof buf, &len, 0));
+    }
+    ASSERT(msg_check(m, len, &h, sizeof buf));
+    ASSERT_EQ(h.seq, i);
+    free(m);
+  }
+  ASSERT_EQ(mp_queue_empty(q), 1);
+  /* Zero-length messages are messages. */
+  ASSERT_OK(mp_queue_put(q, NULL, 0, 0));
+  ASSERT_OK(mp_queue_put(q, "", 0, 0));
+  void *m = NULL;
+  size_t len = 99;
+  ASSERT_OK(mp_queue_get(q, &m, &len, 0));
+  ASSERT(m != NULL);
+  ASSERT_EQ(len, 0);
+  free(m);
+  ASSERT_OK(mp_queue_get_into(q, NULL, 0, &len, 0));
+  ASSERT_EQ(len, 0);
+  ASSERT_ERR(mp_queue_get(q, &m, &len, 0), MP_EEMPTY);
+  ASSERT_OK(mp_queue_destroy(q));
+}
+
+TEST(queue_get_into_too_short_keeps_message) {
+  mp_queue_t *q = mkq(0, 0, 0);
+  ASSERT_OK(mp_queue_put(q, "hello world", 11, 0));
+  ASSERT_OK(mp_queue_put(q, "x", 1, 0));
+  char buf[32];
+  size_t len = 0;
+  ASSERT_ERR(mp_queue_get_into(q, buf, 5, &len, 0), MP_ETOOSHORT);
+  ASSERT_EQ(len, 11);
+  size_t n;
+  ASSERT_OK(mp_queue_qsize(q, &n));
+  ASSERT_EQ(n, 2);
+  ASSERT_OK(mp_queue_get_into(q, buf, len, &len, 0));
+  ASSERT(memcmp(buf, "hello world", 11) == 0);
+  ASSERT_OK(mp_queue_get_into(q, buf, sizeof buf, &len, 0));
+  ASSERT_EQ(len, 1);
+  ASSERT_OK(mp_queue_destroy(q));
+}
+
+TEST(queue_capacity_bytes) {
+  mp_queue_t *q = mkq(0, 1000, 0);
+  static char big[2000];
+  ASSERT_ERR(mp_queue_put(q, big, 1001, 0), MP_EMSGSIZE);
+  ASSERT_OK(mp_queue_put(q, big, 1000, 0)); /* one full-size message fits */
+  ASSERT_ERR(mp_queue_put(q, big, 0, 0), MP_EFULL);
+  size_t len;
+  ASSERT_OK(mp_queue_get_into(q, big, sizeof big, &len, 0));
+  ASSERT_EQ(len, 1000);
+  ASSERT_OK(mp_queue_put(q, big, 500, 0));
+  ASSERT_ERR(mp_queue_put(q, big, 500, 0), MP_EFULL); /* bytes, not count */
+  ASSERT_OK(mp_queue_put(q, big, 400, 0));
+  ASSERT_EQ(mp_queue_full(q), 0); /* no maxsize: never "full" by count */
+  ASSERT_OK(mp_queue_destroy(q));
+}
+
+TEST(queue_grows_and_wraps) {
+  /* Backlog far beyond the first ring, with the data wrapped when it grows. */
+  mp_queue_t *q = mkq(0, 32 << 20, 0);
+  unsigned char buf[8192];
+  uint32_t put = 0, got = 0;
+  for (int round = 0; round < 6; round++) {
+    for (int k = 0; k < 1500 * (round + 1); k++) {
+      size_t l = msg_make(buf, 2, put, sizeof buf);
+      ASSERT_OK(mp_queue_put(q, buf, l, 0));
+      put++;
+    }
+    for (int k = 0; k < 700 * (round + 1); k++) {
+      size_t len;
+      msg_hdr_t h;
+      ASSERT_OK(mp_queue_get_into(q, buf, sizeof buf, &len, 0));
+      ASSERT(msg_check(buf, len, &h, sizeof buf));
+      ASSERT_EQ(h.seq, got);
+      got++;
+    }
+  }
+  size_t len;
+  msg_hdr_t h;
+  while (mp_queue_get_into(q, buf, sizeof buf, &len, 0) == 0) {
+    ASSERT(msg_check(buf, len, &h, sizeof buf));
+    ASSERT_EQ(h.seq, got);
+    got++;
+  }
+  ASSERT_EQ(got, put);
+  ASSERT_OK(mp_queue_destroy(q));
+}
+
+/* ---- blocking and timeouts --------------------------------------------- */
+
+TEST(queue_nonblocking_and_timeouts) {
+  mp_queue_t *q = mkq(3, 0, 0);
+  void *m;
+  size_t len;
+  ASSERT_ERR(mp_queue_get(q, &m, &len, 0), MP_EEMPTY);
+  uint64_t t0 = mpt_now_ms();
+  ASSERT_ERR(mp_queue_get(q, &m, &len, 150), MP_EEMPTY);
+  ASSERT(mpt_now_ms() - t0 >= 150);
+  for (int i = 0; i < 3; i++)
+    ASSERT_OK(mp_queue_put(q, "abc", 3, 0));
+  ASSERT_EQ(mp_queue_full(q), 1);
+  ASSERT_ERR(mp_queue_put(q, "abc", 3, 0), MP_EFULL);
+  t0 = mpt_now_ms();
+  ASSERT_ERR(mp_queue_put(q, "abc", 3, 120), MP_EFULL);
+  ASSERT(mpt_now_ms() - t0 >= 120);
+  size_t n;
+  ASSERT_OK(mp_queue_qsize(q, &n));
+  ASSERT_EQ(n, 3);
+  ASSERT_OK(mp_queue_destroy(q));
+}
+
+TEST(queue_blocking_wakes_across_processes) {
+  mp_queue_t *q = mkq(1, 0, 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    mpt_sleep_ms(100);
+    if (mp_queue_put(q, "first", 5, MP_FOREVER) != 0)
+      _exit(1);
+    /* Blocks until the parent takes "first"... */
+    if (mp_queue_put(q, "second", 6, MP_FOREVER) != 0)
+      _exit(2);
+    _exit(0);
+  }
+  uint64_t t0 = mpt_now_ms();
+  char buf[16];
+  size_t len;
+  ASSERT_OK(mp_queue_get_into(q, buf, sizeof buf, &len, MP_FOREVER));
+  ASSERT(mpt_now_ms() - t0 >= 90);
+  ASSERT_EQ(len, 5);
+  ASSERT_OK(mp_queue_get_into(q, buf, sizeof buf, &len, 5000));
+  ASSERT_EQ(len, 6);
+  ASSERT(memcmp(buf, "second", 6) == 0);
+  wait_ok(pid);
+  ASSERT_OK(mp_queue_destroy(q));
+}
+
+/* ---- concurrency ----------------------------------------------------- */
+
+typedef struct {
+  mp_queue_t *q;
+  uint32_t id;
+  uint32_t count;
+  _Atomic uint32_t *seen; /* per (producer, seq) */
+  uint32_t producers;
+  _Atomic int *failures;
+  bool batch;
+} worker_t;
+
+static void produce(worker_t *w) {
+  unsigned char buf[4096];
+  for (uint32_t i = 0; i < w->count;) {
+    if (w->batch && i + 8 <= w->count) {
+      static __thread unsigned char bb[8][4096];
+      struct iovec iov[8];
+      for (int k = 0; k < 8; k++) {
+        iov[k].iov_base = bb[k];
+        iov[k].iov_len = msg_make(bb[k], w->id, i + (uint32_t)k, sizeof bb[k]);
+      }
+      int r = mp_queue_put_many(w->q, iov, 8, MP_FOREVER);
+      if (r != 8)
+        atomic_fetch_add(w->failures, 1);
+      i += 8;
+      continue;
+    }
+    size_t l = msg_make(buf, w->id, i, sizeof buf);
+    if (mp_queue_put(w->q, buf, l, MP_FOREVER) != 0)
+      atomic_fetch_add(w->failures, 1);
+    i++;
+  }
+}
+
+/* Consume until the queue is closed and drained. Checks each message's
+ * content, that it arrives once, and FIFO order per producer. */
+static void consume(worker_t *w) {
+  static __thread unsigned char buf[1 << 16];
+  uint32_t last[16];
+  for (int i = 0; i < 16; i++)
+    last[i] = UINT32_MAX;
+  for (;;) {
+    struct iovec iov[16];
+    int r;
+    if (w->batch) {
+      r = mp_queue_get_many(w->q, buf, sizeof buf, iov, 16, MP_FOREVER);
+    } else {
+      size_t len;
+      r = mp_queue_get_into(w->q, buf, sizeof buf, &len, MP_FOREVER);
+      iov[0].iov_base = buf;
+      iov[0].iov_len = len;
+      r = r == 0 ? 1 : r;
+    }
+    if (r == MP_ECLOSED)
+      return;
+    if (r < 0) {
+      atomic_fetch_add(w->failures, 1);
+      return;
+    }
+    for (int k = 0; k < r; k++) {
+      msg_hdr_t h;
+      if (((uintptr_t)iov[k].iov_base - (uintptr_t)buf) % 8 != 0 ||
+          !msg_check(iov[k].iov_base, iov[k].iov_len, &h, 4096) ||
+          h.producer >= w->producers || h.seq >= w->count ||
+          (last[h.producer] != UINT32_MAX && h.seq <= last[h.producer])) {
+        atomic_fetch_add(w->failures, 1);
+        continue;
+      }
+      last[h.producer] = h.seq;
+      atomic_fetch_add(&w->seen[h.producer * w->count + h.seq], 1);
+    }
+  }
+}
+
+static void *produce_thread(void *a) {
+  produce(a);
+  return NULL;
+}
+static void *consume_thread(void *a) {
+  consume(a);
+  return NULL;
+}
+
+static void mpmc(int producers, int consumers, bool threads, bool batch,
+                 size_t maxsize, size_t capacity, uint32_t count) {
+  mp_queue_t *q = mkq(maxsize, capacity, 0);
+  size_t shared_len = sizeof(_Atomic int) +
+                      (size_t)producers * count * sizeof(_Atomic uint32_t);
+  void *shared = mmap(NULL, shared_len, PROT_READ | PROT_WRITE,
+                      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  ASSERT(shared != MAP_FAILED);
+  _Atomic int *failures = shared;
+  _Atomic uint32_t *seen = (void *)((char *)shared + 8);
+  worker_t w[16];
+  pthread_t tid[16];
+  pid_t pid[16];
+  for (int i = 0; i < producers + consumers; i++) {
+    w[i] = (worker_t){q,
+                      (uint32_t)(i < producers ? i : 0),
+                      count,
+                      seen,
+                      (uint32_t)producers,
+                      failures,
+                      batch};
+  }
+  for (int i = 0; i < producers + consumers; i++) {
+    void *(*fn)(void *) = i < producers ? produce_thread : consume_thread;
+    if (threads) {
+      ASSERT_EQ(pthread_create(&tid[i], NULL, fn, &w[i]), 0);
+    } else {
+      pid[i] = fork();
+      ASSERT(pid[i] >= 0);
+      if (pid[i] == 0) {
+        fn(&w[i]);
+        _exit(0);
+      }
+    }
+  }
+  for (int i = 0; i < producers; i++) {
+    if (threads)
+      pthread_join(tid[i], NULL);
+    else
+      wait_ok(pid[i]);
+  }
+  ASSERT_OK(mp_queue_close(q));
+  for (int i = producers; i < producers + consumers; i++) {
+    if (threads)
+      pthread_join(tid[i], NULL);
+    else
+      wait_ok(pid[i]);
+  }
+  ASSERT_EQ(atomic_load(failures), 0);
+  for (size_t i = 0; i < (size_t)producers * count; i++)
+    if (atomic_load(&seen[i]) != 1)
+      mpt_fail(__FILE__, __LINE__, "message %zu/%zu seen %u times", i / count,
+               i % count, atomic_load(&seen[i]));
+  size_t n;
+  ASSERT_OK(mp_queue_qsize(q, &n));
+  ASSERT_EQ(n, 0);
+  munmap(shared, shared_len);
+  ASSERT_OK(mp_queue_destroy(q));
+}
+
+TEST(queue_mpmc_processes) {
+  mpmc(3, 3, false, false, 0, 1 << 16, 20000);
+}
+
+TEST(queue_mpmc_processes_bounded) {
+  mpmc(4, 2, false, false, 5, 0, 10000);
+}
+
+TEST(queue_mpmc_threads) {
+  mpmc(3, 4, true, false, 0, 1 << 15, 20000);
+}
+
+TEST(queue_mpmc_batches) {
+  mpmc(2, 2, false, true, 0, 1 << 16, 20000);
+  mpmc(2, 3, true, true, 7, 0, 8000);
+}
+
+static void *put_n_thread(void *a) {
+  mp_queue_t *q = a;
+  for (int i = 0; i < 5000; i++)
+    if (mp_queue_put(q, &i, sizeof i, MP_FOREVER) != 0)
+      return (void *)1;
+  return NULL;
+}
+
+TEST(queue_qsize_exact_under_concurrency) {
+  mp_queue_t *q = mkq(0, 0, 0);
+  pthread_t t[4];
+  pid_t pid[2];
+  for (int i = 0; i < 2; i++) {
+    pid[i] = fork();
+    if (pid[i] == 0)
+      _exit(put_n_thread(q) ? 1 : 0);
+  }
+  for (int i = 0; i < 4; i++)
+    ASSERT_EQ(pthread_create(&t[i], NULL, put_n_thread, q), 0);
+  for (int i = 0; i < 4; i++) {
+    void *r;
+    pthread_join(t[i], &r);
+    ASSERT(r == NULL);
+  }
+  for (int i = 0; i < 2; i++)
+    wait_ok(pid[i]);
+  size_t n;
+  ASSERT_OK(mp_queue_qsize(q, &n));
+  ASSERT_EQ(n, 30000);
+  /* Take some in a child: the count is shared. */
+  pid_t c = fork();
+  if (c == 0) {
+    int v;
+    size_t len;
+    for (int i = 0; i < 12345; i++)
+      if (mp_queue_get_into(q, &v, sizeof v, &len, 0) != 0)
+        _exit(1);
+    _exit(0);
+  }
+  wait_ok(c);
+  ASSERT_OK(mp_queue_qsize(q, &n));
+  ASSERT_EQ(n, 30000 - 12345);
+  ASSERT_OK(mp_queue_destroy(q));
+}
+
+/* ---- close, join -------------------------------------------------------- */
+
+static void *blocked_get(void *a) {
+  void *m;
+  size_t len;
+  return (void *)(intptr_t)mp_queue_get(a, &m, &len, MP_FOREVER);
+}
+
+static void *blocked_put(void *a) {
+  return (void *)(intptr_t)mp_queue_put(a, "zz", 2, MP_FOREVER);
+}
+
+TEST(queue_close_semantics) {
+  mp_queue_t *q = mkq(0, 0, 0);
+  pthread_t t;
+  ASSERT_EQ(pthread_create(&t, NULL, blocked_get, q), 0);
+  mpt_sleep_ms(50);
+  ASSERT_OK(mp_queue_close(q));
+  void *r;
+  pthread_join(t, &r);
+  ASSERT_EQ((intptr_t)r, MP_ECLOSED);
+  ASSERT_OK(mp_queue_close(q)); /* twice is fine */
+  ASSERT_OK(mp_queue_destroy(q));
+
+  q = mkq(2, 0, 0);
+  ASSERT_OK(mp_queue_put(q, "a", 1, 0));
+  ASSERT_OK(mp_queue_put(q, "b", 1, 0));
+  ASSERT_EQ(pthread_create(&t, NULL, blocked_put, q), 0);
+  mpt_sleep_ms(50);
+  ASSERT_OK(mp_queue_close(q));
+  pthread_join(t, &r);
+  ASSERT_EQ((intptr_t)r, MP_ECLOSED);
+  ASSERT_ERR(mp_queue_put(q, "c", 1, 0), MP_ECLOSED);
+  struct iovec iov = {"d", 1};
+  ASSERT_ERR(mp_queue_put_many(q, &iov, 1, 0), MP_ECLOSED);
+  /* Gets drain what is left, then report the close. */
+  char c;
+  size_t len;
+  ASSERT_OK(mp_queue_get_into(q, &c, 1, &len, 0));
+  ASSERT_EQ(c, 'a');
+  ASSERT_OK(mp_queue_get_into(q, &c, 1, &len, MP_FOREVER));
+  ASSERT_EQ(c, 'b');
+  ASSERT_ERR(mp_queue_get_into(q, &c, 1, &len, MP_FOREVER), MP_ECLOSED);
+  ASSERT_ERR(mp_queue_get_many(q, &c, 1, &iov, 1, 0), MP_ECLOSED);
+  ASSERT_OK(mp_queue_destroy(q));
+}
+
+TEST(queue_task_done_and_join) {
+  mp_queue_t *q = mkq(0, 0, MP_QUEUE_JOINABLE);
+  ASSERT_OK(mp_queue_join(q, 0)); /* nothing put: done */
+  ASSERT_ERR(mp_queue_task_done(q), MP_EINVAL);
+  for (int i = 0; i < 50; i++)
+    ASSERT_OK(mp_queue_put(q, &i, sizeof i, 0));
+  uint64_t t0 = mpt_now_ms();
+  ASSERT_ERR(mp_queue_join(q, 100), MP_ETIMEDOUT);
+  ASSERT(mpt_now_ms() - t0 >= 100);
+  /* task_done without a get is more than taken. */
+  ASSERT_ERR(mp_queue_task_done(q), MP_EINVAL);
+  pid_t pid = fork();
+  if (pid == 0) {
+    int v;
+    size_t len;
+    for (int i = 0; i < 50; i++) {
+      if (mp_queue_get_into(q, &v, sizeof v, &len, MP_FOREVER) != 0 || v != i)
+        _exit(1);
+      mpt_sleep_ms(1);
+      if (mp_queue_task_done(q) != 0)
+        _exit(2);
+    }
+    _exit(mp_queue_task_done(q) == MP_EINVAL ? 0 : 3);
+  }
+  ASSERT_OK(mp_queue_join(q, MP_FOREVER));
+  wait_ok(pid);
+  ASSERT_OK(mp_queue_join(q, 0));
+  ASSERT_OK(mp_queue_destroy(q));
+}
+
+/* ---- batches ------------------------------------------------------------ */
+
+TEST(queue_put_many_get_many) {
+  mp_queue_t *q = mkq(5, 0, 0);
+  struct iovec in[8];
+  char txt[8][8];
+  for (int i = 0; i < 8; i++) {
+    snprintf(txt[i], sizeof txt[i], "m%d", i);
+    in[i].iov_base = txt[i];
+    in[i].iov_len = strlen(txt[i]) + (size_t)(i % 3);
+  }
+  /* Only 5 fit: a short count, the rest not put. */
+  ASSERT_EQ(mp_queue_put_many(q, in, 8, 0), 5);
+  ASSERT_ERR(mp_queue_put_many(q, in, 8, 30), MP_EFULL);
+  static char big[100];
+  struct iovec huge = {big, MP_QUEUE_DEFAULT_CAPACITY + 1};
+  struct iovec mix[2] = {{big, 1}, huge};
+  ASSERT_ERR(mp_queue_put_many(q, mix, 2, 0), MP_EMSGSIZE);
+  char buf[64];
+  struct iovec out[8];
+  /* The first message does not fit: it stays. */
+  ASSERT_ERR(mp_queue_get_many(q, buf, 1, out, 8, 0), MP_ETOOSHORT);
+  ASSERT_EQ(out[0].iov_len, 2);
+  /* Room for two (8-aligned): 2 taken. */
+  ASSERT_EQ(mp_queue_get_many(q, buf, 11, out, 8, 0), 2);
+  ASSERT_EQ(out[0].iov_len, 2);
+  ASSERT(out[0].iov_base == buf);
+  ASSERT(memcmp(out[0].iov_base, "m0", 2) == 0);
+  ASSERT(out[1].iov_base == buf + 8);
+  ASSERT_EQ(out[1].iov_len, 3);
+  ASSERT(memcmp(out[1].iov_base, "m1", 2) == 0);
+  ASSERT_EQ(mp_queue_get_many(q, buf, sizeof buf, out, 2, 0), 2);
+  ASSERT(memcmp(out[0].iov_base, "m2", 2) == 0);
+  ASSERT_EQ(mp_queue_get_many(q, buf, sizeof buf, out, 8, 0), 1);
+  ASSERT(memcmp(out[0].iov_base, "m4", 2) == 0);
+  ASSERT_ERR(mp_queue_get_many(q, buf, sizeof buf, out, 8, 0), MP_EEMPTY);
+  uint64_t t0 = mpt_now_ms();
+  ASSERT_ERR(mp_queue_get_many(q, buf, sizeof buf, out, 8, 60), MP_EEMPTY);
+  ASSERT(mpt_now_ms() - t0 >= 60);
+  /* A blocked put_many finishes as a consumer makes room. */
+  pid_t pid = fork();
+  if (pid == 0) {
+    char b[16];
+    size_t len;
+    mpt_sleep_ms(50);
+    for (int i = 0; i < 8; i++)
+      if (mp_queue_get_into(q, b, sizeof b, &len, 5000) != 0 ||
+          memcmp(b, txt[i], 2) != 0)
+        _exit(1);
+    _exit(0);
+  }
+  ASSERT_EQ(mp_queue_put_many(q, in, 8, MP_FOREVER), 8);
+  wait_ok(pid);
+  ASSERT_OK(mp_queue_destroy(q));
+}
+
+/* ---- sharing ------------------------------------------------------------ */
+
+TEST(queue_open_by_name) {
+  mp_queue_t *q = mkq(0, 0, MP_QUEUE_JOINABLE);
+  char name[MP_QUEUE_NAME_MAX + 1];
+  snprintf(name, sizeof name, "%s", mp_queue_name(q));
+  pid_t pid = fork();
+  if (pid == 0) {
+    /* A fresh handle from the name alone, as an unrelated process would. */
+    mp_queue_t *o = NULL;
+    if (mp_queue_open(&o, name) != 0)
+      _exit(1);
+    char buf[16];
+    size_t len;
+    if (mp_queue_get_into(o, buf, sizeof buf, &len, 5000) != 0 || len != 4 ||
+        memcmp(buf, "ping", 4) != 0)
+      _exit(2);
+    if (mp_queue_task_done(o) != 0 || mp_queue_put(o, "pong", 4, 0) != 0)
+      _exit(3);
+    mp_queue_destroy(o);
+    _exit(0);
+  }
+  ASSERT_OK(mp_queue_put(q, "ping", 4, 0));
+  wait_ok(pid);
+  char buf[16];
+  size_t len;
+  ASSERT_OK(mp_queue_get_into(q, buf, sizeof buf, &len, 0));
+  ASSERT(memcmp(buf, "pong", 4) == 0);
+  /* The opener's destroy left the name in place. */
+  ASSERT(mpt_shm_exists(name));
+  mp_queue_t *o = NULL;
+  ASSERT_OK(mp_queue_open(&o, name));
+  ASSERT_OK(mp_queue_put(o, "x", 1, 0));
+  ASSERT_OK(mp_queue_destroy(q));
+  ASSERT(!mpt_shm_exists(name));
+  /* An open handle outlives the name. */
+  ASSERT_OK(mp_queue_get_into(o, buf, sizeof buf, &len, 0));
+  ASSERT_EQ(buf[0], 'x');
+  ASSERT_OK(mp_queue_destroy(o));
+  ASSERT_ERR(mp_queue_open(&o, name), MP_ENOENT);
+}
+
+TEST(queue_open_rejects_non_queue) {
+  char name[64];
+  snprintf(name, sizeof name, "/mp-test-notq-%d", (int)getpid());
+  int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  ASSERT(fd >= 0);
+  ASSERT_EQ(ftruncate(fd, 8192), 0);
+  close(fd);
+  mp_queue_t *q = NULL;
+  ASSERT_ERR(mp_queue_open(&q, name), MP_EINVAL);
+  shm_unlink(name);
+}
+
+static bool wait_gone(const char *name) {
+  for (int i = 0; i < 400; i++) {
+    if (!mpt_shm_exists(name))
+      return true;
+    mpt_sleep_ms(10);
+  }
+  return false;
+}
+
+TEST(queue_no_leftovers_after_creator_sigkill) {
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    mp_queue_t *q;
+    if (mp_queue_create(&q, NULL) != 0)
+      _exit(1);
+    char name[64];
+    snprintf(name, sizeof name, "%s", mp_queue_name(q));
+    int fd;
+    mp_queue_fd(q, &fd);
+    if (write(p[1], name, sizeof name) != sizeof name)
+      _exit(2);
+    pause();
+    _exit(0);
+  }
+  close(p[1]);
+  char name[64];
+  ASSERT_EQ(read(p[0], name, sizeof name), (ssize_t)sizeof name);
+  close(p[0]);
+  char fifo[80];
+  snprintf(fifo, sizeof fifo, "%s.p", name);
+  ASSERT(mpt_shm_exists(name));
+  ASSERT(mpt_shm_exists(fifo));
+  kill(pid, SIGKILL);
+  reap(pid);
+  ASSERT(wait_gone(name));
+  ASSERT(wait_gone(fifo));
+}
+
+/* ---- polling --------------------------------------------------------------
+ */
+
+static bool readable(int fd, int ms) {
+  struct pollfd pfd = {.fd = fd, .events = POLLIN};
+  return poll(&pfd, 1, ms) == 1 && (pfd.revents & POLLIN);
+}
+
+TEST(queue_poll_fd) {
+  mp_queue_t *q = mkq(0, 0, 0);
+  ASSERT_OK(mp_queue_put(q, "early", 5, 0));
+  int fd, fd2;
+  ASSERT_OK(mp_queue_fd(q, &fd));
+  ASSERT_OK(mp_queue_fd(q, &fd2));
+  ASSERT_EQ(fd, fd2);
+  ASSERT(readable(fd, 0)); /* messages put before polling count */
+  char buf[64];
+  size_t len;
+  ASSERT_OK(mp_queue_get_into(q, buf, sizeof buf, &len, 0));
+  ASSERT(!readable(fd, 0));
+  ASSERT_OK(mp_queue_put(q, "a", 1, 0));
+  ASSERT_OK(mp_queue_put(q, "b", 1, 0));
+  ASSERT(readable(fd, 0));
+  ASSERT_OK(mp_queue_get_into(q, buf, sizeof buf, &len, 0));
+  ASSERT(readable(fd, 0)); /* one left */
+  ASSERT_OK(mp_queue_get_into(q, buf, sizeof buf, &len, 0));
+  ASSERT(!readable(fd, 0));
+
+  /* epoll, woken by a put from another process that opened by name. */
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  ASSERT(ep >= 0);
+  struct epoll_event ev = {.events = EPOLLIN, .data.u32 = 7};
+  ASSERT_EQ(epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev), 0);
+  ASSERT_EQ(epoll_wait(ep, &ev, 1, 0), 0);
+  char name[64];
+  snprintf(name, sizeof name, "%s", mp_queue_name(q));
+  pid_t pid = fork();
+  if (pid == 0) {
+    mp_queue_t *o;
+    if (mp_queue_open(&o, name) != 0)
+      _exit(1);
+    mpt_sleep_ms(80);
+    mp_queue_put(o, "late", 4, 0);
+    mp_queue_destroy(o);
+    _exit(0);
+  }
+  uint64_t t0 = mpt_now_ms();
+  ASSERT_EQ(epoll_wait(ep, &ev, 1, 10000), 1);
+  ASSERT_EQ(ev.data.u32, 7);
+  ASSERT(mpt_now_ms() - t0 >= 50);
+  wait_ok(pid);
+  ASSERT_OK(mp_queue_get_into(q, buf, sizeof buf, &len, 0));
+  ASSERT_EQ(epoll_wait(ep, &ev, 1, 0), 0);
+  /* Batches and close. */
+  struct iovec iov[3] = {{"1", 1}, {"2", 1}, {"3", 1}};
+  ASSERT_EQ(mp_queue_put_many(q, iov, 3, 0), 3);
+  ASSERT(readable(fd, 0));
+  struct iovec out[3];
+  ASSERT_EQ(mp_queue_get_many(q, buf, sizeof buf, out, 3, 0), 3);
+  ASSERT(!readable(fd, 0));
+  ASSERT_OK(mp_queue_close(q));
+  ASSERT(readable(fd, 0)); /* closed: a get will not block */
+  close(ep);
+
+  mp_waitable_t w = mp_queue_waitable(q);
+  ASSERT_EQ(w.fd, fd);
+  ASSERT(w.check != NULL);
+  ASSERT(w.check(w.obj));
+  ASSERT_OK(mp_queue_destroy(q));
+}
+
+TEST(queue_waitable_check) {
+  mp_queue_t *q = mkq(0, 0, 0);
+  mp_waitable_t w = mp_queue_waitable(q);
+  ASSERT(w.fd >= 0);
+  ASSERT(!w.check(w.obj));
+  ASSERT(!readable(w.fd, 0));
+  ASSERT_OK(mp_queue_put(q, "x", 1, 0));
+  ASSERT(w.check(w.obj));
+  ASSERT(readable(w.fd, 0));
+  ASSERT_OK(mp_queue_destroy(q));
+}
+
+/* ---- crashes ---------------------------------------------------------------
+ */
+
+static uint32_t rnd(void) {
+  static uint32_t s = 0;
+  if (!s)
+    s = (uint32_t)getpid() * 2654435761u;
+  s ^= s << 13;
+  s ^= s >> 17;
+  s ^= s << 5;
+  return s;
+}
+
+/* Read every ack a killed child wrote: a stream of uint32 values. */
+static uint32_t read_acks(int fd, uint32_t *acks, uint32_t cap) {
+  uint32_t n = 0;
+  for (;;) {
+    uint32_t v;
+    ssize_t r = read(fd, &v, sizeof v);
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r != (ssize_t)sizeof v)
+      break;
+    if (n < cap)
+      acks[n++] = v;
+  }
+  return n;
+}
+
+/* Producers killed at random moments: every acknowledged message is there,
+ * in order, and at most the one in flight besides. */
+TEST(queue_crash_producers) {
+  mp_queue_t *q = mkq(0, 1 << 15, 0);
+  static uint32_t acks[1 << 16];
+  static unsigned char buf[8192];
+  uint32_t next = 0; /* first seq of the next round */
+  for (int round = 0; round < 60; round++) {
+    int p[2];
+    ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+      close(p[0]);
+      for (uint32_t i = next;; i++) {
+        size_t l = msg_make(buf, 0, i, sizeof buf);
+        if (mp_queue_put(q, buf, l, MP_FOREVER) != 0)
+          _exit(1);
+        if (write(p[1], &i, sizeof i) != sizeof i)
+          _exit(2);
+      }
+    }
+    close(p[1]);
+    /* Sometimes drain concurrently so the producer is mid-put, not blocked. */
+    uint64_t until = mpt_now_ms() + rnd() % 20;
+    while (round % 2 && mpt_now_ms() < until) {
+      size_t len;
+      msg_hdr_t h;
+      if (mp_queue_get_into(q, buf, sizeof buf, &len, 0) == 0) {
+        ASSERT(msg_check(buf, len, &h, sizeof buf));
+        ASSERT_EQ(h.seq, next);
+        next++;
+      }
+    }
+    if (!(round % 2))
+      usleep(rnd() % 3000);
+    kill(pid, SIGKILL);
+    reap(pid);
+    uint32_t n = read_acks(p[0], acks, 1 << 16);
+    close(p[0]);
+    uint32_t last_acked = n ? acks[n - 1] : next - 1;
+    /* Everything acknowledged and not yet taken must be there, in order. */
+    size_t len;
+    msg_hdr_t h;
+    while (mp_queue_get_into(q, buf, sizeof buf, &len, 0) == 0) {
+      ASSERT(msg_check(buf, len, &h, sizeof buf));
+      ASSERT_EQ(h.seq, next);
+      next++;
+    }
+    /* At most the message whose ack was not written yet. */
+    ASSERT(next == last_acked + 1 || next == last_acked + 2);
+  }
+  /* Still fully usable. */
+  ASSERT_OK(mp_queue_put(q, "ok", 2, 0));
+  char b[4];
+  size_t len;
+  ASSERT_OK(mp_queue_get_into(q, b, sizeof b, &len, 1000));
+  ASSERT_EQ(len, 2);
+  ASSERT_OK(mp_queue_destroy(q));
+}
+
+/* Consumers killed at random moments: nothing put is lost except at most
+ * the one message the killed consumer had taken but not reported. */
+TEST(queue_crash_consumers) {
+  mp_queue_t *q = mkq(0, 4 << 20, 0);
+  static uint32_t acks[1 << 16];
+  static unsigned char buf[8192];
+  uint32_t total = 0, lost = 0;
+  for (int round = 0; round < 60; round++) {
+    uint32_t base = total;
+    for (uint32_t i = 0; i < 300; i++) {
+      size_t l = msg_make(buf, 0, base + i, sizeof buf);
+      ASSERT_OK(mp_queue_put(q, buf, l, 0));
+    }
+    total += 300;
+    int p[2];
+    ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+      close(p[0]);
+      for (;;) {
+        size_t len;
+        void *m;
+        msg_hdr_t h;
+        if (mp_queue_get(q, &m, &len, MP_FOREVER) != 0)
+          _exit(1);
+        if (!msg_check(m, len, &h, sizeof buf))
+          _exit(3);
+        free(m);
+        if (write(p[1], &h.seq, sizeof h.seq) != sizeof h.seq)
+          _exit(2);
+      }
+    }
+    close(p[1]);
+    usleep(rnd() % 2000);
+    kill(pid, SIGKILL);
+    reap(pid);
+    uint32_t n = read_acks(p[0], acks, 1 << 16);
+    close(p[0]);
+    for (uint32_t k = 0; k < n; k++)
+      ASSERT_EQ(acks[k], base + k);
+    size_t len;
+    msg_hdr_t h;
+    uint32_t expect = base + n, first = 1;
+    while (mp_queue_get_into(q, buf, sizeof buf, &len, 0) == 0) {
+      ASSERT(msg_check(buf, len, &h, sizeof buf));
+      if (first && h.seq == expect + 1) {
+        lost++; /* taken by the killed consumer, never reported */
+        expect++;
+      }
+      first = 0;
+      ASSERT_EQ(h.seq, expect);
+      expect++;
+    }
+    ASSERT(expect == total || expect + 1 == total);
+    if (expect + 1 == total)
+      lost++;
+  }
+  ASSERT(lost <= 60);
+  ASSERT_OK(mp_queue_put(q, "ok", 2, 0));
+  char b[4];
+  size_t len;
+  ASSERT_OK(mp_queue_get_into(q, b, sizeof b, &len, 1000));
+  ASSERT_OK(mp_queue_destroy(q));
+}
+
+/* Producers and consumers together, several processes, all killed at random
+ * moments: the queue never hangs and keeps working. */
+TEST(queue_crash_mixed_rounds) {
+  mp_queue_t *q = mkq(16, 1 << 14, MP_QUEUE_JOINABLE);
+  for (int round = 0; round < 40; round++) {
+    pid_t pid[4];
+    for (int k = 0; k < 4; k++) {
+      pid[k] = fork();
+      if (pid[k] == 0) {
+        static unsigned char b[4096];
+        if (k < 2) {
+          for (uint32_t i = 0;; i++) {
+            size_t l = msg_make(b, (uint32_t)k, i, sizeof b);
+            struct iovec iov[2] = {{b, l}, {b, l / 2}};
+            if (i % 3 == 0)
+              mp_queue_put_many(q, iov, 2, 100);
+            else
+              mp_queue_put(q, b, l, 100);
+          }
+        }
+        for (;;) {
+          size_t len;
+          struct iovec out[4];
+          if (k == 2)
+            mp_queue_get_into(q, b, sizeof b, &len, 100);
+          else
+            mp_queue_get_many(q, b, sizeof b, out, 4, 100);
+        }
+      }
+    }
+    usleep(rnd() % 5000);
+    for (int k = 0; k < 4; k++)
+      kill(pid[k], SIGKILL);
+    for (int k = 0; k < 4; k++)
+      reap(pid[k]);
+    /* Usable at once: a put and a get each finish. */
+    static unsigned char b[4096];
+    size_t len;
+    while (mp_queue_get_into(q, b, sizeof b, &len, 0) == 0) {
+    }
+    ASSERT_OK(mp_queue_put(q, "alive", 5, 2000));
+    ASSERT_OK(mp_queue_get_into(q, b, sizeof b, &len, 2000));
+    ASSERT_EQ(len, 5);
+    ASSERT(memcmp(b, "alive", 5) == 0);
+  }
+  ASSERT_OK(mp_queue_destroy(q));
+}
+
+/* Large messages keep the lock held for a long copy, so kills land inside
+ * the critical section: the next user takes the lock over. */
+TEST(queue_crash_inside_large_copies) {
+  enum { BIG = 1 << 20 };
+  mp_queue_t *q = mkq(0, 4 * BIG, 0);
+  unsigned char *b = malloc(BIG);
+  ASSERT(b != NULL);
+  for (int round = 0; round < 30; round++) {
+    pid_t pid[2];
+    for (int k = 0; k < 2; k++) {
+      pid[k] = fork();
+      if (pid[k] == 0) {
+        unsigned char *cb = malloc(BIG);
+        memset(cb, k, BIG);
+        for (;;) {
+          size_t len;
+          if (k == 0)
+            mp_queue_put(q, cb, BIG - (size_t)(rnd() % 64), MP_FOREVER);
+          else
+            mp_queue_get_into(q, cb, BIG, &len, MP_FOREVER);
+        }
+      }
+    }
+    usleep(200 + rnd() % 3000);
+    kill(pid[rnd() % 2], SIGKILL);
+    usleep(rnd() % 1000);
+    for (int k = 0; k < 2; k++)
+      kill(pid[k], SIGKILL);
+    for (int k = 0; k < 2; k++)
+      reap(pid[k]);
+    size_t len, n;
+    while (mp_queue_get_into(q, b, BIG, &len, 0) == 0)
+      ASSERT(len > BIG - 64 && b[0] == 0 && b[len - 1] == 0);
+    ASSERT_OK(mp_queue_qsize(q, &n));
+    ASSERT_EQ(n, 0);
+    ASSERT_OK(mp_queue_put(q, b, 100, 2000));
+    ASSERT_OK(mp_queue_get_into(q, b, BIG, &len, 2000));
+    ASSERT_EQ(len, 100);
+  }
+  free(b);
+  ASSERT_OK(mp_queue_destroy(q));
+}
+
+/* Sleepers killed while waiting (consumers on an empty queue, producers on
+ * a full one, a joiner) leave nothing that slows or blocks the others. */
+TEST(queue_crash_sleepers) {
+  mp_queue_t *q = mkq(4, 0, MP_QUEUE_JOINABLE);
+  for (int round = 0; round < 3; round++) {
+    pid_t pid[3];
+    for (int k = 0; k < 3; k++) {
+      pid[k] = fork();
+      if (pid[k] == 0) {
+        void *m;
+        size_t len;
+        mp_queue_get(q, &m, &len, MP_FOREVER);
+        _exit(0);
+      }
+    }
+    mpt_sleep_ms(30);
+    for (int k = 0; k < 3; k++)
+      kill(pid[k], SIGKILL);
+    for (int k = 0; k < 3; k++)
+      reap(pid[k]);
+    for (int i = 0; i < 4; i++)
+      ASSERT_OK(mp_queue_put(q, &i, sizeof i, 0));
+    pid_t prod = fork();
+    if (prod == 0) {
+      mp_queue_put(q, "x", 1, MP_FOREVER); /* full: sleeps */
+      _exit(0);
+    }
+    pid_t joiner = fork();
+    if (joiner == 0) {
+      mp_queue_join(q, MP_FOREVER);
+      _exit(0);
+    }
+    mpt_sleep_ms(30);
+    kill(prod, SIGKILL);
+    kill(joiner, SIGKILL);
+    reap(prod);
+    reap(joiner);
+    /* Many operations, each would find the dead sleepers counted. */
+    for (int i = 0; i < 2000; i++) {
+      int v;
+      size_t len;
+      ASSERT_OK(mp_queue_get_into(q, &v, sizeof v, &len, 1000));
+      ASSERT_OK(mp_queue_task_done(q));
+      ASSERT_OK(mp_queue_put(q, &i, sizeof i, 1000));
+    }
+    int v;
+    size_t len;
+    while (mp_queue_get_into(q, &v, sizeof v, &len, 0) == 0)
+      ASSERT_OK(mp_queue_task_done(q));
+    size_t n;
+    ASSERT_OK(mp_queue_qsize(q, &n));
+    ASSERT_EQ(n, 0);
+    ASSERT_OK(mp_queue_join(q, 1000));
+  }
+  ASSERT_OK(mp_queue_destroy(q));
+}
+
+TEST(queue_mp_wait) {
+  mp_queue_t *a = mkq(0, 0, 0), *b = mkq(0, 0, 0);
+  mp_waitable_t w[2] = {mp_queue_waitable(a), mp_queue_waitable(b)};
+  uint64_t t0 = mpt_now_ms();
+  ASSERT_EQ(mp_wait(w, 2, 80), 0);
+  ASSERT(mpt_now_ms() - t0 >= 80);
+  ASSERT_EQ(mp_wait(w, 2, 0), 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    mpt_sleep_ms(60);
+    _exit(mp_queue_put(b, "hi", 2, 0) == 0 ? 0 : 1);
+  }
+  ASSERT_EQ(mp_wait(w, 2, MP_FOREVER), 1);
+  ASSERT(!w[0].ready);
+  ASSERT(w[1].ready);
+  wait_ok(pid);
+  /* Another consumer takes the message: not ready any more. */
+  pid = fork();
+  if (pid == 0) {
+    char buf[4];
+    size_t len;
+    _exit(mp_queue_get_into(b, buf, sizeof buf, &len, 0) == 0 ? 0 : 1);
+  }
+  wait_ok(pid);
+  ASSERT_EQ(mp_wait(w, 2, 30), 0);
+  ASSERT_OK(mp_queue_close(a));
+  ASSERT_EQ(mp_wait(w, 2, MP_FOREVER), 1);
+  ASSERT(w[0].ready);
+  ASSERT_OK(mp_queue_destroy(a));
+  ASSERT_OK(mp_queue_destroy(b));
+}

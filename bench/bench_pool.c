@@ -144,7 +144,7 @@ static double sum_squares_time(int workers, uint64_t n, uint64_t *sum) {
   for (int i = 0; i < PARTS; i++)
     r[i] = (range_t){n * (uint64_t)i / PARTS, n * (uint64_t)(i + 1) / PARTS};
   double best = 1e99;
-  for (int rep = 0; rep < 7; rep++) {
+  for (int rep = 0; rep < 25; rep++) {
     uint64_t t0 = bench_now_ns();
     check(mp_pool_map(p, map_sum_squares, r, PARTS, sizeof *r, part,
                       sizeof *part, 1),
@@ -161,7 +161,7 @@ static double sum_squares_time(int workers, uint64_t n, uint64_t *sum) {
 }
 
 static void bench_sum_squares(void) {
-  uint64_t n = (uint64_t)bench_scaled(10000000) * 10;
+  uint64_t n = (uint64_t)bench_scaled(10000000);
   uint64_t s1, s2;
   double t1 = sum_squares_time(1, n, &s1);
   double t2 = sum_squares_time(2, n, &s2);

@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "mproc/process.h"
 #include "pool_internal.h"
 
 #ifndef P_PIDFD
@@ -140,17 +141,6 @@ static void ring_doorbell(mp_pool_t *p) {
   uint64_t one = 1;
   ssize_t r = write(p->doorbell, &one, sizeof one);
   (void)r;
-}
-
-static int cpu_count(void) {
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof set, &set) == 0) {
-    int n = CPU_COUNT(&set);
-    if (n > 0)
-      return n;
-  }
-  long n = sysconf(_SC_NPROCESSORS_ONLN);
-  return n > 0 ? (int)n : 1;
 }
 
 static void job_unref(job_t *j);
@@ -587,6 +577,9 @@ static int spawn_worker(mp_pool_t *p, int w) {
     wp->alive = true;
     return 0;
   }
+  /* Buffered output of the parent must not be written twice. */
+  fflush(stdout);
+  fflush(stderr);
   pid_t pid = fork();
   if (pid < 0)
     return -errno;
@@ -596,6 +589,10 @@ static int spawn_worker(mp_pool_t *p, int w) {
       _exit(1);
     pthread_sigmask(SIG_SETMASK, &p->child_mask, NULL);
     worker_run(p, w);
+    /* _exit skips atexit handlers of the parent's image; what tasks printed
+     * must still come out. */
+    fflush(stdout);
+    fflush(stderr);
     _exit(0);
   }
   int fd = (int)syscall(SYS_pidfd_open, pid, 0);
@@ -899,7 +896,7 @@ int mp_pool_create(mp_pool_t **pool, const mp_pool_opts_t *opts) {
   if (o.start_method == MP_START_FORKSERVER && o.backend == MP_POOL_PROCESSES)
     return MP_ENOTSUP;
   if (o.workers == 0)
-    o.workers = cpu_count();
+    o.workers = mp_cpu_count();
   if (o.workers > 4096)
     return MP_EINVAL;
   mp_pool_t *p = calloc(1, sizeof *p);

@@ -137,10 +137,32 @@ static uint8_t *rring(mp_pool_t *p, int w) {
   return tring(p, w) + MP__POOL_RING;
 }
 
-static void ring_doorbell(mp_pool_t *p) {
+/* Make an eventfd readable (fd < 0: nothing). A full counter is readable
+ * anyway, so a failed write loses nothing. */
+static void efd_signal(int fd) {
   uint64_t one = 1;
-  ssize_t r = write(p->doorbell, &one, sizeof one);
-  (void)r;
+  if (fd >= 0 && write(fd, &one, sizeof one) < 0) {
+  }
+}
+
+static void ring_doorbell(mp_pool_t *p) {
+  efd_signal(p->doorbell);
+}
+
+/* The eventfd in *slot, made on first use (racing callers agree on one).
+ * Returns it or a negative error. */
+static int lazy_eventfd(_Atomic int *slot) {
+  int fd = atomic_load(slot);
+  if (fd >= 0)
+    return fd;
+  int nfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (nfd < 0)
+    return -errno;
+  int expect = -1;
+  if (atomic_compare_exchange_strong(slot, &expect, nfd))
+    return nfd;
+  close(nfd);
+  return expect;
 }
 
 static void job_unref(job_t *j);
@@ -255,13 +277,8 @@ static void notify_waiters(mp_pool_t *p) {
 static void mark_ready(mp_pool_t *p, mp_result_t *r) {
   atomic_store(&r->state, 2);
   notify_waiters(p);
-  uint64_t one = 1;
-  int fd = atomic_load(&r->efd);
-  if (fd >= 0 && write(fd, &one, sizeof one) < 0) {
-  }
-  fd = atomic_load(&p->ufd);
-  if (fd >= 0 && write(fd, &one, sizeof one) < 0) {
-  }
+  efd_signal(atomic_load(&r->efd));
+  efd_signal(atomic_load(&p->ufd));
 }
 
 /* Under mu: the job has no work left. */
@@ -976,18 +993,7 @@ int mp_pool_size(mp_pool_t *pool) {
 int mp_pool_fd(mp_pool_t *pool) {
   if (!pool)
     return MP_EINVAL;
-  int fd = atomic_load(&pool->ufd);
-  if (fd >= 0)
-    return fd;
-  int nfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (nfd < 0)
-    return -errno;
-  int expect = -1;
-  if (!atomic_compare_exchange_strong(&pool->ufd, &expect, nfd)) {
-    close(nfd);
-    return expect;
-  }
-  return nfd;
+  return lazy_eventfd(&pool->ufd);
 }
 
 int mp_pool_close(mp_pool_t *pool) {
@@ -1333,24 +1339,11 @@ mp_waitable_t mp_result_waitable(mp_result_t *r) {
   mp_waitable_t wt = {-1, NULL, r, false};
   if (!r)
     return wt;
-  int fd = atomic_load(&r->efd);
-  if (fd < 0) {
-    int nfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (nfd < 0)
-      return wt;
-    int expect = -1;
-    if (atomic_compare_exchange_strong(&r->efd, &expect, nfd)) {
-      fd = nfd;
-    } else {
-      close(nfd);
-      fd = expect;
-    }
-  }
-  if (atomic_load(&r->state) == 2) {
-    uint64_t one = 1;
-    if (write(fd, &one, sizeof one) < 0) {
-    }
-  }
+  int fd = lazy_eventfd(&r->efd);
+  if (fd < 0)
+    return wt;
+  if (atomic_load(&r->state) == 2)
+    efd_signal(fd);
   wt.fd = fd;
   return wt;
 }

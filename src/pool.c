@@ -80,6 +80,8 @@ typedef struct {
   bool alive;
   uint64_t t_head, next_seq, done_seq, r_tail;
   size_t out; /* tasks in its ring not yet answered */
+  uint64_t spawned_ns, spawned_done;
+  unsigned fail_streak; /* replacements that died before any task */
 } wpar_t;
 
 struct mp_pool {
@@ -580,6 +582,8 @@ static int spawn_worker(mp_pool_t *p, int w) {
   atomic_store(&ws->stop, 0);
   atomic_store(&ws->exiting, 0);
   atomic_store(&ws->cur_seq, 0);
+  wp->spawned_ns = mp__now_ns();
+  wp->spawned_done = wp->done_seq;
   if (p->opts.backend == MP_POOL_THREADS) {
     warg_t *a = malloc(sizeof *a);
     if (!a)
@@ -652,7 +656,8 @@ static bool drain_worker(mp_pool_t *p, int w) {
 /* Under mu: worker w is gone (crash, maxtasksperchild, stop). Settle the task
  * at its tail: finished (result already drained), died with the worker, or
  * not started (left for the replacement). */
-static void settle_dead(mp_pool_t *p, int w) {
+static bool settle_dead(mp_pool_t *p, int w) {
+  bool task_died = false;
   wpar_t *wp = &p->w[w];
   mp__wshm_t *ws = wshm(p, w);
   drain_worker(p, w);
@@ -672,6 +677,7 @@ static void settle_dead(mp_pool_t *p, int w) {
         fprintf(stderr, "w%d died seq %lu done %lu tail %lu head %lu\n", w,
                 (unsigned long)t->seq, (unsigned long)wp->done_seq,
                 (unsigned long)tail, (unsigned long)wp->t_head);
+      task_died = true;
       if (!p->terminated)
         fail_task(p, t, MP_EWORKERDIED);
       if (wp->out)
@@ -685,6 +691,7 @@ static void settle_dead(mp_pool_t *p, int w) {
   atomic_store(&ws->t_wait, 0);
   atomic_store(&ws->r_wait, 0);
   wp->alive = false;
+  return task_died;
 }
 
 static void reap_process(wpar_t *wp) {
@@ -727,11 +734,22 @@ static void worker_gone(mp_pool_t *p, int w) {
   else
     pthread_join(wp->th, NULL);
   pthread_mutex_lock(&p->mu);
-  settle_dead(p, w);
+  bool task_died = settle_dead(p, w);
   drain_backlog(p);
   pthread_mutex_unlock(&p->mu);
   if (atomic_load(&p->stopping))
     return;
+  /* A worker that keeps dying before finishing a task (a crashing
+   * initializer) is replaced ever more slowly instead of in a tight loop. */
+  if (!task_died && wp->done_seq == wp->spawned_done &&
+      mp__now_ns() - wp->spawned_ns < 1000000000ull) {
+    if (wp->fail_streak < 20)
+      wp->fail_streak++;
+  } else {
+    wp->fail_streak = 0;
+  }
+  if (wp->fail_streak > 2)
+    usleep(50000u * wp->fail_streak);
   for (int tries = 0; tries < 100; tries++) {
     if (spawn_worker(p, w) == 0)
       return;

@@ -66,6 +66,7 @@ typedef struct {
 } mp__rrec_t;
 
 _Static_assert(sizeof(mp__trec_t) <= MP__POOL_REC, "task header");
+_Static_assert(MP__POOL_MAXPAY == MP_POOL_MAX_ARG, "documented limit");
 _Static_assert(sizeof(mp__rrec_t) <= MP__POOL_REC, "result header");
 
 typedef struct {

@@ -1080,3 +1080,29 @@ TEST(parent_killed_workers_exit) {
     close(pfds[i]);
   }
 }
+
+static _Atomic long *g_spawns;
+
+static void init_crash_first(void *arg) {
+  /* The first five workers die in their initializer. */
+  if ((*g_spawns)++ < 5)
+    _exit(1);
+}
+
+TEST(initializer_crash_backoff) {
+  g_spawns = shared_counters(1);
+  mp_pool_opts_t o = {0};
+  o.workers = 1;
+  o.initializer = init_crash_first;
+  mp_pool_t *p;
+  ASSERT_OK(mp_pool_create(&p, &o));
+  int64_t x = 4;
+  mp_buf_t b = MP_BUF_INIT;
+  /* The task waits for a worker that survives its initializer. */
+  ASSERT_OK(mp_pool_apply(p, task_square, &x, 8, &b, NULL));
+  ASSERT_EQ(*(int64_t *)b.data, 16);
+  mp_buf_free(&b);
+  ASSERT_EQ(*g_spawns, 6);
+  ASSERT_OK(mp_pool_destroy(p));
+  munmap((void *)g_spawns, sizeof(long));
+}

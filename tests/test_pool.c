@@ -1106,3 +1106,144 @@ TEST(initializer_crash_backoff) {
   ASSERT_OK(mp_pool_destroy(p));
   munmap((void *)g_spawns, sizeof(long));
 }
+
+/* ---- more semantics -------------------------------------------------------
+ */
+
+static _Atomic long g_cb_tids[64];
+static _Atomic int g_cb_n;
+
+static void record_tid(const void *data, size_t len, void *user) {
+  int i = g_cb_n++;
+  if (i < 64)
+    g_cb_tids[i] = worker_id();
+}
+
+static void body_callback_thread(be_t be) {
+  mp_pool_t *p = make_pool(be, 2);
+  mp_async_opts_t cb = {record_tid, NULL, NULL};
+  int64_t x = 1;
+  for (int i = 0; i < 64; i++)
+    ASSERT_OK(mp_pool_apply_async(p, task_square, &x, 8, &cb, NULL));
+  ASSERT_OK(mp_pool_close(p));
+  ASSERT_OK(mp_pool_join(p, MP_FOREVER));
+  ASSERT_EQ(g_cb_n, 64);
+  /* One callback thread of the parent, not the caller's thread. */
+  for (int i = 1; i < 64; i++)
+    ASSERT_EQ(g_cb_tids[i], g_cb_tids[0]);
+  ASSERT(g_cb_tids[0] != worker_id());
+  ASSERT_OK(mp_pool_destroy(p));
+}
+TEST(callback_thread_proc) {
+  body_callback_thread(MP_POOL_PROCESSES);
+}
+TEST(callback_thread_thread) {
+  body_callback_thread(MP_POOL_THREADS);
+}
+
+static void body_map_async_copies(be_t be) {
+  mp_pool_t *p = make_pool(be, 2);
+  enum { N = 200000 };
+  int64_t *in = malloc(N * sizeof *in), *out = malloc(N * sizeof *out);
+  for (int i = 0; i < N; i++)
+    in[i] = i;
+  mp_result_t *r;
+  ASSERT_OK(mp_pool_map_async(p, map_square, in, N, 8, out, 8, 0, NULL, &r));
+  /* The items were copied: changing them now changes nothing. */
+  memset(in, 0, N * sizeof *in);
+  ASSERT_OK(mp_result_get(r, MP_FOREVER, NULL, NULL));
+  for (int i = 0; i < N; i++)
+    ASSERT_EQ(out[i], (int64_t)i * i);
+  mp_result_destroy(r);
+  free(in);
+  free(out);
+  ASSERT_OK(mp_pool_destroy(p));
+}
+TEST(map_async_copies_proc) {
+  body_map_async_copies(MP_POOL_PROCESSES);
+}
+TEST(map_async_copies_thread) {
+  body_map_async_copies(MP_POOL_THREADS);
+}
+
+typedef struct {
+  mp_pool_t *p;
+  int base;
+  int fails;
+} submitter_t;
+
+static void *submit_many(void *arg) {
+  submitter_t *s = arg;
+  for (int64_t i = 0; i < 500; i++) {
+    int64_t x = s->base + i;
+    mp_buf_t b = MP_BUF_INIT;
+    if (i % 2) {
+      if (mp_pool_apply(s->p, task_square, &x, 8, &b, NULL) != 0 ||
+          *(int64_t *)b.data != x * x)
+        s->fails++;
+    } else {
+      int64_t y;
+      if (mp_pool_map(s->p, map_square, &x, 1, 8, &y, 8, 0) != 0 || y != x * x)
+        s->fails++;
+    }
+    mp_buf_free(&b);
+  }
+  return NULL;
+}
+
+static void body_many_submitters(be_t be) {
+  mp_pool_t *p = make_pool(be, 2);
+  pthread_t th[4];
+  submitter_t s[4];
+  for (int i = 0; i < 4; i++) {
+    s[i] = (submitter_t){p, i * 1000, 0};
+    ASSERT_EQ(pthread_create(&th[i], NULL, submit_many, &s[i]), 0);
+  }
+  for (int i = 0; i < 4; i++) {
+    pthread_join(th[i], NULL);
+    ASSERT_EQ(s[i].fails, 0);
+  }
+  ASSERT_OK(mp_pool_destroy(p));
+}
+TEST(many_submitters_proc) {
+  body_many_submitters(MP_POOL_PROCESSES);
+}
+TEST(many_submitters_thread) {
+  body_many_submitters(MP_POOL_THREADS);
+}
+
+TEST(worker_killed_during_big_result) {
+  mp_pool_t *p = make_pool(MP_POOL_PROCESSES, 2);
+  size_t big = 3 * 1024 * 1024 + 11;
+  for (int round = 0; round < 20; round++) {
+    mp_result_t *rs[4];
+    for (int i = 0; i < 4; i++)
+      ASSERT_OK(
+          mp_pool_apply_async(p, task_big, &big, sizeof big, NULL, &rs[i]));
+    mpt_sleep_ms(round % 7);
+    /* Kill whichever worker runs: find them through a task's pid. */
+    mp_buf_t b = MP_BUF_INIT;
+    int ms = 0;
+    if (round % 2 == 0 &&
+        mp_pool_apply(p, task_id, &ms, sizeof ms, &b, NULL) == 0) {
+      kill((pid_t) * (long *)b.data, SIGKILL);
+    }
+    mp_buf_free(&b);
+    for (int i = 0; i < 4; i++) {
+      const void *d;
+      size_t len;
+      int e = mp_result_get(rs[i], 20000, &d, &len);
+      if (e == 0) {
+        ASSERT_EQ(len, big);
+        const uint8_t *u = d;
+        ASSERT(u[0] == 0 && u[len - 1] == (uint8_t)((len - 1) * 7));
+      } else {
+        ASSERT_ERR(e, MP_EWORKERDIED);
+      }
+      mp_result_destroy(rs[i]);
+    }
+  }
+  int64_t x = 5;
+  ASSERT_OK(mp_pool_apply(p, task_square, &x, 8, NULL, NULL));
+  ASSERT_OK(mp_pool_destroy(p));
+}

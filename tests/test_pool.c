@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -131,6 +132,15 @@ static void body_errors(be_t be) {
   ASSERT_ERR(mp_pool_imap(p, map_square, &x, 1, 8, 8, NULL, NULL), MP_EINVAL);
   ASSERT_ERR(mp_pool_imap_unordered(NULL, map_square, &x, 1, 8, 8, NULL, &it),
              MP_EINVAL);
+  ASSERT_ERR(mp_pool_imap(p, map_square, &x, 1, 0, 8, NULL, &it), MP_EINVAL);
+  ASSERT_ERR(mp_pool_imap(p, map_square, NULL, 1, 8, 8, NULL, &it), MP_EINVAL);
+  ASSERT_ERR(
+      mp_pool_imap(p, map_square, &x, 1, MP_POOL_MAX_ARG + 1, 8, NULL, &it),
+      MP_EMSGSIZE);
+  ASSERT_ERR(mp_pool_map(p, map_square, &x, 1, MP_POOL_MAX_ARG + 1, &x, 8, 0),
+             MP_EMSGSIZE);
+  ASSERT_ERR(mp_pool_map(p, map_square, &x, 1, 8, &x, MP_POOL_MAX_ARG, 0),
+             MP_EMSGSIZE);
   ASSERT_ERR(mp_imap_next(NULL, NULL, NULL, 0), MP_EINVAL);
   ASSERT_ERR(mp_imap_destroy(NULL), MP_EINVAL);
   ASSERT_ERR(mp_result_get(NULL, 0, NULL, NULL), MP_EINVAL);
@@ -1258,4 +1268,47 @@ TEST(worker_killed_during_big_result) {
   ASSERT_OK(mp_pool_apply(p, task_square, &x, 8, NULL, NULL));
   ASSERT_OK(mp_pool_destroy(p));
   munmap((void *)g_big_pids, 2 * sizeof(long));
+}
+
+static void body_mp_wait_epoll(be_t be) {
+  mp_pool_t *p = make_pool(be, 2);
+  int ms[3] = {300, 10, 150};
+  mp_result_t *rs[3];
+  for (int i = 0; i < 3; i++)
+    ASSERT_OK(
+        mp_pool_apply_async(p, task_sleep, &ms[i], sizeof ms[i], NULL, &rs[i]));
+  mp_waitable_t w[3];
+  for (int i = 0; i < 3; i++)
+    w[i] = mp_result_waitable(rs[i]);
+  /* mp_wait returns once one is ready: the 10 ms task. */
+  ASSERT(mp_wait(w, 3, 10000) >= 1);
+  ASSERT(w[1].ready);
+  ASSERT_EQ(mp_result_ready(rs[1]), 1);
+  /* epoll on the same fds. */
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  ASSERT(ep >= 0);
+  for (int i = 0; i < 3; i++) {
+    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
+    ASSERT_EQ(epoll_ctl(ep, EPOLL_CTL_ADD, w[i].fd, &ev), 0);
+  }
+  int seen = 0;
+  while (seen != 7) {
+    struct epoll_event evs[3];
+    int n = epoll_wait(ep, evs, 3, 10000);
+    ASSERT(n > 0);
+    for (int k = 0; k < n; k++) {
+      ASSERT_EQ(mp_result_ready(rs[evs[k].data.u32]), 1);
+      seen |= 1 << evs[k].data.u32;
+    }
+  }
+  close(ep);
+  for (int i = 0; i < 3; i++)
+    mp_result_destroy(rs[i]);
+  ASSERT_OK(mp_pool_destroy(p));
+}
+TEST(mp_wait_epoll_proc) {
+  body_mp_wait_epoll(MP_POOL_PROCESSES);
+}
+TEST(mp_wait_epoll_thread) {
+  body_mp_wait_epoll(MP_POOL_THREADS);
 }

@@ -1,7 +1,14 @@
 """Peer for bench family `pool`: Python's multiprocessing Pool (fork) and
 ThreadPool doing what bench/bench_pool.c does, 2 workers."""
-import json, multiprocessing as mp, os, sys, time
-from multiprocessing.pool import ThreadPool
+import os, sys
+
+# This directory holds peer scripts named like stdlib modules (queue.py):
+# keep it off the import path so multiprocessing gets the real ones.
+_here = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
+
+import json, multiprocessing as mp, time  # noqa: E402
+from multiprocessing.pool import ThreadPool  # noqa: E402
 
 SCALE = float(os.environ.get("BENCH_SCALE", "1") or 1) or 1.0
 

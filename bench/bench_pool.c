@@ -69,19 +69,27 @@ static void bench_pipelined(void) {
   bench_emit("pool_apply_async_pipelined", "tasks/s", best, -1, true, 20, 0);
 }
 
+/* Best of several rounds: the machine is shared, and a round that a noisy
+ * neighbour slowed down says nothing about the pool. The Python peer does
+ * the same. */
 static void bench_rtt(void) {
-  long n = bench_scaled(20000);
+  long n = bench_scaled(4000);
   mp_pool_t *p = make_pool(2, MP_POOL_PROCESSES);
   mp_buf_t out = MP_BUF_INIT;
   for (long i = 0; i < 200; i++)
     check(mp_pool_apply(p, task_echo, &i, sizeof i, &out, NULL), "apply");
-  uint64_t t0 = bench_now_ns();
-  for (long i = 0; i < n; i++)
-    check(mp_pool_apply(p, task_echo, &i, sizeof i, &out, NULL), "apply");
-  double us = (double)(bench_now_ns() - t0) / 1e3 / (double)n;
+  double best = 1e99;
+  for (int rep = 0; rep < 5; rep++) {
+    uint64_t t0 = bench_now_ns();
+    for (long i = 0; i < n; i++)
+      check(mp_pool_apply(p, task_echo, &i, sizeof i, &out, NULL), "apply");
+    double us = (double)(bench_now_ns() - t0) / 1e3 / (double)n;
+    if (us < best)
+      best = us;
+  }
   mp_buf_free(&out);
   mp_pool_destroy(p);
-  bench_emit("pool_apply_sync_rtt", "us", us, -1, false, 10, 0);
+  bench_emit("pool_apply_sync_rtt", "us", best, -1, false, 10, 0);
 }
 
 static void bench_map(const char *name, mp_pool_backend_t be) {

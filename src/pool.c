@@ -116,9 +116,6 @@ struct mp_pool {
 
 static __thread mp_pool_t *tls_cb_pool;
 
-/* Spin this long in a wait before sleeping (see MP__WORKER_SPIN_NS). */
-#define MP__GET_SPIN_NS 2000
-
 /* ---- small helpers ------------------------------------------------------ */
 
 static mp__wshm_t *wshm(mp_pool_t *p, int w) {
@@ -208,24 +205,34 @@ static bool result_ready_cond(void *arg) {
   return atomic_load_explicit(&r->state, memory_order_acquire) == 2;
 }
 
+/* This thread will collect results (a blocking call about to wait): workers
+ * then wake it instead of the collector thread. Taken before submitting, so
+ * that a fast result does not wake the collector in between. */
+static void collect_begin(mp_pool_t *p) {
+  atomic_fetch_add(&p->ps->ucollect, 1);
+}
+
+static void collect_end(mp_pool_t *p) {
+  atomic_fetch_sub(&p->ps->ucollect, 1);
+  /* Results published while workers counted on us go to the collector. */
+  atomic_thread_fence(memory_order_seq_cst);
+  if (any_results(p))
+    ring_doorbell(p);
+}
+
 /* Wait until cond(arg), collecting results in this thread meanwhile: a
  * worker that publishes while we sleep wakes us directly (useq), saving the
  * hop through the collector thread. Returns 0 or MP_ETIMEDOUT. */
 static int wait_until(mp_pool_t *p, bool (*cond)(void *), void *arg,
                       const mp__deadline_t *dl) {
-  uint64_t t0 = mp__now_ns();
   int rc = 0;
-  atomic_fetch_add(&p->ps->ucollect, 1);
+  collect_begin(p);
   for (;;) {
     if (any_results(p))
       collect_now(p);
     if (cond(arg))
       break;
-    if (mp__now_ns() - t0 < MP__GET_SPIN_NS) {
-      for (int i = 0; i < 32; i++)
-        mp__cpu_relax();
-      continue;
-    }
+    /* No spinning, as in the workers (see wait_task). */
     uint32_t seq = atomic_load(&p->ps->useq);
     atomic_fetch_add(&p->ps->uwait, 1);
     int r = 0;
@@ -237,12 +244,7 @@ static int wait_until(mp_pool_t *p, bool (*cond)(void *), void *arg,
       break;
     }
   }
-  /* Leaving: results published while workers counted on us go to the
-   * collector. */
-  atomic_fetch_sub(&p->ps->ucollect, 1);
-  atomic_thread_fence(memory_order_seq_cst);
-  if (any_results(p))
-    ring_doorbell(p);
+  collect_end(p);
   return rc;
 }
 
@@ -1179,10 +1181,15 @@ int mp_pool_apply(mp_pool_t *pool, mp_task_fn fn, const void *arg, size_t len,
                   mp_buf_t *result, int *task_code) {
   if (tls_cb_pool && tls_cb_pool == pool)
     return MP_EDEADLK;
+  if (!pool)
+    return MP_EINVAL;
   mp_result_t *r;
+  collect_begin(pool);
   int e = mp_pool_apply_async(pool, fn, arg, len, NULL, &r);
-  if (e)
+  if (e) {
+    collect_end(pool);
     return e;
+  }
   const void *data;
   size_t dlen;
   e = mp_result_get(r, MP_FOREVER, &data, &dlen);
@@ -1196,6 +1203,7 @@ int mp_pool_apply(mp_pool_t *pool, mp_task_fn fn, const void *arg, size_t len,
       e = MP_ENOMEM;
   }
   mp_result_destroy(r);
+  collect_end(pool);
   return e;
 }
 
@@ -1275,13 +1283,17 @@ int mp_pool_map(mp_pool_t *pool, mp_map_fn fn, const void *items, size_t n,
                 size_t chunksize) {
   if (tls_cb_pool && tls_cb_pool == pool)
     return MP_EDEADLK;
+  if (!pool)
+    return MP_EINVAL;
   mp_result_t *r;
+  collect_begin(pool);
   int e = map_submit(pool, fn, items, n, item_size, results, result_size,
                      chunksize, NULL, &r);
-  if (e)
-    return e;
-  e = mp_result_get(r, MP_FOREVER, NULL, NULL);
-  mp_result_destroy(r);
+  if (!e) {
+    e = mp_result_get(r, MP_FOREVER, NULL, NULL);
+    mp_result_destroy(r);
+  }
+  collect_end(pool);
   return e;
 }
 
@@ -1535,9 +1547,8 @@ static bool imap_cond(void *arg) {
   return atomic_load(&c->im->seq) != c->seq;
 }
 
-int mp_imap_next(mp_imap_t *im, void *result, size_t *index, int timeout_ms) {
-  if (!im || mp__check_timeout(timeout_ms))
-    return MP_EINVAL;
+static int imap_next(mp_imap_t *im, void *result, size_t *index,
+                     int timeout_ms) {
   mp_pool_t *p = im->pool;
   mp__deadline_t dl;
   mp__deadline_init(&dl, timeout_ms);
@@ -1585,6 +1596,17 @@ int mp_imap_next(mp_imap_t *im, void *result, size_t *index, int timeout_ms) {
     if (wait_until(p, imap_cond, &c, &dl) == MP_ETIMEDOUT)
       return MP_ETIMEDOUT;
   }
+}
+
+int mp_imap_next(mp_imap_t *im, void *result, size_t *index, int timeout_ms) {
+  if (!im || mp__check_timeout(timeout_ms))
+    return MP_EINVAL;
+  /* Collect here from the start: results of the items this call dispatches
+   * need not wake the collector thread. */
+  collect_begin(im->pool);
+  int e = imap_next(im, result, index, timeout_ms);
+  collect_end(im->pool);
+  return e;
 }
 
 int mp_imap_destroy(mp_imap_t *im) {

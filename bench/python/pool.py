@@ -53,14 +53,18 @@ def main():
                 r.get()
             emit("pool_apply_async_pipelined", n / (time.perf_counter() - t0))
     if selected("pool_apply_sync_rtt"):
-        n = scaled(5000)
+        n = scaled(1000)
         with ctx.Pool(2) as p:
             for i in range(200):
                 p.apply(echo, (i,))
-            t0 = time.perf_counter()
-            for i in range(n):
-                p.apply(echo, (i,))
-            emit("pool_apply_sync_rtt", (time.perf_counter() - t0) * 1e6 / n)
+            best = None
+            for _ in range(5):  # best of 5 rounds, as bench_pool.c
+                t0 = time.perf_counter()
+                for i in range(n):
+                    p.apply(echo, (i,))
+                us = (time.perf_counter() - t0) * 1e6 / n
+                best = us if best is None else min(best, us)
+            emit("pool_apply_sync_rtt", best)
     data = list(range(scaled(1000000)))
     if selected("pool_map_1M"):
         with ctx.Pool(2) as p:

@@ -1439,7 +1439,7 @@ static int imap_create(mp_pool_t *pool, mp_map_fn fn, const void *items,
   im->scode = calloc(cap, sizeof(int));
   im->sindex = calloc(cap, sizeof(size_t));
   im->sres = calloc(cap, rsz ? rsz : 1);
-  im->stage = o.input ? malloc(im->chunksize * isz) : NULL;
+  im->stage = o.input ? malloc(cap * isz) : NULL;
   if (!im->sstate || !im->serr || !im->scode || !im->sindex || !im->sres ||
       (o.input && !im->stage)) {
     imap_free(im);
@@ -1460,61 +1460,62 @@ static int imap_create(mp_pool_t *pool, mp_map_fn fn, const void *items,
  * function outside the pool lock. */
 static void imap_topup(mp_imap_t *im) {
   mp_pool_t *p = im->pool;
-  while (!im->input_done && im->unreturned < im->cap) {
-    size_t want = im->cap - im->unreturned;
-    if (want > im->chunksize)
-      want = im->chunksize;
-    const uint8_t *src;
-    size_t k = 0;
-    if (im->input) {
-      while (k < want) {
-        int r = im->input(im->stage + k * im->item_size, im->input_user);
-        if (r <= 0) {
-          im->input_done = true;
-          if (r < 0)
-            im->input_err = r;
-          break;
-        }
-        k++;
-      }
-      src = im->stage;
-    } else {
-      k = im->n - im->next_in < want ? im->n - im->next_in : want;
-      src = im->items + im->next_in * im->item_size;
-      if (im->next_in + k >= im->n)
+  /* Refill in batches, once half the bound came back: one lock and one
+   * worker wake-up per batch instead of per item. */
+  if (im->input_done || im->unreturned > im->cap / 2)
+    return;
+  size_t want = im->cap - im->unreturned;
+  const uint8_t *src;
+  size_t k = 0;
+  if (im->input) {
+    while (k < want) {
+      int r = im->input(im->stage + k * im->item_size, im->input_user);
+      if (r <= 0) {
         im->input_done = true;
+        if (r < 0)
+          im->input_err = r;
+        break;
+      }
+      k++;
     }
-    if (!k)
-      break;
-    pthread_mutex_lock(&p->mu);
-    size_t start = im->next_in;
-    im->next_in += k;
-    im->unreturned += k;
-    if (p->terminated || atomic_load(&p->stopping)) {
+    src = im->stage;
+  } else {
+    k = im->n - im->next_in < want ? im->n - im->next_in : want;
+    src = im->items + im->next_in * im->item_size;
+    if (im->next_in + k >= im->n)
       im->input_done = true;
-      im->terminated = true;
-      pthread_mutex_unlock(&p->mu);
-      break;
-    }
-    bool was_idle = im->pending_chunks == 0;
-    size_t queued;
-    dispatch_map(p, &im->j, MP__K_IMAP, im->fn, src, start, k, im->item_size,
-                 im->result_size, &queued);
-    /* One completion per queued piece, plus one for a failed remainder. */
-    size_t per = piece_items(im->item_size, im->result_size);
-    size_t pieces = (queued + per - 1) / per + (queued < k);
-    if (was_idle)
+  }
+  if (!k)
+    return;
+  pthread_mutex_lock(&p->mu);
+  size_t start = im->next_in;
+  im->next_in += k;
+  im->unreturned += k;
+  if (p->terminated || atomic_load(&p->stopping)) {
+    im->input_done = true;
+    im->terminated = true;
+    pthread_mutex_unlock(&p->mu);
+    return;
+  }
+  size_t per = piece_items(im->item_size, im->result_size);
+  for (size_t off = 0; off < k; off += im->chunksize) {
+    size_t c = k - off < im->chunksize ? k - off : im->chunksize;
+    if (im->pending_chunks == 0)
       live_add(p, &im->j);
-    im->pending_chunks += pieces;
-    if (queued < k) {
+    size_t queued;
+    dispatch_map(p, &im->j, MP__K_IMAP, im->fn, src + off * im->item_size,
+                 start + off, c, im->item_size, im->result_size, &queued);
+    /* One completion per queued piece, plus one for a failed remainder. */
+    im->pending_chunks += (queued + per - 1) / per + (queued < c);
+    if (queued < c) {
       mp__trec_t t = {0};
       t.id = (uint64_t)(uintptr_t)im;
-      t.start = start + queued;
-      t.count = (uint32_t)(k - queued);
+      t.start = start + off + queued;
+      t.count = (uint32_t)(c - queued);
       fail_task(p, &t, MP_ENOMEM);
     }
-    pthread_mutex_unlock(&p->mu);
   }
+  pthread_mutex_unlock(&p->mu);
 }
 
 int mp_pool_imap(mp_pool_t *pool, mp_map_fn fn, const void *items, size_t n,

@@ -47,11 +47,14 @@ def main():
     if selected("pool_apply_async_pipelined"):
         n = scaled(50000)
         with ctx.Pool(2) as p:
-            t0 = time.perf_counter()
-            rs = [p.apply_async(echo, (i,)) for i in range(n)]
-            for r in rs:
-                r.get()
-            emit("pool_apply_async_pipelined", n / (time.perf_counter() - t0))
+            best = 0
+            for _ in range(3):  # best of 3, as bench_pool.c
+                t0 = time.perf_counter()
+                rs = [p.apply_async(echo, (i,)) for i in range(n)]
+                for r in rs:
+                    r.get()
+                best = max(best, n / (time.perf_counter() - t0))
+            emit("pool_apply_async_pipelined", best)
     if selected("pool_apply_sync_rtt"):
         n = scaled(1000)
         with ctx.Pool(2) as p:
@@ -68,30 +71,43 @@ def main():
     data = list(range(scaled(1000000)))
     if selected("pool_map_1M"):
         with ctx.Pool(2) as p:
-            t0 = time.perf_counter()
-            p.map(square, data)
-            emit("pool_map_1M", len(data) / (time.perf_counter() - t0))
+            best = 0
+            for _ in range(3):
+                t0 = time.perf_counter()
+                p.map(square, data)
+                best = max(best, len(data) / (time.perf_counter() - t0))
+            emit("pool_map_1M", best)
     if selected("pool_imap_chunksize1"):
         n = scaled(50000)
         with ctx.Pool(2) as p:
-            t0 = time.perf_counter()
-            for _ in p.imap(square, range(n), chunksize=1):
-                pass
-            emit("pool_imap_chunksize1", n / (time.perf_counter() - t0))
+            best = 0
+            for _ in range(3):
+                t0 = time.perf_counter()
+                for _ in p.imap(square, range(n), chunksize=1):
+                    pass
+                best = max(best, n / (time.perf_counter() - t0))
+            emit("pool_imap_chunksize1", best)
     if selected("threadpool_map_1M"):
         with ThreadPool(2) as p:
-            t0 = time.perf_counter()
-            p.map(square, data)
-            emit("threadpool_map_1M", len(data) / (time.perf_counter() - t0))
+            best = 0
+            for _ in range(3):
+                t0 = time.perf_counter()
+                p.map(square, data)
+                best = max(best, len(data) / (time.perf_counter() - t0))
+            emit("threadpool_map_1M", best)
     if selected("sum_of_squares_10M"):
         n = scaled(10000000)
         parts = [(n * i // 16, n * (i + 1) // 16) for i in range(16)]
         times = []
         for workers in (1, 2):
             with ctx.Pool(workers) as p:
-                t0 = time.perf_counter()
-                p.map(sum_squares, parts, chunksize=1)
-                times.append(time.perf_counter() - t0)
+                best = None
+                for _ in range(3):
+                    t0 = time.perf_counter()
+                    p.map(sum_squares, parts, chunksize=1)
+                    t = time.perf_counter() - t0
+                    best = t if best is None else min(best, t)
+                times.append(best)
         emit("sum_of_squares_10M", times[0] / times[1] / 2)
 
 

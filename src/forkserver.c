@@ -11,10 +11,15 @@
  * When the child ends the server reaps it and writes the exit code to the
  * pipe.
  *
+ * The server starts like a fresh exec: it closes every close-on-exec
+ * descriptor it inherited, keeping the others (stdio, descriptors the
+ * program meant children to inherit).
+ *
  * Lifetime: the server reads EOF on its socket when the application exits,
  * whatever the way (SIGKILL included) or calls mp_forkserver_stop, and then
  * exits; its children die with it through PR_SET_PDEATHSIG unless they asked
  * to outlive their parent. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -64,6 +69,7 @@ void mp__forkserver_atfork_child(void) {
 typedef struct {
   pid_t pid;
   int status_wr;
+  bool outlive;
 } fs_child_t;
 
 typedef struct {
@@ -179,6 +185,7 @@ static void server_spawn(fs_server_t *s, const fs_request_t *rq, void *arg) {
   }
   s->kids[s->nkids].pid = pid;
   s->kids[s->nkids].status_wr = st[1];
+  s->kids[s->nkids].outlive = rq->outlive != 0;
   s->nkids++;
   int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
   if (pidfd < 0) {
@@ -195,7 +202,52 @@ static void server_spawn(fs_server_t *s, const fs_request_t *rq, void *arg) {
   mp__close(st[0]);
 }
 
+/* Like a fresh exec: close every close-on-exec descriptor the server
+ * inherited (all of mproc's, and those of most libraries), so that it holds
+ * no copy of the application's pipes and sockets: a reader of a pipe must
+ * see end of file when the application closes its writer. */
+static void server_close_cloexec_fds(int keep) {
+  DIR *d = opendir("/proc/self/fd");
+  if (!d)
+    return;
+  int fds[256], n = 0, dfd = dirfd(d);
+  struct dirent *e;
+  bool more = true;
+  while (more) {
+    n = 0;
+    more = false;
+    rewinddir(d);
+    while ((e = readdir(d))) {
+      int fd = atoi(e->d_name);
+      if (e->d_name[0] < '0' || e->d_name[0] > '9' || fd == dfd || fd == keep)
+        continue;
+      int fl = fcntl(fd, F_GETFD);
+      if (fl < 0 || !(fl & FD_CLOEXEC))
+        continue;
+      if (n == (int)(sizeof fds / sizeof fds[0])) {
+        more = true;
+        break;
+      }
+      fds[n++] = fd;
+    }
+    for (int i = 0; i < n; i++)
+      close(fds[i]);
+  }
+  closedir(d);
+}
+
+/* The parent-death signal would also get them, but only once this process
+ * is torn down; they are still our unreaped children, so their pids are
+ * safe to signal. */
+static __attribute__((noreturn)) void server_exit(fs_server_t *s) {
+  for (size_t i = 0; i < s->nkids; i++)
+    if (!s->kids[i].outlive)
+      kill(s->kids[i].pid, SIGKILL);
+  _exit(0);
+}
+
 static __attribute__((noreturn)) void server_main(int sock) {
+  server_close_cloexec_fds(sock);
   fs_server_t s;
   memset(&s, 0, sizeof s);
   s.sock = sock;
@@ -228,7 +280,7 @@ static __attribute__((noreturn)) void server_main(int sock) {
       continue;
     fs_request_t rq;
     if (mp__read_full(sock, &rq, sizeof rq) < 0)
-      _exit(0); /* the application is gone or stopped us */
+      server_exit(&s); /* the application is gone or stopped us */
     rq.name[sizeof rq.name - 1] = '\0';
     rq.ident[sizeof rq.ident - 1] = '\0';
     void *arg = NULL;

@@ -28,7 +28,9 @@
 
 #define HDR_SIZE 8
 #define HDR_FD (UINT64_C(1) << 63)
-#define MSG_MAX (UINT64_C(1) << 62)
+/* 1 TiB: far beyond any real message, and a corrupt length above it is
+ * caught before it reaches malloc. */
+#define MSG_MAX (UINT64_C(1) << 40)
 #define RBUF_SIZE (64 * 1024)
 #define SMALL_SEND 4096
 #define FDQ_MAX 64
@@ -106,18 +108,17 @@ static int send_iov(mp_conn_t *c, struct iovec *iov, int iovcnt) {
 }
 
 /* A pipe has no MSG_NOSIGNAL: block SIGPIPE around the write, and swallow
- * the one our write raised (unless one was already pending). */
+ * the one our write raised. If the thread already blocked SIGPIPE itself,
+ * the signal is left pending as it would be without us. */
 static int send_iov_nosigpipe(mp_conn_t *c, struct iovec *iov, int iovcnt) {
   if (c->is_socket)
     return send_iov(c, iov, iovcnt);
-  sigset_t set, old, pending;
+  sigset_t set, old;
   sigemptyset(&set);
   sigaddset(&set, SIGPIPE);
-  sigpending(&pending);
-  bool was_pending = sigismember(&pending, SIGPIPE);
   pthread_sigmask(SIG_BLOCK, &set, &old);
   int r = send_iov(c, iov, iovcnt);
-  if (r == MP_EPIPE && !was_pending) {
+  if (r == MP_EPIPE && !sigismember(&old, SIGPIPE)) {
     struct timespec zero = {0, 0};
     while (sigtimedwait(&set, NULL, &zero) < 0 && errno == EINTR) {
     }
@@ -365,6 +366,8 @@ int mp_conn_recv_into(mp_conn_t *c, void *buf, size_t cap, size_t *len) {
     return r;
   if (hdr & HDR_FD)
     return MP_EINVAL;
+  if (hdr >= MSG_MAX)
+    return MP_EIO;
   *len = (size_t)hdr;
   if (hdr > cap)
     return MP_ETOOSHORT;
@@ -382,8 +385,8 @@ int mp_conn_recv(mp_conn_t *c, void **buf, size_t *len) {
     return r;
   if (hdr & HDR_FD)
     return MP_EINVAL;
-  if (hdr >= SIZE_MAX)
-    return MP_ENOMEM;
+  if (hdr >= MSG_MAX || hdr >= SIZE_MAX)
+    return MP_EIO; /* not a header we write: the stream is corrupt */
   void *p = malloc(hdr ? (size_t)hdr : 1);
   if (!p)
     return MP_ENOMEM;

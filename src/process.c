@@ -25,7 +25,7 @@
 #include "mproc/process.h"
 #include "process_internal.h"
 
-enum { PROC_CREATED, PROC_RUNNING, PROC_DONE };
+enum { PROC_CREATED, PROC_STARTING, PROC_RUNNING, PROC_DONE };
 
 struct mp_process {
   mp_process_fn fn;
@@ -91,6 +91,8 @@ static void reg_unlink(mp_process_t *p) {
   p->prev = p->next = NULL;
 }
 
+static void spawner_atfork_child(void);
+
 static void atfork_prepare(void) {
   pthread_mutex_lock(&reg_mu);
 }
@@ -102,6 +104,7 @@ static void atfork_child(void) {
    * copy of memory but are out of the registry. */
   pthread_mutex_init(&reg_mu, NULL);
   reg_head = NULL;
+  spawner_atfork_child();
   mp__forkserver_atfork_child();
 }
 
@@ -243,12 +246,14 @@ int mp_process_create(mp_process_t **pp, mp_process_fn fn, const void *arg,
   return 0;
 }
 
-static int start_fork(mp_process_t *p) {
+static int start_fork(mp_process_t *p, const sigset_t *mask) {
   pid_t self = getpid();
   pid_t pid = fork();
   if (pid < 0)
     return -errno;
   if (pid == 0) {
+    if (mask)
+      pthread_sigmask(SIG_SETMASK, mask, NULL);
     if (!mp__process_child_enter(p->name, p->ident, self, self, p->outlive))
       _exit(1);
     mp__process_child_run(p->fn, p->arg, p->arg_len);
@@ -267,11 +272,91 @@ static int start_fork(mp_process_t *p) {
   return 0;
 }
 
+/* ---- the spawner thread ----------------------------------------------------
+ * Linux sends the parent-death signal when the *thread* that forked the child
+ * exits, not the process. A child forked by a short-lived thread would be
+ * killed when that thread ends. So forks asked for by threads other than the
+ * main one are done by one internal thread that lives as long as the
+ * process. It blocks every signal (the application's handlers never run on
+ * it); the child takes the asking thread's signal mask. */
+static pthread_mutex_t spawn_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t spawn_cv = PTHREAD_COND_INITIALIZER;
+static bool spawner_running;
+static struct {
+  mp_process_t *p; /* request; NULL when the slot is free */
+  sigset_t mask;
+  int result;
+  bool done;
+} spawn_req;
+
+static void *spawner_main(void *unused) {
+  pthread_mutex_lock(&spawn_mu);
+  for (;;) {
+    while (!spawn_req.p || spawn_req.done)
+      pthread_cond_wait(&spawn_cv, &spawn_mu);
+    spawn_req.result = start_fork(spawn_req.p, &spawn_req.mask);
+    spawn_req.done = true;
+    pthread_cond_broadcast(&spawn_cv);
+  }
+  return NULL;
+}
+
+static int spawner_start_locked(void) {
+  if (spawner_running)
+    return 0;
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_t t;
+  int r = pthread_create(&t, &attr, spawner_main, NULL);
+  pthread_attr_destroy(&attr);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (r != 0)
+    return -r;
+  spawner_running = true;
+  return 0;
+}
+
+static int start_fork_via_spawner(mp_process_t *p) {
+  sigset_t mask;
+  pthread_sigmask(SIG_SETMASK, NULL, &mask);
+  pthread_mutex_lock(&spawn_mu);
+  int r = spawner_start_locked();
+  if (r == 0) {
+    while (spawn_req.p)
+      pthread_cond_wait(&spawn_cv, &spawn_mu);
+    spawn_req.p = p;
+    spawn_req.mask = mask;
+    spawn_req.done = false;
+    pthread_cond_broadcast(&spawn_cv);
+    while (!spawn_req.done || spawn_req.p != p)
+      pthread_cond_wait(&spawn_cv, &spawn_mu);
+    r = spawn_req.result;
+    spawn_req.p = NULL;
+    pthread_cond_broadcast(&spawn_cv);
+  }
+  pthread_mutex_unlock(&spawn_mu);
+  return r;
+}
+
+static void spawner_atfork_child(void) {
+  /* The thread does not exist in a child. */
+  pthread_mutex_init(&spawn_mu, NULL);
+  pthread_cond_init(&spawn_cv, NULL);
+  spawner_running = false;
+  spawn_req.p = NULL;
+}
+
 int mp_process_start(mp_process_t *p) {
   if (!p)
     return MP_EINVAL;
   pthread_mutex_lock(&reg_mu);
   bool fresh = p->state == PROC_CREATED;
+  if (fresh)
+    p->state = PROC_STARTING; /* a concurrent second start fails */
   pthread_mutex_unlock(&reg_mu);
   if (!fresh)
     return MP_EINVAL;
@@ -281,22 +366,26 @@ int mp_process_start(mp_process_t *p) {
   if (p->method == MP_START_FORKSERVER)
     r = mp__forkserver_spawn(p->fn, p->arg, p->arg_len, p->name, p->ident,
                              p->outlive, &p->pid, &p->pidfd, &p->statusfd);
+  else if (p->outlive || gettid() == getpid())
+    r = start_fork(p, NULL);
   else
-    r = start_fork(p);
-  if (r < 0)
-    return r;
-  p->starter = getpid();
+    r = start_fork_via_spawner(p);
   pthread_mutex_lock(&reg_mu);
-  p->state = PROC_RUNNING;
-  reg_link(p);
+  if (r < 0) {
+    p->state = PROC_CREATED; /* a failed start changes nothing */
+  } else {
+    p->starter = getpid();
+    p->state = PROC_RUNNING;
+    reg_link(p);
+  }
   pthread_mutex_unlock(&reg_mu);
-  return 0;
+  return r;
 }
 
 int mp_process_join(mp_process_t *p, int timeout_ms) {
   if (!p || mp__check_timeout(timeout_ms) < 0)
     return MP_EINVAL;
-  if (p->state == PROC_CREATED)
+  if (p->state < PROC_RUNNING)
     return MP_EINVAL;
   mp__deadline_t dl;
   mp__deadline_init(&dl, timeout_ms);
@@ -319,7 +408,7 @@ int mp_process_join(mp_process_t *p, int timeout_ms) {
 int mp_process_is_alive(mp_process_t *p) {
   if (!p)
     return MP_EINVAL;
-  if (p->state == PROC_CREATED)
+  if (p->state < PROC_RUNNING)
     return 0;
   return proc_collect(p) == MP_EAGAIN ? 1 : 0;
 }
@@ -329,7 +418,7 @@ static int proc_signal(mp_process_t *p, int sig) {
     return MP_EINVAL;
   pthread_mutex_lock(&reg_mu);
   int r = 0;
-  if (p->state == PROC_CREATED)
+  if (p->state < PROC_RUNNING)
     r = MP_EINVAL;
   else if (p->state == PROC_RUNNING &&
            sys_pidfd_send_signal(p->pidfd, sig) < 0 && errno != ESRCH)
@@ -348,7 +437,7 @@ int mp_process_kill(mp_process_t *p) {
 int mp_process_exitcode(mp_process_t *p, int *code) {
   if (!p || !code)
     return MP_EINVAL;
-  if (p->state == PROC_CREATED)
+  if (p->state < PROC_RUNNING)
     return MP_EAGAIN;
   int r = proc_collect(p);
   if (r < 0)
@@ -362,7 +451,7 @@ int mp_process_exitcode(mp_process_t *p, int *code) {
 pid_t mp_process_pid(const mp_process_t *p) {
   if (!p)
     return MP_EINVAL;
-  return p->state == PROC_CREATED ? 0 : p->pid;
+  return p->state < PROC_RUNNING ? 0 : p->pid;
 }
 
 const char *mp_process_name(const mp_process_t *p) {
@@ -375,7 +464,7 @@ static bool process_ready_check(void *obj) {
 
 mp_waitable_t mp_process_waitable(mp_process_t *p) {
   mp_waitable_t w = {.fd = -1, .check = NULL, .obj = p, .ready = false};
-  if (p && p->state != PROC_CREATED) {
+  if (p && p->state >= PROC_RUNNING) {
     w.fd = proc_wait_fd(p);
     /* A fork-server status pipe turns unreadable once drained: the check
      * makes an already-collected process count as ready. */
@@ -388,6 +477,8 @@ mp_waitable_t mp_process_waitable(mp_process_t *p) {
 int mp_process_destroy(mp_process_t *p) {
   if (!p)
     return 0;
+  if (p->state == PROC_STARTING)
+    return MP_EBUSY;
   if (p->state != PROC_CREATED) {
     if (proc_collect(p) == MP_EAGAIN)
       return MP_EBUSY;
@@ -452,7 +543,8 @@ int mp_cpu_count(void) {
 }
 
 /* At normal exit, as Python: terminate daemon children, then join every
- * child this process started. Then the fork server goes. */
+ * child this process started (but those allowed to outlive it). Then the
+ * fork server goes. */
 static void exit_handler(void) {
   pid_t self = getpid();
   pthread_mutex_lock(&reg_mu);
@@ -462,8 +554,9 @@ static void exit_handler(void) {
   pthread_mutex_unlock(&reg_mu);
   for (;;) {
     pthread_mutex_lock(&reg_mu);
+    /* Children allowed to outlive us are left to run. */
     mp_process_t *p = reg_head;
-    while (p && p->starter != self)
+    while (p && (p->starter != self || (p->outlive && !p->daemon)))
       p = p->next;
     pthread_mutex_unlock(&reg_mu);
     if (!p)

@@ -8,26 +8,11 @@
 
 #define MP__WAIT_STACK 32
 
-/* Objects with a check are asked before sleeping and after their fd polls
- * readable; objects without one are ready when their fd is readable (or
- * hung up: a closed peer or an ended process is something to look at). */
-static int wait_scan(mp_waitable_t *objs, size_t n, const struct pollfd *pfd,
-                     bool before_sleep) {
-  int ready = 0;
-  for (size_t i = 0; i < n; i++) {
-    bool r;
-    if (before_sleep)
-      r = objs[i].check ? objs[i].check(objs[i].obj) : false;
-    else if (!(pfd[i].revents & (POLLIN | POLLHUP | POLLERR)))
-      r = false;
-    else
-      r = objs[i].check ? objs[i].check(objs[i].obj) : true;
-    objs[i].ready = r;
-    ready += r;
-  }
-  return ready;
-}
-
+/* Objects with a check are asked before sleeping (one may be ready while
+ * its fd is quiet, e.g. a connection holding buffered data) and after their
+ * fd polls readable; objects without one are ready when their fd is
+ * readable (or hung up: a closed peer or an ended process is something to
+ * look at). Every ready object is reported, as Python's wait does. */
 int mp_wait(mp_waitable_t *objs, size_t n, int timeout_ms) {
   if ((!objs && n > 0) || mp__check_timeout(timeout_ms) < 0 || n > INT32_MAX)
     return MP_EINVAL;
@@ -41,28 +26,40 @@ int mp_wait(mp_waitable_t *objs, size_t n, int timeout_ms) {
     if (!pfd)
       return MP_ENOMEM;
   }
+  int ready = 0;
   for (size_t i = 0; i < n; i++) {
     pfd[i].fd = objs[i].fd;
     pfd[i].events = POLLIN;
     pfd[i].revents = 0;
+    objs[i].ready = objs[i].check && objs[i].check(objs[i].obj);
+    ready += objs[i].ready;
   }
-  int ready = wait_scan(objs, n, pfd, true);
   mp__deadline_t dl;
   mp__deadline_init(&dl, timeout_ms);
-  while (ready == 0) {
-    int ms = mp__deadline_remaining_ms(&dl);
+  for (;;) {
+    /* With something ready already, just collect the rest. */
+    int ms = ready > 0 ? 0 : mp__deadline_remaining_ms(&dl);
     int r = poll(pfd, (nfds_t)n, ms);
-    if (r < 0 && errno != EINTR) {
-      ready = -errno;
+    if (r < 0) {
+      if (errno == EINTR && ready == 0)
+        continue;
+      if (errno != EINTR)
+        ready = -errno;
       break;
     }
-    if (r > 0)
-      ready = wait_scan(objs, n, pfd, false);
-    if (ready == 0 && ms == 0)
+    for (size_t i = 0; r > 0 && i < n; i++) {
+      if (objs[i].ready || !(pfd[i].revents & (POLLIN | POLLHUP | POLLERR)))
+        continue;
+      if (!objs[i].check || objs[i].check(objs[i].obj)) {
+        objs[i].ready = true;
+        ready++;
+      }
+    }
+    if (ready > 0 || ms == 0)
       break;
-    if (ready == 0 && r > 0) {
-      /* Readable but not ready (another consumer won): avoid a busy loop
-       * on a level-triggered fd that stays readable. */
+    if (r > 0) {
+      /* Readable but not ready (another consumer won): do not spin on a
+       * level-triggered fd that stays readable. */
       struct timespec ts = {0, 1000000};
       nanosleep(&ts, NULL);
     }

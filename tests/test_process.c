@@ -270,15 +270,17 @@ TEST(process_cpu_count) {
 static pthread_mutex_t held_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t ready_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t ready_cv = PTHREAD_COND_INITIALIZER;
-static int holder_ready;
+static int holder_ready, holder_release;
 
+/* Holds held_mu until told to let go. */
 static void *holder_thread(void *arg) {
   pthread_mutex_lock(&held_mu);
   pthread_mutex_lock(&ready_mu);
   holder_ready = 1;
-  pthread_cond_signal(&ready_cv);
+  pthread_cond_broadcast(&ready_cv);
+  while (!holder_release)
+    pthread_cond_wait(&ready_cv, &ready_mu);
   pthread_mutex_unlock(&ready_mu);
-  mpt_sleep_ms(*(int *)arg);
   pthread_mutex_unlock(&held_mu);
   return NULL;
 }
@@ -307,9 +309,8 @@ static int run_method(mp_process_fn fn, const void *arg, size_t len,
 TEST(forkserver_with_threads) {
   ASSERT_OK(mp_forkserver_start());
   ASSERT_OK(mp_forkserver_start()); /* already running: fine */
-  int ms = 1500;
   pthread_t t;
-  ASSERT_EQ(pthread_create(&t, NULL, holder_thread, &ms), 0);
+  ASSERT_EQ(pthread_create(&t, NULL, holder_thread, NULL), 0);
   pthread_mutex_lock(&ready_mu);
   while (!holder_ready)
     pthread_cond_wait(&ready_cv, &ready_mu);
@@ -319,6 +320,10 @@ TEST(forkserver_with_threads) {
   /* ...a fork-server child comes from the clean server. */
   for (int i = 0; i < 20; i++)
     ASSERT_EQ(run_method(trylock_target, NULL, 0, MP_START_FORKSERVER), 0);
+  pthread_mutex_lock(&ready_mu);
+  holder_release = 1;
+  pthread_cond_broadcast(&ready_cv);
+  pthread_mutex_unlock(&ready_mu);
   pthread_join(t, NULL);
   ASSERT_OK(mp_forkserver_stop());
 }
@@ -630,8 +635,196 @@ TEST(process_parent_sigkill_while_spawning) {
     while (count_tagged() > 0 && mpt_now_ms() < end)
       mpt_sleep_ms(5);
     ASSERT_EQ(count_tagged(), 0);
-    /* One caught between fork and naming itself would show up late. */
+    /* One caught between fork and naming itself shows up late, and must go
+     * too: its parent (the fork server) may still be tearing down (slow
+     * under ASan) before the parent-death signal is sent. */
     mpt_sleep_ms(50);
+    end = mpt_now_ms() + 10000;
+    while (count_tagged() > 0 && mpt_now_ms() < end)
+      mpt_sleep_ms(5);
     ASSERT_EQ(count_tagged(), 0);
   }
+}
+
+/* Linux's parent-death signal follows the thread that forked: a child
+ * started from a thread that then exits must live on. */
+static void *start_from_thread(void *arg) {
+  int ms = 30000;
+  mp_process_t **pp = arg;
+  if (mp_process_create(pp, sleep_ms_target, &ms, sizeof ms, NULL) < 0 ||
+      mp_process_start(*pp) < 0)
+    *pp = NULL;
+  return NULL;
+}
+
+TEST(process_started_from_exiting_thread) {
+  for (int i = 0; i < 3; i++) {
+    mp_process_t *p = NULL;
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, start_from_thread, &p), 0);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    ASSERT(p != NULL);
+    mpt_sleep_ms(100);
+    ASSERT_EQ(mp_process_is_alive(p), 1);
+    ASSERT_OK(mp_process_terminate(p));
+    ASSERT_OK(mp_process_join(p, MP_FOREVER));
+    int code;
+    ASSERT_OK(mp_process_exitcode(p, &code));
+    ASSERT_EQ(code, -SIGTERM);
+    ASSERT_OK(mp_process_destroy(p));
+  }
+}
+
+/* ...and still dies with its process. */
+TEST(process_from_thread_dies_with_parent) {
+  int pp[2];
+  ASSERT_EQ(pipe(pp), 0);
+  pid_t mid = fork();
+  ASSERT(mid >= 0);
+  if (mid == 0) {
+    pthread_t t;
+    if (pthread_create(&t, NULL, start_from_thread, &keep[0]) != 0 ||
+        pthread_join(t, NULL) != 0 || !keep[0])
+      _exit(2);
+    pid_t pid = mp_process_pid(keep[0]);
+    if (write(pp[1], &pid, sizeof pid) != sizeof pid)
+      _exit(3);
+    for (;;)
+      pause();
+  }
+  close(pp[1]);
+  pid_t child;
+  ASSERT_EQ(read(pp[0], &child, sizeof child), (ssize_t)sizeof child);
+  close(pp[0]);
+  ASSERT(!pid_dies_within(child, 100));
+  ASSERT_EQ(kill(mid, SIGKILL), 0);
+  ASSERT_EQ(waitpid(mid, NULL, 0), mid);
+  ASSERT(pid_dies_within(child, 10000));
+}
+
+/* The server holds no copy of the application's close-on-exec descriptors:
+ * closing a writer in the application gives its reader end of file. */
+TEST(forkserver_holds_no_app_fds) {
+  mp_conn_t *r, *w;
+  ASSERT_OK(mp_pipe(&r, &w, false));
+  int v = 5;
+  ASSERT_EQ(run_method(ret_arg, &v, sizeof v, MP_START_FORKSERVER), 5);
+  ASSERT_OK(mp_conn_close(w));
+  ASSERT_EQ(mp_conn_poll(r, 5000), 1);
+  void *m;
+  size_t len;
+  ASSERT_ERR(mp_conn_recv(r, &m, &len), MP_ECLOSED);
+  mp_conn_destroy(r);
+  mp_conn_destroy(w);
+  ASSERT_OK(mp_forkserver_stop());
+}
+
+/* A normal exit does not wait for a child allowed to outlive the parent. */
+TEST(process_exit_leaves_outliving_child) {
+  int pp[2];
+  ASSERT_EQ(pipe(pp), 0);
+  pid_t mid = fork();
+  ASSERT(mid >= 0);
+  if (mid == 0) {
+    close(pp[0]);
+    int ms = 30000;
+    mp_process_opts_t o = {.outlive_parent = true};
+    if (mp_process_create(&keep[0], sleep_ms_target, &ms, sizeof ms, &o) < 0 ||
+        mp_process_start(keep[0]) < 0)
+      _exit(2);
+    pid_t pid = mp_process_pid(keep[0]);
+    if (write(pp[1], &pid, sizeof pid) != sizeof pid)
+      _exit(3);
+    exit(0);
+  }
+  close(pp[1]);
+  pid_t child;
+  ASSERT_EQ(read(pp[0], &child, sizeof child), (ssize_t)sizeof child);
+  close(pp[0]);
+  int st;
+  ASSERT_EQ(waitpid(mid, &st, 0), mid);
+  ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  ASSERT(!pid_dies_within(child, 100));
+  ASSERT_EQ(kill(child, SIGKILL), 0);
+  ASSERT(pid_dies_within(child, 10000));
+}
+
+/* ---- the application's own SIGCHLD and wait calls ------------------------ */
+
+static volatile sig_atomic_t chld_count;
+static void on_chld(int sig) {
+  chld_count++;
+}
+
+TEST(process_app_sigchld_handler_untouched) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_chld; /* no SA_RESTART: our waits see EINTR */
+  ASSERT_EQ(sigaction(SIGCHLD, &sa, NULL), 0);
+  /* The application's own child, reaped by the application. */
+  pid_t own = fork();
+  if (own == 0) {
+    mpt_sleep_ms(300);
+    _exit(42);
+  }
+  for (int i = 0; i < 5; i++) {
+    int ms = 20 * i, code;
+    mp_process_t *p;
+    ASSERT_OK(mp_process_create(&p, sleep_ms_target, &ms, sizeof ms, NULL));
+    ASSERT_OK(mp_process_start(p));
+    ASSERT_OK(mp_process_join(p, MP_FOREVER));
+    ASSERT_OK(mp_process_exitcode(p, &code));
+    ASSERT_EQ(code, 0);
+    ASSERT_OK(mp_process_destroy(p));
+  }
+  ASSERT(chld_count >= 1); /* the signals reached the application */
+  int st;
+  ASSERT_EQ(waitpid(own, &st, 0), own); /* and its child was left to it */
+  ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 42);
+  signal(SIGCHLD, SIG_DFL);
+}
+
+TEST(process_app_reaps_ours) {
+  int ms = 50, code;
+  mp_process_t *p;
+  ASSERT_OK(mp_process_create(&p, sleep_ms_target, &ms, sizeof ms, NULL));
+  ASSERT_OK(mp_process_start(p));
+  /* An application reaping every child takes ours too. */
+  ASSERT_EQ(waitpid(-1, NULL, 0), mp_process_pid(p));
+  ASSERT_ERR(mp_process_join(p, MP_FOREVER), MP_ECHILD);
+  ASSERT_ERR(mp_process_exitcode(p, &code), MP_ECHILD);
+  ASSERT_EQ(mp_process_is_alive(p), 0);
+  ASSERT_OK(mp_process_destroy(p));
+}
+
+/* Several threads starting and joining at once, both methods. */
+static void *start_join_loop(void *arg) {
+  intptr_t method = (intptr_t)arg;
+  for (int i = 0; i < 30; i++) {
+    mp_process_t *p;
+    mp_process_opts_t o = {.start_method = (mp_start_method_t)method};
+    int code = -1;
+    if (mp_process_create(&p, ret_arg, &i, sizeof i, &o) < 0 ||
+        mp_process_start(p) < 0 || mp_process_join(p, MP_FOREVER) < 0 ||
+        mp_process_exitcode(p, &code) < 0 || code != i)
+      return (void *)1;
+    mp_process_destroy(p);
+  }
+  return NULL;
+}
+
+TEST(process_threads_start_join) {
+  pthread_t t[4];
+  for (intptr_t i = 0; i < 4; i++)
+    ASSERT_EQ(pthread_create(&t[i], NULL, start_join_loop,
+                             (void *)(intptr_t)(i % 2 ? MP_START_FORK
+                                                      : MP_START_FORKSERVER)),
+              0);
+  for (int i = 0; i < 4; i++) {
+    void *r;
+    ASSERT_EQ(pthread_join(t[i], &r), 0);
+    ASSERT(r == NULL);
+  }
+  ASSERT_EQ(mp_active_children(NULL, 0), 0);
+  ASSERT_OK(mp_forkserver_stop());
 }

@@ -50,6 +50,9 @@ TEST(wait_connections_and_processes) {
   ASSERT_EQ(mp_wait(w, NC + 2, MP_FOREVER), 1);
   ASSERT(w[NC].ready && !w[NC + 1].ready && !w[0].ready);
   ASSERT_OK(mp_process_join(fast, 0));
+  /* Reaped: still ready. */
+  ASSERT_EQ(mp_wait(&w[NC], 2, 0), 1);
+  ASSERT(w[NC].ready && !w[NC + 1].ready);
   /* Messages on two connections. */
   ASSERT_OK(mp_conn_send(s[1], "a", 1));
   ASSERT_OK(mp_conn_send(s[2], "b", 1));
@@ -116,4 +119,25 @@ TEST(wait_custom_check) {
   ASSERT_EQ(mp_wait(&w, 1, 50), 0);
   close(p[0]);
   close(p[1]);
+}
+
+/* Everything ready is reported, also when one object was ready before the
+ * wait slept. */
+TEST(wait_reports_all_ready) {
+  mp_conn_t *a, *b, *c, *d;
+  ASSERT_OK(mp_pipe(&a, &b, true));
+  ASSERT_OK(mp_pipe(&c, &d, true));
+  ASSERT_OK(mp_conn_send(b, "1", 1));
+  ASSERT_OK(mp_conn_send(b, "2", 1));
+  char x;
+  size_t len;
+  ASSERT_OK(mp_conn_recv_into(a, &x, 1, &len)); /* "2" now buffered in a */
+  ASSERT_OK(mp_conn_send(d, "3", 1));
+  mp_waitable_t w[2] = {mp_conn_waitable(a), mp_conn_waitable(c)};
+  ASSERT_EQ(mp_wait(w, 2, MP_FOREVER), 2);
+  ASSERT(w[0].ready && w[1].ready);
+  mp_conn_destroy(a);
+  mp_conn_destroy(b);
+  mp_conn_destroy(c);
+  mp_conn_destroy(d);
 }

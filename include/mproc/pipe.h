@@ -1,6 +1,6 @@
 /* mproc: pipes and connections (Python's Pipe, Connection).
  *
- * A connection carries whole messages of 0 bytes up to 2^62 - 1 bytes (tested
+ * A connection carries whole messages of 0 bytes up to 2^40 - 1 bytes (tested
  * up to 1 GiB) in order; each send is received by exactly one recv.
  * Duplex pipes are a unix stream socketpair; one-way pipes are a pipe(2).
  *
@@ -35,7 +35,7 @@ MP_EXTERN int mp_pipe(mp_conn_t **a, mp_conn_t **b, bool duplex);
 /* Send one message of len bytes (buf may be NULL when len is 0). Blocks until
  * the whole message is handed to the kernel. Small messages cost one system
  * call. Returns 0, MP_EINVAL (c NULL, buf NULL with len > 0), MP_EMSGSIZE
- * (len >= 2^62), MP_EBADF (receive-only end), MP_ECLOSED (c was closed),
+ * (len >= 2^40), MP_EBADF (receive-only end), MP_ECLOSED (c was closed),
  * MP_EPIPE (the peer closed its end; never raises SIGPIPE). A message that
  * failed midway (EPIPE, a signal handler's error) leaves the stream
  * unusable. */

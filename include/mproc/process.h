@@ -18,7 +18,14 @@
  * child's children: mp_active_children() starts empty, and the parent's
  * handles must not be joined, killed or destroyed from the child. The child
  * ends with _exit(2) after flushing stdout and stderr: atexit handlers of the
- * parent do not run in it. */
+ * parent do not run in it.
+ *
+ * In a fork-server child (MP_START_FORKSERVER) memory is the program as it
+ * was when the server started (globals set later are not seen), with one
+ * thread and no lock held; descriptors marked close-on-exec were closed in
+ * the server, so connections of the application are not inherited: use
+ * objects opened by name. The target function pointer and the argument bytes
+ * are all the request carries. */
 #ifndef MPROC_PROCESS_H
 #define MPROC_PROCESS_H
 
@@ -47,8 +54,11 @@ typedef struct mp_process_opts {
   bool daemon;
   /* MP_START_FORK (default) or MP_START_FORKSERVER. */
   mp_start_method_t start_method;
-  /* By default a child is killed (SIGKILL) when its parent dies, even by
-   * SIGKILL (PR_SET_PDEATHSIG). true lets it outlive its parent. */
+  /* By default a child is killed (SIGKILL) when its parent process dies,
+   * even by SIGKILL (PR_SET_PDEATHSIG; forks for threads other than the main
+   * one are made by an internal thread that lives as long as the process,
+   * so a child never dies with the thread that started it). true lets it
+   * outlive its parent, and the parent's exit does not wait for it. */
   bool outlive_parent;
 } mp_process_opts_t;
 
@@ -72,7 +82,8 @@ MP_EXTERN int mp_process_start(mp_process_t *p);
  * child of the application, and SIGCHLD handling is left to the application.
  * Returns 0 (ended; see mp_process_exitcode), MP_ETIMEDOUT, MP_EINVAL (p NULL,
  * not started, bad timeout), MP_ECHILD (the application reaped the child
- * itself, e.g. with waitpid(-1); its exit code is then unknown). */
+ * itself, e.g. with waitpid(-1), or its fork server died: the exit code is
+ * then unknown). */
 MP_EXTERN int mp_process_join(mp_process_t *p, int timeout_ms);
 
 /* 1 if the child was started and has not ended, 0 if not (never started or

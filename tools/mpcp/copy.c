@@ -1,0 +1,733 @@
+/* The worker side: copies one batch of entries (or one chunk of a big file,
+ * or verifies a batch) relative to the inherited root fds.
+ *
+ * A regular file is written into an unnamed O_TMPFILE inode in the
+ * destination directory and linked under its final name only once its data
+ * and metadata are complete, so a reader (or a crash) never sees a partial
+ * file under the final name. Where O_TMPFILE is not available the file is
+ * written under a temporary name (".mpcp-<parent pid>-<pid>-<n>") and renamed;
+ * a worker stopped by SIGTERM removes its temp file, and the parent sweeps
+ * the directories of unfinished tasks after an interrupt. */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "mpcp.h"
+
+#define PIECE (8u << 20)
+#define XBUF (64u << 10)
+
+static char *iobuf;
+static char *xnames, *xval;
+static volatile sig_atomic_t cur_tmp_fd = -1;
+static char cur_tmp[128];
+
+/* Pending progress, sent at most every 100 ms and at the end of each task:
+ * the channel never carries a message per file. */
+static struct {
+  uint64_t files, bytes, mismatches;
+  double last;
+  char text[MPCP_MSG_MAX - sizeof(mpcp_msg_t) - 64];
+  size_t text_len;
+} acc;
+static bool quiet_bytes; /* while re-copying a verify mismatch */
+
+/* Test hooks (environment, read once): MPCP_TEST_DELAY_MS holds every file
+ * that long before it gets its final name, so a test can interrupt a copy in
+ * the middle; MPCP_TEST_CORRUPT names a file whose first copy gets one byte
+ * flipped, so --verify has something to find. */
+static int test_delay_ms = -1;
+static const char *test_corrupt;
+
+static void test_hooks_init(void) {
+  if (test_delay_ms >= 0)
+    return;
+  const char *d = getenv("MPCP_TEST_DELAY_MS");
+  test_delay_ms = d ? atoi(d) : 0;
+  test_corrupt = getenv("MPCP_TEST_CORRUPT");
+}
+
+static void on_term(int sig) {
+  if (cur_tmp_fd >= 0 && cur_tmp[0])
+    unlinkat(cur_tmp_fd, cur_tmp, 0);
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+void mpcp_worker_init(void) {
+  /* The parent decides what an interrupt means (it stops us with SIGTERM);
+   * the terminal's SIGINT to the whole group must not kill workers mid-file. */
+  signal(SIGINT, SIG_IGN);
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_term;
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGHUP, &sa, NULL);
+}
+
+static void flush_text(void) {
+  if (acc.text_len) {
+    mpcp_msg_t m = {.kind = MPCP_M_TEXT};
+    mpcp_send(&m, acc.text, acc.text_len);
+    acc.text_len = 0;
+  }
+}
+
+static void flush_progress(uint32_t kind, uint64_t id) {
+  if (kind == MPCP_M_PROGRESS && !acc.files && !acc.bytes)
+    return;
+  mpcp_msg_t m = {.kind = kind,
+                  .id = id,
+                  .files = acc.files,
+                  .bytes = acc.bytes,
+                  .mismatches = acc.mismatches};
+  mpcp_send(&m, NULL, 0);
+  acc.files = acc.bytes = acc.mismatches = 0;
+  acc.last = mpcp_now();
+}
+
+static void note(uint64_t files, uint64_t bytes) {
+  acc.files += files;
+  if (!quiet_bytes)
+    acc.bytes += bytes;
+  double now = mpcp_now();
+  if (now - acc.last >= 0.1) {
+    flush_text();
+    flush_progress(MPCP_M_PROGRESS, 0);
+  }
+}
+
+static void werr(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void werr(const char *fmt, ...) {
+  char buf[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  if (n < 0)
+    return;
+  if ((size_t)n >= sizeof buf)
+    n = sizeof buf - 1;
+  flush_text();
+  mpcp_msg_t m = {.kind = MPCP_M_ERROR, .errors = 1};
+  mpcp_send(&m, buf, (size_t)n);
+}
+
+static void verbose_line(const char *src, const char *dst) {
+  char line[1024];
+  int n = snprintf(line, sizeof line, "'%s' -> '%s'\n", src, dst);
+  if (n < 0)
+    return;
+  if ((size_t)n >= sizeof line)
+    n = sizeof line - 1;
+  if (acc.text_len + (size_t)n > sizeof acc.text)
+    flush_text();
+  memcpy(acc.text + acc.text_len, line, (size_t)n);
+  acc.text_len += (size_t)n;
+}
+
+/* ---- data ---------------------------------------------------------------- */
+
+static int rw_range(int sfd, int dfd, uint64_t off, uint64_t len, bool whole,
+                    uint64_t *copied) {
+  if (!iobuf && !(iobuf = malloc(1u << 20)))
+    return -ENOMEM;
+  uint64_t done = 0;
+  while (whole || done < len) {
+    size_t want = 1u << 20;
+    if (!whole && len - done < want)
+      want = (size_t)(len - done);
+    ssize_t n = pread(sfd, iobuf, want, (off_t)(off + done));
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      return -errno;
+    }
+    if (n == 0)
+      break;
+    for (ssize_t w = 0; w < n;) {
+      ssize_t k = pwrite(dfd, iobuf + w, (size_t)(n - w),
+                         (off_t)(off + done + (uint64_t)w));
+      if (k < 0) {
+        if (errno == EINTR)
+          continue;
+        return -errno - 100000;
+      }
+      w += k;
+    }
+    done += (uint64_t)n;
+    note(0, (uint64_t)n);
+  }
+  *copied += done;
+  return 0;
+}
+
+/* Copies [off, off+len) (or to EOF when whole) with copy_file_range, which
+ * lets the filesystem share or offload the copy; falls back to pread/pwrite
+ * where it is refused. A read error is returned as -errno, a write error as
+ * -errno - 100000 so the message can name the right side. */
+static int copy_range(mpcp_root_t *r, int sfd, int dfd, uint64_t off,
+                      uint64_t len, bool whole, uint64_t *copied) {
+  uint64_t done = 0;
+  if (r->no_clone & 2)
+    return rw_range(sfd, dfd, off, len, whole, copied);
+  for (;;) {
+    size_t want;
+    if (done < len) {
+      uint64_t left = len - done;
+      want = left > PIECE ? PIECE : (size_t)left + (whole ? 1 : 0);
+    } else if (whole) {
+      want = PIECE;
+    } else {
+      break;
+    }
+    loff_t in = (loff_t)(off + done), out = (loff_t)(off + done);
+    ssize_t n = copy_file_range(sfd, &in, dfd, &out, want, 0);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      if (done == 0 &&
+          (errno == EXDEV || errno == EINVAL || errno == ENOSYS ||
+           errno == EOPNOTSUPP || errno == EBADF || errno == ETXTBSY)) {
+        r->no_clone |= 2;
+        return rw_range(sfd, dfd, off, len, whole, copied);
+      }
+      int e = errno;
+      /* copy_file_range does not say which side failed: ask with a read. */
+      char probe;
+      if (pread(sfd, &probe, 1, in) < 0)
+        return -errno;
+      return -e - 100000;
+    }
+    if (n == 0)
+      break;
+    done += (uint64_t)n;
+    note(0, (uint64_t)n);
+    if (whole && done >= len && (size_t)n < want)
+      break;
+  }
+  *copied += done;
+  return 0;
+}
+
+int mpcp_copy_data(mpcp_root_t *r, int sfd, int dfd, uint64_t off, uint64_t len,
+                   bool sparse, bool whole, uint64_t *copied) {
+  if (whole && !sparse && len > 0 && !(r->no_clone & 1)) {
+    if (ioctl(dfd, FICLONE, sfd) == 0) {
+      *copied += len;
+      note(0, len);
+      return 0;
+    }
+    r->no_clone |= 1;
+  }
+  if (len >= PIECE)
+    posix_fadvise(sfd, (off_t)off, (off_t)len, POSIX_FADV_SEQUENTIAL);
+  if (!sparse)
+    return copy_range(r, sfd, dfd, off, len, whole, copied);
+  /* Sparse: copy only the data extents; holes stay holes (and count as
+   * done, so progress is in logical bytes). */
+  uint64_t pos = off, end = off + len;
+  while (whole || pos < end) {
+    off_t d = lseek(sfd, (off_t)pos, SEEK_DATA);
+    if (d < 0) {
+      if (errno == ENXIO) {
+        if (end > pos)
+          note(0, end - pos);
+        break;
+      }
+      return copy_range(r, sfd, dfd, pos, whole ? 0 : end - pos, whole, copied);
+    }
+    if (!whole && (uint64_t)d >= end) {
+      note(0, end - pos);
+      break;
+    }
+    note(0, (uint64_t)d - pos);
+    off_t h = lseek(sfd, d, SEEK_HOLE);
+    if (h < 0)
+      return -errno;
+    uint64_t stop = (uint64_t)h;
+    if (!whole && stop > end)
+      stop = end;
+    int rc =
+        copy_range(r, sfd, dfd, (uint64_t)d, stop - (uint64_t)d, false, copied);
+    if (rc)
+      return rc;
+    pos = stop;
+  }
+  return 0;
+}
+
+/* ---- metadata ------------------------------------------------------------ */
+
+int mpcp_copy_xattrs(int sfd, int dfd, char *err, size_t errlen) {
+  if (!xnames && !(xnames = malloc(XBUF)))
+    return -ENOMEM;
+  if (!xval && !(xval = malloc(XBUF)))
+    return -ENOMEM;
+  ssize_t n = flistxattr(sfd, xnames, XBUF);
+  if (n <= 0)
+    return 0;
+  for (char *p = xnames; p < xnames + n; p += strlen(p) + 1) {
+    ssize_t v = fgetxattr(sfd, p, xval, XBUF);
+    if (v < 0)
+      continue;
+    if (fsetxattr(dfd, p, xval, (size_t)v, 0) < 0 && errno != ENOTSUP) {
+      snprintf(err, errlen, "preserving xattr %s: %s", p, strerror(errno));
+      return -errno;
+    }
+  }
+  return 0;
+}
+
+int mpcp_set_meta_fd(int fd, const mpcp_ent_t *e, int src_fd, bool is_dir,
+                     bool force_chown, char *err, size_t errlen) {
+  bool chowned = false;
+  if (force_chown || e->uid != mpcp_euid || e->gid != mpcp_egid) {
+    if (fchown(fd, e->uid, e->gid) == 0)
+      chowned = true;
+    else if (errno != EPERM || mpcp_euid == 0) {
+      snprintf(err, errlen, "preserving ownership: %s", strerror(errno));
+      return -errno;
+    }
+  }
+  if ((chowned || is_dir || (e->mode & 07000)) &&
+      fchmod(fd, e->mode & 07777) < 0) {
+    snprintf(err, errlen, "preserving permissions: %s", strerror(errno));
+    return -errno;
+  }
+  if (src_fd >= 0) {
+    int rc = mpcp_copy_xattrs(src_fd, fd, err, errlen);
+    if (rc)
+      return rc;
+  }
+  struct timespec ts[2] = {{e->atime_s, e->atime_ns},
+                           {e->mtime_s, e->mtime_ns}};
+  if (futimens(fd, ts) < 0) {
+    snprintf(err, errlen, "preserving times: %s", strerror(errno));
+    return -errno;
+  }
+  return 0;
+}
+
+/* ---- entries ------------------------------------------------------------- */
+
+typedef struct {
+  mpcp_root_t *root;
+  const char *dir;
+  int sdir, ddir;
+  uint32_t flags;
+} batch_t;
+
+static char *disp(const batch_t *b, bool dst, const char *name) {
+  return mpcp_join(dst ? b->root->dst_disp : b->root->src_disp, b->dir, name);
+}
+
+static void report(const batch_t *b, bool dst, const char *what,
+                   const char *name, int err) {
+  char *p = disp(b, dst, name);
+  werr("mpcp: %s '%s': %s", what, p ? p : name, strerror(err));
+  free(p);
+}
+
+/* Moves the finished temp entry over `dname`. */
+static int commit_rename(const batch_t *b, const char *tmp, const char *dname) {
+  if (renameat(b->ddir, tmp, b->ddir, dname) == 0)
+    return 0;
+  int e = errno;
+  unlinkat(b->ddir, tmp, 0);
+  return -e;
+}
+
+/* Creates an entry under dname, replacing what is there atomically. */
+static int make_node(const batch_t *b, const mpcp_ent_t *e, const char *target,
+                     const char *dname) {
+  char tmp[128];
+  const char *at = dname;
+  for (int round = 0; round < 2; round++) {
+    int rc = S_ISLNK(e->mode)
+                 ? symlinkat(target, b->ddir, at)
+                 : mknodat(b->ddir, at,
+                           (e->mode & S_IFMT) |
+                               (e->mode & (mpcp_opt.archive ? 07777 : 0777)),
+                           (dev_t)e->rdev);
+    if (rc == 0)
+      return at == dname ? 0 : commit_rename(b, at, dname);
+    if (errno != EEXIST || round == 1)
+      return -errno;
+    mpcp_temp_name(tmp, sizeof tmp);
+    at = tmp;
+  }
+  return -EEXIST;
+}
+
+static void copy_node(const batch_t *b, const mpcp_ent_t *e, const char *name,
+                      const char *dname) {
+  char stackbuf[4096];
+  char *target = NULL;
+  if (S_ISLNK(e->mode)) {
+    size_t cap = e->size > 0 ? e->size + 1 : sizeof stackbuf;
+    target = cap <= sizeof stackbuf ? stackbuf : malloc(cap);
+    if (!target) {
+      report(b, false, "cannot read symbolic link", name, ENOMEM);
+      return;
+    }
+    ssize_t n = readlinkat(b->sdir, name, target, cap);
+    if (n < 0 || (size_t)n >= cap) {
+      report(b, false, "cannot read symbolic link", name,
+             n < 0 ? errno : ENAMETOOLONG);
+      goto out;
+    }
+    target[n] = '\0';
+  }
+  int rc = make_node(b, e, target, dname);
+  if (rc) {
+    report(b, true,
+           rc == -EISDIR      ? "cannot overwrite directory"
+           : S_ISLNK(e->mode) ? "cannot create symbolic link"
+                              : "cannot create special file",
+           dname, -rc);
+    goto out;
+  }
+  if (mpcp_opt.archive) {
+    if ((e->uid != mpcp_euid || e->gid != mpcp_egid ||
+         (b->flags & MPCP_TF_SETGID_DIR)) &&
+        fchownat(b->ddir, dname, e->uid, e->gid, AT_SYMLINK_NOFOLLOW) < 0 &&
+        (errno != EPERM || mpcp_euid == 0)) {
+      report(b, true, "failed to preserve ownership for", dname, errno);
+      goto out;
+    }
+    struct timespec ts[2] = {{e->atime_s, e->atime_ns},
+                             {e->mtime_s, e->mtime_ns}};
+    if (utimensat(b->ddir, dname, ts, AT_SYMLINK_NOFOLLOW) < 0) {
+      report(b, true, "failed to preserve times for", dname, errno);
+      goto out;
+    }
+  }
+  note(1, 0);
+  if (mpcp_opt.verbose) {
+    char *s = disp(b, false, name), *d = disp(b, true, dname);
+    if (s && d)
+      verbose_line(s, d);
+    free(s);
+    free(d);
+  }
+  if (target != stackbuf)
+    free(target);
+  return;
+out:
+  if (target != stackbuf)
+    free(target);
+  note(1, 0);
+}
+
+static int open_src(int dirfd, const char *name, uint32_t uid) {
+  int fl = O_RDONLY | O_NOFOLLOW | O_CLOEXEC;
+  if (uid == mpcp_euid || mpcp_euid == 0) {
+    int fd = openat(dirfd, name, fl | O_NOATIME);
+    if (fd >= 0 || errno != EPERM)
+      return fd;
+  }
+  return openat(dirfd, name, fl);
+}
+
+/* Creates the unnamed (or temp-named) destination inode. */
+static int create_dst(const batch_t *b, const mpcp_ent_t *e, char *tmp,
+                      size_t tmplen) {
+  mode_t perm = e->mode & (mpcp_opt.archive ? 07777 : 0777);
+  tmp[0] = '\0';
+  if (mpcp_use_tmpfile) {
+    int fd = openat(b->ddir, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, perm);
+    if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL &&
+                    errno != ENOENT))
+      return fd;
+    mpcp_use_tmpfile = false;
+  }
+  mpcp_temp_name(tmp, tmplen);
+  memcpy(cur_tmp, tmp, strlen(tmp) + 1);
+  cur_tmp_fd = b->ddir;
+  return openat(b->ddir, tmp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, perm);
+}
+
+/* Gives the finished inode its final name. */
+static int commit_file(const batch_t *b, int dfd, const char *tmp,
+                       const char *dname) {
+  if (tmp[0]) {
+    int rc = commit_rename(b, tmp, dname);
+    cur_tmp_fd = -1;
+    cur_tmp[0] = '\0';
+    return rc;
+  }
+  char proc[64];
+  for (int round = 0; round < 2; round++) {
+    char t[128];
+    const char *at = dname;
+    if (round == 1) {
+      mpcp_temp_name(t, sizeof t);
+      at = t;
+    }
+    int rc;
+    if (mpcp_euid == 0) {
+      rc = linkat(dfd, "", b->ddir, at, AT_EMPTY_PATH);
+    } else {
+      snprintf(proc, sizeof proc, "/proc/self/fd/%d", dfd);
+      rc = linkat(AT_FDCWD, proc, b->ddir, at, AT_SYMLINK_FOLLOW);
+    }
+    if (rc == 0)
+      return round == 0 ? 0 : commit_rename(b, at, dname);
+    if (errno != EEXIST)
+      return -errno;
+  }
+  return -EEXIST;
+}
+
+static void copy_reg(const batch_t *b, const mpcp_ent_t *e, const char *name,
+                     const char *dname) {
+  char tmp[128], err[256];
+  uint64_t copied = 0;
+  int sfd = open_src(b->sdir, name, e->uid);
+  if (sfd < 0) {
+    report(b, false, "cannot open", name, errno);
+    note(1, 0);
+    return;
+  }
+  int dfd = create_dst(b, e, tmp, sizeof tmp);
+  if (dfd < 0) {
+    report(b, true, "cannot create regular file", dname, errno);
+    goto fail_src;
+  }
+  int rc = mpcp_copy_data(b->root, sfd, dfd, 0, e->size,
+                          e->flags & MPCP_EF_SPARSE, true, &copied);
+  if (rc) {
+    if (rc <= -100000)
+      report(b, true, "error writing", dname, -(rc + 100000));
+    else
+      report(b, false, "error reading", name, -rc);
+    goto fail;
+  }
+  if (test_corrupt && !quiet_bytes && e->size && !strcmp(name, test_corrupt)) {
+    unsigned char c = 0;
+    if (pread(sfd, &c, 1, 0) == 1) {
+      c ^= 0xff;
+      if (pwrite(dfd, &c, 1, 0) != 1)
+        c = 0;
+    }
+  }
+  if ((e->flags & MPCP_EF_SPARSE) && ftruncate(dfd, (off_t)e->size) < 0) {
+    report(b, true, "error writing", dname, errno);
+    goto fail;
+  }
+  if (mpcp_opt.archive &&
+      mpcp_set_meta_fd(dfd, e, sfd, false, b->flags & MPCP_TF_SETGID_DIR, err,
+                       sizeof err) < 0) {
+    char *p = disp(b, true, dname);
+    werr("mpcp: '%s': %s", p ? p : dname, err);
+    free(p);
+    goto fail;
+  }
+  if (test_delay_ms > 0)
+    usleep((useconds_t)test_delay_ms * 1000);
+  rc = commit_file(b, dfd, tmp, dname);
+  if (rc) {
+    report(b, true,
+           rc == -EISDIR ? "cannot overwrite directory"
+                         : "cannot create regular file",
+           dname, -rc);
+    goto fail;
+  }
+  close(dfd);
+  close(sfd);
+  note(1, 0);
+  if (mpcp_opt.verbose) {
+    char *s = disp(b, false, name), *d = disp(b, true, dname);
+    if (s && d)
+      verbose_line(s, d);
+    free(s);
+    free(d);
+  }
+  return;
+fail:
+  close(dfd);
+  if (tmp[0]) {
+    unlinkat(b->ddir, tmp, 0);
+    cur_tmp_fd = -1;
+    cur_tmp[0] = '\0';
+  }
+fail_src:
+  close(sfd);
+  note(1, 0);
+}
+
+/* --verify: hash source and copy; a mismatch is copied again once. */
+static void verify_reg(const batch_t *b, const mpcp_ent_t *e, const char *name,
+                       const char *dname) {
+  uint64_t hs[2], hd[2];
+  for (int round = 0; round < 2; round++) {
+    int sfd = open_src(b->sdir, name, e->uid);
+    if (sfd < 0) {
+      report(b, false, "verify: cannot open", name, errno);
+      return;
+    }
+    int dfd = openat(b->ddir, dname, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (dfd < 0) {
+      report(b, true, "verify: cannot open", dname, errno);
+      close(sfd);
+      return;
+    }
+    int r1 = mpcp_hash_fd(sfd, hs), r2 = mpcp_hash_fd(dfd, hd);
+    close(sfd);
+    close(dfd);
+    if (r1 || r2) {
+      report(b, r1 == 0, "verify: error reading", r1 ? name : dname,
+             -(r1 ? r1 : r2));
+      return;
+    }
+    if (hs[0] == hd[0] && hs[1] == hd[1]) {
+      note(1, 0);
+      return;
+    }
+    if (round == 1)
+      break;
+    acc.mismatches++;
+    quiet_bytes = true;
+    copy_reg(b, e, name, dname);
+    quiet_bytes = false;
+    acc.files--; /* copy_reg counted the file once more */
+  }
+  char *p = disp(b, true, dname);
+  werr("mpcp: verify: '%s' differs from its source after copying again",
+       p ? p : dname);
+  free(p);
+}
+
+/* ---- tasks -----------------------------------------------------------------
+ */
+
+static int open_dirs(batch_t *b, const mpcp_task_hdr_t *h) {
+  b->root = &mpcp_roots[h->root];
+  b->flags = h->flags;
+  b->sdir = mpcp_open_rel(b->root->src_fd, b->dir, O_PATH | O_DIRECTORY, 0);
+  if (b->sdir < 0) {
+    report(b, false, "cannot access", NULL, errno);
+    return -1;
+  }
+  b->ddir = mpcp_open_rel(b->root->dst_fd, b->dir, O_PATH | O_DIRECTORY, 0);
+  if (b->ddir < 0) {
+    report(b, true, "cannot access", NULL, errno);
+    close(b->sdir);
+    return -1;
+  }
+  return 0;
+}
+
+static void run_batch(const mpcp_task_hdr_t *h, const char *p,
+                      const char *end) {
+  char dir[h->dir_len + 1];
+  memcpy(dir, p, h->dir_len);
+  dir[h->dir_len] = '\0';
+  p += h->dir_len;
+  batch_t b = {.dir = dir};
+  bool ok = open_dirs(&b, h) == 0;
+  for (uint32_t i = 0; i < h->count && p + sizeof(mpcp_ent_t) <= end; i++) {
+    mpcp_ent_t e;
+    memcpy(&e, p, sizeof e);
+    p += sizeof e;
+    char name[e.name_len + 1], dname[e.dname_len + 1];
+    memcpy(name, p, e.name_len);
+    name[e.name_len] = '\0';
+    p += e.name_len;
+    memcpy(dname, p, e.dname_len);
+    dname[e.dname_len] = '\0';
+    p += e.dname_len;
+    const char *dn = e.dname_len ? dname : name;
+    if (!ok) {
+      note(1, 0);
+      continue;
+    }
+    if (h->kind == MPCP_T_VERIFY) {
+      if (S_ISREG(e.mode))
+        verify_reg(&b, &e, name, dn);
+    } else if (S_ISREG(e.mode)) {
+      copy_reg(&b, &e, name, dn);
+    } else {
+      copy_node(&b, &e, name, dn);
+    }
+  }
+  if (ok) {
+    close(b.sdir);
+    close(b.ddir);
+  }
+}
+
+static void run_chunk(const mpcp_task_hdr_t *h, const char *p) {
+  char dir[h->dir_len + 1];
+  memcpy(dir, p, h->dir_len);
+  dir[h->dir_len] = '\0';
+  p += h->dir_len;
+  mpcp_chunk_t c;
+  memcpy(&c, p, sizeof c);
+  p += sizeof c;
+  char name[c.name_len + 1], tmp[c.tmp_len + 1];
+  memcpy(name, p, c.name_len);
+  name[c.name_len] = '\0';
+  memcpy(tmp, p + c.name_len, c.tmp_len);
+  tmp[c.tmp_len] = '\0';
+  batch_t b = {.dir = dir};
+  uint32_t failed = 1;
+  if (open_dirs(&b, h) == 0) {
+    int sfd = open_src(b.sdir, name, 0);
+    int dfd = openat(b.ddir, tmp, O_WRONLY | O_CLOEXEC);
+    if (sfd < 0) {
+      report(&b, false, "cannot open", name, errno);
+    } else if (dfd < 0) {
+      report(&b, true, "cannot open", tmp, errno);
+    } else {
+      uint64_t copied = 0;
+      int rc = mpcp_copy_data(b.root, sfd, dfd, c.offset, c.len,
+                              c.flags & MPCP_EF_SPARSE, false, &copied);
+      if (rc <= -100000)
+        report(&b, true, "error writing", tmp, -(rc + 100000));
+      else if (rc)
+        report(&b, false, "error reading", name, -rc);
+      else
+        failed = 0;
+    }
+    if (sfd >= 0)
+      close(sfd);
+    if (dfd >= 0)
+      close(dfd);
+    close(b.sdir);
+    close(b.ddir);
+  }
+  flush_progress(MPCP_M_PROGRESS, 0);
+  mpcp_msg_t m = {.kind = MPCP_M_CHUNK, .id = c.file_id, .errors = failed};
+  mpcp_send(&m, NULL, 0);
+}
+
+int mpcp_worker_task(const void *task, size_t len) {
+  mpcp_task_hdr_t h;
+  if (len < sizeof h)
+    return -EINVAL;
+  memcpy(&h, task, sizeof h);
+  const char *p = (const char *)task + sizeof h,
+             *end = (const char *)task + len;
+  if (h.root >= (uint32_t)mpcp_nroots || h.dir_len > len - sizeof h)
+    return -EINVAL;
+  test_hooks_init();
+  acc.last = mpcp_now();
+  if (h.kind == MPCP_T_CHUNK)
+    run_chunk(&h, p);
+  else
+    run_batch(&h, p, end);
+  flush_text();
+  flush_progress(MPCP_M_DONE, h.id);
+  return 0;
+}

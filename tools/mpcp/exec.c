@@ -1,0 +1,188 @@
+/* Executor: the copy runs in an mproc process pool; progress, errors and
+ * -v lines come back on one mproc queue.
+ *
+ * Each task is one batch (or one chunk) serialized by walk.c and submitted
+ * with mp_pool_apply_async; workers put small messages (mpcp_msg_t + text) on
+ * the queue, at most one per 100 ms plus one per finished task, and the
+ * parent reads them with a timeout so it can redraw the progress line ten
+ * times a second. The pool's callbacks only matter when a worker dies in the
+ * middle of a task: the error callback then posts the task's completion (and
+ * an error line) on the same queue, so the parent sees every task finish
+ * exactly once through one channel.
+ *
+ * MPCP_EXEC_SERIAL builds a serial executor (tasks run inline in the parent)
+ * used to bring the copier up before the pool existed. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mpcp.h"
+
+#ifndef MPCP_EXEC_SERIAL
+#include <mproc.h>
+
+static mp_pool_t *pool;
+static mp_queue_t *queue;
+
+typedef struct {
+  uint64_t id, file_id;
+  uint32_t kind;
+} pending_t;
+
+static int task_fn(const void *arg, size_t len, mp_buf_t *result, void *ctx) {
+  (void)result;
+  (void)ctx;
+  return mpcp_worker_task(arg, len);
+}
+
+static void worker_init(void *arg) {
+  (void)arg;
+  mpcp_worker_init();
+}
+
+static void on_done(const void *data, size_t len, void *user) {
+  (void)data;
+  (void)len;
+  free(user);
+}
+
+/* Runs in the pool's callback thread of the parent. */
+static void on_error(int err, int task_code, const char *msg, void *user) {
+  pending_t *p = user;
+  char text[512];
+  int n = snprintf(text, sizeof text, "mpcp: a worker failed (%s%s%s)",
+                   err == MP_ETASK ? "task error" : mp_strerror(err),
+                   msg && *msg ? ": " : "", msg ? msg : "");
+  (void)task_code;
+  mpcp_msg_t m = {.kind = MPCP_M_ERROR, .errors = 1};
+  if (err != MP_ECLOSED)
+    mpcp_send(&m, text, n > 0 ? (size_t)n : 0);
+  if (p->kind == MPCP_T_CHUNK) {
+    mpcp_msg_t c = {.kind = MPCP_M_CHUNK, .id = p->file_id, .errors = 1};
+    mpcp_send(&c, NULL, 0);
+  }
+  mpcp_msg_t d = {.kind = MPCP_M_DONE, .id = p->id};
+  mpcp_send(&d, NULL, 0);
+  free(p);
+}
+
+int mpcp_exec_start(int nworkers) {
+  int rc = mp_queue_create(&queue, NULL);
+  if (rc < 0)
+    return rc;
+  mp_pool_opts_t o = {.workers = nworkers, .initializer = worker_init};
+  rc = mp_pool_create(&pool, &o);
+  if (rc < 0) {
+    mp_queue_destroy(queue);
+    queue = NULL;
+  }
+  return rc;
+}
+
+int mpcp_exec_submit(const void *task, size_t len) {
+  mpcp_task_hdr_t h;
+  memcpy(&h, task, sizeof h);
+  pending_t *p = calloc(1, sizeof *p);
+  if (!p)
+    return -ENOMEM;
+  p->id = h.id;
+  p->kind = h.kind;
+  if (h.kind == MPCP_T_CHUNK) {
+    mpcp_chunk_t c;
+    memcpy(&c, (const char *)task + sizeof h + h.dir_len, sizeof c);
+    p->file_id = c.file_id;
+  }
+  mp_async_opts_t ao = {
+      .callback = on_done, .error_callback = on_error, .user = p};
+  int rc = mp_pool_apply_async(pool, task_fn, task, len, &ao, NULL);
+  if (rc < 0)
+    free(p);
+  return rc;
+}
+
+void mpcp_send(const mpcp_msg_t *m, const char *text, size_t text_len) {
+  char buf[MPCP_MSG_MAX];
+  if (text_len > sizeof buf - sizeof *m)
+    text_len = sizeof buf - sizeof *m;
+  memcpy(buf, m, sizeof *m);
+  if (text_len)
+    memcpy(buf + sizeof *m, text, text_len);
+  mp_queue_put(queue, buf, sizeof *m + text_len, MP_FOREVER);
+}
+
+int mpcp_exec_recv(void *buf, int timeout_ms) {
+  size_t len = 0;
+  int rc = mp_queue_get_into(queue, buf, MPCP_MSG_MAX, &len, timeout_ms);
+  if (rc == MP_EEMPTY || rc == MP_EINTR)
+    return 0;
+  return rc < 0 ? rc : (int)len;
+}
+
+void mpcp_exec_stop(bool abort) {
+  if (!pool)
+    return;
+  if (abort)
+    mp_pool_terminate(pool);
+  else
+    mp_pool_close(pool);
+  mp_pool_join(pool, MP_FOREVER);
+  mp_pool_destroy(pool);
+  pool = NULL;
+  /* Completions posted by the error callbacks after terminate are dropped
+   * with the queue. */
+  mp_queue_destroy(queue);
+  queue = NULL;
+}
+
+#else
+typedef struct node {
+  struct node *next;
+  size_t len;
+  char data[];
+} node_t;
+static node_t *head, *tail;
+
+int mpcp_exec_start(int nworkers) {
+  (void)nworkers;
+  return 0;
+}
+
+int mpcp_exec_submit(const void *task, size_t len) {
+  return mpcp_worker_task(task, len);
+}
+
+void mpcp_send(const mpcp_msg_t *m, const char *text, size_t text_len) {
+  node_t *n = malloc(sizeof *n + sizeof *m + text_len);
+  if (!n)
+    return;
+  n->next = NULL;
+  n->len = sizeof *m + text_len;
+  memcpy(n->data, m, sizeof *m);
+  if (text_len)
+    memcpy(n->data + sizeof *m, text, text_len);
+  if (tail)
+    tail->next = n;
+  else
+    head = n;
+  tail = n;
+}
+
+int mpcp_exec_recv(void *buf, int timeout_ms) {
+  (void)timeout_ms;
+  if (!head)
+    return 0;
+  node_t *n = head;
+  head = n->next;
+  if (!head)
+    tail = NULL;
+  size_t len = n->len > MPCP_MSG_MAX ? MPCP_MSG_MAX : n->len;
+  memcpy(buf, n->data, len);
+  free(n);
+  return (int)len;
+}
+
+void mpcp_exec_stop(bool abort) {
+  (void)abort;
+}
+#endif

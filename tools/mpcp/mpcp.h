@@ -1,0 +1,159 @@
+/* mpcp internals: shared between the walker (parent), the workers and the
+ * executor. Only the public mproc API is used underneath (see exec.c).
+ *
+ * Shape of a run: the parent resolves SRC/DEST, opens one directory fd per
+ * top-level source and destination ("roots"), then starts the workers, which
+ * inherit those fds. The walker creates every destination directory itself
+ * and hands regular files, symlinks and special files to the workers in
+ * batches (one task per batch of entries of one directory, never one task per
+ * file). Workers address everything relative to the root fds with openat, so
+ * path length is not limited by PATH_MAX. Progress, errors and -v lines come
+ * back to the parent as small messages on one queue, sent once per batch (or
+ * every few MiB inside a big file). */
+#ifndef MPCP_H
+#define MPCP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define MPCP_VERSION "0.1.0"
+
+/* Files at least this big are split into chunks copied by several workers
+ * (MPCP_CHUNK_MIN and MPCP_CHUNK_SIZE in the environment override both). */
+#define MPCP_CHUNK_MIN (64ull << 20)
+#define MPCP_CHUNK_SIZE (32ull << 20)
+extern uint64_t mpcp_chunk_min, mpcp_chunk_size;
+/* A batch is flushed at this many entries or bytes. */
+#define MPCP_BATCH_FILES 96
+#define MPCP_BATCH_BYTES (8ull << 20)
+
+typedef struct {
+  bool recursive, archive, no_clobber, update, dry_run, verbose, verify, json;
+  int progress; /* -1: auto (stderr is a tty), 0 off, 1 on */
+  int jobs;
+  char **excludes;
+  int nexcludes;
+} mpcp_opts_t;
+
+/* One top-level SRC: the directory fds everything is relative to. */
+typedef struct {
+  char *src_disp; /* display prefix of the source side ("" for none) */
+  char *dst_disp;
+  int src_fd, dst_fd;
+  int no_clone; /* set in a worker once FICLONE failed on this root */
+} mpcp_root_t;
+
+extern mpcp_opts_t mpcp_opt;
+extern mpcp_root_t *mpcp_roots;
+extern int mpcp_nroots;
+extern bool mpcp_use_tmpfile;
+extern uid_t mpcp_euid; /* cached: asked once per file otherwise */
+extern gid_t mpcp_egid; /* O_TMPFILE + linkat, else temp name+rename */
+
+/* ---- tasks (parent -> worker) ------------------------------------------ */
+enum { MPCP_T_BATCH = 1, MPCP_T_CHUNK = 2, MPCP_T_VERIFY = 3 };
+enum { MPCP_TF_SETGID_DIR = 1 }; /* destination dir is setgid: always chown */
+
+typedef struct {
+  uint32_t kind;
+  uint32_t root;
+  uint64_t id;
+  uint32_t count;
+  uint32_t dir_len; /* relative directory path follows the header */
+  uint32_t flags;
+  uint32_t pad;
+} mpcp_task_hdr_t;
+
+enum { MPCP_EF_SPARSE = 1 };
+
+typedef struct {
+  uint32_t mode; /* st_mode: type and permission bits */
+  uint32_t flags;
+  uint32_t uid, gid;
+  uint64_t size;
+  uint64_t rdev;
+  int64_t atime_s, mtime_s;
+  uint32_t atime_ns, mtime_ns;
+  uint32_t name_len, dname_len; /* source name, then destination name */
+} mpcp_ent_t;
+
+typedef struct {
+  uint64_t file_id, offset, len;
+  uint32_t name_len, tmp_len, flags, pad;
+} mpcp_chunk_t;
+
+/* ---- messages (worker -> parent) --------------------------------------- */
+enum {
+  MPCP_M_PROGRESS = 1, /* increments of files/bytes done */
+  MPCP_M_DONE = 2,     /* task `id` finished (with last increments) */
+  MPCP_M_ERROR = 3,    /* text: one error line; counts one failure */
+  MPCP_M_TEXT = 4,     /* text: -v lines for stdout */
+  MPCP_M_CHUNK = 5,    /* chunk of file `id` finished, errors = failed */
+};
+
+typedef struct {
+  uint32_t kind;
+  uint32_t errors;
+  uint64_t id;
+  uint64_t files;
+  uint64_t bytes;
+  uint64_t mismatches;
+} mpcp_msg_t;
+
+#define MPCP_MSG_MAX 4096
+
+/* ---- executor (exec.c) --------------------------------------------------
+ * The parent's view of the workers: submit task bytes, receive messages.
+ * Workers run mpcp_worker_task() and talk back with mpcp_send(). */
+int mpcp_exec_start(int nworkers);
+/* Queues one task; copies the bytes. 0 or a negative errno. */
+int mpcp_exec_submit(const void *task, size_t len);
+/* Next message into buf (MPCP_MSG_MAX bytes): its length, 0 on timeout, or a
+ * negative code. */
+int mpcp_exec_recv(void *buf, int timeout_ms);
+/* Waits for all workers to finish (abort: stop them now). */
+void mpcp_exec_stop(bool abort);
+/* Worker side: sends one message to the parent. */
+void mpcp_send(const mpcp_msg_t *m, const char *text, size_t text_len);
+
+/* ---- worker (copy.c) ---------------------------------------------------- */
+void mpcp_worker_init(void);
+int mpcp_worker_task(const void *task, size_t len);
+/* Parent side helpers shared with the final phase. */
+int mpcp_set_meta_fd(int fd, const mpcp_ent_t *e, int src_fd, bool is_dir,
+                     bool force_chown, char *err, size_t errlen);
+int mpcp_copy_xattrs(int sfd, int dfd, char *err, size_t errlen);
+int mpcp_copy_data(mpcp_root_t *r, int sfd, int dfd, uint64_t off, uint64_t len,
+                   bool sparse, bool whole, uint64_t *copied);
+
+/* ---- paths (path.c) ----------------------------------------------------- */
+/* openat() for a relative path of any length: long paths are opened in
+ * pieces below PATH_MAX. */
+int mpcp_open_rel(int dirfd, const char *rel, int flags, mode_t mode);
+/* Joins display pieces, skipping empty and "." parts: malloc'd. */
+char *mpcp_join(const char *a, const char *b, const char *c);
+void mpcp_temp_name(char *buf, size_t len);
+extern char mpcp_temp_prefix[64];
+
+/* ---- verify (verify.c) --------------------------------------------------- */
+/* XXH3-128 of the whole file: 0 or -errno. */
+int mpcp_hash_fd(int fd, uint64_t out[2]);
+
+/* ---- progress (progress.c) ---------------------------------------------- */
+typedef struct {
+  uint64_t files_total, bytes_total, files_done, bytes_done;
+  uint64_t errors;
+  bool walk_done;
+  bool enabled, tty;
+  double start, last_draw, shown_frac;
+  int drawn_len;
+} mpcp_progress_t;
+
+double mpcp_now(void);
+void mpcp_progress_draw(mpcp_progress_t *p, bool force);
+void mpcp_progress_clear(mpcp_progress_t *p);
+void mpcp_human_bytes(double v, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,805 @@
+/* The parent: walks the sources, creates destination directories up front,
+ * hands entries to the workers in batches, shows progress, and finishes with
+ * hard links and directory metadata (children before parents, so read-only
+ * directories copy). */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "mpcp.h"
+#include "walk.h"
+
+mpcp_opts_t mpcp_opt;
+mpcp_root_t *mpcp_roots;
+int mpcp_nroots;
+bool mpcp_use_tmpfile = true;
+uid_t mpcp_euid;
+gid_t mpcp_egid;
+uint64_t mpcp_chunk_min = MPCP_CHUNK_MIN, mpcp_chunk_size = MPCP_CHUNK_SIZE;
+
+volatile sig_atomic_t mpcp_stop_sig;
+mpcp_stats_t mpcp_stats;
+mpcp_progress_t mpcp_prog;
+
+/* ---- small vectors ------------------------------------------------------- */
+
+typedef struct {
+  int root;
+  char *rel; /* destination-relative directory path ("" for the root) */
+  mpcp_ent_t meta;
+  bool created; /* made by us: without -a it still gets the source mode */
+  bool meta_ok; /* has source metadata to apply */
+} dir_rec_t;
+
+typedef struct {
+  int root_a, root_b;
+  char *a, *b; /* existing copy, new name: root-relative paths */
+} link_rec_t;
+
+typedef struct {
+  uint64_t id;
+  int root;
+  char *dir, *name, *dname, *tmp;
+  mpcp_ent_t meta;
+  uint32_t chunks_left;
+  bool failed, done;
+} big_rec_t;
+
+typedef struct {
+  char *data;
+  size_t len;
+} blob_t;
+
+static dir_rec_t *dirs;
+static size_t ndirs, capdirs;
+static link_rec_t *links;
+static size_t nlinks, caplinks;
+static big_rec_t *bigs;
+static size_t nbigs, capbigs;
+static blob_t *verify_tasks;
+static size_t nverify, capverify;
+static uint64_t tasks_submitted, tasks_done, next_id = 1;
+static int phase; /* 0 copy, 1 verify */
+static mode_t saved_umask;
+
+#define GROW(arr, n, cap)                                                      \
+  do {                                                                         \
+    if ((n) == (cap)) {                                                        \
+      size_t nc_ = (cap) ? (cap)*2 : 64;                                       \
+      void *p_ = realloc((arr), nc_ * sizeof *(arr));                          \
+      if (!p_) {                                                               \
+        fprintf(stderr, "mpcp: out of memory\n");                              \
+        exit(1);                                                               \
+      }                                                                        \
+      (arr) = p_;                                                              \
+      (cap) = nc_;                                                             \
+    }                                                                          \
+  } while (0)
+
+/* ---- hard-link map: (dev, ino) -> first destination path ----------------- */
+
+typedef struct {
+  uint64_t dev, ino;
+  int root;
+  char *path;
+} hl_t;
+static hl_t *hl;
+static size_t hl_cap, hl_n;
+
+static uint64_t hl_hash(uint64_t dev, uint64_t ino) {
+  uint64_t h = ino * 0x9E3779B97F4A7C15ull ^ dev * 0xC2B2AE3D27D4EB4Full;
+  return h ^ (h >> 29);
+}
+
+static hl_t *hl_find(uint64_t dev, uint64_t ino, bool insert) {
+  if (insert && (hl_n + 1) * 2 > hl_cap) {
+    size_t nc = hl_cap ? hl_cap * 2 : 1024;
+    hl_t *n = calloc(nc, sizeof *n);
+    if (!n) {
+      fprintf(stderr, "mpcp: out of memory\n");
+      exit(1);
+    }
+    for (size_t i = 0; i < hl_cap; i++) {
+      if (!hl[i].path)
+        continue;
+      size_t j = hl_hash(hl[i].dev, hl[i].ino) & (nc - 1);
+      while (n[j].path)
+        j = (j + 1) & (nc - 1);
+      n[j] = hl[i];
+    }
+    free(hl);
+    hl = n;
+    hl_cap = nc;
+  }
+  if (!hl_cap)
+    return NULL;
+  size_t j = hl_hash(dev, ino) & (hl_cap - 1);
+  while (hl[j].path) {
+    if (hl[j].dev == dev && hl[j].ino == ino)
+      return &hl[j];
+    j = (j + 1) & (hl_cap - 1);
+  }
+  if (!insert)
+    return NULL;
+  hl[j].dev = dev;
+  hl[j].ino = ino;
+  hl_n++;
+  return &hl[j];
+}
+
+/* ---- messages --------------------------------------------------------------
+ */
+
+void mpcp_error(const char *fmt, ...) {
+  va_list ap;
+  mpcp_progress_clear(&mpcp_prog);
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fputc('\n', stderr);
+  mpcp_stats.errors++;
+  mpcp_prog.errors++;
+}
+
+static void on_msg(const char *buf, size_t len) {
+  mpcp_msg_t m;
+  if (len < sizeof m)
+    return;
+  memcpy(&m, buf, sizeof m);
+  const char *text = buf + sizeof m;
+  size_t tlen = len - sizeof m;
+  switch (m.kind) {
+  case MPCP_M_DONE:
+    tasks_done++;
+    /* fall through */
+  case MPCP_M_PROGRESS:
+    if (phase == 0) {
+      mpcp_prog.files_done += m.files;
+      mpcp_prog.bytes_done += m.bytes;
+    } else {
+      mpcp_stats.verified += m.files;
+      mpcp_stats.mismatches += m.mismatches;
+    }
+    break;
+  case MPCP_M_ERROR:
+    mpcp_error("%.*s", (int)tlen, text);
+    break;
+  case MPCP_M_TEXT:
+    mpcp_progress_clear(&mpcp_prog);
+    fwrite(text, 1, tlen, mpcp_opt.json ? stderr : stdout);
+    fflush(mpcp_opt.json ? stderr : stdout);
+    break;
+  case MPCP_M_CHUNK:
+    for (size_t i = 0; i < nbigs; i++) {
+      big_rec_t *b = &bigs[i];
+      if (b->id != m.id)
+        continue;
+      if (m.errors)
+        b->failed = true;
+      if (--b->chunks_left == 0)
+        mpcp_finish_big(i);
+      break;
+    }
+    break;
+  }
+}
+
+/* Drains the workers' messages: waits up to timeout_ms for the first. */
+void mpcp_pump(int timeout_ms) {
+  char buf[MPCP_MSG_MAX];
+  int n = mpcp_exec_recv(buf, timeout_ms);
+  while (n > 0) {
+    on_msg(buf, (size_t)n);
+    n = mpcp_exec_recv(buf, 0);
+  }
+  mpcp_progress_draw(&mpcp_prog, false);
+}
+
+bool mpcp_tasks_pending(void) {
+  return tasks_done < tasks_submitted;
+}
+
+static void submit(void *task, size_t len, bool keep_for_verify) {
+  mpcp_task_hdr_t h;
+  memcpy(&h, task, sizeof h);
+  h.id = next_id++;
+  memcpy(task, &h, sizeof h);
+  /* Bound the work queued ahead of the workers (memory), while still letting
+   * the walk run far enough ahead to count the totals early. */
+  while (tasks_submitted - tasks_done >= 512 && !mpcp_stop_sig)
+    mpcp_pump(100);
+  if (mpcp_stop_sig)
+    return;
+  int rc = mpcp_exec_submit(task, len);
+  if (rc < 0) {
+    mpcp_error("mpcp: cannot queue work: %s", strerror(-rc));
+    return;
+  }
+  tasks_submitted++;
+  if (keep_for_verify && mpcp_opt.verify) {
+    GROW(verify_tasks, nverify, capverify);
+    char *copy = malloc(len);
+    if (copy) {
+      memcpy(copy, task, len);
+      verify_tasks[nverify++] = (blob_t){copy, len};
+    }
+  }
+}
+
+/* ---- batch building ------------------------------------------------------ */
+
+typedef struct {
+  char *buf;
+  size_t len, cap;
+  uint32_t count;
+  uint64_t bytes;
+  int root;
+  const char *dir;
+  uint32_t flags;
+} batch_t;
+
+static void put(batch_t *b, const void *p, size_t n) {
+  if (b->len + n > b->cap) {
+    size_t nc = b->cap ? b->cap * 2 : 8192;
+    while (nc < b->len + n)
+      nc *= 2;
+    char *q = realloc(b->buf, nc);
+    if (!q) {
+      fprintf(stderr, "mpcp: out of memory\n");
+      exit(1);
+    }
+    b->buf = q;
+    b->cap = nc;
+  }
+  memcpy(b->buf + b->len, p, n);
+  b->len += n;
+}
+
+static void batch_begin(batch_t *b, uint32_t kind) {
+  b->len = 0;
+  b->count = 0;
+  b->bytes = 0;
+  mpcp_task_hdr_t h = {.kind = kind,
+                       .root = (uint32_t)b->root,
+                       .dir_len = (uint32_t)strlen(b->dir),
+                       .flags = b->flags};
+  put(b, &h, sizeof h);
+  put(b, b->dir, h.dir_len);
+}
+
+static void batch_flush(batch_t *b) {
+  if (b->count == 0)
+    return;
+  mpcp_task_hdr_t h;
+  memcpy(&h, b->buf, sizeof h);
+  h.count = b->count;
+  memcpy(b->buf, &h, sizeof h);
+  submit(b->buf, b->len, true);
+  batch_begin(b, MPCP_T_BATCH);
+}
+
+static void batch_add(batch_t *b, const mpcp_ent_t *e, const char *name,
+                      const char *dname) {
+  mpcp_ent_t x = *e;
+  x.name_len = (uint32_t)strlen(name);
+  x.dname_len = dname && strcmp(dname, name) ? (uint32_t)strlen(dname) : 0;
+  put(b, &x, sizeof x);
+  put(b, name, x.name_len);
+  if (x.dname_len)
+    put(b, dname, x.dname_len);
+  b->count++;
+  if (S_ISREG(e->mode))
+    b->bytes += e->size;
+  if (b->count >= MPCP_BATCH_FILES || b->bytes >= MPCP_BATCH_BYTES)
+    batch_flush(b);
+}
+
+static void ent_from_stat(mpcp_ent_t *e, const struct stat *st) {
+  memset(e, 0, sizeof *e);
+  e->mode = st->st_mode;
+  e->uid = st->st_uid;
+  e->gid = st->st_gid;
+  e->size = (uint64_t)st->st_size;
+  e->rdev = st->st_rdev;
+  e->atime_s = st->st_atim.tv_sec;
+  e->atime_ns = (uint32_t)st->st_atim.tv_nsec;
+  e->mtime_s = st->st_mtim.tv_sec;
+  e->mtime_ns = (uint32_t)st->st_mtim.tv_nsec;
+  /* Fewer allocated blocks than the size needs: worth looking for holes. */
+  if (S_ISREG(st->st_mode) && st->st_size > 0 &&
+      (uint64_t)st->st_blocks * 512 + 4096 < (uint64_t)st->st_size)
+    e->flags |= MPCP_EF_SPARSE;
+}
+
+/* ---- big files: split into chunks ------------------------------------------
+ */
+
+void mpcp_finish_big(size_t i) {
+  big_rec_t *b = &bigs[i];
+  mpcp_root_t *r = &mpcp_roots[b->root];
+  b->done = true;
+  int dirfd = mpcp_open_rel(r->dst_fd, b->dir, O_PATH | O_DIRECTORY, 0);
+  char *disp = mpcp_join(r->dst_disp, b->dir, b->dname);
+  char err[256];
+  if (dirfd < 0) {
+    mpcp_error("mpcp: cannot access '%s': %s", disp, strerror(errno));
+    goto out;
+  }
+  if (b->failed) {
+    unlinkat(dirfd, b->tmp, 0);
+    goto out_dir;
+  }
+  int fd = openat(dirfd, b->tmp, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) {
+    mpcp_error("mpcp: cannot open '%s': %s", disp, strerror(errno));
+    unlinkat(dirfd, b->tmp, 0);
+    goto out_dir;
+  }
+  int rc = 0;
+  if (mpcp_opt.archive) {
+    int sdir = mpcp_open_rel(r->src_fd, b->dir, O_PATH | O_DIRECTORY, 0);
+    int sfd = sdir < 0
+                  ? -1
+                  : openat(sdir, b->name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    rc = mpcp_set_meta_fd(fd, &b->meta, sfd, false, true, err, sizeof err);
+    if (sfd >= 0)
+      close(sfd);
+    if (sdir >= 0)
+      close(sdir);
+  } else if (fchmod(fd, b->meta.mode & 0777 & ~saved_umask) < 0) {
+    snprintf(err, sizeof err, "setting permissions: %s", strerror(errno));
+    rc = -1;
+  }
+  close(fd);
+  if (rc < 0) {
+    mpcp_error("mpcp: '%s': %s", disp, err);
+    unlinkat(dirfd, b->tmp, 0);
+  } else if (renameat(dirfd, b->tmp, dirfd, b->dname) < 0) {
+    mpcp_error("mpcp: cannot create regular file '%s': %s", disp,
+               strerror(errno));
+    unlinkat(dirfd, b->tmp, 0);
+  } else if (mpcp_opt.verbose) {
+    char *s = mpcp_join(r->src_disp, b->dir, b->name);
+    mpcp_progress_clear(&mpcp_prog);
+    fprintf(mpcp_opt.json ? stderr : stdout, "'%s' -> '%s'\n", s, disp);
+    free(s);
+  }
+out_dir:
+  close(dirfd);
+out:
+  free(disp);
+  mpcp_prog.files_done++;
+}
+
+static void add_big(batch_t *bt, int ddir, const mpcp_ent_t *e,
+                    const char *name, const char *dname) {
+  char tmp[128];
+  mpcp_temp_name(tmp, sizeof tmp);
+  int fd = openat(ddir, tmp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+  if (fd < 0 || ftruncate(fd, (off_t)e->size) < 0) {
+    char *d = mpcp_join(mpcp_roots[bt->root].dst_disp, bt->dir, dname);
+    mpcp_error("mpcp: cannot create regular file '%s': %s", d, strerror(errno));
+    free(d);
+    if (fd >= 0) {
+      close(fd);
+      unlinkat(ddir, tmp, 0);
+    }
+    mpcp_prog.files_done++;
+    return;
+  }
+  close(fd);
+  GROW(bigs, nbigs, capbigs);
+  big_rec_t *b = &bigs[nbigs++];
+  uint64_t nchunks = (e->size + mpcp_chunk_size - 1) / mpcp_chunk_size;
+  *b = (big_rec_t){.id = nbigs,
+                   .root = bt->root,
+                   .dir = strdup(bt->dir),
+                   .name = strdup(name),
+                   .dname = strdup(dname),
+                   .tmp = strdup(tmp),
+                   .meta = *e,
+                   .chunks_left = (uint32_t)nchunks};
+  batch_t c = {.root = bt->root, .dir = bt->dir, .flags = bt->flags};
+  for (uint64_t k = 0; k < nchunks && !mpcp_stop_sig; k++) {
+    batch_begin(&c, MPCP_T_CHUNK);
+    uint64_t off = k * mpcp_chunk_size;
+    mpcp_chunk_t ch = {.file_id = b->id,
+                       .offset = off,
+                       .len = e->size - off < mpcp_chunk_size ? e->size - off
+                                                              : mpcp_chunk_size,
+                       .name_len = (uint32_t)strlen(name),
+                       .tmp_len = (uint32_t)strlen(tmp),
+                       .flags = e->flags};
+    put(&c, &ch, sizeof ch);
+    put(&c, name, ch.name_len);
+    put(&c, tmp, ch.tmp_len);
+    submit(c.buf, c.len, false);
+    b = &bigs[nbigs - 1]; /* submit may run finish_big; bigs is stable */
+  }
+  if (mpcp_opt.verify) {
+    batch_begin(&c, MPCP_T_VERIFY);
+    mpcp_ent_t x = *e;
+    x.name_len = (uint32_t)strlen(name);
+    x.dname_len = (uint32_t)strlen(dname);
+    put(&c, &x, sizeof x);
+    put(&c, name, x.name_len);
+    put(&c, dname, x.dname_len);
+    mpcp_task_hdr_t h;
+    memcpy(&h, c.buf, sizeof h);
+    h.count = 1;
+    memcpy(c.buf, &h, sizeof h);
+    GROW(verify_tasks, nverify, capverify);
+    verify_tasks[nverify++] = (blob_t){c.buf, c.len};
+    c.buf = NULL;
+  }
+  free(c.buf);
+}
+
+/* ---- walking
+ * ----------------------------------------------------------------- */
+
+static bool excluded(const char *name, const char *relpath) {
+  for (int i = 0; i < mpcp_opt.nexcludes; i++) {
+    const char *pat = mpcp_opt.excludes[i];
+    if (fnmatch(pat, name, 0) == 0)
+      return true;
+    if (strchr(pat, '/') && fnmatch(pat, relpath, FNM_PATHNAME) == 0)
+      return true;
+  }
+  return false;
+}
+
+static bool newer_or_same(const struct stat *d, const mpcp_ent_t *e) {
+  if (d->st_mtim.tv_sec != e->mtime_s)
+    return d->st_mtim.tv_sec > e->mtime_s;
+  return (uint64_t)d->st_mtim.tv_nsec >= e->mtime_ns;
+}
+
+static void dry_line(int root, const char *dir, const char *name,
+                     const char *dname) {
+  if (!mpcp_opt.dry_run && !mpcp_opt.verbose)
+    return;
+  char *s = mpcp_join(mpcp_roots[root].src_disp, dir, name);
+  char *d = mpcp_join(mpcp_roots[root].dst_disp, dir, dname);
+  fprintf(mpcp_opt.json ? stderr : stdout, "%s'%s' -> '%s'\n",
+          mpcp_opt.dry_run ? "would copy " : "", s, d);
+  free(s);
+  free(d);
+}
+
+/* Hands one non-directory entry to the copy: a hard link to remember, a big
+ * file to split, or an entry in the current batch. */
+static void mpcp_add_entry(batch_t *b, int ddir, const struct stat *st,
+                           const char *name, const char *dname) {
+  mpcp_ent_t e;
+  ent_from_stat(&e, st);
+  if (ddir >= 0 && (mpcp_opt.no_clobber || mpcp_opt.update)) {
+    struct stat d;
+    if (fstatat(ddir, dname, &d, AT_SYMLINK_NOFOLLOW) == 0 &&
+        (mpcp_opt.no_clobber || newer_or_same(&d, &e))) {
+      mpcp_stats.skipped++;
+      return;
+    }
+  }
+  mpcp_prog.files_total++;
+  if (S_ISREG(e.mode))
+    mpcp_prog.bytes_total += e.size;
+  if (mpcp_opt.archive && st->st_nlink > 1) {
+    char *path = mpcp_join(b->dir, dname, NULL);
+    hl_t *h = hl_find(st->st_dev, st->st_ino, true);
+    if (h->path) {
+      GROW(links, nlinks, caplinks);
+      links[nlinks++] = (link_rec_t){h->root, b->root, strdup(h->path), path};
+      if (S_ISREG(e.mode))
+        mpcp_prog.bytes_total -= e.size;
+      if (mpcp_opt.dry_run) {
+        mpcp_prog.files_done++;
+        dry_line(b->root, b->dir, name, dname);
+      }
+      return;
+    }
+    h->root = b->root;
+    h->path = path;
+  }
+  if (mpcp_opt.dry_run) {
+    mpcp_prog.files_done++;
+    if (S_ISREG(e.mode))
+      mpcp_prog.bytes_done += e.size;
+    dry_line(b->root, b->dir, name, dname);
+    return;
+  }
+  if (S_ISREG(e.mode) && e.size >= mpcp_chunk_min && mpcp_opt.jobs > 1)
+    add_big(b, ddir, &e, name, dname);
+  else
+    batch_add(b, &e, name, dname);
+}
+
+static void add_dir_rec(int root, const char *rel, const struct stat *st,
+                        bool created) {
+  GROW(dirs, ndirs, capdirs);
+  dir_rec_t *d = &dirs[ndirs++];
+  d->root = root;
+  d->rel = strdup(rel);
+  ent_from_stat(&d->meta, st);
+  d->created = created;
+  d->meta_ok = true;
+  mpcp_stats.dirs++;
+}
+
+/* Walks the tree under root `root`, depth first, one directory at a time. */
+void mpcp_walk(int root, const struct stat *top_st, bool top_created) {
+  mpcp_root_t *r = &mpcp_roots[root];
+  size_t first = ndirs;
+  add_dir_rec(root, "", top_st, top_created);
+  char **stack = NULL;
+  size_t nstack = 0, capstack = 0;
+  GROW(stack, nstack, capstack);
+  stack[nstack++] = strdup("");
+  batch_t b = {.root = root};
+  while (nstack && !mpcp_stop_sig) {
+    char *rel = stack[--nstack];
+    int sfd = mpcp_open_rel(r->src_fd, rel, O_RDONLY | O_DIRECTORY, 0);
+    DIR *d = sfd < 0 ? NULL : fdopendir(sfd);
+    if (!d) {
+      char *p = mpcp_join(r->src_disp, rel, NULL);
+      mpcp_error("mpcp: cannot open directory '%s': %s", p, strerror(errno));
+      free(p);
+      if (sfd >= 0)
+        close(sfd);
+      free(rel);
+      continue;
+    }
+    int ddir = mpcp_open_rel(r->dst_fd, rel, O_PATH | O_DIRECTORY, 0);
+    if (ddir < 0 && !mpcp_opt.dry_run) {
+      char *p = mpcp_join(r->dst_disp, rel, NULL);
+      mpcp_error("mpcp: cannot access '%s': %s", p, strerror(errno));
+      free(p);
+      closedir(d);
+      free(rel);
+      continue;
+    }
+    b.dir = rel;
+    b.flags = 0;
+    struct stat dst;
+    if (ddir >= 0 && fstat(ddir, &dst) == 0 && (dst.st_mode & S_ISGID))
+      b.flags |= MPCP_TF_SETGID_DIR;
+    batch_begin(&b, MPCP_T_BATCH);
+    struct dirent *de;
+    while (!mpcp_stop_sig && (errno = 0, de = readdir(d))) {
+      const char *name = de->d_name;
+      if (name[0] == '.' &&
+          (name[1] == '\0' || (name[1] == '.' && name[2] == '\0')))
+        continue;
+      char *path = mpcp_join(rel, name, NULL);
+      if (mpcp_opt.nexcludes && excluded(name, path)) {
+        mpcp_stats.excluded++;
+        free(path);
+        continue;
+      }
+      struct stat st;
+      if (fstatat(dirfd(d), name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+        char *p = mpcp_join(r->src_disp, path, NULL);
+        mpcp_error("mpcp: cannot stat '%s': %s", p, strerror(errno));
+        free(p);
+        free(path);
+        continue;
+      }
+      if (S_ISDIR(st.st_mode)) {
+        bool created = true;
+        if (!mpcp_opt.dry_run && mkdirat(ddir, name, 0700) < 0) {
+          struct stat ex;
+          created = false;
+          if (errno != EEXIST || fstatat(ddir, name, &ex, 0) < 0 ||
+              !S_ISDIR(ex.st_mode)) {
+            int e = errno == EEXIST ? ENOTDIR : errno;
+            char *p = mpcp_join(r->dst_disp, path, NULL);
+            mpcp_error("mpcp: cannot create directory '%s': %s", p,
+                       strerror(e));
+            free(p);
+            free(path);
+            continue;
+          }
+        }
+        add_dir_rec(root, path, &st, created);
+        GROW(stack, nstack, capstack);
+        stack[nstack++] = path;
+        continue;
+      }
+      free(path);
+      mpcp_add_entry(&b, ddir, &st, name, name);
+      mpcp_progress_draw(&mpcp_prog, false);
+      mpcp_pump(0);
+    }
+    if (errno && !mpcp_stop_sig) {
+      char *p = mpcp_join(r->src_disp, rel, NULL);
+      mpcp_error("mpcp: cannot read directory '%s': %s", p, strerror(errno));
+      free(p);
+    }
+    batch_flush(&b);
+    closedir(d);
+    if (ddir >= 0)
+      close(ddir);
+    free(rel);
+  }
+  while (nstack)
+    free(stack[--nstack]);
+  free(stack);
+  free(b.buf);
+  (void)first;
+}
+
+/* A top-level non-directory SRC: one entry in a batch of its own. */
+void mpcp_copy_single(int root, const struct stat *st, const char *name,
+                      const char *dname) {
+  batch_t b = {.root = root, .dir = ""};
+  batch_begin(&b, MPCP_T_BATCH);
+  mpcp_add_entry(&b, mpcp_opt.dry_run ? -1 : mpcp_roots[root].dst_fd, st, name,
+                 dname);
+  batch_flush(&b);
+  free(b.buf);
+}
+
+/* ---- the end of the run ----------------------------------------------------
+ */
+
+static int open_parent(int rootfd, const char *path, const char **base) {
+  const char *slash = strrchr(path, '/');
+  if (!slash) {
+    *base = path;
+    return dup(rootfd);
+  }
+  *base = slash + 1;
+  char *dir = strndup(path, (size_t)(slash - path));
+  int fd = dir ? mpcp_open_rel(rootfd, dir, O_PATH | O_DIRECTORY, 0) : -1;
+  free(dir);
+  return fd;
+}
+
+static void make_links(void) {
+  for (size_t i = 0; i < nlinks && !mpcp_stop_sig; i++) {
+    link_rec_t *l = &links[i];
+    mpcp_root_t *ra = &mpcp_roots[l->root_a], *rb = &mpcp_roots[l->root_b];
+    const char *ba, *bb;
+    int da = open_parent(ra->dst_fd, l->a, &ba);
+    int db = open_parent(rb->dst_fd, l->b, &bb);
+    int rc = -1;
+    if (da >= 0 && db >= 0) {
+      rc = linkat(da, ba, db, bb, 0);
+      if (rc < 0 && errno == EEXIST) {
+        char tmp[128];
+        mpcp_temp_name(tmp, sizeof tmp);
+        rc = linkat(da, ba, db, tmp, 0);
+        if (rc == 0 && (rc = renameat(db, tmp, db, bb)) < 0) {
+          int e = errno;
+          unlinkat(db, tmp, 0);
+          errno = e;
+        }
+      }
+    }
+    if (rc < 0) {
+      char *p = mpcp_join(rb->dst_disp, l->b, NULL);
+      mpcp_error("mpcp: cannot create hard link '%s': %s", p, strerror(errno));
+      free(p);
+    } else {
+      mpcp_stats.links++;
+    }
+    if (da >= 0)
+      close(da);
+    if (db >= 0)
+      close(db);
+    mpcp_prog.files_done++;
+    mpcp_progress_draw(&mpcp_prog, false);
+  }
+}
+
+static void dir_meta(void) {
+  for (size_t i = ndirs; i-- > 0 && !mpcp_stop_sig;) {
+    dir_rec_t *d = &dirs[i];
+    mpcp_root_t *r = &mpcp_roots[d->root];
+    if (!d->meta_ok || (!mpcp_opt.archive && !d->created))
+      continue;
+    int fd = mpcp_open_rel(r->dst_fd, d->rel, O_RDONLY | O_DIRECTORY, 0);
+    char err[256];
+    int rc = 0;
+    if (fd < 0) {
+      snprintf(err, sizeof err, "%s", strerror(errno));
+      rc = -1;
+    } else if (mpcp_opt.archive) {
+      int sfd = mpcp_open_rel(r->src_fd, d->rel, O_RDONLY | O_DIRECTORY, 0);
+      rc = mpcp_set_meta_fd(fd, &d->meta, sfd, true, true, err, sizeof err);
+      if (sfd >= 0)
+        close(sfd);
+    } else if (fchmod(fd, d->meta.mode & 07777 & ~saved_umask) < 0) {
+      snprintf(err, sizeof err, "setting permissions: %s", strerror(errno));
+      rc = -1;
+    }
+    if (fd >= 0)
+      close(fd);
+    if (rc < 0) {
+      char *p = mpcp_join(r->dst_disp, d->rel, NULL);
+      mpcp_error("mpcp: '%s': %s", p, err);
+      free(p);
+    }
+  }
+}
+
+void mpcp_wait_tasks(void) {
+  while (mpcp_tasks_pending() && !mpcp_stop_sig)
+    mpcp_pump(100);
+}
+
+void mpcp_finish(void) {
+  mpcp_wait_tasks();
+  if (mpcp_stop_sig)
+    return;
+  mpcp_prog.walk_done = true;
+  if (!mpcp_opt.dry_run) {
+    make_links();
+    dir_meta();
+  }
+  mpcp_progress_draw(&mpcp_prog, true);
+  if (mpcp_opt.verify && !mpcp_opt.dry_run && !mpcp_stop_sig) {
+    phase = 1;
+    for (size_t i = 0; i < nverify && !mpcp_stop_sig; i++) {
+      mpcp_task_hdr_t h;
+      memcpy(&h, verify_tasks[i].data, sizeof h);
+      h.kind = MPCP_T_VERIFY;
+      memcpy(verify_tasks[i].data, &h, sizeof h);
+      submit(verify_tasks[i].data, verify_tasks[i].len, false);
+      mpcp_pump(0);
+    }
+    mpcp_wait_tasks();
+    /* A re-copy changed the file again after its directory's times were set. */
+    if (mpcp_stats.mismatches && !mpcp_stop_sig)
+      dir_meta();
+  }
+}
+
+/* After an interrupt: remove the temp files the workers or we left. */
+void mpcp_cleanup_temps(void) {
+  size_t plen = strlen(mpcp_temp_prefix);
+  for (size_t i = 0; i < nbigs; i++) {
+    if (bigs[i].done)
+      continue;
+    int fd = mpcp_open_rel(mpcp_roots[bigs[i].root].dst_fd, bigs[i].dir,
+                           O_PATH | O_DIRECTORY, 0);
+    if (fd >= 0) {
+      unlinkat(fd, bigs[i].tmp, 0);
+      close(fd);
+    }
+  }
+  for (size_t i = 0; i < ndirs; i++) {
+    int fd = mpcp_open_rel(mpcp_roots[dirs[i].root].dst_fd, dirs[i].rel,
+                           O_RDONLY | O_DIRECTORY, 0);
+    DIR *d = fd < 0 ? NULL : fdopendir(fd);
+    if (!d) {
+      if (fd >= 0)
+        close(fd);
+      continue;
+    }
+    struct dirent *de;
+    while ((de = readdir(d)))
+      if (strncmp(de->d_name, mpcp_temp_prefix, plen) == 0)
+        unlinkat(dirfd(d), de->d_name, 0);
+    closedir(d);
+  }
+}
+
+void mpcp_walk_init(mode_t umask_value) {
+  saved_umask = umask_value;
+  snprintf(mpcp_temp_prefix, sizeof mpcp_temp_prefix, ".mpcp-%ld-",
+           (long)getpid());
+}
+
+void mpcp_add_top_dir_for_cleanup(int root) {
+  GROW(dirs, ndirs, capdirs);
+  dirs[ndirs++] = (dir_rec_t){.root = root, .rel = strdup("")};
+}

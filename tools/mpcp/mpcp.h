@@ -63,7 +63,7 @@ typedef struct {
   uint32_t count;
   uint32_t dir_len; /* relative directory path follows the header */
   uint32_t flags;
-  uint32_t pad;
+  uint32_t regs; /* regular files among count (for --verify progress) */
 } mpcp_task_hdr_t;
 
 enum { MPCP_EF_SPARSE = 1 };
@@ -147,7 +147,9 @@ typedef struct {
   uint64_t errors;
   bool walk_done;
   bool enabled, tty;
-  double start, last_draw, shown_frac;
+  uint64_t verify_done, verify_total; /* --verify phase when total != 0 */
+  uint64_t rate_bytes;
+  double start, last_draw, shown_frac, rate;
   int drawn_len;
 } mpcp_progress_t;
 

@@ -166,6 +166,7 @@ static void on_msg(const char *buf, size_t len) {
       mpcp_prog.bytes_done += m.bytes;
     } else {
       mpcp_stats.verified += m.files;
+      mpcp_prog.verify_done += m.files;
       mpcp_stats.mismatches += m.mismatches;
     }
     break;
@@ -239,7 +240,7 @@ static void submit(void *task, size_t len, bool keep_for_verify) {
 typedef struct {
   char *buf;
   size_t len, cap;
-  uint32_t count;
+  uint32_t count, regs;
   uint64_t bytes;
   int root;
   const char *dir;
@@ -265,7 +266,7 @@ static void put(batch_t *b, const void *p, size_t n) {
 
 static void batch_begin(batch_t *b, uint32_t kind) {
   b->len = 0;
-  b->count = 0;
+  b->count = b->regs = 0;
   b->bytes = 0;
   mpcp_task_hdr_t h = {.kind = kind,
                        .root = (uint32_t)b->root,
@@ -281,6 +282,7 @@ static void batch_flush(batch_t *b) {
   mpcp_task_hdr_t h;
   memcpy(&h, b->buf, sizeof h);
   h.count = b->count;
+  h.regs = b->regs;
   memcpy(b->buf, &h, sizeof h);
   submit(b->buf, b->len, true);
   batch_begin(b, MPCP_T_BATCH);
@@ -296,8 +298,10 @@ static void batch_add(batch_t *b, const mpcp_ent_t *e, const char *name,
   if (x.dname_len)
     put(b, dname, x.dname_len);
   b->count++;
-  if (S_ISREG(e->mode))
+  if (S_ISREG(e->mode)) {
     b->bytes += e->size;
+    b->regs++;
+  }
   if (b->count >= MPCP_BATCH_FILES || b->bytes >= MPCP_BATCH_BYTES)
     batch_flush(b);
 }
@@ -434,7 +438,7 @@ static void add_big(batch_t *bt, int ddir, const mpcp_ent_t *e,
     put(&c, dname, x.dname_len);
     mpcp_task_hdr_t h;
     memcpy(&h, c.buf, sizeof h);
-    h.count = 1;
+    h.count = h.regs = 1;
     memcpy(c.buf, &h, sizeof h);
     GROW(verify_tasks, nverify, capverify);
     verify_tasks[nverify++] = (blob_t){c.buf, c.len};
@@ -748,6 +752,11 @@ void mpcp_finish(void) {
   mpcp_progress_draw(&mpcp_prog, true);
   if (mpcp_opt.verify && !mpcp_opt.dry_run && !mpcp_stop_sig) {
     phase = 1;
+    for (size_t i = 0; i < nverify; i++) {
+      mpcp_task_hdr_t h;
+      memcpy(&h, verify_tasks[i].data, sizeof h);
+      mpcp_prog.verify_total += h.regs;
+    }
     for (size_t i = 0; i < nverify && !mpcp_stop_sig; i++) {
       mpcp_task_hdr_t h;
       memcpy(&h, verify_tasks[i].data, sizeof h);

@@ -371,8 +371,11 @@ int main(int argc, char **argv) {
     mpcp_chunk_min = strtoull(cm, NULL, 10);
   if (cs && strtoull(cs, NULL, 10) >= 4096)
     mpcp_chunk_size = strtoull(cs, NULL, 10);
-  if (getenv("MPCP_NO_TMPFILE"))
-    mpcp_use_tmpfile = false;
+  const char *bf = getenv("MPCP_BATCH_FILES");
+  if (bf && atoi(bf) > 0)
+    mpcp_batch_files = (uint32_t)atoi(bf);
+  if (getenv("MPCP_TMPFILE"))
+    mpcp_use_tmpfile = true;
 
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);

@@ -28,6 +28,7 @@ extern uint64_t mpcp_chunk_min, mpcp_chunk_size;
 /* A batch is flushed at this many entries or bytes. */
 #define MPCP_BATCH_FILES 96
 #define MPCP_BATCH_BYTES (8ull << 20)
+extern uint32_t mpcp_batch_files; /* MPCP_BATCH_FILES in the environment */
 
 typedef struct {
   bool recursive, archive, no_clobber, update, dry_run, verbose, verify, json;

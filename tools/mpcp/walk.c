@@ -20,8 +20,9 @@
 mpcp_opts_t mpcp_opt;
 mpcp_root_t *mpcp_roots;
 int mpcp_nroots;
-bool mpcp_use_tmpfile = true;
+bool mpcp_use_tmpfile;
 uid_t mpcp_euid;
+uint32_t mpcp_batch_files = MPCP_BATCH_FILES;
 gid_t mpcp_egid;
 uint64_t mpcp_chunk_min = MPCP_CHUNK_MIN, mpcp_chunk_size = MPCP_CHUNK_SIZE;
 
@@ -302,7 +303,7 @@ static void batch_add(batch_t *b, const mpcp_ent_t *e, const char *name,
     b->bytes += e->size;
     b->regs++;
   }
-  if (b->count >= MPCP_BATCH_FILES || b->bytes >= MPCP_BATCH_BYTES)
+  if (b->count >= mpcp_batch_files || b->bytes >= MPCP_BATCH_BYTES)
     batch_flush(b);
 }
 
@@ -548,6 +549,7 @@ void mpcp_walk(int root, const struct stat *top_st, bool top_created) {
   GROW(stack, nstack, capstack);
   stack[nstack++] = strdup("");
   batch_t b = {.root = root};
+  uint64_t walked = 0;
   while (nstack && !mpcp_stop_sig) {
     char *rel = stack[--nstack];
     int sfd = mpcp_open_rel(r->src_fd, rel, O_RDONLY | O_DIRECTORY, 0);
@@ -619,8 +621,8 @@ void mpcp_walk(int root, const struct stat *top_st, bool top_created) {
       }
       free(path);
       mpcp_add_entry(&b, ddir, &st, name, name);
-      mpcp_progress_draw(&mpcp_prog, false);
-      mpcp_pump(0);
+      if ((++walked & 31) == 0)
+        mpcp_pump(0); /* drain the queue, redraw (at most every 100 ms) */
     }
     if (errno && !mpcp_stop_sig) {
       char *p = mpcp_join(r->src_disp, rel, NULL);

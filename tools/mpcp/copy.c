@@ -47,9 +47,10 @@ static bool quiet_bytes; /* while re-copying a verify mismatch */
 /* Test hooks (environment, read once): MPCP_TEST_DELAY_MS holds every file
  * that long before it gets its final name, so a test can interrupt a copy in
  * the middle; MPCP_TEST_CORRUPT names a file whose first copy gets one byte
- * flipped, so --verify has something to find. */
+ * flipped, so --verify has something to find; MPCP_TEST_CRASH names a file
+ * whose worker is killed (SIGKILL) while copying it. */
 static int test_delay_ms = -1;
-static const char *test_corrupt;
+static const char *test_corrupt, *test_crash;
 
 static void test_hooks_init(void) {
   if (test_delay_ms >= 0)
@@ -57,6 +58,7 @@ static void test_hooks_init(void) {
   const char *d = getenv("MPCP_TEST_DELAY_MS");
   test_delay_ms = d ? atoi(d) : 0;
   test_corrupt = getenv("MPCP_TEST_CORRUPT");
+  test_crash = getenv("MPCP_TEST_CRASH");
 }
 
 static void on_term(int sig) {
@@ -67,6 +69,7 @@ static void on_term(int sig) {
 }
 
 void mpcp_worker_init(void) {
+  mpcp_self_pid = getpid();
   /* The parent decides what an interrupt means (it stops us with SIGTERM);
    * the terminal's SIGINT to the whole group must not kill workers mid-file. */
   signal(SIGINT, SIG_IGN);
@@ -503,6 +506,8 @@ static void copy_reg(const batch_t *b, const mpcp_ent_t *e, const char *name,
     return;
   }
   int dfd = create_dst(b, e, tmp, sizeof tmp);
+  if (test_crash && dfd >= 0 && !strcmp(name, test_crash))
+    raise(SIGKILL);
   if (dfd < 0) {
     report(b, true, "cannot create regular file", dname, errno);
     goto fail_src;

@@ -216,6 +216,8 @@ out:
 
 static void summary(double secs) {
   mpcp_progress_t *p = &mpcp_prog;
+  if (p->files_done > p->files_total)
+    p->files_done = p->files_total; /* retried entries */
   uint64_t files =
       p->files_done > mpcp_stats.errors ? p->files_done - mpcp_stats.errors : 0;
   double rate = secs > 0 ? (double)p->bytes_done / secs : 0;
@@ -358,6 +360,7 @@ int main(int argc, char **argv) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     mpcp_opt.jobs = n > 0 ? (int)n : 1;
   }
+  mpcp_self_pid = getpid();
   mpcp_euid = geteuid();
   mpcp_egid = getegid();
   mode_t um = umask(0);

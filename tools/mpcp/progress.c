@@ -75,6 +75,9 @@ void mpcp_progress_draw(mpcp_progress_t *p, bool force) {
   p->rate_bytes = p->bytes_done;
   p->last_draw = now;
   double el = now - p->start;
+  /* Entries retried after a worker died may be counted twice. */
+  if (p->files_done > p->files_total && p->walk_done)
+    p->files_done = p->files_total;
   char line[256], bar[24];
   int n;
   if (p->verify_total) {

@@ -69,6 +69,7 @@ static blob_t *verify_tasks;
 static size_t nverify, capverify;
 static uint64_t tasks_submitted, tasks_done, next_id = 1;
 static int phase; /* 0 copy, 1 verify */
+static bool worker_died;
 static mode_t saved_umask;
 
 #define GROW(arr, n, cap)                                                      \
@@ -150,6 +151,8 @@ void mpcp_error(const char *fmt, ...) {
   mpcp_prog.errors++;
 }
 
+static void resubmit_singles(const char *task, size_t len);
+
 static void on_msg(const char *buf, size_t len) {
   mpcp_msg_t m;
   if (len < sizeof m)
@@ -179,6 +182,18 @@ static void on_msg(const char *buf, size_t len) {
     fwrite(text, 1, tlen, mpcp_opt.json ? stderr : stdout);
     fflush(mpcp_opt.json ? stderr : stdout);
     break;
+  case MPCP_M_DIED:
+    worker_died = true;
+    break;
+  case MPCP_M_RETRY: {
+    char *task;
+    size_t tlen2;
+    while (mpcp_exec_take_dead(&task, &tlen2)) {
+      resubmit_singles(task, tlen2);
+      free(task);
+    }
+    break;
+  }
   case MPCP_M_CHUNK:
     for (size_t i = 0; i < nbigs; i++) {
       big_rec_t *b = &bigs[i];
@@ -275,6 +290,67 @@ static void batch_begin(batch_t *b, uint32_t kind) {
                        .flags = b->flags};
   put(b, &h, sizeof h);
   put(b, b->dir, h.dir_len);
+}
+
+/* Parses the entry at p: its header and names. Returns the next entry. */
+static const char *next_entry(const char *p, const char *end, mpcp_ent_t *e,
+                              const char **name) {
+  if (p + sizeof *e > end)
+    return NULL;
+  memcpy(e, p, sizeof *e);
+  *name = p + sizeof *e;
+  const char *next = *name + e->name_len + e->dname_len;
+  return next > end ? NULL : next;
+}
+
+char *mpcp_task_path(const char *task, size_t len) {
+  mpcp_task_hdr_t h;
+  if (len < sizeof h)
+    return NULL;
+  memcpy(&h, task, sizeof h);
+  const char *p = task + sizeof h, *end = task + len, *name;
+  if (h.root >= (uint32_t)mpcp_nroots || h.dir_len > len - sizeof h)
+    return NULL;
+  char *dir = strndup(p, h.dir_len);
+  mpcp_ent_t e;
+  char *out = NULL;
+  if (dir && next_entry(p + h.dir_len, end, &e, &name)) {
+    char *n = strndup(name, e.name_len);
+    if (n)
+      out = mpcp_join(mpcp_roots[h.root].src_disp, dir, n);
+    free(n);
+  }
+  free(dir);
+  return out;
+}
+
+/* A batch whose worker died: each entry again in a task of its own, so only
+ * the entry that kills its worker fails. Entries done before the death are
+ * copied again (over themselves). */
+static void resubmit_singles(const char *task, size_t len) {
+  mpcp_task_hdr_t h;
+  memcpy(&h, task, sizeof h);
+  const char *p = task + sizeof h + h.dir_len, *end = task + len, *name;
+  mpcp_ent_t e;
+  batch_t b = {.root = (int)h.root, .flags = h.flags | MPCP_TF_RETRY};
+  char *dir = strndup(task + sizeof h, h.dir_len);
+  if (!dir)
+    return;
+  b.dir = dir;
+  const char *next;
+  while ((next = next_entry(p, end, &e, &name))) {
+    batch_begin(&b, h.kind);
+    put(&b, p, (size_t)(next - p));
+    mpcp_task_hdr_t nh;
+    memcpy(&nh, b.buf, sizeof nh);
+    nh.count = 1;
+    nh.regs = S_ISREG(e.mode) ? 1 : 0;
+    memcpy(b.buf, &nh, sizeof nh);
+    submit(b.buf, b.len, false);
+    p = next;
+  }
+  free(b.buf);
+  free(dir);
 }
 
 static void batch_flush(batch_t *b) {
@@ -772,6 +848,8 @@ void mpcp_finish(void) {
     if (mpcp_stats.mismatches && !mpcp_stop_sig)
       dir_meta();
   }
+  if (worker_died)
+    mpcp_cleanup_temps(); /* a killed worker leaves its temp file */
 }
 
 /* After an interrupt: remove the temp files the workers or we left. */

@@ -3,32 +3,47 @@
  * Layout of the segment: a 4 KiB header, then a ring of byte records. A
  * record is an 8-byte length followed by the payload padded to 8; a payload
  * may wrap around the end of the ring (two copies), a length never does.
- * The ring's size is a power of two that starts small and doubles as the
- * backlog needs it, up to what the capacity allows: the address space for
- * the largest ring is reserved up front, memory is only used as touched.
+ * Positions are monotonic byte counters taken modulo the ring size, a power
+ * of two that starts small and doubles as the backlog needs it, up to what
+ * the capacity allows: the address space of the largest ring is reserved up
+ * front, memory is only used as touched. When the ring doubles, the bytes
+ * whose counter has the old size's bit set move to the new upper half,
+ * which the old ring never used: until the new size is stored, nothing
+ * visible changed.
  *
- * One lock word orders every operation. It holds the owner's pid (plus a
- * bit for sleepers), so a waiter that finds the owner dead takes the lock
- * over. Crash safety comes from the state being double-buffered: the owner
- * writes payload bytes into free ring space and the new state into the
- * inactive copy, then publishes both with one store of `cur`. A process
- * killed before that store leaves nothing visible; after it, the operation
- * is complete. Whatever the dead owner did not finish afterwards (bumping
- * the event words, waking sleepers, the poll FIFO) the taker redoes.
+ * Two locks, one for the producers' side (tail, put count) and one for the
+ * consumers' side (head, get count, done count), so a producer and a
+ * consumer never wait for each other: they meet only on the published tail
+ * and head, as in a single-producer single-consumer ring, and each side
+ * caches the other's last value so those lines move only when needed.
+ * Operations that need a consistent view of both sides (qsize, close, join,
+ * growing the ring, and every operation once somebody polls the queue) take
+ * both, producer lock first.
+ *
+ * A lock word holds its owner's pid (plus a bit for sleepers), so a waiter
+ * that finds the owner dead takes the lock over. Crash safety: each side's
+ * state is double-buffered. The owner writes payload bytes into free ring
+ * space and the new state into the inactive copy, then switches copies with
+ * one store: before that store nothing happened, after it the operation is
+ * complete. It then publishes the new tail (or head) for the other side; a
+ * process killed between the two leaves the publication to whoever takes
+ * its lock over, and sleepers wake once a second to look for such a dead
+ * owner on the other side.
  *
  * Sleepers wait on event words (put_ev for consumers, get_ev for producers,
- * done_ev for join) after a short spin; waiter counts let the hot path skip
- * the wake syscall when nobody sleeps. Wakes are issued before the lock is
- * released, so a process killed after publishing cannot leave a sleeper
- * unwoken without also leaving the lock to be taken over; sleepers still
- * wake once a second to look for a dead lock owner.
+ * done_ev for join) after spinning on the published counter; the waking side
+ * touches the event word only when the waiter count says somebody sleeps,
+ * so the hot path makes no system call and writes no shared line besides
+ * the ring and its own published counter.
  *
  * Polling: a FIFO beside the segment (/dev/shm/<name>.p) holds one byte
  * exactly while the queue has messages or is closed, once anybody asked for
- * a descriptor (`polled`); the byte is written and drained under the lock
- * on the empty <-> non-empty transitions only. */
+ * a descriptor (`polled`); from then on operations take both locks and
+ * write or drain the byte on the empty <-> non-empty transitions only. */
 #include <fcntl.h>
+#include <stddef.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,24 +56,31 @@
 #include "mproc/queue.h"
 
 #define Q_MAGIC 0x6d707175u /* "mpqu" */
-#define Q_VERSION 1u
+#define Q_VERSION 2u
 #define Q_HDR 4096u
 #define Q_RING_MIN ((uint64_t)64 << 10)
 #define Q_REC 8u
 #define Q_LOCK_SLEEPERS 0x80000000u
 #define Q_LOCK_SPIN 200
-#define Q_EV_SPIN 2000
+#define Q_EV_SPIN 300
+#define Q_EV_YIELD 10
 #define Q_OWNER_RECHECK_MS 50
 #define Q_IDLE_RECHECK_MS 1000
+#define Q_FRUITLESS 256
 #define Q_FIFO_SUFFIX ".p"
 
+enum { Q_P = 1, Q_C = 2, Q_BOTH = 3 };
+
 typedef struct {
-  uint64_t head, tail; /* byte counters; position = counter & (ring-1) */
-  uint64_t nput, nget; /* messages ever put / taken */
-  uint64_t ndone;      /* task_done calls */
-  uint64_t ring;       /* current ring size, a power of two */
-  uint64_t closed;
-} q_state_t;
+  uint64_t tail; /* byte counter; position = counter & (ring - 1) */
+  uint64_t nput; /* messages ever put */
+} q_pstate_t;
+
+typedef struct {
+  uint64_t head;
+  uint64_t nget;  /* messages ever taken */
+  uint64_t ndone; /* task_done calls */
+} q_cstate_t;
 
 typedef struct {
   uint32_t magic, version;
@@ -68,19 +90,45 @@ typedef struct {
   uint64_t cap_bytes; /* most ring bytes in use */
   uint64_t ring_max;
   uint64_t reserve; /* mapping length */
-  _Alignas(MP__CACHELINE) _Atomic uint32_t lock;
-  _Atomic uint32_t cur;
+  /* Producers' side, under plock. The caches hold the last published
+   * head and get count seen: lower bounds, refreshed when they say full. */
+  _Alignas(MP__CACHELINE) _Atomic uint32_t plock;
+  _Atomic uint32_t pcur;
+  q_pstate_t ps[2];
+  _Atomic uint64_t head_cache, nget_cache;
+  /* Consumers' side, under clock. */
+  _Alignas(MP__CACHELINE) _Atomic uint32_t clock;
+  _Atomic uint32_t ccur;
+  q_cstate_t cs[2];
+  _Atomic uint64_t tail_cache;
+  /* Published by producers: everything before tail_pub is readable. */
+  _Alignas(MP__CACHELINE) _Atomic uint64_t tail_pub;
+  /* Published by consumers: everything before head_pub is free. */
+  _Alignas(MP__CACHELINE) _Atomic uint64_t head_pub;
+  _Atomic uint64_t nget_pub;
+  /* Rarely written. ring changes under both locks. */
+  _Alignas(MP__CACHELINE) _Atomic uint64_t ring;
+  _Atomic uint32_t closed;
   _Atomic uint32_t polled;
-  _Alignas(MP__CACHELINE) q_state_t st[2];
+  _Atomic uint32_t fifo_dirty; /* a taken-over lock: resync the FIFO */
+  /* Event word, its sleepers, and (at ev + 2) wakes that found nobody. */
   _Alignas(MP__CACHELINE) _Atomic uint32_t put_ev;
   _Atomic uint32_t get_waiters;
+  _Atomic uint32_t put_fruitless;
   _Alignas(MP__CACHELINE) _Atomic uint32_t get_ev;
   _Atomic uint32_t put_waiters;
+  _Atomic uint32_t get_fruitless;
   _Alignas(MP__CACHELINE) _Atomic uint32_t done_ev;
   _Atomic uint32_t join_waiters;
+  _Atomic uint32_t done_fruitless;
 } q_shm_t;
 
 _Static_assert(sizeof(q_shm_t) <= Q_HDR, "queue header too large");
+_Static_assert(
+    offsetof(q_shm_t, put_fruitless) == offsetof(q_shm_t, put_ev) + 8 &&
+        offsetof(q_shm_t, get_fruitless) == offsetof(q_shm_t, get_ev) + 8 &&
+        offsetof(q_shm_t, done_fruitless) == offsetof(q_shm_t, done_ev) + 8,
+    "q_signal finds the fruitless count at ev + 2");
 _Static_assert(MP_QUEUE_NAME_MAX + sizeof Q_FIFO_SUFFIX <= MP__SEG_NAME_MAX,
                "no room for the FIFO suffix");
 
@@ -92,6 +140,9 @@ struct mp_queue {
   pid_t creator;       /* pid that created the queue, 0 if opened */
   char fifo_name[MP__SEG_NAME_MAX];
 };
+
+#define LD(p, mo) atomic_load_explicit((p), memory_order_##mo)
+#define ST(p, v, mo) atomic_store_explicit((p), (v), memory_order_##mo)
 
 /* ---- own pid, cached (glibc's getpid is a system call) ------------------ */
 
@@ -105,16 +156,20 @@ static void q_pid_install(void) {
 }
 
 static uint32_t q_self(void) {
-  pid_t p = atomic_load_explicit(&q_pid, memory_order_relaxed);
+  pid_t p = LD(&q_pid, relaxed);
   if (MP__UNLIKELY(p == 0)) {
     pthread_once(&q_pid_once, q_pid_install);
     p = getpid();
-    atomic_store_explicit(&q_pid, p, memory_order_relaxed);
+    ST(&q_pid, p, relaxed);
   }
   return (uint32_t)p;
 }
 
-/* ---- lock ---------------------------------------------------------------- */
+/* ---- locks --------------------------------------------------------------- */
+
+static inline _Atomic uint32_t *q_lockword(mp_queue_t *q, int side) {
+  return side == Q_P ? &q->h->plock : &q->h->clock;
+}
 
 static bool q_owner_dead(uint32_t word) {
   pid_t owner = (pid_t)(word & ~Q_LOCK_SLEEPERS);
@@ -123,39 +178,48 @@ static bool q_owner_dead(uint32_t word) {
   return kill(owner, 0) < 0 && errno == ESRCH;
 }
 
-static void q_fifo_sync(mp_queue_t *q, const q_state_t *s);
-
-/* After taking the lock from a dead owner: the state is consistent (see the
- * top), but its wakes and FIFO update may be missing. */
-static void q_recover(mp_queue_t *q) {
-  q_shm_t *h = q->h;
+static void q_wake_all(q_shm_t *h) {
   atomic_fetch_add(&h->put_ev, 1);
   atomic_fetch_add(&h->get_ev, 1);
   atomic_fetch_add(&h->done_ev, 1);
   mp__futex_wake(&h->put_ev, INT32_MAX);
   mp__futex_wake(&h->get_ev, INT32_MAX);
   mp__futex_wake(&h->done_ev, INT32_MAX);
-  if (atomic_load(&h->polled)) {
-    q_state_t s = h->st[atomic_load_explicit(&h->cur, memory_order_acquire)];
-    q_fifo_sync(q, &s);
-  }
 }
 
-static void q_lock(mp_queue_t *q) {
-  _Atomic uint32_t *l = &q->h->lock;
+/* After taking a lock from a dead owner. Its side's state is consistent
+ * (see the top); what may be missing is the publication for the other side,
+ * the wakes and the FIFO byte. */
+static void q_recover(mp_queue_t *q, int side) {
+  q_shm_t *h = q->h;
+  if (side == Q_P) {
+    const q_pstate_t *s = &h->ps[LD(&h->pcur, acquire)];
+    ST(&h->tail_pub, s->tail, release);
+  } else {
+    const q_cstate_t *s = &h->cs[LD(&h->ccur, acquire)];
+    ST(&h->head_pub, s->head, release);
+    ST(&h->nget_pub, s->nget, release);
+  }
+  if (LD(&h->polled, relaxed))
+    ST(&h->fifo_dirty, 1, relaxed);
+  q_wake_all(h);
+}
+
+static void q_lock_one(mp_queue_t *q, int side) {
+  _Atomic uint32_t *l = q_lockword(q, side);
   uint32_t me = q_self(), v = 0;
   if (MP__LIKELY(atomic_compare_exchange_strong_explicit(
           l, &v, me, memory_order_acquire, memory_order_relaxed)))
     return;
   for (int i = 0; i < Q_LOCK_SPIN; i++) {
-    v = atomic_load_explicit(l, memory_order_relaxed);
+    v = LD(l, relaxed);
     if (v == 0 && atomic_compare_exchange_weak_explicit(
                       l, &v, me, memory_order_acquire, memory_order_relaxed))
       return;
     mp__cpu_relax();
   }
   for (;;) {
-    v = atomic_load_explicit(l, memory_order_relaxed);
+    v = LD(l, relaxed);
     if (v == 0) {
       /* Others may sleep: keep the bit so our unlock wakes one. */
       if (atomic_compare_exchange_weak_explicit(l, &v, me | Q_LOCK_SLEEPERS,
@@ -168,7 +232,7 @@ static void q_lock(mp_queue_t *q) {
       if (atomic_compare_exchange_strong_explicit(l, &v, me | Q_LOCK_SLEEPERS,
                                                   memory_order_acquire,
                                                   memory_order_relaxed)) {
-        q_recover(q);
+        q_recover(q, side);
         return;
       }
       continue;
@@ -186,22 +250,56 @@ static void q_lock(mp_queue_t *q) {
   }
 }
 
-static void q_unlock(mp_queue_t *q) {
-  uint32_t v = atomic_exchange_explicit(&q->h->lock, 0, memory_order_release);
+static void q_unlock_one(mp_queue_t *q, int side) {
+  _Atomic uint32_t *l = q_lockword(q, side);
+  uint32_t v = atomic_exchange_explicit(l, 0, memory_order_release);
   if (MP__UNLIKELY(v & Q_LOCK_SLEEPERS))
-    mp__futex_wake(&q->h->lock, 1);
+    mp__futex_wake(l, 1);
 }
 
-/* The live state; only valid under the lock. */
-static inline q_state_t q_load(const mp_queue_t *q) {
-  return q->h->st[atomic_load_explicit(&q->h->cur, memory_order_acquire)];
+static void q_lock(mp_queue_t *q, int sides) {
+  if (sides & Q_P)
+    q_lock_one(q, Q_P);
+  if (sides & Q_C)
+    q_lock_one(q, Q_C);
 }
 
-/* Publish s: the single store that makes an operation happen. */
-static inline void q_commit(mp_queue_t *q, const q_state_t *s) {
-  uint32_t c = atomic_load_explicit(&q->h->cur, memory_order_relaxed) ^ 1u;
-  q->h->st[c] = *s;
-  atomic_store_explicit(&q->h->cur, c, memory_order_release);
+static void q_unlock(mp_queue_t *q, int sides) {
+  if (sides & Q_C)
+    q_unlock_one(q, Q_C);
+  if (sides & Q_P)
+    q_unlock_one(q, Q_P);
+}
+
+/* A sleeper's periodic look at the other side's lock: take it over (and so
+ * repair it) if its owner died. */
+static void q_check_lock(mp_queue_t *q, int side) {
+  uint32_t v = LD(q_lockword(q, side), relaxed);
+  if (v && q_owner_dead(v)) {
+    q_lock_one(q, side);
+    q_unlock_one(q, side);
+  }
+}
+
+/* Live states; only valid under their lock. */
+static inline q_pstate_t q_pload(const mp_queue_t *q) {
+  return q->h->ps[LD(&q->h->pcur, acquire)];
+}
+static inline q_cstate_t q_cload(const mp_queue_t *q) {
+  return q->h->cs[LD(&q->h->ccur, acquire)];
+}
+
+/* Switch to the new state: the single store that makes an operation
+ * happen. */
+static inline void q_pcommit(mp_queue_t *q, const q_pstate_t *s) {
+  uint32_t c = LD(&q->h->pcur, relaxed) ^ 1u;
+  q->h->ps[c] = *s;
+  ST(&q->h->pcur, c, release);
+}
+static inline void q_ccommit(mp_queue_t *q, const q_cstate_t *s) {
+  uint32_t c = LD(&q->h->ccur, relaxed) ^ 1u;
+  q->h->cs[c] = *s;
+  ST(&q->h->ccur, c, release);
 }
 
 /* ---- poll FIFO ------------------------------------------------------------
@@ -245,20 +343,22 @@ static void q_fifo_set(int fd, bool want) {
   }
 }
 
-static inline bool q_readable(const q_state_t *s) {
-  return s->nput != s->nget || s->closed;
+/* Under both locks. */
+static bool q_readable(mp_queue_t *q) {
+  return q_pload(q).nput != q_cload(q).nget || LD(&q->h->closed, acquire);
 }
 
-/* Make the FIFO hold one byte exactly when the queue is readable. Called
- * under the lock. */
-static void q_fifo_sync(mp_queue_t *q, const q_state_t *s) {
+/* Make the FIFO hold one byte exactly when the queue is readable. Under
+ * both locks. */
+static void q_fifo_sync(mp_queue_t *q) {
+  ST(&q->h->fifo_dirty, 0, relaxed);
   int fd = q_fifo_get(q);
   if (fd < 0)
     return;
   int n = 0;
   if (ioctl(fd, FIONREAD, &n) < 0)
     return;
-  bool want = q_readable(s);
+  bool want = q_readable(q);
   if (want && n == 1)
     return;
   if (n > 0)
@@ -267,17 +367,33 @@ static void q_fifo_sync(mp_queue_t *q, const q_state_t *s) {
     q_fifo_set(fd, true);
 }
 
-/* On a transition between readable and not, under the lock. */
-static inline void q_fifo_update(mp_queue_t *q, const q_state_t *before,
-                                 const q_state_t *after) {
-  if (MP__LIKELY(!atomic_load_explicit(&q->h->polled, memory_order_relaxed)))
-    return;
-  bool was = q_readable(before), now = q_readable(after);
+/* After an operation that changed readability from `was`; under both
+ * locks. */
+static void q_fifo_update(mp_queue_t *q, bool was) {
+  bool now = q_readable(q);
   if (was == now)
     return;
   int fd = q_fifo_get(q);
   if (fd >= 0)
     q_fifo_set(fd, now);
+}
+
+/* Lock what an operation on `side` needs: that side, or both while the queue
+ * is polled. polled only changes under both locks, so it is stable once
+ * either is held. Returns the sides held. */
+static int q_lock_op(mp_queue_t *q, int side) {
+  for (;;) {
+    int sides = LD(&q->h->polled, relaxed) ? Q_BOTH : side;
+    q_lock(q, sides);
+    if (sides == Q_BOTH) {
+      if (LD(&q->h->fifo_dirty, relaxed))
+        q_fifo_sync(q);
+      return sides;
+    }
+    if (!LD(&q->h->polled, relaxed))
+      return sides;
+    q_unlock(q, sides);
+  }
 }
 
 /* ---- ring ---------------------------------------------------------------- */
@@ -304,17 +420,19 @@ static void q_ring_read(const mp_queue_t *q, uint64_t ring, uint64_t at,
     memcpy((unsigned char *)dst + first, q->data, len - first);
 }
 
-static inline uint64_t q_peek_len(const mp_queue_t *q, const q_state_t *s) {
+static inline uint64_t q_peek_len(const mp_queue_t *q, uint64_t ring,
+                                  uint64_t head) {
   uint64_t len;
-  memcpy(&len, q->data + (s->head & (s->ring - 1)), sizeof len);
+  memcpy(&len, q->data + (head & (ring - 1)), sizeof len);
   return len;
 }
 
-/* Double the ring until `need` bytes fit. The bytes that wrapped past the
- * old end move to just after it, a region the old state never uses, so a
- * crash half-way changes nothing visible. */
-static int q_grow(mp_queue_t *q, q_state_t *s, uint64_t need) {
-  uint64_t old = s->ring, n = old;
+/* Under both locks: double the ring until `need` bytes fit. Counters stay;
+ * a byte at counter c lives at c mod size, so when the size doubles from S
+ * the bytes with c & S set move up by S, into space the old ring never
+ * used. The new size is stored last. */
+static int q_grow(mp_queue_t *q, uint64_t head, uint64_t tail, uint64_t need) {
+  uint64_t old = LD(&q->h->ring, relaxed), n = old;
   while (n < need)
     n *= 2;
   if (n > q->h->ring_max)
@@ -322,83 +440,85 @@ static int q_grow(mp_queue_t *q, q_state_t *s, uint64_t need) {
   int r = mp__seg_grow(&q->seg, Q_HDR + n);
   if (r < 0)
     return r;
-  uint64_t used = s->tail - s->head, hp = s->head & (old - 1);
-  if (hp + used > old)
-    memcpy(q->data + old, q->data, hp + used - old);
-  s->head = hp;
-  s->tail = hp + used;
-  s->ring = n;
-  return 0;
-}
-
-/* Append one message to s (not yet committed). MP_EAGAIN when full. */
-static int q_push(mp_queue_t *q, q_state_t *s, const void *msg, size_t len) {
-  const q_shm_t *h = q->h;
-  if (h->maxsize && s->nput - s->nget >= h->maxsize)
-    return MP_EAGAIN;
-  uint64_t rec = q_rec_size(len), used = s->tail - s->head;
-  if (used + rec > h->cap_bytes)
-    return MP_EAGAIN;
-  if (used + rec > s->ring) {
-    int r = q_grow(q, s, used + rec);
-    if (r < 0)
-      return r;
+  for (uint64_t size = old; size < n; size *= 2) {
+    for (uint64_t c = head; c < tail;) {
+      uint64_t end = (c | (size - 1)) + 1; /* next multiple of size */
+      if (end > tail)
+        end = tail;
+      if (c & size)
+        memcpy(q->data + (c & (size - 1)) + size, q->data + (c & (size - 1)),
+               end - c);
+      c = end;
+    }
   }
-  uint64_t l = len;
-  memcpy(q->data + (s->tail & (s->ring - 1)), &l, sizeof l);
-  if (len)
-    q_ring_write(q, s->ring, s->tail + Q_REC, msg, len);
-  s->tail += rec;
-  s->nput++;
+  ST(&q->h->ring, n, release);
   return 0;
-}
-
-static inline void q_pop(const mp_queue_t *q, q_state_t *s, void *dst,
-                         uint64_t len) {
-  if (len)
-    q_ring_read(q, s->ring, s->head + Q_REC, dst, (size_t)len);
-  s->head += q_rec_size(len);
-  s->nget++;
 }
 
 /* ---- waiting ------------------------------------------------------------- */
 
-/* Sleep until *ev moves from v, the deadline, or the periodic recheck.
- * Called without the lock; v was read under it. */
-static void q_wait_ev(_Atomic uint32_t *ev, _Atomic uint32_t *waiters,
-                      uint32_t v, const mp__deadline_t *dl) {
-  if (mp__spin_while_eq(ev, v, Q_EV_SPIN))
-    return;
-  mp__deadline_t d;
-  mp__deadline_init(&d, Q_IDLE_RECHECK_MS);
+/* The sooner of dl and the periodic recheck. */
+static void q_sleep_deadline(mp__deadline_t *d, const mp__deadline_t *dl) {
+  mp__deadline_init(d, Q_IDLE_RECHECK_MS);
   if (!dl->forever &&
-      (dl->ts.tv_sec < d.ts.tv_sec ||
-       (dl->ts.tv_sec == d.ts.tv_sec && dl->ts.tv_nsec < d.ts.tv_nsec)))
-    d = *dl;
+      (dl->ts.tv_sec < d->ts.tv_sec ||
+       (dl->ts.tv_sec == d->ts.tv_sec && dl->ts.tv_nsec < d->ts.tv_nsec)))
+    *d = *dl;
+}
+
+/* Wait until *word moves from `seen`, the queue closes, the deadline, or the
+ * periodic recheck (which also repairs a dead owner of `other`'s lock).
+ * Called without locks. */
+static void q_wait(mp_queue_t *q, _Atomic uint64_t *word, uint64_t seen,
+                   _Atomic uint32_t *ev, _Atomic uint32_t *waiters, int other,
+                   const mp__deadline_t *dl) {
+  q_shm_t *h = q->h;
+  /* Spin briefly, then yield: on a busy machine the process we wait for
+   * may need this very CPU. */
+  for (int i = 0; i < Q_EV_SPIN; i++) {
+    if (LD(word, acquire) != seen || LD(&h->closed, relaxed))
+      return;
+    mp__cpu_relax();
+  }
+  for (int i = 0; i < Q_EV_YIELD; i++) {
+    if (LD(word, acquire) != seen || LD(&h->closed, relaxed))
+      return;
+    sched_yield();
+  }
+  mp__deadline_t d;
+  q_sleep_deadline(&d, dl);
+  /* Counted before looking again: a publisher that stores first and reads
+   * the count second either sees us or is seen by us. */
   atomic_fetch_add(waiters, 1);
-  mp__futex_wait(ev, v, &d);
+  uint32_t v = atomic_load(ev);
+  if (atomic_load(word) == seen && !atomic_load(&h->closed)) {
+    if (mp__futex_wait(ev, v, &d) == MP_ETIMEDOUT)
+      q_check_lock(q, other);
+  }
   atomic_fetch_sub(waiters, 1);
 }
 
-/* After a commit that added messages; under the lock. */
-static inline void q_after_put(mp_queue_t *q, const q_state_t *before,
-                               const q_state_t *after, int n) {
-  q_shm_t *h = q->h;
-  atomic_fetch_add(&h->put_ev, 1);
-  if (atomic_load(&h->get_waiters))
-    mp__futex_wake(&h->put_ev, n);
-  q_fifo_update(q, before, after);
-}
-
-/* After a commit that took messages; under the lock. Producers wait for
- * different amounts of space: wake them all. */
-static inline void q_after_get(mp_queue_t *q, const q_state_t *before,
-                               const q_state_t *after) {
-  q_shm_t *h = q->h;
-  atomic_fetch_add(&h->get_ev, 1);
-  if (atomic_load(&h->put_waiters))
-    mp__futex_wake(&h->get_ev, INT32_MAX);
-  q_fifo_update(q, before, after);
+/* After publishing: wake whoever sleeps on ev (n of them). A sleeper
+ * killed while counted would make every later call pay for a wake: after
+ * Q_FRUITLESS wakes in a row that found nobody, the count is cleared (a
+ * sleeper racing with that clear notices its data at its next periodic
+ * recheck at the latest; a count driven below zero heals the same way). */
+static inline void q_signal(_Atomic uint32_t *ev, _Atomic uint32_t *waiters,
+                            int n) {
+  atomic_thread_fence(memory_order_seq_cst);
+  uint32_t w = LD(waiters, relaxed);
+  if (MP__LIKELY(w == 0))
+    return;
+  /* The fruitless count sits beside ev, on the line only this path uses. */
+  _Atomic uint32_t *fruitless = ev + 2;
+  atomic_fetch_add(ev, 1);
+  if (mp__futex_wake(ev, n) > 0) {
+    if (LD(fruitless, relaxed))
+      ST(fruitless, 0, relaxed);
+  } else if (atomic_fetch_add(fruitless, 1) + 1 >= Q_FRUITLESS) {
+    ST(fruitless, 0, relaxed);
+    atomic_compare_exchange_strong(waiters, &w, 0);
+  }
 }
 
 static inline bool q_valid(const mp_queue_t *q) {
@@ -407,28 +527,76 @@ static inline bool q_valid(const mp_queue_t *q) {
 
 /* ---- put ----------------------------------------------------------------- */
 
+/* Append one message to s (not yet committed), under the producers' lock
+ * (and the consumers' one when *held says so; taken here to grow the ring).
+ * MP_EAGAIN when full. */
+static int q_push(mp_queue_t *q, q_pstate_t *s, int *held, const void *msg,
+                  size_t len) {
+  q_shm_t *h = q->h;
+  uint64_t rec = q_rec_size(len);
+  uint64_t head = LD(&h->head_cache, relaxed);
+  uint64_t nget = LD(&h->nget_cache, relaxed);
+  uint64_t ring = LD(&h->ring, relaxed);
+  uint64_t lim = ring < h->cap_bytes ? ring : h->cap_bytes;
+  if ((h->maxsize && s->nput - nget >= h->maxsize) ||
+      s->tail - head + rec > lim) {
+    /* The caches say full: look at what the consumers published. */
+    nget = LD(&h->nget_pub, acquire);
+    head = LD(&h->head_pub, acquire);
+    ST(&h->nget_cache, nget, relaxed);
+    ST(&h->head_cache, head, relaxed);
+    if (h->maxsize && s->nput - nget >= h->maxsize)
+      return MP_EAGAIN;
+    if (s->tail - head + rec > h->cap_bytes)
+      return MP_EAGAIN;
+    if (s->tail - head + rec > ring) {
+      if (!(*held & Q_C)) {
+        q_lock_one(q, Q_C);
+        *held |= Q_C;
+      }
+      head = q_cload(q).head;
+      int r = q_grow(q, head, s->tail, s->tail - head + rec);
+      if (r < 0)
+        return r;
+      ring = LD(&h->ring, relaxed);
+    }
+  }
+  uint64_t l = len;
+  memcpy(q->data + (s->tail & (ring - 1)), &l, sizeof l);
+  if (len)
+    q_ring_write(q, ring, s->tail + Q_REC, msg, len);
+  s->tail += rec;
+  s->nput++;
+  return 0;
+}
+
 static int q_put_iov(mp_queue_t *q, const struct iovec *msgs, size_t n,
                      int timeout_ms) {
+  q_shm_t *h = q->h;
   mp__deadline_t dl;
   size_t done = 0;
   bool dl_set = false;
   for (;;) {
-    q_lock(q);
-    q_state_t before = q_load(q), s = before;
+    int held = q_lock_op(q, Q_P);
+    bool was = held == Q_BOTH && q_readable(q);
+    q_pstate_t before = q_pload(q), s = before;
     int r = 0;
-    if (s.closed) {
+    if (LD(&h->closed, acquire)) {
       r = MP_ECLOSED;
     } else {
-      while (done < n &&
-             (r = q_push(q, &s, msgs[done].iov_base, msgs[done].iov_len)) == 0)
+      while (done < n && (r = q_push(q, &s, &held, msgs[done].iov_base,
+                                     msgs[done].iov_len)) == 0)
         done++;
     }
     if (s.nput != before.nput) {
-      q_commit(q, &s);
-      q_after_put(q, &before, &s, (int)(s.nput - before.nput));
+      q_pcommit(q, &s);
+      ST(&h->tail_pub, s.tail, release);
+      q_signal(&h->put_ev, &h->get_waiters, (int)(s.nput - before.nput));
+      if (held == Q_BOTH && LD(&h->polled, relaxed))
+        q_fifo_update(q, was);
     }
-    uint32_t v = atomic_load_explicit(&q->h->get_ev, memory_order_relaxed);
-    q_unlock(q);
+    uint64_t seen = LD(&h->head_cache, relaxed);
+    q_unlock(q, held);
     if (done == n)
       return (int)n;
     if (r != MP_EAGAIN)
@@ -441,7 +609,7 @@ static int q_put_iov(mp_queue_t *q, const struct iovec *msgs, size_t n,
     } else if (mp__deadline_passed(&dl)) {
       return done ? (int)done : MP_EFULL;
     }
-    q_wait_ev(&q->h->get_ev, &q->h->put_waiters, v, &dl);
+    q_wait(q, &h->head_pub, seen, &h->get_ev, &h->put_waiters, Q_C, &dl);
   }
 }
 
@@ -483,11 +651,31 @@ typedef struct {
   size_t n;           /* MANY */
 } q_get_t;
 
-/* Take what g asks for from s; MP_EAGAIN when empty. */
-static int q_take(mp_queue_t *q, q_state_t *s, const q_get_t *g) {
-  if (s->nput == s->nget)
-    return s->closed ? MP_ECLOSED : MP_EAGAIN;
-  uint64_t len = q_peek_len(q, s);
+/* Is a message readable at s->head? Refreshes the tail cache when it says
+ * no. Under the consumers' lock. */
+static inline bool q_has(mp_queue_t *q, const q_cstate_t *s) {
+  if (s->head != LD(&q->h->tail_cache, relaxed))
+    return true;
+  uint64_t t = LD(&q->h->tail_pub, acquire);
+  ST(&q->h->tail_cache, t, relaxed);
+  return s->head != t;
+}
+
+static inline void q_pop(const mp_queue_t *q, uint64_t ring, q_cstate_t *s,
+                         void *dst, uint64_t len) {
+  if (len)
+    q_ring_read(q, ring, s->head + Q_REC, dst, (size_t)len);
+  s->head += q_rec_size(len);
+  s->nget++;
+}
+
+/* Take what g asks for into s (not yet committed); MP_EAGAIN when empty. */
+static int q_take(mp_queue_t *q, q_cstate_t *s, const q_get_t *g) {
+  bool closed = LD(&q->h->closed, acquire); /* before looking at the tail */
+  if (!q_has(q, s))
+    return closed ? MP_ECLOSED : MP_EAGAIN;
+  uint64_t ring = LD(&q->h->ring, relaxed);
+  uint64_t len = q_peek_len(q, ring, s->head);
   if (MP__UNLIKELY(len > q->h->capacity))
     return MP_EIO; /* not written by us: the segment was tampered with */
   switch (g->mode) {
@@ -495,7 +683,7 @@ static int q_take(mp_queue_t *q, q_state_t *s, const q_get_t *g) {
     void *m = malloc(len ? (size_t)len : 1);
     if (!m)
       return MP_ENOMEM;
-    q_pop(q, s, m, len);
+    q_pop(q, ring, s, m, len);
     *g->out = m;
     *g->len = (size_t)len;
     return 0;
@@ -504,13 +692,13 @@ static int q_take(mp_queue_t *q, q_state_t *s, const q_get_t *g) {
     *g->len = (size_t)len;
     if (len > g->cap)
       return MP_ETOOSHORT;
-    q_pop(q, s, g->buf, len);
+    q_pop(q, ring, s, g->buf, len);
     return 0;
   default: {
     size_t off = 0, i = 0;
     unsigned char *b = g->buf;
-    for (; i < g->n && s->nput != s->nget; i++) {
-      len = q_peek_len(q, s);
+    for (; i < g->n && q_has(q, s); i++) {
+      len = q_peek_len(q, ring, s->head);
       if (MP__UNLIKELY(len > q->h->capacity))
         break;
       if (len > g->cap - off) {
@@ -520,8 +708,8 @@ static int q_take(mp_queue_t *q, q_state_t *s, const q_get_t *g) {
         }
         break;
       }
-      q_pop(q, s, b + off, len);
-      g->msgs[i].iov_base = b + off;
+      q_pop(q, ring, s, b ? b + off : NULL, len);
+      g->msgs[i].iov_base = b ? b + off : NULL;
       g->msgs[i].iov_len = (size_t)len;
       off += (size_t)len;
       off = (off + 7) & ~(size_t)7;
@@ -534,21 +722,27 @@ static int q_take(mp_queue_t *q, q_state_t *s, const q_get_t *g) {
 }
 
 static int q_get(mp_queue_t *q, const q_get_t *g, int timeout_ms) {
+  q_shm_t *h = q->h;
   mp__deadline_t dl;
   bool dl_set = false;
   for (;;) {
-    q_lock(q);
-    q_state_t before = q_load(q), s = before;
+    int held = q_lock_op(q, Q_C);
+    bool was = held == Q_BOTH && q_readable(q);
+    q_cstate_t before = q_cload(q), s = before;
     int r = q_take(q, &s, g);
     if (s.nget != before.nget) {
-      q_commit(q, &s);
-      q_after_get(q, &before, &s);
-    } else if (r == MP_ETOOSHORT && atomic_load(&q->h->get_waiters)) {
+      q_ccommit(q, &s);
+      ST(&h->head_pub, s.head, release);
+      ST(&h->nget_pub, s.nget, release);
+      /* Producers wait for different amounts of room: wake them all. */
+      q_signal(&h->get_ev, &h->put_waiters, INT32_MAX);
+      if (held == Q_BOTH)
+        q_fifo_update(q, was);
+    } else if (r == MP_ETOOSHORT) {
       /* We may have been the one woken for this message: pass it on. */
-      mp__futex_wake(&q->h->put_ev, 1);
+      q_signal(&h->put_ev, &h->get_waiters, 1);
     }
-    uint32_t v = atomic_load_explicit(&q->h->put_ev, memory_order_relaxed);
-    q_unlock(q);
+    q_unlock(q, held);
     if (r != MP_EAGAIN)
       return r;
     if (timeout_ms == 0)
@@ -559,7 +753,7 @@ static int q_get(mp_queue_t *q, const q_get_t *g, int timeout_ms) {
     } else if (mp__deadline_passed(&dl)) {
       return MP_EEMPTY;
     }
-    q_wait_ev(&q->h->put_ev, &q->h->get_waiters, v, &dl);
+    q_wait(q, &h->tail_pub, before.head, &h->put_ev, &h->get_waiters, Q_P, &dl);
   }
 }
 
@@ -593,10 +787,10 @@ int mp_queue_get_many(mp_queue_t *q, void *buf, size_t cap, struct iovec *msgs,
 int mp_queue_qsize(mp_queue_t *q, size_t *n) {
   if (!q_valid(q) || !n)
     return MP_EINVAL;
-  q_lock(q);
-  q_state_t s = q_load(q);
-  q_unlock(q);
-  *n = (size_t)(s.nput - s.nget);
+  q_lock(q, Q_BOTH);
+  uint64_t c = q_pload(q).nput - q_cload(q).nget;
+  q_unlock(q, Q_BOTH);
+  *n = (size_t)c;
   return 0;
 }
 
@@ -618,18 +812,15 @@ int mp_queue_close(mp_queue_t *q) {
   if (!q_valid(q))
     return MP_EINVAL;
   q_shm_t *h = q->h;
-  q_lock(q);
-  q_state_t before = q_load(q), s = before;
-  if (!s.closed) {
-    s.closed = 1;
-    q_commit(q, &s);
-    q_fifo_update(q, &before, &s);
+  q_lock(q, Q_BOTH);
+  if (!LD(&h->closed, relaxed)) {
+    bool was = q_readable(q);
+    ST(&h->closed, 1, release);
+    if (LD(&h->polled, relaxed))
+      q_fifo_update(q, was);
   }
-  atomic_fetch_add(&h->put_ev, 1);
-  atomic_fetch_add(&h->get_ev, 1);
-  mp__futex_wake(&h->put_ev, INT32_MAX);
-  mp__futex_wake(&h->get_ev, INT32_MAX);
-  q_unlock(q);
+  q_wake_all(h);
+  q_unlock(q, Q_BOTH);
   return 0;
 }
 
@@ -639,20 +830,16 @@ int mp_queue_task_done(mp_queue_t *q) {
   if (!(q->h->flags & MP_QUEUE_JOINABLE))
     return MP_ENOTSUP;
   q_shm_t *h = q->h;
-  q_lock(q);
-  q_state_t s = q_load(q);
+  q_lock_one(q, Q_C);
+  q_cstate_t s = q_cload(q);
   if (s.ndone >= s.nget) {
-    q_unlock(q);
+    q_unlock_one(q, Q_C);
     return MP_EINVAL;
   }
   s.ndone++;
-  q_commit(q, &s);
-  if (s.ndone == s.nput) {
-    atomic_fetch_add(&h->done_ev, 1);
-    if (atomic_load(&h->join_waiters))
-      mp__futex_wake(&h->done_ev, INT32_MAX);
-  }
-  q_unlock(q);
+  q_ccommit(q, &s);
+  q_signal(&h->done_ev, &h->join_waiters, INT32_MAX);
+  q_unlock_one(q, Q_C);
   return 0;
 }
 
@@ -661,19 +848,29 @@ int mp_queue_join(mp_queue_t *q, int timeout_ms) {
     return MP_EINVAL;
   if (!(q->h->flags & MP_QUEUE_JOINABLE))
     return MP_ENOTSUP;
+  q_shm_t *h = q->h;
   mp__deadline_t dl;
   mp__deadline_init(&dl, timeout_ms);
+  int r = 0;
+  /* Counted before checking, so a task_done after the check wakes us. */
+  atomic_fetch_add(&h->join_waiters, 1);
   for (;;) {
-    q_lock(q);
-    q_state_t s = q_load(q);
-    uint32_t v = atomic_load_explicit(&q->h->done_ev, memory_order_relaxed);
-    q_unlock(q);
-    if (s.ndone == s.nput)
-      return 0;
-    if (timeout_ms == 0 || mp__deadline_passed(&dl))
-      return MP_ETIMEDOUT;
-    q_wait_ev(&q->h->done_ev, &q->h->join_waiters, v, &dl);
+    q_lock(q, Q_BOTH);
+    bool done = q_pload(q).nput == q_cload(q).ndone;
+    uint32_t v = atomic_load(&h->done_ev);
+    q_unlock(q, Q_BOTH);
+    if (done)
+      break;
+    if (timeout_ms == 0 || mp__deadline_passed(&dl)) {
+      r = MP_ETIMEDOUT;
+      break;
+    }
+    mp__deadline_t d;
+    q_sleep_deadline(&d, &dl);
+    mp__futex_wait(&h->done_ev, v, &d);
   }
+  atomic_fetch_sub(&h->join_waiters, 1);
+  return r;
 }
 
 /* ---- polling ------------------------------------------------------------- */
@@ -684,21 +881,20 @@ int mp_queue_fd(mp_queue_t *q, int *fd) {
   int f = q_fifo_get(q);
   if (f < 0)
     return f;
-  q_lock(q);
-  atomic_store(&q->h->polled, 1);
-  q_state_t s = q_load(q);
-  q_fifo_sync(q, &s);
-  q_unlock(q);
+  q_lock(q, Q_BOTH);
+  ST(&q->h->polled, 1, relaxed);
+  q_fifo_sync(q);
+  q_unlock(q, Q_BOTH);
   *fd = f;
   return 0;
 }
 
 static bool q_waitable_check(void *obj) {
   mp_queue_t *q = obj;
-  q_lock(q);
-  q_state_t s = q_load(q);
-  q_unlock(q);
-  return q_readable(&s);
+  q_lock(q, Q_BOTH);
+  bool r = q_readable(q);
+  q_unlock(q, Q_BOTH);
+  return r;
 }
 
 mp_waitable_t mp_queue_waitable(mp_queue_t *q) {
@@ -795,7 +991,7 @@ int mp_queue_create(mp_queue_t **qp, const mp_queue_opts_t *opts) {
   h->cap_bytes = cap_bytes;
   h->ring_max = ring_max;
   h->reserve = Q_HDR + ring_max;
-  h->st[0].ring = h->st[1].ring = ring0;
+  ST(&h->ring, ring0, relaxed);
   q->creator = (pid_t)q_self();
   /* Openers wait for the magic: it says the header is complete. */
   atomic_thread_fence(memory_order_release);

@@ -24,8 +24,7 @@
 static int seg_path(char *buf, size_t cap, const char *name) {
   /* name is "/xxx": the object lives at /dev/shm/xxx */
   size_t n = strlen(name);
-  if (n < 2 || n >= MP__SEG_NAME_MAX || name[0] != '/' ||
-      strchr(name + 1, '/'))
+  if (n < 2 || n >= MP__SEG_NAME_MAX || name[0] != '/' || strchr(name + 1, '/'))
     return MP_EINVAL;
   if (cap < n + 9)
     return MP_ENAMETOOLONG;
@@ -184,8 +183,12 @@ static void tracker_atfork_child(void) {
   pthread_mutex_init(&tracker_mu, NULL);
 }
 
-static void tracker_atfork_prepare(void) { pthread_mutex_lock(&tracker_mu); }
-static void tracker_atfork_parent(void) { pthread_mutex_unlock(&tracker_mu); }
+static void tracker_atfork_prepare(void) {
+  pthread_mutex_lock(&tracker_mu);
+}
+static void tracker_atfork_parent(void) {
+  pthread_mutex_unlock(&tracker_mu);
+}
 
 static void tracker_install_atfork(void) {
   pthread_atfork(tracker_atfork_prepare, tracker_atfork_parent,

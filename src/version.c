@@ -1,5 +1,9 @@
 #include "mproc/version.h"
 
-unsigned int mp_version(void) { return MP_VERSION_HEX; }
+unsigned int mp_version(void) {
+  return MP_VERSION_HEX;
+}
 
-const char *mp_version_string(void) { return MP_VERSION_STRING; }
+const char *mp_version_string(void) {
+  return MP_VERSION_STRING;
+}

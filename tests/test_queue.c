@@ -1078,3 +1078,92 @@ TEST(queue_crash_inside_large_copies) {
   free(b);
   ASSERT_OK(mp_queue_destroy(q));
 }
+
+/* Sleepers killed while waiting (consumers on an empty queue, producers on
+ * a full one, a joiner) leave nothing that slows or blocks the others. */
+TEST(queue_crash_sleepers) {
+  mp_queue_t *q = mkq(4, 0, MP_QUEUE_JOINABLE);
+  for (int round = 0; round < 3; round++) {
+    pid_t pid[3];
+    for (int k = 0; k < 3; k++) {
+      pid[k] = fork();
+      if (pid[k] == 0) {
+        void *m;
+        size_t len;
+        mp_queue_get(q, &m, &len, MP_FOREVER);
+        _exit(0);
+      }
+    }
+    mpt_sleep_ms(30);
+    for (int k = 0; k < 3; k++)
+      kill(pid[k], SIGKILL);
+    for (int k = 0; k < 3; k++)
+      reap(pid[k]);
+    for (int i = 0; i < 4; i++)
+      ASSERT_OK(mp_queue_put(q, &i, sizeof i, 0));
+    pid_t prod = fork();
+    if (prod == 0) {
+      mp_queue_put(q, "x", 1, MP_FOREVER); /* full: sleeps */
+      _exit(0);
+    }
+    pid_t joiner = fork();
+    if (joiner == 0) {
+      mp_queue_join(q, MP_FOREVER);
+      _exit(0);
+    }
+    mpt_sleep_ms(30);
+    kill(prod, SIGKILL);
+    kill(joiner, SIGKILL);
+    reap(prod);
+    reap(joiner);
+    /* Many operations, each would find the dead sleepers counted. */
+    for (int i = 0; i < 2000; i++) {
+      int v;
+      size_t len;
+      ASSERT_OK(mp_queue_get_into(q, &v, sizeof v, &len, 1000));
+      ASSERT_OK(mp_queue_task_done(q));
+      ASSERT_OK(mp_queue_put(q, &i, sizeof i, 1000));
+    }
+    int v;
+    size_t len;
+    while (mp_queue_get_into(q, &v, sizeof v, &len, 0) == 0)
+      ASSERT_OK(mp_queue_task_done(q));
+    size_t n;
+    ASSERT_OK(mp_queue_qsize(q, &n));
+    ASSERT_EQ(n, 0);
+    ASSERT_OK(mp_queue_join(q, 1000));
+  }
+  ASSERT_OK(mp_queue_destroy(q));
+}
+
+TEST(queue_mp_wait) {
+  mp_queue_t *a = mkq(0, 0, 0), *b = mkq(0, 0, 0);
+  mp_waitable_t w[2] = {mp_queue_waitable(a), mp_queue_waitable(b)};
+  uint64_t t0 = mpt_now_ms();
+  ASSERT_EQ(mp_wait(w, 2, 80), 0);
+  ASSERT(mpt_now_ms() - t0 >= 80);
+  ASSERT_EQ(mp_wait(w, 2, 0), 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    mpt_sleep_ms(60);
+    _exit(mp_queue_put(b, "hi", 2, 0) == 0 ? 0 : 1);
+  }
+  ASSERT_EQ(mp_wait(w, 2, MP_FOREVER), 1);
+  ASSERT(!w[0].ready);
+  ASSERT(w[1].ready);
+  wait_ok(pid);
+  /* Another consumer takes the message: not ready any more. */
+  pid = fork();
+  if (pid == 0) {
+    char buf[4];
+    size_t len;
+    _exit(mp_queue_get_into(b, buf, sizeof buf, &len, 0) == 0 ? 0 : 1);
+  }
+  wait_ok(pid);
+  ASSERT_EQ(mp_wait(w, 2, 30), 0);
+  ASSERT_OK(mp_queue_close(a));
+  ASSERT_EQ(mp_wait(w, 2, MP_FOREVER), 1);
+  ASSERT(w[0].ready);
+  ASSERT_OK(mp_queue_destroy(a));
+  ASSERT_OK(mp_queue_destroy(b));
+}

@@ -271,14 +271,16 @@ static void q_unlock(mp_queue_t *q, int sides) {
     q_unlock_one(q, Q_P);
 }
 
-/* A sleeper's periodic look at the other side's lock: take it over (and so
- * repair it) if its owner died. */
-static void q_check_lock(mp_queue_t *q, int side) {
+/* A look at the other side's lock, by sleepers now and then and before
+ * reporting empty or full: take it over (and so finish what its dead owner
+ * left unpublished) if its owner died. Returns true if it was dead. */
+static bool q_check_lock(mp_queue_t *q, int side) {
   uint32_t v = LD(q_lockword(q, side), relaxed);
-  if (v && q_owner_dead(v)) {
-    q_lock_one(q, side);
-    q_unlock_one(q, side);
-  }
+  if (MP__LIKELY(!v) || !q_owner_dead(v))
+    return false;
+  q_lock_one(q, side);
+  q_unlock_one(q, side);
+  return true;
 }
 
 /* Live states; only valid under their lock. */
@@ -575,7 +577,7 @@ static int q_put_iov(mp_queue_t *q, const struct iovec *msgs, size_t n,
   q_shm_t *h = q->h;
   mp__deadline_t dl;
   size_t done = 0;
-  bool dl_set = false;
+  bool dl_set = false, rechecked = false;
   for (;;) {
     int held = q_lock_op(q, Q_P);
     bool was = held == Q_BOTH && q_readable(q);
@@ -601,13 +603,16 @@ static int q_put_iov(mp_queue_t *q, const struct iovec *msgs, size_t n,
       return (int)n;
     if (r != MP_EAGAIN)
       return done ? (int)done : r;
-    if (timeout_ms == 0)
+    if (timeout_ms == 0 || (dl_set && mp__deadline_passed(&dl))) {
+      if (!rechecked && q_check_lock(q, Q_C)) {
+        rechecked = true;
+        continue;
+      }
       return done ? (int)done : MP_EFULL;
+    }
     if (!dl_set) {
       mp__deadline_init(&dl, timeout_ms);
       dl_set = true;
-    } else if (mp__deadline_passed(&dl)) {
-      return done ? (int)done : MP_EFULL;
     }
     q_wait(q, &h->head_pub, seen, &h->get_ev, &h->put_waiters, Q_C, &dl);
   }
@@ -724,7 +729,7 @@ static int q_take(mp_queue_t *q, q_cstate_t *s, const q_get_t *g) {
 static int q_get(mp_queue_t *q, const q_get_t *g, int timeout_ms) {
   q_shm_t *h = q->h;
   mp__deadline_t dl;
-  bool dl_set = false;
+  bool dl_set = false, rechecked = false;
   for (;;) {
     int held = q_lock_op(q, Q_C);
     bool was = held == Q_BOTH && q_readable(q);
@@ -745,13 +750,17 @@ static int q_get(mp_queue_t *q, const q_get_t *g, int timeout_ms) {
     q_unlock(q, held);
     if (r != MP_EAGAIN)
       return r;
-    if (timeout_ms == 0)
+    if (timeout_ms == 0 || (dl_set && mp__deadline_passed(&dl))) {
+      /* A producer killed between its commit and publishing it. */
+      if (!rechecked && q_check_lock(q, Q_P)) {
+        rechecked = true;
+        continue;
+      }
       return MP_EEMPTY;
+    }
     if (!dl_set) {
       mp__deadline_init(&dl, timeout_ms);
       dl_set = true;
-    } else if (mp__deadline_passed(&dl)) {
-      return MP_EEMPTY;
     }
     q_wait(q, &h->tail_pub, before.head, &h->put_ev, &h->get_waiters, Q_P, &dl);
   }

@@ -470,6 +470,13 @@ TEST(queue_mpmc_processes_bounded) {
   mpmc(4, 2, false, false, 5, 0, 10000);
 }
 
+/* The ring grows while consumers read from it. */
+TEST(queue_mpmc_growing_ring) {
+  mpmc(1, 1, false, false, 0, 0, 150000);
+  mpmc(2, 2, true, false, 0, 0, 60000);
+  mpmc(2, 1, false, true, 0, 0, 60000);
+}
+
 TEST(queue_mpmc_threads) {
   mpmc(3, 4, true, false, 0, 1 << 15, 20000);
 }
@@ -1166,4 +1173,42 @@ TEST(queue_mp_wait) {
   ASSERT(w[0].ready);
   ASSERT_OK(mp_queue_destroy(a));
   ASSERT_OK(mp_queue_destroy(b));
+}
+
+/* Run by queue_open_from_exec in a freshly exec'ed process (nothing
+ * inherited but the name); a no-op when run on its own. */
+TEST(queue_exec_helper) {
+  const char *name = getenv("MPQ_HELPER_QUEUE");
+  if (!name)
+    return;
+  mp_queue_t *q = NULL;
+  ASSERT_OK(mp_queue_open(&q, name));
+  char buf[16];
+  size_t len;
+  ASSERT_OK(mp_queue_get_into(q, buf, sizeof buf, &len, 5000));
+  ASSERT_EQ(len, 4);
+  ASSERT(memcmp(buf, "ping", 4) == 0);
+  ASSERT_OK(mp_queue_put(q, "pong", 4, 0));
+  ASSERT_OK(mp_queue_destroy(q));
+}
+
+TEST(queue_open_from_exec) {
+  mp_queue_t *q = mkq(0, 0, 0);
+  ASSERT_OK(mp_queue_put(q, "ping", 4, 0));
+  char exe[4096];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  ASSERT(n > 0);
+  exe[n] = '\0';
+  pid_t pid = fork();
+  if (pid == 0) {
+    setenv("MPQ_HELPER_QUEUE", mp_queue_name(q), 1);
+    execl(exe, exe, "queue_exec_helper", (char *)NULL);
+    _exit(127);
+  }
+  wait_ok(pid);
+  char buf[16];
+  size_t len;
+  ASSERT_OK(mp_queue_get_into(q, buf, sizeof buf, &len, 0));
+  ASSERT(memcmp(buf, "pong", 4) == 0);
+  ASSERT_OK(mp_queue_destroy(q));
 }

@@ -65,7 +65,9 @@ def run_family(fam, build, py):
     pyscripts = sorted(glob.glob(os.path.join(HERE, "python", fam + ".py")) +
                        glob.glob(os.path.join(HERE, "python", fam + "_*.py")))
     for pyscript in pyscripts:
-        peers += [dict(r, peer_value=r.get("value")) for r in lines_of([py, pyscript])]
+        # -I: isolated, so the script's own folder (with names such as
+        # queue.py) does not shadow the standard library.
+        peers += [dict(r, peer_value=r.get("value")) for r in lines_of([py, "-I", pyscript])]
     own_peers = [r for r in ours if "peer" in r]
     ours = [r for r in ours if "peer" not in r]
     for o in ours:

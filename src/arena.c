@@ -220,8 +220,9 @@ void mp__arena_free(mp__arena_t *a, uint64_t off) {
   if (!a || !a->hdr || off == 0)
     return;
   struct mp__arena_hdr *h = a->hdr;
-  if ((off & 15) || off < h->root_off || off >= h->reserve)
-    return;
+  if ((off & 15) || off < h->root_off + BLOCK_HDR ||
+      off >= atomic_load_explicit(&h->top, memory_order_relaxed))
+    return; /* never handed out */
   block_hdr_t *b = block_of(a, off);
   if (b->magic != BLOCK_MAGIC || b->cls >= ARENA_NCLASS)
     return; /* not a block of ours: refuse rather than corrupt a list */

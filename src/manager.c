@@ -108,10 +108,25 @@ static void mop_done(mop_t *op) {
   free(op->frees.v);
 }
 
+/* A log grown by one big operation (update, extend) is not kept: the next
+ * operation allocates a small one again. Unpublished before it is freed, so
+ * a crash in between only leaks it. */
+#define MOP_LOG_KEEP 1024
+
+/* Unpublish the log if it is big (called with the log empty); free the
+ * returned offset after unlocking. */
+static uint64_t take_big_log(mop_t *op) {
+  if (op->log && op->log[0] > MOP_LOG_KEEP)
+    return atomic_exchange(&op->o->undo_off, 0);
+  return 0;
+}
+
 int mp__mop_commit(mop_t *op, int r) {
   if (op->n)
     atomic_store_explicit(&op->o->undo_n, 0, memory_order_release);
+  uint64_t big_log = take_big_log(op);
   mp__mlock_unlock(&op->o->lock);
+  mp__arena_free(op->a, big_log);
   for (size_t i = 0; i < op->frees.n; i++)
     mp__arena_free(op->a, op->frees.v[i]);
   mop_done(op);
@@ -120,7 +135,9 @@ int mp__mop_commit(mop_t *op, int r) {
 
 int mp__mop_abort(mop_t *op, int r) {
   rollback(op->a, op->o);
+  uint64_t big_log = take_big_log(op);
   mp__mlock_unlock(&op->o->lock);
+  mp__arena_free(op->a, big_log);
   for (size_t i = 0; i < op->allocs.n; i++)
     mp__arena_free(op->a, op->allocs.v[i]);
   mop_done(op);

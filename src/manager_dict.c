@@ -191,6 +191,17 @@ static int dict_begin(mp_dict_t *d, const mp_val_t *key, mop_t *op,
   return 0;
 }
 
+/* dict_begin, then look key up: *slot is its slot or NOT_FOUND. */
+static int dict_begin_find(mp_dict_t *d, const mp_val_t *key, mop_t *op,
+                           uint64_t *h, uint64_t *slot) {
+  uint64_t ins;
+  int r = dict_begin(d, key, op, h);
+  *slot = NOT_FOUND;
+  if (r == 0)
+    *slot = dict_find(op, *h, key, &ins);
+  return r;
+}
+
 /* ---- handles ----------------------------------------------------------------
  */
 
@@ -241,13 +252,12 @@ int mp_dict_set(mp_dict_t *d, const mp_val_t *key, const mp_val_t *val) {
 static int dict_get(mp_dict_t *d, const mp_val_t *key, bool use_def,
                     const mp_val_t *def, mp_val_t *out) {
   mop_t op;
-  uint64_t h, ins;
+  uint64_t h, slot;
   int r;
   if (!out || (def && mp__mval_check(def) < 0))
     return MP_EINVAL;
-  if ((r = dict_begin(d, key, &op, &h)) < 0)
+  if ((r = dict_begin_find(d, key, &op, &h, &slot)) < 0)
     return r;
-  uint64_t slot = dict_find(&op, h, key, &ins);
   if (slot != NOT_FOUND)
     r = mp__sval_load(op.a, &dict_entry(&op, slot)->val, out);
   else if (!use_def)
@@ -270,23 +280,22 @@ int mp_dict_get(mp_dict_t *d, const mp_val_t *key, mp_val_t *out) {
 
 int mp_dict_contains(mp_dict_t *d, const mp_val_t *key, bool *found) {
   mop_t op;
-  uint64_t h, ins;
+  uint64_t h, slot;
   int r;
   if (!found)
     return MP_EINVAL;
-  if ((r = dict_begin(d, key, &op, &h)) < 0)
+  if ((r = dict_begin_find(d, key, &op, &h, &slot)) < 0)
     return r;
-  *found = dict_find(&op, h, key, &ins) != NOT_FOUND;
+  *found = slot != NOT_FOUND;
   return mp__mop_commit(&op, 0);
 }
 
 int mp_dict_pop(mp_dict_t *d, const mp_val_t *key, mp_val_t *out) {
   mop_t op;
-  uint64_t h, ins;
+  uint64_t h, slot;
   int r;
-  if ((r = dict_begin(d, key, &op, &h)) < 0)
+  if ((r = dict_begin_find(d, key, &op, &h, &slot)) < 0)
     return r;
-  uint64_t slot = dict_find(&op, h, key, &ins);
   if (slot == NOT_FOUND)
     return mp__mop_abort(&op, MP_ENOENT);
   dict_shm_t *D = dict_of(&op);
@@ -421,11 +430,10 @@ int mp_dict_update(mp_dict_t *d, mp_dict_t *src) {
 int mp_dict_add(mp_dict_t *d, const mp_val_t *key, int64_t delta,
                 int64_t *result) {
   mop_t op;
-  uint64_t h, ins;
+  uint64_t h, slot;
   int r;
-  if ((r = dict_begin(d, key, &op, &h)) < 0)
+  if ((r = dict_begin_find(d, key, &op, &h, &slot)) < 0)
     return r;
-  uint64_t slot = dict_find(&op, h, key, &ins);
   int64_t nv = delta;
   if (slot == NOT_FOUND) {
     mp_val_t v = mp_val_int(delta);
@@ -447,14 +455,13 @@ int mp_dict_add(mp_dict_t *d, const mp_val_t *key, int64_t delta,
 int mp_dict_cas(mp_dict_t *d, const mp_val_t *key, const mp_val_t *expected,
                 const mp_val_t *desired, bool *swapped) {
   mop_t op;
-  uint64_t h, ins;
+  uint64_t h, slot;
   int r;
   if (!swapped || mp__mval_check(desired) < 0 ||
       (expected && mp__mval_check(expected) < 0))
     return MP_EINVAL;
-  if ((r = dict_begin(d, key, &op, &h)) < 0)
+  if ((r = dict_begin_find(d, key, &op, &h, &slot)) < 0)
     return r;
-  uint64_t slot = dict_find(&op, h, key, &ins);
   bool match;
   if (slot == NOT_FOUND)
     match = expected == NULL;

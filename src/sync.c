@@ -8,6 +8,14 @@
 
 #define SPIN_ROUNDS 20
 
+/* The public structs are part of the ABI: their sizes must not drift. */
+_Static_assert(sizeof(mp_lock_t) == 16, "mp_lock_t size");
+_Static_assert(sizeof(mp_rlock_t) == 16, "mp_rlock_t size");
+_Static_assert(sizeof(mp_semaphore_t) == 16, "mp_semaphore_t size");
+_Static_assert(sizeof(mp_cond_t) == 24, "mp_cond_t size");
+_Static_assert(sizeof(mp_event_t) == 8, "mp_event_t size");
+_Static_assert(sizeof(mp_barrier_t) == 48, "mp_barrier_t size");
+
 #define AW(p) ((_Atomic uint32_t *)(p))
 
 /* ---- named forms --------------------------------------------------------- */

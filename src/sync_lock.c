@@ -38,10 +38,10 @@ static void ident_install_atfork(void) {
   pthread_atfork(NULL, NULL, ident_atfork_child);
 }
 
-/* Reads the state letter and start time (clock ticks since boot) of
- * /proc/<id>/stat. Returns 0, MP_ENOENT (no such process or thread), or
- * another code when /proc cannot tell. */
-static int proc_stat(uint32_t id, char *state, uint64_t *start) {
+/* Reads the state letter, thread count and start time (clock ticks since
+ * boot) of /proc/<id>/stat. Returns 0, MP_ENOENT (no such process or
+ * thread), or another code when /proc cannot tell. */
+static int proc_stat(uint32_t id, char *state, long *threads, uint64_t *start) {
   char path[48], buf[512];
   snprintf(path, sizeof path, "/proc/%u/stat", id);
   int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -62,12 +62,14 @@ static int proc_stat(uint32_t id, char *state, uint64_t *start) {
     return MP_EIO;
   p += 2;
   *state = *p;
-  /* starttime is field 22; the state is field 3. */
+  /* The state is field 3, num_threads 20, starttime 22. */
   for (int field = 3; field < 22; field++) {
     p = strchr(p, ' ');
     if (!p)
       return MP_EIO;
     p++;
+    if (field + 1 == 20)
+      *threads = strtol(p, NULL, 10);
   }
   *start = strtoull(p, NULL, 10);
   return 0;
@@ -75,19 +77,24 @@ static int proc_stat(uint32_t id, char *state, uint64_t *start) {
 
 static uint32_t start_of(uint32_t id) {
   char st;
+  long threads;
   uint64_t start = 0;
-  if (proc_stat(id, &st, &start) < 0)
+  if (proc_stat(id, &st, &threads, &start) < 0)
     return 0;
   return (uint32_t)start;
 }
 
 uint32_t mp__self_pid(void) {
-  if (MP__UNLIKELY(self_pid == 0)) {
+  /* Threads may fill the cache at once: they store the same values. start
+   * is stored first, so a reader that sees the pid sees its start. */
+  uint32_t pid = __atomic_load_n(&self_pid, __ATOMIC_ACQUIRE);
+  if (MP__UNLIKELY(pid == 0)) {
     pthread_once(&atfork_once, ident_install_atfork);
-    self_pid = (uint32_t)getpid();
-    self_pid_start = start_of(self_pid);
+    pid = (uint32_t)getpid();
+    __atomic_store_n(&self_pid_start, start_of(pid), __ATOMIC_RELAXED);
+    __atomic_store_n(&self_pid, pid, __ATOMIC_RELEASE);
   }
-  return self_pid;
+  return pid;
 }
 
 uint32_t mp__self_tid(void) {
@@ -103,28 +110,36 @@ uint32_t mp__self_tid(void) {
  * only used by RLock; Lock keeps to process-wide statics, which are cheaper
  * to reach than thread-locals in position-independent code. */
 static uint64_t self_ident(uint32_t me, bool thread_level) {
-  uint32_t start = thread_level ? self_tid_start : self_pid_start;
+  uint32_t start = thread_level
+                       ? self_tid_start
+                       : __atomic_load_n(&self_pid_start, __ATOMIC_RELAXED);
   return (uint64_t)start << 32 | me;
 }
 
 /* True when the holder recorded in word w (with ident) is certainly gone:
  * no such process/thread, a zombie, or its pid now belongs to a process
  * started at another time. Anything uncertain counts as alive. */
-static bool holder_dead(const mp_lock_t *l, uint32_t w) {
+static bool holder_dead(const mp_lock_t *l, uint32_t w, bool thread_level) {
   uint32_t id = w & MP__LK_ID;
   uint64_t ident = __atomic_load_n(&l->mp__ident, __ATOMIC_ACQUIRE);
   char st = 0;
+  long threads = 0;
   uint64_t start = 0;
-  int r = proc_stat(id, &st, &start);
+  int r = proc_stat(id, &st, &threads, &start);
   if (r == MP_ENOENT) {
     /* Without /proc every lookup fails: ask kill() instead. */
-    if (self_pid_start == 0 && self_tid_start == 0)
+    if (__atomic_load_n(&self_pid_start, __ATOMIC_RELAXED) == 0 &&
+        self_tid_start == 0)
       return kill((pid_t)id, 0) < 0 && errno == ESRCH;
     return true;
   }
   if (r < 0)
     return false;
-  if (st == 'Z' || st == 'X')
+  /* A zombie is dead, except a process whose main thread ended while
+   * others run: its leader shows 'Z' with more than one thread. That
+   * process still holds a Lock, but a main thread holding an RLock is
+   * gone. */
+  if (st == 'X' || (st == 'Z' && (thread_level || threads <= 1)))
     return true;
   /* ident is written just after the word: only trust it when it names this
    * holder and the word has not moved meanwhile. */
@@ -182,7 +197,7 @@ int mp__lock_acquire_as(mp_lock_t *l, uint32_t me, bool thread_level,
     bool expired = timeout_ms == 0 || mp__deadline_passed(&dl);
     if (expired || check) {
       check = false;
-      if (foreign && holder_dead(l, w)) {
+      if (foreign && holder_dead(l, w, thread_level)) {
         uint32_t nw = me | MP__LK_DEAD | MP__LK_WAITERS;
         if (atomic_compare_exchange_strong_explicit(
                 wp, &w, nw, memory_order_acquire, memory_order_relaxed)) {

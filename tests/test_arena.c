@@ -60,6 +60,9 @@ TEST(arena_alloc_free_reuse) {
   mp__arena_free(&a, 0);  /* ignored */
   mp__arena_free(&a, 24); /* not a block: ignored, nothing corrupted */
   mp__arena_free(&a, 7);  /* misaligned: ignored */
+  mp__arena_free(&a, mp__arena_used(&a) + 4096); /* past the end */
+  ASSERT_OK(mp__arena_alloc(&a, 100, &again));
+  ASSERT(again < mp__arena_used(&a));
   ASSERT_ERR(mp__arena_alloc(&a, 0, &again), MP_EINVAL);
   ASSERT_ERR(mp__arena_alloc(&a, 16, NULL), MP_EINVAL);
   ASSERT_ERR(mp__arena_alloc(NULL, 16, &again), MP_EINVAL);

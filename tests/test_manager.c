@@ -15,6 +15,20 @@ static mp_manager_t *new_manager(size_t reserve) {
   return m;
 }
 
+/* A manager with one dict and one list, and their teardown. */
+static void make_pair(mp_manager_t **m, mp_dict_t **d, mp_list_t **l,
+                      size_t reserve) {
+  *m = new_manager(reserve);
+  ASSERT_OK(mp_dict_create(d, *m, NULL));
+  ASSERT_OK(mp_list_create(l, *m, NULL));
+}
+
+static void drop_pair(mp_manager_t *m, mp_dict_t *d, mp_list_t *l) {
+  ASSERT_OK(mp_dict_close(d));
+  ASSERT_OK(mp_list_close(l));
+  ASSERT_OK(mp_manager_destroy(m));
+}
+
 static void wait_ok(pid_t pid) {
   int st;
   ASSERT_EQ(waitpid(pid, &st, 0), pid);
@@ -211,6 +225,16 @@ TEST(dict_update_add_cas) {
   ASSERT_DICT(a, "{1: 3, 2: 'x', 's45': 'xxxxx'}");
   ASSERT_OK(mp_dict_update(a, a));
   ASSERT_DICT(a, "{1: 3, 2: 'x', 's45': 'xxxxx'}");
+  /* From a dict of another manager. */
+  mp_manager_t *m2 = new_manager(0);
+  mp_dict_t *c2;
+  ASSERT_OK(mp_dict_create(&c2, m2, NULL));
+  dict_put_int(c2, 1);
+  dict_put_int(c2, 3);
+  ASSERT_OK(mp_dict_update(a, c2));
+  ASSERT_DICT(a, "{1: 3, 2: 'x', 's45': 'xxxxx', 3: 9}");
+  ASSERT_OK(mp_dict_close(c2));
+  ASSERT_OK(mp_manager_destroy(m2));
   /* add */
   mp_val_t c = mp_val_str("counter");
   int64_t res;
@@ -575,18 +599,15 @@ TEST(open_by_name_and_id) {
   ASSERT(mpt_shm_exists(name)); /* the opener's destroy does not unlink */
   char saved[64];
   snprintf(saved, sizeof saved, "%s", name);
-  ASSERT_OK(mp_dict_close(d));
-  ASSERT_OK(mp_list_close(l));
-  ASSERT_OK(mp_manager_destroy(m));
+  drop_pair(m, d, l);
   ASSERT(!mpt_shm_exists(saved));
 }
 
 TEST(fork_children_share) {
-  mp_manager_t *m = new_manager(0);
+  mp_manager_t *m;
   mp_dict_t *d;
   mp_list_t *l;
-  ASSERT_OK(mp_dict_create(&d, m, NULL));
-  ASSERT_OK(mp_list_create(&l, m, NULL));
+  make_pair(&m, &d, &l, 0);
   pid_t pids[5];
   for (int i = 0; i < 5; i++) {
     if ((pids[i] = fork()) == 0) {
@@ -605,9 +626,7 @@ TEST(fork_children_share) {
   ASSERT_EQ(n, 5);
   for (int i = 0; i < 5; i++)
     ASSERT_EQ(get_int(d, mp_val_int(pids[i])), pids[i]);
-  ASSERT_OK(mp_dict_close(d));
-  ASSERT_OK(mp_list_close(l));
-  ASSERT_OK(mp_manager_destroy(m));
+  drop_pair(m, d, l);
 }
 
 #define WRITERS 4
@@ -640,11 +659,10 @@ static void *writer(void *p) {
 }
 
 TEST(concurrent_processes_and_threads) {
-  mp_manager_t *m = new_manager(0);
+  mp_manager_t *m;
   mp_dict_t *d;
   mp_list_t *l;
-  ASSERT_OK(mp_dict_create(&d, m, NULL));
-  ASSERT_OK(mp_list_create(&l, m, NULL));
+  make_pair(&m, &d, &l, 0);
   pid_t pids[WRITERS];
   for (int p = 0; p < WRITERS; p++) {
     if ((pids[p] = fork()) == 0) {
@@ -681,20 +699,17 @@ TEST(concurrent_processes_and_threads) {
   mp_val_t c = mp_val_str("counter");
   ASSERT_OK(mp_dict_del(d, &c));
   check_dict(d);
-  ASSERT_OK(mp_dict_close(d));
-  ASSERT_OK(mp_list_close(l));
-  ASSERT_OK(mp_manager_destroy(m));
+  drop_pair(m, d, l);
 }
 
 /* ---- size
  * ---------------------------------------------------------------------- */
 
 TEST(growth_1m_entries) {
-  mp_manager_t *m = new_manager(0);
+  mp_manager_t *m;
   mp_dict_t *d;
   mp_list_t *l;
-  ASSERT_OK(mp_dict_create(&d, m, NULL));
-  ASSERT_OK(mp_list_create(&l, m, NULL));
+  make_pair(&m, &d, &l, 0);
   const int N = 1100000;
   mp_val_t chunk[1000];
   for (int i = 0; i < N; i++) {
@@ -720,9 +735,7 @@ TEST(growth_1m_entries) {
   ASSERT_EQ(v.u.i, N - 1);
   ASSERT_OK(mp_dict_clear(d));
   ASSERT_OK(mp_list_clear(l));
-  ASSERT_OK(mp_dict_close(d));
-  ASSERT_OK(mp_list_close(l));
-  ASSERT_OK(mp_manager_destroy(m));
+  drop_pair(m, d, l);
 }
 
 TEST(growth_1gib_values) {
@@ -759,11 +772,10 @@ TEST(growth_1gib_values) {
 }
 
 TEST(full_arena_enomem_intact) {
-  mp_manager_t *m = new_manager((size_t)2 << 20);
+  mp_manager_t *m;
   mp_dict_t *d;
   mp_list_t *l;
-  ASSERT_OK(mp_dict_create(&d, m, NULL));
-  ASSERT_OK(mp_list_create(&l, m, NULL));
+  make_pair(&m, &d, &l, (size_t)2 << 20);
   int ok = 0, r = 0;
   for (long k = 0; k < 1000000; k++) {
     if ((r = dict_put_str(d, k)) != 0)
@@ -808,9 +820,7 @@ TEST(full_arena_enomem_intact) {
   for (long k = 200; k < 400; k++)
     ASSERT_OK(dict_put_str(d, k));
   check_dict(d);
-  ASSERT_OK(mp_dict_close(d));
-  ASSERT_OK(mp_list_close(l));
-  ASSERT_OK(mp_manager_destroy(m));
+  drop_pair(m, d, l);
 }
 
 /* ---- crashes ----------------------------------------------------------------
@@ -890,9 +900,7 @@ static void mixed_op(mp_dict_t *d, mp_list_t *l, unsigned *seed) {
 }
 
 static void crash_setup(mp_manager_t **m, mp_dict_t **d, mp_list_t **l) {
-  *m = new_manager(0);
-  ASSERT_OK(mp_dict_create(d, *m, NULL));
-  ASSERT_OK(mp_list_create(l, *m, NULL));
+  make_pair(m, d, l, 0);
   mp_dict_t *scratch;
   ASSERT_OK(mp_dict_create(&scratch, *m, NULL));
   uint32_t id;
@@ -939,9 +947,7 @@ TEST(crash_mid_operation_rounds) {
     dict_put_int(d, 100000 + i);
   ASSERT_EQ(get_int(d, mp_val_int(100999)), 100999 * 3);
   check_dict(d);
-  ASSERT_OK(mp_dict_close(d));
-  ASSERT_OK(mp_list_close(l));
-  ASSERT_OK(mp_manager_destroy(m));
+  drop_pair(m, d, l);
 }
 
 TEST(crash_random_sigkill_with_waiters) {
@@ -975,9 +981,7 @@ TEST(crash_random_sigkill_with_waiters) {
     check_dict(d);
     check_list(l);
   }
-  ASSERT_OK(mp_dict_close(d));
-  ASSERT_OK(mp_list_close(l));
-  ASSERT_OK(mp_manager_destroy(m));
+  drop_pair(m, d, l);
 }
 
 static void stall_hook(void) {
@@ -1086,4 +1090,135 @@ TEST(dict_int_key_patterns) {
   check_dict(d);
   ASSERT_OK(mp_dict_close(d));
   ASSERT_OK(mp_manager_destroy(m));
+}
+
+TEST(crash_acknowledged_writes_kept) {
+  /* Children set unique keys (and append them to the list) and acknowledge
+   * each through a pipe once the calls returned; after SIGKILLs at random
+   * moments every acknowledged key and item is there. */
+  mp_manager_t *m;
+  mp_dict_t *d;
+  mp_list_t *l;
+  make_pair(&m, &d, &l, 0);
+  int64_t *acked = malloc(sizeof(int64_t) * 400000);
+  size_t nacked = 0;
+  unsigned seed = 99;
+  for (int round = 0; round < 30; round++) {
+    int pfd[2];
+    ASSERT(pipe(pfd) == 0);
+    pid_t pids[2];
+    for (int c = 0; c < 2; c++) {
+      if ((pids[c] = fork()) == 0) {
+        close(pfd[0]);
+        for (int64_t i = 0;; i++) {
+          int64_t key = ((int64_t)round * 2 + c) * 1000000 + i;
+          dict_put_int(d, key);
+          mp_val_t v = mp_val_int(key);
+          ASSERT_OK(mp_list_append(l, &v));
+          ASSERT(write(pfd[1], &key, sizeof key) == (ssize_t)sizeof key);
+        }
+      }
+    }
+    close(pfd[1]);
+    mpt_sleep_ms(1 + rand_r(&seed) % 15);
+    kill(pids[0], SIGKILL);
+    kill(pids[1], SIGKILL);
+    int64_t key;
+    while (read(pfd[0], &key, sizeof key) == (ssize_t)sizeof key &&
+           nacked < 400000)
+      acked[nacked++] = key;
+    close(pfd[0]);
+    for (int c = 0; c < 2; c++)
+      ASSERT_EQ(waitpid(pids[c], NULL, 0), pids[c]);
+  }
+  ASSERT(nacked > 0);
+  for (size_t i = 0; i < nacked; i++)
+    ASSERT_EQ(get_int(d, mp_val_int(acked[i])), acked[i] * 3);
+  mp_val_t *vs;
+  size_t n, dn;
+  ASSERT_OK(mp_list_items(l, &vs, &n));
+  ASSERT_OK(mp_dict_len(d, &dn));
+  ASSERT(n >= nacked && dn >= nacked);
+  /* A killed append is all or nothing, like its dict set before it. */
+  ASSERT(n <= dn && dn <= n + 60);
+  mp_vals_free(vs, n);
+  check_dict(d);
+  free(acked);
+  drop_pair(m, d, l);
+}
+
+/* What a pool task gets to reach the shared dict and list: plain bytes. */
+typedef struct {
+  char manager[64];
+  uint32_t dict_id, list_id;
+  int64_t key;
+} task_ref_t;
+
+static int task_put(const void *arg, size_t len, mp_buf_t *result, void *ctx) {
+  const task_ref_t *ref = arg;
+  mp_manager_t *m;
+  mp_dict_t *d;
+  mp_list_t *l;
+  (void)ctx;
+  if (len != sizeof *ref || mp_manager_open(&m, ref->manager) < 0)
+    return mp_task_error(result, 1, "open manager");
+  int r = mp_dict_open_id(&d, m, ref->dict_id);
+  if (r == 0) {
+    if ((r = mp_list_open_id(&l, m, ref->list_id)) == 0) {
+      mp_val_t k = mp_val_int(ref->key), v = mp_val_int(ref->key * 3);
+      if ((r = mp_dict_set(d, &k, &v)) == 0)
+        r = mp_list_append(l, &k);
+      mp_list_close(l);
+    }
+    mp_dict_close(d);
+  }
+  mp_manager_destroy(m);
+  return r == 0 ? 0 : mp_task_error(result, 2, "%s", mp_strerror(r));
+}
+
+static void run_pool_tasks(mp_pool_backend_t backend) {
+  /* Workers exist before the manager: they reach it by name only. */
+  mp_pool_t *pool;
+  mp_pool_opts_t po = {.workers = 3, .backend = backend};
+  ASSERT_OK(mp_pool_create(&pool, &po));
+  mp_manager_t *m;
+  mp_dict_t *d;
+  mp_list_t *l;
+  make_pair(&m, &d, &l, 0);
+  task_ref_t ref = {0};
+  const char *name;
+  ASSERT_OK(mp_manager_name(m, &name));
+  snprintf(ref.manager, sizeof ref.manager, "%s", name);
+  ASSERT_OK(mp_dict_id(d, &ref.dict_id));
+  ASSERT_OK(mp_list_id(l, &ref.list_id));
+  mp_result_t *res[60];
+  for (int i = 0; i < 60; i++) {
+    ref.key = i;
+    ASSERT_OK(
+        mp_pool_apply_async(pool, task_put, &ref, sizeof ref, NULL, &res[i]));
+  }
+  for (int i = 0; i < 60; i++) {
+    ASSERT_OK(mp_result_wait(res[i], MP_FOREVER));
+    ASSERT_EQ(mp_result_successful(res[i]), 1);
+    ASSERT_OK(mp_result_destroy(res[i]));
+  }
+  ASSERT_OK(mp_pool_close(pool));
+  ASSERT_OK(mp_pool_join(pool, MP_FOREVER));
+  ASSERT_OK(mp_pool_destroy(pool));
+  size_t n;
+  ASSERT_OK(mp_dict_len(d, &n));
+  ASSERT_EQ(n, 60);
+  ASSERT_OK(mp_list_len(l, &n));
+  ASSERT_EQ(n, 60);
+  for (int i = 0; i < 60; i++)
+    ASSERT_EQ(get_int(d, mp_val_int(i)), i * 3);
+  drop_pair(m, d, l);
+}
+
+TEST(pool_tasks_process_workers) {
+  run_pool_tasks(MP_POOL_PROCESSES);
+}
+
+TEST(pool_tasks_thread_workers) {
+  run_pool_tasks(MP_POOL_THREADS);
 }

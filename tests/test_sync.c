@@ -213,10 +213,10 @@ TEST(lock_owner_dead_sleeping_waiter) {
     pid_t waiter = fork();
     if (waiter == 0) {
       int r = mp_lock_acquire(&s->lock, MP_FOREVER);
-      if (r == MP_EOWNERDEAD) {
+      if (r == MP_EOWNERDEAD)
         mp_lock_consistent(&s->lock);
+      if (r == MP_EOWNERDEAD || r == 0)
         mp_lock_release(&s->lock);
-      }
       _exit(r == MP_EOWNERDEAD || r == 0 ? 0 : 1);
     }
     mpt_sleep_ms(50);
@@ -1128,4 +1128,53 @@ TEST(event_setter_killed) {
   ASSERT_OK(mp_event_set(e));
   ASSERT_OK(mp_event_wait(e, 0));
   mp_raw_free(e);
+}
+
+/* Zeroed memory is a ready Lock, RLock, Condition, Event, Semaphore(0). */
+TEST(zeroed_structs_are_ready) {
+  static mp_lock_t l;
+  static mp_rlock_t r;
+  static mp_cond_t c;
+  static mp_event_t e;
+  static mp_semaphore_t s;
+  ASSERT_OK(mp_lock_acquire(&l, 0));
+  ASSERT_OK(mp_lock_release(&l));
+  ASSERT_OK(mp_rlock_acquire(&r, 0));
+  ASSERT_OK(mp_rlock_release(&r));
+  ASSERT_OK(mp_cond_acquire(&c, 0));
+  ASSERT_ERR(mp_cond_wait(&c, 1), MP_ETIMEDOUT);
+  ASSERT_OK(mp_cond_release(&c));
+  ASSERT_EQ(mp_event_is_set(&e), 0);
+  ASSERT_EQ(mp_semaphore_value(&s), 0);
+  ASSERT_OK(mp_semaphore_release(&s));
+  ASSERT_OK(mp_semaphore_acquire(&s, 0));
+}
+
+/* A process whose main thread ended while another thread runs is alive: it
+ * still holds its Lock. Once the process is gone, the lock is taken over. */
+static void *sleep_thread(void *arg) {
+  mpt_sleep_ms(*(int *)arg);
+  _exit(0); /* the whole process, whatever helper threads it has */
+}
+
+TEST(lock_holder_main_thread_exited) {
+  mp_lock_t *l = shared(sizeof *l);
+  mp_lock_init(l);
+  pid_t pid = fork();
+  if (pid == 0) {
+    static int ms = 700;
+    pthread_t t;
+    mp_lock_acquire(l, MP_FOREVER);
+    pthread_create(&t, NULL, sleep_thread, &ms);
+    pthread_exit(NULL);
+  }
+  while (!mp_lock_locked(l))
+    mpt_sleep_ms(1);
+  mpt_sleep_ms(50);
+  ASSERT_ERR(mp_lock_acquire(l, 300), MP_ETIMEDOUT);
+  ASSERT_ERR(mp_lock_acquire(l, MP_FOREVER), MP_EOWNERDEAD);
+  ASSERT_EQ(wait_exit(pid), 0);
+  ASSERT_OK(mp_lock_consistent(l));
+  ASSERT_OK(mp_lock_release(l));
+  mp_raw_free(l);
 }

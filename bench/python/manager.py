@@ -5,10 +5,17 @@ operations per second measured inside it. Python's manager does one socket
 round trip to its server per operation, so fewer operations are used than
 for mproc; rates are comparable.
 """
-import json
-import multiprocessing as mp
 import os
-import time
+import sys
+
+# This folder holds peer scripts named like standard modules (queue.py):
+# keep it off the import path so multiprocessing.managers gets the real ones.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+
+import json  # noqa: E402
+import multiprocessing as mp  # noqa: E402
+import time  # noqa: E402
 
 
 def dict_set(d, n, conn):

@@ -69,7 +69,8 @@ typedef struct {
 } mp_val_t;
 
 /* Value constructors (they copy nothing: the pointer is read by the call the
- * value is passed to). */
+ * value is passed to). mp_val_str takes a NUL-terminated string (NULL: the
+ * empty string); the others take explicit lengths. */
 static inline mp_val_t mp_val_nil(void) {
   mp_val_t v;
   memset(&v, 0, sizeof v);
@@ -232,12 +233,20 @@ typedef struct {
   const char *name; /* as mp_dict_opts_t.name */
 } mp_list_opts_t;
 
-/* Create, open and close list handles: as the dict calls above. */
+/* Create an empty list in m. opts may be NULL. The list lives as long as
+ * the manager; *l is a handle to close with mp_list_close.
+ * MP_EINVAL, MP_ENAMETOOLONG, MP_EEXIST (name taken by a dict or list),
+ * MP_ENOMEM (arena full or the manager's 16384 objects used). */
 MP_EXTERN int mp_list_create(mp_list_t **l, mp_manager_t *m,
                              const mp_list_opts_t *opts);
+/* A new handle on the list created with this name. MP_ENOENT, MP_EINVAL
+ * (also when the name is a dict's). */
 MP_EXTERN int mp_list_open(mp_list_t **l, mp_manager_t *m, const char *name);
+/* A new handle on the list with this id. MP_ENOENT, MP_EINVAL. */
 MP_EXTERN int mp_list_open_id(mp_list_t **l, mp_manager_t *m, uint32_t id);
+/* The list's id within its manager (stable, same in every process). */
 MP_EXTERN int mp_list_id(const mp_list_t *l, uint32_t *id);
+/* Free the handle (the list itself stays in the manager). MP_EINVAL. */
 MP_EXTERN int mp_list_close(mp_list_t *l);
 
 /* Indexes are Python's: negative counts from the end; out of range is

@@ -4,8 +4,10 @@
  * Every primitive is a small fixed-size struct with no pointer inside, so it
  * can live in any shared memory: place it in an mp_raw_alloc() block, an
  * mp_shm segment, a struct of your own in a MAP_SHARED mapping, or a global
- * for threads of one process, and call its mp_<thing>_init(). Children
- * forked afterwards use it as is. The fields are private (mp__ names): touch
+ * for threads of one process, and call its mp_<thing>_init(). An all-zero
+ * struct (static storage, fresh mp_raw_alloc memory) is already a free Lock,
+ * RLock, Condition, unset Event, or Semaphore of value 0. Children forked
+ * afterwards use it as is. The fields are private (mp__ names): touch
  * them only through these functions.
  *
  * For use by name from unrelated processes, mp_<thing>_create() puts a new

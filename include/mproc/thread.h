@@ -2,7 +2,11 @@
  * current_thread().name), so threaded code maps one to one.
  *
  * The mproc sync primitives work between threads as between processes.
- * Thread-local data is C11 `_Thread_local` (Python's threading.local). */
+ * Thread-local data is C11 `_Thread_local` (Python's threading.local).
+ *
+ * After fork the child has only the thread that forked: the parent's
+ * mp_thread_t handles name threads that do not exist there and must not be
+ * joined or destroyed in the child. */
 #ifndef MPROC_THREAD_H
 #define MPROC_THREAD_H
 

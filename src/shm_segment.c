@@ -180,7 +180,7 @@ static void tracker_atfork_child(void) {
     close(tracker_fd);
   tracker_fd = -1;
   tracker_owner = 0;
-  pthread_mutex_init(&tracker_mu, NULL);
+  pthread_mutex_unlock(&tracker_mu); /* taken by the prepare handler */
 }
 
 static void tracker_atfork_prepare(void) {

@@ -306,9 +306,18 @@ static inline void q_ccommit(mp_queue_t *q, const q_cstate_t *s) {
 /* ---- poll FIFO ------------------------------------------------------------
  */
 
-static int q_fifo_path(char *buf, size_t cap, const char *name) {
+static int q_shm_path(char *buf, size_t cap, const char *name) {
   int n = snprintf(buf, cap, "/dev/shm%s", name);
   return n < 0 || (size_t)n >= cap ? MP_ENAMETOOLONG : 0;
+}
+
+/* Remove a name, then stop tracking it: in the other order a process
+ * killed in between would leave the name behind. */
+static void q_unlink(const char *name) {
+  char path[MP__SEG_NAME_MAX + 16];
+  if (q_shm_path(path, sizeof path, name) == 0)
+    unlink(path);
+  mp__tracker_unregister(name);
 }
 
 static int q_fifo_get(mp_queue_t *q) {
@@ -316,7 +325,7 @@ static int q_fifo_get(mp_queue_t *q) {
   if (fd >= 0)
     return fd;
   char path[MP__SEG_NAME_MAX + 16];
-  int r = q_fifo_path(path, sizeof path, q->fifo_name);
+  int r = q_shm_path(path, sizeof path, q->fifo_name);
   if (r < 0)
     return r;
   /* O_RDWR: never blocks on open and never sees EOF; one descriptor both
@@ -946,7 +955,7 @@ static void q_set_ptrs(mp_queue_t *q) {
 
 static int q_make_fifo(const char *fifo_name) {
   char path[MP__SEG_NAME_MAX + 16];
-  int r = q_fifo_path(path, sizeof path, fifo_name);
+  int r = q_shm_path(path, sizeof path, fifo_name);
   if (r < 0)
     return r;
   if (mkfifo(path, 0600) < 0) {
@@ -1037,7 +1046,7 @@ int mp_queue_create(mp_queue_t **qp, const mp_queue_opts_t *opts) {
   return 0;
 fail:
   mp__seg_close(&q->seg);
-  mp__seg_unlink(q->seg.name);
+  q_unlink(q->seg.name);
   free(q);
   return r;
 }
@@ -1092,8 +1101,8 @@ int mp_queue_destroy(mp_queue_t *q) {
   bool unlink_names = q->creator != 0 && (uint32_t)q->creator == q_self();
   mp__seg_close(&q->seg);
   if (unlink_names) {
-    mp__seg_unlink(q->seg.name);
-    mp__seg_unlink(q->fifo_name);
+    q_unlink(q->seg.name);
+    q_unlink(q->fifo_name);
   }
   free(q);
   return 0;

@@ -996,3 +996,35 @@ TEST(command_outlives_spawning_thread) {
 TEST(thread_spawned_children_die_with_parent) {
   wait_gone(orphan_sleep(0, true));
 }
+
+TEST(timeout_while_only_input_is_pending) {
+  /* Output closed early, input never read: the feeding side times out. */
+  size_t n = 8u << 20;
+  char *in = calloc(1, n);
+  const char *argv[] = {"sh", "-c", "exec >&- 2>&-; exec sleep 30", NULL};
+  mp_subprocess_opts_t o;
+  memset(&o, 0, sizeof o);
+  o.stdio[0].mode = o.stdio[1].mode = o.stdio[2].mode = MP_STDIO_PIPE;
+  mp_subprocess_t *sp;
+  ASSERT_OK(mp_subprocess_spawn(&sp, argv, &o));
+  char *out = NULL, *err = NULL;
+  size_t out_len = 1, err_len = 1;
+  uint64_t t0 = mpt_now_ms();
+  ASSERT_ERR(
+      mp_subprocess_communicate(sp, in, n, &out, &out_len, &err, &err_len, 200),
+      MP_ETIMEDOUT);
+  ASSERT(mpt_now_ms() - t0 >= 200);
+  ASSERT_OK(mp_subprocess_kill(sp));
+  ASSERT_OK(mp_subprocess_communicate(sp, in, n, &out, &out_len, &err, &err_len,
+                                      MP_FOREVER));
+  ASSERT_STR_EQ(out, "");
+  ASSERT_STR_EQ(err, "");
+  ASSERT_EQ(out_len + err_len, 0);
+  free(out);
+  free(err);
+  int rc;
+  ASSERT_OK(mp_subprocess_returncode(sp, &rc));
+  ASSERT_EQ(rc, -SIGKILL);
+  ASSERT_OK(mp_subprocess_destroy(sp));
+  free(in);
+}

@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "mproc/process.h"
 #include "pool_internal.h"
 
 #ifndef P_PIDFD
@@ -63,7 +64,7 @@ struct mp_imap {
   uint8_t *sres;
   size_t fhead, ftail;
   uint8_t *stage;
-  _Atomic uint32_t seq, waiters;
+  _Atomic uint32_t seq;
 };
 
 typedef struct backlog {
@@ -79,6 +80,8 @@ typedef struct {
   bool alive;
   uint64_t t_head, next_seq, done_seq, r_tail;
   size_t out; /* tasks in its ring not yet answered */
+  uint64_t spawned_ns, spawned_done;
+  unsigned fail_streak; /* replacements that died before any task */
 } wpar_t;
 
 struct mp_pool {
@@ -133,21 +136,32 @@ static uint8_t *rring(mp_pool_t *p, int w) {
   return tring(p, w) + MP__POOL_RING;
 }
 
-static void ring_doorbell(mp_pool_t *p) {
+/* Make an eventfd readable (fd < 0: nothing). A full counter is readable
+ * anyway, so a failed write loses nothing. */
+static void efd_signal(int fd) {
   uint64_t one = 1;
-  ssize_t r = write(p->doorbell, &one, sizeof one);
-  (void)r;
+  if (fd >= 0 && write(fd, &one, sizeof one) < 0) {
+  }
 }
 
-static int cpu_count(void) {
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof set, &set) == 0) {
-    int n = CPU_COUNT(&set);
-    if (n > 0)
-      return n;
-  }
-  long n = sysconf(_SC_NPROCESSORS_ONLN);
-  return n > 0 ? (int)n : 1;
+static void ring_doorbell(mp_pool_t *p) {
+  efd_signal(p->doorbell);
+}
+
+/* The eventfd in *slot, made on first use (racing callers agree on one).
+ * Returns it or a negative error. */
+static int lazy_eventfd(_Atomic int *slot) {
+  int fd = atomic_load(slot);
+  if (fd >= 0)
+    return fd;
+  int nfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (nfd < 0)
+    return -errno;
+  int expect = -1;
+  if (atomic_compare_exchange_strong(slot, &expect, nfd))
+    return nfd;
+  close(nfd);
+  return expect;
 }
 
 static void job_unref(job_t *j);
@@ -168,6 +182,70 @@ static void live_remove(mp_pool_t *p, job_t *j) {
   j->lprev = j->lnext = NULL;
   if (--p->live_count == 0)
     pthread_cond_broadcast(&p->idle_cv);
+}
+
+static bool drain_worker(mp_pool_t *p, int w);
+static void drain_backlog(mp_pool_t *p);
+static bool any_results(mp_pool_t *p);
+static void ring_doorbell(mp_pool_t *p);
+
+/* Collect whatever the workers published, in this thread. */
+static void collect_now(mp_pool_t *p) {
+  pthread_mutex_lock(&p->mu);
+  bool any = false;
+  for (int w = 0; w < p->nw; w++)
+    any |= drain_worker(p, w);
+  if (any && p->bl_head)
+    drain_backlog(p);
+  pthread_mutex_unlock(&p->mu);
+}
+
+static bool result_ready_cond(void *arg) {
+  mp_result_t *r = arg;
+  return atomic_load_explicit(&r->state, memory_order_acquire) == 2;
+}
+
+/* This thread will collect results (a blocking call about to wait): workers
+ * then wake it instead of the collector thread. Taken before submitting, so
+ * that a fast result does not wake the collector in between. */
+static void collect_begin(mp_pool_t *p) {
+  atomic_fetch_add(&p->ps->ucollect, 1);
+}
+
+static void collect_end(mp_pool_t *p) {
+  atomic_fetch_sub(&p->ps->ucollect, 1);
+  /* Results published while workers counted on us go to the collector. */
+  atomic_thread_fence(memory_order_seq_cst);
+  if (any_results(p))
+    ring_doorbell(p);
+}
+
+/* Wait until cond(arg), collecting results in this thread meanwhile: a
+ * worker that publishes while we sleep wakes us directly (useq), saving the
+ * hop through the collector thread. Returns 0 or MP_ETIMEDOUT. */
+static int wait_until(mp_pool_t *p, bool (*cond)(void *), void *arg,
+                      const mp__deadline_t *dl) {
+  int rc = 0;
+  collect_begin(p);
+  for (;;) {
+    if (any_results(p))
+      collect_now(p);
+    if (cond(arg))
+      break;
+    /* No spinning, as in the workers (see wait_task). */
+    uint32_t seq = atomic_load(&p->ps->useq);
+    atomic_fetch_add(&p->ps->uwait, 1);
+    int r = 0;
+    if (!any_results(p) && !cond(arg))
+      r = mp__futex_wait(&p->ps->useq, seq, dl);
+    atomic_fetch_sub(&p->ps->uwait, 1);
+    if (r == MP_ETIMEDOUT && !cond(arg)) {
+      rc = MP_ETIMEDOUT;
+      break;
+    }
+  }
+  collect_end(p);
+  return rc;
 }
 
 /* ---- results ------------------------------------------------------------ */
@@ -191,17 +269,20 @@ static void job_unref(job_t *j) {
     result_free((mp_result_t *)j);
 }
 
+/* Wake parent threads sleeping in a wait (they recheck what they wait for). */
+static void notify_waiters(mp_pool_t *p) {
+  atomic_thread_fence(memory_order_seq_cst);
+  if (atomic_load_explicit(&p->ps->uwait, memory_order_relaxed)) {
+    atomic_fetch_add(&p->ps->useq, 1);
+    mp__futex_wake(&p->ps->useq, INT32_MAX);
+  }
+}
+
 static void mark_ready(mp_pool_t *p, mp_result_t *r) {
   atomic_store(&r->state, 2);
-  if (atomic_load(&r->waiters))
-    mp__futex_wake(&r->state, INT32_MAX);
-  uint64_t one = 1;
-  int fd = atomic_load(&r->efd);
-  if (fd >= 0 && write(fd, &one, sizeof one) < 0) {
-  }
-  fd = p ? atomic_load(&p->ufd) : -1;
-  if (fd >= 0 && write(fd, &one, sizeof one) < 0) {
-  }
+  notify_waiters(p);
+  efd_signal(atomic_load(&r->efd));
+  efd_signal(atomic_load(&p->ufd));
 }
 
 /* Under mu: the job has no work left. */
@@ -258,8 +339,7 @@ static void imap_chunk_done(mp_pool_t *p, mp_imap_t *im, size_t start,
              im->result_size);
   }
   atomic_fetch_add(&im->seq, 1);
-  if (atomic_load(&im->waiters))
-    mp__futex_wake(&im->seq, INT32_MAX);
+  notify_waiters(p);
   if (--im->pending_chunks == 0) {
     live_remove(p, &im->j);
     job_unref(&im->j);
@@ -504,6 +584,8 @@ static int spawn_worker(mp_pool_t *p, int w) {
   atomic_store(&ws->stop, 0);
   atomic_store(&ws->exiting, 0);
   atomic_store(&ws->cur_seq, 0);
+  wp->spawned_ns = mp__now_ns();
+  wp->spawned_done = wp->done_seq;
   if (p->opts.backend == MP_POOL_THREADS) {
     warg_t *a = malloc(sizeof *a);
     if (!a)
@@ -518,6 +600,9 @@ static int spawn_worker(mp_pool_t *p, int w) {
     wp->alive = true;
     return 0;
   }
+  /* Buffered output of the parent must not be written twice. */
+  fflush(stdout);
+  fflush(stderr);
   pid_t pid = fork();
   if (pid < 0)
     return -errno;
@@ -527,6 +612,10 @@ static int spawn_worker(mp_pool_t *p, int w) {
       _exit(1);
     pthread_sigmask(SIG_SETMASK, &p->child_mask, NULL);
     worker_run(p, w);
+    /* _exit skips atexit handlers of the parent's image; what tasks printed
+     * must still come out. */
+    fflush(stdout);
+    fflush(stderr);
     _exit(0);
   }
   int fd = (int)syscall(SYS_pidfd_open, pid, 0);
@@ -569,7 +658,8 @@ static bool drain_worker(mp_pool_t *p, int w) {
 /* Under mu: worker w is gone (crash, maxtasksperchild, stop). Settle the task
  * at its tail: finished (result already drained), died with the worker, or
  * not started (left for the replacement). */
-static void settle_dead(mp_pool_t *p, int w) {
+static bool settle_dead(mp_pool_t *p, int w) {
+  bool task_died = false;
   wpar_t *wp = &p->w[w];
   mp__wshm_t *ws = wshm(p, w);
   drain_worker(p, w);
@@ -589,6 +679,7 @@ static void settle_dead(mp_pool_t *p, int w) {
         fprintf(stderr, "w%d died seq %lu done %lu tail %lu head %lu\n", w,
                 (unsigned long)t->seq, (unsigned long)wp->done_seq,
                 (unsigned long)tail, (unsigned long)wp->t_head);
+      task_died = true;
       if (!p->terminated)
         fail_task(p, t, MP_EWORKERDIED);
       if (wp->out)
@@ -602,6 +693,7 @@ static void settle_dead(mp_pool_t *p, int w) {
   atomic_store(&ws->t_wait, 0);
   atomic_store(&ws->r_wait, 0);
   wp->alive = false;
+  return task_died;
 }
 
 static void reap_process(wpar_t *wp) {
@@ -644,11 +736,22 @@ static void worker_gone(mp_pool_t *p, int w) {
   else
     pthread_join(wp->th, NULL);
   pthread_mutex_lock(&p->mu);
-  settle_dead(p, w);
+  bool task_died = settle_dead(p, w);
   drain_backlog(p);
   pthread_mutex_unlock(&p->mu);
   if (atomic_load(&p->stopping))
     return;
+  /* A worker that keeps dying before finishing a task (a crashing
+   * initializer) is replaced ever more slowly instead of in a tight loop. */
+  if (!task_died && wp->done_seq == wp->spawned_done &&
+      mp__now_ns() - wp->spawned_ns < 1000000000ull) {
+    if (wp->fail_streak < 20)
+      wp->fail_streak++;
+  } else {
+    wp->fail_streak = 0;
+  }
+  if (wp->fail_streak > 2)
+    usleep(50000u * wp->fail_streak);
   for (int tries = 0; tries < 100; tries++) {
     if (spawn_worker(p, w) == 0)
       return;
@@ -670,8 +773,6 @@ static int alive_count(mp_pool_t *p) {
     n += p->w[w].alive;
   return n;
 }
-
-#define MP__COLLECT_SPIN_NS 20000
 
 static void *collector_main(void *arg) {
   mp_pool_t *p = arg;
@@ -712,10 +813,6 @@ static void *collector_main(void *arg) {
     uint64_t now = mp__now_ns();
     int timeout = -2; /* no sleep this round */
     if (!any) {
-      uint64_t t0 = now;
-      while (!any_results(p) && mp__now_ns() - t0 < MP__COLLECT_SPIN_NS &&
-             !atomic_load(&p->stopping))
-        mp__cpu_relax();
       if (!any_results(p)) {
         atomic_store(&p->ps->parent_wait, 1);
         if (any_results(p))
@@ -836,7 +933,7 @@ int mp_pool_create(mp_pool_t **pool, const mp_pool_opts_t *opts) {
   if (o.start_method == MP_START_FORKSERVER && o.backend == MP_POOL_PROCESSES)
     return MP_ENOTSUP;
   if (o.workers == 0)
-    o.workers = cpu_count();
+    o.workers = mp_cpu_count();
   if (o.workers > 4096)
     return MP_EINVAL;
   mp_pool_t *p = calloc(1, sizeof *p);
@@ -916,18 +1013,7 @@ int mp_pool_size(mp_pool_t *pool) {
 int mp_pool_fd(mp_pool_t *pool) {
   if (!pool)
     return MP_EINVAL;
-  int fd = atomic_load(&pool->ufd);
-  if (fd >= 0)
-    return fd;
-  int nfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (nfd < 0)
-    return -errno;
-  int expect = -1;
-  if (!atomic_compare_exchange_strong(&pool->ufd, &expect, nfd)) {
-    close(nfd);
-    return expect;
-  }
-  return nfd;
+  return lazy_eventfd(&pool->ufd);
 }
 
 int mp_pool_close(mp_pool_t *pool) {
@@ -961,7 +1047,7 @@ int mp_pool_terminate(mp_pool_t *pool) {
       im->terminated = true;
       im->pending_chunks = 0;
       atomic_fetch_add(&im->seq, 1);
-      mp__futex_wake(&im->seq, INT32_MAX);
+      notify_waiters(pool);
       live_remove(pool, j);
       job_unref(j);
     } else {
@@ -1095,10 +1181,15 @@ int mp_pool_apply(mp_pool_t *pool, mp_task_fn fn, const void *arg, size_t len,
                   mp_buf_t *result, int *task_code) {
   if (tls_cb_pool && tls_cb_pool == pool)
     return MP_EDEADLK;
+  if (!pool)
+    return MP_EINVAL;
   mp_result_t *r;
+  collect_begin(pool);
   int e = mp_pool_apply_async(pool, fn, arg, len, NULL, &r);
-  if (e)
+  if (e) {
+    collect_end(pool);
     return e;
+  }
   const void *data;
   size_t dlen;
   e = mp_result_get(r, MP_FOREVER, &data, &dlen);
@@ -1112,6 +1203,7 @@ int mp_pool_apply(mp_pool_t *pool, mp_task_fn fn, const void *arg, size_t len,
       e = MP_ENOMEM;
   }
   mp_result_destroy(r);
+  collect_end(pool);
   return e;
 }
 
@@ -1191,13 +1283,17 @@ int mp_pool_map(mp_pool_t *pool, mp_map_fn fn, const void *items, size_t n,
                 size_t chunksize) {
   if (tls_cb_pool && tls_cb_pool == pool)
     return MP_EDEADLK;
+  if (!pool)
+    return MP_EINVAL;
   mp_result_t *r;
+  collect_begin(pool);
   int e = map_submit(pool, fn, items, n, item_size, results, result_size,
                      chunksize, NULL, &r);
-  if (e)
-    return e;
-  e = mp_result_get(r, MP_FOREVER, NULL, NULL);
-  mp_result_destroy(r);
+  if (!e) {
+    e = mp_result_get(r, MP_FOREVER, NULL, NULL);
+    mp_result_destroy(r);
+  }
+  collect_end(pool);
   return e;
 }
 
@@ -1219,8 +1315,6 @@ int mp_pool_starmap_async(mp_pool_t *pool, mp_map_fn fn, const void *args,
 /* ---- results --------------------------------------------------------------
  */
 
-#define MP__GET_SPIN_NS 20000
-
 int mp_result_wait(mp_result_t *r, int timeout_ms) {
   if (!r || mp__check_timeout(timeout_ms))
     return MP_EINVAL;
@@ -1228,30 +1322,10 @@ int mp_result_wait(mp_result_t *r, int timeout_ms) {
     return 0;
   if (timeout_ms == 0)
     return MP_ETIMEDOUT;
-  uint64_t t0 = mp__now_ns();
-  while (mp__now_ns() - t0 < MP__GET_SPIN_NS) {
-    for (int i = 0; i < 64; i++) {
-      if (atomic_load_explicit(&r->state, memory_order_acquire) == 2)
-        return 0;
-      mp__cpu_relax();
-    }
-  }
   mp__deadline_t dl;
   mp__deadline_init(&dl, timeout_ms);
-  int e = 0;
-  atomic_fetch_add(&r->waiters, 1);
-  for (;;) {
-    uint32_t s = atomic_load(&r->state);
-    if (s == 2)
-      break;
-    if (mp__futex_wait(&r->state, s, &dl) == MP_ETIMEDOUT &&
-        atomic_load(&r->state) != 2) {
-      e = MP_ETIMEDOUT;
-      break;
-    }
-  }
-  atomic_fetch_sub(&r->waiters, 1);
-  return e;
+  /* Not ready means the pool is still alive: destroy completes everything. */
+  return wait_until(r->pool, result_ready_cond, r, &dl);
 }
 
 int mp_result_get(mp_result_t *r, int timeout_ms, const void **data,
@@ -1295,24 +1369,11 @@ mp_waitable_t mp_result_waitable(mp_result_t *r) {
   mp_waitable_t wt = {-1, NULL, r, false};
   if (!r)
     return wt;
-  int fd = atomic_load(&r->efd);
-  if (fd < 0) {
-    int nfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (nfd < 0)
-      return wt;
-    int expect = -1;
-    if (atomic_compare_exchange_strong(&r->efd, &expect, nfd)) {
-      fd = nfd;
-    } else {
-      close(nfd);
-      fd = expect;
-    }
-  }
-  if (atomic_load(&r->state) == 2) {
-    uint64_t one = 1;
-    if (write(fd, &one, sizeof one) < 0) {
-    }
-  }
+  int fd = lazy_eventfd(&r->efd);
+  if (fd < 0)
+    return wt;
+  if (atomic_load(&r->state) == 2)
+    efd_signal(fd);
   wt.fd = fd;
   return wt;
 }
@@ -1378,7 +1439,7 @@ static int imap_create(mp_pool_t *pool, mp_map_fn fn, const void *items,
   im->scode = calloc(cap, sizeof(int));
   im->sindex = calloc(cap, sizeof(size_t));
   im->sres = calloc(cap, rsz ? rsz : 1);
-  im->stage = o.input ? malloc(im->chunksize * isz) : NULL;
+  im->stage = o.input ? malloc(cap * isz) : NULL;
   if (!im->sstate || !im->serr || !im->scode || !im->sindex || !im->sres ||
       (o.input && !im->stage)) {
     imap_free(im);
@@ -1399,61 +1460,62 @@ static int imap_create(mp_pool_t *pool, mp_map_fn fn, const void *items,
  * function outside the pool lock. */
 static void imap_topup(mp_imap_t *im) {
   mp_pool_t *p = im->pool;
-  while (!im->input_done && im->unreturned < im->cap) {
-    size_t want = im->cap - im->unreturned;
-    if (want > im->chunksize)
-      want = im->chunksize;
-    const uint8_t *src;
-    size_t k = 0;
-    if (im->input) {
-      while (k < want) {
-        int r = im->input(im->stage + k * im->item_size, im->input_user);
-        if (r <= 0) {
-          im->input_done = true;
-          if (r < 0)
-            im->input_err = r;
-          break;
-        }
-        k++;
-      }
-      src = im->stage;
-    } else {
-      k = im->n - im->next_in < want ? im->n - im->next_in : want;
-      src = im->items + im->next_in * im->item_size;
-      if (im->next_in + k >= im->n)
+  /* Refill in batches, once half the bound came back: one lock and one
+   * worker wake-up per batch instead of per item. */
+  if (im->input_done || im->unreturned > im->cap / 2)
+    return;
+  size_t want = im->cap - im->unreturned;
+  const uint8_t *src;
+  size_t k = 0;
+  if (im->input) {
+    while (k < want) {
+      int r = im->input(im->stage + k * im->item_size, im->input_user);
+      if (r <= 0) {
         im->input_done = true;
+        if (r < 0)
+          im->input_err = r;
+        break;
+      }
+      k++;
     }
-    if (!k)
-      break;
-    pthread_mutex_lock(&p->mu);
-    size_t start = im->next_in;
-    im->next_in += k;
-    im->unreturned += k;
-    if (p->terminated || atomic_load(&p->stopping)) {
+    src = im->stage;
+  } else {
+    k = im->n - im->next_in < want ? im->n - im->next_in : want;
+    src = im->items + im->next_in * im->item_size;
+    if (im->next_in + k >= im->n)
       im->input_done = true;
-      im->terminated = true;
-      pthread_mutex_unlock(&p->mu);
-      break;
-    }
-    bool was_idle = im->pending_chunks == 0;
-    size_t queued;
-    dispatch_map(p, &im->j, MP__K_IMAP, im->fn, src, start, k, im->item_size,
-                 im->result_size, &queued);
-    /* One completion per queued piece, plus one for a failed remainder. */
-    size_t per = piece_items(im->item_size, im->result_size);
-    size_t pieces = (queued + per - 1) / per + (queued < k);
-    if (was_idle)
+  }
+  if (!k)
+    return;
+  pthread_mutex_lock(&p->mu);
+  size_t start = im->next_in;
+  im->next_in += k;
+  im->unreturned += k;
+  if (p->terminated || atomic_load(&p->stopping)) {
+    im->input_done = true;
+    im->terminated = true;
+    pthread_mutex_unlock(&p->mu);
+    return;
+  }
+  size_t per = piece_items(im->item_size, im->result_size);
+  for (size_t off = 0; off < k; off += im->chunksize) {
+    size_t c = k - off < im->chunksize ? k - off : im->chunksize;
+    if (im->pending_chunks == 0)
       live_add(p, &im->j);
-    im->pending_chunks += pieces;
-    if (queued < k) {
+    size_t queued;
+    dispatch_map(p, &im->j, MP__K_IMAP, im->fn, src + off * im->item_size,
+                 start + off, c, im->item_size, im->result_size, &queued);
+    /* One completion per queued piece, plus one for a failed remainder. */
+    im->pending_chunks += (queued + per - 1) / per + (queued < c);
+    if (queued < c) {
       mp__trec_t t = {0};
       t.id = (uint64_t)(uintptr_t)im;
-      t.start = start + queued;
-      t.count = (uint32_t)(k - queued);
+      t.start = start + off + queued;
+      t.count = (uint32_t)(c - queued);
       fail_task(p, &t, MP_ENOMEM);
     }
-    pthread_mutex_unlock(&p->mu);
   }
+  pthread_mutex_unlock(&p->mu);
 }
 
 int mp_pool_imap(mp_pool_t *pool, mp_map_fn fn, const void *items, size_t n,
@@ -1476,13 +1538,21 @@ int mp_pool_imap_unordered(mp_pool_t *pool, mp_map_fn fn, const void *items,
   return e;
 }
 
-int mp_imap_next(mp_imap_t *im, void *result, size_t *index, int timeout_ms) {
-  if (!im || mp__check_timeout(timeout_ms))
-    return MP_EINVAL;
+typedef struct {
+  mp_imap_t *im;
+  uint32_t seq;
+} imap_wait_t;
+
+static bool imap_cond(void *arg) {
+  imap_wait_t *c = arg;
+  return atomic_load(&c->im->seq) != c->seq;
+}
+
+static int imap_next(mp_imap_t *im, void *result, size_t *index,
+                     int timeout_ms) {
   mp_pool_t *p = im->pool;
   mp__deadline_t dl;
   mp__deadline_init(&dl, timeout_ms);
-  uint64_t spin0 = 0;
   for (;;) {
     imap_topup(im);
     pthread_mutex_lock(&p->mu);
@@ -1516,26 +1586,28 @@ int mp_imap_next(mp_imap_t *im, void *result, size_t *index, int timeout_ms) {
       pthread_mutex_unlock(&p->mu);
       return e;
     }
-    uint32_t seq = atomic_load(&im->seq);
+    imap_wait_t c = {im, atomic_load(&im->seq)};
     pthread_mutex_unlock(&p->mu);
-    if (timeout_ms == 0)
+    if (timeout_ms == 0) {
+      collect_now(p);
+      if (imap_cond(&c))
+        continue;
       return MP_ETIMEDOUT;
-    if (!spin0)
-      spin0 = mp__now_ns();
-    if (mp__now_ns() - spin0 < MP__GET_SPIN_NS) {
-      while (atomic_load(&im->seq) == seq &&
-             mp__now_ns() - spin0 < MP__GET_SPIN_NS)
-        mp__cpu_relax();
-      continue;
     }
-    atomic_fetch_add(&im->waiters, 1);
-    int r = 0;
-    if (atomic_load(&im->seq) == seq)
-      r = mp__futex_wait(&im->seq, seq, &dl);
-    atomic_fetch_sub(&im->waiters, 1);
-    if (r == MP_ETIMEDOUT && mp__deadline_passed(&dl))
+    if (wait_until(p, imap_cond, &c, &dl) == MP_ETIMEDOUT)
       return MP_ETIMEDOUT;
   }
+}
+
+int mp_imap_next(mp_imap_t *im, void *result, size_t *index, int timeout_ms) {
+  if (!im || mp__check_timeout(timeout_ms))
+    return MP_EINVAL;
+  /* Collect here from the start: results of the items this call dispatches
+   * need not wake the collector thread. */
+  collect_begin(im->pool);
+  int e = imap_next(im, result, index, timeout_ms);
+  collect_end(im->pool);
+  return e;
 }
 
 int mp_imap_destroy(mp_imap_t *im) {

@@ -66,6 +66,7 @@ typedef struct {
 } mp__rrec_t;
 
 _Static_assert(sizeof(mp__trec_t) <= MP__POOL_REC, "task header");
+_Static_assert(MP__POOL_MAXPAY == MP_POOL_MAX_ARG, "documented limit");
 _Static_assert(sizeof(mp__rrec_t) <= MP__POOL_REC, "result header");
 
 typedef struct {
@@ -81,7 +82,12 @@ typedef struct {
 } mp__wshm_t;
 
 typedef struct {
-  alignas(64) _Atomic uint32_t parent_wait;
+  alignas(64) _Atomic uint32_t parent_wait; /* collector sleeps */
+  /* Parent threads blocked in get/next/apply sleep on useq (a futex) and
+   * collect results themselves when woken: one wake-up instead of two. */
+  alignas(64) _Atomic uint32_t ucollect; /* threads waiting (spin or sleep) */
+  _Atomic uint32_t uwait;                /* of which sleeping */
+  _Atomic uint32_t useq;
 } mp__pshm_t;
 
 /* What mp_pool_worker_index returns in this thread (-1: none). */

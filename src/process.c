@@ -102,7 +102,7 @@ static void atfork_parent(void) {
 static void atfork_child(void) {
   /* The parent's children are not ours; their handles stay readable in our
    * copy of memory but are out of the registry. */
-  pthread_mutex_init(&reg_mu, NULL);
+  pthread_mutex_unlock(&reg_mu); /* locked by atfork_prepare in this thread */
   reg_head = NULL;
   spawner_atfork_child();
   mp__forkserver_atfork_child();

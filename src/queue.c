@@ -30,11 +30,12 @@
  * its lock over, and sleepers wake once a second to look for such a dead
  * owner on the other side.
  *
- * Sleepers wait on event words (put_ev for consumers, get_ev for producers,
- * done_ev for join) after spinning on the published counter; the waking side
- * touches the event word only when the waiter count says somebody sleeps,
- * so the hot path makes no system call and writes no shared line besides
- * the ring and its own published counter.
+ * Sleepers wait on events (put_e for consumers, get_e for producers, done_e
+ * for join) after spinning on the published counter and yielding; the
+ * waking side touches an event only when its waiter count says somebody
+ * sleeps, and wakes once per arrival of sleepers, so the hot path makes no
+ * system call and writes no shared line besides the ring and its own
+ * published counter.
  *
  * Polling: a FIFO beside the segment (/dev/shm/<name>.p) holds one byte
  * exactly while the queue has messages or is closed, once anybody asked for
@@ -66,7 +67,6 @@
 #define Q_EV_YIELD 10
 #define Q_OWNER_RECHECK_MS 50
 #define Q_IDLE_RECHECK_MS 1000
-#define Q_FRUITLESS 256
 #define Q_FIFO_SUFFIX ".p"
 
 enum { Q_P = 1, Q_C = 2, Q_BOTH = 3 };
@@ -81,6 +81,16 @@ typedef struct {
   uint64_t nget;  /* messages ever taken */
   uint64_t ndone; /* task_done calls */
 } q_cstate_t;
+
+/* Something to sleep on. `woken` says a wake went out since the last
+ * sleeper arrived: until another one arrives, signalling is free, however
+ * long the woken ones take to run (and a sleeper killed while counted costs
+ * one useless wake, not one per operation). */
+typedef struct {
+  _Atomic uint32_t ev;      /* futex word, moved on every wake */
+  _Atomic uint32_t waiters; /* sleeping or about to */
+  _Atomic uint32_t woken;
+} q_event_t;
 
 typedef struct {
   uint32_t magic, version;
@@ -111,24 +121,14 @@ typedef struct {
   _Atomic uint32_t closed;
   _Atomic uint32_t polled;
   _Atomic uint32_t fifo_dirty; /* a taken-over lock: resync the FIFO */
-  /* Event word, its sleepers, and (at ev + 2) wakes that found nobody. */
-  _Alignas(MP__CACHELINE) _Atomic uint32_t put_ev;
-  _Atomic uint32_t get_waiters;
-  _Atomic uint32_t put_fruitless;
-  _Alignas(MP__CACHELINE) _Atomic uint32_t get_ev;
-  _Atomic uint32_t put_waiters;
-  _Atomic uint32_t get_fruitless;
-  _Alignas(MP__CACHELINE) _Atomic uint32_t done_ev;
-  _Atomic uint32_t join_waiters;
-  _Atomic uint32_t done_fruitless;
+  /* Consumers sleep on put_e (moved by puts), producers on get_e, joiners
+   * on done_e. */
+  _Alignas(MP__CACHELINE) q_event_t put_e;
+  _Alignas(MP__CACHELINE) q_event_t get_e;
+  _Alignas(MP__CACHELINE) q_event_t done_e;
 } q_shm_t;
 
 _Static_assert(sizeof(q_shm_t) <= Q_HDR, "queue header too large");
-_Static_assert(
-    offsetof(q_shm_t, put_fruitless) == offsetof(q_shm_t, put_ev) + 8 &&
-        offsetof(q_shm_t, get_fruitless) == offsetof(q_shm_t, get_ev) + 8 &&
-        offsetof(q_shm_t, done_fruitless) == offsetof(q_shm_t, done_ev) + 8,
-    "q_signal finds the fruitless count at ev + 2");
 _Static_assert(MP_QUEUE_NAME_MAX + sizeof Q_FIFO_SUFFIX <= MP__SEG_NAME_MAX,
                "no room for the FIFO suffix");
 
@@ -179,12 +179,11 @@ static bool q_owner_dead(uint32_t word) {
 }
 
 static void q_wake_all(q_shm_t *h) {
-  atomic_fetch_add(&h->put_ev, 1);
-  atomic_fetch_add(&h->get_ev, 1);
-  atomic_fetch_add(&h->done_ev, 1);
-  mp__futex_wake(&h->put_ev, INT32_MAX);
-  mp__futex_wake(&h->get_ev, INT32_MAX);
-  mp__futex_wake(&h->done_ev, INT32_MAX);
+  q_event_t *e[3] = {&h->put_e, &h->get_e, &h->done_e};
+  for (int i = 0; i < 3; i++) {
+    atomic_fetch_add(&e[i]->ev, 1);
+    mp__futex_wake(&e[i]->ev, INT32_MAX);
+  }
 }
 
 /* After taking a lock from a dead owner. Its side's state is consistent
@@ -271,14 +270,16 @@ static void q_unlock(mp_queue_t *q, int sides) {
     q_unlock_one(q, Q_P);
 }
 
-/* A sleeper's periodic look at the other side's lock: take it over (and so
- * repair it) if its owner died. */
-static void q_check_lock(mp_queue_t *q, int side) {
+/* A look at the other side's lock, by sleepers now and then and before
+ * reporting empty or full: take it over (and so finish what its dead owner
+ * left unpublished) if its owner died. Returns true if it was dead. */
+static bool q_check_lock(mp_queue_t *q, int side) {
   uint32_t v = LD(q_lockword(q, side), relaxed);
-  if (v && q_owner_dead(v)) {
-    q_lock_one(q, side);
-    q_unlock_one(q, side);
-  }
+  if (MP__LIKELY(!v) || !q_owner_dead(v))
+    return false;
+  q_lock_one(q, side);
+  q_unlock_one(q, side);
+  return true;
 }
 
 /* Live states; only valid under their lock. */
@@ -427,6 +428,16 @@ static inline uint64_t q_peek_len(const mp_queue_t *q, uint64_t ring,
   return len;
 }
 
+/* Allocate the pages of [off, off+len) now: on a full /dev/shm the
+ * operation fails with MP_ENOSPC instead of a later SIGBUS on touching
+ * them. */
+static int q_back(mp_queue_t *q, uint64_t off, uint64_t len) {
+  int r;
+  while ((r = posix_fallocate(q->seg.fd, (off_t)off, (off_t)len)) == EINTR) {
+  }
+  return r == 0 || r == EOPNOTSUPP ? 0 : -r;
+}
+
 /* Under both locks: double the ring until `need` bytes fit. Counters stay;
  * a byte at counter c lives at c mod size, so when the size doubles from S
  * the bytes with c & S set move up by S, into space the old ring never
@@ -438,7 +449,7 @@ static int q_grow(mp_queue_t *q, uint64_t head, uint64_t tail, uint64_t need) {
   if (n > q->h->ring_max)
     return MP_EMSGSIZE;
   int r = mp__seg_grow(&q->seg, Q_HDR + n);
-  if (r < 0)
+  if (r < 0 || (r = q_back(q, Q_HDR + old, n - old)) < 0)
     return r;
   for (uint64_t size = old; size < n; size *= 2) {
     for (uint64_t c = head; c < tail;) {
@@ -470,8 +481,7 @@ static void q_sleep_deadline(mp__deadline_t *d, const mp__deadline_t *dl) {
  * periodic recheck (which also repairs a dead owner of `other`'s lock).
  * Called without locks. */
 static void q_wait(mp_queue_t *q, _Atomic uint64_t *word, uint64_t seen,
-                   _Atomic uint32_t *ev, _Atomic uint32_t *waiters, int other,
-                   const mp__deadline_t *dl) {
+                   q_event_t *e, int other, const mp__deadline_t *dl) {
   q_shm_t *h = q->h;
   /* Spin briefly, then yield: on a busy machine the process we wait for
    * may need this very CPU. */
@@ -489,36 +499,27 @@ static void q_wait(mp_queue_t *q, _Atomic uint64_t *word, uint64_t seen,
   q_sleep_deadline(&d, dl);
   /* Counted before looking again: a publisher that stores first and reads
    * the count second either sees us or is seen by us. */
-  atomic_fetch_add(waiters, 1);
-  uint32_t v = atomic_load(ev);
+  atomic_fetch_add(&e->waiters, 1);
+  atomic_store(&e->woken, 0);
+  uint32_t v = atomic_load(&e->ev);
   if (atomic_load(word) == seen && !atomic_load(&h->closed)) {
-    if (mp__futex_wait(ev, v, &d) == MP_ETIMEDOUT)
+    if (mp__futex_wait(&e->ev, v, &d) == MP_ETIMEDOUT)
       q_check_lock(q, other);
   }
-  atomic_fetch_sub(waiters, 1);
+  atomic_fetch_sub(&e->waiters, 1);
 }
 
-/* After publishing: wake whoever sleeps on ev (n of them). A sleeper
- * killed while counted would make every later call pay for a wake: after
- * Q_FRUITLESS wakes in a row that found nobody, the count is cleared (a
- * sleeper racing with that clear notices its data at its next periodic
- * recheck at the latest; a count driven below zero heals the same way). */
-static inline void q_signal(_Atomic uint32_t *ev, _Atomic uint32_t *waiters,
-                            int n) {
+/* After publishing: wake whoever sleeps on e, unless a wake already went
+ * out since the last sleeper arrived. All of them: each looks again and
+ * goes back to sleep if there is nothing for it. */
+static inline void q_signal(q_event_t *e) {
   atomic_thread_fence(memory_order_seq_cst);
-  uint32_t w = LD(waiters, relaxed);
-  if (MP__LIKELY(w == 0))
+  if (MP__LIKELY(LD(&e->waiters, relaxed) == 0))
     return;
-  /* The fruitless count sits beside ev, on the line only this path uses. */
-  _Atomic uint32_t *fruitless = ev + 2;
-  atomic_fetch_add(ev, 1);
-  if (mp__futex_wake(ev, n) > 0) {
-    if (LD(fruitless, relaxed))
-      ST(fruitless, 0, relaxed);
-  } else if (atomic_fetch_add(fruitless, 1) + 1 >= Q_FRUITLESS) {
-    ST(fruitless, 0, relaxed);
-    atomic_compare_exchange_strong(waiters, &w, 0);
-  }
+  if (LD(&e->woken, relaxed) || atomic_exchange(&e->woken, 1))
+    return;
+  atomic_fetch_add(&e->ev, 1);
+  mp__futex_wake(&e->ev, INT32_MAX);
 }
 
 static inline bool q_valid(const mp_queue_t *q) {
@@ -554,11 +555,14 @@ static int q_push(mp_queue_t *q, q_pstate_t *s, int *held, const void *msg,
         q_lock_one(q, Q_C);
         *held |= Q_C;
       }
+      /* Consumers may have moved on while we waited for their lock. */
       head = q_cload(q).head;
-      int r = q_grow(q, head, s->tail, s->tail - head + rec);
-      if (r < 0)
-        return r;
-      ring = LD(&h->ring, relaxed);
+      if (s->tail - head + rec > ring) {
+        int r = q_grow(q, head, s->tail, s->tail - head + rec);
+        if (r < 0)
+          return r;
+        ring = LD(&h->ring, relaxed);
+      }
     }
   }
   uint64_t l = len;
@@ -575,7 +579,7 @@ static int q_put_iov(mp_queue_t *q, const struct iovec *msgs, size_t n,
   q_shm_t *h = q->h;
   mp__deadline_t dl;
   size_t done = 0;
-  bool dl_set = false;
+  bool dl_set = false, rechecked = false;
   for (;;) {
     int held = q_lock_op(q, Q_P);
     bool was = held == Q_BOTH && q_readable(q);
@@ -591,7 +595,7 @@ static int q_put_iov(mp_queue_t *q, const struct iovec *msgs, size_t n,
     if (s.nput != before.nput) {
       q_pcommit(q, &s);
       ST(&h->tail_pub, s.tail, release);
-      q_signal(&h->put_ev, &h->get_waiters, (int)(s.nput - before.nput));
+      q_signal(&h->put_e);
       if (held == Q_BOTH && LD(&h->polled, relaxed))
         q_fifo_update(q, was);
     }
@@ -601,15 +605,18 @@ static int q_put_iov(mp_queue_t *q, const struct iovec *msgs, size_t n,
       return (int)n;
     if (r != MP_EAGAIN)
       return done ? (int)done : r;
-    if (timeout_ms == 0)
+    if (timeout_ms == 0 || (dl_set && mp__deadline_passed(&dl))) {
+      if (!rechecked && q_check_lock(q, Q_C)) {
+        rechecked = true;
+        continue;
+      }
       return done ? (int)done : MP_EFULL;
+    }
     if (!dl_set) {
       mp__deadline_init(&dl, timeout_ms);
       dl_set = true;
-    } else if (mp__deadline_passed(&dl)) {
-      return done ? (int)done : MP_EFULL;
     }
-    q_wait(q, &h->head_pub, seen, &h->get_ev, &h->put_waiters, Q_C, &dl);
+    q_wait(q, &h->head_pub, seen, &h->get_e, Q_C, &dl);
   }
 }
 
@@ -724,7 +731,7 @@ static int q_take(mp_queue_t *q, q_cstate_t *s, const q_get_t *g) {
 static int q_get(mp_queue_t *q, const q_get_t *g, int timeout_ms) {
   q_shm_t *h = q->h;
   mp__deadline_t dl;
-  bool dl_set = false;
+  bool dl_set = false, rechecked = false;
   for (;;) {
     int held = q_lock_op(q, Q_C);
     bool was = held == Q_BOTH && q_readable(q);
@@ -734,26 +741,32 @@ static int q_get(mp_queue_t *q, const q_get_t *g, int timeout_ms) {
       q_ccommit(q, &s);
       ST(&h->head_pub, s.head, release);
       ST(&h->nget_pub, s.nget, release);
-      /* Producers wait for different amounts of room: wake them all. */
-      q_signal(&h->get_ev, &h->put_waiters, INT32_MAX);
+      q_signal(&h->get_e);
       if (held == Q_BOTH)
         q_fifo_update(q, was);
     } else if (r == MP_ETOOSHORT) {
       /* We may have been the one woken for this message: pass it on. */
-      q_signal(&h->put_ev, &h->get_waiters, 1);
+      if (LD(&h->put_e.waiters, relaxed)) {
+        atomic_fetch_add(&h->put_e.ev, 1);
+        mp__futex_wake(&h->put_e.ev, INT32_MAX);
+      }
     }
     q_unlock(q, held);
     if (r != MP_EAGAIN)
       return r;
-    if (timeout_ms == 0)
+    if (timeout_ms == 0 || (dl_set && mp__deadline_passed(&dl))) {
+      /* A producer killed between its commit and publishing it. */
+      if (!rechecked && q_check_lock(q, Q_P)) {
+        rechecked = true;
+        continue;
+      }
       return MP_EEMPTY;
+    }
     if (!dl_set) {
       mp__deadline_init(&dl, timeout_ms);
       dl_set = true;
-    } else if (mp__deadline_passed(&dl)) {
-      return MP_EEMPTY;
     }
-    q_wait(q, &h->tail_pub, before.head, &h->put_ev, &h->get_waiters, Q_P, &dl);
+    q_wait(q, &h->tail_pub, before.head, &h->put_e, Q_P, &dl);
   }
 }
 
@@ -838,7 +851,7 @@ int mp_queue_task_done(mp_queue_t *q) {
   }
   s.ndone++;
   q_ccommit(q, &s);
-  q_signal(&h->done_ev, &h->join_waiters, INT32_MAX);
+  q_signal(&h->done_e);
   q_unlock_one(q, Q_C);
   return 0;
 }
@@ -853,11 +866,12 @@ int mp_queue_join(mp_queue_t *q, int timeout_ms) {
   mp__deadline_init(&dl, timeout_ms);
   int r = 0;
   /* Counted before checking, so a task_done after the check wakes us. */
-  atomic_fetch_add(&h->join_waiters, 1);
+  atomic_fetch_add(&h->done_e.waiters, 1);
   for (;;) {
+    atomic_store(&h->done_e.woken, 0);
     q_lock(q, Q_BOTH);
     bool done = q_pload(q).nput == q_cload(q).ndone;
-    uint32_t v = atomic_load(&h->done_ev);
+    uint32_t v = atomic_load(&h->done_e.ev);
     q_unlock(q, Q_BOTH);
     if (done)
       break;
@@ -867,9 +881,9 @@ int mp_queue_join(mp_queue_t *q, int timeout_ms) {
     }
     mp__deadline_t d;
     q_sleep_deadline(&d, &dl);
-    mp__futex_wait(&h->done_ev, v, &d);
+    mp__futex_wait(&h->done_e.ev, v, &d);
   }
-  atomic_fetch_sub(&h->join_waiters, 1);
+  atomic_fetch_sub(&h->done_e.waiters, 1);
   return r;
 }
 
@@ -947,6 +961,29 @@ static int q_make_fifo(const char *fifo_name) {
   return 0;
 }
 
+/* The segment, tracked for removal at our exit. A random name is tracked
+ * before the object exists, so a creator killed at any point leaves
+ * nothing behind. A caller's name is tracked just after it was created
+ * exclusively: tracking it first could remove another process's queue of
+ * that name. */
+static int q_create_seg(mp_queue_t *q, const char *name, size_t size,
+                        size_t reserve) {
+  if (name)
+    return mp__seg_create(&q->seg, name, size, reserve, true);
+  for (int tries = 0;; tries++) {
+    char rnd[MP__SEG_NAME_MAX];
+    int r = mp__random_name(rnd, sizeof rnd, "/mp-");
+    if (r < 0 || (r = mp__tracker_register(rnd)) < 0)
+      return r;
+    r = mp__seg_create(&q->seg, rnd, size, reserve, false);
+    if (r == 0)
+      return 0;
+    mp__tracker_unregister(rnd);
+    if (r != MP_EEXIST || tries == 3)
+      return r;
+  }
+}
+
 int mp_queue_create(mp_queue_t **qp, const mp_queue_opts_t *opts) {
   mp_queue_opts_t o = {0};
   int r;
@@ -969,18 +1006,18 @@ int mp_queue_create(mp_queue_t **qp, const mp_queue_opts_t *opts) {
   mp_queue_t *q = q_alloc();
   if (!q)
     return MP_ENOMEM;
-  r = mp__seg_create(&q->seg, o.name, Q_HDR + ring0, Q_HDR + ring_max, true);
-  if (r < 0) {
+  if ((r = q_create_seg(q, o.name, Q_HDR + ring0, Q_HDR + ring_max)) < 0) {
     free(q);
     return r;
   }
   q_set_ptrs(q);
-  if ((r = q_make_fifo(q->fifo_name)) < 0)
+  if ((r = q_back(q, 0, Q_HDR + ring0)) < 0)
     goto fail;
-  if ((r = mp__tracker_register(q->fifo_name)) < 0) {
-    char path[MP__SEG_NAME_MAX + 16];
-    if (q_fifo_path(path, sizeof path, q->fifo_name) == 0)
-      unlink(path);
+  /* Tracked before it exists: killed in between, nothing is left over. */
+  if ((r = mp__tracker_register(q->fifo_name)) < 0)
+    goto fail;
+  if ((r = q_make_fifo(q->fifo_name)) < 0) {
+    mp__tracker_unregister(q->fifo_name);
     goto fail;
   }
   q_shm_t *h = q->h;

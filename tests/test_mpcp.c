@@ -432,18 +432,18 @@ TEST(mpcp_archive_all_cases) {
   cleanup();
 }
 
-/* The same tree through the temp-name-and-rename path and one worker. */
-TEST(mpcp_archive_no_tmpfile_one_job) {
+/* The same tree through the O_TMPFILE path and one worker. */
+TEST(mpcp_archive_tmpfile_one_job) {
   setup(false);
   make_all_cases("src");
   mkdir_p("out");
   int rc;
   /* out exists: the copy goes to out/src; the second run overwrites it
-   * through temp names and renames. */
+   * through O_TMPFILE inodes (linked to a temp name, renamed over). */
   char *out = mpcp(&rc, false, "-a -j 1 src out");
   ASSERT_EQ(rc, 0);
   free(out);
-  run_env = "MPCP_NO_TMPFILE=1";
+  run_env = "MPCP_TMPFILE=1";
   out = mpcp(&rc, false, "-a src out");
   if (rc != 0)
     mpt_fail(__FILE__, __LINE__, "mpcp failed (%d): %s", rc, out);
@@ -519,7 +519,7 @@ TEST(mpcp_unreadable_file) {
 
 /* SIGINT/SIGTERM mid-copy: exit 130/143, and every file under a final name
  * is complete; no temp file is left. */
-static void interrupt_case(int sig, bool no_tmpfile) {
+static void interrupt_case(int sig, bool tmpfile) {
   setup(false);
   mkdir_p("src/d1");
   mkdir_p("src/d2");
@@ -541,8 +541,8 @@ static void interrupt_case(int sig, bool no_tmpfile) {
     dup2(nul, 1);
     dup2(nul, 2);
     setenv("MPCP_TEST_DELAY_MS", "40", 1);
-    if (no_tmpfile)
-      setenv("MPCP_NO_TMPFILE", "1", 1);
+    if (tmpfile)
+      setenv("MPCP_TMPFILE", "1", 1);
     execl(bin(), "mpcp", "-a", "-j", "2", src, dst, (char *)NULL);
     _exit(127);
   }
@@ -585,7 +585,7 @@ TEST(mpcp_sigint_no_partial_file) {
   interrupt_case(SIGINT, false);
 }
 
-TEST(mpcp_sigterm_no_partial_file_named_temps) {
+TEST(mpcp_sigterm_no_partial_file_tmpfile) {
   interrupt_case(SIGTERM, true);
 }
 
@@ -828,5 +828,38 @@ TEST(mpcp_json_and_progress_output) {
   out = mpcp(&rc, false, "-j 0 a b");
   ASSERT_EQ(rc, 1);
   free(out);
+  cleanup();
+}
+
+/* A worker killed in the middle of a batch (test hook: SIGKILL while copying
+ * f07): that entry is reported, every other entry of the batch is retried
+ * and copied, no temp file is left, nothing hangs. */
+TEST(mpcp_worker_crash_reported) {
+  setup(false);
+  mkdir_p("src/sub");
+  for (int i = 0; i < 20; i++) {
+    char rel[32], text[32];
+    snprintf(rel, sizeof rel, "src/%sf%02d", i % 3 ? "" : "sub/", i);
+    snprintf(text, sizeof text, "file %d", i);
+    write_file(rel, text);
+  }
+  int rc;
+  run_env = "MPCP_TEST_CRASH=f07";
+  char *out = mpcp(&rc, false, "-a -j 2 src dst");
+  ASSERT_EQ(rc, 1);
+  ASSERT(strstr(out, "a worker failed copying 'src/f07'"));
+  free(out);
+  for (int i = 0; i < 20; i++) {
+    char rel[32], text[32];
+    snprintf(rel, sizeof rel, "dst/%sf%02d", i % 3 ? "" : "sub/", i);
+    snprintf(text, sizeof text, "file %d", i);
+    if (i == 7)
+      ASSERT(!exists(rel));
+    else
+      assert_content(rel, text);
+  }
+  int d = open(path("dst"), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_EQ(count_temps(d), 0);
+  close(d);
   cleanup();
 }

@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -131,6 +132,15 @@ static void body_errors(be_t be) {
   ASSERT_ERR(mp_pool_imap(p, map_square, &x, 1, 8, 8, NULL, NULL), MP_EINVAL);
   ASSERT_ERR(mp_pool_imap_unordered(NULL, map_square, &x, 1, 8, 8, NULL, &it),
              MP_EINVAL);
+  ASSERT_ERR(mp_pool_imap(p, map_square, &x, 1, 0, 8, NULL, &it), MP_EINVAL);
+  ASSERT_ERR(mp_pool_imap(p, map_square, NULL, 1, 8, 8, NULL, &it), MP_EINVAL);
+  ASSERT_ERR(
+      mp_pool_imap(p, map_square, &x, 1, MP_POOL_MAX_ARG + 1, 8, NULL, &it),
+      MP_EMSGSIZE);
+  ASSERT_ERR(mp_pool_map(p, map_square, &x, 1, MP_POOL_MAX_ARG + 1, &x, 8, 0),
+             MP_EMSGSIZE);
+  ASSERT_ERR(mp_pool_map(p, map_square, &x, 1, 8, &x, MP_POOL_MAX_ARG, 0),
+             MP_EMSGSIZE);
   ASSERT_ERR(mp_imap_next(NULL, NULL, NULL, 0), MP_EINVAL);
   ASSERT_ERR(mp_imap_destroy(NULL), MP_EINVAL);
   ASSERT_ERR(mp_result_get(NULL, 0, NULL, NULL), MP_EINVAL);
@@ -362,11 +372,14 @@ static void body_result_states(be_t be) {
   ASSERT_EQ(mp_pool_fd(p), pfd);
   int64_t x = 2;
   ASSERT_OK(mp_pool_apply_async(p, task_square, &x, sizeof x, NULL, &r));
+  /* An event loop: wait for the fd, reset it, check its results. */
   struct pollfd pp = {pfd, POLLIN, 0};
-  ASSERT_EQ(poll(&pp, 1, 10000), 1);
-  uint64_t v;
-  ASSERT_EQ(read(pfd, &v, sizeof v), 8);
-  ASSERT_EQ(mp_result_ready(r), 1);
+  for (int rounds = 0; mp_result_ready(r) != 1; rounds++) {
+    ASSERT(rounds < 100);
+    ASSERT_EQ(poll(&pp, 1, 10000), 1);
+    uint64_t v;
+    ASSERT_EQ(read(pfd, &v, sizeof v), 8);
+  }
   ASSERT_OK(mp_result_destroy(r));
 
   /* A failed task. */
@@ -1076,4 +1089,226 @@ TEST(parent_killed_workers_exit) {
     ASSERT_EQ(poll(&pf, 1, 10000), 1); /* the worker exited */
     close(pfds[i]);
   }
+}
+
+static _Atomic long *g_spawns;
+
+static void init_crash_first(void *arg) {
+  /* The first five workers die in their initializer. */
+  if ((*g_spawns)++ < 5)
+    _exit(1);
+}
+
+TEST(initializer_crash_backoff) {
+  g_spawns = shared_counters(1);
+  mp_pool_opts_t o = {0};
+  o.workers = 1;
+  o.initializer = init_crash_first;
+  mp_pool_t *p;
+  ASSERT_OK(mp_pool_create(&p, &o));
+  int64_t x = 4;
+  mp_buf_t b = MP_BUF_INIT;
+  /* The task waits for a worker that survives its initializer. */
+  ASSERT_OK(mp_pool_apply(p, task_square, &x, 8, &b, NULL));
+  ASSERT_EQ(*(int64_t *)b.data, 16);
+  mp_buf_free(&b);
+  ASSERT_EQ(*g_spawns, 6);
+  ASSERT_OK(mp_pool_destroy(p));
+  munmap((void *)g_spawns, sizeof(long));
+}
+
+/* ---- more semantics -------------------------------------------------------
+ */
+
+static _Atomic long g_cb_tids[64];
+static _Atomic int g_cb_n;
+
+static void record_tid(const void *data, size_t len, void *user) {
+  int i = g_cb_n++;
+  if (i < 64)
+    g_cb_tids[i] = worker_id();
+}
+
+static void body_callback_thread(be_t be) {
+  mp_pool_t *p = make_pool(be, 2);
+  mp_async_opts_t cb = {record_tid, NULL, NULL};
+  int64_t x = 1;
+  for (int i = 0; i < 64; i++)
+    ASSERT_OK(mp_pool_apply_async(p, task_square, &x, 8, &cb, NULL));
+  ASSERT_OK(mp_pool_close(p));
+  ASSERT_OK(mp_pool_join(p, MP_FOREVER));
+  ASSERT_EQ(g_cb_n, 64);
+  /* One callback thread of the parent, not the caller's thread. */
+  for (int i = 1; i < 64; i++)
+    ASSERT_EQ(g_cb_tids[i], g_cb_tids[0]);
+  ASSERT(g_cb_tids[0] != worker_id());
+  ASSERT_OK(mp_pool_destroy(p));
+}
+TEST(callback_thread_proc) {
+  body_callback_thread(MP_POOL_PROCESSES);
+}
+TEST(callback_thread_thread) {
+  body_callback_thread(MP_POOL_THREADS);
+}
+
+static void body_map_async_copies(be_t be) {
+  mp_pool_t *p = make_pool(be, 2);
+  enum { N = 200000 };
+  int64_t *in = malloc(N * sizeof *in), *out = malloc(N * sizeof *out);
+  for (int i = 0; i < N; i++)
+    in[i] = i;
+  mp_result_t *r;
+  ASSERT_OK(mp_pool_map_async(p, map_square, in, N, 8, out, 8, 0, NULL, &r));
+  /* The items were copied: changing them now changes nothing. */
+  memset(in, 0, N * sizeof *in);
+  ASSERT_OK(mp_result_get(r, MP_FOREVER, NULL, NULL));
+  for (int i = 0; i < N; i++)
+    ASSERT_EQ(out[i], (int64_t)i * i);
+  mp_result_destroy(r);
+  free(in);
+  free(out);
+  ASSERT_OK(mp_pool_destroy(p));
+}
+TEST(map_async_copies_proc) {
+  body_map_async_copies(MP_POOL_PROCESSES);
+}
+TEST(map_async_copies_thread) {
+  body_map_async_copies(MP_POOL_THREADS);
+}
+
+typedef struct {
+  mp_pool_t *p;
+  int base;
+  int fails;
+} submitter_t;
+
+static void *submit_many(void *arg) {
+  submitter_t *s = arg;
+  for (int64_t i = 0; i < 500; i++) {
+    int64_t x = s->base + i;
+    mp_buf_t b = MP_BUF_INIT;
+    if (i % 2) {
+      if (mp_pool_apply(s->p, task_square, &x, 8, &b, NULL) != 0 ||
+          *(int64_t *)b.data != x * x)
+        s->fails++;
+    } else {
+      int64_t y;
+      if (mp_pool_map(s->p, map_square, &x, 1, 8, &y, 8, 0) != 0 || y != x * x)
+        s->fails++;
+    }
+    mp_buf_free(&b);
+  }
+  return NULL;
+}
+
+static void body_many_submitters(be_t be) {
+  mp_pool_t *p = make_pool(be, 2);
+  pthread_t th[4];
+  submitter_t s[4];
+  for (int i = 0; i < 4; i++) {
+    s[i] = (submitter_t){p, i * 1000, 0};
+    ASSERT_EQ(pthread_create(&th[i], NULL, submit_many, &s[i]), 0);
+  }
+  for (int i = 0; i < 4; i++) {
+    pthread_join(th[i], NULL);
+    ASSERT_EQ(s[i].fails, 0);
+  }
+  ASSERT_OK(mp_pool_destroy(p));
+}
+TEST(many_submitters_proc) {
+  body_many_submitters(MP_POOL_PROCESSES);
+}
+TEST(many_submitters_thread) {
+  body_many_submitters(MP_POOL_THREADS);
+}
+
+static _Atomic long *g_big_pids;
+
+static int task_big_pid(const void *arg, size_t len, mp_buf_t *res, void *ctx) {
+  g_big_pids[mp_pool_worker_index()] = getpid();
+  return task_big(arg, len, res, ctx);
+}
+
+TEST(worker_killed_during_big_result) {
+  g_big_pids = shared_counters(2); /* before the workers fork */
+  mp_pool_t *p = make_pool(MP_POOL_PROCESSES, 2);
+  size_t big = 3 * 1024 * 1024 + 11;
+  int died = 0;
+  for (int round = 0; round < 20; round++) {
+    mp_result_t *rs[4];
+    g_big_pids[0] = g_big_pids[1] = 0;
+    for (int i = 0; i < 4; i++)
+      ASSERT_OK(
+          mp_pool_apply_async(p, task_big_pid, &big, sizeof big, NULL, &rs[i]));
+    /* Kill a worker while it produces or sends its multi-part result. */
+    uint64_t t0 = mpt_now_ms();
+    while (!g_big_pids[round % 2] && mpt_now_ms() - t0 < 5000)
+      mpt_sleep_ms(1);
+    mpt_sleep_ms(round % 5);
+    if (g_big_pids[round % 2])
+      kill((pid_t)g_big_pids[round % 2], SIGKILL);
+    for (int i = 0; i < 4; i++) {
+      const void *d;
+      size_t len;
+      int e = mp_result_get(rs[i], 20000, &d, &len);
+      if (e == 0) {
+        ASSERT_EQ(len, big);
+        const uint8_t *u = d;
+        for (size_t k = 0; k < len; k += 4093)
+          ASSERT_EQ(u[k], (uint8_t)(k * 7));
+      } else {
+        ASSERT_ERR(e, MP_EWORKERDIED);
+        died++;
+      }
+      mp_result_destroy(rs[i]);
+    }
+  }
+  ASSERT(died > 0 && died <= 20);
+  int64_t x = 5;
+  ASSERT_OK(mp_pool_apply(p, task_square, &x, 8, NULL, NULL));
+  ASSERT_OK(mp_pool_destroy(p));
+  munmap((void *)g_big_pids, 2 * sizeof(long));
+}
+
+static void body_mp_wait_epoll(be_t be) {
+  mp_pool_t *p = make_pool(be, 2);
+  int ms[3] = {300, 10, 150};
+  mp_result_t *rs[3];
+  for (int i = 0; i < 3; i++)
+    ASSERT_OK(
+        mp_pool_apply_async(p, task_sleep, &ms[i], sizeof ms[i], NULL, &rs[i]));
+  mp_waitable_t w[3];
+  for (int i = 0; i < 3; i++)
+    w[i] = mp_result_waitable(rs[i]);
+  /* mp_wait returns once one is ready: the 10 ms task. */
+  ASSERT(mp_wait(w, 3, 10000) >= 1);
+  ASSERT(w[1].ready);
+  ASSERT_EQ(mp_result_ready(rs[1]), 1);
+  /* epoll on the same fds. */
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  ASSERT(ep >= 0);
+  for (int i = 0; i < 3; i++) {
+    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
+    ASSERT_EQ(epoll_ctl(ep, EPOLL_CTL_ADD, w[i].fd, &ev), 0);
+  }
+  int seen = 0;
+  while (seen != 7) {
+    struct epoll_event evs[3];
+    int n = epoll_wait(ep, evs, 3, 10000);
+    ASSERT(n > 0);
+    for (int k = 0; k < n; k++) {
+      ASSERT_EQ(mp_result_ready(rs[evs[k].data.u32]), 1);
+      seen |= 1 << evs[k].data.u32;
+    }
+  }
+  close(ep);
+  for (int i = 0; i < 3; i++)
+    mp_result_destroy(rs[i]);
+  ASSERT_OK(mp_pool_destroy(p));
+}
+TEST(mp_wait_epoll_proc) {
+  body_mp_wait_epoll(MP_POOL_PROCESSES);
+}
+TEST(mp_wait_epoll_thread) {
+  body_mp_wait_epoll(MP_POOL_THREADS);
 }

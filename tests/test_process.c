@@ -828,3 +828,29 @@ TEST(process_threads_start_join) {
   ASSERT_EQ(mp_active_children(NULL, 0), 0);
   ASSERT_OK(mp_forkserver_stop());
 }
+
+static int fs_identity_child(const void *arg, size_t len) {
+  pid_t parent;
+  memcpy(&parent, arg, sizeof parent);
+  if (mp_parent_pid() != parent) /* the requester, not the server */
+    return 1;
+  if (getppid() == parent)
+    return 2; /* forked by the server, not by the requester */
+  if (strcmp(mp_current_process_name(), "fsname") != 0)
+    return 3;
+  return 0;
+}
+
+TEST(forkserver_child_identity) {
+  pid_t self = getpid();
+  mp_process_opts_t o = {.name = "fsname", .start_method = MP_START_FORKSERVER};
+  mp_process_t *p;
+  ASSERT_OK(mp_process_create(&p, fs_identity_child, &self, sizeof self, &o));
+  ASSERT_OK(mp_process_start(p));
+  ASSERT_OK(mp_process_join(p, MP_FOREVER));
+  int code;
+  ASSERT_OK(mp_process_exitcode(p, &code));
+  ASSERT_EQ(code, 0);
+  ASSERT_OK(mp_process_destroy(p));
+  ASSERT_OK(mp_forkserver_stop());
+}

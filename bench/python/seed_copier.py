@@ -12,9 +12,15 @@ and --quiet drops the progress printing.
 
     seed_copier.py SRC DEST [--workers N] [--quiet]
 """
-import multiprocessing
 import os
 import sys
+
+# bench/python holds peers named after our families (queue.py, ...): keep
+# them from shadowing the standard library's modules of the same names.
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
+
+import multiprocessing  # noqa: E402
 
 
 def copy_file(queue, file_name, source_folder_name, dest_folder_name):

@@ -73,7 +73,8 @@ MP_EXTERN int mp_conn_send_fd(mp_conn_t *c, int fd);
 
 /* Receive a descriptor sent with mp_conn_send_fd (close-on-exec; the caller
  * owns it). Returns 0, MP_EINVAL (NULL argument; the next message is data,
- * which stays), MP_ENOTSUP (one-way pipe), MP_ECLOSED, MP_EIO. */
+ * which stays), MP_ENOTSUP (one-way pipe), MP_EBADF (send-only end),
+ * MP_ECLOSED, MP_EIO. */
 MP_EXTERN int mp_conn_recv_fd(mp_conn_t *c, int *fd);
 
 /* The underlying descriptor (for poll/epoll loops), owned by c. Returns it,

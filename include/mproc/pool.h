@@ -69,6 +69,9 @@ MP_EXTERN int mp_buf_printf(mp_buf_t *b, const char *fmt, ...)
 /* Free the data and reset to empty. Returns 0 or MP_EINVAL (b NULL). */
 MP_EXTERN int mp_buf_free(mp_buf_t *b);
 
+/* Largest argument of apply/apply_async, and largest map item or result. */
+#define MP_POOL_MAX_ARG (512u * 1024u)
+
 /* ---- tasks ----------------------------------------------------------------
  * A pool task (Python's func(*args)): arg/len are a copy of the bytes given to
  * apply/apply_async; the result goes into *result (initially empty); ctx is
@@ -153,14 +156,17 @@ typedef struct mp_async_opts {
  * them). Errors: MP_EINVAL (pool or fn NULL, arg NULL with len > 0),
  * MP_ECLOSED (pool closed or terminated), MP_ETASK (the task failed:
  * *task_code gets its code when task_code is not NULL, *result its message),
- * MP_EWORKERDIED, MP_ENOMEM. Must not be called from a callback. */
+ * MP_EWORKERDIED, MP_EMSGSIZE (len > MP_POOL_MAX_ARG), MP_ENOMEM, MP_EDEADLK
+ * (called from this pool's callback thread, where it would wait for
+ * itself). */
 MP_EXTERN int mp_pool_apply(mp_pool_t *pool, mp_task_fn fn, const void *arg,
                             size_t len, mp_buf_t *result, int *task_code);
 
 /* Submit fn(arg, len) (Python's apply_async). arg bytes are copied before the
  * call returns. out may be NULL: the pool then frees the result itself after
  * the callbacks ran. Returns 0 (*out set if given), MP_EINVAL, MP_ECLOSED,
- * MP_ENOMEM; on error nothing was submitted and no callback will run. */
+ * MP_EMSGSIZE (len > MP_POOL_MAX_ARG), MP_ENOMEM; on error nothing was
+ * submitted and no callback will run. Results have no size limit. */
 MP_EXTERN int mp_pool_apply_async(mp_pool_t *pool, mp_task_fn fn,
                                   const void *arg, size_t len,
                                   const mp_async_opts_t *opts,
@@ -172,8 +178,12 @@ MP_EXTERN int mp_pool_apply_async(mp_pool_t *pool, mp_task_fn fn,
  * copied to the workers chunk by chunk; results are written in input order.
  * Returns 0, MP_EINVAL (NULL pool/fn, items NULL with n > 0, item_size 0,
  * results NULL with result_size > 0), MP_ECLOSED, MP_ETASK (some item's fn
- * failed: the other results are still written), MP_EWORKERDIED, MP_ENOMEM.
- * n == 0 returns 0 at once. */
+ * failed: the other results are still written), MP_EWORKERDIED, MP_ENOMEM,
+ * MP_EMSGSIZE (item_size or result_size + 4 above MP_POOL_MAX_ARG),
+ * MP_EDEADLK (from this pool's callback thread). n == 0 returns 0 at once.
+ * Items of a chunk travel in pieces of at most MP_POOL_MAX_ARG bytes (of
+ * items, and of results): a bigger chunk is several tasks for
+ * maxtasksperchild. */
 MP_EXTERN int mp_pool_map(mp_pool_t *pool, mp_map_fn fn, const void *items,
                           size_t n, size_t item_size, void *results,
                           size_t result_size, size_t chunksize);

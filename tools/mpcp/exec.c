@@ -13,6 +13,7 @@
  * MPCP_EXEC_SERIAL builds a serial executor (tasks run inline in the parent)
  * used to bring the copier up before the pool existed. */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,10 +26,18 @@
 static mp_pool_t *pool;
 static mp_queue_t *queue;
 
-typedef struct {
+/* A submitted task, kept until it completes: a batch whose worker died is
+ * handed back to the parent to be retried entry by entry. */
+typedef struct pending {
+  struct pending *next;
   uint64_t id, file_id;
-  uint32_t kind;
+  uint32_t kind, count, flags;
+  size_t len;
+  char task[];
 } pending_t;
+
+static pthread_mutex_t dead_lock = PTHREAD_MUTEX_INITIALIZER;
+static pending_t *dead;
 
 static int task_fn(const void *arg, size_t len, mp_buf_t *result, void *ctx) {
   (void)result;
@@ -47,17 +56,42 @@ static void on_done(const void *data, size_t len, void *user) {
   free(user);
 }
 
-/* Runs in the pool's callback thread of the parent. */
+/* Runs in the pool's callback thread of the parent: turns a failed task into
+ * messages on the queue, so the main thread sees every completion in one
+ * place. */
 static void on_error(int err, int task_code, const char *msg, void *user) {
   pending_t *p = user;
-  char text[512];
-  int n = snprintf(text, sizeof text, "mpcp: a worker failed (%s%s%s)",
-                   err == MP_ETASK ? "task error" : mp_strerror(err),
-                   msg && *msg ? ": " : "", msg ? msg : "");
   (void)task_code;
-  mpcp_msg_t m = {.kind = MPCP_M_ERROR, .errors = 1};
-  if (err != MP_ECLOSED)
+  if (err == MP_EWORKERDIED) {
+    mpcp_msg_t died = {.kind = MPCP_M_DIED};
+    mpcp_send(&died, NULL, 0);
+  }
+  if (err == MP_EWORKERDIED && p->kind != MPCP_T_CHUNK && p->count > 1 &&
+      !(p->flags & MPCP_TF_RETRY)) {
+    /* Which entry killed it is unknown: retry each entry on its own. */
+    pthread_mutex_lock(&dead_lock);
+    p->next = dead;
+    dead = p;
+    pthread_mutex_unlock(&dead_lock);
+    mpcp_msg_t r = {.kind = MPCP_M_RETRY, .id = p->id};
+    mpcp_send(&r, NULL, 0);
+    mpcp_msg_t d = {.kind = MPCP_M_DONE, .id = p->id};
+    mpcp_send(&d, NULL, 0);
+    return;
+  }
+  if (err != MP_ECLOSED) {
+    char text[1024];
+    char *what =
+        p->kind == MPCP_T_CHUNK ? NULL : mpcp_task_path(p->task, p->len);
+    int n =
+        snprintf(text, sizeof text, "mpcp: a worker failed%s%s%s (%s%s%s)",
+                 what ? " copying '" : "", what ? what : "", what ? "'" : "",
+                 err == MP_ETASK ? "task error" : mp_strerror(err),
+                 msg && *msg ? ": " : "", msg ? msg : "");
+    free(what);
+    mpcp_msg_t m = {.kind = MPCP_M_ERROR, .errors = 1};
     mpcp_send(&m, text, n > 0 ? (size_t)n : 0);
+  }
   if (p->kind == MPCP_T_CHUNK) {
     mpcp_msg_t c = {.kind = MPCP_M_CHUNK, .id = p->file_id, .errors = 1};
     mpcp_send(&c, NULL, 0);
@@ -65,6 +99,22 @@ static void on_error(int err, int task_code, const char *msg, void *user) {
   mpcp_msg_t d = {.kind = MPCP_M_DONE, .id = p->id};
   mpcp_send(&d, NULL, 0);
   free(p);
+}
+
+bool mpcp_exec_take_dead(char **task, size_t *len) {
+  pthread_mutex_lock(&dead_lock);
+  pending_t *p = dead;
+  if (p)
+    dead = p->next;
+  pthread_mutex_unlock(&dead_lock);
+  if (!p)
+    return false;
+  *task = malloc(p->len);
+  if (*task)
+    memcpy(*task, p->task, p->len);
+  *len = p->len;
+  free(p);
+  return *task != NULL;
 }
 
 int mpcp_exec_start(int nworkers) {
@@ -83,11 +133,16 @@ int mpcp_exec_start(int nworkers) {
 int mpcp_exec_submit(const void *task, size_t len) {
   mpcp_task_hdr_t h;
   memcpy(&h, task, sizeof h);
-  pending_t *p = calloc(1, sizeof *p);
+  pending_t *p = malloc(sizeof *p + len);
   if (!p)
     return -ENOMEM;
+  memset(p, 0, sizeof *p);
   p->id = h.id;
   p->kind = h.kind;
+  p->count = h.count;
+  p->flags = h.flags;
+  p->len = len;
+  memcpy(p->task, task, len);
   if (h.kind == MPCP_T_CHUNK) {
     mpcp_chunk_t c;
     memcpy(&c, (const char *)task + sizeof h + h.dir_len, sizeof c);
@@ -184,5 +239,11 @@ int mpcp_exec_recv(void *buf, int timeout_ms) {
 
 void mpcp_exec_stop(bool abort) {
   (void)abort;
+}
+
+bool mpcp_exec_take_dead(char **task, size_t *len) {
+  (void)task;
+  (void)len;
+  return false;
 }
 #endif

@@ -216,6 +216,8 @@ out:
 
 static void summary(double secs) {
   mpcp_progress_t *p = &mpcp_prog;
+  if (p->files_done > p->files_total)
+    p->files_done = p->files_total; /* retried entries */
   uint64_t files =
       p->files_done > mpcp_stats.errors ? p->files_done - mpcp_stats.errors : 0;
   double rate = secs > 0 ? (double)p->bytes_done / secs : 0;
@@ -358,6 +360,7 @@ int main(int argc, char **argv) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     mpcp_opt.jobs = n > 0 ? (int)n : 1;
   }
+  mpcp_self_pid = getpid();
   mpcp_euid = geteuid();
   mpcp_egid = getegid();
   mode_t um = umask(0);
@@ -371,8 +374,11 @@ int main(int argc, char **argv) {
     mpcp_chunk_min = strtoull(cm, NULL, 10);
   if (cs && strtoull(cs, NULL, 10) >= 4096)
     mpcp_chunk_size = strtoull(cs, NULL, 10);
-  if (getenv("MPCP_NO_TMPFILE"))
-    mpcp_use_tmpfile = false;
+  const char *bf = getenv("MPCP_BATCH_FILES");
+  if (bf && atoi(bf) > 0)
+    mpcp_batch_files = (uint32_t)atoi(bf);
+  if (getenv("MPCP_TMPFILE"))
+    mpcp_use_tmpfile = true;
 
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);

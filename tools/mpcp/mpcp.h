@@ -28,6 +28,7 @@ extern uint64_t mpcp_chunk_min, mpcp_chunk_size;
 /* A batch is flushed at this many entries or bytes. */
 #define MPCP_BATCH_FILES 96
 #define MPCP_BATCH_BYTES (8ull << 20)
+extern uint32_t mpcp_batch_files; /* MPCP_BATCH_FILES in the environment */
 
 typedef struct {
   bool recursive, archive, no_clobber, update, dry_run, verbose, verify, json;
@@ -54,7 +55,10 @@ extern gid_t mpcp_egid; /* O_TMPFILE + linkat, else temp name+rename */
 
 /* ---- tasks (parent -> worker) ------------------------------------------ */
 enum { MPCP_T_BATCH = 1, MPCP_T_CHUNK = 2, MPCP_T_VERIFY = 3 };
-enum { MPCP_TF_SETGID_DIR = 1 }; /* destination dir is setgid: always chown */
+enum {
+  MPCP_TF_SETGID_DIR = 1, /* destination dir is setgid: always chown */
+  MPCP_TF_RETRY = 2,      /* a retry after a worker died: not again */
+};
 
 typedef struct {
   uint32_t kind;
@@ -63,7 +67,7 @@ typedef struct {
   uint32_t count;
   uint32_t dir_len; /* relative directory path follows the header */
   uint32_t flags;
-  uint32_t pad;
+  uint32_t regs; /* regular files among count (for --verify progress) */
 } mpcp_task_hdr_t;
 
 enum { MPCP_EF_SPARSE = 1 };
@@ -91,6 +95,8 @@ enum {
   MPCP_M_ERROR = 3,    /* text: one error line; counts one failure */
   MPCP_M_TEXT = 4,     /* text: -v lines for stdout */
   MPCP_M_CHUNK = 5,    /* chunk of file `id` finished, errors = failed */
+  MPCP_M_RETRY = 6,    /* a batch's worker died: mpcp_exec_take_dead */
+  MPCP_M_DIED = 7,     /* a worker died (its temp file may be left) */
 };
 
 typedef struct {
@@ -115,6 +121,11 @@ int mpcp_exec_submit(const void *task, size_t len);
 int mpcp_exec_recv(void *buf, int timeout_ms);
 /* Waits for all workers to finish (abort: stop them now). */
 void mpcp_exec_stop(bool abort);
+/* Parent: takes back a batch whose worker died (malloc'd copy), if any. */
+bool mpcp_exec_take_dead(char **task, size_t *len);
+/* The source path of a task's first entry, for messages (malloc'd). Safe
+ * from any thread of the parent. */
+char *mpcp_task_path(const char *task, size_t len);
 /* Worker side: sends one message to the parent. */
 void mpcp_send(const mpcp_msg_t *m, const char *text, size_t text_len);
 
@@ -135,6 +146,9 @@ int mpcp_open_rel(int dirfd, const char *rel, int flags, mode_t mode);
 /* Joins display pieces, skipping empty and "." parts: malloc'd. */
 char *mpcp_join(const char *a, const char *b, const char *c);
 void mpcp_temp_name(char *buf, size_t len);
+/* getpid() of this process: set by the parent at start and by each worker
+ * in mpcp_worker_init (temp names are made per file). */
+extern pid_t mpcp_self_pid;
 extern char mpcp_temp_prefix[64];
 
 /* ---- verify (verify.c) --------------------------------------------------- */
@@ -147,7 +161,9 @@ typedef struct {
   uint64_t errors;
   bool walk_done;
   bool enabled, tty;
-  double start, last_draw, shown_frac;
+  uint64_t verify_done, verify_total; /* --verify phase when total != 0 */
+  uint64_t rate_bytes;
+  double start, last_draw, shown_frac, rate;
   int drawn_len;
 } mpcp_progress_t;
 

@@ -88,7 +88,10 @@ char *mpcp_join(const char *a, const char *b, const char *c) {
 
 /* Temp names start with a per-run prefix (".mpcp-<parent pid>-"), so after an
  * interrupt the parent can find and remove any a dead worker left behind. */
+pid_t mpcp_self_pid;
+
 void mpcp_temp_name(char *buf, size_t len) {
   static unsigned long counter;
-  snprintf(buf, len, "%s%ld-%lu", mpcp_temp_prefix, (long)getpid(), ++counter);
+  snprintf(buf, len, "%s%ld-%lu", mpcp_temp_prefix, (long)mpcp_self_pid,
+           ++counter);
 }

@@ -42,48 +42,95 @@ static int term_width(void) {
   return 80;
 }
 
+/* "35.6/78.1 MiB": done in the unit of the total. */
+static void bytes_pair(uint64_t done, uint64_t total, char *buf, size_t len) {
+  static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  double d = (double)done, t = (double)total;
+  int u = 0;
+  while (t >= 1024 && u < 5) {
+    d /= 1024;
+    t /= 1024;
+    u++;
+  }
+  snprintf(buf, len, u ? "%.1f/%.1f %s" : "%.0f/%.0f %s", d, t, units[u]);
+}
+
 /* Totals grow while the walk runs, so the fraction shown is held at its
- * highest value: the bar never moves backwards. */
+ * highest value: the bar never moves backwards. The ETA takes the slower of
+ * the byte rate and the file rate so far (many small files left can take
+ * longer than their few bytes suggest); the throughput shown is smoothed
+ * over about a second. */
 void mpcp_progress_draw(mpcp_progress_t *p, bool force) {
   if (!p->enabled)
     return;
   double now = mpcp_now();
   if (!force && now - p->last_draw < 0.1)
     return;
+  double dt = now - p->last_draw;
+  if (p->last_draw > 0 && dt > 0 && p->bytes_done >= p->rate_bytes) {
+    double inst = (double)(p->bytes_done - p->rate_bytes) / dt;
+    double w = dt > 1 ? 1 : dt;
+    p->rate = p->rate_bytes ? p->rate * (1 - w) + inst * w : inst;
+  }
+  p->rate_bytes = p->bytes_done;
   p->last_draw = now;
   double el = now - p->start;
-  double rate = el > 0 ? (double)p->bytes_done / el : 0;
-  double frac =
-      p->bytes_total
-          ? (double)p->bytes_done / (double)p->bytes_total
-          : (p->files_total ? (double)p->files_done / (double)p->files_total
-                            : 0);
-  if (frac > 1)
-    frac = 1;
-  if (frac < p->shown_frac)
-    frac = p->shown_frac;
-  p->shown_frac = frac;
-  char bd[32], bt[32], rt[32], eta[32];
-  mpcp_human_bytes((double)p->bytes_done, bd, sizeof bd);
-  mpcp_human_bytes((double)p->bytes_total, bt, sizeof bt);
-  mpcp_human_bytes(rate, rt, sizeof rt);
-  double left = rate > 0 ? (double)(p->bytes_total - p->bytes_done) / rate : -1;
-  if (!p->bytes_total && p->files_done && el > 0)
-    left =
-        (double)(p->files_total - p->files_done) / ((double)p->files_done / el);
-  fmt_eta(left, eta, sizeof eta);
-  char bar[24];
-  int fill = (int)(frac * 20);
-  for (int i = 0; i < 20; i++)
-    bar[i] = i < fill ? '#' : '-';
-  bar[20] = '\0';
-  char line[256];
-  int n = snprintf(line, sizeof line,
-                   "[%s] %3.0f%% %llu/%llu%s files %s/%s%s %s/s ETA %s", bar,
-                   frac * 100, (unsigned long long)p->files_done,
-                   (unsigned long long)p->files_total, p->walk_done ? "" : "+",
-                   bd, bt, p->walk_done ? "" : "+", rt, eta);
-  if (p->errors)
+  /* Entries retried after a worker died may be counted twice. */
+  if (p->files_done > p->files_total && p->walk_done)
+    p->files_done = p->files_total;
+  char line[256], bar[24];
+  int n;
+  if (p->verify_total) {
+    double frac = (double)p->verify_done / (double)p->verify_total;
+    if (frac > 1)
+      frac = 1;
+    int fill = (int)(frac * 16);
+    for (int i = 0; i < 16; i++)
+      bar[i] = i < fill ? '#' : '-';
+    bar[16] = '\0';
+    n = snprintf(line, sizeof line, "verify %3.0f%% [%s] %llu/%llu files",
+                 frac * 100, bar, (unsigned long long)p->verify_done,
+                 (unsigned long long)p->verify_total);
+  } else {
+    double frac =
+        p->bytes_total   ? (double)p->bytes_done / (double)p->bytes_total
+        : p->files_total ? (double)p->files_done / (double)p->files_total
+                         : 0;
+    if (p->bytes_total && p->files_total) {
+      /* weigh files in too: a tree of empty files still moves the bar */
+      double ff = (double)p->files_done / (double)p->files_total;
+      frac = (frac * 3 + ff) / 4;
+    }
+    if (frac > 1)
+      frac = 1;
+    if (frac < p->shown_frac)
+      frac = p->shown_frac;
+    p->shown_frac = frac;
+    int fill = (int)(frac * 16);
+    for (int i = 0; i < 16; i++)
+      bar[i] = i < fill ? '#' : '-';
+    bar[16] = '\0';
+    char bp[48], rt[32], eta[32];
+    bytes_pair(p->bytes_done, p->bytes_total, bp, sizeof bp);
+    mpcp_human_bytes(p->rate, rt, sizeof rt);
+    double left = -1;
+    if (el > 0.2 && (p->bytes_done || p->files_done)) {
+      double lb = p->bytes_done ? (double)(p->bytes_total - p->bytes_done) /
+                                      ((double)p->bytes_done / el)
+                                : 0;
+      double lf = p->files_done ? (double)(p->files_total - p->files_done) /
+                                      ((double)p->files_done / el)
+                                : 0;
+      left = lb > lf ? lb : lf;
+    }
+    fmt_eta(left, eta, sizeof eta);
+    n = snprintf(line, sizeof line,
+                 "%3.0f%% [%s] %llu/%llu%s files %s%s %s/s ETA %s", frac * 100,
+                 bar, (unsigned long long)p->files_done,
+                 (unsigned long long)p->files_total, p->walk_done ? "" : "+",
+                 bp, p->walk_done ? "" : "+", rt, eta);
+  }
+  if (p->errors && n > 0 && (size_t)n < sizeof line)
     n += snprintf(line + n, sizeof line - (size_t)n, " %llu err",
                   (unsigned long long)p->errors);
   int w = term_width() - 1;

@@ -20,8 +20,9 @@
 mpcp_opts_t mpcp_opt;
 mpcp_root_t *mpcp_roots;
 int mpcp_nroots;
-bool mpcp_use_tmpfile = true;
+bool mpcp_use_tmpfile;
 uid_t mpcp_euid;
+uint32_t mpcp_batch_files = MPCP_BATCH_FILES;
 gid_t mpcp_egid;
 uint64_t mpcp_chunk_min = MPCP_CHUNK_MIN, mpcp_chunk_size = MPCP_CHUNK_SIZE;
 
@@ -68,6 +69,7 @@ static blob_t *verify_tasks;
 static size_t nverify, capverify;
 static uint64_t tasks_submitted, tasks_done, next_id = 1;
 static int phase; /* 0 copy, 1 verify */
+static bool worker_died;
 static mode_t saved_umask;
 
 #define GROW(arr, n, cap)                                                      \
@@ -149,6 +151,8 @@ void mpcp_error(const char *fmt, ...) {
   mpcp_prog.errors++;
 }
 
+static void resubmit_singles(const char *task, size_t len);
+
 static void on_msg(const char *buf, size_t len) {
   mpcp_msg_t m;
   if (len < sizeof m)
@@ -166,6 +170,7 @@ static void on_msg(const char *buf, size_t len) {
       mpcp_prog.bytes_done += m.bytes;
     } else {
       mpcp_stats.verified += m.files;
+      mpcp_prog.verify_done += m.files;
       mpcp_stats.mismatches += m.mismatches;
     }
     break;
@@ -177,6 +182,18 @@ static void on_msg(const char *buf, size_t len) {
     fwrite(text, 1, tlen, mpcp_opt.json ? stderr : stdout);
     fflush(mpcp_opt.json ? stderr : stdout);
     break;
+  case MPCP_M_DIED:
+    worker_died = true;
+    break;
+  case MPCP_M_RETRY: {
+    char *task;
+    size_t tlen2;
+    while (mpcp_exec_take_dead(&task, &tlen2)) {
+      resubmit_singles(task, tlen2);
+      free(task);
+    }
+    break;
+  }
   case MPCP_M_CHUNK:
     for (size_t i = 0; i < nbigs; i++) {
       big_rec_t *b = &bigs[i];
@@ -239,7 +256,7 @@ static void submit(void *task, size_t len, bool keep_for_verify) {
 typedef struct {
   char *buf;
   size_t len, cap;
-  uint32_t count;
+  uint32_t count, regs;
   uint64_t bytes;
   int root;
   const char *dir;
@@ -265,7 +282,7 @@ static void put(batch_t *b, const void *p, size_t n) {
 
 static void batch_begin(batch_t *b, uint32_t kind) {
   b->len = 0;
-  b->count = 0;
+  b->count = b->regs = 0;
   b->bytes = 0;
   mpcp_task_hdr_t h = {.kind = kind,
                        .root = (uint32_t)b->root,
@@ -275,12 +292,74 @@ static void batch_begin(batch_t *b, uint32_t kind) {
   put(b, b->dir, h.dir_len);
 }
 
+/* Parses the entry at p: its header and names. Returns the next entry. */
+static const char *next_entry(const char *p, const char *end, mpcp_ent_t *e,
+                              const char **name) {
+  if (p + sizeof *e > end)
+    return NULL;
+  memcpy(e, p, sizeof *e);
+  *name = p + sizeof *e;
+  const char *next = *name + e->name_len + e->dname_len;
+  return next > end ? NULL : next;
+}
+
+char *mpcp_task_path(const char *task, size_t len) {
+  mpcp_task_hdr_t h;
+  if (len < sizeof h)
+    return NULL;
+  memcpy(&h, task, sizeof h);
+  const char *p = task + sizeof h, *end = task + len, *name;
+  if (h.root >= (uint32_t)mpcp_nroots || h.dir_len > len - sizeof h)
+    return NULL;
+  char *dir = strndup(p, h.dir_len);
+  mpcp_ent_t e;
+  char *out = NULL;
+  if (dir && next_entry(p + h.dir_len, end, &e, &name)) {
+    char *n = strndup(name, e.name_len);
+    if (n)
+      out = mpcp_join(mpcp_roots[h.root].src_disp, dir, n);
+    free(n);
+  }
+  free(dir);
+  return out;
+}
+
+/* A batch whose worker died: each entry again in a task of its own, so only
+ * the entry that kills its worker fails. Entries done before the death are
+ * copied again (over themselves). */
+static void resubmit_singles(const char *task, size_t len) {
+  mpcp_task_hdr_t h;
+  memcpy(&h, task, sizeof h);
+  const char *p = task + sizeof h + h.dir_len, *end = task + len, *name;
+  mpcp_ent_t e;
+  batch_t b = {.root = (int)h.root, .flags = h.flags | MPCP_TF_RETRY};
+  char *dir = strndup(task + sizeof h, h.dir_len);
+  if (!dir)
+    return;
+  b.dir = dir;
+  const char *next;
+  while ((next = next_entry(p, end, &e, &name))) {
+    batch_begin(&b, h.kind);
+    put(&b, p, (size_t)(next - p));
+    mpcp_task_hdr_t nh;
+    memcpy(&nh, b.buf, sizeof nh);
+    nh.count = 1;
+    nh.regs = S_ISREG(e.mode) ? 1 : 0;
+    memcpy(b.buf, &nh, sizeof nh);
+    submit(b.buf, b.len, false);
+    p = next;
+  }
+  free(b.buf);
+  free(dir);
+}
+
 static void batch_flush(batch_t *b) {
   if (b->count == 0)
     return;
   mpcp_task_hdr_t h;
   memcpy(&h, b->buf, sizeof h);
   h.count = b->count;
+  h.regs = b->regs;
   memcpy(b->buf, &h, sizeof h);
   submit(b->buf, b->len, true);
   batch_begin(b, MPCP_T_BATCH);
@@ -296,9 +375,11 @@ static void batch_add(batch_t *b, const mpcp_ent_t *e, const char *name,
   if (x.dname_len)
     put(b, dname, x.dname_len);
   b->count++;
-  if (S_ISREG(e->mode))
+  if (S_ISREG(e->mode)) {
     b->bytes += e->size;
-  if (b->count >= MPCP_BATCH_FILES || b->bytes >= MPCP_BATCH_BYTES)
+    b->regs++;
+  }
+  if (b->count >= mpcp_batch_files || b->bytes >= MPCP_BATCH_BYTES)
     batch_flush(b);
 }
 
@@ -434,7 +515,7 @@ static void add_big(batch_t *bt, int ddir, const mpcp_ent_t *e,
     put(&c, dname, x.dname_len);
     mpcp_task_hdr_t h;
     memcpy(&h, c.buf, sizeof h);
-    h.count = 1;
+    h.count = h.regs = 1;
     memcpy(c.buf, &h, sizeof h);
     GROW(verify_tasks, nverify, capverify);
     verify_tasks[nverify++] = (blob_t){c.buf, c.len};
@@ -544,6 +625,7 @@ void mpcp_walk(int root, const struct stat *top_st, bool top_created) {
   GROW(stack, nstack, capstack);
   stack[nstack++] = strdup("");
   batch_t b = {.root = root};
+  uint64_t walked = 0;
   while (nstack && !mpcp_stop_sig) {
     char *rel = stack[--nstack];
     int sfd = mpcp_open_rel(r->src_fd, rel, O_RDONLY | O_DIRECTORY, 0);
@@ -615,8 +697,8 @@ void mpcp_walk(int root, const struct stat *top_st, bool top_created) {
       }
       free(path);
       mpcp_add_entry(&b, ddir, &st, name, name);
-      mpcp_progress_draw(&mpcp_prog, false);
-      mpcp_pump(0);
+      if ((++walked & 31) == 0)
+        mpcp_pump(0); /* drain the queue, redraw (at most every 100 ms) */
     }
     if (errno && !mpcp_stop_sig) {
       char *p = mpcp_join(r->src_disp, rel, NULL);
@@ -748,6 +830,11 @@ void mpcp_finish(void) {
   mpcp_progress_draw(&mpcp_prog, true);
   if (mpcp_opt.verify && !mpcp_opt.dry_run && !mpcp_stop_sig) {
     phase = 1;
+    for (size_t i = 0; i < nverify; i++) {
+      mpcp_task_hdr_t h;
+      memcpy(&h, verify_tasks[i].data, sizeof h);
+      mpcp_prog.verify_total += h.regs;
+    }
     for (size_t i = 0; i < nverify && !mpcp_stop_sig; i++) {
       mpcp_task_hdr_t h;
       memcpy(&h, verify_tasks[i].data, sizeof h);
@@ -761,6 +848,8 @@ void mpcp_finish(void) {
     if (mpcp_stats.mismatches && !mpcp_stop_sig)
       dir_meta();
   }
+  if (worker_died)
+    mpcp_cleanup_temps(); /* a killed worker leaves its temp file */
 }
 
 /* After an interrupt: remove the temp files the workers or we left. */

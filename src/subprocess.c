@@ -103,7 +103,8 @@ typedef struct {
 
 #define SP_SYS(...) syscall(__VA_ARGS__)
 
-__attribute__((no_sanitize("address", "undefined"), noinline)) static int
+__attribute__((no_sanitize("address", "undefined", "thread"),
+               noinline)) static int
 sp_child_main(void *arg) {
   sp_child_t *a = arg;
   int e = 0;
@@ -383,6 +384,16 @@ static int sp_reap(mp_subprocess_t *sp, bool block) {
   }
 }
 
+/* ThreadSanitizer's clone interceptor re-initialises its own state in the
+ * child, which with CLONE_VM is the parent's state: go around it to glibc's
+ * (same function, exported as __clone too). */
+#if defined(__SANITIZE_THREAD__)
+extern int __clone(int (*fn)(void *), void *stack, int flags, void *arg, ...);
+#define SP_CLONE __clone
+#else
+#define SP_CLONE clone
+#endif
+
 /* Start the child; this thread is suspended until it has exec'd or exited.
  * Returns 0 or -errno of clone. */
 static int sp_clone(sp_child_t *ca, pid_t *pid, int *pidfd) {
@@ -393,12 +404,12 @@ static int sp_clone(sp_child_t *ca, pid_t *pid, int *pidfd) {
   if (ca->own_mask)
     ca->oldmask = mine;
   *pidfd = -1;
-  *pid = clone(sp_child_main, ca->stack_top,
-               CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD, ca, pidfd);
+  *pid = SP_CLONE(sp_child_main, ca->stack_top,
+                  CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD, ca, pidfd);
   if (*pid < 0 && errno == EINVAL) { /* kernel without CLONE_PIDFD */
     *pidfd = -1;
-    *pid = clone(sp_child_main, ca->stack_top, CLONE_VM | CLONE_VFORK | SIGCHLD,
-                 ca);
+    *pid = SP_CLONE(sp_child_main, ca->stack_top,
+                    CLONE_VM | CLONE_VFORK | SIGCHLD, ca);
   }
   int clone_errno = errno;
   syscall(SYS_rt_sigprocmask, SIG_SETMASK, &mine, NULL, sizeof(uint64_t));

@@ -348,7 +348,7 @@ TEST(apply_async_thread) {
 static void body_result_states(be_t be) {
   mp_pool_t *p = make_pool(be, 2);
   mp_result_t *r;
-  int ms = 300;
+  int ms = 1000;
   ASSERT_OK(mp_pool_apply_async(p, task_sleep, &ms, sizeof ms, NULL, &r));
   ASSERT_EQ(mp_result_ready(r), 0);
   ASSERT_ERR(mp_result_successful(r), MP_EINVAL);
@@ -744,20 +744,24 @@ TEST(maxtasks_thread) {
 /* ---- callbacks ------------------------------------------------------------
  */
 
+static _Atomic int g_release;
+
+/* A callback that blocks until the test lets it go. */
 static void slow_cb(const void *data, size_t len, void *user) {
-  mpt_sleep_ms(400);
+  for (int i = 0; i < 20000 && !g_release; i++)
+    mpt_sleep_ms(1);
   (*(_Atomic int *)user)++;
 }
 
 static void body_slow_callback(be_t be) {
   mp_pool_t *p = make_pool(be, 2);
   _Atomic int calls = 0;
+  g_release = 0;
   mp_async_opts_t cb = {slow_cb, NULL, (void *)&calls};
   int64_t x = 5;
   mp_result_t *slow;
   ASSERT_OK(mp_pool_apply_async(p, task_square, &x, 8, &cb, &slow));
-  /* While the callback sleeps, other work completes. */
-  uint64_t t0 = mpt_now_ms();
+  /* While the callback is stuck, all other work completes. */
   for (int i = 0; i < 2000; i++) {
     mp_buf_t b = MP_BUF_INIT;
     ASSERT_OK(mp_pool_apply(p, task_square, &x, 8, &b, NULL));
@@ -767,9 +771,16 @@ static void body_slow_callback(be_t be) {
   for (int i = 0; i < 1000; i++)
     in[i] = i;
   ASSERT_OK(mp_pool_map(p, map_square, in, 1000, 8, out, 8, 1));
-  (void)t0;
+  mp_imap_t *it;
+  ASSERT_OK(mp_pool_imap(p, map_square, in, 1000, 8, 8, NULL, &it));
+  for (int i = 0; i < 1000; i++)
+    ASSERT_OK(mp_imap_next(it, NULL, NULL, MP_FOREVER));
+  mp_imap_destroy(it);
+  ASSERT_EQ(calls, 0);
+  ASSERT_EQ(mp_result_ready(slow), 0); /* ready only after its callback */
+  g_release = 1;
   ASSERT_OK(mp_result_wait(slow, MP_FOREVER));
-  ASSERT_EQ(calls, 1); /* ready only after its callback */
+  ASSERT_EQ(calls, 1);
   mp_result_destroy(slow);
   ASSERT_OK(mp_pool_destroy(p));
 }
@@ -817,14 +828,13 @@ static void body_terminate(be_t be) {
   mp_result_t *rs[N];
   cbstate_t st = {0};
   mp_async_opts_t cb = {on_done, on_error, &st};
-  int ms = 300;
+  int ms = 1000;
   for (int i = 0; i < N; i++)
     ASSERT_OK(mp_pool_apply_async(p, task_sleep, &ms, sizeof ms, &cb, &rs[i]));
   int64_t in[100], out[100];
   mp_result_t *mr;
   ASSERT_OK(mp_pool_map_async(p, map_square, in, 100, 8, out, 8, 1, NULL, &mr));
   mpt_sleep_ms(50);
-  uint64_t t0 = mpt_now_ms();
   ASSERT_OK(mp_pool_terminate(p));
   ASSERT_OK(mp_pool_terminate(p));
   for (int i = 0; i < N; i++) {
@@ -842,7 +852,6 @@ static void body_terminate(be_t be) {
   ASSERT_EQ(st.ok + st.err, N);
   ASSERT(st.err >= N - 4);
   ASSERT_EQ(st.last_err, MP_ECLOSED);
-  (void)t0;
   ASSERT_OK(mp_pool_destroy(p));
 }
 TEST(terminate_proc) {
@@ -854,7 +863,7 @@ TEST(terminate_thread) {
 
 static void body_join(be_t be) {
   mp_pool_t *p = make_pool(be, 2);
-  int ms = 300;
+  int ms = 1000;
   mp_result_t *r;
   ASSERT_OK(mp_pool_apply_async(p, task_sleep, &ms, sizeof ms, NULL, &r));
   ASSERT_OK(mp_pool_close(p));
@@ -917,7 +926,6 @@ TEST(worker_crash_kinds) {
       ASSERT_OK(mp_pool_apply_async(p, task_crash, &zero, sizeof zero, NULL,
                                     &good[i]));
     }
-    uint64_t t0 = mpt_now_ms();
     ASSERT_OK(mp_pool_apply_async(p, task_crash, &how, sizeof how, &cb, &bad));
     for (int i = 10; i < 20; i++) {
       int zero = 0;
@@ -925,7 +933,6 @@ TEST(worker_crash_kinds) {
                                     &good[i]));
     }
     ASSERT_ERR(mp_result_get(bad, 10000, NULL, NULL), MP_EWORKERDIED);
-    ASSERT(mpt_now_ms() - t0 < 5000);
     ASSERT_EQ(st.err, 1);
     ASSERT_EQ(st.last_err, MP_EWORKERDIED);
     for (int i = 0; i < 20; i++) {
@@ -1230,13 +1237,14 @@ static int task_big_pid(const void *arg, size_t len, mp_buf_t *res, void *ctx) {
 }
 
 TEST(worker_killed_during_big_result) {
-  g_big_pids = shared_counters(2); /* before the workers fork */
+  g_big_pids = shared_counters(3); /* before the workers fork */
   mp_pool_t *p = make_pool(MP_POOL_PROCESSES, 2);
   size_t big = 3 * 1024 * 1024 + 11;
   int died = 0;
   for (int round = 0; round < 20; round++) {
     mp_result_t *rs[4];
     g_big_pids[0] = g_big_pids[1] = 0;
+    g_big_pids[2] = round;
     for (int i = 0; i < 4; i++)
       ASSERT_OK(
           mp_pool_apply_async(p, task_big_pid, &big, sizeof big, NULL, &rs[i]));
@@ -1267,7 +1275,7 @@ TEST(worker_killed_during_big_result) {
   int64_t x = 5;
   ASSERT_OK(mp_pool_apply(p, task_square, &x, 8, NULL, NULL));
   ASSERT_OK(mp_pool_destroy(p));
-  munmap((void *)g_big_pids, 2 * sizeof(long));
+  munmap((void *)g_big_pids, 3 * sizeof(long));
 }
 
 static void body_mp_wait_epoll(be_t be) {

@@ -1320,3 +1320,98 @@ TEST(mp_wait_epoll_proc) {
 TEST(mp_wait_epoll_thread) {
   body_mp_wait_epoll(MP_POOL_THREADS);
 }
+
+static _Atomic long *g_storm_pids;
+
+static int storm_task(const void *arg, size_t len, mp_buf_t *res, void *ctx) {
+  g_storm_pids[mp_pool_worker_index()] = getpid();
+  int64_t x;
+  memcpy(&x, arg, sizeof x);
+  mpt_sleep_ms(1 + (int)(x % 3));
+  x *= 3;
+  return mp_buf_set(res, &x, sizeof x);
+}
+
+static int storm_map(const void *item, void *result, void *ctx) {
+  g_storm_pids[mp_pool_worker_index()] = getpid();
+  int64_t x = *(const int64_t *)item;
+  if (x % 50 == 0)
+    mpt_sleep_ms(1);
+  *(int64_t *)result = x + 1;
+  return 0;
+}
+
+/* Applies, a map and an imap in flight together while workers are killed:
+ * every result is right or MP_EWORKERDIED, nothing hangs, and the pool is
+ * still usable afterwards. */
+TEST(mixed_work_under_kills) {
+  g_storm_pids = shared_counters(3);
+  mp_pool_t *p = make_pool(MP_POOL_PROCESSES, 3);
+  enum { A = 20, M = 300, I = 120 };
+  int64_t in[M], out[M];
+  for (int i = 0; i < M; i++)
+    in[i] = i;
+  int kills = 0, died_apply = 0, died_imap = 0, died_map = 0;
+  for (int round = 0; round < 10; round++) {
+    mp_result_t *rs[A], *mr;
+    for (int64_t i = 0; i < A; i++)
+      ASSERT_OK(mp_pool_apply_async(p, storm_task, &i, sizeof i, NULL, &rs[i]));
+    memset(out, 0, sizeof out);
+    ASSERT_OK(mp_pool_map_async(p, storm_map, in, M, 8, out, 8, 7, NULL, &mr));
+    mp_imap_opts_t io = {.chunksize = 3};
+    mp_imap_t *it;
+    ASSERT_OK(mp_pool_imap_unordered(p, storm_map, in, I, 8, 8, &io, &it));
+    mpt_sleep_ms(3 + round % 4);
+    long victim = g_storm_pids[round % 3];
+    if (victim && kill((pid_t)victim, SIGKILL) == 0)
+      kills++;
+    char seen[I] = {0};
+    for (int k = 0; k < I; k++) {
+      int64_t v;
+      size_t idx = 0;
+      int e = mp_imap_next(it, &v, &idx, 20000);
+      ASSERT(idx < I && !seen[idx]);
+      seen[idx] = 1;
+      if (e == MP_EWORKERDIED) {
+        died_imap++;
+      } else {
+        ASSERT_OK(e);
+        ASSERT_EQ(v, (int64_t)idx + 1);
+      }
+    }
+    ASSERT_ERR(mp_imap_next(it, NULL, NULL, 20000), MP_ECLOSED);
+    mp_imap_destroy(it);
+    for (int64_t i = 0; i < A; i++) {
+      const void *d;
+      int e = mp_result_get(rs[i], 20000, &d, NULL);
+      if (e == MP_EWORKERDIED) {
+        died_apply++;
+      } else {
+        ASSERT_OK(e);
+        ASSERT_EQ(*(const int64_t *)d, 3 * i);
+      }
+      mp_result_destroy(rs[i]);
+    }
+    int e = mp_result_get(mr, 20000, NULL, NULL);
+    if (e == MP_EWORKERDIED)
+      died_map++;
+    else
+      ASSERT_OK(e);
+    for (int i = 0; i < M; i++)
+      if (out[i] != 0)
+        ASSERT_EQ(out[i], i + 1);
+    if (e == 0)
+      ASSERT_EQ(out[M - 1], M);
+    mp_result_destroy(mr);
+  }
+  /* A kill costs at most the one task (an apply, a map chunk or an imap
+   * chunk of 3 items) that the worker was running. */
+  ASSERT(died_apply + died_map + (died_imap + 2) / 3 <= kills);
+  int64_t x = 7;
+  mp_buf_t b = MP_BUF_INIT;
+  ASSERT_OK(mp_pool_apply(p, storm_task, &x, sizeof x, &b, NULL));
+  ASSERT_EQ(*(int64_t *)b.data, 21);
+  mp_buf_free(&b);
+  ASSERT_OK(mp_pool_destroy(p));
+  munmap((void *)g_storm_pids, 3 * sizeof(long));
+}

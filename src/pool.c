@@ -461,8 +461,10 @@ static int spawn_worker(mp_pool_t *p, int w) {
   atomic_store(&ws->stop, 0);
   atomic_store(&ws->exiting, 0);
   atomic_store(&ws->cur_seq, 0);
+  pthread_mutex_lock(&p->mu); /* done_seq is written under mu */
   wp->spawned_ns = mp__now_ns();
   wp->spawned_done = wp->done_seq;
+  pthread_mutex_unlock(&p->mu);
   if (p->opts.backend == MP_POOL_THREADS) {
     warg_t *a = malloc(sizeof *a);
     if (!a)
@@ -513,18 +515,19 @@ static bool drain_worker(mp_pool_t *p, int w) {
   wpar_t *wp = &p->w[w];
   mp__wshm_t *ws = wshm(p, w);
   uint64_t head = atomic_load_explicit(&ws->r_head, memory_order_acquire);
-  if (head == wp->r_tail)
+  uint64_t tail = atomic_load_explicit(&wp->r_tail, memory_order_relaxed);
+  if (head == tail)
     return false;
   uint8_t *base = rring(p, w);
-  while (wp->r_tail != head) {
+  while (tail != head) {
     const mp__rrec_t *rr =
-        (const mp__rrec_t *)(const void *)(base +
-                                           (wp->r_tail & MP__POOL_RMASK));
+        (const mp__rrec_t *)(const void *)(base + (tail & MP__POOL_RMASK));
     if (rr->kind != MP__K_SKIP)
       handle_result(p, w, rr);
-    wp->r_tail += rr->size;
+    tail += rr->size;
   }
-  atomic_store_explicit(&ws->r_tail, wp->r_tail, memory_order_release);
+  atomic_store_explicit(&wp->r_tail, tail, memory_order_relaxed);
+  atomic_store_explicit(&ws->r_tail, tail, memory_order_release);
   atomic_thread_fence(memory_order_seq_cst);
   if (atomic_load_explicit(&ws->r_wait, memory_order_relaxed) &&
       atomic_exchange(&ws->r_wait, 0))
@@ -615,13 +618,14 @@ static void worker_gone(mp_pool_t *p, int w) {
   pthread_mutex_lock(&p->mu);
   bool task_died = settle_dead(p, w);
   drain_backlog(p);
+  /* A worker that keeps dying before finishing a task (a crashing
+   * initializer) is replaced ever more slowly instead of in a tight loop. */
+  bool early_death = !task_died && wp->done_seq == wp->spawned_done &&
+                     mp__now_ns() - wp->spawned_ns < 1000000000ull;
   pthread_mutex_unlock(&p->mu);
   if (atomic_load(&p->stopping))
     return;
-  /* A worker that keeps dying before finishing a task (a crashing
-   * initializer) is replaced ever more slowly instead of in a tight loop. */
-  if (!task_died && wp->done_seq == wp->spawned_done &&
-      mp__now_ns() - wp->spawned_ns < 1000000000ull) {
+  if (early_death) {
     if (wp->fail_streak < 20)
       wp->fail_streak++;
   } else {
@@ -639,7 +643,7 @@ static void worker_gone(mp_pool_t *p, int w) {
 static bool any_results(mp_pool_t *p) {
   for (int w = 0; w < p->nw; w++)
     if (atomic_load_explicit(&wshm(p, w)->r_head, memory_order_acquire) !=
-        p->w[w].r_tail)
+        atomic_load_explicit(&p->w[w].r_tail, memory_order_relaxed))
       return true;
   return false;
 }

@@ -161,8 +161,9 @@ typedef struct {
   int pidfd;
   pthread_t th;
   bool alive;
-  uint64_t t_head, next_seq, done_seq, r_tail;
-  size_t out; /* tasks in its ring not yet answered */
+  uint64_t t_head, next_seq, done_seq;
+  _Atomic uint64_t r_tail; /* written under mu, read unlocked as a hint */
+  size_t out;              /* tasks in its ring not yet answered */
   uint64_t spawned_ns, spawned_done;
   unsigned fail_streak; /* replacements that died before any task */
 } wpar_t;

@@ -94,8 +94,9 @@ static void drain_backlog(mp_pool_t *p);
 static bool any_results(mp_pool_t *p);
 static void ring_doorbell(mp_pool_t *p);
 
-/* Collect whatever the workers published, in this thread. */
-void mp__pool_collect_now(mp_pool_t *p) {
+/* Collect whatever the workers published, in this thread, and refill the
+ * rings from the backlog. Returns true if there was anything. */
+bool mp__pool_collect_now(mp_pool_t *p) {
   pthread_mutex_lock(&p->mu);
   bool any = false;
   for (int w = 0; w < p->nw; w++)
@@ -103,6 +104,7 @@ void mp__pool_collect_now(mp_pool_t *p) {
   if (any && p->bl_head)
     drain_backlog(p);
   pthread_mutex_unlock(&p->mu);
+  return any;
 }
 
 static bool result_ready_cond(void *arg) {
@@ -665,18 +667,12 @@ static void *collector_main(void *arg) {
   p->start_err = err;
   atomic_store(&p->started, 1);
   mp__futex_wake(&p->started, INT32_MAX);
-  struct pollfd *pfd = calloc((size_t)p->nw + 1, sizeof *pfd);
-  int *pw = calloc((size_t)p->nw + 1, sizeof *pw);
+  struct pollfd *pfd = p->pfd;
+  int *pw = p->pw;
   uint64_t last_check = mp__now_ns();
   int sent = 0;
   for (;;) {
-    pthread_mutex_lock(&p->mu);
-    bool any = false;
-    for (int w = 0; w < p->nw; w++)
-      any |= drain_worker(p, w);
-    if (any && p->bl_head)
-      drain_backlog(p);
-    pthread_mutex_unlock(&p->mu);
+    bool any = mp__pool_collect_now(p);
 
     int stopping = atomic_load(&p->stopping);
     if (stopping > sent) {
@@ -734,8 +730,6 @@ static void *collector_main(void *arg) {
   for (int w = 0; w < p->nw; w++)
     drain_worker(p, w);
   pthread_mutex_unlock(&p->mu);
-  free(pfd);
-  free(pw);
   atomic_store(&p->collector_done, 1);
   mp__futex_wake(&p->collector_done, INT32_MAX);
   return NULL;
@@ -790,6 +784,8 @@ static void pool_free(mp_pool_t *p) {
   pthread_mutex_destroy(&p->cbmu);
   pthread_cond_destroy(&p->cbcv);
   free(p->w);
+  free(p->pfd);
+  free(p->pw);
   free(p);
 }
 
@@ -837,7 +833,9 @@ int mp_pool_create(mp_pool_t **pool, const mp_pool_opts_t *opts) {
   pthread_sigmask(SIG_SETMASK, NULL, &p->child_mask);
   int err = MP_ENOMEM;
   p->w = calloc((size_t)p->nw, sizeof *p->w);
-  if (!p->w)
+  p->pfd = calloc((size_t)p->nw + 1, sizeof *p->pfd);
+  p->pw = calloc((size_t)p->nw + 1, sizeof *p->pw);
+  if (!p->w || !p->pfd || !p->pw)
     goto fail;
   for (int w = 0; w < p->nw; w++)
     p->w[w].pidfd = -1;

@@ -13,6 +13,7 @@
 #ifndef MPROC_POOL_INTERNAL_H
 #define MPROC_POOL_INTERNAL_H
 
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdalign.h>
@@ -177,6 +178,8 @@ struct mp_pool {
   pthread_mutex_t mu;
   pthread_cond_t idle_cv;
   wpar_t *w;
+  struct pollfd *pfd; /* collector's poll set: doorbell + pidfds */
+  int *pw;            /* worker of each pfd entry (-1: doorbell) */
   backlog_t *bl_head, *bl_tail;
   job_t live;
   size_t live_count;
@@ -205,7 +208,7 @@ void mp__pool_job_unref(job_t *j);
 void mp__pool_notify_waiters(mp_pool_t *p);
 void mp__pool_collect_begin(mp_pool_t *p);
 void mp__pool_collect_end(mp_pool_t *p);
-void mp__pool_collect_now(mp_pool_t *p);
+bool mp__pool_collect_now(mp_pool_t *p);
 int mp__pool_wait_until(mp_pool_t *p, bool (*cond)(void *), void *arg,
                         const mp__deadline_t *dl);
 size_t mp__pool_piece_items(size_t isz, size_t rsz);

@@ -3,7 +3,9 @@
  *                         posix_spawn + waitpid, measured interleaved with it
  *   subprocess_cat_64MB   64 MiB through `cat` with communicate, in and out at
  *                         once, MB/s
- * Per-call figures are medians: the machine is shared and noisy. */
+ * run_true is a median of calls interleaved with the floor's; cat_64MB is
+ * the best of several runs, as its Python peer: other load on the shared
+ * machine only ever slows a run down. */
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -82,7 +84,7 @@ static void bench_cat(void) {
   o.input = in;
   o.input_len = size;
   o.capture_output = true;
-  long n = bench_scaled(7);
+  long n = bench_scaled(9);
   double *mbs = malloc((size_t)n * sizeof *mbs);
   for (long i = 0; i < n; i++) {
     mp_run_result_t res;
@@ -99,7 +101,10 @@ static void bench_cat(void) {
     mp_run_result_free(&res);
     mbs[i] = (double)size / 1e6 / s;
   }
-  bench_emit("subprocess_cat_64MB", "MB/s", median(mbs, n), -1, true, 3, 0);
+  double best = 0;
+  for (long i = 0; i < n; i++)
+    best = mbs[i] > best ? mbs[i] : best;
+  bench_emit("subprocess_cat_64MB", "MB/s", best, -1, true, 3, 0);
   free(mbs);
   free(in);
 }

@@ -2,6 +2,7 @@
  * processes, beside the same stream through our own pipe (mp_conn), the
  * way a pipe-based queue moves them. */
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -22,6 +23,11 @@ static void wait_child(pid_t pid) {
     fprintf(stderr, "bench_queue: child failed\n");
     exit(1);
   }
+}
+
+/* In a child: do not outlive the benchmark if it fails. */
+static void child_setup(void) {
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
 }
 
 static mp_queue_t *new_queue(void) {
@@ -87,6 +93,7 @@ static double queue_run(int producers, int consumers, long n, size_t size,
   pid_t pids[8];
   for (int c = 0; c < consumers; c++) {
     if ((pids[c] = fork()) == 0) {
+      child_setup();
       consume(q, consumers == 1 ? n : n * 2, size, batch);
       _exit(0);
     }
@@ -94,6 +101,7 @@ static double queue_run(int producers, int consumers, long n, size_t size,
   uint64_t t0 = bench_now_ns();
   for (int p = 0; p < producers; p++) {
     if ((pids[consumers + p] = fork()) == 0) {
+      child_setup();
       produce(q, n / producers, size, batch);
       _exit(0);
     }
@@ -131,6 +139,7 @@ static double pipe_run(long n, size_t size, int batch) {
   size_t chunk = size * (size_t)(batch > 1 ? batch : 1);
   pid_t pid = fork();
   if (pid == 0) {
+    child_setup();
     mp_conn_destroy(tx);
     static unsigned char buf[64 * 4096];
     long got = 0;

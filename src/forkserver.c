@@ -45,7 +45,12 @@ typedef struct {
   uint32_t outlive;
   char name[MP__PROC_NAME_MAX];
   char ident[MP__PROC_NAME_MAX];
+  uint32_t nfds; /* descriptors riding on the request (SCM_RIGHTS) */
+  int32_t fdnums[MP_PROCESS_PASS_FDS_MAX]; /* their numbers in the child */
+  uint8_t cloexec[MP_PROCESS_PASS_FDS_MAX];
 } fs_request_t;
+
+#define FDS_CMSG_SPACE CMSG_SPACE(MP_PROCESS_PASS_FDS_MAX * sizeof(int))
 
 typedef struct {
   int32_t err;
@@ -134,12 +139,41 @@ static void server_reap(fs_server_t *s) {
   }
 }
 
-static __attribute__((noreturn)) void
-server_child(fs_server_t *s, const fs_request_t *rq, void *arg, pid_t server) {
+/* Put the received descriptors at the numbers they had in the application.
+ * First above every number involved, so that no dup2 clobbers a descriptor
+ * still to be moved. */
+static void place_fds(const fs_request_t *rq, const int *fds, int nfds) {
+  int hi = 0, tmp[MP_PROCESS_PASS_FDS_MAX];
+  for (int i = 0; i < nfds; i++) {
+    if (rq->fdnums[i] > hi)
+      hi = rq->fdnums[i];
+    if (fds[i] > hi)
+      hi = fds[i];
+  }
+  for (int i = 0; i < nfds; i++) {
+    tmp[i] = fcntl(fds[i], F_DUPFD, hi + 1);
+    if (tmp[i] < 0)
+      _exit(1);
+    close(fds[i]);
+  }
+  for (int i = 0; i < nfds; i++) {
+    if (dup2(tmp[i], rq->fdnums[i]) < 0)
+      _exit(1);
+    if (rq->cloexec[i])
+      fcntl(rq->fdnums[i], F_SETFD, FD_CLOEXEC);
+    close(tmp[i]);
+  }
+}
+
+static __attribute__((noreturn)) void server_child(fs_server_t *s,
+                                                   const fs_request_t *rq,
+                                                   void *arg, const int *fds,
+                                                   int nfds, pid_t server) {
   mp__close(s->sock);
   mp__close(s->sigfd);
   for (size_t i = 0; i < s->nkids; i++)
     mp__close(s->kids[i].status_wr);
+  place_fds(rq, fds, nfds);
   sigaction(SIGINT, &s->oldint, NULL);
   sigaction(SIGPIPE, &s->oldpipe, NULL);
   sigprocmask(SIG_SETMASK, &s->oldmask, NULL);
@@ -150,7 +184,8 @@ server_child(fs_server_t *s, const fs_request_t *rq, void *arg, pid_t server) {
                         (size_t)rq->arg_len);
 }
 
-static void server_spawn(fs_server_t *s, const fs_request_t *rq, void *arg) {
+static void server_spawn(fs_server_t *s, const fs_request_t *rq, void *arg,
+                         const int *fds, int nfds) {
   fs_response_t resp = {0, 0};
   int st[2] = {-1, -1};
   if (s->nkids == s->capkids) {
@@ -174,7 +209,7 @@ static void server_spawn(fs_server_t *s, const fs_request_t *rq, void *arg) {
   if (pid == 0) {
     mp__close(st[0]);
     mp__close(st[1]);
-    server_child(s, rq, arg, server);
+    server_child(s, rq, arg, fds, nfds, server);
   }
   if (pid < 0) {
     resp.err = -errno;
@@ -196,8 +231,8 @@ static void server_spawn(fs_server_t *s, const fs_request_t *rq, void *arg) {
     return;
   }
   resp.pid = pid;
-  int fds[2] = {pidfd, st[0]};
-  send_response(s->sock, &resp, fds, 2);
+  int out[2] = {pidfd, st[0]};
+  send_response(s->sock, &resp, out, 2);
   mp__close(pidfd);
   mp__close(st[0]);
 }
@@ -246,6 +281,49 @@ static __attribute__((noreturn)) void server_exit(fs_server_t *s) {
   _exit(0);
 }
 
+/* Read a request header; passed descriptors ride on its first bytes. */
+static int read_request(int sock, fs_request_t *rq, int *fds, int *nfds) {
+  size_t got = 0;
+  *nfds = 0;
+  while (got < sizeof *rq) {
+    union {
+      char buf[FDS_CMSG_SPACE];
+      struct cmsghdr align;
+    } u;
+    struct iovec iov = {.iov_base = (char *)rq + got,
+                        .iov_len = sizeof *rq - got};
+    struct msghdr msg = {.msg_iov = &iov,
+                         .msg_iovlen = 1,
+                         .msg_control = u.buf,
+                         .msg_controllen = sizeof u.buf};
+    ssize_t n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+    if (n < 0 && errno == EINTR)
+      continue;
+    for (struct cmsghdr *c = n > 0 ? CMSG_FIRSTHDR(&msg) : NULL; c;
+         c = CMSG_NXTHDR(&msg, c)) {
+      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+        continue;
+      size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (size_t i = 0; i < k; i++) {
+        int fd;
+        memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+        if (*nfds < MP_PROCESS_PASS_FDS_MAX)
+          fds[(*nfds)++] = fd;
+        else
+          mp__close(fd);
+      }
+    }
+    if (n <= 0) {
+      for (int i = 0; i < *nfds; i++)
+        mp__close(fds[i]);
+      *nfds = 0;
+      return -1;
+    }
+    got += (size_t)n;
+  }
+  return 0;
+}
+
 static __attribute__((noreturn)) void server_main(int sock) {
   server_close_cloexec_fds(sock);
   fs_server_t s;
@@ -279,7 +357,8 @@ static __attribute__((noreturn)) void server_main(int sock) {
     if (!pfd[0].revents)
       continue;
     fs_request_t rq;
-    if (mp__read_full(sock, &rq, sizeof rq) < 0)
+    int fds[MP_PROCESS_PASS_FDS_MAX], nfds = 0;
+    if (read_request(sock, &rq, fds, &nfds) < 0)
       server_exit(&s); /* the application is gone or stopped us */
     rq.name[sizeof rq.name - 1] = '\0';
     rq.ident[sizeof rq.ident - 1] = '\0';
@@ -289,7 +368,14 @@ static __attribute__((noreturn)) void server_main(int sock) {
       if (!arg || mp__read_full(sock, arg, (size_t)rq.arg_len) < 0)
         _exit(1);
     }
-    server_spawn(&s, &rq, arg);
+    if (rq.nfds != (uint32_t)nfds) {
+      fs_response_t resp = {MP_EIO, 0};
+      send_response(sock, &resp, NULL, 0);
+    } else {
+      server_spawn(&s, &rq, arg, fds, nfds);
+    }
+    for (int i = 0; i < nfds; i++)
+      mp__close(fds[i]);
     free(arg);
   }
 }
@@ -359,10 +445,26 @@ int mp_forkserver_stop(void) {
 }
 
 static int fs_request_locked(const fs_request_t *rq, const void *arg,
-                             size_t len, fs_response_t *resp, int fds[2]) {
+                             size_t len, const int *pass_fds,
+                             fs_response_t *resp, int fds[2]) {
   struct iovec iov[2] = {{.iov_base = (void *)rq, .iov_len = sizeof *rq},
                          {.iov_base = (void *)arg, .iov_len = len}};
   struct msghdr msg = {.msg_iov = iov, .msg_iovlen = len ? 2 : 1};
+  union {
+    char buf[FDS_CMSG_SPACE];
+    struct cmsghdr align;
+  } cu;
+  if (rq->nfds > 0) {
+    /* The descriptors go with the first bytes sent. */
+    memset(&cu, 0, sizeof cu);
+    msg.msg_control = cu.buf;
+    msg.msg_controllen = CMSG_SPACE(rq->nfds * sizeof(int));
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(rq->nfds * sizeof(int));
+    memcpy(CMSG_DATA(c), pass_fds, rq->nfds * sizeof(int));
+  }
   size_t total = sizeof *rq + len, done = 0;
   while (done < total) {
     ssize_t n = sendmsg(fs_fd, &msg, MSG_NOSIGNAL);
@@ -371,6 +473,8 @@ static int fs_request_locked(const fs_request_t *rq, const void *arg,
         continue;
       return -errno;
     }
+    msg.msg_control = NULL;
+    msg.msg_controllen = 0;
     done += (size_t)n;
     /* Advance the iovecs past what was sent. */
     size_t k = (size_t)n;
@@ -416,9 +520,18 @@ static int fs_request_locked(const fs_request_t *rq, const void *arg,
 
 int mp__forkserver_spawn(mp_process_fn fn, const void *arg, size_t len,
                          const char *name, const char *ident, bool outlive,
-                         pid_t *pid, int *pidfd, int *statusfd) {
+                         const int *pass_fds, int npass, pid_t *pid, int *pidfd,
+                         int *statusfd) {
   fs_request_t rq;
   memset(&rq, 0, sizeof rq);
+  rq.nfds = (uint32_t)npass;
+  for (int i = 0; i < npass; i++) {
+    int fl = fcntl(pass_fds[i], F_GETFD);
+    if (fl < 0)
+      return MP_EBADF; /* closed since mp_process_pass_fd */
+    rq.fdnums[i] = pass_fds[i];
+    rq.cloexec[i] = (fl & FD_CLOEXEC) != 0;
+  }
   rq.fn = (uint64_t)(uintptr_t)fn;
   rq.arg_len = len;
   rq.requester = getpid();
@@ -434,7 +547,7 @@ int mp__forkserver_spawn(mp_process_fn fn, const void *arg, size_t len,
     r = fs_start_locked();
     if (r < 0)
       break;
-    r = fs_request_locked(&rq, arg, len, &resp, fds);
+    r = fs_request_locked(&rq, arg, len, pass_fds, &resp, fds);
     if (r != MP_ECLOSED && r != MP_EPIPE && r != MP_ECONNRESET)
       break;
     mp__close(fs_fd);

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -78,6 +79,29 @@ int mp_pipe(mp_conn_t **a, mp_conn_t **b, bool duplex) {
   }
   *a = x;
   *b = y;
+  return 0;
+}
+
+int mp_conn_from_fd(mp_conn_t **c, int fd) {
+  if (!c || fd < 0)
+    return MP_EINVAL;
+  struct stat st;
+  if (fstat(fd, &st) < 0)
+    return errno == EBADF ? MP_EBADF : -errno;
+  bool sock = S_ISSOCK(st.st_mode), r = true, w = true;
+  if (!sock) {
+    if (!S_ISFIFO(st.st_mode))
+      return MP_EINVAL;
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0)
+      return -errno;
+    r = (fl & O_ACCMODE) != O_WRONLY;
+    w = (fl & O_ACCMODE) != O_RDONLY;
+  }
+  mp_conn_t *x = conn_new(fd, r, w, sock);
+  if (!x)
+    return MP_ENOMEM;
+  *c = x;
   return 0;
 }
 

@@ -21,99 +21,6 @@
 #define P_PIDFD 3
 #endif
 
-enum { J_APPLY = 1, J_MAP = 2, J_IMAP = 3 };
-
-typedef struct job {
-  int kind;
-  _Atomic int refs;
-  struct job *lprev, *lnext; /* live list: jobs with work outstanding */
-} job_t;
-
-struct mp_result {
-  job_t j;
-  _Atomic uint32_t state; /* 0 pending, 1 collected (callback due), 2 ready */
-  _Atomic uint32_t waiters;
-  _Atomic int efd;
-  mp_pool_t *pool; /* for mp_pool_fd; NULL once ready */
-  int err, task_code;
-  mp_buf_t data; /* result bytes, or the task's message */
-  mp_async_opts_t cb;
-  /* map */
-  uint8_t *results;
-  size_t result_size, n, left, fail_index;
-  int fail_code, fail_err;
-  struct mp_result *cb_next;
-};
-
-struct mp_imap {
-  job_t j;
-  mp_pool_t *pool;
-  mp_map_fn fn;
-  size_t item_size, result_size, chunksize, cap;
-  bool ordered, input_done, terminated;
-  int input_err;
-  const uint8_t *items;
-  size_t n;
-  mp_input_fn input;
-  void *input_user;
-  size_t next_in, next_out, unreturned, pending_chunks;
-  /* ordered: slot = index % cap; unordered: a FIFO of completed items */
-  uint8_t *sstate;
-  int *serr, *scode;
-  size_t *sindex;
-  uint8_t *sres;
-  size_t fhead, ftail;
-  uint8_t *stage;
-  _Atomic uint32_t seq;
-};
-
-typedef struct backlog {
-  struct backlog *next;
-  mp__trec_t h;
-  uint8_t payload[];
-} backlog_t;
-
-typedef struct {
-  pid_t pid;
-  int pidfd;
-  pthread_t th;
-  bool alive;
-  uint64_t t_head, next_seq, done_seq, r_tail;
-  size_t out; /* tasks in its ring not yet answered */
-  uint64_t spawned_ns, spawned_done;
-  unsigned fail_streak; /* replacements that died before any task */
-} wpar_t;
-
-struct mp_pool {
-  int nw;
-  mp_pool_opts_t opts;
-  uint8_t *map;
-  size_t map_len;
-  mp__pshm_t *ps;
-  pthread_mutex_t mu;
-  pthread_cond_t idle_cv;
-  wpar_t *w;
-  backlog_t *bl_head, *bl_tail;
-  job_t live;
-  size_t live_count;
-  unsigned rr;
-  uint64_t avg_ns;
-  bool closed, terminated, joined, stopping_sent;
-  _Atomic int stopping; /* 1: let workers finish, 2: kill them */
-  int doorbell;
-  _Atomic int ufd;
-  pthread_t collector, cbthread;
-  _Atomic uint32_t collector_done;
-  pthread_mutex_t cbmu;
-  pthread_cond_t cbcv;
-  mp_result_t *cbh, *cbt;
-  bool cbquit;
-  pid_t parent_pid;
-  sigset_t child_mask;
-  _Atomic uint32_t started;
-  int start_err;
-};
-
 static __thread mp_pool_t *tls_cb_pool;
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -164,9 +71,7 @@ static int lazy_eventfd(_Atomic int *slot) {
   return expect;
 }
 
-static void job_unref(job_t *j);
-
-static void live_add(mp_pool_t *p, job_t *j) {
+void mp__pool_live_add(mp_pool_t *p, job_t *j) {
   atomic_fetch_add(&j->refs, 1);
   j->lnext = p->live.lnext;
   j->lprev = &p->live;
@@ -176,7 +81,7 @@ static void live_add(mp_pool_t *p, job_t *j) {
 }
 
 /* Under mu. Drops the pool's reference unless keep_ref. */
-static void live_remove(mp_pool_t *p, job_t *j) {
+void mp__pool_live_remove(mp_pool_t *p, job_t *j) {
   j->lprev->lnext = j->lnext;
   j->lnext->lprev = j->lprev;
   j->lprev = j->lnext = NULL;
@@ -189,8 +94,9 @@ static void drain_backlog(mp_pool_t *p);
 static bool any_results(mp_pool_t *p);
 static void ring_doorbell(mp_pool_t *p);
 
-/* Collect whatever the workers published, in this thread. */
-static void collect_now(mp_pool_t *p) {
+/* Collect whatever the workers published, in this thread, and refill the
+ * rings from the backlog. Returns true if there was anything. */
+bool mp__pool_collect_now(mp_pool_t *p) {
   pthread_mutex_lock(&p->mu);
   bool any = false;
   for (int w = 0; w < p->nw; w++)
@@ -198,6 +104,7 @@ static void collect_now(mp_pool_t *p) {
   if (any && p->bl_head)
     drain_backlog(p);
   pthread_mutex_unlock(&p->mu);
+  return any;
 }
 
 static bool result_ready_cond(void *arg) {
@@ -208,11 +115,11 @@ static bool result_ready_cond(void *arg) {
 /* This thread will collect results (a blocking call about to wait): workers
  * then wake it instead of the collector thread. Taken before submitting, so
  * that a fast result does not wake the collector in between. */
-static void collect_begin(mp_pool_t *p) {
+void mp__pool_collect_begin(mp_pool_t *p) {
   atomic_fetch_add(&p->ps->ucollect, 1);
 }
 
-static void collect_end(mp_pool_t *p) {
+void mp__pool_collect_end(mp_pool_t *p) {
   atomic_fetch_sub(&p->ps->ucollect, 1);
   /* Results published while workers counted on us go to the collector. */
   atomic_thread_fence(memory_order_seq_cst);
@@ -223,13 +130,13 @@ static void collect_end(mp_pool_t *p) {
 /* Wait until cond(arg), collecting results in this thread meanwhile: a
  * worker that publishes while we sleep wakes us directly (useq), saving the
  * hop through the collector thread. Returns 0 or MP_ETIMEDOUT. */
-static int wait_until(mp_pool_t *p, bool (*cond)(void *), void *arg,
-                      const mp__deadline_t *dl) {
+int mp__pool_wait_until(mp_pool_t *p, bool (*cond)(void *), void *arg,
+                        const mp__deadline_t *dl) {
   int rc = 0;
-  collect_begin(p);
+  mp__pool_collect_begin(p);
   for (;;) {
     if (any_results(p))
-      collect_now(p);
+      mp__pool_collect_now(p);
     if (cond(arg))
       break;
     /* No spinning, as in the workers (see wait_task). */
@@ -244,7 +151,7 @@ static int wait_until(mp_pool_t *p, bool (*cond)(void *), void *arg,
       break;
     }
   }
-  collect_end(p);
+  mp__pool_collect_end(p);
   return rc;
 }
 
@@ -258,19 +165,17 @@ static void result_free(mp_result_t *r) {
   free(r);
 }
 
-static void imap_free(mp_imap_t *im);
-
-static void job_unref(job_t *j) {
+void mp__pool_job_unref(job_t *j) {
   if (atomic_fetch_sub(&j->refs, 1) != 1)
     return;
   if (j->kind == J_IMAP)
-    imap_free((mp_imap_t *)j);
+    mp__pool_imap_free((mp_imap_t *)j);
   else
     result_free((mp_result_t *)j);
 }
 
 /* Wake parent threads sleeping in a wait (they recheck what they wait for). */
-static void notify_waiters(mp_pool_t *p) {
+void mp__pool_notify_waiters(mp_pool_t *p) {
   atomic_thread_fence(memory_order_seq_cst);
   if (atomic_load_explicit(&p->ps->uwait, memory_order_relaxed)) {
     atomic_fetch_add(&p->ps->useq, 1);
@@ -280,14 +185,14 @@ static void notify_waiters(mp_pool_t *p) {
 
 static void mark_ready(mp_pool_t *p, mp_result_t *r) {
   atomic_store(&r->state, 2);
-  notify_waiters(p);
+  mp__pool_notify_waiters(p);
   efd_signal(atomic_load(&r->efd));
   efd_signal(atomic_load(&p->ufd));
 }
 
 /* Under mu: the job has no work left. */
 static void result_complete(mp_pool_t *p, mp_result_t *r) {
-  live_remove(p, &r->j);
+  mp__pool_live_remove(p, &r->j);
   if (r->err == MP_ETASK) {
     if (r->data.len == 0 || ((char *)r->data.data)[r->data.len - 1] != '\0')
       if (mp_buf_append(&r->data, "", 1) != 0)
@@ -307,7 +212,7 @@ static void result_complete(mp_pool_t *p, mp_result_t *r) {
     return;
   }
   mark_ready(p, r);
-  job_unref(&r->j);
+  mp__pool_job_unref(&r->j);
 }
 
 static void map_finish_err(mp_result_t *r) {
@@ -319,39 +224,13 @@ static void map_finish_err(mp_result_t *r) {
     r->err = 0;
 }
 
-static void imap_chunk_done(mp_pool_t *p, mp_imap_t *im, size_t start,
-                            size_t count, const uint8_t *res,
-                            const int32_t *sts, int err) {
-  for (size_t i = 0; i < count; i++) {
-    size_t idx = start + i, slot;
-    if (im->ordered) {
-      slot = idx % im->cap;
-    } else {
-      slot = im->ftail++ % im->cap;
-      im->sindex[slot] = idx;
-    }
-    im->sstate[slot] = 1;
-    int code = sts ? sts[i] : 0;
-    im->serr[slot] = err ? err : (code ? MP_ETASK : 0);
-    im->scode[slot] = code;
-    if (res && im->result_size)
-      memcpy(im->sres + slot * im->result_size, res + i * im->result_size,
-             im->result_size);
-  }
-  atomic_fetch_add(&im->seq, 1);
-  notify_waiters(p);
-  if (--im->pending_chunks == 0) {
-    live_remove(p, &im->j);
-    job_unref(&im->j);
-  }
-}
-
 /* Under mu: a task (from a ring or the backlog) ended with err and no
  * result. */
-static void fail_task(mp_pool_t *p, const mp__trec_t *t, int err) {
+void mp__pool_fail_task(mp_pool_t *p, const mp__trec_t *t, int err) {
   job_t *j = (job_t *)(uintptr_t)t->id;
   if (j->kind == J_IMAP) {
-    imap_chunk_done(p, (mp_imap_t *)j, t->start, t->count, NULL, NULL, err);
+    mp__pool_imap_chunk_done(p, (mp_imap_t *)j, t->start, t->count, NULL, NULL,
+                             err);
     return;
   }
   mp_result_t *r = (mp_result_t *)j;
@@ -386,7 +265,7 @@ static void handle_result(mp_pool_t *p, int w, const mp__rrec_t *rr) {
   job_t *j = (job_t *)(uintptr_t)rr->id;
   if (j->kind == J_IMAP) {
     mp_imap_t *im = (mp_imap_t *)j;
-    imap_chunk_done(
+    mp__pool_imap_chunk_done(
         p, im, rr->start, rr->count, pay,
         (const int32_t *)(const void *)(pay + rr->count * im->result_size), 0);
     return;
@@ -518,7 +397,7 @@ static void drain_backlog(mp_pool_t *p) {
 
 /* Items per record for a map piece: the payload limit bounds both the items
  * and the results (with their status words). */
-static size_t piece_items(size_t isz, size_t rsz) {
+size_t mp__pool_piece_items(size_t isz, size_t rsz) {
   size_t per = isz > rsz + sizeof(int32_t) ? isz : rsz + sizeof(int32_t);
   size_t k = MP__POOL_MAXPAY / per;
   return k ? k : 1;
@@ -526,10 +405,10 @@ static size_t piece_items(size_t isz, size_t rsz) {
 
 /* Dispatch items [start, start+count) of a map job in pieces. On ENOMEM the
  * pieces already queued stay queued; the caller fails the rest. */
-static int dispatch_map(mp_pool_t *p, job_t *j, uint32_t kind, mp_map_fn fn,
-                        const uint8_t *items, size_t start, size_t count,
-                        size_t isz, size_t rsz, size_t *queued) {
-  size_t per = piece_items(isz, rsz);
+int mp__pool_dispatch_map(mp_pool_t *p, job_t *j, uint32_t kind, mp_map_fn fn,
+                          const uint8_t *items, size_t start, size_t count,
+                          size_t isz, size_t rsz, size_t *queued) {
+  size_t per = mp__pool_piece_items(isz, rsz);
   *queued = 0;
   while (*queued < count) {
     size_t k = count - *queued;
@@ -584,8 +463,10 @@ static int spawn_worker(mp_pool_t *p, int w) {
   atomic_store(&ws->stop, 0);
   atomic_store(&ws->exiting, 0);
   atomic_store(&ws->cur_seq, 0);
+  pthread_mutex_lock(&p->mu); /* done_seq is written under mu */
   wp->spawned_ns = mp__now_ns();
   wp->spawned_done = wp->done_seq;
+  pthread_mutex_unlock(&p->mu);
   if (p->opts.backend == MP_POOL_THREADS) {
     warg_t *a = malloc(sizeof *a);
     if (!a)
@@ -636,18 +517,19 @@ static bool drain_worker(mp_pool_t *p, int w) {
   wpar_t *wp = &p->w[w];
   mp__wshm_t *ws = wshm(p, w);
   uint64_t head = atomic_load_explicit(&ws->r_head, memory_order_acquire);
-  if (head == wp->r_tail)
+  uint64_t tail = atomic_load_explicit(&wp->r_tail, memory_order_relaxed);
+  if (head == tail)
     return false;
   uint8_t *base = rring(p, w);
-  while (wp->r_tail != head) {
+  while (tail != head) {
     const mp__rrec_t *rr =
-        (const mp__rrec_t *)(const void *)(base +
-                                           (wp->r_tail & MP__POOL_RMASK));
+        (const mp__rrec_t *)(const void *)(base + (tail & MP__POOL_RMASK));
     if (rr->kind != MP__K_SKIP)
       handle_result(p, w, rr);
-    wp->r_tail += rr->size;
+    tail += rr->size;
   }
-  atomic_store_explicit(&ws->r_tail, wp->r_tail, memory_order_release);
+  atomic_store_explicit(&wp->r_tail, tail, memory_order_relaxed);
+  atomic_store_explicit(&ws->r_tail, tail, memory_order_release);
   atomic_thread_fence(memory_order_seq_cst);
   if (atomic_load_explicit(&ws->r_wait, memory_order_relaxed) &&
       atomic_exchange(&ws->r_wait, 0))
@@ -681,7 +563,7 @@ static bool settle_dead(mp_pool_t *p, int w) {
                 (unsigned long)tail, (unsigned long)wp->t_head);
       task_died = true;
       if (!p->terminated)
-        fail_task(p, t, MP_EWORKERDIED);
+        mp__pool_fail_task(p, t, MP_EWORKERDIED);
       if (wp->out)
         wp->out--;
       tail += t->size;
@@ -738,13 +620,14 @@ static void worker_gone(mp_pool_t *p, int w) {
   pthread_mutex_lock(&p->mu);
   bool task_died = settle_dead(p, w);
   drain_backlog(p);
+  /* A worker that keeps dying before finishing a task (a crashing
+   * initializer) is replaced ever more slowly instead of in a tight loop. */
+  bool early_death = !task_died && wp->done_seq == wp->spawned_done &&
+                     mp__now_ns() - wp->spawned_ns < 1000000000ull;
   pthread_mutex_unlock(&p->mu);
   if (atomic_load(&p->stopping))
     return;
-  /* A worker that keeps dying before finishing a task (a crashing
-   * initializer) is replaced ever more slowly instead of in a tight loop. */
-  if (!task_died && wp->done_seq == wp->spawned_done &&
-      mp__now_ns() - wp->spawned_ns < 1000000000ull) {
+  if (early_death) {
     if (wp->fail_streak < 20)
       wp->fail_streak++;
   } else {
@@ -762,7 +645,7 @@ static void worker_gone(mp_pool_t *p, int w) {
 static bool any_results(mp_pool_t *p) {
   for (int w = 0; w < p->nw; w++)
     if (atomic_load_explicit(&wshm(p, w)->r_head, memory_order_acquire) !=
-        p->w[w].r_tail)
+        atomic_load_explicit(&p->w[w].r_tail, memory_order_relaxed))
       return true;
   return false;
 }
@@ -784,18 +667,12 @@ static void *collector_main(void *arg) {
   p->start_err = err;
   atomic_store(&p->started, 1);
   mp__futex_wake(&p->started, INT32_MAX);
-  struct pollfd *pfd = calloc((size_t)p->nw + 1, sizeof *pfd);
-  int *pw = calloc((size_t)p->nw + 1, sizeof *pw);
+  struct pollfd *pfd = p->pfd;
+  int *pw = p->pw;
   uint64_t last_check = mp__now_ns();
   int sent = 0;
   for (;;) {
-    pthread_mutex_lock(&p->mu);
-    bool any = false;
-    for (int w = 0; w < p->nw; w++)
-      any |= drain_worker(p, w);
-    if (any && p->bl_head)
-      drain_backlog(p);
-    pthread_mutex_unlock(&p->mu);
+    bool any = mp__pool_collect_now(p);
 
     int stopping = atomic_load(&p->stopping);
     if (stopping > sent) {
@@ -853,8 +730,6 @@ static void *collector_main(void *arg) {
   for (int w = 0; w < p->nw; w++)
     drain_worker(p, w);
   pthread_mutex_unlock(&p->mu);
-  free(pfd);
-  free(pw);
   atomic_store(&p->collector_done, 1);
   mp__futex_wake(&p->collector_done, INT32_MAX);
   return NULL;
@@ -886,7 +761,7 @@ static void *callback_main(void *arg) {
       r->cb.error_callback(r->err, r->task_code, msg, r->cb.user);
     }
     mark_ready(p, r);
-    job_unref(&r->j);
+    mp__pool_job_unref(&r->j);
     pthread_mutex_lock(&p->cbmu);
   }
   pthread_mutex_unlock(&p->cbmu);
@@ -909,6 +784,8 @@ static void pool_free(mp_pool_t *p) {
   pthread_mutex_destroy(&p->cbmu);
   pthread_cond_destroy(&p->cbcv);
   free(p->w);
+  free(p->pfd);
+  free(p->pw);
   free(p);
 }
 
@@ -956,7 +833,9 @@ int mp_pool_create(mp_pool_t **pool, const mp_pool_opts_t *opts) {
   pthread_sigmask(SIG_SETMASK, NULL, &p->child_mask);
   int err = MP_ENOMEM;
   p->w = calloc((size_t)p->nw, sizeof *p->w);
-  if (!p->w)
+  p->pfd = calloc((size_t)p->nw + 1, sizeof *p->pfd);
+  p->pw = calloc((size_t)p->nw + 1, sizeof *p->pw);
+  if (!p->w || !p->pfd || !p->pw)
     goto fail;
   for (int w = 0; w < p->nw; w++)
     p->w[w].pidfd = -1;
@@ -1047,9 +926,9 @@ int mp_pool_terminate(mp_pool_t *pool) {
       im->terminated = true;
       im->pending_chunks = 0;
       atomic_fetch_add(&im->seq, 1);
-      notify_waiters(pool);
-      live_remove(pool, j);
-      job_unref(j);
+      mp__pool_notify_waiters(pool);
+      mp__pool_live_remove(pool, j);
+      mp__pool_job_unref(j);
     } else {
       mp_result_t *r = (mp_result_t *)j;
       r->err = MP_ECLOSED;
@@ -1161,16 +1040,17 @@ int mp_pool_apply_async(mp_pool_t *pool, mp_task_fn fn, const void *arg,
   h.fn = (uint64_t)(uintptr_t)fn;
   h.count = 1;
   h.len = (uint32_t)len;
-  live_add(pool, &r->j);
+  mp__pool_live_add(pool, &r->j);
   int e = dispatch(pool, &h, arg);
   if (e) {
-    live_remove(pool, &r->j);
+    mp__pool_live_remove(pool, &r->j);
     pthread_mutex_unlock(&pool->mu);
     result_free(r);
     return e;
   }
   if (!out)
-    job_unref(&r->j); /* the pool's reference frees it after the callback */
+    mp__pool_job_unref(
+        &r->j); /* the pool's reference frees it after the callback */
   pthread_mutex_unlock(&pool->mu);
   if (out)
     *out = r;
@@ -1184,10 +1064,10 @@ int mp_pool_apply(mp_pool_t *pool, mp_task_fn fn, const void *arg, size_t len,
   if (!pool)
     return MP_EINVAL;
   mp_result_t *r;
-  collect_begin(pool);
+  mp__pool_collect_begin(pool);
   int e = mp_pool_apply_async(pool, fn, arg, len, NULL, &r);
   if (e) {
-    collect_end(pool);
+    mp__pool_collect_end(pool);
     return e;
   }
   const void *data;
@@ -1203,7 +1083,7 @@ int mp_pool_apply(mp_pool_t *pool, mp_task_fn fn, const void *arg, size_t len,
       e = MP_ENOMEM;
   }
   mp_result_destroy(r);
-  collect_end(pool);
+  mp__pool_collect_end(pool);
   return e;
 }
 
@@ -1239,7 +1119,7 @@ static int map_submit(mp_pool_t *pool, mp_map_fn fn, const void *items,
     result_free(r);
     return MP_ECLOSED;
   }
-  live_add(pool, &r->j);
+  mp__pool_live_add(pool, &r->j);
   if (n == 0) {
     r->err = 0;
     result_complete(pool, r);
@@ -1247,9 +1127,9 @@ static int map_submit(mp_pool_t *pool, mp_map_fn fn, const void *items,
   for (size_t start = 0; start < n; start += chunksize) {
     size_t count = n - start < chunksize ? n - start : chunksize;
     size_t queued;
-    int e = dispatch_map(pool, &r->j, MP__K_MAP, fn,
-                         (const uint8_t *)items + start * isz, start, count,
-                         isz, rsz, &queued);
+    int e = mp__pool_dispatch_map(pool, &r->j, MP__K_MAP, fn,
+                                  (const uint8_t *)items + start * isz, start,
+                                  count, isz, rsz, &queued);
     (void)e;
     if (queued < count) {
       /* Out of memory: fail what could not be queued. */
@@ -1258,12 +1138,12 @@ static int map_submit(mp_pool_t *pool, mp_map_fn fn, const void *items,
       t.start = start + queued;
       size_t rest = n - t.start;
       t.count = (uint32_t)rest;
-      fail_task(pool, &t, MP_ENOMEM);
+      mp__pool_fail_task(pool, &t, MP_ENOMEM);
       break;
     }
   }
   if (!out)
-    job_unref(&r->j);
+    mp__pool_job_unref(&r->j);
   pthread_mutex_unlock(&pool->mu);
   if (out)
     *out = r;
@@ -1286,14 +1166,14 @@ int mp_pool_map(mp_pool_t *pool, mp_map_fn fn, const void *items, size_t n,
   if (!pool)
     return MP_EINVAL;
   mp_result_t *r;
-  collect_begin(pool);
+  mp__pool_collect_begin(pool);
   int e = map_submit(pool, fn, items, n, item_size, results, result_size,
                      chunksize, NULL, &r);
   if (!e) {
     e = mp_result_get(r, MP_FOREVER, NULL, NULL);
     mp_result_destroy(r);
   }
-  collect_end(pool);
+  mp__pool_collect_end(pool);
   return e;
 }
 
@@ -1325,7 +1205,7 @@ int mp_result_wait(mp_result_t *r, int timeout_ms) {
   mp__deadline_t dl;
   mp__deadline_init(&dl, timeout_ms);
   /* Not ready means the pool is still alive: destroy completes everything. */
-  return wait_until(r->pool, result_ready_cond, r, &dl);
+  return mp__pool_wait_until(r->pool, result_ready_cond, r, &dl);
 }
 
 int mp_result_get(mp_result_t *r, int timeout_ms, const void **data,
@@ -1381,238 +1261,6 @@ mp_waitable_t mp_result_waitable(mp_result_t *r) {
 int mp_result_destroy(mp_result_t *r) {
   if (!r)
     return MP_EINVAL;
-  job_unref(&r->j);
-  return 0;
-}
-
-/* ---- imap -----------------------------------------------------------------
- */
-
-static void imap_free(mp_imap_t *im) {
-  free(im->sstate);
-  free(im->serr);
-  free(im->scode);
-  free(im->sindex);
-  free(im->sres);
-  free(im->stage);
-  free(im);
-}
-
-static int imap_create(mp_pool_t *pool, mp_map_fn fn, const void *items,
-                       size_t n, size_t isz, size_t rsz,
-                       const mp_imap_opts_t *opts, bool ordered,
-                       mp_imap_t **it) {
-  mp_imap_opts_t o = {0};
-  if (opts)
-    o = *opts;
-  if (!pool || !fn || !it || !isz || (!o.input && !items && n) ||
-      isz > UINT32_MAX || rsz > UINT32_MAX)
-    return MP_EINVAL;
-  if (isz > MP__POOL_MAXPAY || rsz + sizeof(int32_t) > MP__POOL_MAXPAY)
-    return MP_EMSGSIZE;
-  mp_imap_t *im = calloc(1, sizeof *im);
-  if (!im)
-    return MP_ENOMEM;
-  im->j.kind = J_IMAP;
-  atomic_init(&im->j.refs, 1);
-  im->pool = pool;
-  im->fn = fn;
-  im->item_size = isz;
-  im->result_size = rsz;
-  im->chunksize = o.chunksize ? o.chunksize : 1;
-  size_t cap = o.max_inflight;
-  if (!cap) {
-    cap = 4 * (size_t)pool->nw * im->chunksize;
-    if (cap < 256)
-      cap = 256;
-  }
-  if (cap < im->chunksize)
-    cap = im->chunksize;
-  im->cap = cap;
-  im->ordered = ordered;
-  im->items = items;
-  im->n = o.input ? SIZE_MAX : n;
-  im->input = o.input;
-  im->input_user = o.input_user;
-  im->sstate = calloc(cap, 1);
-  im->serr = calloc(cap, sizeof(int));
-  im->scode = calloc(cap, sizeof(int));
-  im->sindex = calloc(cap, sizeof(size_t));
-  im->sres = calloc(cap, rsz ? rsz : 1);
-  im->stage = o.input ? malloc(cap * isz) : NULL;
-  if (!im->sstate || !im->serr || !im->scode || !im->sindex || !im->sres ||
-      (o.input && !im->stage)) {
-    imap_free(im);
-    return MP_ENOMEM;
-  }
-  pthread_mutex_lock(&pool->mu);
-  bool closed = pool->closed;
-  pthread_mutex_unlock(&pool->mu);
-  if (closed) {
-    imap_free(im);
-    return MP_ECLOSED;
-  }
-  *it = im;
-  return 0;
-}
-
-/* Read ahead and dispatch while below the in-flight bound. Runs the input
- * function outside the pool lock. */
-static void imap_topup(mp_imap_t *im) {
-  mp_pool_t *p = im->pool;
-  /* Refill in batches, once half the bound came back: one lock and one
-   * worker wake-up per batch instead of per item. */
-  if (im->input_done || im->unreturned > im->cap / 2)
-    return;
-  size_t want = im->cap - im->unreturned;
-  const uint8_t *src;
-  size_t k = 0;
-  if (im->input) {
-    while (k < want) {
-      int r = im->input(im->stage + k * im->item_size, im->input_user);
-      if (r <= 0) {
-        im->input_done = true;
-        if (r < 0)
-          im->input_err = r;
-        break;
-      }
-      k++;
-    }
-    src = im->stage;
-  } else {
-    k = im->n - im->next_in < want ? im->n - im->next_in : want;
-    src = im->items + im->next_in * im->item_size;
-    if (im->next_in + k >= im->n)
-      im->input_done = true;
-  }
-  if (!k)
-    return;
-  pthread_mutex_lock(&p->mu);
-  size_t start = im->next_in;
-  im->next_in += k;
-  im->unreturned += k;
-  if (p->terminated || atomic_load(&p->stopping)) {
-    im->input_done = true;
-    im->terminated = true;
-    pthread_mutex_unlock(&p->mu);
-    return;
-  }
-  size_t per = piece_items(im->item_size, im->result_size);
-  for (size_t off = 0; off < k; off += im->chunksize) {
-    size_t c = k - off < im->chunksize ? k - off : im->chunksize;
-    if (im->pending_chunks == 0)
-      live_add(p, &im->j);
-    size_t queued;
-    dispatch_map(p, &im->j, MP__K_IMAP, im->fn, src + off * im->item_size,
-                 start + off, c, im->item_size, im->result_size, &queued);
-    /* One completion per queued piece, plus one for a failed remainder. */
-    im->pending_chunks += (queued + per - 1) / per + (queued < c);
-    if (queued < c) {
-      mp__trec_t t = {0};
-      t.id = (uint64_t)(uintptr_t)im;
-      t.start = start + off + queued;
-      t.count = (uint32_t)(c - queued);
-      fail_task(p, &t, MP_ENOMEM);
-    }
-  }
-  pthread_mutex_unlock(&p->mu);
-}
-
-int mp_pool_imap(mp_pool_t *pool, mp_map_fn fn, const void *items, size_t n,
-                 size_t item_size, size_t result_size,
-                 const mp_imap_opts_t *opts, mp_imap_t **it) {
-  int e =
-      imap_create(pool, fn, items, n, item_size, result_size, opts, true, it);
-  if (!e)
-    imap_topup(*it);
-  return e;
-}
-
-int mp_pool_imap_unordered(mp_pool_t *pool, mp_map_fn fn, const void *items,
-                           size_t n, size_t item_size, size_t result_size,
-                           const mp_imap_opts_t *opts, mp_imap_t **it) {
-  int e =
-      imap_create(pool, fn, items, n, item_size, result_size, opts, false, it);
-  if (!e)
-    imap_topup(*it);
-  return e;
-}
-
-typedef struct {
-  mp_imap_t *im;
-  uint32_t seq;
-} imap_wait_t;
-
-static bool imap_cond(void *arg) {
-  imap_wait_t *c = arg;
-  return atomic_load(&c->im->seq) != c->seq;
-}
-
-static int imap_next(mp_imap_t *im, void *result, size_t *index,
-                     int timeout_ms) {
-  mp_pool_t *p = im->pool;
-  mp__deadline_t dl;
-  mp__deadline_init(&dl, timeout_ms);
-  for (;;) {
-    imap_topup(im);
-    pthread_mutex_lock(&p->mu);
-    size_t slot = SIZE_MAX, idx = 0;
-    if (im->ordered) {
-      size_t s = im->next_out % im->cap;
-      if (im->next_out < im->next_in && im->sstate[s]) {
-        slot = s;
-        idx = im->next_out++;
-      }
-    } else if (im->fhead != im->ftail) {
-      slot = im->fhead++ % im->cap;
-      idx = im->sindex[slot];
-    }
-    if (slot != SIZE_MAX) {
-      im->sstate[slot] = 0;
-      im->unreturned--;
-      int err = im->serr[slot];
-      if (result && im->result_size && !err)
-        memcpy(result, im->sres + slot * im->result_size, im->result_size);
-      pthread_mutex_unlock(&p->mu);
-      if (index)
-        *index = idx;
-      return err;
-    }
-    if ((im->input_done && im->unreturned == 0) || im->terminated) {
-      int e = im->input_err ? im->input_err : MP_ECLOSED;
-      im->input_err = 0;
-      if (im->terminated)
-        e = MP_ECLOSED;
-      pthread_mutex_unlock(&p->mu);
-      return e;
-    }
-    imap_wait_t c = {im, atomic_load(&im->seq)};
-    pthread_mutex_unlock(&p->mu);
-    if (timeout_ms == 0) {
-      collect_now(p);
-      if (imap_cond(&c))
-        continue;
-      return MP_ETIMEDOUT;
-    }
-    if (wait_until(p, imap_cond, &c, &dl) == MP_ETIMEDOUT)
-      return MP_ETIMEDOUT;
-  }
-}
-
-int mp_imap_next(mp_imap_t *im, void *result, size_t *index, int timeout_ms) {
-  if (!im || mp__check_timeout(timeout_ms))
-    return MP_EINVAL;
-  /* Collect here from the start: results of the items this call dispatches
-   * need not wake the collector thread. */
-  collect_begin(im->pool);
-  int e = imap_next(im, result, index, timeout_ms);
-  collect_end(im->pool);
-  return e;
-}
-
-int mp_imap_destroy(mp_imap_t *im) {
-  if (!im)
-    return MP_EINVAL;
-  job_unref(&im->j);
+  mp__pool_job_unref(&r->j);
   return 0;
 }

@@ -13,7 +13,9 @@
 #ifndef MPROC_POOL_INTERNAL_H
 #define MPROC_POOL_INTERNAL_H
 
+#include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdalign.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -99,5 +101,124 @@ size_t mp__pool_rec_size(size_t paylen);
 void mp__pool_worker_loop(mp__wshm_t *ws, mp__pshm_t *ps, uint8_t *tring,
                           uint8_t *rring, int doorbell, int index,
                           unsigned maxtasks, void *ctx);
+
+/* ---- parent side (pool.c, pool_imap.c) ------------------------------------
+ */
+
+enum { J_APPLY = 1, J_MAP = 2, J_IMAP = 3 };
+
+typedef struct job {
+  int kind;
+  _Atomic int refs;
+  struct job *lprev, *lnext; /* live list: jobs with work outstanding */
+} job_t;
+
+struct mp_result {
+  job_t j;
+  _Atomic uint32_t state; /* 0 pending, 1 collected (callback due), 2 ready */
+  _Atomic uint32_t waiters;
+  _Atomic int efd;
+  mp_pool_t *pool; /* for mp_pool_fd; NULL once ready */
+  int err, task_code;
+  mp_buf_t data; /* result bytes, or the task's message */
+  mp_async_opts_t cb;
+  /* map */
+  uint8_t *results;
+  size_t result_size, n, left, fail_index;
+  int fail_code, fail_err;
+  struct mp_result *cb_next;
+};
+
+struct mp_imap {
+  job_t j;
+  mp_pool_t *pool;
+  mp_map_fn fn;
+  size_t item_size, result_size, chunksize, cap;
+  bool ordered, input_done, terminated;
+  int input_err;
+  const uint8_t *items;
+  size_t n;
+  mp_input_fn input;
+  void *input_user;
+  size_t next_in, next_out, unreturned, pending_chunks;
+  /* ordered: slot = index % cap; unordered: a FIFO of completed items */
+  uint8_t *sstate;
+  int *serr, *scode;
+  size_t *sindex;
+  uint8_t *sres;
+  size_t fhead, ftail;
+  uint8_t *stage;
+  _Atomic uint32_t seq;
+};
+
+typedef struct backlog {
+  struct backlog *next;
+  mp__trec_t h;
+  uint8_t payload[];
+} backlog_t;
+
+typedef struct {
+  pid_t pid;
+  int pidfd;
+  pthread_t th;
+  bool alive;
+  uint64_t t_head, next_seq, done_seq;
+  _Atomic uint64_t r_tail; /* written under mu, read unlocked as a hint */
+  size_t out;              /* tasks in its ring not yet answered */
+  uint64_t spawned_ns, spawned_done;
+  unsigned fail_streak; /* replacements that died before any task */
+} wpar_t;
+
+struct mp_pool {
+  int nw;
+  mp_pool_opts_t opts;
+  uint8_t *map;
+  size_t map_len;
+  mp__pshm_t *ps;
+  pthread_mutex_t mu;
+  pthread_cond_t idle_cv;
+  wpar_t *w;
+  struct pollfd *pfd; /* collector's poll set: doorbell + pidfds */
+  int *pw;            /* worker of each pfd entry (-1: doorbell) */
+  backlog_t *bl_head, *bl_tail;
+  job_t live;
+  size_t live_count;
+  unsigned rr;
+  uint64_t avg_ns;
+  bool closed, terminated, joined, stopping_sent;
+  _Atomic int stopping; /* 1: let workers finish, 2: kill them */
+  int doorbell;
+  _Atomic int ufd;
+  pthread_t collector, cbthread;
+  _Atomic uint32_t collector_done;
+  pthread_mutex_t cbmu;
+  pthread_cond_t cbcv;
+  mp_result_t *cbh, *cbt;
+  bool cbquit;
+  pid_t parent_pid;
+  sigset_t child_mask;
+  _Atomic uint32_t started;
+  int start_err;
+};
+
+/* Shared by pool.c and pool_imap.c; "under mu" means with pool->mu held. */
+void mp__pool_live_add(mp_pool_t *p, job_t *j);    /* under mu; takes a ref */
+void mp__pool_live_remove(mp_pool_t *p, job_t *j); /* under mu */
+void mp__pool_job_unref(job_t *j);
+void mp__pool_notify_waiters(mp_pool_t *p);
+void mp__pool_collect_begin(mp_pool_t *p);
+void mp__pool_collect_end(mp_pool_t *p);
+bool mp__pool_collect_now(mp_pool_t *p);
+int mp__pool_wait_until(mp_pool_t *p, bool (*cond)(void *), void *arg,
+                        const mp__deadline_t *dl);
+size_t mp__pool_piece_items(size_t isz, size_t rsz);
+int mp__pool_dispatch_map(mp_pool_t *p, job_t *j, uint32_t kind, mp_map_fn fn,
+                          const uint8_t *items, size_t start, size_t count,
+                          size_t isz, size_t rsz, size_t *queued);
+void mp__pool_fail_task(mp_pool_t *p, const mp__trec_t *t, int err);
+void mp__pool_imap_chunk_done(mp_pool_t *p, mp_imap_t *im, size_t start,
+                              size_t count, const uint8_t *res,
+                              const int32_t *sts, int err);
+void mp__pool_imap_free(mp_imap_t *im);
 
 #endif

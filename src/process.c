@@ -8,6 +8,7 @@
  * server, and the pidfd (created by the server, passed over its socket) is
  * used for signals only. */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
@@ -43,6 +44,8 @@ struct mp_process {
   int statusfd;  /* fork server: exit code pipe; -1 otherwise */
   int exitcode;
   bool status_lost;
+  int npass;
+  int pass_fds[MP_PROCESS_PASS_FDS_MAX]; /* for the fork server */
   bool server_gone; /* fork server died: watch the pidfd instead */
   struct mp_process *prev, *next; /* registry, while running */
 };
@@ -102,7 +105,7 @@ static void atfork_parent(void) {
 static void atfork_child(void) {
   /* The parent's children are not ours; their handles stay readable in our
    * copy of memory but are out of the registry. */
-  pthread_mutex_init(&reg_mu, NULL);
+  pthread_mutex_unlock(&reg_mu); /* locked by atfork_prepare in this thread */
   reg_head = NULL;
   spawner_atfork_child();
   mp__forkserver_atfork_child();
@@ -350,6 +353,23 @@ static void spawner_atfork_child(void) {
   spawn_req.p = NULL;
 }
 
+int mp_process_pass_fd(mp_process_t *p, int fd) {
+  if (!p || fd < 0)
+    return MP_EINVAL;
+  if (fcntl(fd, F_GETFD) < 0)
+    return MP_EBADF;
+  pthread_mutex_lock(&reg_mu);
+  int r = 0;
+  if (p->state != PROC_CREATED)
+    r = MP_EINVAL;
+  else if (p->npass == MP_PROCESS_PASS_FDS_MAX)
+    r = MP_E2BIG;
+  else
+    p->pass_fds[p->npass++] = fd;
+  pthread_mutex_unlock(&reg_mu);
+  return r;
+}
+
 int mp_process_start(mp_process_t *p) {
   if (!p)
     return MP_EINVAL;
@@ -365,7 +385,8 @@ int mp_process_start(mp_process_t *p) {
   int r;
   if (p->method == MP_START_FORKSERVER)
     r = mp__forkserver_spawn(p->fn, p->arg, p->arg_len, p->name, p->ident,
-                             p->outlive, &p->pid, &p->pidfd, &p->statusfd);
+                             p->outlive, p->pass_fds, p->npass, &p->pid,
+                             &p->pidfd, &p->statusfd);
   else if (p->outlive || gettid() == getpid())
     r = start_fork(p, NULL);
   else

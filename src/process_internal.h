@@ -25,10 +25,12 @@ mp__process_child_run(mp_process_fn fn, const void *arg, size_t len);
 
 /* Ask the fork server for a child. On success *pid, *pidfd (a pidfd of the
  * child) and *statusfd (readable once the server wrote the exit code, an
- * int, or at EOF when the server died) are set; the fds are the caller's. */
+ * int, or at EOF when the server died) are set; the fds are the caller's.
+ * pass_fds[0..npass) reach the child at the same numbers. */
 int mp__forkserver_spawn(mp_process_fn fn, const void *arg, size_t len,
                          const char *name, const char *ident, bool outlive,
-                         pid_t *pid, int *pidfd, int *statusfd);
+                         const int *pass_fds, int npass, pid_t *pid, int *pidfd,
+                         int *statusfd);
 
 /* Forget the server in a forked child (closes the inherited socket). */
 void mp__forkserver_atfork_child(void);

@@ -306,9 +306,18 @@ static inline void q_ccommit(mp_queue_t *q, const q_cstate_t *s) {
 /* ---- poll FIFO ------------------------------------------------------------
  */
 
-static int q_fifo_path(char *buf, size_t cap, const char *name) {
+static int q_shm_path(char *buf, size_t cap, const char *name) {
   int n = snprintf(buf, cap, "/dev/shm%s", name);
   return n < 0 || (size_t)n >= cap ? MP_ENAMETOOLONG : 0;
+}
+
+/* Remove a name, then stop tracking it: in the other order a process
+ * killed in between would leave the name behind. */
+static void q_unlink(const char *name) {
+  char path[MP__SEG_NAME_MAX + 16];
+  if (q_shm_path(path, sizeof path, name) == 0)
+    unlink(path);
+  mp__tracker_unregister(name);
 }
 
 static int q_fifo_get(mp_queue_t *q) {
@@ -316,7 +325,7 @@ static int q_fifo_get(mp_queue_t *q) {
   if (fd >= 0)
     return fd;
   char path[MP__SEG_NAME_MAX + 16];
-  int r = q_fifo_path(path, sizeof path, q->fifo_name);
+  int r = q_shm_path(path, sizeof path, q->fifo_name);
   if (r < 0)
     return r;
   /* O_RDWR: never blocks on open and never sees EOF; one descriptor both
@@ -946,7 +955,7 @@ static void q_set_ptrs(mp_queue_t *q) {
 
 static int q_make_fifo(const char *fifo_name) {
   char path[MP__SEG_NAME_MAX + 16];
-  int r = q_fifo_path(path, sizeof path, fifo_name);
+  int r = q_shm_path(path, sizeof path, fifo_name);
   if (r < 0)
     return r;
   if (mkfifo(path, 0600) < 0) {
@@ -959,6 +968,29 @@ static int q_make_fifo(const char *fifo_name) {
   }
   chmod(path, 0600); /* mkfifo applies the umask */
   return 0;
+}
+
+/* The segment, tracked for removal at our exit. A random name is tracked
+ * before the object exists, so a creator killed at any point leaves
+ * nothing behind. A caller's name is tracked just after it was created
+ * exclusively: tracking it first could remove another process's queue of
+ * that name. */
+static int q_create_seg(mp_queue_t *q, const char *name, size_t size,
+                        size_t reserve) {
+  if (name)
+    return mp__seg_create(&q->seg, name, size, reserve, true);
+  for (int tries = 0;; tries++) {
+    char rnd[MP__SEG_NAME_MAX];
+    int r = mp__random_name(rnd, sizeof rnd, "/mp-");
+    if (r < 0 || (r = mp__tracker_register(rnd)) < 0)
+      return r;
+    r = mp__seg_create(&q->seg, rnd, size, reserve, false);
+    if (r == 0)
+      return 0;
+    mp__tracker_unregister(rnd);
+    if (r != MP_EEXIST || tries == 3)
+      return r;
+  }
 }
 
 int mp_queue_create(mp_queue_t **qp, const mp_queue_opts_t *opts) {
@@ -983,18 +1015,13 @@ int mp_queue_create(mp_queue_t **qp, const mp_queue_opts_t *opts) {
   mp_queue_t *q = q_alloc();
   if (!q)
     return MP_ENOMEM;
-  r = mp__seg_create(&q->seg, o.name, Q_HDR + ring0, Q_HDR + ring_max, true);
-  if (r < 0) {
+  if ((r = q_create_seg(q, o.name, Q_HDR + ring0, Q_HDR + ring_max)) < 0) {
     free(q);
     return r;
   }
   q_set_ptrs(q);
-  if ((r = q_back(q, 0, Q_HDR + ring0)) < 0) {
-    mp__seg_close(&q->seg);
-    mp__seg_unlink(q->seg.name);
-    free(q);
-    return r;
-  }
+  if ((r = q_back(q, 0, Q_HDR + ring0)) < 0)
+    goto fail;
   /* Tracked before it exists: killed in between, nothing is left over. */
   if ((r = mp__tracker_register(q->fifo_name)) < 0)
     goto fail;
@@ -1019,7 +1046,7 @@ int mp_queue_create(mp_queue_t **qp, const mp_queue_opts_t *opts) {
   return 0;
 fail:
   mp__seg_close(&q->seg);
-  mp__seg_unlink(q->seg.name);
+  q_unlink(q->seg.name);
   free(q);
   return r;
 }
@@ -1074,8 +1101,8 @@ int mp_queue_destroy(mp_queue_t *q) {
   bool unlink_names = q->creator != 0 && (uint32_t)q->creator == q_self();
   mp__seg_close(&q->seg);
   if (unlink_names) {
-    mp__seg_unlink(q->seg.name);
-    mp__seg_unlink(q->fifo_name);
+    q_unlink(q->seg.name);
+    q_unlink(q->fifo_name);
   }
   free(q);
   return 0;

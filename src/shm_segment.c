@@ -52,13 +52,19 @@ int mp__seg_create(mp__seg_t *seg, const char *name, size_t size,
   } else if ((r = mp__random_name(seg->name, sizeof seg->name, "/mp-")) < 0) {
     return r;
   }
+  /* Registered before the name exists, so no moment of a kill can leave
+   * it behind. */
+  if (track && (r = mp__tracker_register(seg->name)) < 0)
+    return r;
   int fd = shm_open(seg->name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0)
-    return -errno;
+  if (fd < 0) {
+    r = -errno;
+    if (track)
+      mp__tracker_unregister(seg->name);
+    return r;
+  }
   /* shm_open applies the umask; 0600 is what we promise. */
   fchmod(fd, 0600);
-  if (track && (r = mp__tracker_register(seg->name)) < 0)
-    goto fail_unlink;
   if (ftruncate(fd, (off_t)size) < 0) {
     r = -errno;
     goto fail_untrack;
@@ -75,10 +81,9 @@ int mp__seg_create(mp__seg_t *seg, const char *name, size_t size,
   seg->owner = track;
   return 0;
 fail_untrack:
+  shm_unlink(seg->name);
   if (track)
     mp__tracker_unregister(seg->name);
-fail_unlink:
-  shm_unlink(seg->name);
   mp__close(fd);
   return r;
 }
@@ -158,8 +163,11 @@ int mp__seg_unlink(const char *name) {
   int r;
   if (!name || (r = seg_path(path, sizeof path, name)) < 0)
     return MP_EINVAL;
+  /* Removed first, forgotten after: a kill in between leaves the tracker
+   * a name that is already gone, never a name it no longer watches. */
+  r = shm_unlink(name) < 0 ? -errno : 0;
   mp__tracker_unregister(name);
-  return shm_unlink(name) < 0 ? -errno : 0;
+  return r;
 }
 
 /* ---- tracker ------------------------------------------------------------ */
@@ -180,7 +188,7 @@ static void tracker_atfork_child(void) {
     close(tracker_fd);
   tracker_fd = -1;
   tracker_owner = 0;
-  pthread_mutex_init(&tracker_mu, NULL);
+  pthread_mutex_unlock(&tracker_mu); /* taken by the prepare handler */
 }
 
 static void tracker_atfork_prepare(void) {

@@ -13,11 +13,13 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -45,7 +47,10 @@ extern char **environ;
 #define SP_DEFAULT_PIPE (64 * 1024)
 #define SP_MIN_READ (64 * 1024) /* free space kept for each read */
 #define SP_POPULATE (1024 * 1024)
-#define SP_STDOUT_MARK (-2) /* child stderr: dup of its stdout */
+#define SP_THREAD_MIN (4 * 1024 * 1024) /* input worth a feeder thread */
+#define SP_STDOUT_MARK (-2)             /* child stderr: dup of its stdout */
+
+typedef struct sp_writer sp_writer_t;
 
 typedef struct {
   char *data;
@@ -90,13 +95,16 @@ typedef struct {
   int src[3]; /* fd to install as 0,1,2; -1 inherit; SP_STDOUT_MARK */
   unsigned flags;
   pid_t ppid;
-  uint64_t oldmask;
+  uint64_t oldmask; /* the signal mask the command starts with */
+  bool own_mask;    /* sp_clone: take the calling thread's mask */
+  void *stack_top;
   int errfd; /* write end of the error pipe, >= 3, close-on-exec */
 } sp_child_t;
 
 #define SP_SYS(...) syscall(__VA_ARGS__)
 
-__attribute__((no_sanitize("address", "undefined"), noinline)) static int
+__attribute__((no_sanitize("address", "undefined", "thread"),
+               noinline)) static int
 sp_child_main(void *arg) {
   sp_child_t *a = arg;
   int e = 0;
@@ -376,6 +384,129 @@ static int sp_reap(mp_subprocess_t *sp, bool block) {
   }
 }
 
+/* ThreadSanitizer's clone interceptor re-initialises its own state in the
+ * child, which with CLONE_VM is the parent's state: go around it to glibc's
+ * (same function, exported as __clone too). */
+#if defined(__SANITIZE_THREAD__)
+extern int __clone(int (*fn)(void *), void *stack, int flags, void *arg, ...);
+#define SP_CLONE __clone
+#else
+#define SP_CLONE clone
+#endif
+
+/* Start the child; this thread is suspended until it has exec'd or exited.
+ * Returns 0 or -errno of clone. */
+static int sp_clone(sp_child_t *ca, pid_t *pid, int *pidfd) {
+  /* No signal handler may run in the child while it shares our memory:
+   * block everything (raw call: glibc would keep its internal signals). */
+  uint64_t all = ~0ull, mine;
+  syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all, &mine, sizeof(uint64_t));
+  if (ca->own_mask)
+    ca->oldmask = mine;
+  *pidfd = -1;
+  *pid = SP_CLONE(sp_child_main, ca->stack_top,
+                  CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD, ca, pidfd);
+  if (*pid < 0 && errno == EINVAL) { /* kernel without CLONE_PIDFD */
+    *pidfd = -1;
+    *pid = SP_CLONE(sp_child_main, ca->stack_top,
+                    CLONE_VM | CLONE_VFORK | SIGCHLD, ca);
+  }
+  int clone_errno = errno;
+  syscall(SYS_rt_sigprocmask, SIG_SETMASK, &mine, NULL, sizeof(uint64_t));
+  return *pid < 0 ? -clone_errno : 0;
+}
+
+/* ---- the spawner thread ---------------------------------------------------
+ * The kernel sends the parent-death signal when the *thread* that cloned the
+ * child exits, not the process: a command started by a short-lived thread
+ * would be killed when that thread ends. So threads other than the main one
+ * have their commands cloned by one internal thread that lives as long as
+ * the process. It blocks every signal (no application handler runs on it);
+ * the command starts with the asking thread's signal mask. */
+static pthread_mutex_t sp_spawn_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t sp_spawn_cv = PTHREAD_COND_INITIALIZER;
+static pthread_once_t sp_spawn_once = PTHREAD_ONCE_INIT;
+static bool sp_spawner_running;
+static struct {
+  sp_child_t *ca; /* the request; NULL when the slot is free */
+  pid_t pid;
+  int pidfd, result;
+  bool done;
+} sp_req;
+
+static void *sp_spawner_main(void *unused) {
+  (void)unused;
+  pthread_mutex_lock(&sp_spawn_mu);
+  for (;;) {
+    while (!sp_req.ca || sp_req.done)
+      pthread_cond_wait(&sp_spawn_cv, &sp_spawn_mu);
+    sp_req.result = sp_clone(sp_req.ca, &sp_req.pid, &sp_req.pidfd);
+    sp_req.done = true;
+    pthread_cond_broadcast(&sp_spawn_cv);
+  }
+  return NULL;
+}
+
+static void sp_spawner_atfork_child(void) {
+  /* The thread does not exist in a forked child. */
+  pthread_mutex_init(&sp_spawn_mu, NULL);
+  pthread_cond_init(&sp_spawn_cv, NULL);
+  sp_spawner_running = false;
+  sp_req.ca = NULL;
+}
+
+static void sp_spawner_register_atfork(void) {
+  pthread_atfork(NULL, NULL, sp_spawner_atfork_child);
+}
+
+static int sp_spawner_start_locked(void) {
+  if (sp_spawner_running)
+    return 0;
+  pthread_once(&sp_spawn_once, sp_spawner_register_atfork);
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_t t;
+  int r = pthread_create(&t, &attr, sp_spawner_main, NULL);
+  pthread_attr_destroy(&attr);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (r != 0)
+    return -r;
+  sp_spawner_running = true;
+  return 0;
+}
+
+static int sp_clone_via_spawner(sp_child_t *ca, pid_t *pid, int *pidfd) {
+  sigset_t mask;
+  pthread_sigmask(SIG_SETMASK, NULL, &mask);
+  ca->own_mask = false;
+  ca->oldmask = 0;
+  for (int sig = 1; sig < 65; sig++)
+    if (sigismember(&mask, sig) == 1)
+      ca->oldmask |= 1ull << (sig - 1);
+  pthread_mutex_lock(&sp_spawn_mu);
+  int r = sp_spawner_start_locked();
+  if (r == 0) {
+    while (sp_req.ca)
+      pthread_cond_wait(&sp_spawn_cv, &sp_spawn_mu);
+    sp_req.ca = ca;
+    sp_req.done = false;
+    pthread_cond_broadcast(&sp_spawn_cv);
+    while (!sp_req.done || sp_req.ca != ca)
+      pthread_cond_wait(&sp_spawn_cv, &sp_spawn_mu);
+    r = sp_req.result;
+    *pid = sp_req.pid;
+    *pidfd = sp_req.pidfd;
+    sp_req.ca = NULL;
+    pthread_cond_broadcast(&sp_spawn_cv);
+  }
+  pthread_mutex_unlock(&sp_spawn_mu);
+  return r;
+}
+
 /* One child stack is kept for the next spawn: the mmap, munmap and first
  * touches would otherwise be paid by every spawn. */
 static _Atomic(void *) sp_stack_cache;
@@ -479,25 +610,17 @@ int mp_subprocess_spawn(mp_subprocess_t **spp, const char *const argv[],
     goto out;
   }
 
-  /* No signal handler may run in the child while it shares our memory:
-   * block everything (raw call: glibc would keep its internal signals). */
-  uint64_t all = ~0ull;
-  syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all, &ca.oldmask, sizeof(uint64_t));
+  ca.stack_top = (char *)stack + SP_CHILD_STACK;
+  pid_t pid = -1;
   int pidfd = -1;
-  char *top = (char *)stack + SP_CHILD_STACK;
-  pid_t pid =
-      clone(sp_child_main, top, CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD,
-            &ca, &pidfd);
-  if (pid < 0 && errno == EINVAL) { /* kernel without CLONE_PIDFD */
-    pidfd = -1;
-    pid = clone(sp_child_main, top, CLONE_VM | CLONE_VFORK | SIGCHLD, &ca);
+  if ((o->flags & MP_SUBPROCESS_OUTLIVE_PARENT) || gettid() == getpid()) {
+    ca.own_mask = true;
+    r = sp_clone(&ca, &pid, &pidfd);
+  } else {
+    r = sp_clone_via_spawner(&ca, &pid, &pidfd);
   }
-  int clone_errno = errno;
-  syscall(SYS_rt_sigprocmask, SIG_SETMASK, &ca.oldmask, NULL, sizeof(uint64_t));
-  if (pid < 0) {
-    r = -clone_errno;
+  if (r)
     goto out;
-  }
   sp->pid = pid;
   sp->pidfd = pidfd;
   if (sp->pidfd < 0) {
@@ -541,12 +664,15 @@ out:
 
 /* ---- communicate -------------------------------------------------------- */
 
-/* Room for at least SP_MIN_READ more bytes plus a NUL; doubling. */
+/* Room for the next read plus a NUL; doubling. */
 static int sp_buf_reserve(sp_buf_t *b) {
-  if (b->cap - b->len >= SP_MIN_READ + 1)
+  /* Small outputs stay in a small heap block (no mmap); once past 64 KiB
+   * each read gets room for a good share of a pipe. */
+  size_t need = (b->len < SP_MIN_READ ? 4096 : SP_MIN_READ) + 1;
+  if (b->cap - b->len >= need)
     return 0;
-  size_t cap = b->cap ? b->cap * 2 : 2 * SP_MIN_READ;
-  while (cap - b->len < SP_MIN_READ + 1)
+  size_t cap = b->cap ? b->cap * 2 : 16 * 1024;
+  while (cap - b->len < need)
     cap *= 2;
   char *d = realloc(b->data, cap);
   if (!d)
@@ -672,6 +798,68 @@ static void sp_sigpipe_restore(sp_sigpipe_t *s, bool epipe) {
   pthread_sigmask(SIG_SETMASK, &s->old, NULL);
 }
 
+/* The stdin feeder thread. It owns fds[0] and in_off while it runs. */
+struct sp_writer {
+  mp_subprocess_t *sp;
+  const mp__deadline_t *dl;
+  int cancel_fd; /* eventfd: readable when the thread must stop */
+  int result;
+  pthread_t thread;
+};
+
+static void *sp_writer_main(void *arg) {
+  sp_writer_t *w = arg;
+  mp_subprocess_t *sp = w->sp;
+  bool epipe = false;
+  /* All signals are blocked here: a SIGPIPE from a closed stdin is
+   * directed at this thread, stays pending and goes with it. */
+  while (sp->fds[0] >= 0 && w->result == 0) {
+    struct pollfd pf[2] = {{.fd = sp->fds[0], .events = POLLOUT},
+                           {.fd = w->cancel_fd, .events = POLLIN}};
+    int pr = poll(pf, 2, mp__deadline_remaining_ms(w->dl));
+    if (pr < 0 && errno != EINTR)
+      w->result = -errno;
+    else if (pr == 0)
+      w->result = MP_ETIMEDOUT;
+    else if (pr > 0 && pf[1].revents)
+      break;
+    else if (pr > 0 && pf[0].revents)
+      w->result = sp_write_some(sp, &epipe);
+  }
+  return NULL;
+}
+
+static int sp_writer_start(sp_writer_t *w, mp_subprocess_t *sp,
+                           const mp__deadline_t *dl) {
+  w->sp = sp;
+  w->dl = dl;
+  w->result = 0;
+  w->cancel_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (w->cancel_fd < 0)
+    return -errno;
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  int r = pthread_create(&w->thread, NULL, sp_writer_main, w);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (r != 0) {
+    mp__close(w->cancel_fd);
+    return -r;
+  }
+  return 0;
+}
+
+static int sp_writer_stop(sp_writer_t *w, bool cancel) {
+  if (cancel) {
+    uint64_t one = 1;
+    while (write(w->cancel_fd, &one, sizeof one) < 0 && errno == EINTR) {
+    }
+  }
+  pthread_join(w->thread, NULL);
+  mp__close(w->cancel_fd);
+  return w->result;
+}
+
 int mp_subprocess_communicate(mp_subprocess_t *sp, const void *input,
                               size_t input_len, char **out, size_t *out_len,
                               char **err, size_t *err_len, int timeout_ms) {
@@ -704,13 +892,20 @@ int mp_subprocess_communicate(mp_subprocess_t *sp, const void *input,
 
   mp__deadline_t dl;
   mp__deadline_init(&dl, timeout_ms);
+  /* Large input while output flows back: feed it from a second thread, so
+   * that writing and reading (each a copy through the kernel) can run on two
+   * cores instead of one. */
+  sp_writer_t w;
+  bool threaded = sp->fds[0] >= 0 && (sp->fds[1] >= 0 || sp->fds[2] >= 0) &&
+                  sp->in_len - sp->in_off >= SP_THREAD_MIN &&
+                  sp_writer_start(&w, sp, &dl) == 0;
   sp_sigpipe_t sg;
-  bool writing = sp->fds[0] >= 0, epipe = false;
+  bool writing = !threaded && sp->fds[0] >= 0, epipe = false;
   if (writing)
     sp_sigpipe_block(&sg);
   int r = 0;
   bool first = true;
-  while (sp->fds[0] >= 0 || sp->fds[1] >= 0 || sp->fds[2] >= 0) {
+  while ((!threaded && sp->fds[0] >= 0) || sp->fds[1] >= 0 || sp->fds[2] >= 0) {
     /* A child that never stops writing keeps poll ready: the deadline must
      * be checked here too (after one pass, so that 0 still does work). */
     if (!first && mp__deadline_passed(&dl)) {
@@ -720,7 +915,7 @@ int mp_subprocess_communicate(mp_subprocess_t *sp, const void *input,
     first = false;
     struct pollfd pf[3];
     int idx[3], n = 0;
-    for (int i = 0; i < 3; i++) {
+    for (int i = threaded ? 1 : 0; i < 3; i++) {
       if (sp->fds[i] < 0)
         continue;
       pf[n].fd = sp->fds[i];
@@ -753,6 +948,13 @@ int mp_subprocess_communicate(mp_subprocess_t *sp, const void *input,
   }
   if (writing)
     sp_sigpipe_restore(&sg, epipe);
+  if (threaded) {
+    /* Output done: the writer ends by itself (input fed, child gone, or
+     * deadline); otherwise stop it now. */
+    int wr = sp_writer_stop(&w, r != 0);
+    if (r == 0)
+      r = wr;
+  }
   if (r)
     return r;
   r = mp_subprocess_wait(sp, mp__deadline_remaining_ms(&dl), NULL);

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -504,4 +505,157 @@ TEST(pipe_garbage_stream) {
     mp_conn_destroy(a);
     mp_conn_destroy(b);
   }
+}
+
+/* Signals without SA_RESTART interrupt the system calls all the time: every
+ * message still arrives whole. */
+static volatile sig_atomic_t alarms;
+static void on_alarm(int sig) {
+  alarms++;
+}
+
+static void interrupt_often(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_alarm;
+  sigaction(SIGALRM, &sa, NULL);
+  struct itimerval it = {{0, 500}, {0, 500}};
+  setitimer(ITIMER_REAL, &it, NULL);
+}
+
+TEST(pipe_eintr_everywhere) {
+  for (int duplex = 0; duplex < 2; duplex++) {
+    mp_conn_t *a, *b;
+    ASSERT_OK(mp_pipe(&a, &b, duplex));
+    size_t big = 16 << 20;
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) {
+      mp_conn_close(a);
+      interrupt_often();
+      unsigned char *m = malloc(big);
+      for (size_t k = 0; k < big; k++)
+        m[k] = (unsigned char)(k * 13);
+      for (int i = 0; i < 3; i++)
+        ASSERT_OK(mp_conn_send(b, m, big));
+      for (int i = 0; i < 20000; i++)
+        ASSERT_OK(mp_conn_send(b, &i, sizeof i));
+      free(m);
+      _exit(0);
+    }
+    mp_conn_close(b);
+    interrupt_often();
+    for (int i = 0; i < 3; i++) {
+      void *m;
+      size_t len;
+      ASSERT_OK(mp_conn_recv(a, &m, &len));
+      ASSERT_EQ(len, big);
+      for (size_t k = 0; k < big; k += 4099)
+        ASSERT_EQ(((unsigned char *)m)[k], (unsigned char)(k * 13));
+      free(m);
+    }
+    for (int i = 0; i < 20000; i++) {
+      int v;
+      size_t len;
+      ASSERT_OK(mp_conn_recv_into(a, &v, sizeof v, &len));
+      ASSERT_EQ(v, i);
+    }
+    ASSERT_EQ(mp_conn_poll(a, MP_FOREVER), 1);
+    struct itimerval off = {{0, 0}, {0, 0}};
+    setitimer(ITIMER_REAL, &off, NULL);
+    int st;
+    while (waitpid(pid, &st, 0) < 0)
+      ASSERT_EQ(errno, EINTR);
+    ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    ASSERT(alarms > 0);
+    mp_conn_destroy(a);
+    mp_conn_destroy(b);
+  }
+}
+
+/* The sender is SIGKILLed at random moments: the receiver gets an intact,
+ * in-order prefix of what was sent, then MP_ECLOSED or MP_EIO; never a
+ * hang, never a torn message. */
+TEST(pipe_sender_killed) {
+  unsigned seed = 777;
+  for (int round = 0; round < 20; round++) {
+    mp_conn_t *a, *b;
+    ASSERT_OK(mp_pipe(&a, &b, round % 2 == 0));
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) {
+      mp_conn_close(a);
+      unsigned char m[3000];
+      for (uint32_t i = 0;; i++) {
+        size_t len = 4 + i % 2990;
+        memcpy(m, &i, 4);
+        memset(m + 4, (int)(i & 0xff), len - 4);
+        if (mp_conn_send(b, m, len) < 0)
+          _exit(1);
+      }
+    }
+    mp_conn_close(b);
+    mpt_sleep_ms(rand_r(&seed) % 30);
+    ASSERT_EQ(kill(pid, SIGKILL), 0);
+    unsigned char m[3000];
+    uint32_t want = 0;
+    for (;;) {
+      size_t len;
+      int r = mp_conn_recv_into(a, m, sizeof m, &len);
+      if (r == MP_ECLOSED || r == MP_EIO)
+        break;
+      ASSERT_OK(r);
+      uint32_t got;
+      memcpy(&got, m, 4);
+      ASSERT_EQ(got, want);
+      ASSERT_EQ(len, 4 + want % 2990);
+      for (size_t k = 4; k < len; k++)
+        ASSERT_EQ(m[k], (unsigned char)(want & 0xff));
+      want++;
+    }
+    ASSERT_EQ(waitpid(pid, NULL, 0), pid);
+    mp_conn_destroy(a);
+    mp_conn_destroy(b);
+  }
+}
+
+TEST(pipe_conn_from_fd) {
+  mp_conn_t *c;
+  ASSERT_ERR(mp_conn_from_fd(NULL, 0), MP_EINVAL);
+  ASSERT_ERR(mp_conn_from_fd(&c, -1), MP_EINVAL);
+  ASSERT_ERR(mp_conn_from_fd(&c, 999), MP_EBADF);
+  int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  ASSERT_ERR(mp_conn_from_fd(&c, devnull), MP_EINVAL); /* not a pipe */
+  close(devnull);
+  /* Raw pipe: direction from the access mode. */
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+  mp_conn_t *r, *w;
+  ASSERT_OK(mp_conn_from_fd(&r, p[0]));
+  ASSERT_OK(mp_conn_from_fd(&w, p[1]));
+  ASSERT_ERR(mp_conn_send(r, "x", 1), MP_EBADF);
+  ASSERT_OK(mp_conn_send(w, "hey", 3));
+  char buf[8];
+  size_t n;
+  ASSERT_OK(mp_conn_recv_into(r, buf, sizeof buf, &n));
+  ASSERT_EQ(n, 3);
+  mp_conn_destroy(r); /* owns and closes the fds */
+  mp_conn_destroy(w);
+  /* A connection's end received over another connection. */
+  mp_conn_t *a, *b, *x, *y;
+  ASSERT_OK(mp_pipe(&a, &b, true));
+  ASSERT_OK(mp_pipe(&x, &y, true));
+  ASSERT_OK(mp_conn_send_fd(a, mp_conn_fileno(y)));
+  int fd;
+  ASSERT_OK(mp_conn_recv_fd(b, &fd));
+  mp_conn_t *y2;
+  ASSERT_OK(mp_conn_from_fd(&y2, fd));
+  ASSERT_OK(mp_conn_send(y2, "via", 3));
+  ASSERT_OK(mp_conn_recv_into(x, buf, sizeof buf, &n));
+  ASSERT_EQ(n, 3);
+  mp_conn_destroy(y2);
+  mp_conn_destroy(a);
+  mp_conn_destroy(b);
+  mp_conn_destroy(x);
+  mp_conn_destroy(y);
 }

@@ -348,7 +348,7 @@ TEST(apply_async_thread) {
 static void body_result_states(be_t be) {
   mp_pool_t *p = make_pool(be, 2);
   mp_result_t *r;
-  int ms = 300;
+  int ms = 1000;
   ASSERT_OK(mp_pool_apply_async(p, task_sleep, &ms, sizeof ms, NULL, &r));
   ASSERT_EQ(mp_result_ready(r), 0);
   ASSERT_ERR(mp_result_successful(r), MP_EINVAL);
@@ -744,20 +744,24 @@ TEST(maxtasks_thread) {
 /* ---- callbacks ------------------------------------------------------------
  */
 
+static _Atomic int g_release;
+
+/* A callback that blocks until the test lets it go. */
 static void slow_cb(const void *data, size_t len, void *user) {
-  mpt_sleep_ms(400);
+  for (int i = 0; i < 20000 && !g_release; i++)
+    mpt_sleep_ms(1);
   (*(_Atomic int *)user)++;
 }
 
 static void body_slow_callback(be_t be) {
   mp_pool_t *p = make_pool(be, 2);
   _Atomic int calls = 0;
+  g_release = 0;
   mp_async_opts_t cb = {slow_cb, NULL, (void *)&calls};
   int64_t x = 5;
   mp_result_t *slow;
   ASSERT_OK(mp_pool_apply_async(p, task_square, &x, 8, &cb, &slow));
-  /* While the callback sleeps, other work completes. */
-  uint64_t t0 = mpt_now_ms();
+  /* While the callback is stuck, all other work completes. */
   for (int i = 0; i < 2000; i++) {
     mp_buf_t b = MP_BUF_INIT;
     ASSERT_OK(mp_pool_apply(p, task_square, &x, 8, &b, NULL));
@@ -767,9 +771,16 @@ static void body_slow_callback(be_t be) {
   for (int i = 0; i < 1000; i++)
     in[i] = i;
   ASSERT_OK(mp_pool_map(p, map_square, in, 1000, 8, out, 8, 1));
-  (void)t0;
+  mp_imap_t *it;
+  ASSERT_OK(mp_pool_imap(p, map_square, in, 1000, 8, 8, NULL, &it));
+  for (int i = 0; i < 1000; i++)
+    ASSERT_OK(mp_imap_next(it, NULL, NULL, MP_FOREVER));
+  mp_imap_destroy(it);
+  ASSERT_EQ(calls, 0);
+  ASSERT_EQ(mp_result_ready(slow), 0); /* ready only after its callback */
+  g_release = 1;
   ASSERT_OK(mp_result_wait(slow, MP_FOREVER));
-  ASSERT_EQ(calls, 1); /* ready only after its callback */
+  ASSERT_EQ(calls, 1);
   mp_result_destroy(slow);
   ASSERT_OK(mp_pool_destroy(p));
 }
@@ -817,14 +828,13 @@ static void body_terminate(be_t be) {
   mp_result_t *rs[N];
   cbstate_t st = {0};
   mp_async_opts_t cb = {on_done, on_error, &st};
-  int ms = 300;
+  int ms = 1000;
   for (int i = 0; i < N; i++)
     ASSERT_OK(mp_pool_apply_async(p, task_sleep, &ms, sizeof ms, &cb, &rs[i]));
   int64_t in[100], out[100];
   mp_result_t *mr;
   ASSERT_OK(mp_pool_map_async(p, map_square, in, 100, 8, out, 8, 1, NULL, &mr));
   mpt_sleep_ms(50);
-  uint64_t t0 = mpt_now_ms();
   ASSERT_OK(mp_pool_terminate(p));
   ASSERT_OK(mp_pool_terminate(p));
   for (int i = 0; i < N; i++) {
@@ -842,7 +852,6 @@ static void body_terminate(be_t be) {
   ASSERT_EQ(st.ok + st.err, N);
   ASSERT(st.err >= N - 4);
   ASSERT_EQ(st.last_err, MP_ECLOSED);
-  (void)t0;
   ASSERT_OK(mp_pool_destroy(p));
 }
 TEST(terminate_proc) {
@@ -854,7 +863,7 @@ TEST(terminate_thread) {
 
 static void body_join(be_t be) {
   mp_pool_t *p = make_pool(be, 2);
-  int ms = 300;
+  int ms = 1000;
   mp_result_t *r;
   ASSERT_OK(mp_pool_apply_async(p, task_sleep, &ms, sizeof ms, NULL, &r));
   ASSERT_OK(mp_pool_close(p));
@@ -917,7 +926,6 @@ TEST(worker_crash_kinds) {
       ASSERT_OK(mp_pool_apply_async(p, task_crash, &zero, sizeof zero, NULL,
                                     &good[i]));
     }
-    uint64_t t0 = mpt_now_ms();
     ASSERT_OK(mp_pool_apply_async(p, task_crash, &how, sizeof how, &cb, &bad));
     for (int i = 10; i < 20; i++) {
       int zero = 0;
@@ -925,7 +933,6 @@ TEST(worker_crash_kinds) {
                                     &good[i]));
     }
     ASSERT_ERR(mp_result_get(bad, 10000, NULL, NULL), MP_EWORKERDIED);
-    ASSERT(mpt_now_ms() - t0 < 5000);
     ASSERT_EQ(st.err, 1);
     ASSERT_EQ(st.last_err, MP_EWORKERDIED);
     for (int i = 0; i < 20; i++) {
@@ -1230,13 +1237,14 @@ static int task_big_pid(const void *arg, size_t len, mp_buf_t *res, void *ctx) {
 }
 
 TEST(worker_killed_during_big_result) {
-  g_big_pids = shared_counters(2); /* before the workers fork */
+  g_big_pids = shared_counters(3); /* before the workers fork */
   mp_pool_t *p = make_pool(MP_POOL_PROCESSES, 2);
   size_t big = 3 * 1024 * 1024 + 11;
   int died = 0;
   for (int round = 0; round < 20; round++) {
     mp_result_t *rs[4];
     g_big_pids[0] = g_big_pids[1] = 0;
+    g_big_pids[2] = round;
     for (int i = 0; i < 4; i++)
       ASSERT_OK(
           mp_pool_apply_async(p, task_big_pid, &big, sizeof big, NULL, &rs[i]));
@@ -1267,7 +1275,7 @@ TEST(worker_killed_during_big_result) {
   int64_t x = 5;
   ASSERT_OK(mp_pool_apply(p, task_square, &x, 8, NULL, NULL));
   ASSERT_OK(mp_pool_destroy(p));
-  munmap((void *)g_big_pids, 2 * sizeof(long));
+  munmap((void *)g_big_pids, 3 * sizeof(long));
 }
 
 static void body_mp_wait_epoll(be_t be) {
@@ -1311,4 +1319,99 @@ TEST(mp_wait_epoll_proc) {
 }
 TEST(mp_wait_epoll_thread) {
   body_mp_wait_epoll(MP_POOL_THREADS);
+}
+
+static _Atomic long *g_storm_pids;
+
+static int storm_task(const void *arg, size_t len, mp_buf_t *res, void *ctx) {
+  g_storm_pids[mp_pool_worker_index()] = getpid();
+  int64_t x;
+  memcpy(&x, arg, sizeof x);
+  mpt_sleep_ms(1 + (int)(x % 3));
+  x *= 3;
+  return mp_buf_set(res, &x, sizeof x);
+}
+
+static int storm_map(const void *item, void *result, void *ctx) {
+  g_storm_pids[mp_pool_worker_index()] = getpid();
+  int64_t x = *(const int64_t *)item;
+  if (x % 50 == 0)
+    mpt_sleep_ms(1);
+  *(int64_t *)result = x + 1;
+  return 0;
+}
+
+/* Applies, a map and an imap in flight together while workers are killed:
+ * every result is right or MP_EWORKERDIED, nothing hangs, and the pool is
+ * still usable afterwards. */
+TEST(mixed_work_under_kills) {
+  g_storm_pids = shared_counters(3);
+  mp_pool_t *p = make_pool(MP_POOL_PROCESSES, 3);
+  enum { A = 20, M = 300, I = 120 };
+  int64_t in[M], out[M];
+  for (int i = 0; i < M; i++)
+    in[i] = i;
+  int kills = 0, died_apply = 0, died_imap = 0, died_map = 0;
+  for (int round = 0; round < 10; round++) {
+    mp_result_t *rs[A], *mr;
+    for (int64_t i = 0; i < A; i++)
+      ASSERT_OK(mp_pool_apply_async(p, storm_task, &i, sizeof i, NULL, &rs[i]));
+    memset(out, 0, sizeof out);
+    ASSERT_OK(mp_pool_map_async(p, storm_map, in, M, 8, out, 8, 7, NULL, &mr));
+    mp_imap_opts_t io = {.chunksize = 3};
+    mp_imap_t *it;
+    ASSERT_OK(mp_pool_imap_unordered(p, storm_map, in, I, 8, 8, &io, &it));
+    mpt_sleep_ms(3 + round % 4);
+    long victim = g_storm_pids[round % 3];
+    if (victim && kill((pid_t)victim, SIGKILL) == 0)
+      kills++;
+    char seen[I] = {0};
+    for (int k = 0; k < I; k++) {
+      int64_t v;
+      size_t idx = 0;
+      int e = mp_imap_next(it, &v, &idx, 20000);
+      ASSERT(idx < I && !seen[idx]);
+      seen[idx] = 1;
+      if (e == MP_EWORKERDIED) {
+        died_imap++;
+      } else {
+        ASSERT_OK(e);
+        ASSERT_EQ(v, (int64_t)idx + 1);
+      }
+    }
+    ASSERT_ERR(mp_imap_next(it, NULL, NULL, 20000), MP_ECLOSED);
+    mp_imap_destroy(it);
+    for (int64_t i = 0; i < A; i++) {
+      const void *d;
+      int e = mp_result_get(rs[i], 20000, &d, NULL);
+      if (e == MP_EWORKERDIED) {
+        died_apply++;
+      } else {
+        ASSERT_OK(e);
+        ASSERT_EQ(*(const int64_t *)d, 3 * i);
+      }
+      mp_result_destroy(rs[i]);
+    }
+    int e = mp_result_get(mr, 20000, NULL, NULL);
+    if (e == MP_EWORKERDIED)
+      died_map++;
+    else
+      ASSERT_OK(e);
+    for (int i = 0; i < M; i++)
+      if (out[i] != 0)
+        ASSERT_EQ(out[i], i + 1);
+    if (e == 0)
+      ASSERT_EQ(out[M - 1], M);
+    mp_result_destroy(mr);
+  }
+  /* A kill costs at most the one task (an apply, a map chunk or an imap
+   * chunk of 3 items) that the worker was running. */
+  ASSERT(died_apply + died_map + (died_imap + 2) / 3 <= kills);
+  int64_t x = 7;
+  mp_buf_t b = MP_BUF_INIT;
+  ASSERT_OK(mp_pool_apply(p, storm_task, &x, sizeof x, &b, NULL));
+  ASSERT_EQ(*(int64_t *)b.data, 21);
+  mp_buf_free(&b);
+  ASSERT_OK(mp_pool_destroy(p));
+  munmap((void *)g_storm_pids, 3 * sizeof(long));
 }

@@ -1,6 +1,7 @@
 /* Tests for mp_process: lifecycle, exit codes, errors, registry, daemon and
  * parent-death semantics, fork server. */
 #include <dirent.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -826,5 +827,123 @@ TEST(process_threads_start_join) {
     ASSERT(r == NULL);
   }
   ASSERT_EQ(mp_active_children(NULL, 0), 0);
+  ASSERT_OK(mp_forkserver_stop());
+}
+
+static int fs_identity_child(const void *arg, size_t len) {
+  pid_t parent;
+  memcpy(&parent, arg, sizeof parent);
+  if (mp_parent_pid() != parent) /* the requester, not the server */
+    return 1;
+  if (getppid() == parent)
+    return 2; /* forked by the server, not by the requester */
+  if (strcmp(mp_current_process_name(), "fsname") != 0)
+    return 3;
+  return 0;
+}
+
+TEST(forkserver_child_identity) {
+  pid_t self = getpid();
+  mp_process_opts_t o = {.name = "fsname", .start_method = MP_START_FORKSERVER};
+  mp_process_t *p;
+  ASSERT_OK(mp_process_create(&p, fs_identity_child, &self, sizeof self, &o));
+  ASSERT_OK(mp_process_start(p));
+  ASSERT_OK(mp_process_join(p, MP_FOREVER));
+  int code;
+  ASSERT_OK(mp_process_exitcode(p, &code));
+  ASSERT_EQ(code, 0);
+  ASSERT_OK(mp_process_destroy(p));
+  ASSERT_OK(mp_forkserver_stop());
+}
+
+/* ---- descriptors for fork-server children -------------------------------- */
+
+struct fd_arg {
+  int conn_fd; /* one end of a socketpair */
+  int w_fd;    /* write end of a pipe */
+};
+
+/* Talks back over both descriptors; the same code serves both methods. */
+static int fd_child(const void *arg, size_t len) {
+  const struct fd_arg *a = arg;
+  mp_conn_t *c, *w;
+  if (mp_conn_from_fd(&c, a->conn_fd) < 0 || mp_conn_from_fd(&w, a->w_fd) < 0)
+    return 1;
+  char buf[16];
+  size_t n;
+  if (mp_conn_recv_into(c, buf, sizeof buf, &n) < 0 || n != 4 ||
+      memcmp(buf, "ping", 4) != 0)
+    return 2;
+  if (mp_conn_send(c, "pong", 4) < 0 || mp_conn_send(w, "one-way", 7) < 0)
+    return 3;
+  if (!(fcntl(a->conn_fd, F_GETFD) & FD_CLOEXEC))
+    return 4; /* flags kept */
+  mp_conn_destroy(c);
+  mp_conn_destroy(w);
+  return 0;
+}
+
+TEST(forkserver_pass_fds) {
+  ASSERT_OK(mp_forkserver_start()); /* before the pipes: it holds none */
+  for (int m = 0; m < 2; m++) {
+    mp_conn_t *a, *b, *r, *w;
+    ASSERT_OK(mp_pipe(&a, &b, true));
+    ASSERT_OK(mp_pipe(&r, &w, false));
+    struct fd_arg fa = {mp_conn_fileno(b), mp_conn_fileno(w)};
+    mp_process_opts_t o = {.start_method =
+                               m ? MP_START_FORK : MP_START_FORKSERVER};
+    mp_process_t *p;
+    ASSERT_OK(mp_process_create(&p, fd_child, &fa, sizeof fa, &o));
+    ASSERT_OK(mp_process_pass_fd(p, fa.conn_fd));
+    ASSERT_OK(mp_process_pass_fd(p, fa.w_fd));
+    ASSERT_OK(mp_process_start(p));
+    ASSERT_ERR(mp_process_pass_fd(p, 0), MP_EINVAL); /* started */
+    ASSERT_OK(mp_conn_close(b));                     /* our copies */
+    ASSERT_OK(mp_conn_close(w));
+    ASSERT_OK(mp_conn_send(a, "ping", 4));
+    char buf[16];
+    size_t n;
+    ASSERT_OK(mp_conn_recv_into(a, buf, sizeof buf, &n));
+    ASSERT(n == 4 && memcmp(buf, "pong", 4) == 0);
+    ASSERT_OK(mp_conn_recv_into(r, buf, sizeof buf, &n));
+    ASSERT(n == 7 && memcmp(buf, "one-way", 7) == 0);
+    ASSERT_OK(mp_process_join(p, MP_FOREVER));
+    int code;
+    ASSERT_OK(mp_process_exitcode(p, &code));
+    ASSERT_EQ(code, 0);
+    /* The child was the only other holder: end of stream now. */
+    ASSERT_ERR(mp_conn_recv_into(a, buf, sizeof buf, &n), MP_ECLOSED);
+    ASSERT_ERR(mp_conn_recv_into(r, buf, sizeof buf, &n), MP_ECLOSED);
+    ASSERT_OK(mp_process_destroy(p));
+    mp_conn_destroy(a);
+    mp_conn_destroy(b);
+    mp_conn_destroy(r);
+    mp_conn_destroy(w);
+  }
+  ASSERT_OK(mp_forkserver_stop());
+}
+
+TEST(process_pass_fd_bad_input) {
+  mp_process_t *p;
+  ASSERT_ERR(mp_process_pass_fd(NULL, 0), MP_EINVAL);
+  ASSERT_OK(mp_process_create(&p, ret_arg, NULL, 0, NULL));
+  ASSERT_ERR(mp_process_pass_fd(p, -1), MP_EINVAL);
+  ASSERT_ERR(mp_process_pass_fd(p, 999), MP_EBADF);
+  for (int i = 0; i < MP_PROCESS_PASS_FDS_MAX; i++)
+    ASSERT_OK(mp_process_pass_fd(p, 1));
+  ASSERT_ERR(mp_process_pass_fd(p, 1), MP_E2BIG);
+  ASSERT_OK(mp_process_destroy(p));
+  /* A passed descriptor closed before start: the start fails, nothing
+   * changes. */
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  mp_process_opts_t o = {.start_method = MP_START_FORKSERVER};
+  ASSERT_OK(mp_process_create(&p, ret_arg, NULL, 0, &o));
+  ASSERT_OK(mp_process_pass_fd(p, fds[1]));
+  close(fds[1]);
+  ASSERT_ERR(mp_process_start(p), MP_EBADF);
+  ASSERT_EQ(mp_process_pid(p), 0);
+  ASSERT_OK(mp_process_destroy(p));
+  close(fds[0]);
   ASSERT_OK(mp_forkserver_stop());
 }

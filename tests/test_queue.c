@@ -402,9 +402,14 @@ static void *consume_thread(void *a) {
   return NULL;
 }
 
+static bool mpmc_polled; /* make the queue polled first */
+
 static void mpmc(int producers, int consumers, bool threads, bool batch,
                  size_t maxsize, size_t capacity, uint32_t count) {
   mp_queue_t *q = mkq(maxsize, capacity, 0);
+  int pfd = -1;
+  if (mpmc_polled)
+    ASSERT_OK(mp_queue_fd(q, &pfd));
   size_t shared_len = sizeof(_Atomic int) +
                       (size_t)producers * count * sizeof(_Atomic uint32_t);
   void *shared = mmap(NULL, shared_len, PROT_READ | PROT_WRITE,
@@ -458,6 +463,13 @@ static void mpmc(int producers, int consumers, bool threads, bool batch,
   size_t n;
   ASSERT_OK(mp_queue_qsize(q, &n));
   ASSERT_EQ(n, 0);
+  if (pfd >= 0) {
+    /* Drained and closed: readable for the close alone. */
+    struct pollfd pl = {.fd = pfd, .events = POLLIN};
+    ASSERT_EQ(poll(&pl, 1, 0), 1);
+    char b[8];
+    ASSERT_EQ(read(pfd, b, sizeof b), 1); /* exactly one byte */
+  }
   munmap(shared, shared_len);
   ASSERT_OK(mp_queue_destroy(q));
 }
@@ -468,6 +480,13 @@ TEST(queue_mpmc_processes) {
 
 TEST(queue_mpmc_processes_bounded) {
   mpmc(4, 2, false, false, 5, 0, 10000);
+}
+
+/* Polled queues take both locks on every operation and keep the FIFO. */
+TEST(queue_mpmc_polled) {
+  mpmc_polled = true;
+  mpmc(2, 2, false, false, 0, 1 << 16, 20000);
+  mpmc(2, 2, true, true, 3, 0, 8000);
 }
 
 /* The ring grows while consumers read from it. */
@@ -997,8 +1016,11 @@ TEST(queue_crash_consumers) {
 
 /* Producers and consumers together, several processes, all killed at random
  * moments: the queue never hangs and keeps working. */
-TEST(queue_crash_mixed_rounds) {
+static void crash_mixed(bool polled) {
   mp_queue_t *q = mkq(16, 1 << 14, MP_QUEUE_JOINABLE);
+  int pfd = -1;
+  if (polled)
+    ASSERT_OK(mp_queue_fd(q, &pfd));
   for (int round = 0; round < 40; round++) {
     pid_t pid[4];
     for (int k = 0; k < 4; k++) {
@@ -1035,12 +1057,24 @@ TEST(queue_crash_mixed_rounds) {
     size_t len;
     while (mp_queue_get_into(q, b, sizeof b, &len, 0) == 0) {
     }
+    if (polled)
+      ASSERT(!readable(pfd, 0)); /* the FIFO was repaired too */
     ASSERT_OK(mp_queue_put(q, "alive", 5, 2000));
+    if (polled)
+      ASSERT(readable(pfd, 0));
     ASSERT_OK(mp_queue_get_into(q, b, sizeof b, &len, 2000));
     ASSERT_EQ(len, 5);
     ASSERT(memcmp(b, "alive", 5) == 0);
   }
   ASSERT_OK(mp_queue_destroy(q));
+}
+
+TEST(queue_crash_mixed_rounds) {
+  crash_mixed(false);
+}
+
+TEST(queue_crash_mixed_rounds_polled) {
+  crash_mixed(true);
 }
 
 /* Large messages keep the lock held for a long copy, so kills land inside
@@ -1211,4 +1245,46 @@ TEST(queue_open_from_exec) {
   ASSERT_OK(mp_queue_get_into(q, buf, sizeof buf, &len, 0));
   ASSERT(memcmp(buf, "pong", 4) == 0);
   ASSERT_OK(mp_queue_destroy(q));
+}
+
+/* Creators killed at random moments, inside create and destroy too: no
+ * segment or FIFO is left in /dev/shm (random names are tracked before
+ * they exist; the names reported here are those that surely existed). */
+TEST(queue_crash_creators_leave_nothing) {
+  for (int round = 0; round < 20; round++) {
+    int p[2];
+    ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+      close(p[0]);
+      for (uint32_t i = 0;; i++) {
+        mp_queue_t *q;
+        if (mp_queue_create(&q, NULL) != 0)
+          _exit(1);
+        char name[MP_QUEUE_NAME_MAX + 1] = {0};
+        snprintf(name, sizeof name, "%s", mp_queue_name(q));
+        if (write(p[1], name, sizeof name) != sizeof name)
+          _exit(1);
+        if (i % 2 == 0) {
+          int fd;
+          mp_queue_fd(q, &fd);
+        }
+        mp_queue_put(q, "x", 1, 0);
+        if (i % 3)
+          mp_queue_destroy(q);
+      }
+    }
+    close(p[1]);
+    usleep(rnd() % 4000);
+    kill(pid, SIGKILL);
+    reap(pid);
+    char name[MP_QUEUE_NAME_MAX + 1];
+    while (read(p[0], name, sizeof name) == (ssize_t)sizeof name) {
+      char fifo[80];
+      snprintf(fifo, sizeof fifo, "%s.p", name);
+      ASSERT(wait_gone(name));
+      ASSERT(wait_gone(fifo));
+    }
+    close(p[0]);
+  }
 }

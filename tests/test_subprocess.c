@@ -357,9 +357,9 @@ TEST(communicate_timeout_leaves_running) {
   size_t out_len = 99, err_len = 99;
   uint64_t t0 = mpt_now_ms();
   ASSERT_ERR(mp_subprocess_communicate(sp, "abc", 3, &out, &out_len, &err,
-                                       &err_len, 200),
+                                       &err_len, 1000),
              MP_ETIMEDOUT);
-  ASSERT(mpt_now_ms() - t0 >= 200);
+  ASSERT(mpt_now_ms() - t0 >= 1000);
   ASSERT(out == (char *)1 && out_len == 99); /* untouched */
   ASSERT_EQ(mp_subprocess_poll(sp, NULL), 0);
   /* Zero timeout: still running, never blocks. */
@@ -393,11 +393,11 @@ TEST(run_timeout_kills_and_reaps) {
   mp_run_opts_t ro;
   memset(&ro, 0, sizeof ro);
   ro.capture_output = true;
-  ro.timeout_ms = 300;
+  ro.timeout_ms = 1000; /* room for the echo on a loaded machine */
   mp_run_result_t res;
   uint64_t t0 = mpt_now_ms();
   ASSERT_ERR(mp_run(argv, &ro, &res), MP_ETIMEDOUT);
-  ASSERT(mpt_now_ms() - t0 >= 300);
+  ASSERT(mpt_now_ms() - t0 >= 1000);
   ASSERT_EQ(res.returncode, -SIGKILL);
   ASSERT(pid_gone(res.pid));
   ASSERT_STR_EQ(res.out, "partial\n");
@@ -411,7 +411,7 @@ TEST(run_timeout_kills_and_reaps) {
 }
 
 TEST(wait_poll_returncode) {
-  const char *argv[] = {"sleep", "0.3", NULL};
+  const char *argv[] = {"sleep", "1", NULL};
   mp_subprocess_t *sp;
   ASSERT_OK(mp_subprocess_spawn(&sp, argv, NULL));
   int rc = 77;
@@ -623,20 +623,42 @@ TEST(destroy_running_kills_and_reaps) {
 
 /* A helper process spawns `sleep 30` and is then SIGKILLed; returns the
  * sleep's pid. */
-static pid_t orphan_sleep(unsigned flags) {
+/* sleep 30 as a thread of this process would start it; *sp NULL on error. */
+typedef struct {
+  unsigned flags;
+  mp_subprocess_t *sp;
+} sleep_req_t;
+
+static void *spawn_sleep(void *arg) {
+  sleep_req_t *req = arg;
+  const char *argv[] = {"sleep", "30", NULL};
+  mp_subprocess_opts_t o;
+  memset(&o, 0, sizeof o);
+  o.flags = req->flags;
+  if (mp_subprocess_spawn(&req->sp, argv, &o) != 0)
+    req->sp = NULL;
+  return NULL;
+}
+
+/* A helper process spawns `sleep 30` (from its main thread, or from a
+ * thread that ends at once) and is then SIGKILLed; returns the sleep's pid,
+ * checked alive before the kill. */
+static pid_t orphan_sleep(unsigned flags, bool from_thread) {
   int p[2];
   ASSERT(pipe(p) == 0);
   pid_t helper = fork();
   ASSERT(helper >= 0);
   if (helper == 0) {
-    const char *argv[] = {"sleep", "30", NULL};
-    mp_subprocess_opts_t o;
-    memset(&o, 0, sizeof o);
-    o.flags = flags;
-    mp_subprocess_t *sp;
-    if (mp_subprocess_spawn(&sp, argv, &o) != 0)
+    sleep_req_t req = {flags, NULL};
+    pthread_t t;
+    if (!from_thread)
+      spawn_sleep(&req);
+    else if (pthread_create(&t, NULL, spawn_sleep, &req) != 0 ||
+             pthread_join(t, NULL) != 0)
       _exit(1);
-    pid_t pid = mp_subprocess_pid(sp);
+    if (!req.sp)
+      _exit(1);
+    pid_t pid = mp_subprocess_pid(req.sp);
     if (write(p[1], &pid, sizeof pid) != sizeof pid)
       _exit(1);
     pause();
@@ -646,38 +668,66 @@ static pid_t orphan_sleep(unsigned flags) {
   pid_t pid = 0;
   ASSERT(read(p[0], &pid, sizeof pid) == sizeof pid);
   close(p[0]);
+  mpt_sleep_ms(50);
+  ASSERT(!pid_gone(pid)); /* also after the spawning thread ended */
   kill(helper, SIGKILL);
   ASSERT(waitpid(helper, NULL, 0) == helper);
   return pid;
 }
 
-TEST(children_die_with_parent) {
-  pid_t pid = orphan_sleep(0);
+static void wait_gone(pid_t pid) {
   uint64_t end = mpt_now_ms() + 10000;
   while (!pid_gone(pid) && mpt_now_ms() < end)
     mpt_sleep_ms(5);
   ASSERT(pid_gone(pid));
+}
 
+TEST(children_die_with_parent) {
+  wait_gone(orphan_sleep(0, false));
   /* Unless asked to outlive it. */
-  pid = orphan_sleep(MP_SUBPROCESS_OUTLIVE_PARENT);
+  pid_t pid = orphan_sleep(MP_SUBPROCESS_OUTLIVE_PARENT, false);
   mpt_sleep_ms(100);
   ASSERT(!pid_gone(pid));
   kill(pid, SIGKILL);
 }
 
+/* The SigIgn mask in a /proc/<pid>/status text. */
+static uint64_t sigign_of_text(const char *text) {
+  const char *p = strstr(text, "SigIgn:");
+  ASSERT(p != NULL);
+  return strtoull(p + 7, NULL, 16);
+}
+
+static uint64_t sigign_of(const char *path) {
+  FILE *f = fopen(path, "r");
+  ASSERT(f != NULL);
+  char buf[4096];
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  return sigign_of_text(buf);
+}
+
 TEST(signals_and_session) {
   /* SIGPIPE ignored here is default again in the child, unless asked. */
   signal(SIGPIPE, SIG_IGN);
+  signal(SIGXFSZ, SIG_IGN);
+  /* Other signals the test was started with ignored (nohup, a background
+   * job) stay ignored, as exec keeps them. */
+  uint64_t mine = sigign_of("/proc/self/status");
+  uint64_t pipe_xfsz = (1ull << (SIGPIPE - 1)) | (1ull << (SIGXFSZ - 1));
+  ASSERT((mine & pipe_xfsz) == pipe_xfsz);
   const char *st[] = {"grep", "SigIgn", "/proc/self/status", NULL};
   char *out = run_out(st, NULL, NULL);
-  ASSERT_STR_EQ(out, "SigIgn:\t0000000000000000\n");
+  ASSERT_EQ(sigign_of_text(out), mine & ~pipe_xfsz);
   free(out);
   mp_subprocess_opts_t o;
   memset(&o, 0, sizeof o);
   o.flags = MP_SUBPROCESS_KEEP_SIGNALS;
   out = run_out(st, &o, NULL);
-  ASSERT_STR_EQ(out, "SigIgn:\t0000000000001000\n");
+  ASSERT_EQ(sigign_of_text(out), mine);
   free(out);
+  signal(SIGXFSZ, SIG_DFL);
   signal(SIGPIPE, SIG_DFL);
 
   o.flags = MP_SUBPROCESS_NEW_SESSION;
@@ -888,4 +938,93 @@ TEST(communicate_timeout_with_endless_output) {
   ASSERT(out[0] == 'y' && out[1] == '\n');
   free(out);
   ASSERT_OK(mp_subprocess_destroy(sp));
+}
+
+TEST(mp_wait_on_subprocesses) {
+  const char *fast[] = {"sleep", "0.05", NULL};
+  const char *slow[] = {"sleep", "30", NULL};
+  mp_subprocess_t *a, *b;
+  ASSERT_OK(mp_subprocess_spawn(&a, fast, NULL));
+  ASSERT_OK(mp_subprocess_spawn(&b, slow, NULL));
+  mp_waitable_t w[2] = {mp_subprocess_waitable(a), mp_subprocess_waitable(b)};
+  ASSERT_EQ(mp_wait(w, 2, 10000), 1);
+  ASSERT(w[0].ready && !w[1].ready);
+  int rc = -1;
+  ASSERT_EQ(mp_subprocess_poll(a, &rc), 1);
+  ASSERT_EQ(rc, 0);
+  ASSERT_EQ(mp_wait(&w[1], 1, 20), 0);
+  ASSERT_OK(mp_subprocess_destroy(a));
+  ASSERT_OK(mp_subprocess_destroy(b));
+}
+
+static void *sigblk_thread(void *arg) {
+  /* The command starts with the asking thread's signal mask. */
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGUSR1);
+  pthread_sigmask(SIG_BLOCK, &set, NULL);
+  const char *argv[] = {"grep", "SigBlk", "/proc/self/status", NULL};
+  mp_run_opts_t ro;
+  memset(&ro, 0, sizeof ro);
+  ro.capture_output = true;
+  mp_run_result_t res;
+  if (mp_run(argv, &ro, &res) != 0)
+    return (void *)1;
+  uint64_t blk = strtoull(strchr(res.out, ':') + 1, NULL, 16);
+  mp_run_result_free(&res);
+  return blk == (1ull << (SIGUSR1 - 1)) ? NULL : (void *)2;
+}
+
+TEST(command_outlives_spawning_thread) {
+  /* The parent-death signal follows the thread that cloned: a command
+   * started by a thread that then ends must keep running. */
+  sleep_req_t req = {0, NULL};
+  pthread_t t;
+  ASSERT(pthread_create(&t, NULL, spawn_sleep, &req) == 0);
+  ASSERT(pthread_join(t, NULL) == 0);
+  ASSERT(req.sp != NULL);
+  mpt_sleep_ms(100);
+  ASSERT_EQ(mp_subprocess_poll(req.sp, NULL), 0);
+  ASSERT_OK(mp_subprocess_destroy(req.sp));
+
+  void *r = (void *)3;
+  ASSERT(pthread_create(&t, NULL, sigblk_thread, NULL) == 0);
+  ASSERT(pthread_join(t, &r) == 0);
+  ASSERT(r == NULL);
+}
+
+TEST(thread_spawned_children_die_with_parent) {
+  wait_gone(orphan_sleep(0, true));
+}
+
+TEST(timeout_while_only_input_is_pending) {
+  /* Output closed early, input never read: the feeding side times out. */
+  size_t n = 8u << 20;
+  char *in = calloc(1, n);
+  const char *argv[] = {"sh", "-c", "exec >&- 2>&-; exec sleep 30", NULL};
+  mp_subprocess_opts_t o;
+  memset(&o, 0, sizeof o);
+  o.stdio[0].mode = o.stdio[1].mode = o.stdio[2].mode = MP_STDIO_PIPE;
+  mp_subprocess_t *sp;
+  ASSERT_OK(mp_subprocess_spawn(&sp, argv, &o));
+  char *out = NULL, *err = NULL;
+  size_t out_len = 1, err_len = 1;
+  uint64_t t0 = mpt_now_ms();
+  ASSERT_ERR(
+      mp_subprocess_communicate(sp, in, n, &out, &out_len, &err, &err_len, 200),
+      MP_ETIMEDOUT);
+  ASSERT(mpt_now_ms() - t0 >= 200);
+  ASSERT_OK(mp_subprocess_kill(sp));
+  ASSERT_OK(mp_subprocess_communicate(sp, in, n, &out, &out_len, &err, &err_len,
+                                      MP_FOREVER));
+  ASSERT_STR_EQ(out, "");
+  ASSERT_STR_EQ(err, "");
+  ASSERT_EQ(out_len + err_len, 0);
+  free(out);
+  free(err);
+  int rc;
+  ASSERT_OK(mp_subprocess_returncode(sp, &rc));
+  ASSERT_EQ(rc, -SIGKILL);
+  ASSERT_OK(mp_subprocess_destroy(sp));
+  free(in);
 }

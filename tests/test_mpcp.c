@@ -863,3 +863,48 @@ TEST(mpcp_worker_crash_reported) {
   close(d);
   cleanup();
 }
+
+/* The progress line: redrawn several times, counters and bar never go
+ * backwards, totals end exact, and the summary closes it. */
+TEST(mpcp_progress_monotonic) {
+  setup(false);
+  for (int d = 0; d < 6; d++) {
+    char dir[32];
+    snprintf(dir, sizeof dir, "src/d%d", d);
+    mkdir_p(dir);
+    for (int i = 0; i < 100; i++) {
+      char rel[64];
+      snprintf(rel, sizeof rel, "src/d%d/f%03d", d, i);
+      write_file(rel, "some bytes for the progress line");
+    }
+  }
+  int rc;
+  run_env = "MPCP_TEST_DELAY_MS=3";
+  char *out = mpcp(&rc, false, "-a -j 2 --progress src dst");
+  ASSERT_EQ(rc, 0);
+  ASSERT(strstr(out, "mpcp: 600 files,"));
+  int draws = 0;
+  double last_pct = -1;
+  unsigned long long last_done = 0, last_total = 0;
+  for (char *save = NULL, *seg = strtok_r(out, "\r\n", &save); seg;
+       seg = strtok_r(NULL, "\r\n", &save)) {
+    double pct;
+    unsigned long long done, total;
+    char *bar = strchr(seg, ']');
+    if (sscanf(seg, "%lf%%", &pct) != 1 || !bar ||
+        sscanf(bar + 1, " %llu/%llu", &done, &total) != 2)
+      continue;
+    ASSERT(pct >= last_pct);
+    ASSERT(done >= last_done);
+    ASSERT(total >= last_total);
+    ASSERT(done <= total);
+    last_pct = pct;
+    last_done = done;
+    last_total = total;
+    draws++;
+  }
+  ASSERT(draws >= 3);
+  ASSERT_EQ(last_total, 600);
+  free(out);
+  cleanup();
+}

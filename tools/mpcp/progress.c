@@ -75,6 +75,8 @@ void mpcp_progress_draw(mpcp_progress_t *p, bool force) {
   p->rate_bytes = p->bytes_done;
   p->last_draw = now;
   double el = now - p->start;
+  if (el < 1.5 && el > 0) /* too early for a moving average */
+    p->rate = (double)p->bytes_done / el;
   /* Entries retried after a worker died may be counted twice. */
   if (p->files_done > p->files_total && p->walk_done)
     p->files_done = p->files_total;
@@ -114,7 +116,10 @@ void mpcp_progress_draw(mpcp_progress_t *p, bool force) {
     bytes_pair(p->bytes_done, p->bytes_total, bp, sizeof bp);
     mpcp_human_bytes(p->rate, rt, sizeof rt);
     double left = -1;
-    if (el > 0.2 && (p->bytes_done || p->files_done)) {
+    if (p->walk_done && p->files_done >= p->files_total &&
+        p->bytes_done >= p->bytes_total)
+      left = 0;
+    else if (el > 0.2 && (p->bytes_done || p->files_done)) {
       double lb = p->bytes_done ? (double)(p->bytes_total - p->bytes_done) /
                                       ((double)p->bytes_done / el)
                                 : 0;

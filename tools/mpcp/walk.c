@@ -50,7 +50,7 @@ typedef struct {
   int root;
   char *dir, *name, *dname, *tmp;
   mpcp_ent_t meta;
-  uint32_t chunks_left;
+  uint32_t flags, nchunks, next_chunk, chunks_left;
   bool failed, done;
 } big_rec_t;
 
@@ -64,7 +64,7 @@ static size_t ndirs, capdirs;
 static link_rec_t *links;
 static size_t nlinks, caplinks;
 static big_rec_t *bigs;
-static size_t nbigs, capbigs;
+static size_t nbigs, capbigs, bigs_pending_from;
 static blob_t *verify_tasks;
 static size_t nverify, capverify;
 static uint64_t tasks_submitted, tasks_done, next_id = 1;
@@ -460,6 +460,44 @@ out:
   mpcp_prog.files_done++;
 }
 
+/* Chunk k of big file i, as one task. */
+static void submit_chunk(size_t i, uint32_t k) {
+  big_rec_t *b = &bigs[i];
+  batch_t c = {.root = b->root, .dir = b->dir, .flags = b->flags};
+  batch_begin(&c, MPCP_T_CHUNK);
+  uint64_t off = (uint64_t)k * mpcp_chunk_size;
+  uint64_t size = b->meta.size;
+  mpcp_chunk_t ch = {.file_id = b->id,
+                     .offset = off,
+                     .len = size - off < mpcp_chunk_size ? size - off
+                                                         : mpcp_chunk_size,
+                     .name_len = (uint32_t)strlen(b->name),
+                     .tmp_len = (uint32_t)strlen(b->tmp),
+                     .flags = b->meta.flags};
+  put(&c, &ch, sizeof ch);
+  put(&c, b->name, ch.name_len);
+  put(&c, b->tmp, ch.tmp_len);
+  submit(c.buf, c.len, false);
+  free(c.buf);
+}
+
+/* Hands out the chunks of the big files seen so far, round robin across the
+ * files: workers then mostly write different files (a filesystem may take
+ * a per-file lock for writes), and one huge file still gets every worker. */
+static void flush_bigs(void) {
+  bool more = true;
+  while (more && !mpcp_stop_sig) {
+    more = false;
+    for (size_t i = bigs_pending_from; i < nbigs && !mpcp_stop_sig; i++) {
+      if (bigs[i].next_chunk >= bigs[i].nchunks)
+        continue;
+      submit_chunk(i, bigs[i].next_chunk++);
+      more = true;
+    }
+  }
+  bigs_pending_from = nbigs;
+}
+
 static void add_big(batch_t *bt, int ddir, const mpcp_ent_t *e,
                     const char *name, const char *dname) {
   char tmp[128];
@@ -487,25 +525,11 @@ static void add_big(batch_t *bt, int ddir, const mpcp_ent_t *e,
                    .dname = strdup(dname),
                    .tmp = strdup(tmp),
                    .meta = *e,
+                   .flags = bt->flags,
+                   .nchunks = (uint32_t)nchunks,
                    .chunks_left = (uint32_t)nchunks};
-  batch_t c = {.root = bt->root, .dir = bt->dir, .flags = bt->flags};
-  for (uint64_t k = 0; k < nchunks && !mpcp_stop_sig; k++) {
-    batch_begin(&c, MPCP_T_CHUNK);
-    uint64_t off = k * mpcp_chunk_size;
-    mpcp_chunk_t ch = {.file_id = b->id,
-                       .offset = off,
-                       .len = e->size - off < mpcp_chunk_size ? e->size - off
-                                                              : mpcp_chunk_size,
-                       .name_len = (uint32_t)strlen(name),
-                       .tmp_len = (uint32_t)strlen(tmp),
-                       .flags = e->flags};
-    put(&c, &ch, sizeof ch);
-    put(&c, name, ch.name_len);
-    put(&c, tmp, ch.tmp_len);
-    submit(c.buf, c.len, false);
-    b = &bigs[nbigs - 1]; /* submit may run finish_big; bigs is stable */
-  }
   if (mpcp_opt.verify) {
+    batch_t c = {.root = bt->root, .dir = bt->dir, .flags = bt->flags};
     batch_begin(&c, MPCP_T_VERIFY);
     mpcp_ent_t x = *e;
     x.name_len = (uint32_t)strlen(name);
@@ -519,9 +543,9 @@ static void add_big(batch_t *bt, int ddir, const mpcp_ent_t *e,
     memcpy(c.buf, &h, sizeof h);
     GROW(verify_tasks, nverify, capverify);
     verify_tasks[nverify++] = (blob_t){c.buf, c.len};
-    c.buf = NULL;
   }
-  free(c.buf);
+  if (nbigs - bigs_pending_from >= 2 * (size_t)mpcp_opt.jobs)
+    flush_bigs();
 }
 
 /* ---- walking
@@ -819,6 +843,7 @@ void mpcp_wait_tasks(void) {
 }
 
 void mpcp_finish(void) {
+  flush_bigs();
   mpcp_wait_tasks();
   if (mpcp_stop_sig)
     return;

@@ -14,6 +14,7 @@
  * used to bring the copier up before the pool existed. */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,6 +118,8 @@ bool mpcp_exec_take_dead(char **task, size_t *len) {
   return *task != NULL;
 }
 
+static _Atomic bool aborting;
+
 int mpcp_exec_start(int nworkers) {
   int rc = mp_queue_create(&queue, NULL);
   if (rc < 0)
@@ -163,7 +166,11 @@ void mpcp_send(const mpcp_msg_t *m, const char *text, size_t text_len) {
   memcpy(buf, m, sizeof *m);
   if (text_len)
     memcpy(buf + sizeof *m, text, text_len);
-  mp_queue_put(queue, buf, sizeof *m + text_len, MP_FOREVER);
+  /* Once the copy is being aborted nobody reads the queue any more: the
+   * error callbacks of the cancelled tasks must not block on a full queue,
+   * or mp_pool_join would wait for them forever. */
+  mp_queue_put(queue, buf, sizeof *m + text_len,
+               atomic_load(&aborting) ? 0 : MP_FOREVER);
 }
 
 int mpcp_exec_recv(void *buf, int timeout_ms) {
@@ -177,8 +184,10 @@ int mpcp_exec_recv(void *buf, int timeout_ms) {
 void mpcp_exec_stop(bool abort) {
   if (!pool)
     return;
-  if (abort)
+  if (abort) {
+    atomic_store(&aborting, true);
     mp_pool_terminate(pool);
+  }
   else
     mp_pool_close(pool);
   mp_pool_join(pool, MP_FOREVER);

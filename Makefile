@@ -26,7 +26,9 @@ demo: deps all
 bench: deps all
 	python3 bench/run.py --build $(BUILD) $(if $(BENCH),--family $(BENCH),)
 
-install: all
+install: configure
+	cmake -S . -B $(BUILD) -DCMAKE_INSTALL_PREFIX=$(PREFIX) >/dev/null
+	cmake --build $(BUILD) -j $(JOBS)
 	cmake --install $(BUILD) --prefix $(PREFIX)
 
 format:

@@ -90,8 +90,9 @@ void mpcp_progress_draw(mpcp_progress_t *p, bool force) {
     for (int i = 0; i < 16; i++)
       bar[i] = i < fill ? '#' : '-';
     bar[16] = '\0';
-    n = snprintf(line, sizeof line, "verify %3.0f%% [%s] %llu/%llu files",
-                 frac * 100, bar, (unsigned long long)p->verify_done,
+    n = snprintf(line, sizeof line, "verify %3d%% [%s] %llu/%llu files",
+                 (int)(frac * 100), /* 100% only when done */ bar,
+                 (unsigned long long)p->verify_done,
                  (unsigned long long)p->verify_total);
   } else {
     double frac =
@@ -130,8 +131,8 @@ void mpcp_progress_draw(mpcp_progress_t *p, bool force) {
     }
     fmt_eta(left, eta, sizeof eta);
     n = snprintf(line, sizeof line,
-                 "%3.0f%% [%s] %llu/%llu%s files %s%s %s/s ETA %s", frac * 100,
-                 bar, (unsigned long long)p->files_done,
+                 "%3d%% [%s] %llu/%llu%s files %s%s %s/s ETA %s",
+                 (int)(frac * 100), bar, (unsigned long long)p->files_done,
                  (unsigned long long)p->files_total, p->walk_done ? "" : "+",
                  bp, p->walk_done ? "" : "+", rt, eta);
   }

@@ -99,4 +99,37 @@ int mp__seg_unlink(const char *name);
 int mp__tracker_register(const char *name);
 int mp__tracker_unregister(const char *name);
 
+/* ---- process identity ----------------------------------------------------
+ * Lock words hold an owner's pid (or thread id) with its start time beside
+ * them, so waiters can tell a dead owner from a live one and from a new
+ * process under a reused pid. (src/proc_identity.c) */
+
+/* State letter, thread count and start time (clock ticks since boot) of
+ * /proc/<id>/stat; id is a pid or a thread id. Returns 0, MP_ENOENT (no
+ * such process or thread), or another code when /proc cannot tell. */
+int mp__proc_stat(uint32_t id, char *state, long *threads, uint64_t *start);
+/* Start time of process or thread id (0 when /proc cannot tell); same
+ * returns as mp__proc_stat. */
+int mp__pid_start_time(uint32_t id, uint64_t *start);
+
+/* This process's pid and this thread's id, and their start times (0 when
+ * /proc cannot tell), cached: reset in forked children. */
+uint32_t mp__self_pid(void);
+uint64_t mp__self_pid_start(void);
+uint32_t mp__self_tid(void);
+uint64_t mp__self_tid_start(void);
+
+/* What /proc says of a lock owner (a pid, or a thread id if thread_level).
+ * Returns MP__OWNER_GONE when it certainly holds nothing any more: no such
+ * process/thread, or dead and not yet reaped. A process whose main thread
+ * ended while other threads run shows a zombie leader but is alive; as a
+ * thread, that main thread is gone. Returns MP__OWNER_EXISTS with *start
+ * set when it exists (the caller decides whether the start time shows a
+ * reused id), or a negative code when /proc cannot tell (count it alive). */
+enum { MP__OWNER_EXISTS = 0, MP__OWNER_GONE = 1 };
+int mp__owner_probe(uint32_t id, bool thread_level, uint64_t *start);
+/* True when the owning process pid is certainly gone: MP__OWNER_GONE, or it
+ * exists with a start time other than start (0: unknown, not checked). */
+bool mp__owner_dead(uint32_t pid, uint64_t start);
+
 #endif

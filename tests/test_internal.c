@@ -1,0 +1,148 @@
+/* Internal helpers shared by several parts: process identity. */
+#include <pthread.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "runner.h"
+
+/* Above the kernel's largest pid_max (2^22): never a live process. */
+#define NO_SUCH_PID 0x3fffffffu
+
+/* Waits until /proc shows pid in state (or gone when state is 0). */
+static void wait_state(pid_t pid, char state) {
+  for (int i = 0; i < 2000; i++) {
+    char st;
+    long threads;
+    uint64_t start;
+    int r = mp__proc_stat((uint32_t)pid, &st, &threads, &start);
+    if (state ? r == 0 && st == state : r == MP_ENOENT)
+      return;
+    mpt_sleep_ms(5);
+  }
+  ASSERT(!"process never reached the state");
+}
+
+TEST(proc_identity_self) {
+  uint64_t start = 0;
+  ASSERT_OK(mp__pid_start_time((uint32_t)getpid(), &start));
+  ASSERT(start > 0);
+  ASSERT_EQ(mp__self_pid(), getpid());
+  ASSERT_EQ(mp__self_pid_start(), start);
+  ASSERT_EQ(mp__self_tid(), gettid());
+  ASSERT_EQ(mp__self_tid_start(), start);
+  char st = 0;
+  long threads = 0;
+  ASSERT_OK(mp__proc_stat((uint32_t)getpid(), &st, &threads, &start));
+  ASSERT(st == 'R' || st == 'S');
+  ASSERT_EQ(threads, 1);
+  ASSERT_ERR(mp__pid_start_time(NO_SUCH_PID, &start), MP_ENOENT);
+  ASSERT_EQ(start, 0);
+  ASSERT_EQ(mp__owner_probe(NO_SUCH_PID, false, &start), MP__OWNER_GONE);
+  ASSERT(mp__owner_dead(NO_SUCH_PID, 0));
+  /* The caller itself is alive, under its own start time only. */
+  ASSERT_EQ(mp__owner_probe(mp__self_pid(), false, &start), MP__OWNER_EXISTS);
+  ASSERT_EQ(start, mp__self_pid_start());
+  ASSERT(!mp__owner_dead(mp__self_pid(), 0));
+  ASSERT(!mp__owner_dead(mp__self_pid(), mp__self_pid_start()));
+  ASSERT(mp__owner_dead(mp__self_pid(), mp__self_pid_start() + 1));
+}
+
+static void *tid_thread(void *arg) {
+  uint32_t *out = arg;
+  out[0] = mp__self_tid();
+  out[1] = (uint32_t)gettid();
+  out[2] = mp__self_pid();
+  return NULL;
+}
+
+TEST(proc_identity_threads_and_fork) {
+  uint32_t main_tid = mp__self_tid(), seen[3];
+  pthread_t t;
+  ASSERT_OK(-pthread_create(&t, NULL, tid_thread, seen));
+  ASSERT_OK(-pthread_join(t, NULL));
+  ASSERT_EQ(seen[0], seen[1]);
+  ASSERT(seen[0] != main_tid);
+  ASSERT_EQ(seen[2], getpid());
+  /* The caches are reset in a forked child. */
+  uint32_t parent = mp__self_pid();
+  uint64_t parent_start = mp__self_pid_start();
+  pid_t pid = fork();
+  ASSERT(pid >= 0);
+  if (pid == 0) {
+    bool ok = mp__self_pid() == (uint32_t)getpid() &&
+              mp__self_pid() != parent && mp__self_tid() == mp__self_pid() &&
+              mp__self_pid_start() >= parent_start &&
+              !mp__owner_dead(parent, parent_start);
+    _exit(ok ? 0 : 1);
+  }
+  int status;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+TEST(proc_identity_dead_owner) {
+  int p[2];
+  ASSERT_OK(pipe(p) < 0 ? -errno : 0);
+  pid_t pid = fork();
+  ASSERT(pid >= 0);
+  if (pid == 0) {
+    close(p[1]);
+    char c;
+    (void)!read(p[0], &c, 1);
+    _exit(0);
+  }
+  close(p[0]);
+  uint64_t start = 0, now = 0;
+  ASSERT_OK(mp__pid_start_time((uint32_t)pid, &start));
+  ASSERT_EQ(mp__owner_probe((uint32_t)pid, false, &now), MP__OWNER_EXISTS);
+  ASSERT_EQ(now, start);
+  ASSERT(!mp__owner_dead((uint32_t)pid, start));
+  /* Another start time: the pid was reused by somebody else. */
+  ASSERT(mp__owner_dead((uint32_t)pid, start + 1));
+  /* Killed but not reaped: a zombie holds nothing. */
+  ASSERT_OK(kill(pid, SIGKILL));
+  wait_state(pid, 'Z');
+  ASSERT_EQ(mp__owner_probe((uint32_t)pid, false, &now), MP__OWNER_GONE);
+  ASSERT(mp__owner_dead((uint32_t)pid, start));
+  ASSERT(mp__owner_dead((uint32_t)pid, 0));
+  int status;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_EQ(mp__owner_probe((uint32_t)pid, false, &now), MP__OWNER_GONE);
+  close(p[1]);
+}
+
+static void *linger(void *arg) {
+  int fd = *(int *)arg;
+  char c;
+  (void)!read(fd, &c, 1);
+  _exit(0);
+}
+
+TEST(proc_identity_main_thread_exited) {
+  int p[2];
+  ASSERT_OK(pipe(p) < 0 ? -errno : 0);
+  pid_t pid = fork();
+  ASSERT(pid >= 0);
+  if (pid == 0) {
+    close(p[1]);
+    pthread_t t;
+    if (pthread_create(&t, NULL, linger, &p[0]) != 0)
+      _exit(1);
+    pthread_exit(NULL);
+  }
+  close(p[0]);
+  /* The leader shows 'Z' while the other thread runs: the process is
+   * alive, its main thread is not. */
+  wait_state(pid, 'Z');
+  uint64_t start = 0;
+  ASSERT_EQ(mp__owner_probe((uint32_t)pid, false, &start), MP__OWNER_EXISTS);
+  ASSERT(start > 0);
+  ASSERT(!mp__owner_dead((uint32_t)pid, start));
+  ASSERT_EQ(mp__owner_probe((uint32_t)pid, true, &start), MP__OWNER_GONE);
+  close(p[1]);
+  int status;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}

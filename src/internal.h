@@ -132,4 +132,14 @@ int mp__owner_probe(uint32_t id, bool thread_level, uint64_t *start);
  * exists with a start time other than start (0: unknown, not checked). */
 bool mp__owner_dead(uint32_t pid, uint64_t start);
 
+/* ---- spawner thread -------------------------------------------------------
+ * The parent-death signal follows the thread that forked, so children asked
+ * for by threads other than the main one are started by one internal thread
+ * that lives as long as the process (src/spawner.c). Runs fn(arg) on it,
+ * blocking until done, and returns fn's result, or a negative code if the
+ * thread cannot be started. The thread blocks every signal: fn passes the
+ * asking thread's mask on to the child itself. Requests are served one at a
+ * time; fn must not call mp__spawner_run. */
+int mp__spawner_run(int (*fn)(void *arg), void *arg);
+
 #endif

@@ -1,6 +1,8 @@
-/* Internal helpers shared by several parts: process identity. */
+/* Internal helpers shared by several parts: process identity, the
+ * spawner thread. */
 #include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -145,4 +147,58 @@ TEST(proc_identity_main_thread_exited) {
   int status;
   ASSERT_EQ(waitpid(pid, &status, 0), pid);
   ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+/* ---- the spawner thread (process and subprocess share it) -------------- */
+
+static int ret_arg(const void *arg, size_t len) {
+  int v = 0;
+  if (len == sizeof v)
+    memcpy(&v, arg, sizeof v);
+  return v;
+}
+
+static void *spawn_loop(void *arg) {
+  bool subprocess = (intptr_t)arg % 2;
+  for (int i = 0; i < 15; i++) {
+    if (subprocess) {
+      char word[16];
+      snprintf(word, sizeof word, "w%d", i);
+      const char *argv[] = {"echo", word, NULL};
+      mp_run_opts_t ro;
+      memset(&ro, 0, sizeof ro);
+      ro.capture_output = true;
+      mp_run_result_t res;
+      if (mp_run(argv, &ro, &res) != 0)
+        return (void *)1;
+      bool ok = res.out_len == strlen(word) + 1 &&
+                memcmp(res.out, word, strlen(word)) == 0;
+      mp_run_result_free(&res);
+      if (!ok)
+        return (void *)2;
+    } else {
+      mp_process_t *p;
+      mp_process_opts_t o = {.start_method = MP_START_FORK};
+      int code = -1;
+      if (mp_process_create(&p, ret_arg, &i, sizeof i, &o) < 0 ||
+          mp_process_start(p) < 0 || mp_process_join(p, MP_FOREVER) < 0 ||
+          mp_process_exitcode(p, &code) < 0 || code != i)
+        return (void *)3;
+      mp_process_destroy(p);
+    }
+  }
+  return NULL;
+}
+
+TEST(spawner_shared_by_process_and_subprocess) {
+  /* Non-main threads: every start goes through the one spawner thread. */
+  pthread_t t[4];
+  for (intptr_t i = 0; i < 4; i++)
+    ASSERT_OK(-pthread_create(&t[i], NULL, spawn_loop, (void *)i));
+  for (int i = 0; i < 4; i++) {
+    void *r;
+    ASSERT_OK(-pthread_join(t[i], &r));
+    ASSERT(r == NULL);
+  }
+  ASSERT_EQ(mp_active_children(NULL, 0), 0);
 }

@@ -379,19 +379,29 @@ static int take_payload(mp_conn_t *c, void *dst, size_t len) {
   return 0;
 }
 
-int mp_conn_recv_into(mp_conn_t *c, void *buf, size_t cap, size_t *len) {
-  if (!len || (!buf && cap > 0))
-    return MP_EINVAL;
+/* The header of the next message, which must carry a descriptor (fd) or
+ * data (!fd): MP_EINVAL for the other kind, left in place. A data length
+ * beyond what we write means a corrupt stream: MP_EIO. */
+static int next_header(mp_conn_t *c, bool fd, uint64_t *hdr) {
   int r = check_recv(c);
   if (r < 0)
     return r;
-  uint64_t hdr;
-  if ((r = peek_header(c, &hdr)) < 0)
+  if ((r = peek_header(c, hdr)) < 0)
     return r;
-  if (hdr & HDR_FD)
+  if (((*hdr & HDR_FD) != 0) != fd)
     return MP_EINVAL;
-  if (hdr >= MSG_MAX)
+  if (!fd && (*hdr >= MSG_MAX || *hdr >= SIZE_MAX))
     return MP_EIO;
+  return 0;
+}
+
+int mp_conn_recv_into(mp_conn_t *c, void *buf, size_t cap, size_t *len) {
+  if (!len || (!buf && cap > 0))
+    return MP_EINVAL;
+  uint64_t hdr;
+  int r = next_header(c, false, &hdr);
+  if (r < 0)
+    return r;
   *len = (size_t)hdr;
   if (hdr > cap)
     return MP_ETOOSHORT;
@@ -401,16 +411,10 @@ int mp_conn_recv_into(mp_conn_t *c, void *buf, size_t cap, size_t *len) {
 int mp_conn_recv(mp_conn_t *c, void **buf, size_t *len) {
   if (!buf || !len)
     return MP_EINVAL;
-  int r = check_recv(c);
+  uint64_t hdr;
+  int r = next_header(c, false, &hdr);
   if (r < 0)
     return r;
-  uint64_t hdr;
-  if ((r = peek_header(c, &hdr)) < 0)
-    return r;
-  if (hdr & HDR_FD)
-    return MP_EINVAL;
-  if (hdr >= MSG_MAX || hdr >= SIZE_MAX)
-    return MP_EIO; /* not a header we write: the stream is corrupt */
   void *p = malloc(hdr ? (size_t)hdr : 1);
   if (!p)
     return MP_ENOMEM;
@@ -428,14 +432,10 @@ int mp_conn_recv_fd(mp_conn_t *c, int *fd) {
     return MP_EINVAL;
   if (c && c->fd >= 0 && c->readable && !c->is_socket)
     return MP_ENOTSUP;
-  int r = check_recv(c);
+  uint64_t hdr;
+  int r = next_header(c, true, &hdr);
   if (r < 0)
     return r;
-  uint64_t hdr;
-  if ((r = peek_header(c, &hdr)) < 0)
-    return r;
-  if (!(hdr & HDR_FD))
-    return MP_EINVAL;
   c->rpos += HDR_SIZE;
   if (c->rpos == c->rlen)
     c->rpos = c->rlen = 0;

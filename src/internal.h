@@ -56,6 +56,14 @@ int mp__write_full(int fd, const void *buf, size_t len);
 int mp__read_full(int fd, void *buf, size_t len);
 /* Close, keeping errno. */
 void mp__close(int fd);
+/* Descriptors riding on a Unix socket message (SCM_RIGHTS). set_fds puts n
+ * descriptors into msg, using buf (CMSG_SPACE(n * sizeof(int)) bytes,
+ * aligned for struct cmsghdr, n > 0) as its control data. take_fds copies
+ * up to cap received descriptors into fds and closes the rest; returns how
+ * many it copied. */
+struct msghdr;
+void mp__cmsg_set_fds(struct msghdr *msg, void *buf, const int *fds, size_t n);
+size_t mp__cmsg_take_fds(struct msghdr *msg, int *fds, size_t cap);
 
 /* ---- random names -------------------------------------------------------- */
 /* Write "<prefix><16 random hex chars>" into buf (cap >= strlen(prefix)+17).

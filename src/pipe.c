@@ -213,16 +213,8 @@ int mp_conn_send_fd(mp_conn_t *c, int fd) {
     char buf[CMSG_SPACE(sizeof(int))];
     struct cmsghdr align;
   } u;
-  memset(&u, 0, sizeof u);
-  struct msghdr msg = {.msg_iov = &iov,
-                       .msg_iovlen = 1,
-                       .msg_control = u.buf,
-                       .msg_controllen = sizeof u.buf};
-  struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-  cm->cmsg_level = SOL_SOCKET;
-  cm->cmsg_type = SCM_RIGHTS;
-  cm->cmsg_len = CMSG_LEN(sizeof(int));
-  memcpy(CMSG_DATA(cm), &fd, sizeof fd);
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+  mp__cmsg_set_fds(&msg, u.buf, &fd, 1);
   ssize_t n;
   do
     n = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
@@ -267,18 +259,11 @@ static ssize_t conn_read(mp_conn_t *c, void *p, size_t n) {
                            .msg_control = u.buf,
                            .msg_controllen = sizeof u.buf};
       r = recvmsg(c->fd, &msg, MSG_CMSG_CLOEXEC);
-      if (r >= 0 && msg.msg_controllen > 0) {
-        for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm;
-             cm = CMSG_NXTHDR(&msg, cm)) {
-          if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
-            continue;
-          size_t nfd = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-          for (size_t i = 0; i < nfd; i++) {
-            int fd;
-            memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof fd);
-            fdq_push(c, fd);
-          }
-        }
+      if (r >= 0) {
+        int fds[8];
+        size_t k = mp__cmsg_take_fds(&msg, fds, 8);
+        for (size_t i = 0; i < k; i++)
+          fdq_push(c, fds[i]);
       }
     }
     if (r >= 0)

@@ -3,6 +3,8 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
+#include <fcntl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -201,4 +203,63 @@ TEST(spawner_shared_by_process_and_subprocess) {
     ASSERT(r == NULL);
   }
   ASSERT_EQ(mp_active_children(NULL, 0), 0);
+}
+
+/* ---- descriptors over a Unix socket ------------------------------------- */
+
+TEST(cmsg_fds_set_and_take) {
+  int sv[2];
+  ASSERT_OK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 ? -errno
+                                                                       : 0);
+  int before = mpt_count_fds();
+  int fds[3];
+  for (int i = 0; i < 3; i++) {
+    fds[i] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    ASSERT(fds[i] >= 0);
+  }
+  for (size_t cap = 0; cap <= 4; cap++) {
+    char byte = 'x';
+    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+    union {
+      char buf[CMSG_SPACE(3 * sizeof(int))];
+      struct cmsghdr align;
+    } u, r;
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+    mp__cmsg_set_fds(&msg, u.buf, fds, 3);
+    ASSERT_EQ(sendmsg(sv[0], &msg, 0), 1);
+    struct msghdr in = {.msg_iov = &iov,
+                        .msg_iovlen = 1,
+                        .msg_control = r.buf,
+                        .msg_controllen = sizeof r.buf};
+    ASSERT_EQ(recvmsg(sv[1], &in, MSG_CMSG_CLOEXEC), 1);
+    int got[4] = {-1, -1, -1, -1};
+    size_t k = mp__cmsg_take_fds(&in, got, cap);
+    ASSERT_EQ(k, cap < 3 ? cap : 3);
+    /* The ones kept are open and new; the rest were closed. */
+    ASSERT_EQ(mpt_count_fds(), before + 3 + (int)k);
+    for (size_t i = 0; i < k; i++) {
+      ASSERT(got[i] > fds[2]);
+      ASSERT(fcntl(got[i], F_GETFD) & FD_CLOEXEC);
+      close(got[i]);
+    }
+  }
+  /* Nothing attached: nothing taken. */
+  char byte = 'y';
+  ASSERT_EQ(write(sv[0], &byte, 1), 1);
+  struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+  union {
+    char buf[CMSG_SPACE(sizeof(int))];
+    struct cmsghdr align;
+  } r;
+  struct msghdr in = {.msg_iov = &iov,
+                      .msg_iovlen = 1,
+                      .msg_control = r.buf,
+                      .msg_controllen = sizeof r.buf};
+  ASSERT_EQ(recvmsg(sv[1], &in, 0), 1);
+  int got;
+  ASSERT_EQ(mp__cmsg_take_fds(&in, &got, 1), 0);
+  for (int i = 0; i < 3; i++)
+    close(fds[i]);
+  close(sv[0]);
+  close(sv[1]);
 }

@@ -86,18 +86,45 @@ TEST(proc_identity_threads_and_fork) {
   ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
-TEST(proc_identity_dead_owner) {
+/* Child bodies: wait until the parent closes its end of the pipe. */
+static void *linger(void *arg) {
+  int fd = *(int *)arg;
+  char c;
+  (void)!read(fd, &c, 1);
+  _exit(0);
+}
+
+static void linger_in_thread(int *fd) {
+  /* The main thread ends; another keeps the process alive. */
+  pthread_t t;
+  if (pthread_create(&t, NULL, linger, fd) != 0)
+    _exit(1);
+  pthread_exit(NULL);
+}
+
+static void linger_here(int *fd) {
+  linger(fd);
+}
+
+/* Forks a child running body until *release is closed. */
+static pid_t fork_lingering(void (*body)(int *fd), int *release) {
   int p[2];
   ASSERT_OK(pipe(p) < 0 ? -errno : 0);
   pid_t pid = fork();
   ASSERT(pid >= 0);
   if (pid == 0) {
     close(p[1]);
-    char c;
-    (void)!read(p[0], &c, 1);
-    _exit(0);
+    body(&p[0]);
+    _exit(1);
   }
   close(p[0]);
+  *release = p[1];
+  return pid;
+}
+
+TEST(proc_identity_dead_owner) {
+  int release;
+  pid_t pid = fork_lingering(linger_here, &release);
   uint64_t start = 0, now = 0;
   ASSERT_OK(mp__pid_start_time((uint32_t)pid, &start));
   ASSERT_EQ(mp__owner_probe((uint32_t)pid, false, &now), MP__OWNER_EXISTS);
@@ -114,29 +141,12 @@ TEST(proc_identity_dead_owner) {
   int status;
   ASSERT_EQ(waitpid(pid, &status, 0), pid);
   ASSERT_EQ(mp__owner_probe((uint32_t)pid, false, &now), MP__OWNER_GONE);
-  close(p[1]);
-}
-
-static void *linger(void *arg) {
-  int fd = *(int *)arg;
-  char c;
-  (void)!read(fd, &c, 1);
-  _exit(0);
+  close(release);
 }
 
 TEST(proc_identity_main_thread_exited) {
-  int p[2];
-  ASSERT_OK(pipe(p) < 0 ? -errno : 0);
-  pid_t pid = fork();
-  ASSERT(pid >= 0);
-  if (pid == 0) {
-    close(p[1]);
-    pthread_t t;
-    if (pthread_create(&t, NULL, linger, &p[0]) != 0)
-      _exit(1);
-    pthread_exit(NULL);
-  }
-  close(p[0]);
+  int release;
+  pid_t pid = fork_lingering(linger_in_thread, &release);
   /* The leader shows 'Z' while the other thread runs: the process is
    * alive, its main thread is not. */
   wait_state(pid, 'Z');
@@ -145,7 +155,7 @@ TEST(proc_identity_main_thread_exited) {
   ASSERT(start > 0);
   ASSERT(!mp__owner_dead((uint32_t)pid, start));
   ASSERT_EQ(mp__owner_probe((uint32_t)pid, true, &start), MP__OWNER_GONE);
-  close(p[1]);
+  close(release);
   int status;
   ASSERT_EQ(waitpid(pid, &status, 0), pid);
   ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);

@@ -94,16 +94,8 @@ static int send_response(int sock, const fs_response_t *resp, const int *fds,
     struct cmsghdr align;
   } u;
   struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
-  if (nfds > 0) {
-    memset(&u, 0, sizeof u);
-    msg.msg_control = u.buf;
-    msg.msg_controllen = CMSG_SPACE((size_t)nfds * sizeof(int));
-    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN((size_t)nfds * sizeof(int));
-    memcpy(CMSG_DATA(c), fds, (size_t)nfds * sizeof(int));
-  }
+  if (nfds > 0)
+    mp__cmsg_set_fds(&msg, u.buf, fds, (size_t)nfds);
   ssize_t n;
   do
     n = sendmsg(sock, &msg, MSG_NOSIGNAL);
@@ -299,20 +291,9 @@ static int read_request(int sock, fs_request_t *rq, int *fds, int *nfds) {
     ssize_t n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
     if (n < 0 && errno == EINTR)
       continue;
-    for (struct cmsghdr *c = n > 0 ? CMSG_FIRSTHDR(&msg) : NULL; c;
-         c = CMSG_NXTHDR(&msg, c)) {
-      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-        continue;
-      size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-      for (size_t i = 0; i < k; i++) {
-        int fd;
-        memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-        if (*nfds < MP_PROCESS_PASS_FDS_MAX)
-          fds[(*nfds)++] = fd;
-        else
-          mp__close(fd);
-      }
-    }
+    if (n > 0)
+      *nfds += (int)mp__cmsg_take_fds(
+          &msg, fds + *nfds, (size_t)(MP_PROCESS_PASS_FDS_MAX - *nfds));
     if (n <= 0) {
       for (int i = 0; i < *nfds; i++)
         mp__close(fds[i]);
@@ -454,17 +435,8 @@ static int fs_request_locked(const fs_request_t *rq, const void *arg,
     char buf[FDS_CMSG_SPACE];
     struct cmsghdr align;
   } cu;
-  if (rq->nfds > 0) {
-    /* The descriptors go with the first bytes sent. */
-    memset(&cu, 0, sizeof cu);
-    msg.msg_control = cu.buf;
-    msg.msg_controllen = CMSG_SPACE(rq->nfds * sizeof(int));
-    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(rq->nfds * sizeof(int));
-    memcpy(CMSG_DATA(c), pass_fds, rq->nfds * sizeof(int));
-  }
+  if (rq->nfds > 0) /* the descriptors go with the first bytes sent */
+    mp__cmsg_set_fds(&msg, cu.buf, pass_fds, rq->nfds);
   size_t total = sizeof *rq + len, done = 0;
   while (done < total) {
     ssize_t n = sendmsg(fs_fd, &msg, MSG_NOSIGNAL);
@@ -505,11 +477,14 @@ static int fs_request_locked(const fs_request_t *rq, const void *arg,
     return -errno;
   if (n == 0)
     return MP_ECLOSED;
+  /* The server sends both descriptors or none. */
   fds[0] = fds[1] = -1;
-  for (struct cmsghdr *c = CMSG_FIRSTHDR(&rmsg); c; c = CMSG_NXTHDR(&rmsg, c))
-    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
-        c->cmsg_len == CMSG_LEN(2 * sizeof(int)))
-      memcpy(fds, CMSG_DATA(c), 2 * sizeof(int));
+  int got[2];
+  size_t k = mp__cmsg_take_fds(&rmsg, got, 2);
+  if (k == 2)
+    memcpy(fds, got, sizeof got);
+  else if (k == 1)
+    mp__close(got[0]);
   if ((size_t)n < sizeof *resp) {
     int r = mp__read_full(fs_fd, (char *)resp + n, sizeof *resp - (size_t)n);
     if (r < 0)

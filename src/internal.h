@@ -56,6 +56,14 @@ int mp__write_full(int fd, const void *buf, size_t len);
 int mp__read_full(int fd, void *buf, size_t len);
 /* Close, keeping errno. */
 void mp__close(int fd);
+/* Descriptors riding on a Unix socket message (SCM_RIGHTS). set_fds puts n
+ * descriptors into msg, using buf (CMSG_SPACE(n * sizeof(int)) bytes,
+ * aligned for struct cmsghdr, n > 0) as its control data. take_fds copies
+ * up to cap received descriptors into fds and closes the rest; returns how
+ * many it copied. */
+struct msghdr;
+void mp__cmsg_set_fds(struct msghdr *msg, void *buf, const int *fds, size_t n);
+size_t mp__cmsg_take_fds(struct msghdr *msg, int *fds, size_t cap);
 
 /* ---- random names -------------------------------------------------------- */
 /* Write "<prefix><16 random hex chars>" into buf (cap >= strlen(prefix)+17).
@@ -98,5 +106,48 @@ int mp__seg_unlink(const char *name);
  * does it). Children forked later do not inherit the registrations. */
 int mp__tracker_register(const char *name);
 int mp__tracker_unregister(const char *name);
+
+/* ---- process identity ----------------------------------------------------
+ * Lock words hold an owner's pid (or thread id) with its start time beside
+ * them, so waiters can tell a dead owner from a live one and from a new
+ * process under a reused pid. (src/proc_identity.c) */
+
+/* State letter, thread count and start time (clock ticks since boot) of
+ * /proc/<id>/stat; id is a pid or a thread id. Returns 0, MP_ENOENT (no
+ * such process or thread), or another code when /proc cannot tell. */
+int mp__proc_stat(uint32_t id, char *state, long *threads, uint64_t *start);
+/* Start time of process or thread id (0 when /proc cannot tell); same
+ * returns as mp__proc_stat. */
+int mp__pid_start_time(uint32_t id, uint64_t *start);
+
+/* This process's pid and this thread's id, and their start times (0 when
+ * /proc cannot tell), cached: reset in forked children. */
+uint32_t mp__self_pid(void);
+uint64_t mp__self_pid_start(void);
+uint32_t mp__self_tid(void);
+uint64_t mp__self_tid_start(void);
+
+/* What /proc says of a lock owner (a pid, or a thread id if thread_level).
+ * Returns MP__OWNER_GONE when it certainly holds nothing any more: no such
+ * process/thread, or dead and not yet reaped. A process whose main thread
+ * ended while other threads run shows a zombie leader but is alive; as a
+ * thread, that main thread is gone. Returns MP__OWNER_EXISTS with *start
+ * set when it exists (the caller decides whether the start time shows a
+ * reused id), or a negative code when /proc cannot tell (count it alive). */
+enum { MP__OWNER_EXISTS = 0, MP__OWNER_GONE = 1 };
+int mp__owner_probe(uint32_t id, bool thread_level, uint64_t *start);
+/* True when the owning process pid is certainly gone: MP__OWNER_GONE, or it
+ * exists with a start time other than start (0: unknown, not checked). */
+bool mp__owner_dead(uint32_t pid, uint64_t start);
+
+/* ---- spawner thread -------------------------------------------------------
+ * The parent-death signal follows the thread that forked, so children asked
+ * for by threads other than the main one are started by one internal thread
+ * that lives as long as the process (src/spawner.c). Runs fn(arg) on it,
+ * blocking until done, and returns fn's result, or a negative code if the
+ * thread cannot be started. The thread blocks every signal: fn passes the
+ * asking thread's mask on to the child itself. Requests are served one at a
+ * time; fn must not call mp__spawner_run. */
+int mp__spawner_run(int (*fn)(void *arg), void *arg);
 
 #endif

@@ -36,8 +36,6 @@ typedef struct {
 
 void mp__mlock_lock(mp__mlock_t *l);
 void mp__mlock_unlock(mp__mlock_t *l);
-/* This process's pid, cached (reset in forked children). */
-pid_t mp__mlock_self(void);
 
 /* ---- shared layout ------------------------------------------------------ */
 enum { MGR_KIND_DICT = 1, MGR_KIND_LIST = 2 };

@@ -213,16 +213,8 @@ int mp_conn_send_fd(mp_conn_t *c, int fd) {
     char buf[CMSG_SPACE(sizeof(int))];
     struct cmsghdr align;
   } u;
-  memset(&u, 0, sizeof u);
-  struct msghdr msg = {.msg_iov = &iov,
-                       .msg_iovlen = 1,
-                       .msg_control = u.buf,
-                       .msg_controllen = sizeof u.buf};
-  struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-  cm->cmsg_level = SOL_SOCKET;
-  cm->cmsg_type = SCM_RIGHTS;
-  cm->cmsg_len = CMSG_LEN(sizeof(int));
-  memcpy(CMSG_DATA(cm), &fd, sizeof fd);
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+  mp__cmsg_set_fds(&msg, u.buf, &fd, 1);
   ssize_t n;
   do
     n = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
@@ -267,18 +259,11 @@ static ssize_t conn_read(mp_conn_t *c, void *p, size_t n) {
                            .msg_control = u.buf,
                            .msg_controllen = sizeof u.buf};
       r = recvmsg(c->fd, &msg, MSG_CMSG_CLOEXEC);
-      if (r >= 0 && msg.msg_controllen > 0) {
-        for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm;
-             cm = CMSG_NXTHDR(&msg, cm)) {
-          if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
-            continue;
-          size_t nfd = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-          for (size_t i = 0; i < nfd; i++) {
-            int fd;
-            memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof fd);
-            fdq_push(c, fd);
-          }
-        }
+      if (r >= 0) {
+        int fds[8];
+        size_t k = mp__cmsg_take_fds(&msg, fds, 8);
+        for (size_t i = 0; i < k; i++)
+          fdq_push(c, fds[i]);
       }
     }
     if (r >= 0)
@@ -379,19 +364,29 @@ static int take_payload(mp_conn_t *c, void *dst, size_t len) {
   return 0;
 }
 
-int mp_conn_recv_into(mp_conn_t *c, void *buf, size_t cap, size_t *len) {
-  if (!len || (!buf && cap > 0))
-    return MP_EINVAL;
+/* The header of the next message, which must carry a descriptor (fd) or
+ * data (!fd): MP_EINVAL for the other kind, left in place. A data length
+ * beyond what we write means a corrupt stream: MP_EIO. */
+static int next_header(mp_conn_t *c, bool fd, uint64_t *hdr) {
   int r = check_recv(c);
   if (r < 0)
     return r;
-  uint64_t hdr;
-  if ((r = peek_header(c, &hdr)) < 0)
+  if ((r = peek_header(c, hdr)) < 0)
     return r;
-  if (hdr & HDR_FD)
+  if (((*hdr & HDR_FD) != 0) != fd)
     return MP_EINVAL;
-  if (hdr >= MSG_MAX)
+  if (!fd && (*hdr >= MSG_MAX || *hdr >= SIZE_MAX))
     return MP_EIO;
+  return 0;
+}
+
+int mp_conn_recv_into(mp_conn_t *c, void *buf, size_t cap, size_t *len) {
+  if (!len || (!buf && cap > 0))
+    return MP_EINVAL;
+  uint64_t hdr;
+  int r = next_header(c, false, &hdr);
+  if (r < 0)
+    return r;
   *len = (size_t)hdr;
   if (hdr > cap)
     return MP_ETOOSHORT;
@@ -401,16 +396,10 @@ int mp_conn_recv_into(mp_conn_t *c, void *buf, size_t cap, size_t *len) {
 int mp_conn_recv(mp_conn_t *c, void **buf, size_t *len) {
   if (!buf || !len)
     return MP_EINVAL;
-  int r = check_recv(c);
+  uint64_t hdr;
+  int r = next_header(c, false, &hdr);
   if (r < 0)
     return r;
-  uint64_t hdr;
-  if ((r = peek_header(c, &hdr)) < 0)
-    return r;
-  if (hdr & HDR_FD)
-    return MP_EINVAL;
-  if (hdr >= MSG_MAX || hdr >= SIZE_MAX)
-    return MP_EIO; /* not a header we write: the stream is corrupt */
   void *p = malloc(hdr ? (size_t)hdr : 1);
   if (!p)
     return MP_ENOMEM;
@@ -428,14 +417,10 @@ int mp_conn_recv_fd(mp_conn_t *c, int *fd) {
     return MP_EINVAL;
   if (c && c->fd >= 0 && c->readable && !c->is_socket)
     return MP_ENOTSUP;
-  int r = check_recv(c);
+  uint64_t hdr;
+  int r = next_header(c, true, &hdr);
   if (r < 0)
     return r;
-  uint64_t hdr;
-  if ((r = peek_header(c, &hdr)) < 0)
-    return r;
-  if (!(hdr & HDR_FD))
-    return MP_EINVAL;
   c->rpos += HDR_SIZE;
   if (c->rpos == c->rlen)
     c->rpos = c->rlen = 0;

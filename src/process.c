@@ -94,8 +94,6 @@ static void reg_unlink(mp_process_t *p) {
   p->prev = p->next = NULL;
 }
 
-static void spawner_atfork_child(void);
-
 static void atfork_prepare(void) {
   pthread_mutex_lock(&reg_mu);
 }
@@ -107,7 +105,6 @@ static void atfork_child(void) {
    * copy of memory but are out of the registry. */
   pthread_mutex_unlock(&reg_mu); /* locked by atfork_prepare in this thread */
   reg_head = NULL;
-  spawner_atfork_child();
   mp__forkserver_atfork_child();
 }
 
@@ -275,82 +272,23 @@ static int start_fork(mp_process_t *p, const sigset_t *mask) {
   return 0;
 }
 
-/* ---- the spawner thread ----------------------------------------------------
- * Linux sends the parent-death signal when the *thread* that forked the child
- * exits, not the process. A child forked by a short-lived thread would be
- * killed when that thread ends. So forks asked for by threads other than the
- * main one are done by one internal thread that lives as long as the
- * process. It blocks every signal (the application's handlers never run on
- * it); the child takes the asking thread's signal mask. */
-static pthread_mutex_t spawn_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t spawn_cv = PTHREAD_COND_INITIALIZER;
-static bool spawner_running;
-static struct {
-  mp_process_t *p; /* request; NULL when the slot is free */
+/* Forks asked for by threads other than the main one go through the
+ * spawner thread (mp__spawner_run): the parent-death signal follows the
+ * thread that forked. The child takes the asking thread's signal mask. */
+typedef struct {
+  mp_process_t *p;
   sigset_t mask;
-  int result;
-  bool done;
-} spawn_req;
+} spawn_fork_t;
 
-static void *spawner_main(void *unused) {
-  pthread_mutex_lock(&spawn_mu);
-  for (;;) {
-    while (!spawn_req.p || spawn_req.done)
-      pthread_cond_wait(&spawn_cv, &spawn_mu);
-    spawn_req.result = start_fork(spawn_req.p, &spawn_req.mask);
-    spawn_req.done = true;
-    pthread_cond_broadcast(&spawn_cv);
-  }
-  return NULL;
-}
-
-static int spawner_start_locked(void) {
-  if (spawner_running)
-    return 0;
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  pthread_t t;
-  int r = pthread_create(&t, &attr, spawner_main, NULL);
-  pthread_attr_destroy(&attr);
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-  if (r != 0)
-    return -r;
-  spawner_running = true;
-  return 0;
+static int spawn_fork(void *arg) {
+  spawn_fork_t *f = arg;
+  return start_fork(f->p, &f->mask);
 }
 
 static int start_fork_via_spawner(mp_process_t *p) {
-  sigset_t mask;
-  pthread_sigmask(SIG_SETMASK, NULL, &mask);
-  pthread_mutex_lock(&spawn_mu);
-  int r = spawner_start_locked();
-  if (r == 0) {
-    while (spawn_req.p)
-      pthread_cond_wait(&spawn_cv, &spawn_mu);
-    spawn_req.p = p;
-    spawn_req.mask = mask;
-    spawn_req.done = false;
-    pthread_cond_broadcast(&spawn_cv);
-    while (!spawn_req.done || spawn_req.p != p)
-      pthread_cond_wait(&spawn_cv, &spawn_mu);
-    r = spawn_req.result;
-    spawn_req.p = NULL;
-    pthread_cond_broadcast(&spawn_cv);
-  }
-  pthread_mutex_unlock(&spawn_mu);
-  return r;
-}
-
-static void spawner_atfork_child(void) {
-  /* The thread does not exist in a child. */
-  pthread_mutex_init(&spawn_mu, NULL);
-  pthread_cond_init(&spawn_cv, NULL);
-  spawner_running = false;
-  spawn_req.p = NULL;
+  spawn_fork_t f = {.p = p};
+  pthread_sigmask(SIG_SETMASK, NULL, &f.mask);
+  return mp__spawner_run(spawn_fork, &f);
 }
 
 int mp_process_pass_fd(mp_process_t *p, int fd) {

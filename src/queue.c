@@ -144,38 +144,25 @@ struct mp_queue {
 #define LD(p, mo) atomic_load_explicit((p), memory_order_##mo)
 #define ST(p, v, mo) atomic_store_explicit((p), (v), memory_order_##mo)
 
-/* ---- own pid, cached (glibc's getpid is a system call) ------------------ */
-
-static _Atomic pid_t q_pid;
-static pthread_once_t q_pid_once = PTHREAD_ONCE_INIT;
-static void q_pid_reset(void) {
-  atomic_store(&q_pid, 0);
-}
-static void q_pid_install(void) {
-  pthread_atfork(NULL, NULL, q_pid_reset);
-}
-
-static uint32_t q_self(void) {
-  pid_t p = LD(&q_pid, relaxed);
-  if (MP__UNLIKELY(p == 0)) {
-    pthread_once(&q_pid_once, q_pid_install);
-    p = getpid();
-    ST(&q_pid, p, relaxed);
-  }
-  return (uint32_t)p;
-}
-
 /* ---- locks --------------------------------------------------------------- */
 
 static inline _Atomic uint32_t *q_lockword(mp_queue_t *q, int side) {
   return side == Q_P ? &q->h->plock : &q->h->clock;
 }
 
-static bool q_owner_dead(uint32_t word) {
+/* Is the owner recorded in word certainly gone? kill() first: an owner
+ * already reaped, the common crash case, costs one system call. thorough
+ * also asks /proc, so that an owner killed but not yet reaped (a zombie,
+ * maybe the caller's own child) counts as dead too; it is kept to the
+ * periodic rechecks. No start time is kept beside the word: a reused pid
+ * passes for alive until it goes. */
+static bool q_owner_dead(uint32_t word, bool thorough) {
   pid_t owner = (pid_t)(word & ~Q_LOCK_SLEEPERS);
-  if (owner == 0 || (uint32_t)owner == q_self())
+  if (owner == 0 || (uint32_t)owner == mp__self_pid())
     return false;
-  return kill(owner, 0) < 0 && errno == ESRCH;
+  if (kill(owner, 0) < 0 && errno == ESRCH)
+    return true;
+  return thorough && mp__owner_dead((uint32_t)owner, 0);
 }
 
 static void q_wake_all(q_shm_t *h) {
@@ -206,7 +193,7 @@ static void q_recover(mp_queue_t *q, int side) {
 
 static void q_lock_one(mp_queue_t *q, int side) {
   _Atomic uint32_t *l = q_lockword(q, side);
-  uint32_t me = q_self(), v = 0;
+  uint32_t me = mp__self_pid(), v = 0;
   if (MP__LIKELY(atomic_compare_exchange_strong_explicit(
           l, &v, me, memory_order_acquire, memory_order_relaxed)))
     return;
@@ -217,6 +204,7 @@ static void q_lock_one(mp_queue_t *q, int side) {
       return;
     mp__cpu_relax();
   }
+  bool timed_out = false;
   for (;;) {
     v = LD(l, relaxed);
     if (v == 0) {
@@ -227,7 +215,7 @@ static void q_lock_one(mp_queue_t *q, int side) {
         return;
       continue;
     }
-    if (q_owner_dead(v)) {
+    if (q_owner_dead(v, timed_out)) {
       if (atomic_compare_exchange_strong_explicit(l, &v, me | Q_LOCK_SLEEPERS,
                                                   memory_order_acquire,
                                                   memory_order_relaxed)) {
@@ -245,7 +233,7 @@ static void q_lock_one(mp_queue_t *q, int side) {
      * us asleep, and a dead owner must be noticed. */
     mp__deadline_t d;
     mp__deadline_init(&d, Q_OWNER_RECHECK_MS);
-    mp__futex_wait(l, v | Q_LOCK_SLEEPERS, &d);
+    timed_out = mp__futex_wait(l, v | Q_LOCK_SLEEPERS, &d) == MP_ETIMEDOUT;
   }
 }
 
@@ -275,7 +263,7 @@ static void q_unlock(mp_queue_t *q, int sides) {
  * left unpublished) if its owner died. Returns true if it was dead. */
 static bool q_check_lock(mp_queue_t *q, int side) {
   uint32_t v = LD(q_lockword(q, side), relaxed);
-  if (MP__LIKELY(!v) || !q_owner_dead(v))
+  if (MP__LIKELY(!v) || !q_owner_dead(v, true))
     return false;
   q_lock_one(q, side);
   q_unlock_one(q, side);
@@ -1038,7 +1026,7 @@ int mp_queue_create(mp_queue_t **qp, const mp_queue_opts_t *opts) {
   h->ring_max = ring_max;
   h->reserve = Q_HDR + ring_max;
   ST(&h->ring, ring0, relaxed);
-  q->creator = (pid_t)q_self();
+  q->creator = (pid_t)mp__self_pid();
   /* Openers wait for the magic: it says the header is complete. */
   atomic_thread_fence(memory_order_release);
   __atomic_store_n(&h->magic, Q_MAGIC, __ATOMIC_RELEASE);
@@ -1098,7 +1086,7 @@ int mp_queue_destroy(mp_queue_t *q) {
   int fd = atomic_load(&q->fifo_fd);
   if (fd >= 0)
     mp__close(fd);
-  bool unlink_names = q->creator != 0 && (uint32_t)q->creator == q_self();
+  bool unlink_names = q->creator != 0 && (uint32_t)q->creator == mp__self_pid();
   mp__seg_close(&q->seg);
   if (unlink_names) {
     q_unlink(q->seg.name);

@@ -417,66 +417,19 @@ static int sp_clone(sp_child_t *ca, pid_t *pid, int *pidfd) {
 }
 
 /* ---- the spawner thread ---------------------------------------------------
- * The kernel sends the parent-death signal when the *thread* that cloned the
- * child exits, not the process: a command started by a short-lived thread
- * would be killed when that thread ends. So threads other than the main one
- * have their commands cloned by one internal thread that lives as long as
- * the process. It blocks every signal (no application handler runs on it);
- * the command starts with the asking thread's signal mask. */
-static pthread_mutex_t sp_spawn_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t sp_spawn_cv = PTHREAD_COND_INITIALIZER;
-static pthread_once_t sp_spawn_once = PTHREAD_ONCE_INIT;
-static bool sp_spawner_running;
-static struct {
-  sp_child_t *ca; /* the request; NULL when the slot is free */
-  pid_t pid;
-  int pidfd, result;
-  bool done;
-} sp_req;
+ * Threads other than the main one have their commands cloned by the
+ * process's spawner thread (mp__spawner_run): the parent-death signal
+ * follows the thread that cloned. The command starts with the asking
+ * thread's signal mask. */
+typedef struct {
+  sp_child_t *ca;
+  pid_t *pid;
+  int *pidfd;
+} sp_spawn_t;
 
-static void *sp_spawner_main(void *unused) {
-  (void)unused;
-  pthread_mutex_lock(&sp_spawn_mu);
-  for (;;) {
-    while (!sp_req.ca || sp_req.done)
-      pthread_cond_wait(&sp_spawn_cv, &sp_spawn_mu);
-    sp_req.result = sp_clone(sp_req.ca, &sp_req.pid, &sp_req.pidfd);
-    sp_req.done = true;
-    pthread_cond_broadcast(&sp_spawn_cv);
-  }
-  return NULL;
-}
-
-static void sp_spawner_atfork_child(void) {
-  /* The thread does not exist in a forked child. */
-  pthread_mutex_init(&sp_spawn_mu, NULL);
-  pthread_cond_init(&sp_spawn_cv, NULL);
-  sp_spawner_running = false;
-  sp_req.ca = NULL;
-}
-
-static void sp_spawner_register_atfork(void) {
-  pthread_atfork(NULL, NULL, sp_spawner_atfork_child);
-}
-
-static int sp_spawner_start_locked(void) {
-  if (sp_spawner_running)
-    return 0;
-  pthread_once(&sp_spawn_once, sp_spawner_register_atfork);
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  pthread_t t;
-  int r = pthread_create(&t, &attr, sp_spawner_main, NULL);
-  pthread_attr_destroy(&attr);
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-  if (r != 0)
-    return -r;
-  sp_spawner_running = true;
-  return 0;
+static int sp_spawn_clone(void *arg) {
+  sp_spawn_t *s = arg;
+  return sp_clone(s->ca, s->pid, s->pidfd);
 }
 
 static int sp_clone_via_spawner(sp_child_t *ca, pid_t *pid, int *pidfd) {
@@ -487,24 +440,8 @@ static int sp_clone_via_spawner(sp_child_t *ca, pid_t *pid, int *pidfd) {
   for (int sig = 1; sig < 65; sig++)
     if (sigismember(&mask, sig) == 1)
       ca->oldmask |= 1ull << (sig - 1);
-  pthread_mutex_lock(&sp_spawn_mu);
-  int r = sp_spawner_start_locked();
-  if (r == 0) {
-    while (sp_req.ca)
-      pthread_cond_wait(&sp_spawn_cv, &sp_spawn_mu);
-    sp_req.ca = ca;
-    sp_req.done = false;
-    pthread_cond_broadcast(&sp_spawn_cv);
-    while (!sp_req.done || sp_req.ca != ca)
-      pthread_cond_wait(&sp_spawn_cv, &sp_spawn_mu);
-    r = sp_req.result;
-    *pid = sp_req.pid;
-    *pidfd = sp_req.pidfd;
-    sp_req.ca = NULL;
-    pthread_cond_broadcast(&sp_spawn_cv);
-  }
-  pthread_mutex_unlock(&sp_spawn_mu);
-  return r;
+  sp_spawn_t s = {.ca = ca, .pid = pid, .pidfd = pidfd};
+  return mp__spawner_run(sp_spawn_clone, &s);
 }
 
 /* One child stack is kept for the next spawn: the mmap, munmap and first

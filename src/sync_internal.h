@@ -14,9 +14,6 @@
 #define MP__LK_DEAD 0x40000000u
 #define MP__LK_ID 0x3fffffffu
 
-/* Identity of the calling process / thread, cached (reset after fork). */
-uint32_t mp__self_pid(void);
-uint32_t mp__self_tid(void);
 /* Acquire with the given holder id (pid for Lock, tid for RLock). */
 int mp__lock_acquire_as(mp_lock_t *l, uint32_t me, bool thread_level,
                         int timeout_ms);

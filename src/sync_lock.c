@@ -8,111 +8,20 @@
  * instead: a sleeping waiter wakes every POLL_MS and looks the holder up in
  * /proc. The holder's start time is kept beside the word (ident) so that a
  * pid reused by a new process does not pass for the dead holder. */
-#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "sync_internal.h"
 
 #define SPIN_ROUNDS 100
 
-static uint32_t self_pid, self_pid_start;
-static _Thread_local uint32_t self_tid, self_tid_start;
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
-
-static void ident_atfork_child(void) {
-  /* Only the forking thread exists in the child: its cache is the one to
-   * reset; new threads start with empty caches. */
-  self_pid = 0;
-  self_pid_start = 0;
-  self_tid = 0;
-  self_tid_start = 0;
-}
-
-static void ident_install_atfork(void) {
-  pthread_atfork(NULL, NULL, ident_atfork_child);
-}
-
-/* Reads the state letter, thread count and start time (clock ticks since
- * boot) of /proc/<id>/stat. Returns 0, MP_ENOENT (no such process or
- * thread), or another code when /proc cannot tell. */
-static int proc_stat(uint32_t id, char *state, long *threads, uint64_t *start) {
-  char path[48], buf[512];
-  snprintf(path, sizeof path, "/proc/%u/stat", id);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return errno == ENOENT || errno == ESRCH ? MP_ENOENT : -errno;
-  ssize_t n;
-  do {
-    n = read(fd, buf, sizeof buf - 1);
-  } while (n < 0 && errno == EINTR);
-  mp__close(fd);
-  if (n <= 0)
-    return n < 0 && errno == ESRCH ? MP_ENOENT : MP_EIO;
-  buf[n] = '\0';
-  /* The command name may hold spaces and parentheses: fields restart after
-   * the last ')'. */
-  char *p = strrchr(buf, ')');
-  if (!p || p[1] != ' ')
-    return MP_EIO;
-  p += 2;
-  *state = *p;
-  /* The state is field 3, num_threads 20, starttime 22. */
-  for (int field = 3; field < 22; field++) {
-    p = strchr(p, ' ');
-    if (!p)
-      return MP_EIO;
-    p++;
-    if (field + 1 == 20)
-      *threads = strtol(p, NULL, 10);
-  }
-  *start = strtoull(p, NULL, 10);
-  return 0;
-}
-
-static uint32_t start_of(uint32_t id) {
-  char st;
-  long threads;
-  uint64_t start = 0;
-  if (proc_stat(id, &st, &threads, &start) < 0)
-    return 0;
-  return (uint32_t)start;
-}
-
-uint32_t mp__self_pid(void) {
-  /* Threads may fill the cache at once: they store the same values. start
-   * is stored first, so a reader that sees the pid sees its start. */
-  uint32_t pid = __atomic_load_n(&self_pid, __ATOMIC_ACQUIRE);
-  if (MP__UNLIKELY(pid == 0)) {
-    pthread_once(&atfork_once, ident_install_atfork);
-    pid = (uint32_t)getpid();
-    __atomic_store_n(&self_pid_start, start_of(pid), __ATOMIC_RELAXED);
-    __atomic_store_n(&self_pid, pid, __ATOMIC_RELEASE);
-  }
-  return pid;
-}
-
-uint32_t mp__self_tid(void) {
-  if (MP__UNLIKELY(self_tid == 0)) {
-    pthread_once(&atfork_once, ident_install_atfork);
-    self_tid = (uint32_t)gettid();
-    self_tid_start = start_of(self_tid);
-  }
-  return self_tid;
-}
-
-/* What a holder records beside the word: id and start time. Thread ids are
- * only used by RLock; Lock keeps to process-wide statics, which are cheaper
- * to reach than thread-locals in position-independent code. */
+/* What a holder records beside the word: id and the low 32 bits of its
+ * start time (thread ids are only used by RLock). */
 static uint64_t self_ident(uint32_t me, bool thread_level) {
-  uint32_t start = thread_level
-                       ? self_tid_start
-                       : __atomic_load_n(&self_pid_start, __ATOMIC_RELAXED);
+  uint32_t start =
+      (uint32_t)(thread_level ? mp__self_tid_start() : mp__self_pid_start());
   return (uint64_t)start << 32 | me;
 }
 
@@ -122,25 +31,10 @@ static uint64_t self_ident(uint32_t me, bool thread_level) {
 static bool holder_dead(const mp_lock_t *l, uint32_t w, bool thread_level) {
   uint32_t id = w & MP__LK_ID;
   uint64_t ident = __atomic_load_n(&l->mp__ident, __ATOMIC_ACQUIRE);
-  char st = 0;
-  long threads = 0;
   uint64_t start = 0;
-  int r = proc_stat(id, &st, &threads, &start);
-  if (r == MP_ENOENT) {
-    /* Without /proc every lookup fails: ask kill() instead. */
-    if (__atomic_load_n(&self_pid_start, __ATOMIC_RELAXED) == 0 &&
-        self_tid_start == 0)
-      return kill((pid_t)id, 0) < 0 && errno == ESRCH;
-    return true;
-  }
-  if (r < 0)
-    return false;
-  /* A zombie is dead, except a process whose main thread ended while
-   * others run: its leader shows 'Z' with more than one thread. That
-   * process still holds a Lock, but a main thread holding an RLock is
-   * gone. */
-  if (st == 'X' || (st == 'Z' && (thread_level || threads <= 1)))
-    return true;
+  int r = mp__owner_probe(id, thread_level, &start);
+  if (r != MP__OWNER_EXISTS)
+    return r == MP__OWNER_GONE;
   /* ident is written just after the word: only trust it when it names this
    * holder and the word has not moved meanwhile. */
   if ((uint32_t)ident != id || (ident >> 32) == 0)

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -167,4 +168,35 @@ int mp__random_name(char *buf, size_t cap, const char *prefix) {
   }
   snprintf(buf, cap, "%s%016llx", prefix, (unsigned long long)r);
   return 0;
+}
+
+void mp__cmsg_set_fds(struct msghdr *msg, void *buf, const int *fds, size_t n) {
+  memset(buf, 0, CMSG_SPACE(n * sizeof(int)));
+  msg->msg_control = buf;
+  msg->msg_controllen = CMSG_SPACE(n * sizeof(int));
+  struct cmsghdr *c = CMSG_FIRSTHDR(msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(n * sizeof(int));
+  memcpy(CMSG_DATA(c), fds, n * sizeof(int));
+}
+
+size_t mp__cmsg_take_fds(struct msghdr *msg, int *fds, size_t cap) {
+  size_t got = 0;
+  if (msg->msg_controllen == 0)
+    return 0;
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c; c = CMSG_NXTHDR(msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+      continue;
+    size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < k; i++) {
+      int fd;
+      memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+      if (got < cap)
+        fds[got++] = fd;
+      else
+        mp__close(fd);
+    }
+  }
+  return got;
 }

@@ -138,6 +138,30 @@ const char *mpt_build_dir(void) {
   return b && *b ? b : "build";
 }
 
+char *mpt__run_example(const char *file, int line, const char *name,
+                       int flags) {
+  char cmd[512];
+  snprintf(cmd, sizeof cmd, "%s/examples/%s%s", mpt_build_dir(), name,
+           flags & MPT_STDERR ? " 2>&1" : "");
+  int st = -1;
+  char *out = mpt_run_cmd(cmd, &st);
+  if (st != 0)
+    mpt_fail(file, line, "%s failed (status %d): %s", name, st, out);
+  return out;
+}
+
+int mpt_count(const char *s, const char *needle) {
+  int n = 0;
+  for (const char *p = s; (p = strstr(p, needle)); p += strlen(needle))
+    n++;
+  return n;
+}
+
+bool mpt_before(const char *s, const char *first, const char *second) {
+  const char *a = strstr(s, first), *b = strstr(s, second);
+  return a && b && a < b;
+}
+
 /* Runs in the test's own process: the body, then the leak checks. */
 static void run_body(int i) {
   /* The segment tracker keeps one pipe fd for the life of the process; start

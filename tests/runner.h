@@ -61,7 +61,7 @@ void mpt_fail(const char *file, int line, const char *fmt, ...)
   do {                                                                         \
     int mpt_r_ = (expr);                                                       \
     if (mpt_r_ != 0)                                                           \
-      mpt_fail(__FILE__, __LINE__, "%s failed: %s (%s)", #expr,               \
+      mpt_fail(__FILE__, __LINE__, "%s failed: %s (%s)", #expr,                \
                mp_err_name(mpt_r_), mp_strerror(mpt_r_));                      \
   } while (0)
 
@@ -70,21 +70,32 @@ void mpt_fail(const char *file, int line, const char *fmt, ...)
   do {                                                                         \
     int mpt_r_ = (expr), mpt_c_ = (code);                                      \
     if (mpt_r_ != mpt_c_)                                                      \
-      mpt_fail(__FILE__, __LINE__, "%s: got %s, want %s", #expr,              \
+      mpt_fail(__FILE__, __LINE__, "%s: got %s, want %s", #expr,               \
                mp_err_name(mpt_r_), mp_err_name(mpt_c_));                      \
   } while (0)
 
 /* Helpers for tests. */
-int mpt_count_fds(void);             /* open fds of this process */
+int mpt_count_fds(void);               /* open fds of this process */
 bool mpt_shm_exists(const char *name); /* "/mp-..." present in /dev/shm */
-int mpt_count_shm(void);             /* entries /dev/shm/mp-* */
+int mpt_count_shm(void);               /* entries /dev/shm/mp-* */
 void mpt_sleep_ms(int ms);
-uint64_t mpt_now_ms(void);           /* CLOCK_MONOTONIC */
+uint64_t mpt_now_ms(void); /* CLOCK_MONOTONIC */
 /* Capture what fn writes to stdout (fds 1) into a malloc'd string. */
 char *mpt_capture_stdout(void (*fn)(void *), void *arg);
 /* Run a shell command, return its stdout (malloc'd) and exit status. */
 char *mpt_run_cmd(const char *cmd, int *status);
 /* Build dir (env MP_BUILD_DIR, default "build"). */
 const char *mpt_build_dir(void);
+/* Run the built example mpt_build_dir()/examples/<name> and return its
+ * stdout (malloc'd), with its stderr too when flags has MPT_STDERR. Fails
+ * the case, showing the output, unless the example exits with status 0. */
+#define MPT_STDERR 1
+#define mpt_run_example(name, flags)                                           \
+  mpt__run_example(__FILE__, __LINE__, (name), (flags))
+char *mpt__run_example(const char *file, int line, const char *name, int flags);
+/* Number of non-overlapping occurrences of needle in s. */
+int mpt_count(const char *s, const char *needle);
+/* first appears in s, and before second. */
+bool mpt_before(const char *s, const char *first, const char *second);
 
 #endif

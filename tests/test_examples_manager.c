@@ -27,12 +27,8 @@ static int parse_line(const char *line, long *out, int cap, bool dict) {
 }
 
 TEST(example_manager_dict_list) {
-  char cmd[512];
-  int status;
-  snprintf(cmd, sizeof cmd, "%s/examples/manager_dict_list", mpt_build_dir());
-  char *out = mpt_run_cmd(cmd, &status);
+  char *out = mpt_run_example("manager_dict_list", 0);
   ASSERT(out);
-  ASSERT_EQ(status, 0);
   int lines = 0, dicts = 0, lists = 0, longest = 0;
   long last[8];
   char *save, *line = strtok_r(out, "\n", &save);

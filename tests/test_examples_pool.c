@@ -1,31 +1,7 @@
 /* Runs the pool examples and checks what they print. Workers run in any
  * order, so lines are checked by presence and count, order only where the
  * example guarantees it. */
-#include <sys/wait.h>
-
 #include "runner.h"
-
-static char *run_pool_example(const char *name) {
-  char cmd[512];
-  snprintf(cmd, sizeof cmd, "%s/examples/%s 2>&1", mpt_build_dir(), name);
-  int st;
-  char *out = mpt_run_cmd(cmd, &st);
-  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-    mpt_fail(__FILE__, __LINE__, "%s failed (status %d): %s", name, st, out);
-  return out;
-}
-
-static int count(const char *out, const char *needle) {
-  int n = 0;
-  for (const char *p = out; (p = strstr(p, needle)); p += strlen(needle))
-    n++;
-  return n;
-}
-
-static bool before(const char *out, const char *first, const char *second) {
-  const char *a = strstr(out, first), *b = strstr(out, second);
-  return a && b && a < b;
-}
 
 static bool starts_with(const char *out, const char *prefix) {
   return strncmp(out, prefix, strlen(prefix)) == 0;
@@ -37,7 +13,7 @@ static bool ends_with(const char *out, const char *suffix) {
 }
 
 TEST(example_pool_basic) {
-  char *out = run_pool_example("pool_basic");
+  char *out = mpt_run_example("pool_basic", MPT_STDERR);
   char line[128];
   int pids[16], npids = 0;
   for (int i = 0; i < 10; i++) {
@@ -60,41 +36,41 @@ TEST(example_pool_basic) {
   }
   /* Pool(3): at most three processes ran the ten tasks. */
   ASSERT(npids >= 1 && npids <= 3);
-  ASSERT_EQ(count(out, "\n"), 20);
+  ASSERT_EQ(mpt_count(out, "\n"), 20);
   free(out);
 }
 
 TEST(example_pool_callback) {
-  char *out = run_pool_example("pool_callback");
+  char *out = mpt_run_example("pool_callback", MPT_STDERR);
   ASSERT(starts_with(out, "end\n"));
-  ASSERT_EQ(count(out, "in process "), 10);
+  ASSERT_EQ(mpt_count(out, "in process "), 10);
   char line[64];
   for (int i = 100; i < 110; i++) {
     snprintf(line, sizeof line, "==>exec done: %d\n", i);
-    ASSERT_EQ(count(out, line), 1);
+    ASSERT_EQ(mpt_count(out, line), 1);
   }
   free(out);
 }
 
 TEST(example_pool_workers_sleep) {
-  char *out = run_pool_example("pool_workers_sleep");
+  char *out = mpt_run_example("pool_workers_sleep", MPT_STDERR);
   ASSERT(ends_with(out, "……end……\n"));
   char a[64], b[64];
   for (int i = 0; i < 10; i++) {
     snprintf(a, sizeof a, "%d 开始执行,进程号为", i);
     snprintf(b, sizeof b, "%d 执行完毕,耗时0.", i);
-    ASSERT(before(out, a, b));
+    ASSERT(mpt_before(out, a, b));
   }
-  ASSERT_EQ(count(out, "开始执行"), 10);
-  ASSERT_EQ(count(out, "执行完毕"), 10);
-  ASSERT_EQ(count(out, "……start……\n"), 1);
+  ASSERT_EQ(mpt_count(out, "开始执行"), 10);
+  ASSERT_EQ(mpt_count(out, "执行完毕"), 10);
+  ASSERT_EQ(mpt_count(out, "……start……\n"), 1);
   free(out);
 }
 
 TEST(example_pool_queue) {
-  char *out = run_pool_example("pool_queue");
+  char *out = mpt_run_example("pool_queue", MPT_STDERR);
   ASSERT(strstr(out, ") start\n"));
-  ASSERT(before(out, "writer启动(", "reader启动("));
+  ASSERT(mpt_before(out, "writer启动(", "reader启动("));
   ASSERT(strstr(out, "reader从Queue获取到消息:i\nreader从Queue获取到消息:t\n"
                      "reader从Queue获取到消息:c\nreader从Queue获取到消息:a\n"
                      "reader从Queue获取到消息:s\nreader从Queue获取到消息:t\n"));
@@ -103,21 +79,21 @@ TEST(example_pool_queue) {
 }
 
 TEST(example_pool_map) {
-  char *out = run_pool_example("pool_map");
-  ASSERT(before(out, "Worker A is starting.\n", "Worker A is exiting.\n"));
-  ASSERT(before(out, "Worker B is starting.\n", "Worker B is exiting.\n"));
-  ASSERT_EQ(count(out, "\n"), 4);
+  char *out = mpt_run_example("pool_map", MPT_STDERR);
+  ASSERT(mpt_before(out, "Worker A is starting.\n", "Worker A is exiting.\n"));
+  ASSERT(mpt_before(out, "Worker B is starting.\n", "Worker B is exiting.\n"));
+  ASSERT_EQ(mpt_count(out, "\n"), 4);
   free(out);
 }
 
 TEST(example_pool_sum_squares) {
-  char *out = run_pool_example("pool_sum_squares");
+  char *out = mpt_run_example("pool_sum_squares", MPT_STDERR);
   ASSERT_STR_EQ(out, "Total square sum: 385\n");
   free(out);
 }
 
 TEST(example_pool_files) {
-  char *out = run_pool_example("pool_files");
+  char *out = mpt_run_example("pool_files", MPT_STDERR);
   const char *names[] = {"a", "b", "c"};
   char line[128];
   for (int i = 0; i < 3; i++) {
@@ -134,14 +110,14 @@ TEST(example_pool_files) {
 }
 
 TEST(example_pool_async) {
-  char *out = run_pool_example("pool_async");
+  char *out = mpt_run_example("pool_async", MPT_STDERR);
   ASSERT(starts_with(out, "Parent process "));
   char line[64];
   for (int i = 0; i < 5; i++) {
     snprintf(line, sizeof line, "awaited task %d: %d\n", i, i * i);
-    ASSERT_EQ(count(out, line), 1);
+    ASSERT_EQ(mpt_count(out, line), 1);
     snprintf(line, sizeof line, "run task %d,(", i);
-    ASSERT_EQ(count(out, line), 1);
+    ASSERT_EQ(mpt_count(out, line), 1);
   }
   ASSERT(ends_with(out, "all process end\n"));
   free(out);

@@ -1,16 +1,8 @@
 /* Runs the subprocess examples and checks their output. */
 #include "runner.h"
 
-static char *run_example(const char *name, int *status) {
-  char cmd[512];
-  snprintf(cmd, sizeof cmd, "%s/examples/%s", mpt_build_dir(), name);
-  return mpt_run_cmd(cmd, status);
-}
-
 TEST(example_subprocess_communicate) {
-  int st = -1;
-  char *out = run_example("subprocess_communicate", &st);
-  ASSERT_EQ(st, 0);
+  char *out = mpt_run_example("subprocess_communicate", 0);
   ASSERT_STR_EQ(out, "$ echo Hello from a child command\n"
                      "Hello from a child command\n"
                      "Exit code: 0\n"
@@ -22,9 +14,7 @@ TEST(example_subprocess_communicate) {
 }
 
 TEST(example_subprocess_pipeline) {
-  int st = -1;
-  char *out = run_example("subprocess_pipeline", &st);
-  ASSERT_EQ(st, 0);
+  char *out = mpt_run_example("subprocess_pipeline", 0);
   ASSERT_STR_EQ(out, "$ printf 'cherry\\napple\\nbanana\\napple\\n' | sort -u\n"
                      "apple\nbanana\ncherry\n"
                      "exit codes: 0 0\n");

@@ -1,18 +1,8 @@
 /* Runs the sync/shm/thread examples and checks their output. */
 #include "runner.h"
 
-static char *run_example(const char *name) {
-  char cmd[512];
-  int st = -1;
-  snprintf(cmd, sizeof cmd, "%s/examples/%s", mpt_build_dir(), name);
-  char *out = mpt_run_cmd(cmd, &st);
-  if (st != 0)
-    mpt_fail(__FILE__, __LINE__, "%s exited with status %d", name, st);
-  return out;
-}
-
 TEST(example_lock_print) {
-  char *out = run_example("lock_print");
+  char *out = mpt_run_example("lock_print", 0);
   int seen[10] = {0}, lines = 0;
   for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
     int i = -1;
@@ -28,31 +18,31 @@ TEST(example_lock_print) {
 }
 
 TEST(example_thread_balance) {
-  char *out = run_example("thread_balance");
+  char *out = mpt_run_example("thread_balance", 0);
   ASSERT_STR_EQ(out, "0\n");
   free(out);
 }
 
 TEST(example_process_balance) {
-  char *out = run_example("process_balance");
+  char *out = mpt_run_example("process_balance", 0);
   ASSERT_STR_EQ(out, "0\n");
   free(out);
 }
 
 TEST(example_thread_local) {
-  char *out = run_example("thread_local");
+  char *out = mpt_run_example("thread_local", 0);
   ASSERT_STR_EQ(out, "ghkghkfgh kdkgk\ndfgdfg fghfgh\n");
   free(out);
 }
 
 TEST(example_shared_counter) {
-  char *out = run_example("shared_counter");
+  char *out = mpt_run_example("shared_counter", 0);
   ASSERT_STR_EQ(out, "counter = 4000\n");
   free(out);
 }
 
 TEST(example_thread_loop) {
-  char *out = run_example("thread_loop");
+  char *out = mpt_run_example("thread_loop", 0);
   ASSERT(strncmp(out,
                  "thread MainThread is running\n"
                  "thread jghdfjfg is running\n"

@@ -34,6 +34,19 @@ static int raise_target(const void *arg, size_t len) {
   return 99;
 }
 
+/* Ends running a with SIGTERM and b with SIGKILL, and checks the codes. */
+static void terminate_and_kill(mp_process_t *a, mp_process_t *b) {
+  ASSERT_OK(mp_process_terminate(a));
+  ASSERT_OK(mp_process_kill(b));
+  ASSERT_OK(mp_process_join(a, MP_FOREVER));
+  ASSERT_OK(mp_process_join(b, MP_FOREVER));
+  int code;
+  ASSERT_OK(mp_process_exitcode(a, &code));
+  ASSERT_EQ(code, -SIGTERM);
+  ASSERT_OK(mp_process_exitcode(b, &code));
+  ASSERT_EQ(code, -SIGKILL);
+}
+
 TEST(process_start_join_exitcode) {
   for (int v = 0; v < 4; v++) {
     mp_process_t *p;
@@ -90,15 +103,7 @@ TEST(process_terminate_kill) {
   ASSERT_OK(mp_process_start(b));
   ASSERT_EQ(mp_process_is_alive(a), 1);
   ASSERT_ERR(mp_process_join(a, 50), MP_ETIMEDOUT);
-  ASSERT_OK(mp_process_terminate(a));
-  ASSERT_OK(mp_process_kill(b));
-  ASSERT_OK(mp_process_join(a, MP_FOREVER));
-  ASSERT_OK(mp_process_join(b, MP_FOREVER));
-  int code;
-  ASSERT_OK(mp_process_exitcode(a, &code));
-  ASSERT_EQ(code, -SIGTERM);
-  ASSERT_OK(mp_process_exitcode(b, &code));
-  ASSERT_EQ(code, -SIGKILL);
+  terminate_and_kill(a, b);
   /* Signalling an ended process is a no-op. */
   ASSERT_OK(mp_process_terminate(a));
   ASSERT_OK(mp_process_kill(b));
@@ -373,15 +378,7 @@ TEST(forkserver_kill_terminate_identity) {
   ASSERT_ERR(mp_process_join(a, 30), MP_ETIMEDOUT);
   ASSERT_ERR(mp_process_destroy(a), MP_EBUSY);
   ASSERT_EQ(mp_active_children(NULL, 0), 2);
-  ASSERT_OK(mp_process_terminate(a));
-  ASSERT_OK(mp_process_kill(b));
-  ASSERT_OK(mp_process_join(a, MP_FOREVER));
-  ASSERT_OK(mp_process_join(b, MP_FOREVER));
-  int code;
-  ASSERT_OK(mp_process_exitcode(a, &code));
-  ASSERT_EQ(code, -SIGTERM);
-  ASSERT_OK(mp_process_exitcode(b, &code));
-  ASSERT_EQ(code, -SIGKILL);
+  terminate_and_kill(a, b);
   pid_t self = getpid();
   ASSERT_OK(mp_process_create(&c, names_child, &self, sizeof self, &o));
   ASSERT_OK(mp_process_destroy(c)); /* leaves the name counter at 3 */

@@ -1288,3 +1288,51 @@ TEST(queue_crash_creators_leave_nothing) {
     close(p[0]);
   }
 }
+
+/* Waits until /proc shows pid as a zombie (killed, not reaped). */
+static void wait_zombie(pid_t pid) {
+  char path[64], buf[256];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  for (int i = 0; i < 2000; i++) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ASSERT(fd >= 0);
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    ASSERT(n > 0);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    if (p && p[1] == ' ' && p[2] == 'Z')
+      return;
+    mpt_sleep_ms(2);
+  }
+  ASSERT(!"never a zombie");
+}
+
+/* An owner killed inside a put or get and not reaped yet (its parent, the
+ * one that would reap it, uses the queue first) is dead all the same. */
+TEST(queue_crash_owner_not_reaped) {
+  mp_queue_t *q = mkq(0, 1 << 14, 0);
+  for (int round = 0; round < 40; round++) {
+    pid_t pid = fork();
+    if (pid == 0) {
+      unsigned char m[64] = {0};
+      for (;;) {
+        if (mp_queue_put(q, m, sizeof m, MP_FOREVER) != 0)
+          _exit(1);
+        size_t len;
+        if (mp_queue_get_into(q, m, sizeof m, &len, MP_FOREVER) != 0)
+          _exit(2);
+      }
+    }
+    usleep(rnd() % 2000);
+    kill(pid, SIGKILL);
+    wait_zombie(pid);
+    ASSERT_OK(mp_queue_put(q, "ok", 2, 1000));
+    unsigned char b[64];
+    size_t len;
+    while (mp_queue_get_into(q, b, sizeof b, &len, 0) == 0) {
+    }
+    reap(pid);
+  }
+  ASSERT_OK(mp_queue_destroy(q));
+}

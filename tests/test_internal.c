@@ -1,0 +1,275 @@
+/* Internal helpers shared by several parts: process identity, the
+ * spawner thread. */
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "runner.h"
+
+/* Above the kernel's largest pid_max (2^22): never a live process. */
+#define NO_SUCH_PID 0x3fffffffu
+
+/* Waits until /proc shows pid in state (or gone when state is 0). */
+static void wait_state(pid_t pid, char state) {
+  for (int i = 0; i < 2000; i++) {
+    char st;
+    long threads;
+    uint64_t start;
+    int r = mp__proc_stat((uint32_t)pid, &st, &threads, &start);
+    if (state ? r == 0 && st == state : r == MP_ENOENT)
+      return;
+    mpt_sleep_ms(5);
+  }
+  ASSERT(!"process never reached the state");
+}
+
+TEST(proc_identity_self) {
+  uint64_t start = 0;
+  ASSERT_OK(mp__pid_start_time((uint32_t)getpid(), &start));
+  ASSERT(start > 0);
+  ASSERT_EQ(mp__self_pid(), getpid());
+  ASSERT_EQ(mp__self_pid_start(), start);
+  ASSERT_EQ(mp__self_tid(), gettid());
+  ASSERT_EQ(mp__self_tid_start(), start);
+  char st = 0;
+  long threads = 0;
+  ASSERT_OK(mp__proc_stat((uint32_t)getpid(), &st, &threads, &start));
+  ASSERT(st == 'R' || st == 'S');
+  ASSERT_EQ(threads, 1);
+  ASSERT_ERR(mp__pid_start_time(NO_SUCH_PID, &start), MP_ENOENT);
+  ASSERT_EQ(start, 0);
+  ASSERT_EQ(mp__owner_probe(NO_SUCH_PID, false, &start), MP__OWNER_GONE);
+  ASSERT(mp__owner_dead(NO_SUCH_PID, 0));
+  /* The caller itself is alive, under its own start time only. */
+  ASSERT_EQ(mp__owner_probe(mp__self_pid(), false, &start), MP__OWNER_EXISTS);
+  ASSERT_EQ(start, mp__self_pid_start());
+  ASSERT(!mp__owner_dead(mp__self_pid(), 0));
+  ASSERT(!mp__owner_dead(mp__self_pid(), mp__self_pid_start()));
+  ASSERT(mp__owner_dead(mp__self_pid(), mp__self_pid_start() + 1));
+}
+
+static void *tid_thread(void *arg) {
+  uint32_t *out = arg;
+  out[0] = mp__self_tid();
+  out[1] = (uint32_t)gettid();
+  out[2] = mp__self_pid();
+  return NULL;
+}
+
+TEST(proc_identity_threads_and_fork) {
+  uint32_t main_tid = mp__self_tid(), seen[3];
+  pthread_t t;
+  ASSERT_OK(-pthread_create(&t, NULL, tid_thread, seen));
+  ASSERT_OK(-pthread_join(t, NULL));
+  ASSERT_EQ(seen[0], seen[1]);
+  ASSERT(seen[0] != main_tid);
+  ASSERT_EQ(seen[2], getpid());
+  /* The caches are reset in a forked child. */
+  uint32_t parent = mp__self_pid();
+  uint64_t parent_start = mp__self_pid_start();
+  pid_t pid = fork();
+  ASSERT(pid >= 0);
+  if (pid == 0) {
+    bool ok = mp__self_pid() == (uint32_t)getpid() &&
+              mp__self_pid() != parent && mp__self_tid() == mp__self_pid() &&
+              mp__self_pid_start() >= parent_start &&
+              !mp__owner_dead(parent, parent_start);
+    _exit(ok ? 0 : 1);
+  }
+  int status;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+/* Child bodies: wait until the parent closes its end of the pipe. */
+static void *linger(void *arg) {
+  int fd = *(int *)arg;
+  char c;
+  (void)!read(fd, &c, 1);
+  _exit(0);
+}
+
+static void linger_in_thread(int *fd) {
+  /* The main thread ends; another keeps the process alive. */
+  pthread_t t;
+  if (pthread_create(&t, NULL, linger, fd) != 0)
+    _exit(1);
+  pthread_exit(NULL);
+}
+
+static void linger_here(int *fd) {
+  linger(fd);
+}
+
+/* Forks a child running body until *release is closed. */
+static pid_t fork_lingering(void (*body)(int *fd), int *release) {
+  int p[2];
+  ASSERT_OK(pipe(p) < 0 ? -errno : 0);
+  pid_t pid = fork();
+  ASSERT(pid >= 0);
+  if (pid == 0) {
+    close(p[1]);
+    body(&p[0]);
+    _exit(1);
+  }
+  close(p[0]);
+  *release = p[1];
+  return pid;
+}
+
+TEST(proc_identity_dead_owner) {
+  int release;
+  pid_t pid = fork_lingering(linger_here, &release);
+  uint64_t start = 0, now = 0;
+  ASSERT_OK(mp__pid_start_time((uint32_t)pid, &start));
+  ASSERT_EQ(mp__owner_probe((uint32_t)pid, false, &now), MP__OWNER_EXISTS);
+  ASSERT_EQ(now, start);
+  ASSERT(!mp__owner_dead((uint32_t)pid, start));
+  /* Another start time: the pid was reused by somebody else. */
+  ASSERT(mp__owner_dead((uint32_t)pid, start + 1));
+  /* Killed but not reaped: a zombie holds nothing. */
+  ASSERT_OK(kill(pid, SIGKILL));
+  wait_state(pid, 'Z');
+  ASSERT_EQ(mp__owner_probe((uint32_t)pid, false, &now), MP__OWNER_GONE);
+  ASSERT(mp__owner_dead((uint32_t)pid, start));
+  ASSERT(mp__owner_dead((uint32_t)pid, 0));
+  int status;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_EQ(mp__owner_probe((uint32_t)pid, false, &now), MP__OWNER_GONE);
+  close(release);
+}
+
+TEST(proc_identity_main_thread_exited) {
+  int release;
+  pid_t pid = fork_lingering(linger_in_thread, &release);
+  /* The leader shows 'Z' while the other thread runs: the process is
+   * alive, its main thread is not. */
+  wait_state(pid, 'Z');
+  uint64_t start = 0;
+  ASSERT_EQ(mp__owner_probe((uint32_t)pid, false, &start), MP__OWNER_EXISTS);
+  ASSERT(start > 0);
+  ASSERT(!mp__owner_dead((uint32_t)pid, start));
+  ASSERT_EQ(mp__owner_probe((uint32_t)pid, true, &start), MP__OWNER_GONE);
+  close(release);
+  int status;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+/* ---- the spawner thread (process and subprocess share it) -------------- */
+
+static int ret_arg(const void *arg, size_t len) {
+  int v = 0;
+  if (len == sizeof v)
+    memcpy(&v, arg, sizeof v);
+  return v;
+}
+
+static void *spawn_loop(void *arg) {
+  bool subprocess = (intptr_t)arg % 2;
+  for (int i = 0; i < 15; i++) {
+    if (subprocess) {
+      char word[16];
+      snprintf(word, sizeof word, "w%d", i);
+      const char *argv[] = {"echo", word, NULL};
+      mp_run_opts_t ro;
+      memset(&ro, 0, sizeof ro);
+      ro.capture_output = true;
+      mp_run_result_t res;
+      if (mp_run(argv, &ro, &res) != 0)
+        return (void *)1;
+      bool ok = res.out_len == strlen(word) + 1 &&
+                memcmp(res.out, word, strlen(word)) == 0;
+      mp_run_result_free(&res);
+      if (!ok)
+        return (void *)2;
+    } else {
+      mp_process_t *p;
+      mp_process_opts_t o = {.start_method = MP_START_FORK};
+      int code = -1;
+      if (mp_process_create(&p, ret_arg, &i, sizeof i, &o) < 0 ||
+          mp_process_start(p) < 0 || mp_process_join(p, MP_FOREVER) < 0 ||
+          mp_process_exitcode(p, &code) < 0 || code != i)
+        return (void *)3;
+      mp_process_destroy(p);
+    }
+  }
+  return NULL;
+}
+
+TEST(spawner_shared_by_process_and_subprocess) {
+  /* Non-main threads: every start goes through the one spawner thread. */
+  pthread_t t[4];
+  for (intptr_t i = 0; i < 4; i++)
+    ASSERT_OK(-pthread_create(&t[i], NULL, spawn_loop, (void *)i));
+  for (int i = 0; i < 4; i++) {
+    void *r;
+    ASSERT_OK(-pthread_join(t[i], &r));
+    ASSERT(r == NULL);
+  }
+  ASSERT_EQ(mp_active_children(NULL, 0), 0);
+}
+
+/* ---- descriptors over a Unix socket ------------------------------------- */
+
+TEST(cmsg_fds_set_and_take) {
+  int sv[2];
+  ASSERT_OK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 ? -errno
+                                                                       : 0);
+  int before = mpt_count_fds();
+  int fds[3];
+  for (int i = 0; i < 3; i++) {
+    fds[i] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    ASSERT(fds[i] >= 0);
+  }
+  for (size_t cap = 0; cap <= 4; cap++) {
+    char byte = 'x';
+    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+    union {
+      char buf[CMSG_SPACE(3 * sizeof(int))];
+      struct cmsghdr align;
+    } u, r;
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+    mp__cmsg_set_fds(&msg, u.buf, fds, 3);
+    ASSERT_EQ(sendmsg(sv[0], &msg, 0), 1);
+    struct msghdr in = {.msg_iov = &iov,
+                        .msg_iovlen = 1,
+                        .msg_control = r.buf,
+                        .msg_controllen = sizeof r.buf};
+    ASSERT_EQ(recvmsg(sv[1], &in, MSG_CMSG_CLOEXEC), 1);
+    int got[4] = {-1, -1, -1, -1};
+    size_t k = mp__cmsg_take_fds(&in, got, cap);
+    ASSERT_EQ(k, cap < 3 ? cap : 3);
+    /* The ones kept are open and new; the rest were closed. */
+    ASSERT_EQ(mpt_count_fds(), before + 3 + (int)k);
+    for (size_t i = 0; i < k; i++) {
+      ASSERT(got[i] > fds[2]);
+      ASSERT(fcntl(got[i], F_GETFD) & FD_CLOEXEC);
+      close(got[i]);
+    }
+  }
+  /* Nothing attached: nothing taken. */
+  char byte = 'y';
+  ASSERT_EQ(write(sv[0], &byte, 1), 1);
+  struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+  union {
+    char buf[CMSG_SPACE(sizeof(int))];
+    struct cmsghdr align;
+  } r;
+  struct msghdr in = {.msg_iov = &iov,
+                      .msg_iovlen = 1,
+                      .msg_control = r.buf,
+                      .msg_controllen = sizeof r.buf};
+  ASSERT_EQ(recvmsg(sv[1], &in, 0), 1);
+  int got;
+  ASSERT_EQ(mp__cmsg_take_fds(&in, &got, 1), 0);
+  for (int i = 0; i < 3; i++)
+    close(fds[i]);
+  close(sv[0]);
+  close(sv[1]);
+}

@@ -86,8 +86,9 @@ char *mpt_capture_stdout(void (*fn)(void *), void *arg);
 char *mpt_run_cmd(const char *cmd, int *status);
 /* Build dir (env MP_BUILD_DIR, default "build"). */
 const char *mpt_build_dir(void);
-/* Run the built example mpt_build_dir()/examples/<name> and return its
- * stdout (malloc'd), with its stderr too when flags has MPT_STDERR. Fails
+/* Run the built example mpt_build_dir()/examples/<name> (name may be
+ * followed by shell-quoted arguments: "pool_copy_folder '/tmp/x'") and return
+ * its stdout (malloc'd), with its stderr too when flags has MPT_STDERR. Fails
  * the case, showing the output, unless the example exits with status 0. */
 #define MPT_STDERR 1
 #define mpt_run_example(name, flags)                                           \

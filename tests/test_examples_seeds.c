@@ -5,49 +5,31 @@
 
 #include "runner.h"
 
-/* Output of `examples/<name> <args>`; the example must exit 0. */
-static char *example_output(const char *name, const char *args) {
-  char cmd[1024];
-  snprintf(cmd, sizeof cmd, "%s/examples/%s %s 2>&1", mpt_build_dir(), name,
-           args);
-  int st;
-  char *out = mpt_run_cmd(cmd, &st);
-  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-    mpt_fail(__FILE__, __LINE__, "%s failed (status %d): %s", name, st, out);
-  return out;
-}
-
-static int occurrences(const char *s, const char *needle) {
-  int n = 0;
-  for (const char *p = s; (p = strstr(p, needle)); p += strlen(needle))
-    n++;
-  return n;
-}
-
 TEST(example_queue_basic) {
-  char *out = example_output("queue_basic", "");
+  char *out = mpt_run_example("queue_basic", MPT_STDERR);
   ASSERT_STR_EQ(out, "11111\n");
   free(out);
 }
 
 TEST(example_process_workers) {
-  char *out = example_output("process_workers", "");
-  ASSERT_EQ(occurrences(out, "Worker A is starting.\n"), 1);
-  ASSERT_EQ(occurrences(out, "Worker B is starting.\n"), 1);
+  char *out = mpt_run_example("process_workers", MPT_STDERR);
+  ASSERT_EQ(mpt_count(out, "Worker A is starting.\n"), 1);
+  ASSERT_EQ(mpt_count(out, "Worker B is starting.\n"), 1);
   /* Both run at once: both start before either exits. */
   char *exit_a = strstr(out, "Worker A is exiting.\n");
   char *exit_b = strstr(out, "Worker B is exiting.\n");
   ASSERT(exit_a && exit_b);
-  char *first_exit = exit_a < exit_b ? exit_a : exit_b;
-  ASSERT(strstr(out, "Worker A is starting.\n") < first_exit);
-  ASSERT(strstr(out, "Worker B is starting.\n") < first_exit);
+  const char *first_exit =
+      exit_a < exit_b ? "Worker A is exiting.\n" : "Worker B is exiting.\n";
+  ASSERT(mpt_before(out, "Worker A is starting.\n", first_exit));
+  ASSERT(mpt_before(out, "Worker B is starting.\n", first_exit));
   free(out);
 }
 
 TEST(example_process_two_tasks) {
-  char *out = example_output("process_two_tasks", "");
-  ASSERT_EQ(occurrences(out, "1111\n"), 3);
-  ASSERT_EQ(occurrences(out, "2222\n"), 3);
+  char *out = mpt_run_example("process_two_tasks", MPT_STDERR);
+  ASSERT_EQ(mpt_count(out, "1111\n"), 3);
+  ASSERT_EQ(mpt_count(out, "2222\n"), 3);
   free(out);
 }
 
@@ -63,10 +45,11 @@ TEST(example_pool_copy_folder) {
       fputc('a' + (i + j) % 26, f);
     fclose(f);
   }
-  char *out = example_output("pool_copy_folder", src);
+  char cmd[512];
+  snprintf(cmd, sizeof cmd, "pool_copy_folder '%s'", src);
+  char *out = mpt_run_example(cmd, MPT_STDERR);
   ASSERT(strstr(out, "100.00...(file"));
   free(out);
-  char cmd[512];
   int st;
   snprintf(cmd, sizeof cmd, "diff -r '%s' '%s[copy]' && echo same", src, src);
   out = mpt_run_cmd(cmd, &st);

@@ -1,7 +1,8 @@
 /* Pool internals shared by src/pool*.c.
  *
- * One MAP_SHARED anonymous mapping holds, per worker, a task ring (parent
- * writes, worker reads) and a result ring (worker writes, parent reads): both
+ * One MAP_SHARED mapping (anonymous for forked workers, a memfd passed to
+ * fork-server workers) holds, per worker, a task ring (parent writes, worker
+ * reads) and a result ring (worker writes, parent reads): both
  * single-producer single-consumer byte rings of 64-byte aligned records, with
  * positions as ever-growing byte offsets, so a crash can never leave a ring
  * half-updated. A worker publishes its result before it advances its task

@@ -1696,3 +1696,34 @@ TEST(forkserver_exit_without_destroy) {
     await_pidfds(pfds, 2);
   }
 }
+
+/* The fork server killed under a running pool: its workers die with it
+ * (running tasks get MP_EWORKERDIED), the next worker starts a new server,
+ * and the pool goes on. */
+TEST(forkserver_killed_under_pool) {
+  mp_pool_opts_t o = {0};
+  set_backend(&o, BE_FS);
+  o.workers = 2;
+  mp_pool_t *p;
+  ASSERT_OK(mp_pool_create(&p, &o));
+  for (int round = 0; round < 3; round++) {
+    mp_buf_t b = MP_BUF_INIT;
+    ASSERT_OK(mp_pool_apply(p, task_ppid, NULL, 0, &b, NULL));
+    pid_t server = *(pid_t *)b.data;
+    mp_buf_free(&b);
+    ASSERT(server > 1 && server != getpid());
+    int ms = 2000;
+    mp_result_t *slow;
+    ASSERT_OK(mp_pool_apply_async(p, task_sleep, &ms, sizeof ms, NULL, &slow));
+    mpt_sleep_ms(50);
+    ASSERT_EQ(kill(server, SIGKILL), 0);
+    ASSERT_ERR(mp_result_get(slow, 10000, NULL, NULL), MP_EWORKERDIED);
+    mp_result_destroy(slow);
+    ASSERT_OK(mp_pool_apply(p, task_ppid, NULL, 0, &b, NULL));
+    ASSERT(*(pid_t *)b.data != server);
+    mp_buf_free(&b);
+    map_squares(p, 64, 1);
+  }
+  ASSERT_OK(mp_pool_destroy(p));
+  fs_done();
+}

@@ -1631,8 +1631,26 @@ static int task_ppid(const void *arg, size_t len, mp_buf_t *res, void *ctx) {
   return mp_buf_set(res, &pp, sizeof pp);
 }
 
+/* 1 when none of the descriptors in arg is open in the worker. */
+static int task_fds_closed(const void *arg, size_t len, mp_buf_t *res,
+                           void *ctx) {
+  int closed = 1;
+  for (size_t i = 0; i < len / sizeof(int); i++) {
+    int fd;
+    memcpy(&fd, (const char *)arg + i * sizeof fd, sizeof fd);
+    if (fcntl(fd, F_GETFD) >= 0)
+      closed = 0;
+  }
+  return mp_buf_set(res, &closed, sizeof closed);
+}
+
 TEST(forkserver_with_threads) {
   ASSERT_OK(mp_forkserver_start());
+  /* Opened after the server started: no worker has them, close-on-exec or
+   * not (fork workers would inherit both). */
+  int fds[4];
+  ASSERT_OK(pipe2(fds, O_CLOEXEC) ? -errno : 0);
+  ASSERT_OK(pipe(fds + 2) ? -errno : 0);
   pthread_t th[3];
   for (int i = 0; i < 3; i++)
     ASSERT_EQ(pthread_create(&th[i], NULL, busy_thread, NULL), 0);
@@ -1648,6 +1666,8 @@ TEST(forkserver_with_threads) {
     mp_buf_t pb = MP_BUF_INIT;
     ASSERT_OK(mp_pool_apply(p, task_ppid, NULL, 0, &pb, NULL));
     ASSERT(*(pid_t *)pb.data != getpid());
+    ASSERT_OK(mp_pool_apply(p, task_fds_closed, fds, sizeof fds, &pb, NULL));
+    ASSERT_EQ(*(int *)pb.data, 1);
     mp_buf_free(&pb);
     for (int i = 0; i < 30; i++) {
       mp_buf_t b = MP_BUF_INIT;
@@ -1663,6 +1683,8 @@ TEST(forkserver_with_threads) {
   atomic_store(&g_busy_stop, 1);
   for (int i = 0; i < 3; i++)
     pthread_join(th[i], NULL);
+  for (int i = 0; i < 4; i++)
+    close(fds[i]);
   fs_done();
 }
 

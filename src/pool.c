@@ -25,8 +25,11 @@ static __thread mp_pool_t *tls_cb_pool;
 
 /* ---- small helpers ------------------------------------------------------ */
 
-static mp__wshm_t *wshm(mp_pool_t *p, int w) {
-  return (mp__wshm_t *)(void *)(p->map + sizeof(mp__pshm_t) +
+/* Layout of the mapping: the parent's words, each worker's words, then each
+ * worker's task ring and result ring. Fork-server workers map it themselves,
+ * so the layout is computed from the base address and worker count alone. */
+static mp__wshm_t *map_wshm(uint8_t *map, int w) {
+  return (mp__wshm_t *)(void *)(map + sizeof(mp__pshm_t) +
                                 (size_t)w * sizeof(mp__wshm_t));
 }
 
@@ -35,8 +38,16 @@ static size_t rings_off(int nw) {
   return (off + 4095) & ~(size_t)4095;
 }
 
+static uint8_t *map_tring(uint8_t *map, int nw, int w) {
+  return map + rings_off(nw) + (size_t)w * 2 * MP__POOL_RING;
+}
+
+static mp__wshm_t *wshm(mp_pool_t *p, int w) {
+  return map_wshm(p->map, w);
+}
+
 static uint8_t *tring(mp_pool_t *p, int w) {
-  return p->map + rings_off(p->nw) + (size_t)w * 2 * MP__POOL_RING;
+  return map_tring(p->map, p->nw, w);
 }
 
 static uint8_t *rring(mp_pool_t *p, int w) {
@@ -455,6 +466,114 @@ static void *worker_thread(void *arg) {
   return NULL;
 }
 
+/* ---- fork-server workers ---------------------------------------------------
+ * A fork-server worker is a fork of the server, not of us: it has none of
+ * our memory made after the server started and none of our close-on-exec
+ * descriptors. It gets the rings' memfd and the doorbell passed at their
+ * numbers (mp_process_pass_fd) and maps the rings itself; everything else it
+ * needs rides in its argument. Function pointers are valid there because
+ * the server is a fork of this program. It dies with the server, which ends
+ * when we do (also by SIGKILL). */
+typedef struct {
+  uint64_t map_len, initializer, initarg, ctx;
+  int32_t memfd, doorbell, index, nw;
+  uint32_t maxtasks;
+} fs_worker_arg_t;
+
+static int fs_worker_main(const void *arg, size_t len) {
+  fs_worker_arg_t a;
+  if (len != sizeof a)
+    return 1;
+  memcpy(&a, arg, sizeof a);
+  uint8_t *map = mmap(NULL, (size_t)a.map_len, PROT_READ | PROT_WRITE,
+                      MAP_SHARED | MAP_NORESERVE, a.memfd, 0);
+  close(a.memfd);
+  if (map == MAP_FAILED)
+    return 1;
+  mp__pool_set_worker_index(a.index);
+  void (*init)(void *) = (void (*)(void *))(uintptr_t)a.initializer;
+  if (init)
+    init((void *)(uintptr_t)a.initarg);
+  uint8_t *tr = map_tring(map, a.nw, a.index);
+  mp__pool_worker_loop(map_wshm(map, a.index), (mp__pshm_t *)(void *)map, tr,
+                       tr + MP__POOL_RING, a.doorbell, a.index, a.maxtasks,
+                       (void *)(uintptr_t)a.ctx);
+  return 0;
+}
+
+/* At exit, mp_process's own handler terminates and joins the workers (they
+ * are daemon processes of ours) while the collector of a pool the program
+ * did not destroy may still reap them: from our handler on, which runs
+ * first (registered after mp_process's), the collector leaves its workers'
+ * handles alone and starts none. */
+static pthread_mutex_t fs_exit_mu = PTHREAD_MUTEX_INITIALIZER;
+static bool fs_exiting;
+static pid_t fs_exit_pid; /* the process whose handler is registered */
+
+static void fs_atexit(void) {
+  if (getpid() != fs_exit_pid)
+    return; /* a fork child's copy: its own registration acts */
+  pthread_mutex_lock(&fs_exit_mu);
+  fs_exiting = true;
+  pthread_mutex_unlock(&fs_exit_mu);
+}
+
+static void fs_atfork_child(void) {
+  pthread_mutex_init(&fs_exit_mu, NULL);
+  fs_exiting = false;
+}
+
+/* Under fs_exit_mu, after a first mp_process_create. */
+static void fs_register_exit(void) {
+  static bool atfork_done;
+  if (fs_exit_pid == getpid())
+    return;
+  if (!atfork_done && pthread_atfork(NULL, NULL, fs_atfork_child) == 0)
+    atfork_done = true;
+  if (atexit(fs_atexit) == 0)
+    fs_exit_pid = getpid();
+}
+
+static int spawn_fs_worker(mp_pool_t *p, int w) {
+  fs_worker_arg_t a = {
+      .map_len = p->map_len,
+      .initializer = (uint64_t)(uintptr_t)p->opts.initializer,
+      .initarg = (uint64_t)(uintptr_t)p->opts.initarg,
+      .ctx = (uint64_t)(uintptr_t)p->opts.ctx,
+      .memfd = p->memfd,
+      .doorbell = p->doorbell,
+      .index = w,
+      .nw = p->nw,
+      .maxtasks = p->opts.maxtasksperchild,
+  };
+  char name[48];
+  snprintf(name, sizeof name, "ForkServerPoolWorker-%d", w + 1);
+  mp_process_opts_t po = {
+      .name = name, .daemon = true, .start_method = MP_START_FORKSERVER};
+  mp_process_t *proc;
+  int r = mp_process_create(&proc, fs_worker_main, &a, sizeof a, &po);
+  if (r)
+    return r;
+  pthread_mutex_lock(&fs_exit_mu);
+  fs_register_exit();
+  if (fs_exiting)
+    r = MP_ECLOSED;
+  if (r || (r = mp_process_pass_fd(proc, p->memfd)) != 0 ||
+      (r = mp_process_pass_fd(proc, p->doorbell)) != 0 ||
+      (r = mp_process_start(proc)) != 0) {
+    pthread_mutex_unlock(&fs_exit_mu);
+    mp_process_destroy(proc);
+    return r;
+  }
+  pthread_mutex_unlock(&fs_exit_mu);
+  p->w[w].proc = proc;
+  p->w[w].pid = mp_process_pid(proc);
+  /* Readable once the worker ended (the server reports its exit). */
+  p->w[w].pidfd = mp_process_waitable(proc).fd;
+  p->w[w].alive = true;
+  return 0;
+}
+
 /* Called by the collector thread only, so that PR_SET_PDEATHSIG (tied to the
  * forking thread) lasts exactly as long as the pool. */
 static int spawn_worker(mp_pool_t *p, int w) {
@@ -481,6 +600,8 @@ static int spawn_worker(mp_pool_t *p, int w) {
     wp->alive = true;
     return 0;
   }
+  if (p->memfd >= 0)
+    return spawn_fs_worker(p, w);
   /* Buffered output of the parent must not be written twice. */
   fflush(stdout);
   fflush(stderr);
@@ -579,6 +700,21 @@ static bool settle_dead(mp_pool_t *p, int w) {
 }
 
 static void reap_process(wpar_t *wp) {
+  if (wp->proc) {
+    /* Its status fd is readable: the server reaped it, or the server died
+     * (then the join waits on the pidfd; the worker dies with the server).
+     */
+    pthread_mutex_lock(&fs_exit_mu);
+    if (!fs_exiting) {
+      mp_process_join(wp->proc, MP_FOREVER);
+      mp_process_destroy(wp->proc);
+      wp->proc = NULL;
+    } /* else kept: the exit handler may be joining it */
+    pthread_mutex_unlock(&fs_exit_mu);
+    wp->pidfd = -1;
+    wp->pid = 0;
+    return;
+  }
   siginfo_t si;
   while (waitid((idtype_t)P_PIDFD, (id_t)wp->pidfd, &si, WEXITED) < 0 &&
          errno == EINTR) {
@@ -597,7 +733,10 @@ static void signal_stop(mp_pool_t *p, int how) {
     if (!wp->alive)
       continue;
     if (how == 2 && p->opts.backend == MP_POOL_PROCESSES) {
-      syscall(SYS_pidfd_send_signal, wp->pidfd, SIGKILL, NULL, 0);
+      if (wp->proc)
+        mp_process_kill(wp->proc);
+      else
+        syscall(SYS_pidfd_send_signal, wp->pidfd, SIGKILL, NULL, 0);
       continue;
     }
     mp__wshm_t *ws = wshm(p, w);
@@ -636,7 +775,8 @@ static void worker_gone(mp_pool_t *p, int w) {
   if (wp->fail_streak > 2)
     usleep(50000u * wp->fail_streak);
   for (int tries = 0; tries < 100; tries++) {
-    if (spawn_worker(p, w) == 0)
+    int r = spawn_worker(p, w);
+    if (r == 0 || r == MP_ECLOSED) /* MP_ECLOSED: the program exits */
       return;
     usleep(10000);
   }
@@ -776,6 +916,8 @@ static void pool_free(mp_pool_t *p) {
     munmap(p->map, p->map_len);
   if (p->doorbell >= 0)
     close(p->doorbell);
+  if (p->memfd >= 0)
+    close(p->memfd);
   int fd = atomic_load(&p->ufd);
   if (fd >= 0)
     close(fd);
@@ -807,8 +949,6 @@ int mp_pool_create(mp_pool_t **pool, const mp_pool_opts_t *opts) {
       (o.start_method != MP_START_FORK &&
        o.start_method != MP_START_FORKSERVER))
     return MP_EINVAL;
-  if (o.start_method == MP_START_FORKSERVER && o.backend == MP_POOL_PROCESSES)
-    return MP_ENOTSUP;
   if (o.workers == 0)
     o.workers = mp_cpu_count();
   if (o.workers > 4096)
@@ -819,6 +959,7 @@ int mp_pool_create(mp_pool_t **pool, const mp_pool_opts_t *opts) {
   p->nw = o.workers;
   p->opts = o;
   p->doorbell = -1;
+  p->memfd = -1;
   atomic_init(&p->ufd, -1);
   p->live.lnext = p->live.lprev = &p->live;
   pthread_mutex_init(&p->mu, NULL);
@@ -840,9 +981,26 @@ int mp_pool_create(mp_pool_t **pool, const mp_pool_opts_t *opts) {
   for (int w = 0; w < p->nw; w++)
     p->w[w].pidfd = -1;
   p->map_len = rings_off(p->nw) + (size_t)p->nw * 2 * MP__POOL_RING;
-  /* Anonymous shared memory: inherited by forked workers, no name to leak. */
-  p->map = mmap(NULL, p->map_len, PROT_READ | PROT_WRITE,
-                MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  int mflags = MAP_SHARED | MAP_NORESERVE | MAP_ANONYMOUS;
+  if (o.backend == MP_POOL_PROCESSES && o.start_method == MP_START_FORKSERVER) {
+    /* Started here, not by the first worker from the collector thread: the
+     * server is then a fork of the caller, without the pool's threads. */
+    err = mp_forkserver_start();
+    if (err)
+      goto fail;
+    /* Workers are not our forks, so the rings need a file they can map:
+     * a memfd handed to each worker has no name, so nothing can be left in
+     * /dev/shm and no other process can open it. */
+    p->memfd = memfd_create("mp-pool", MFD_CLOEXEC);
+    if (p->memfd < 0 || ftruncate(p->memfd, (off_t)p->map_len) < 0) {
+      err = -errno;
+      goto fail;
+    }
+    mflags &= ~MAP_ANONYMOUS;
+  }
+  /* Anonymous shared memory for forked workers: inherited, no name to leak.
+   */
+  p->map = mmap(NULL, p->map_len, PROT_READ | PROT_WRITE, mflags, p->memfd, 0);
   if (p->map == MAP_FAILED) {
     p->map = NULL;
     err = -errno;

@@ -1,7 +1,8 @@
 /* Pool internals shared by src/pool*.c.
  *
- * One MAP_SHARED anonymous mapping holds, per worker, a task ring (parent
- * writes, worker reads) and a result ring (worker writes, parent reads): both
+ * One MAP_SHARED mapping (anonymous for forked workers, a memfd passed to
+ * fork-server workers) holds, per worker, a task ring (parent writes, worker
+ * reads) and a result ring (worker writes, parent reads): both
  * single-producer single-consumer byte rings of 64-byte aligned records, with
  * positions as ever-growing byte offsets, so a crash can never leave a ring
  * half-updated. A worker publishes its result before it advances its task
@@ -24,6 +25,7 @@
 
 #include "internal.h"
 #include "mproc/pool.h"
+#include "mproc/process.h"
 
 #define MP__POOL_RING (2u << 20) /* bytes per ring; power of two */
 #define MP__POOL_RMASK (MP__POOL_RING - 1)
@@ -159,7 +161,8 @@ typedef struct backlog {
 
 typedef struct {
   pid_t pid;
-  int pidfd;
+  int pidfd;          /* fork server: the status fd of proc, owned by proc */
+  mp_process_t *proc; /* fork-server worker; NULL otherwise */
   pthread_t th;
   bool alive;
   uint64_t t_head, next_seq, done_seq;
@@ -174,6 +177,7 @@ struct mp_pool {
   mp_pool_opts_t opts;
   uint8_t *map;
   size_t map_len;
+  int memfd; /* fork server: the rings, passed to every worker; else -1 */
   mp__pshm_t *ps;
   pthread_mutex_t mu;
   pthread_cond_t idle_cv;

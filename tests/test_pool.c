@@ -1,6 +1,10 @@
 /* Pool tests. Every behaviour is checked on both backends: each body takes
- * the backend and has a _proc and a _thread case. Crash cases are processes
- * only (a thread that crashes takes its process with it). */
+ * the backend and has a _proc and a _thread case, and a _fs case for process
+ * workers started by the fork server. Crash cases are processes only (a
+ * thread that crashes takes its process with it), with a _fs case too.
+ * Fork-server workers see the memory of the program as it was when the
+ * server started, in the first mp_pool_create: shared counters are mapped
+ * and globals set before that. */
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
@@ -17,10 +21,23 @@
 
 typedef mp_pool_backend_t be_t;
 
+/* Process workers started by the fork server. */
+#define BE_FS ((be_t)100)
+
+static void set_backend(mp_pool_opts_t *o, be_t be) {
+  o->backend = be == BE_FS ? MP_POOL_PROCESSES : be;
+  o->start_method = be == BE_FS ? MP_START_FORKSERVER : MP_START_FORK;
+}
+
+/* After a _fs case: the server and its socket must not count as leaks. */
+static void fs_done(void) {
+  ASSERT_OK(mp_forkserver_stop());
+}
+
 static mp_pool_t *make_pool(be_t be, int workers) {
   mp_pool_opts_t o = {0};
   o.workers = workers;
-  o.backend = be;
+  set_backend(&o, be);
   mp_pool_t *p = NULL;
   ASSERT_OK(mp_pool_create(&p, &o));
   return p;
@@ -91,20 +108,24 @@ static int noop_map(const void *item, void *result, void *ctx) {
 static void body_errors(be_t be) {
   mp_pool_t *p = NULL;
   mp_pool_opts_t o = {0};
-  o.backend = be;
+  set_backend(&o, be);
   ASSERT_ERR(mp_pool_create(NULL, &o), MP_EINVAL);
   o.workers = -1;
   ASSERT_ERR(mp_pool_create(&p, &o), MP_EINVAL);
   o.workers = 1;
   o.backend = (mp_pool_backend_t)7;
   ASSERT_ERR(mp_pool_create(&p, &o), MP_EINVAL);
-  o.backend = be;
+  set_backend(&o, be);
   o.start_method = (mp_start_method_t)9;
   ASSERT_ERR(mp_pool_create(&p, &o), MP_EINVAL);
-  o.start_method = MP_START_FORKSERVER;
-  if (be == MP_POOL_PROCESSES)
-    ASSERT_ERR(mp_pool_create(&p, &o), MP_ENOTSUP);
   ASSERT(p == NULL);
+  /* The thread backend ignores the start method. */
+  o.start_method = MP_START_FORKSERVER;
+  if (be == MP_POOL_THREADS) {
+    ASSERT_OK(mp_pool_create(&p, &o));
+    ASSERT_OK(mp_pool_destroy(p));
+    p = NULL;
+  }
 
   p = make_pool(be, 2);
   ASSERT_EQ(mp_pool_size(p), 2);
@@ -189,6 +210,10 @@ TEST(errors_proc) {
 TEST(errors_thread) {
   body_errors(MP_POOL_THREADS);
 }
+TEST(errors_fs) {
+  body_errors(BE_FS);
+  fs_done();
+}
 
 TEST(buf_helpers) {
   mp_buf_t b = MP_BUF_INIT;
@@ -238,6 +263,10 @@ TEST(apply_proc) {
 TEST(apply_thread) {
   body_apply(MP_POOL_THREADS);
 }
+TEST(apply_fs) {
+  body_apply(BE_FS);
+  fs_done();
+}
 
 static int task_big(const void *arg, size_t len, mp_buf_t *res, void *ctx) {
   size_t n;
@@ -276,6 +305,10 @@ TEST(big_result_proc) {
 }
 TEST(big_result_thread) {
   body_big_result(MP_POOL_THREADS);
+}
+TEST(big_result_fs) {
+  body_big_result(BE_FS);
+  fs_done();
 }
 
 typedef struct {
@@ -344,6 +377,10 @@ TEST(apply_async_proc) {
 TEST(apply_async_thread) {
   body_apply_async(MP_POOL_THREADS);
 }
+TEST(apply_async_fs) {
+  body_apply_async(BE_FS);
+  fs_done();
+}
 
 static void body_result_states(be_t be) {
   mp_pool_t *p = make_pool(be, 2);
@@ -402,6 +439,10 @@ TEST(result_states_proc) {
 TEST(result_states_thread) {
   body_result_states(MP_POOL_THREADS);
 }
+TEST(result_states_fs) {
+  body_result_states(BE_FS);
+  fs_done();
+}
 
 /* ---- map -------------------------------------------------------------- */
 
@@ -459,6 +500,10 @@ TEST(map_proc) {
 TEST(map_thread) {
   body_map(MP_POOL_THREADS);
 }
+TEST(map_fs) {
+  body_map(BE_FS);
+  fs_done();
+}
 
 typedef struct {
   int32_t a, b;
@@ -495,6 +540,10 @@ TEST(starmap_proc) {
 }
 TEST(starmap_thread) {
   body_starmap(MP_POOL_THREADS);
+}
+TEST(starmap_fs) {
+  body_starmap(BE_FS);
+  fs_done();
 }
 
 /* ---- imap -----------------------------------------------------------------
@@ -581,6 +630,10 @@ TEST(imap_proc) {
 TEST(imap_thread) {
   body_imap(MP_POOL_THREADS);
 }
+TEST(imap_fs) {
+  body_imap(BE_FS);
+  fs_done();
+}
 
 typedef struct {
   int64_t next;
@@ -646,6 +699,10 @@ TEST(imap_lazy_proc) {
 TEST(imap_lazy_thread) {
   body_imap_lazy(MP_POOL_THREADS);
 }
+TEST(imap_lazy_fs) {
+  body_imap_lazy(BE_FS);
+  fs_done();
+}
 
 /* ---- workers --------------------------------------------------------------
  */
@@ -668,7 +725,7 @@ static void body_initializer(be_t be) {
   g_init_count = shared_counters(1);
   mp_pool_opts_t o = {0};
   o.workers = 3;
-  o.backend = be;
+  set_backend(&o, be);
   o.initializer = count_init;
   o.initarg = &g_init_count;
   o.ctx = &g_init_count;
@@ -693,12 +750,27 @@ TEST(initializer_proc) {
 TEST(initializer_thread) {
   body_initializer(MP_POOL_THREADS);
 }
+TEST(initializer_fs) {
+  body_initializer(BE_FS);
+  fs_done();
+}
+
+/* Map squares over 0..n-1 (n <= 64) and check them. */
+static void map_squares(mp_pool_t *p, int n, size_t chunksize) {
+  int64_t in[64], out[64];
+  ASSERT(n <= 64);
+  for (int i = 0; i < n; i++)
+    in[i] = i;
+  ASSERT_OK(mp_pool_map(p, map_square, in, (size_t)n, 8, out, 8, chunksize));
+  for (int i = 0; i < n; i++)
+    ASSERT_EQ(out[i], (int64_t)i * i);
+}
 
 static void body_maxtasks(be_t be) {
   g_init_count = shared_counters(1);
   mp_pool_opts_t o = {0};
   o.workers = 2;
-  o.backend = be;
+  set_backend(&o, be);
   o.maxtasksperchild = 3;
   o.initializer = count_init;
   o.initarg = &g_init_count;
@@ -723,11 +795,7 @@ static void body_maxtasks(be_t be) {
     ASSERT(same <= 3);
   }
   /* A map chunk counts as one task. */
-  int64_t in[40], out[40];
-  for (int i = 0; i < 40; i++)
-    in[i] = i;
-  ASSERT_OK(mp_pool_map(p, map_square, in, 40, 8, out, 8, 10));
-  ASSERT_EQ(out[39], 39 * 39);
+  map_squares(p, 40, 10);
   ASSERT_OK(mp_pool_close(p));
   ASSERT_OK(mp_pool_join(p, MP_FOREVER));
   ASSERT(*g_init_count >= N / 3);
@@ -739,6 +807,10 @@ TEST(maxtasks_proc) {
 }
 TEST(maxtasks_thread) {
   body_maxtasks(MP_POOL_THREADS);
+}
+TEST(maxtasks_fs) {
+  body_maxtasks(BE_FS);
+  fs_done();
 }
 
 /* ---- callbacks ------------------------------------------------------------
@@ -790,6 +862,10 @@ TEST(slow_callback_proc) {
 TEST(slow_callback_thread) {
   body_slow_callback(MP_POOL_THREADS);
 }
+TEST(slow_callback_fs) {
+  body_slow_callback(BE_FS);
+  fs_done();
+}
 
 static mp_pool_t *g_cb_pool;
 static _Atomic int g_cb_rc;
@@ -817,6 +893,10 @@ TEST(callback_reentry_proc) {
 }
 TEST(callback_reentry_thread) {
   body_callback_reentry(MP_POOL_THREADS);
+}
+TEST(callback_reentry_fs) {
+  body_callback_reentry(BE_FS);
+  fs_done();
 }
 
 /* ---- terminate and join ---------------------------------------------------
@@ -860,6 +940,10 @@ TEST(terminate_proc) {
 TEST(terminate_thread) {
   body_terminate(MP_POOL_THREADS);
 }
+TEST(terminate_fs) {
+  body_terminate(BE_FS);
+  fs_done();
+}
 
 static void body_join(be_t be) {
   mp_pool_t *p = make_pool(be, 2);
@@ -890,6 +974,10 @@ TEST(join_proc) {
 TEST(join_thread) {
   body_join(MP_POOL_THREADS);
 }
+TEST(join_fs) {
+  body_join(BE_FS);
+  fs_done();
+}
 
 /* ---- crashes (processes) --------------------------------------------------
  */
@@ -915,8 +1003,8 @@ static int task_crash(const void *arg, size_t len, mp_buf_t *res, void *ctx) {
   return mp_buf_set(res, &how, sizeof how);
 }
 
-TEST(worker_crash_kinds) {
-  mp_pool_t *p = make_pool(MP_POOL_PROCESSES, 2);
+static void body_worker_crash_kinds(be_t be) {
+  mp_pool_t *p = make_pool(be, 2);
   for (int how = 1; how <= 3; how++) {
     cbstate_t st = {0};
     mp_async_opts_t cb = {on_done, on_error, &st};
@@ -951,6 +1039,13 @@ TEST(worker_crash_kinds) {
   ASSERT_OK(mp_pool_join(p, MP_FOREVER));
   ASSERT_OK(mp_pool_destroy(p));
 }
+TEST(worker_crash_kinds) {
+  body_worker_crash_kinds(MP_POOL_PROCESSES);
+}
+TEST(worker_crash_kinds_fs) {
+  body_worker_crash_kinds(BE_FS);
+  fs_done();
+}
 
 static int task_report_pid(const void *arg, size_t len, mp_buf_t *res,
                            void *ctx) {
@@ -962,10 +1057,10 @@ static int task_report_pid(const void *arg, size_t len, mp_buf_t *res,
   return mp_buf_set(res, &pid, sizeof pid);
 }
 
-TEST(worker_sigkill_rounds) {
+static void body_worker_sigkill_rounds(be_t be) {
   /* Mapped before the workers fork, so they see it. */
   _Atomic long *slots = shared_counters(2);
-  mp_pool_t *p = make_pool(MP_POOL_PROCESSES, 2);
+  mp_pool_t *p = make_pool(be, 2);
   int died = 0, ok = 0;
   for (int round = 0; round < 30; round++) {
     enum { N = 8 };
@@ -999,6 +1094,13 @@ TEST(worker_sigkill_rounds) {
   ASSERT_OK(mp_pool_destroy(p));
   munmap((void *)slots, 2 * sizeof(long));
 }
+TEST(worker_sigkill_rounds) {
+  body_worker_sigkill_rounds(MP_POOL_PROCESSES);
+}
+TEST(worker_sigkill_rounds_fs) {
+  body_worker_sigkill_rounds(BE_FS);
+  fs_done();
+}
 
 static int map_crash_at(const void *item, void *result, void *ctx) {
   int64_t x = *(const int64_t *)item;
@@ -1010,9 +1112,10 @@ static int map_crash_at(const void *item, void *result, void *ctx) {
   return 0;
 }
 
-TEST(map_worker_dies) {
+static void body_map_worker_dies(be_t be) {
   _Atomic long *flag = shared_counters(1);
   mp_pool_opts_t o = {0};
+  set_backend(&o, be);
   o.workers = 2;
   o.ctx = (void *)flag;
   mp_pool_t *p;
@@ -1049,6 +1152,13 @@ TEST(map_worker_dies) {
   ASSERT_OK(mp_pool_destroy(p));
   munmap((void *)flag, sizeof(long));
 }
+TEST(map_worker_dies) {
+  body_map_worker_dies(MP_POOL_PROCESSES);
+}
+TEST(map_worker_dies_fs) {
+  body_map_worker_dies(BE_FS);
+  fs_done();
+}
 
 static int task_pids(const void *arg, size_t len, mp_buf_t *res, void *ctx) {
   pid_t pid = getpid();
@@ -1056,46 +1166,83 @@ static int task_pids(const void *arg, size_t len, mp_buf_t *res, void *ctx) {
   return mp_buf_set(res, &pid, sizeof pid);
 }
 
-TEST(parent_killed_workers_exit) {
+/* Fork a child with a pipe to us: returns the child's pid with *fd the read
+ * end, or 0 in the child with *fd the write end. */
+static pid_t fork_piped(int *fd) {
   int fds[2];
   ASSERT_OK(pipe2(fds, O_CLOEXEC) ? -errno : 0);
   pid_t child = fork();
   ASSERT(child >= 0);
+  close(fds[child == 0 ? 0 : 1]);
+  *fd = fds[child == 0 ? 1 : 0];
+  return child;
+}
+
+/* In a child: run n task_pids and send the pids of the workers to fd. */
+static void send_worker_pids(mp_pool_t *p, int n, int fd) {
+  mp_result_t *rs[8];
+  for (int i = 0; i < n; i++)
+    if (mp_pool_apply_async(p, task_pids, NULL, 0, NULL, &rs[i]))
+      _exit(1);
+  for (int i = 0; i < n; i++) {
+    const void *d;
+    if (mp_result_get(rs[i], MP_FOREVER, &d, NULL) ||
+        write(fd, d, sizeof(pid_t)) != sizeof(pid_t))
+      _exit(1);
+    mp_result_destroy(rs[i]);
+  }
+}
+
+/* Read n worker pids from fd and open their pidfds (-1 for a worker already
+ * gone, allowed only when may_be_gone). */
+static void recv_worker_pidfds(int fd, int n, int *pfds, bool may_be_gone) {
+  pid_t pids[8];
+  ASSERT_EQ(mp__read_full(fd, pids, (size_t)n * sizeof(pid_t)), 0);
+  close(fd);
+  for (int i = 0; i < n; i++) {
+    pfds[i] = (int)syscall(SYS_pidfd_open, pids[i], 0);
+    if (pfds[i] < 0)
+      ASSERT(may_be_gone && errno == ESRCH);
+  }
+}
+
+/* Every worker exits. */
+static void await_pidfds(const int *pfds, int n) {
+  for (int i = 0; i < n; i++) {
+    if (pfds[i] < 0)
+      continue;
+    struct pollfd pf = {pfds[i], POLLIN, 0};
+    ASSERT_EQ(poll(&pf, 1, 10000), 1);
+    close(pfds[i]);
+  }
+}
+
+static void body_parent_killed_workers_exit(be_t be) {
+  int fd;
+  pid_t child = fork_piped(&fd);
   if (child == 0) {
-    close(fds[0]);
     mp_pool_t *p;
     mp_pool_opts_t o = {0};
+    set_backend(&o, be);
     o.workers = 3;
     if (mp_pool_create(&p, &o))
       _exit(1);
-    mp_result_t *rs[3];
-    for (int i = 0; i < 3; i++)
-      mp_pool_apply_async(p, task_pids, NULL, 0, NULL, &rs[i]);
-    for (int i = 0; i < 3; i++) {
-      const void *d;
-      if (mp_result_get(rs[i], MP_FOREVER, &d, NULL) == 0)
-        if (write(fds[1], d, sizeof(pid_t)) < 0)
-          _exit(1);
-    }
+    send_worker_pids(p, 3, fd);
     for (;;)
       pause();
   }
-  close(fds[1]);
-  pid_t pids[3];
-  ASSERT_EQ(mp__read_full(fds[0], pids, sizeof pids), 0);
-  close(fds[0]);
   int pfds[3];
-  for (int i = 0; i < 3; i++) {
-    pfds[i] = (int)syscall(SYS_pidfd_open, pids[i], 0);
-    ASSERT(pfds[i] >= 0);
-  }
+  recv_worker_pidfds(fd, 3, pfds, false);
   kill(child, SIGKILL);
   ASSERT_EQ(waitpid(child, NULL, 0), child);
-  for (int i = 0; i < 3; i++) {
-    struct pollfd pf = {pfds[i], POLLIN, 0};
-    ASSERT_EQ(poll(&pf, 1, 10000), 1); /* the worker exited */
-    close(pfds[i]);
-  }
+  await_pidfds(pfds, 3);
+}
+TEST(parent_killed_workers_exit) {
+  body_parent_killed_workers_exit(MP_POOL_PROCESSES);
+}
+TEST(parent_killed_workers_exit_fs) {
+  body_parent_killed_workers_exit(BE_FS);
+  fs_done();
 }
 
 static _Atomic long *g_spawns;
@@ -1106,9 +1253,10 @@ static void init_crash_first(void *arg) {
     _exit(1);
 }
 
-TEST(initializer_crash_backoff) {
+static void body_initializer_crash_backoff(be_t be) {
   g_spawns = shared_counters(1);
   mp_pool_opts_t o = {0};
+  set_backend(&o, be);
   o.workers = 1;
   o.initializer = init_crash_first;
   mp_pool_t *p;
@@ -1122,6 +1270,13 @@ TEST(initializer_crash_backoff) {
   ASSERT_EQ(*g_spawns, 6);
   ASSERT_OK(mp_pool_destroy(p));
   munmap((void *)g_spawns, sizeof(long));
+}
+TEST(initializer_crash_backoff) {
+  body_initializer_crash_backoff(MP_POOL_PROCESSES);
+}
+TEST(initializer_crash_backoff_fs) {
+  body_initializer_crash_backoff(BE_FS);
+  fs_done();
 }
 
 /* ---- more semantics -------------------------------------------------------
@@ -1157,6 +1312,10 @@ TEST(callback_thread_proc) {
 TEST(callback_thread_thread) {
   body_callback_thread(MP_POOL_THREADS);
 }
+TEST(callback_thread_fs) {
+  body_callback_thread(BE_FS);
+  fs_done();
+}
 
 static void body_map_async_copies(be_t be) {
   mp_pool_t *p = make_pool(be, 2);
@@ -1181,6 +1340,10 @@ TEST(map_async_copies_proc) {
 }
 TEST(map_async_copies_thread) {
   body_map_async_copies(MP_POOL_THREADS);
+}
+TEST(map_async_copies_fs) {
+  body_map_async_copies(BE_FS);
+  fs_done();
 }
 
 typedef struct {
@@ -1228,6 +1391,10 @@ TEST(many_submitters_proc) {
 TEST(many_submitters_thread) {
   body_many_submitters(MP_POOL_THREADS);
 }
+TEST(many_submitters_fs) {
+  body_many_submitters(BE_FS);
+  fs_done();
+}
 
 static _Atomic long *g_big_pids;
 
@@ -1236,9 +1403,9 @@ static int task_big_pid(const void *arg, size_t len, mp_buf_t *res, void *ctx) {
   return task_big(arg, len, res, ctx);
 }
 
-TEST(worker_killed_during_big_result) {
+static void body_worker_killed_during_big_result(be_t be) {
   g_big_pids = shared_counters(3); /* before the workers fork */
-  mp_pool_t *p = make_pool(MP_POOL_PROCESSES, 2);
+  mp_pool_t *p = make_pool(be, 2);
   size_t big = 3 * 1024 * 1024 + 11;
   int died = 0;
   for (int round = 0; round < 20; round++) {
@@ -1276,6 +1443,13 @@ TEST(worker_killed_during_big_result) {
   ASSERT_OK(mp_pool_apply(p, task_square, &x, 8, NULL, NULL));
   ASSERT_OK(mp_pool_destroy(p));
   munmap((void *)g_big_pids, 3 * sizeof(long));
+}
+TEST(worker_killed_during_big_result) {
+  body_worker_killed_during_big_result(MP_POOL_PROCESSES);
+}
+TEST(worker_killed_during_big_result_fs) {
+  body_worker_killed_during_big_result(BE_FS);
+  fs_done();
 }
 
 static void body_mp_wait_epoll(be_t be) {
@@ -1320,6 +1494,10 @@ TEST(mp_wait_epoll_proc) {
 TEST(mp_wait_epoll_thread) {
   body_mp_wait_epoll(MP_POOL_THREADS);
 }
+TEST(mp_wait_epoll_fs) {
+  body_mp_wait_epoll(BE_FS);
+  fs_done();
+}
 
 static _Atomic long *g_storm_pids;
 
@@ -1344,9 +1522,9 @@ static int storm_map(const void *item, void *result, void *ctx) {
 /* Applies, a map and an imap in flight together while workers are killed:
  * every result is right or MP_EWORKERDIED, nothing hangs, and the pool is
  * still usable afterwards. */
-TEST(mixed_work_under_kills) {
+static void body_mixed_work_under_kills(be_t be) {
   g_storm_pids = shared_counters(3);
-  mp_pool_t *p = make_pool(MP_POOL_PROCESSES, 3);
+  mp_pool_t *p = make_pool(be, 3);
   enum { A = 20, M = 300, I = 120 };
   int64_t in[M], out[M];
   for (int i = 0; i < M; i++)
@@ -1414,4 +1592,160 @@ TEST(mixed_work_under_kills) {
   mp_buf_free(&b);
   ASSERT_OK(mp_pool_destroy(p));
   munmap((void *)g_storm_pids, 3 * sizeof(long));
+}
+TEST(mixed_work_under_kills) {
+  body_mixed_work_under_kills(MP_POOL_PROCESSES);
+}
+TEST(mixed_work_under_kills_fs) {
+  body_mixed_work_under_kills(BE_FS);
+  fs_done();
+}
+
+/* ---- fork server from a program with threads ------------------------------
+ * The server starts before the threads, so its workers never inherit a lock
+ * that another thread held when a fork was made. The threads hold g_busy_mu
+ * most of the time and allocate all the time. */
+static pthread_mutex_t g_busy_mu = PTHREAD_MUTEX_INITIALIZER;
+static _Atomic int g_busy_stop;
+
+static void *busy_thread(void *arg) {
+  while (!atomic_load(&g_busy_stop)) {
+    pthread_mutex_lock(&g_busy_mu);
+    for (int i = 0; i < 100; i++)
+      free(malloc((size_t)(16 + i * 64)));
+    pthread_mutex_unlock(&g_busy_mu);
+  }
+  return NULL;
+}
+
+static int task_trylock(const void *arg, size_t len, mp_buf_t *res, void *ctx) {
+  int ok = pthread_mutex_trylock(&g_busy_mu) == 0;
+  if (ok)
+    pthread_mutex_unlock(&g_busy_mu);
+  free(malloc(1000)); /* malloc's locks are free too */
+  return mp_buf_set(res, &ok, sizeof ok);
+}
+
+static int task_ppid(const void *arg, size_t len, mp_buf_t *res, void *ctx) {
+  pid_t pp = getppid();
+  return mp_buf_set(res, &pp, sizeof pp);
+}
+
+/* 1 when none of the descriptors in arg is open in the worker. */
+static int task_fds_closed(const void *arg, size_t len, mp_buf_t *res,
+                           void *ctx) {
+  int closed = 1;
+  for (size_t i = 0; i < len / sizeof(int); i++) {
+    int fd;
+    memcpy(&fd, (const char *)arg + i * sizeof fd, sizeof fd);
+    if (fcntl(fd, F_GETFD) >= 0)
+      closed = 0;
+  }
+  return mp_buf_set(res, &closed, sizeof closed);
+}
+
+TEST(forkserver_with_threads) {
+  ASSERT_OK(mp_forkserver_start());
+  /* Opened after the server started: no worker has them, close-on-exec or
+   * not (fork workers would inherit both). */
+  int fds[4];
+  ASSERT_OK(pipe2(fds, O_CLOEXEC) ? -errno : 0);
+  ASSERT_OK(pipe(fds + 2) ? -errno : 0);
+  pthread_t th[3];
+  for (int i = 0; i < 3; i++)
+    ASSERT_EQ(pthread_create(&th[i], NULL, busy_thread, NULL), 0);
+  mpt_sleep_ms(20);
+  mp_pool_opts_t o = {0};
+  set_backend(&o, BE_FS);
+  o.workers = 2;
+  o.maxtasksperchild = 5; /* replacements are made while the threads run */
+  for (int round = 0; round < 3; round++) {
+    mp_pool_t *p;
+    ASSERT_OK(mp_pool_create(&p, &o));
+    /* Workers are the server's children, not ours. */
+    mp_buf_t pb = MP_BUF_INIT;
+    ASSERT_OK(mp_pool_apply(p, task_ppid, NULL, 0, &pb, NULL));
+    ASSERT(*(pid_t *)pb.data != getpid());
+    ASSERT_OK(mp_pool_apply(p, task_fds_closed, fds, sizeof fds, &pb, NULL));
+    ASSERT_EQ(*(int *)pb.data, 1);
+    mp_buf_free(&pb);
+    for (int i = 0; i < 30; i++) {
+      mp_buf_t b = MP_BUF_INIT;
+      ASSERT_OK(mp_pool_apply(p, task_trylock, NULL, 0, &b, NULL));
+      ASSERT_EQ(*(int *)b.data, 1);
+      mp_buf_free(&b);
+    }
+    map_squares(p, 64, 4);
+    ASSERT_OK(mp_pool_close(p));
+    ASSERT_OK(mp_pool_join(p, MP_FOREVER));
+    ASSERT_OK(mp_pool_destroy(p));
+  }
+  atomic_store(&g_busy_stop, 1);
+  for (int i = 0; i < 3; i++)
+    pthread_join(th[i], NULL);
+  for (int i = 0; i < 4; i++)
+    close(fds[i]);
+  fs_done();
+}
+
+/* A program that exits without destroying its fork-server pool: the exit
+ * handlers stop the workers and the pool's collector leaves their handles
+ * to them; the exit completes and no worker is left. */
+static mp_pool_t *g_exit_pool; /* reachable at exit: not a leak */
+
+TEST(forkserver_exit_without_destroy) {
+  for (int round = 0; round < 6; round++) {
+    int fd;
+    pid_t child = fork_piped(&fd);
+    if (child == 0) {
+      mp_pool_opts_t o = {0};
+      set_backend(&o, BE_FS);
+      o.workers = 2;
+      /* With replacements around the exit, and without. */
+      o.maxtasksperchild = (unsigned)(round % 3);
+      if (mp_pool_create(&g_exit_pool, &o))
+        _exit(1);
+      send_worker_pids(g_exit_pool, 2, fd);
+      int64_t x = 2;
+      mp_pool_apply_async(g_exit_pool, task_square, &x, 8, NULL, NULL);
+      exit(0);
+    }
+    int pfds[2];
+    recv_worker_pidfds(fd, 2, pfds, true);
+    int st;
+    ASSERT_EQ(waitpid(child, &st, 0), child);
+    ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    await_pidfds(pfds, 2);
+  }
+}
+
+/* The fork server killed under a running pool: its workers die with it
+ * (running tasks get MP_EWORKERDIED), the next worker starts a new server,
+ * and the pool goes on. */
+TEST(forkserver_killed_under_pool) {
+  mp_pool_opts_t o = {0};
+  set_backend(&o, BE_FS);
+  o.workers = 2;
+  mp_pool_t *p;
+  ASSERT_OK(mp_pool_create(&p, &o));
+  for (int round = 0; round < 3; round++) {
+    mp_buf_t b = MP_BUF_INIT;
+    ASSERT_OK(mp_pool_apply(p, task_ppid, NULL, 0, &b, NULL));
+    pid_t server = *(pid_t *)b.data;
+    mp_buf_free(&b);
+    ASSERT(server > 1 && server != getpid());
+    int ms = 2000;
+    mp_result_t *slow;
+    ASSERT_OK(mp_pool_apply_async(p, task_sleep, &ms, sizeof ms, NULL, &slow));
+    mpt_sleep_ms(50);
+    ASSERT_EQ(kill(server, SIGKILL), 0);
+    ASSERT_ERR(mp_result_get(slow, 10000, NULL, NULL), MP_EWORKERDIED);
+    mp_result_destroy(slow);
+    ASSERT_OK(mp_pool_apply(p, task_ppid, NULL, 0, &b, NULL));
+    ASSERT(*(pid_t *)b.data != server);
+    mp_buf_free(&b);
+    map_squares(p, 64, 1);
+  }
+  ASSERT_OK(mp_pool_destroy(p));
+  fs_done();
 }

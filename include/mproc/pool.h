@@ -112,23 +112,32 @@ typedef struct mp_pool_opts {
   int workers;               /* 0: the number of CPUs usable by this process */
   mp_pool_backend_t backend; /* processes (default) or threads */
   /* Run once in each worker (also in each replacement) before its first
-   * task, with initarg (a pointer of the parent: valid in forked workers). */
+   * task, with initarg (a pointer of the parent: valid in forked workers;
+   * with MP_START_FORKSERVER it must point to memory that existed when the
+   * fork server started, e.g. static data, as must ctx). */
   void (*initializer)(void *initarg);
   void *initarg;
   /* Python's maxtasksperchild: a worker exits and is replaced after this many
    * tasks (a map chunk counts as one task); 0: never. Threads: the worker
    * thread is replaced the same way (the initializer runs again). */
   unsigned maxtasksperchild;
-  /* MP_START_FORK (default). MP_START_FORKSERVER gives MP_ENOTSUP for now;
-   * ignored by the thread backend. */
+  /* MP_START_FORK (default): workers are forks of the collector thread.
+   * MP_START_FORKSERVER: workers are forked by the fork server (started by
+   * mp_pool_create unless already running; call mp_forkserver_start early,
+   * before the program starts threads), so they inherit no thread state,
+   * no descriptor opened after the server started nor any close-on-exec
+   * one, and only the memory the program had when the server started. They
+   * are the server's children, not the caller's. Ignored by the thread
+   * backend. */
   mp_start_method_t start_method;
   void *ctx; /* passed to every task and map function */
 } mp_pool_opts_t;
 
 /* Create a pool and start its workers. Returns 0 with *pool set, or
- * MP_EINVAL (pool NULL, workers < 0, bad backend), MP_ENOTSUP (forkserver),
- * MP_ENOMEM, or a system error from fork/mmap/thread creation (nothing is
- * left behind). Destroy with mp_pool_destroy. */
+ * MP_EINVAL (pool NULL, workers < 0 or > 4096, bad backend or start method),
+ * MP_ENOMEM, or a system error from fork/mmap/thread creation or the fork
+ * server (nothing is left behind but a fork server it started). Destroy
+ * with mp_pool_destroy. */
 MP_EXTERN int mp_pool_create(mp_pool_t **pool, const mp_pool_opts_t *opts);
 
 /* Number of workers. Returns it (> 0) or MP_EINVAL. */

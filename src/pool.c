@@ -940,6 +940,15 @@ static int start_thread(pthread_t *th, void *(*fn)(void *), void *arg) {
   return -e;
 }
 
+/* Ask the callback thread to finish what it has queued and end; wait. */
+static void stop_callback_thread(mp_pool_t *p) {
+  pthread_mutex_lock(&p->cbmu);
+  p->cbquit = true;
+  pthread_cond_signal(&p->cbcv);
+  pthread_mutex_unlock(&p->cbmu);
+  pthread_join(p->cbthread, NULL);
+}
+
 int mp_pool_create(mp_pool_t **pool, const mp_pool_opts_t *opts) {
   mp_pool_opts_t o = {0};
   if (opts)
@@ -1017,11 +1026,7 @@ int mp_pool_create(mp_pool_t **pool, const mp_pool_opts_t *opts) {
     goto fail;
   err = start_thread(&p->collector, collector_main, p);
   if (err) {
-    pthread_mutex_lock(&p->cbmu);
-    p->cbquit = true;
-    pthread_cond_signal(&p->cbcv);
-    pthread_mutex_unlock(&p->cbmu);
-    pthread_join(p->cbthread, NULL);
+    stop_callback_thread(p);
     goto fail;
   }
   while (!atomic_load(&p->started))
@@ -1029,11 +1034,7 @@ int mp_pool_create(mp_pool_t **pool, const mp_pool_opts_t *opts) {
   if (p->start_err) {
     err = p->start_err;
     pthread_join(p->collector, NULL);
-    pthread_mutex_lock(&p->cbmu);
-    p->cbquit = true;
-    pthread_cond_signal(&p->cbcv);
-    pthread_mutex_unlock(&p->cbmu);
-    pthread_join(p->cbthread, NULL);
+    stop_callback_thread(p);
     goto fail;
   }
   *pool = p;
@@ -1135,11 +1136,7 @@ int mp_pool_join(mp_pool_t *pool, int timeout_ms) {
     pool->joined = true;
     pthread_mutex_unlock(&pool->mu);
     pthread_join(pool->collector, NULL);
-    pthread_mutex_lock(&pool->cbmu);
-    pool->cbquit = true;
-    pthread_cond_signal(&pool->cbcv);
-    pthread_mutex_unlock(&pool->cbmu);
-    pthread_join(pool->cbthread, NULL);
+    stop_callback_thread(pool);
   } else {
     pthread_mutex_unlock(&pool->mu);
   }

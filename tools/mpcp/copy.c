@@ -337,6 +337,18 @@ static char *disp(const batch_t *b, bool dst, const char *name) {
   return mpcp_join(dst ? b->root->dst_disp : b->root->src_disp, b->dir, name);
 }
 
+/* One entry copied: count it, and under -v print "src -> dst". */
+static void entry_done(const batch_t *b, const char *name, const char *dname) {
+  note(1, 0);
+  if (mpcp_opt.verbose) {
+    char *s = disp(b, false, name), *d = disp(b, true, dname);
+    if (s && d)
+      verbose_line(s, d);
+    free(s);
+    free(d);
+  }
+}
+
 static void report(const batch_t *b, bool dst, const char *what,
                    const char *name, int err) {
   char *p = disp(b, dst, name);
@@ -418,14 +430,7 @@ static void copy_node(const batch_t *b, const mpcp_ent_t *e, const char *name,
       goto out;
     }
   }
-  note(1, 0);
-  if (mpcp_opt.verbose) {
-    char *s = disp(b, false, name), *d = disp(b, true, dname);
-    if (s && d)
-      verbose_line(s, d);
-    free(s);
-    free(d);
-  }
+  entry_done(b, name, dname);
   if (target != stackbuf)
     free(target);
   return;
@@ -553,14 +558,7 @@ static void copy_reg(const batch_t *b, const mpcp_ent_t *e, const char *name,
   }
   close(dfd);
   close(sfd);
-  note(1, 0);
-  if (mpcp_opt.verbose) {
-    char *s = disp(b, false, name), *d = disp(b, true, dname);
-    if (s && d)
-      verbose_line(s, d);
-    free(s);
-    free(d);
-  }
+  entry_done(b, name, dname);
   return;
 fail:
   close(dfd);

@@ -3,7 +3,8 @@
 # Quick no-op when everything is present. Needs root (or sudo) only when
 # something is missing.
 set -e
-PKGS="build-essential cmake python3 libxxhash-dev rsync attr acl"
+PKGS="build-essential cmake python3 libxxhash-dev rsync attr acl libacl1-dev clang llvm valgrind
+  openmpi-bin libopenmpi-dev python3-mpi4py libhiredis-dev redis-server python3-redis libssl-dev"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -299,12 +299,11 @@ TEST(lock_pid_reuse_detected) {
   uint32_t start = proc_start(pid);
   mp_lock_t *l = shared(sizeof *l);
   mp_lock_init(l);
-  l->mp__word = (uint32_t)pid;
-  l->mp__ident = (uint64_t)start << 32 | (uint32_t)pid;
+  l->mp__word = (uint64_t)start << 32 | (uint32_t)pid;
   uint64_t t0 = mpt_now_ms();
   ASSERT_ERR(mp_lock_acquire(l, 300), MP_ETIMEDOUT);
   ASSERT(mpt_now_ms() - t0 >= 300);
-  l->mp__ident = (uint64_t)(start + 7) << 32 | (uint32_t)pid;
+  l->mp__word = (uint64_t)(start + 7) << 32 | (uint32_t)pid;
   ASSERT_ERR(mp_lock_acquire(l, MP_FOREVER), MP_EOWNERDEAD);
   ASSERT_OK(mp_lock_consistent(l));
   ASSERT_OK(mp_lock_release(l));

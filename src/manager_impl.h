@@ -23,18 +23,17 @@
 #include "mproc/manager.h"
 
 /* ---- robust lock --------------------------------------------------------
- * word: 0 free, else the owner's pid, with MP__MLOCK_WAITERS when someone
- * may sleep on the futex. Waiters wake periodically and check the owner is
- * alive (not gone, not a zombie, and the same process: start time checked
- * against pid reuse); a dead owner's lock is taken over. */
-#define MP__MLOCK_WAITERS 0x80000000u
+ * An owner word of the robust core (src/robust.h): the owner's pid and
+ * start time in one word. A dead owner's lock is taken over at once by the
+ * next caller, within MP__RB_CHECK_MS by a sleeper; a live one never is.
+ * mp__mlock_lock returns true when it took the lock over from a dead owner
+ * (the undo log says what to roll back either way). */
 typedef struct {
-  _Atomic uint32_t word;
-  uint32_t pad;
-  _Atomic uint64_t owner_start; /* owner's start time (/proc stat field 22) */
+  _Atomic uint64_t word;
+  uint64_t pad;
 } mp__mlock_t;
 
-void mp__mlock_lock(mp__mlock_t *l);
+bool mp__mlock_lock(mp__mlock_t *l);
 void mp__mlock_unlock(mp__mlock_t *l);
 
 /* ---- shared layout ------------------------------------------------------ */

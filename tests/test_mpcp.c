@@ -524,7 +524,7 @@ TEST(mpcp_unreadable_file) {
 
 /* SIGINT/SIGTERM mid-copy: exit 130/143, and every file under a final name
  * is complete; no temp file is left. */
-static void interrupt_case(int sig, bool tmpfile) {
+static void interrupt_case(int sig, bool tmpfile, bool chunked) {
   setup(false);
   mkdir_p("src/d1");
   mkdir_p("src/d2");
@@ -548,6 +548,10 @@ static void interrupt_case(int sig, bool tmpfile) {
     setenv("MPCP_TEST_DELAY_MS", "40", 1);
     if (tmpfile)
       setenv("MPCP_TMPFILE", "1", 1);
+    if (chunked) { /* every file preallocated and copied in chunks */
+      setenv("MPCP_CHUNK_MIN", "65536", 1);
+      setenv("MPCP_CHUNK_SIZE", "32768", 1);
+    }
     execl(bin(), "mpcp", "-a", "-j", "2", src, dst, (char *)NULL);
     _exit(127);
   }
@@ -587,11 +591,19 @@ static void interrupt_case(int sig, bool tmpfile) {
 }
 
 TEST(mpcp_sigint_no_partial_file) {
-  interrupt_case(SIGINT, false);
+  interrupt_case(SIGINT, false, false);
 }
 
 TEST(mpcp_sigterm_no_partial_file_tmpfile) {
-  interrupt_case(SIGTERM, true);
+  interrupt_case(SIGTERM, true, false);
+}
+
+/* SIGHUP and SIGQUIT clean up as SIGINT does (129, 131), the preallocated
+ * temp files of chunked files included. */
+TEST(mpcp_sighup_sigquit_clean_up) {
+  interrupt_case(SIGHUP, false, false);
+  interrupt_case(SIGQUIT, false, true);
+  interrupt_case(SIGHUP, false, true);
 }
 
 TEST(mpcp_into_itself_refused) {
@@ -1229,5 +1241,294 @@ TEST(mpcp_worker_killed_mid_chunk) {
   ASSERT(d >= 0);
   ASSERT_EQ(count_temps(d), 0);
   close(d);
+  cleanup();
+}
+
+/* ---- as cp does ------------------------------------------------------------ */
+
+/* A default ACL on the destination directory does not leak into -a copies:
+ * they get the source's ACL or none. */
+TEST(mpcp_default_acl_not_inherited) {
+  setup(false);
+  mkdir_p("src/sub");
+  write_file("src/f", "f\n");
+  write_file("src/sub/g", "g\n");
+  ASSERT(chmod(path("src/f"), 0640) == 0);
+  mkdir_p("dst");
+  if (sh("setfacl -d -m u:nobody:rwx dst") != 0) {
+    printf("skipped: no ACLs here\n");
+    cleanup();
+    return;
+  }
+  int rc;
+  char *out = mpcp(&rc, false, "-a src/f src/sub dst");
+  ASSERT_EQ(rc, 0);
+  free(out);
+  const char *names[] = {"dst/f", "dst/sub", "dst/sub/g"};
+  for (int i = 0; i < 3; i++) {
+    errno = 0;
+    ASSERT(getxattr(path(names[i]), "system.posix_acl_access", NULL, 0) < 0);
+    ASSERT_EQ(errno, ENODATA);
+  }
+  ASSERT(getxattr(path("dst/sub"), "system.posix_acl_default", NULL, 0) < 0);
+  struct stat st;
+  ASSERT(stat(path("dst/f"), &st) == 0);
+  ASSERT_EQ(st.st_mode & 07777, 0640);
+  cleanup();
+}
+
+/* As a normal user: a file owned by someone else keeps its mode (big and
+ * small), and loses setuid/setgid since its owner could not be kept. */
+TEST(mpcp_user_copy_modes) {
+  if (!is_root())
+    return;
+  setup(true);
+  ASSERT(chmod(work, 0755) == 0);
+  mkdir_p("src");
+  size_t n = 3u << 20;
+  char *buf = malloc(n);
+  fill(buf, n, 11);
+  write_at(AT_FDCWD, path("src/big"), buf, n, 0644);
+  free(buf);
+  write_file("src/small", "s\n");
+  write_file("src/suid", "#!/bin/sh\n");
+  ASSERT(chmod(path("src/suid"), 04755) == 0);
+  write_file("src/sgid", "#!/bin/sh\n");
+  ASSERT(chmod(path("src/sgid"), 02755) == 0);
+  ASSERT(sh("mkdir dst && chown 65534:65534 dst") == 0);
+  int rc;
+  run_env = "MPCP_CHUNK_MIN=1048576";
+  char *out = mpcp(&rc, false, AS_NOBODY "%s -a -j 2 src/big src/small "
+                   "src/suid src/sgid dst", bin());
+  ASSERT_EQ(rc, 0);
+  free(out);
+  struct stat st;
+  ASSERT(stat(path("dst/big"), &st) == 0);
+  ASSERT_EQ(st.st_mode & 07777, 0644);
+  ASSERT(stat(path("dst/small"), &st) == 0);
+  ASSERT_EQ(st.st_mode & 07777, 0644);
+  ASSERT(stat(path("dst/suid"), &st) == 0);
+  ASSERT_EQ(st.st_uid, 65534);
+  ASSERT_EQ(st.st_mode & 07777, 0755);
+  ASSERT(stat(path("dst/sgid"), &st) == 0);
+  ASSERT_EQ(st.st_mode & 07777, 0755);
+  cleanup();
+}
+
+/* -r (no -a) does not carry setuid/setgid of a directory over, as cp. */
+TEST(mpcp_recursive_drops_dir_setgid) {
+  setup(false);
+  mkdir_p("src/d");
+  ASSERT(chmod(path("src/d"), 02755) == 0);
+  int rc;
+  char *out = mpcp(&rc, false, "-r src/d dst");
+  ASSERT_EQ(rc, 0);
+  free(out);
+  struct stat st;
+  ASSERT(stat(path("dst"), &st) == 0);
+  ASSERT_EQ(st.st_mode & S_ISGID, 0);
+  cleanup();
+}
+
+/* "link/" copies the directory a symlink points to; a symlink SRC without
+ * -r copies its target. */
+TEST(mpcp_symlink_src_followed_as_cp) {
+  setup(false);
+  mkdir_p("d");
+  write_file("d/x", "x\n");
+  ASSERT(symlink("d", path("ld")) == 0);
+  write_file("f", "target\n");
+  ASSERT(symlink("f", path("lf")) == 0);
+  int rc;
+  char *out = mpcp(&rc, false, "-a ld/ new");
+  ASSERT_EQ(rc, 0);
+  free(out);
+  struct stat st;
+  ASSERT(lstat(path("new"), &st) == 0);
+  ASSERT(S_ISDIR(st.st_mode));
+  assert_content("new/x", "x\n");
+  out = mpcp(&rc, false, "lf copy");
+  ASSERT_EQ(rc, 0);
+  free(out);
+  ASSERT(lstat(path("copy"), &st) == 0);
+  ASSERT(S_ISREG(st.st_mode));
+  assert_content("copy", "target\n");
+  cleanup();
+}
+
+/* Existing destinations as cp: a symlink to a file is written through, a
+ * dangling one refused, a read-only file refused to a normal user. */
+TEST(mpcp_existing_dest_as_cp) {
+  setup(true);
+  ASSERT(chmod(work, 0755) == 0);
+  write_file("new", "new\n");
+  write_file("tgt", "old\n");
+  ASSERT(symlink("tgt", path("dl")) == 0);
+  int rc;
+  char *out = mpcp(&rc, false, "new dl");
+  ASSERT_EQ(rc, 0);
+  free(out);
+  struct stat st;
+  ASSERT(lstat(path("dl"), &st) == 0);
+  ASSERT(S_ISLNK(st.st_mode));
+  assert_content("tgt", "new\n");
+  ASSERT(symlink("nowhere", path("dang")) == 0);
+  out = mpcp(&rc, false, "-a new dang");
+  ASSERT_EQ(rc, 1);
+  ASSERT(strstr(out, "not writing through dangling symlink 'dang'"));
+  free(out);
+  ASSERT(lstat(path("dang"), &st) == 0);
+  ASSERT(S_ISLNK(st.st_mode));
+  ASSERT(!exists("nowhere"));
+  if (geteuid() == 0) {
+    ASSERT(sh("mkdir u && echo keep > u/ro && chmod 444 u/ro && "
+              "chown -R 65534:65534 u new") == 0);
+    out = mpcp(&rc, false, AS_NOBODY "%s new u/ro", bin());
+    ASSERT_EQ(rc, 1);
+    ASSERT(strstr(out, "cannot create regular file 'u/ro': Permission "
+                       "denied"));
+    free(out);
+    assert_content("u/ro", "keep\n");
+  }
+  cleanup();
+}
+
+/* -u / -n with hard links: a link whose first name was skipped links to the
+ * destination entry kept, as cp -au. */
+TEST(mpcp_update_keeps_hard_links) {
+  setup(false);
+  mkdir_p("src");
+  write_file("src/a", "linked\n");
+  ASSERT(link(path("src/a"), path("src/b")) == 0);
+  int rc;
+  char *out = mpcp(&rc, false, "-a src dst");
+  ASSERT_EQ(rc, 0);
+  free(out);
+  /* keep the name the walk meets first (as for cp, the order decides) */
+  DIR *dir = opendir(path("src"));
+  ASSERT(dir);
+  const char *second = NULL;
+  struct dirent *de;
+  while (!second && (de = readdir(dir)))
+    if (!strcmp(de->d_name, "a"))
+      second = "b";
+    else if (!strcmp(de->d_name, "b"))
+      second = "a";
+  closedir(dir);
+  ASSERT(second);
+  char drop[16];
+  snprintf(drop, sizeof drop, "dst/%s", second);
+  ASSERT(unlink(path(drop)) == 0);
+  const char *opts[] = {"-au", "-an"};
+  for (int i = 0; i < 2; i++) {
+    out = mpcp(&rc, false, "%s src/. dst", opts[i]);
+    ASSERT_EQ(rc, 0);
+    free(out);
+    struct stat a, b;
+    ASSERT(stat(path("dst/a"), &a) == 0);
+    ASSERT(stat(path("dst/b"), &b) == 0);
+    ASSERT_EQ(a.st_ino, b.st_ino);
+    ASSERT(unlink(path(drop)) == 0);
+  }
+  cleanup();
+}
+
+/* Disk full: the error names the real file, once, never a temp name. */
+TEST(mpcp_disk_full_names_file_once) {
+  if (!is_root())
+    return;
+  setup(false);
+  mkdir_p("src");
+  mkdir_p("small");
+  if (sh("mount -t tmpfs -o size=1m mpcp-test small") != 0) {
+    printf("skipped: cannot mount tmpfs\n");
+    cleanup();
+    return;
+  }
+  size_t n = 4u << 20;
+  char *buf = malloc(n);
+  fill(buf, n, 5);
+  write_at(AT_FDCWD, path("src/big"), buf, n, 0644);
+  free(buf);
+  int rc;
+  run_env = "MPCP_CHUNK_MIN=1048576 MPCP_CHUNK_SIZE=262144";
+  char *out = mpcp(&rc, false, "-j 2 src/big small/big");
+  sh("umount small");
+  ASSERT_EQ(rc, 1);
+  ASSERT(strstr(out, "'small/big'"));
+  ASSERT(!strstr(out, ".mpcp-"));
+  const char *first = strstr(out, "small/big");
+  ASSERT(!strstr(first + 1, "small/big"));
+  free(out);
+  run_env = "";
+  cleanup();
+}
+
+/* The files count: entries copied, whatever failed in the walk. */
+TEST(mpcp_json_files_count_with_walk_error) {
+  if (!is_root())
+    return;
+  setup(true);
+  ASSERT(chmod(work, 0755) == 0);
+  mkdir_p("src/locked");
+  for (int i = 0; i < 10; i++) {
+    char rel[32];
+    snprintf(rel, sizeof rel, "src/f%d", i);
+    write_file(rel, "x");
+  }
+  write_file("src/locked/y", "y");
+  ASSERT(sh("chown -R 65534:65534 src && chmod 000 src/locked && mkdir dst "
+            "&& chown 65534 dst") == 0);
+  int rc;
+  char *out =
+      mpcp(&rc, true, AS_NOBODY "%s -r --json src dst/c", bin());
+  ASSERT_EQ(rc, 1);
+  ASSERT_EQ(json_field(out, "files"), 10);
+  free(out);
+  cleanup();
+}
+
+/* -v: names quoted as cp does (control characters escaped), and lines for
+ * directories and hard links. */
+TEST(mpcp_verbose_lines_as_cp) {
+  setup(false);
+  mkdir_p("src/sub");
+  write_file("src/a\nb", "x");
+  write_file("src/sub/f", "f");
+  ASSERT(link(path("src/sub/f"), path("src/hl")) == 0);
+  int rc;
+  char *out = mpcp(&rc, true, "-av src dst");
+  ASSERT_EQ(rc, 0);
+  ASSERT(strstr(out, "'src/a'$'\\n''b' -> 'dst/a'$'\\n''b'\n"));
+  ASSERT(strstr(out, "'src/sub' -> 'dst/sub'\n"));
+  ASSERT(strstr(out, "'src' -> 'dst'\n"));
+  ASSERT(strstr(out, "'src/hl' -> 'dst/hl'\n") ||
+         strstr(out, "'src/sub/f' -> 'dst/sub/f'\n"));
+  int lines = 0;
+  for (char *p = out; *p; p++)
+    lines += *p == '\n';
+  ASSERT_EQ(lines, 5);
+  free(out);
+  cleanup();
+}
+
+/* --exclude 'cache/' matches directories named cache only. */
+TEST(mpcp_exclude_dir_pattern) {
+  setup(false);
+  mkdir_p("src/cache");
+  mkdir_p("src/sub/cache");
+  write_file("src/cache/x", "x");
+  write_file("src/sub/cache/y", "y");
+  write_file("src/sub/keep", "k");
+  mkdir_p("src/other");
+  write_file("src/other/cache", "a file named cache");
+  int rc;
+  char *out = mpcp(&rc, false, "-r --exclude 'cache/' src dst");
+  ASSERT_EQ(rc, 0);
+  free(out);
+  ASSERT(!exists("dst/cache"));
+  ASSERT(!exists("dst/sub/cache"));
+  assert_content("dst/sub/keep", "k");
+  assert_content("dst/other/cache", "a file named cache");
   cleanup();
 }

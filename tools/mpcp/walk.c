@@ -665,9 +665,20 @@ static void add_big(batch_t *bt, int ddir, const mpcp_ent_t *e,
 /* ---- walking
  * ----------------------------------------------------------------- */
 
-static bool excluded(const char *name, const char *relpath) {
+/* PAT matches the name, or (if it has a '/') the path below SRC; a PAT
+ * ending in '/' matches directories only (as rsync). */
+static bool excluded(const char *name, const char *relpath, bool is_dir) {
   for (int i = 0; i < mpcp_opt.nexcludes; i++) {
     const char *pat = mpcp_opt.excludes[i];
+    char buf[4096];
+    size_t n = strlen(pat);
+    if (n > 1 && pat[n - 1] == '/') {
+      if (!is_dir || n >= sizeof buf)
+        continue;
+      memcpy(buf, pat, n - 1);
+      buf[n - 1] = '\0';
+      pat = buf;
+    }
     if (fnmatch(pat, name, 0) == 0)
       return true;
     if (strchr(pat, '/') && fnmatch(pat, relpath, FNM_PATHNAME) == 0)
@@ -780,6 +791,8 @@ void mpcp_walk(int root, const struct stat *top_st, bool top_created) {
   mpcp_root_t *r = &mpcp_roots[root];
   size_t first = ndirs;
   add_dir_rec(root, "", top_st, top_created);
+  if (top_created && mpcp_opt.verbose && !mpcp_opt.dry_run)
+    mpcp_verbose_line(r->src_disp, r->dst_disp);
   char **stack = NULL;
   size_t nstack = 0, capstack = 0;
   GROW(stack, nstack, capstack);
@@ -823,16 +836,16 @@ void mpcp_walk(int root, const struct stat *top_st, bool top_created) {
           (name[1] == '\0' || (name[1] == '.' && name[2] == '\0')))
         continue;
       char *path = mpcp_join(rel, name, NULL);
-      if (mpcp_opt.nexcludes && excluded(name, path)) {
-        mpcp_stats.excluded++;
-        free(path);
-        continue;
-      }
       struct stat st;
       if (fstatat(dirfd(d), name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
         char *p = mpcp_join(r->src_disp, path, NULL);
         mpcp_error("mpcp: cannot stat '%s': %s", p, strerror(errno));
         free(p);
+        free(path);
+        continue;
+      }
+      if (mpcp_opt.nexcludes && excluded(name, path, S_ISDIR(st.st_mode))) {
+        mpcp_stats.excluded++;
         free(path);
         continue;
       }

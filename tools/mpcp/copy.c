@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -212,6 +213,47 @@ static int rw_range(int sfd, int dfd, uint64_t off, uint64_t len, bool whole,
   return 0;
 }
 
+/* sendfile from the source's page cache straight into the destination's:
+ * one copy of the data in the kernel where pread/pwrite make two (across
+ * filesystems, where copy_file_range is refused). The destination fd's
+ * offset is used, so each worker opens its own. Falls back to rw_range
+ * where sendfile is refused. */
+static int send_range(mpcp_root_t *r, int sfd, int dfd, uint64_t off,
+                      uint64_t len, bool whole, uint64_t *copied) {
+  if ((r->no_clone & 4) || lseek(dfd, (off_t)off, SEEK_SET) < 0) {
+    r->no_clone |= 4;
+    return rw_range(sfd, dfd, off, len, whole, copied);
+  }
+  uint64_t done = 0;
+  while (whole || done < len) {
+    size_t want = PIECE;
+    if (!whole && len - done < want)
+      want = (size_t)(len - done);
+    off_t in = (off_t)(off + done);
+    ssize_t n = sendfile(dfd, sfd, &in, want);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      if (done == 0 && (errno == EINVAL || errno == ENOSYS ||
+                        errno == EOPNOTSUPP || errno == ESPIPE)) {
+        r->no_clone |= 4;
+        return rw_range(sfd, dfd, off, len, whole, copied);
+      }
+      int e = errno;
+      char probe;
+      if (pread(sfd, &probe, 1, (off_t)(off + done)) < 0)
+        return -errno;
+      return -e - 100000;
+    }
+    if (n == 0)
+      break;
+    done += (uint64_t)n;
+    note(0, (uint64_t)n);
+  }
+  *copied += done;
+  return 0;
+}
+
 /* Copies [off, off+len) (or to EOF when whole) with copy_file_range, which
  * lets the filesystem share or offload the copy; falls back to pread/pwrite
  * where it is refused. A read error is returned as -errno, a write error as
@@ -220,7 +262,7 @@ static int copy_range(mpcp_root_t *r, int sfd, int dfd, uint64_t off,
                       uint64_t len, bool whole, uint64_t *copied) {
   uint64_t done = 0;
   if (r->no_clone & 2)
-    return rw_range(sfd, dfd, off, len, whole, copied);
+    return send_range(r, sfd, dfd, off, len, whole, copied);
   for (;;) {
     size_t want;
     if (done < len) {
@@ -240,7 +282,7 @@ static int copy_range(mpcp_root_t *r, int sfd, int dfd, uint64_t off,
           (errno == EXDEV || errno == EINVAL || errno == ENOSYS ||
            errno == EOPNOTSUPP || errno == EBADF || errno == ETXTBSY)) {
         r->no_clone |= 2;
-        return rw_range(sfd, dfd, off, len, whole, copied);
+        return send_range(r, sfd, dfd, off, len, whole, copied);
       }
       int e = errno;
       /* copy_file_range does not say which side failed: ask with a read. */

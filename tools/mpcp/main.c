@@ -392,8 +392,11 @@ int main(int argc, char **argv) {
   mpcp_prog.enabled = mpcp_opt.progress == 1 ||
                       (mpcp_opt.progress == -1 && isatty(STDERR_FILENO));
   const char *cm = getenv("MPCP_CHUNK_MIN"), *cs = getenv("MPCP_CHUNK_SIZE");
-  if (cm && strtoull(cm, NULL, 10) > 0)
+  bool split_always = false;
+  if (cm && strtoull(cm, NULL, 10) > 0) {
     mpcp_chunk_min = strtoull(cm, NULL, 10);
+    split_always = true;
+  }
   if (cs && strtoull(cs, NULL, 10) >= 4096)
     mpcp_chunk_size = strtoull(cs, NULL, 10);
   const char *bf = getenv("MPCP_BATCH_FILES");
@@ -427,8 +430,11 @@ int main(int argc, char **argv) {
     resolve(argv[optind + i], dest, dest_is_dir, &tops[i], &mpcp_roots[i]);
 
   bool any = false;
-  for (int i = 0; i < nsrc; i++)
+  for (int i = 0; i < nsrc; i++) {
     any |= tops[i].kind != 0;
+    mpcp_roots[i].split =
+        split_always || mpcp_split_fs(mpcp_roots[i].dst_fd);
+  }
   bool started = false;
   if (any && !mpcp_opt.dry_run && !mpcp_stop_sig) {
     int rc = mpcp_exec_start(mpcp_opt.jobs);

@@ -21,7 +21,12 @@
 #define MPCP_VERSION "0.1.0"
 
 /* Files at least this big are split into chunks copied by several workers
- * (MPCP_CHUNK_MIN and MPCP_CHUNK_SIZE in the environment override both). */
+ * when the destination is a network or cluster filesystem (mpcp_split_fs);
+ * on a local one, writes to one file are serialized by its inode lock, so a
+ * big file is copied whole by one worker (sendfile or copy_file_range) while
+ * other workers copy other files. MPCP_CHUNK_MIN and MPCP_CHUNK_SIZE in the
+ * environment override both sizes, and MPCP_CHUNK_MIN splits on any
+ * filesystem. */
 #define MPCP_CHUNK_MIN (64ull << 20)
 #define MPCP_CHUNK_SIZE (32ull << 20)
 extern uint64_t mpcp_chunk_min, mpcp_chunk_size;
@@ -43,7 +48,9 @@ typedef struct {
   char *src_disp; /* display prefix of the source side ("" for none) */
   char *dst_disp;
   int src_fd, dst_fd;
-  int no_clone; /* set in a worker once FICLONE failed on this root */
+  int no_clone; /* in a worker: 1 FICLONE, 2 copy_file_range, 4 sendfile
+                   failed on this root (not tried again) */
+  bool split;   /* big files are split into chunks (see mpcp_split_fs) */
 } mpcp_root_t;
 
 extern mpcp_opts_t mpcp_opt;
@@ -160,6 +167,10 @@ int mpcp_set_meta_fd(int fd, const mpcp_ent_t *e, int src_fd, unsigned flags,
                      const char *disp, mpcp_say_fn say);
 int mpcp_copy_data(mpcp_root_t *r, int sfd, int dfd, uint64_t off, uint64_t len,
                    bool sparse, bool whole, uint64_t *copied);
+
+/* Is the filesystem of fd one where writers of one file run in parallel
+ * (NFS, SMB, Lustre, GPFS, BeeGFS, CephFS, FUSE)? */
+bool mpcp_split_fs(int fd);
 
 /* ---- paths (path.c) ----------------------------------------------------- */
 /* openat() for a relative path of any length: long paths are opened in

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <linux/openat2.h>
 #include <sys/syscall.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "mpcp.h"
@@ -237,4 +238,24 @@ char *mpcp_verbose_text(const char *src, const char *dst) {
   free(qa);
   free(qb);
   return out;
+}
+
+bool mpcp_split_fs(int fd) {
+  static const unsigned long types[] = {
+      0x6969,     /* NFS */
+      0xFF534D42, /* CIFS */
+      0xFE534D42, /* SMB2 */
+      0x0BD00BD0, /* Lustre */
+      0x47504653, /* GPFS */
+      0x19830326, /* BeeGFS */
+      0x00C36400, /* CephFS */
+      0x65735546, /* FUSE */
+  };
+  struct statfs sf;
+  if (fd < 0 || fstatfs(fd, &sf) < 0)
+    return false;
+  for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+    if ((unsigned long)sf.f_type == types[i])
+      return true;
+  return false;
 }

@@ -758,7 +758,8 @@ static void mpcp_add_entry(batch_t *b, int ddir, const struct stat *st,
     dry_line(b->root, b->dir, name, dname);
     return;
   }
-  if (S_ISREG(e.mode) && e.size >= mpcp_chunk_min && mpcp_opt.jobs > 1)
+  if (S_ISREG(e.mode) && e.size >= mpcp_chunk_min && mpcp_opt.jobs > 1 &&
+      mpcp_roots[b->root].split)
     add_big(b, ddir, &e, name, dname);
   else
     batch_add(b, &e, name, dname);

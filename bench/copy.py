@@ -200,8 +200,10 @@ def bench_copy(name, src, work, mpcp, reps, size_mib, target):
 
 
 def bench_resume(src, work, mpcp, reps, size_mib, target):
+    # "SRC/." is cp's (and mpcp's) way to say "the contents of SRC", which
+    # rsync says "SRC/".
     tools = [("mpcp", lambda d: [mpcp, "-a", "--resume", "--no-progress",
-                                 src + "/", d]),
+                                 src + "/.", d]),
              ("rsync -a", lambda d: ["rsync", "-a", src + "/", d + "/"])]
     nchanged = max(1, scaled(20000) // 100)
     for variant, n in (("unchanged", 0), ("changed1pct", nchanged)):

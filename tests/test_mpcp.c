@@ -1532,3 +1532,124 @@ TEST(mpcp_exclude_dir_pattern) {
   assert_content("dst/other/cache", "a file named cache");
   cleanup();
 }
+
+/* ---- --resume -------------------------------------------------------------- */
+
+static ino_t ino_of(const char *rel) {
+  struct stat st;
+  ASSERT(lstat(path(rel), &st) == 0);
+  return st.st_ino;
+}
+
+/* --resume copies what is missing or differs (type, size, mtime), fixes the
+ * metadata of the rest in place, removes a dead run's temp files; with
+ * --checksum it compares contents; a second run changes nothing. */
+TEST(mpcp_resume_copies_only_differences) {
+  setup(false);
+  mkdir_p("src/sub");
+  write_file("src/same", "unchanged\n");
+  write_file("src/newer", "version 1\n");
+  write_file("src/sub/mode", "mode\n");
+  write_file("src/sub/gone", "gone\n");
+  write_file("src/sub/quiet", "original\n");
+  ASSERT(symlink("same", path("src/ln")) == 0);
+  ASSERT(link(path("src/same"), path("src/sub/hl")) == 0);
+  int rc;
+  char *out = mpcp(&rc, false, "-a src dst");
+  ASSERT_EQ(rc, 0);
+  free(out);
+  ino_t same = ino_of("dst/same"), mode = ino_of("dst/sub/mode");
+  write_file("src/newer", "version 2\n"); /* same size, new mtime */
+  ASSERT(chmod(path("dst/sub/mode"), 0600) == 0);
+  ASSERT(unlink(path("dst/sub/gone")) == 0);
+  /* same size and mtime, other bytes: only --checksum sees it */
+  ASSERT(sh("printf 'tampered\\n' > dst/sub/quiet && "
+            "touch -r src/sub/quiet dst/sub/quiet") == 0);
+  write_file("dst/sub/.mpcp-999999999-1-1", "leftover");
+  out = mpcp(&rc, true, "-a --resume --json src/. dst");
+  ASSERT_EQ(rc, 0);
+  ASSERT_EQ(json_field(out, "files"), 2); /* newer, gone */
+  free(out);
+  assert_content("dst/newer", "version 2\n");
+  assert_content("dst/sub/gone", "gone\n");
+  assert_content("dst/sub/quiet", "tampered\n");
+  ASSERT(!exists("dst/sub/.mpcp-999999999-1-1"));
+  ASSERT_EQ(ino_of("dst/same"), same);
+  ASSERT_EQ(ino_of("dst/sub/mode"), mode);
+  ASSERT_EQ(ino_of("dst/sub/hl"), same);
+  struct stat st;
+  ASSERT(stat(path("dst/sub/mode"), &st) == 0);
+  ASSERT_EQ(st.st_mode & 07777, 0644);
+  out = mpcp(&rc, true, "-a --checksum --json src/. dst");
+  ASSERT_EQ(rc, 0);
+  free(out);
+  assert_content("dst/sub/quiet", "original\n");
+  ASSERT_EQ(ino_of("dst/same"), same);
+  ASSERT(compare_trees("src", "dst", true) > 0);
+  /* again: nothing to do */
+  out = mpcp(&rc, true, "-a --resume --json src/. dst");
+  ASSERT_EQ(rc, 0);
+  ASSERT_EQ(json_field(out, "files"), 0);
+  free(out);
+  cleanup();
+}
+
+/* A run killed outright (SIGKILL to its whole group: nothing cleans up),
+ * then --resume: the tree is complete and no temp file is left. */
+TEST(mpcp_resume_after_kill) {
+  setup(false);
+  mkdir_p("src/d1");
+  mkdir_p("src/d2");
+  char *buf = malloc(70000);
+  for (int i = 0; i < 40; i++) {
+    char rel[64];
+    snprintf(rel, sizeof rel, "src/d%d/f%02d", i % 2 + 1, i);
+    fill(buf, 70000, (unsigned)i);
+    write_at(AT_FDCWD, path(rel), buf, 70000, 0644);
+  }
+  free(buf);
+  char src[PATH_MAX], dst[PATH_MAX];
+  snprintf(src, sizeof src, "%s", path("src"));
+  snprintf(dst, sizeof dst, "%s", path("dst"));
+  pid_t pid = fork();
+  ASSERT(pid >= 0);
+  if (pid == 0) {
+    setpgid(0, 0);
+    int nul = open("/dev/null", O_WRONLY);
+    dup2(nul, 1);
+    dup2(nul, 2);
+    setenv("MPCP_TEST_DELAY_MS", "40", 1);
+    execl(bin(), "mpcp", "-a", "-j", "2", src, dst, (char *)NULL);
+    _exit(127);
+  }
+  setpgid(pid, pid);
+  int temps = 0;
+  for (int i = 0; i < 300 && temps == 0; i++) {
+    mpt_sleep_ms(20);
+    int d = open(path("dst"), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (d >= 0) {
+      temps = count_temps(d);
+      close(d);
+    }
+  }
+  ASSERT(temps > 0);
+  ASSERT(kill(-pid, SIGKILL) == 0);
+  int st;
+  ASSERT_EQ(waitpid(pid, &st, 0), pid);
+  /* the killed group's workers, if they were reparented here */
+  while (waitpid(-1, &st, WNOHANG) > 0)
+    ;
+  mpt_sleep_ms(100);
+  while (waitpid(-1, &st, WNOHANG) > 0)
+    ;
+  int d = open(path("dst"), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  ASSERT(count_temps(d) > 0);
+  int rc;
+  char *out = mpcp(&rc, false, "-a --resume src/. dst");
+  ASSERT_EQ(rc, 0);
+  free(out);
+  ASSERT_EQ(count_temps(d), 0);
+  close(d);
+  ASSERT(compare_trees("src", "dst", true) > 0);
+  cleanup();
+}

@@ -740,6 +740,28 @@ static void stat_to_ent(mpcp_ent_t *e, const struct stat *st) {
   e->mtime_ns = (uint32_t)st->st_mtim.tv_nsec;
 }
 
+/* --resume --checksum: is the destination's content the source's? Then
+ * only its metadata is set. */
+static bool same_content(const batch_t *b, const mpcp_ent_t *e, int sfd,
+                         const char *dname) {
+  int dfd = openat(b->ddir, dname, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (dfd < 0)
+    return false;
+  uint64_t hs[2], hd[2];
+  struct stat d;
+  bool same = fstat(dfd, &d) == 0 && S_ISREG(d.st_mode) &&
+              (uint64_t)d.st_size == e->size && mpcp_hash_fd(sfd, hs) == 0 &&
+              mpcp_hash_fd(dfd, hd) == 0 && hs[0] == hd[0] && hs[1] == hd[1];
+  if (same && mpcp_opt.archive) {
+    char *p = disp(b, true, dname);
+    mpcp_set_meta_fd(dfd, e, -1, meta_flags(b), p ? p : dname, wsay);
+    free(p);
+  }
+  close(dfd);
+  lseek(sfd, 0, SEEK_SET);
+  return same;
+}
+
 static void copy_reg(const batch_t *b, const mpcp_ent_t *e0, const char *name,
                      const char *dname) {
   char tmp[128];
@@ -756,6 +778,11 @@ static void copy_reg(const batch_t *b, const mpcp_ent_t *e0, const char *name,
   }
   /* What is copied is the file as opened, not as the walk saw it. */
   stat_to_ent(&e, &s0);
+  if ((e.flags & MPCP_EF_CHECK) && same_content(b, &e, sfd, dname)) {
+    close(sfd);
+    note(1, 0);
+    return;
+  }
   bool dexists;
   if (check_dest(b, name, dname, &s0, &d, &dexists) < 0)
     goto fail_src;

@@ -285,7 +285,9 @@ enum {
   OPT_VERIFY,
   OPT_PROGRESS,
   OPT_NO_PROGRESS,
-  OPT_JSON
+  OPT_JSON,
+  OPT_RESUME,
+  OPT_CHECKSUM
 };
 
 int main(int argc, char **argv) {
@@ -302,6 +304,8 @@ int main(int argc, char **argv) {
       {"progress", no_argument, NULL, OPT_PROGRESS},
       {"no-progress", no_argument, NULL, OPT_NO_PROGRESS},
       {"json", no_argument, NULL, OPT_JSON},
+      {"resume", no_argument, NULL, OPT_RESUME},
+      {"checksum", no_argument, NULL, OPT_CHECKSUM},
       {"help", no_argument, NULL, 'h'},
       {"version", no_argument, NULL, 'V'},
       {NULL, 0, NULL, 0}};
@@ -358,6 +362,12 @@ int main(int argc, char **argv) {
       break;
     case OPT_JSON:
       mpcp_opt.json = true;
+      break;
+    case OPT_RESUME:
+      mpcp_opt.resume = true;
+      break;
+    case OPT_CHECKSUM:
+      mpcp_opt.checksum = mpcp_opt.resume = true;
       break;
     case 'h':
       usage(stdout);

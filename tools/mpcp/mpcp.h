@@ -37,6 +37,7 @@ extern uint32_t mpcp_batch_files; /* MPCP_BATCH_FILES in the environment */
 
 typedef struct {
   bool recursive, archive, no_clobber, update, dry_run, verbose, verify, json;
+  bool resume, checksum; /* --resume, --checksum */
   int progress; /* -1: auto (stderr is a tty), 0 off, 1 on */
   int jobs;
   char **excludes;
@@ -82,6 +83,8 @@ typedef struct {
 enum {
   MPCP_EF_SPARSE = 1,
   MPCP_EF_FOLLOW = 2, /* a top-level SRC symlink copied as its target */
+  MPCP_EF_CHECK = 4,  /* --resume --checksum: same size; copy only if the
+                         contents differ */
 };
 
 typedef struct {

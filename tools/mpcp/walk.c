@@ -708,16 +708,86 @@ static void dry_line(int root, const char *dir, const char *name,
 
 /* Hands one non-directory entry to the copy: a hard link to remember, a big
  * file to split, or an entry in the current batch. */
-static void mpcp_add_entry(batch_t *b, int ddir, const struct stat *st,
-                           const char *name, const char *dname, bool follow) {
+/* --resume: is the destination entry d the same as the source st (type,
+ * size, mtime; a symlink's target; a device's number)? 2: same size, and
+ * --checksum asks the worker to compare the contents. */
+static int resume_same(int sdir, int ddir, const struct stat *st,
+                       const struct stat *d, const char *name,
+                       const char *dname) {
+  if ((st->st_mode & S_IFMT) != (d->st_mode & S_IFMT))
+    return 0;
+  if (S_ISREG(st->st_mode)) {
+    if (st->st_size != d->st_size)
+      return 0;
+    if (mpcp_opt.checksum)
+      return 2;
+    return st->st_mtim.tv_sec == d->st_mtim.tv_sec &&
+           st->st_mtim.tv_nsec == d->st_mtim.tv_nsec;
+  }
+  if (S_ISLNK(st->st_mode)) {
+    char a[4096], c[4096];
+    ssize_t na = sdir >= 0 ? readlinkat(sdir, name, a, sizeof a) : -1;
+    ssize_t nc = readlinkat(ddir, dname, c, sizeof c);
+    return na >= 0 && na == nc && memcmp(a, c, (size_t)na) == 0;
+  }
+  if (S_ISCHR(st->st_mode) || S_ISBLK(st->st_mode))
+    return st->st_rdev == d->st_rdev;
+  return 1;
+}
+
+/* --resume -a: an unchanged entry gets the source's ownership, mode and
+ * times where they differ (nothing is written when they match). */
+static void resume_fix_meta(int root, const char *dir, int ddir,
+                            const struct stat *st, const struct stat *d,
+                            const char *dname) {
+  if (!mpcp_opt.archive)
+    return;
+  const char *what = NULL;
+  if ((st->st_uid != d->st_uid || st->st_gid != d->st_gid) &&
+      fchownat(ddir, dname, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW) < 0 &&
+      (mpcp_euid == 0 || errno != EPERM))
+    what = "failed to preserve ownership for";
+  if (!S_ISLNK(st->st_mode) &&
+      ((st->st_mode ^ d->st_mode) & 07777) != 0 &&
+      fchmodat(ddir, dname, st->st_mode & 07777, 0) < 0)
+    what = "preserving permissions for";
+  if ((st->st_mtim.tv_sec != d->st_mtim.tv_sec ||
+       st->st_mtim.tv_nsec != d->st_mtim.tv_nsec)) {
+    struct timespec ts[2] = {st->st_atim, st->st_mtim};
+    if (utimensat(ddir, dname, ts, AT_SYMLINK_NOFOLLOW) < 0)
+      what = "preserving times for";
+  }
+  if (what) {
+    char *p = mpcp_join(mpcp_roots[root].dst_disp, dir, dname);
+    mpcp_warn("mpcp: %s '%s': %s", what, p, strerror(errno));
+    free(p);
+  }
+}
+
+static void mpcp_add_entry(batch_t *b, int sdir, int ddir,
+                           const struct stat *st, const char *name,
+                           const char *dname, bool follow) {
   mpcp_ent_t e;
   ent_from_stat(&e, st);
   if (follow)
     e.flags |= MPCP_EF_FOLLOW;
-  if (ddir >= 0 && (mpcp_opt.no_clobber || mpcp_opt.update)) {
+  if (ddir >= 0 && (mpcp_opt.no_clobber || mpcp_opt.update || mpcp_opt.resume)) {
     struct stat d;
-    if (fstatat(ddir, dname, &d, AT_SYMLINK_NOFOLLOW) == 0 &&
-        (mpcp_opt.no_clobber || newer_or_same(&d, &e))) {
+    bool skip = false;
+    if (fstatat(ddir, dname, &d, AT_SYMLINK_NOFOLLOW) == 0) {
+      skip = mpcp_opt.no_clobber ||
+             (mpcp_opt.update && newer_or_same(&d, &e));
+      if (!skip && mpcp_opt.resume && !follow) {
+        int same = resume_same(sdir, ddir, st, &d, name, dname);
+        if (same == 1) {
+          resume_fix_meta(b->root, b->dir, ddir, st, &d, dname);
+          skip = true;
+        } else if (same == 2) {
+          e.flags |= MPCP_EF_CHECK;
+        }
+      }
+    }
+    if (skip) {
       mpcp_stats.skipped++;
       /* Later links to this inode link to the entry kept (as cp -au). */
       if (mpcp_opt.archive && st->st_nlink > 1) {
@@ -777,6 +847,39 @@ static void add_dir_rec(int root, const char *rel, const struct stat *st,
   mpcp_stats.dirs++;
 }
 
+/* --resume: removes the temp files an interrupted run left in a directory
+ * (".mpcp-<pid>-..."), unless that run's mpcp is still running. */
+static void remove_stale_temps(int dir) {
+  int fd = openat(dir, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  DIR *d = fd < 0 ? NULL : fdopendir(fd);
+  if (!d) {
+    if (fd >= 0)
+      close(fd);
+    return;
+  }
+  struct dirent *de;
+  while ((de = readdir(d))) {
+    char *end;
+    if (strncmp(de->d_name, ".mpcp-", 6) != 0)
+      continue;
+    long pid = strtol(de->d_name + 6, &end, 10);
+    if (end == de->d_name + 6 || *end != '-' || pid <= 0)
+      continue;
+    char comm[64] = "", proc[64];
+    snprintf(proc, sizeof proc, "/proc/%ld/comm", pid);
+    int cfd = open(proc, O_RDONLY | O_CLOEXEC);
+    if (cfd >= 0) {
+      ssize_t n = read(cfd, comm, sizeof comm - 1);
+      comm[n > 0 ? n : 0] = '\0';
+      close(cfd);
+    }
+    if (!strncmp(comm, "mpcp", 4) && pid != (long)getpid())
+      continue; /* a run in progress */
+    unlinkat(dirfd(d), de->d_name, 0);
+  }
+  closedir(d);
+}
+
 /* Does the directory have a default ACL (that new entries inherit)? */
 static bool has_default_acl(int dirfd) {
   int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -822,6 +925,8 @@ void mpcp_walk(int root, const struct stat *top_st, bool top_created) {
       free(rel);
       continue;
     }
+    if (mpcp_opt.resume && ddir >= 0 && !mpcp_opt.dry_run)
+      remove_stale_temps(ddir);
     b.dir = rel;
     b.flags = 0;
     struct stat dst;
@@ -897,7 +1002,7 @@ void mpcp_walk(int root, const struct stat *top_st, bool top_created) {
         continue;
       }
       free(path);
-      mpcp_add_entry(&b, ddir, &st, name, name, false);
+      mpcp_add_entry(&b, dirfd(d), ddir, &st, name, name, false);
       if ((++walked & 31) == 0)
         mpcp_pump(0); /* drain the queue, redraw (at most every 100 ms) */
     }
@@ -927,7 +1032,8 @@ void mpcp_copy_single(int root, const struct stat *st, const char *name,
       has_default_acl(mpcp_roots[root].dst_fd))
     b.flags |= MPCP_TF_DEFACL;
   batch_begin(&b, MPCP_T_BATCH);
-  mpcp_add_entry(&b, mpcp_opt.dry_run ? -1 : mpcp_roots[root].dst_fd, st, name,
+  mpcp_add_entry(&b, mpcp_roots[root].src_fd,
+                 mpcp_opt.dry_run ? -1 : mpcp_roots[root].dst_fd, st, name,
                  dname, follow);
   batch_flush(&b);
   free(b.buf);
@@ -957,7 +1063,13 @@ static void make_links(void) {
     int da = open_parent(ra->dst_fd, l->a, &ba);
     int db = open_parent(rb->dst_fd, l->b, &bb);
     int rc = -1;
-    if (da >= 0 && db >= 0) {
+    struct stat sa, sb;
+    if (mpcp_opt.resume && da >= 0 && db >= 0 &&
+        fstatat(da, ba, &sa, AT_SYMLINK_NOFOLLOW) == 0 &&
+        fstatat(db, bb, &sb, AT_SYMLINK_NOFOLLOW) == 0 &&
+        sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino) {
+      rc = 0; /* linked by an earlier run */
+    } else if (da >= 0 && db >= 0) {
       rc = linkat(da, ba, db, bb, 0);
       if (rc < 0 && errno == EEXIST) {
         char tmp[128];
@@ -995,6 +1107,14 @@ static void make_links(void) {
   }
 }
 
+static bool dir_unchanged(int fd, const mpcp_ent_t *m) {
+  struct stat st;
+  return fstat(fd, &st) == 0 && st.st_uid == m->uid && st.st_gid == m->gid &&
+         (st.st_mode & 07777) == (m->mode & 07777) &&
+         st.st_mtim.tv_sec == m->mtime_s &&
+         (uint64_t)st.st_mtim.tv_nsec == m->mtime_ns;
+}
+
 static void dir_meta(void) {
   for (size_t i = ndirs; i-- > 0 && !mpcp_stop_sig;) {
     dir_rec_t *d = &dirs[i];
@@ -1007,6 +1127,9 @@ static void dir_meta(void) {
     if (fd < 0) {
       snprintf(err, sizeof err, "%s", strerror(errno));
       rc = -1;
+    } else if (mpcp_opt.archive && mpcp_opt.resume && !d->created &&
+               dir_unchanged(fd, &d->meta)) {
+      /* --resume: nothing to write */
     } else if (mpcp_opt.archive) {
       int sfd = mpcp_open_rel(r->src_fd, d->rel, O_RDONLY | O_DIRECTORY, 0);
       char *p = mpcp_join(r->dst_disp, d->rel, NULL);

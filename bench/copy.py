@@ -7,7 +7,7 @@
 Workloads (source trees made once under DIR/bench-copy/, on the build
 directory's filesystem):
   copy_small   20 000 files of 4 KiB in 100 folders: mpcp -a vs cp -a
-  copy_large   one file of 2 GiB: mpcp -a vs cp -a
+  copy_large   one file of 1 GiB: mpcp -a vs cp -a
   copy_resume  the copy_small tree already copied: a second run over it,
                unchanged and with 1% of the files (200) changed in the
                destination; mpcp -a --resume vs rsync -a
@@ -67,7 +67,7 @@ def make_large(root):
     os.makedirs(root)
     block = bytearray(os.urandom(1 << 20))
     with open(os.path.join(root, "big"), "wb") as fh:
-        for k in range(scaled(2048)):
+        for k in range(scaled(1024)):
             block[0:8] = k.to_bytes(8, "little")
             fh.write(block)
 
@@ -270,7 +270,7 @@ def main():
             bench_copy("copy_small", small, work, mpcp, a.reps, 1024, 1.0)
         if not only or "copy_large" in only:
             bench_copy("copy_large", large, work, mpcp, a.reps,
-                       scaled(2048) + 512, 1.0)
+                       scaled(1024) + 512, 1.0)
         if (not only or "copy_resume" in only) and shutil.which("rsync"):
             bench_resume(small, work, mpcp, a.reps, 1024, 3.0)
     finally:

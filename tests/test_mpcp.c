@@ -1653,3 +1653,58 @@ TEST(mpcp_resume_after_kill) {
   ASSERT(compare_trees("src", "dst", true) > 0);
   cleanup();
 }
+
+/* On a 40-column terminal every progress line fits and ends on a whole
+ * field (run under script(1) for a terminal). */
+TEST(mpcp_progress_narrow_terminal) {
+  setup(false);
+  mkdir_p("src");
+  for (int i = 0; i < 60; i++) {
+    char rel[32];
+    snprintf(rel, sizeof rel, "src/f%02d", i);
+    write_file(rel, "bytes");
+  }
+  char cmd[PATH_MAX * 2];
+  snprintf(cmd, sizeof cmd,
+           "cd '%s' && MPCP_TEST_DELAY_MS=10 script -qec \"stty cols 40; "
+           "%s -a -j 2 --progress src dst\" /dev/null",
+           work, bin());
+  int st;
+  char *out = mpt_run_cmd(cmd, &st);
+  if (!WIFEXITED(st) || WEXITSTATUS(st) == 127) {
+    printf("skipped: no script(1)\n");
+    free(out);
+    cleanup();
+    return;
+  }
+  ASSERT_EQ(WEXITSTATUS(st), 0);
+  int draws = 0;
+  for (char *save = NULL, *seg = strtok_r(out, "\r\n", &save); seg;
+       seg = strtok_r(NULL, "\r\n", &save)) {
+    char *esc = strstr(seg, "\033[K");
+    if (!esc || esc == seg)
+      continue;
+    *esc = '\0';
+    size_t len = strlen(seg);
+    ASSERT(len <= 39);
+    /* whole fields only: one of the layouts, never one cut short */
+    int pct, used = 0;
+    unsigned long long a, b;
+    ASSERT(sscanf(seg, "%d%%", &pct) == 1);
+    const char *eta = strstr(seg, "ETA ");
+    if (eta) {
+      ASSERT(strlen(eta) >= 8); /* "ETA 0:00" or "ETA --:--" */
+    } else if (strstr(seg, " files ")) {
+      ASSERT(seg[len - 1] == 'B' || seg[len - 1] == '+');
+    } else if (strchr(seg, '/')) {
+      ASSERT(sscanf(seg, "%d%% %llu/%llu%n", &pct, &a, &b, &used) == 3);
+      ASSERT(seg[used] == '\0' || !strcmp(seg + used, "+"));
+    } else {
+      ASSERT(sscanf(seg, "%d%%%n", &pct, &used) == 1 && seg[used] == '\0');
+    }
+    draws++;
+  }
+  ASSERT(draws >= 1);
+  free(out);
+  cleanup();
+}

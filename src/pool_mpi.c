@@ -299,11 +299,22 @@ static void fail_local(struct mp__mpi *m, int slot, const mp__trec_t *h,
   pthread_mutex_unlock(&p->mu);
 }
 
-static void describe(const mp__trec_t *h, char *buf, size_t n) {
+static void describe(struct mp__mpi *m, const mp__trec_t *h, char *buf,
+                     size_t n) {
   Dl_info di;
-  const char *fname = "?";
+  char fname[96];
+  uint32_t mod;
+  uint64_t off;
   if (dladdr((void *)(uintptr_t)h->fn, &di) && di.dli_sname)
-    fname = di.dli_sname;
+    snprintf(fname, sizeof fname, "%s", di.dli_sname);
+  else if (mp__mods_locate(&m->mods, (void *)(uintptr_t)h->fn, &mod, &off) ==
+           0) {
+    const char *nm = m->mods.m[mod].name, *sl = strrchr(nm, '/');
+    snprintf(fname, sizeof fname, "%s+0x%llx",
+             *nm ? (sl ? sl + 1 : nm) : "program", (unsigned long long)off);
+  } else {
+    snprintf(fname, sizeof fname, "?");
+  }
   if (h->kind == MP__K_APPLY)
     snprintf(buf, n, "apply %s", fname);
   else
@@ -323,7 +334,7 @@ static void rank_lost(struct mp__mpi *m, int r, const char *why) {
   size_t shown = 0;
   for (uint32_t t = 0; t < m->fl_cap; t++)
     if (m->fl[t].used && m->fl[t].rank == r && shown++ == 0)
-      describe(&m->fl[t].h, task, sizeof task);
+      describe(m, &m->fl[t].h, task, sizeof task);
   fprintf(stderr,
           "mproc pool: MPI rank %d (pid %d on %s) %s while running %s%s\n", r,
           rk->pid, rk->host, why, task,
@@ -484,7 +495,7 @@ static size_t credit(struct mp__mpi *m) {
   if (!m->avg_ns)
     return 4;
   uint64_t c = 2000000 / m->avg_ns;
-  return c < 2 ? 2 : c > 1024 ? 1024 : (size_t)c;
+  return c < 2 ? 2 : c > 256 ? 256 : (size_t)c;
 }
 
 static bool live_ranks(struct mp__mpi *m) {

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -284,7 +285,21 @@ static void put_result(struct mp__mpi *m, int slot, const mp__trec_t *h,
   r->ns = wr->ns;
   if (wr->len)
     memcpy((uint8_t *)r + MP__POOL_REC, pay, wr->len);
-  mp__pool_rpublish(rw, size);
+  /* Published once per message (one wake-up of the pool, not one per
+   * record), or sooner when much is written: the pool must be able to
+   * drain before the ring fills. */
+  rw->head += size;
+  if (rw->head - atomic_load_explicit(&rw->ws->r_head, memory_order_relaxed) >
+      MP__POOL_RING / 8)
+    mp__pool_rpublish(rw, 0);
+}
+
+/* Publish what put_result wrote into every slot's ring. */
+static void publish_all(struct mp__mpi *m) {
+  for (int w = 0; w < m->p->nw; w++)
+    if (m->rw[w].head !=
+        atomic_load_explicit(&m->rw[w].ws->r_head, memory_order_relaxed))
+      mp__pool_rpublish(&m->rw[w], 0);
 }
 
 /* A task that cannot be sent anywhere fails here with err. */
@@ -340,6 +355,7 @@ static void rank_lost(struct mp__mpi *m, int r, const char *why) {
           rk->pid, rk->host, why, task,
           shown > 1 ? " and more queued tasks" : "");
   /* Parts of a result already in the rings go first. */
+  publish_all(m);
   mp__pool_collect_now(m->p);
   for (uint32_t t = 0; t < m->fl_cap; t++)
     if (m->fl[t].used && m->fl[t].rank == r) {
@@ -432,8 +448,10 @@ static bool receive_all(struct mp__mpi *m) {
       rank_lost(m, r, "failed to deliver a message");
       continue;
     }
-    if (st.MPI_TAG == MP__TAG_RESULTS && !m->rk[r].dead)
+    if (st.MPI_TAG == MP__TAG_RESULTS && !m->rk[r].dead) {
       take_results(m, r, m->rbuf, (size_t)count);
+      publish_all(m);
+    }
     else if (st.MPI_TAG == MP__TAG_STOPPED)
       m->rk[r].stopped = true;
   }
@@ -590,7 +608,12 @@ static bool feed(struct mp__mpi *m) {
       if (!done)
         continue;
     }
-    if (feed_rank(m, r, cap - rk->inflight)) {
+    /* Half the credit per message: the rank answers a message when it
+     * finished it, so it always holds the next one while we refill. */
+    size_t want = cap - rk->inflight;
+    if (want > (cap + 1) / 2)
+      want = (cap + 1) / 2;
+    if (feed_rank(m, r, want)) {
       any = true;
       m->next_rank = (unsigned)r;
     }
@@ -656,13 +679,13 @@ static bool any_inflight(struct mp__mpi *m) {
  * 0's futex word: directly for slot 0, through mp__pool_mpi_kick for the
  * others) or asks to stop. */
 static void idle_wait(struct mp__mpi *m, unsigned idle) {
-  if (idle < 64) {
+  if (idle < 256) {
     sched_yield();
     return;
   }
   if (m->stop_sent || any_inflight(m)) {
-    unsigned shift = (idle - 64) / 16;
-    long ns = 10000L << (shift > 7 ? 7 : shift); /* 10 us .. 1.3 ms */
+    unsigned shift = (idle - 256) / 32;
+    long ns = 5000L << (shift > 8 ? 8 : shift); /* 5 us .. 1.3 ms */
     struct timespec ts = {0, ns};
     nanosleep(&ts, NULL);
     return;
@@ -692,6 +715,9 @@ void mp__pool_mpi_kick(mp_pool_t *p) {
 
 static void *comm_main(void *arg) {
   struct mp__mpi *m = arg;
+  /* Our short sleeps while ranks work should be short (default slack:
+   * 50 us). Only this thread's. */
+  prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
   mp_pool_t *p = m->p;
   unsigned idle = 0, rounds = 0;
   for (;;) {

@@ -7,6 +7,7 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <time.h>
 
 #include "pool_mpi.h"
@@ -53,11 +54,11 @@ static bool receive(srv_t *s, bool block) {
         return true;
       /* MPI has no fd to sleep on: back off from yielding to short sleeps
        * (at most 1 ms) while waiting for work. */
-      if (idle < 64) {
+      if (idle < 256) {
         sched_yield();
       } else {
-        unsigned shift = (idle - 64) / 16;
-        struct timespec ts = {0, 10000L << (shift > 7 ? 7 : shift)};
+        unsigned shift = (idle - 256) / 32;
+        struct timespec ts = {0, 5000L << (shift > 8 ? 8 : shift)};
         nanosleep(&ts, NULL);
       }
       idle++;
@@ -204,8 +205,9 @@ static void run_map(srv_t *s, const mp__wtask_t *t, uintptr_t fn,
   wr->ns = mp__now_ns() - t0;
 }
 
-/* Run the next task record of the queue, after bounding it. */
-static void run_next(srv_t *s) {
+/* Run the next task record of the queue, after bounding it. Returns true
+ * when that finished a message. */
+static bool run_next(srv_t *s) {
   msg_t *q = s->head;
   size_t left = q->len - q->off;
   mp__wtask_t t;
@@ -241,12 +243,13 @@ static void run_next(srv_t *s) {
         run_map(s, &t, mod->base + (uintptr_t)t.offset, pay);
     }
   }
-  if (q->off >= q->len) {
-    s->head = q->next;
-    if (!s->head)
-      s->tail = NULL;
-    free(q);
-  }
+  if (q->off < q->len)
+    return false;
+  s->head = q->next;
+  if (!s->head)
+    s->tail = NULL;
+  free(q);
+  return true;
 }
 
 static void drop_queue(srv_t *s) {
@@ -264,13 +267,24 @@ int mp__pool_mpi_serve(MPI_Comm comm, const mp__mods_t *mods,
   srv_t s = {.comm = comm, .mods = mods, .map = map, .map_n = map_n,
              .ctx = o->ctx};
   mp__pool_set_worker_index(index);
+  /* Short waits for the root's next message should be short. */
+  int slack = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
+  prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
   if (o->initializer)
     o->initializer(o->initarg);
   s.last_flush = mp__now_ns();
+  /* Look for messages when out of work, after each message and every half
+   * millisecond (a stop): not between every two tiny tasks, as a probe
+   * costs as much as such a task, and more where MPI yields the CPU. */
+  bool look = true;
+  uint64_t last_look = 0;
   while (!s.err) {
-    if (!receive(&s, !s.head && !s.stop)) {
-      s.err = MP_EIO;
-      break;
+    if (!s.head || look || mp__now_ns() - last_look > 500000) {
+      if (!receive(&s, !s.head && !s.stop)) {
+        s.err = MP_EIO;
+        break;
+      }
+      last_look = mp__now_ns();
     }
     if (s.stop == MP__STOP_TERMINATE)
       break;
@@ -280,8 +294,11 @@ int mp__pool_mpi_serve(MPI_Comm comm, const mp__mods_t *mods,
         break;
       continue;
     }
-    run_next(&s);
-    if (!s.head || s.out.len >= MP__MPI_FLUSH ||
+    bool done = run_next(&s);
+    look = done;
+    /* Answer each message as soon as it is done (the root sent the next
+     * one meanwhile), and long messages every half millisecond. */
+    if (done || s.out.len >= MP__MPI_FLUSH ||
         mp__now_ns() - s.last_flush > 500000)
       flush(&s);
   }
@@ -289,6 +306,8 @@ int mp__pool_mpi_serve(MPI_Comm comm, const mp__mods_t *mods,
   mp_buf_free(&s.out);
   mp_buf_free(&s.res);
   mp__pool_set_worker_index(-1);
+  if (slack > 0)
+    prctl(PR_SET_TIMERSLACK, (unsigned long)slack, 0, 0, 0);
   if (!s.err && MPI_Send(NULL, 0, MPI_BYTE, 0, MP__TAG_STOPPED, comm) !=
                     MPI_SUCCESS)
     s.err = MP_EIO;

@@ -329,10 +329,11 @@ static bool reap_due(mp_mqueue_t *q) {
 static int take_msg(const redisReply *e, struct iovec *m) {
   if (e->type != REDIS_REPLY_STRING)
     return MP_EIO;
-  void *p = malloc(e->len ? e->len : 1);
+  char *p = malloc(e->len + 1);
   if (!p)
     return MP_ENOMEM;
   memcpy(p, e->str, e->len);
+  p[e->len] = '\0'; /* for convenience, not counted */
   m->iov_base = p;
   m->iov_len = e->len;
   return 0;

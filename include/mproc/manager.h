@@ -374,7 +374,8 @@ MP_EXTERN int mp_mqueue_put(mp_mqueue_t *q, const void *msg, size_t len,
  * waits until all fit). Returns n. Errors as mp_mqueue_put. */
 MP_EXTERN int mp_mqueue_put_many(mp_mqueue_t *q, const struct iovec *msgs,
                                  size_t n, int timeout_ms);
-/* Take the oldest message: *msg malloc'd (caller frees; never NULL), *len.
+/* Take the oldest message: *msg malloc'd (caller frees; never NULL; a NUL
+ * follows the len bytes for convenience), *len.
  * Blocks while empty, at most timeout_ms. MP_EEMPTY (still empty),
  * MP_ECLOSED (closed and empty), MP_EINVAL, MP_EIO. */
 MP_EXTERN int mp_mqueue_get(mp_mqueue_t *q, void **msg, size_t *len,

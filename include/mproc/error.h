@@ -23,6 +23,7 @@ MP_BEGIN_DECLS
   XX(EBUSY, -EBUSY, "resource busy or locked")                                 \
   XX(ECANCELED, -ECANCELED, "operation canceled")                              \
   XX(ECHILD, -ECHILD, "no child processes")                                    \
+  XX(ECONNREFUSED, -ECONNREFUSED, "connection refused")                        \
   XX(ECONNRESET, -ECONNRESET, "connection reset by peer")                      \
   XX(EDEADLK, -EDEADLK, "resource deadlock avoided")                           \
   XX(EEXIST, -EEXIST, "file already exists")                                   \

@@ -323,9 +323,15 @@ static int q_fifo_get(mp_queue_t *q) {
     return r;
   /* O_RDWR: never blocks on open and never sees EOF; one descriptor both
    * signals and is polled. */
-  fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0)
     return -errno;
+  struct stat st;
+  if (fstat(fd, &st) < 0 || !S_ISFIFO(st.st_mode) ||
+      (r = mp__seg_check_owner(&st)) < 0) {
+    mp__close(fd);
+    return MP_EACCES;
+  }
   int expect = -1;
   if (!atomic_compare_exchange_strong(&q->fifo_fd, &expect, fd)) {
     mp__close(fd);

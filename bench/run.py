@@ -25,7 +25,8 @@ A row whose spread (max/min of any side) exceeds WIDE is marked "wide".
 """
 import argparse, glob, json, os, shutil, statistics, subprocess, sys
 
-FAMILIES = ["process", "pipe", "lock", "queue", "pool", "manager", "copy"]
+FAMILIES = ["process", "pipe", "lock", "queue", "pool", "manager", "copy", "mpi",
+            "redis"]
 HERE = os.path.dirname(os.path.abspath(__file__))
 WIDE = 2.0
 

@@ -61,6 +61,14 @@
 #define Q_VERSION 3u
 #define Q_HDR 4096u
 #define Q_RING_MIN ((uint64_t)64 << 10)
+/* Up to this size the ring grows as soon as it is full; beyond it, only
+ * when the consumers are not draining it (see q_draining), and it shrinks
+ * back once they have caught up: a ring that fits in the caches moves a
+ * stream several times faster than one that sweeps megabytes. */
+#define Q_RING_SOFT ((uint64_t)256 << 10)
+#define Q_GROW_SPIN 2000
+#define Q_GROW_YIELD 3
+#define Q_WANT_GROW 1 /* q_push: full, but the ring may grow */
 #define Q_REC 8u
 #define Q_LOCK_SPIN 200
 #define Q_EV_SPIN 300
@@ -443,6 +451,52 @@ static int q_grow(mp_queue_t *q, uint64_t head, uint64_t tail, uint64_t need) {
   return 0;
 }
 
+/* Under both locks: halve the ring while the backlog fits in a quarter of
+ * the result, down to Q_RING_SOFT. The reverse of q_grow: the bytes whose
+ * counter has the new size's bit set move down by it, into positions that
+ * hold no live byte under the old size; the new size is stored after each
+ * halving, so a process killed in the middle leaves a consistent ring. */
+static void q_shrink(mp_queue_t *q, uint64_t head, uint64_t tail) {
+  uint64_t size = LD(&q->h->ring, relaxed);
+  while (size > Q_RING_SOFT && (tail - head) * 4 <= size / 2) {
+    uint64_t half = size / 2;
+    for (uint64_t c = head; c < tail;) {
+      uint64_t end = (c | (half - 1)) + 1; /* next multiple of half */
+      if (end > tail)
+        end = tail;
+      if (c & half)
+        memcpy(q->data + (c & (half - 1)), q->data + (c & (size - 1)),
+               end - c);
+      c = end;
+    }
+    size = half;
+    ST(&q->h->ring, size, release);
+  }
+}
+
+/* A consumer that has nearly caught up with a ring grown past Q_RING_SOFT
+ * gives the space back, so the stream moves through cached memory again.
+ * Called without locks. */
+static void q_maybe_shrink(mp_queue_t *q) {
+  q_lock(q, Q_BOTH);
+  q_shrink(q, q_cload(q).head, q_pload(q).tail);
+  q_unlock(q, Q_BOTH);
+}
+
+/* The ring is full but may grow: are consumers draining it right now?
+ * Waits briefly, never sleeping, for head_pub to move from `seen`. */
+static bool q_draining(const q_shm_t *h, uint64_t seen) {
+  for (int i = 0; i < Q_GROW_SPIN + Q_GROW_YIELD; i++) {
+    if (LD(&h->head_pub, acquire) != seen || LD(&h->closed, relaxed))
+      return true;
+    if (i < Q_GROW_SPIN)
+      mp__cpu_relax();
+    else
+      sched_yield();
+  }
+  return false;
+}
+
 /* ---- waiting ------------------------------------------------------------- */
 
 /* When this thread next looks at the other side's lock while it sleeps:
@@ -510,7 +564,7 @@ static inline bool q_valid(const mp_queue_t *q) {
  * (and the consumers' one when *held says so; taken here to grow the ring).
  * MP_EAGAIN when full. */
 static int q_push(mp_queue_t *q, q_pstate_t *s, int *held, const void *msg,
-                  size_t len) {
+                  size_t len, bool may_grow) {
   q_shm_t *h = q->h;
   uint64_t rec = q_rec_size(len);
   uint64_t head = LD(&h->head_cache, relaxed);
@@ -538,6 +592,8 @@ static int q_push(mp_queue_t *q, q_pstate_t *s, int *held, const void *msg,
     if (s->tail - head + rec > cap_bytes)
       return MP_EAGAIN;
     if (s->tail - head + rec > ring) {
+      if (!may_grow && ring >= Q_RING_SOFT)
+        return Q_WANT_GROW;
       if (!(*held & Q_C)) {
         q_lock_one(q, Q_C);
         *held |= Q_C;
@@ -569,6 +625,9 @@ static int q_put_iov(mp_queue_t *q, const struct iovec *msgs, size_t n,
   mp__deadline_t dl;
   size_t done = 0;
   bool dl_set = false, rechecked = false;
+  /* A put that may not wait grows a full ring at once; others first give
+   * the consumers a moment to make room. */
+  bool may_grow = timeout_ms == 0;
   for (;;) {
     int held = q_lock_op(q, Q_P);
     bool was = held == Q_BOTH && q_readable(q);
@@ -578,7 +637,7 @@ static int q_put_iov(mp_queue_t *q, const struct iovec *msgs, size_t n,
       r = MP_ECLOSED;
     } else {
       while (done < n && (r = q_push(q, &s, &held, msgs[done].iov_base,
-                                     msgs[done].iov_len)) == 0)
+                                     msgs[done].iov_len, may_grow)) == 0)
         done++;
     }
     if (s.nput != before.nput) {
@@ -592,6 +651,10 @@ static int q_put_iov(mp_queue_t *q, const struct iovec *msgs, size_t n,
     q_unlock(q, held);
     if (done == n)
       return (int)n;
+    if (r == Q_WANT_GROW) {
+      may_grow = !q_draining(h, seen);
+      continue;
+    }
     if (r != MP_EAGAIN)
       return done ? (int)done : r;
     if (timeout_ms == 0 || (dl_set && mp__deadline_passed(&dl))) {
@@ -753,6 +816,12 @@ static int q_get(mp_queue_t *q, const q_get_t *g, int timeout_ms) {
       }
     }
     q_unlock(q, held);
+    if (r >= 0) {
+      uint64_t ring = LD(&h->ring, relaxed);
+      if (ring > Q_RING_SOFT &&
+          (LD(&h->tail_cache, relaxed) - s.head) * 8 <= ring)
+        q_maybe_shrink(q);
+    }
     if (r != MP_EAGAIN)
       return r;
     if (timeout_ms == 0 || (dl_set && mp__deadline_passed(&dl))) {

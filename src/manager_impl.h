@@ -86,7 +86,10 @@ struct mp_manager {
 
 /* Redis dispatch: the first line of every public dict/list call. Handles of
  * a Redis manager carry no arena offset: unhooked calls refuse them. */
-#define MGR_REDIS(obj) ((obj) && (obj)->h.m && (obj)->h.m->redis)
+#define MGR_REDIS(obj)                                                         \
+  ((obj) && (obj)->h.m &&                                                      \
+   ((obj)->h.kind == MGR_KIND_DICT || (obj)->h.kind == MGR_KIND_LIST) &&       \
+   (obj)->h.m->redis)
 #define MGR_REDIS_CALL(obj, call)                                              \
   do {                                                                         \
     if (MGR_REDIS(obj))                                                        \

@@ -3,12 +3,14 @@
  * Every rank runs main; the worker ranks serve inside mp_pool_create and
  * leave with MP_EWORKERRANK, the root runs the case and checks it. A failed
  * check ends the root with _exit(1), which makes mpirun end the job. */
+#include <fcntl.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <mproc.h>
@@ -107,11 +109,34 @@ static int add(const void *item, void *result, void *ctx) {
   return 0;
 }
 
-/* Item i: sleeps 1 s when i == 0, 5 ms otherwise; returns the worker. */
+/* Balance: item 0 holds its rank until 60 of the 79 others have run (each
+ * appends one byte to a file all ranks of this host share, named after
+ * mpirun's pid), so a pool that hands out chunks on demand runs them on
+ * the other rank, whatever the machine's load; a static split would leave
+ * half of them queued behind item 0, which gives up after 60 s. */
+static void balance_path(char *buf, size_t n) {
+  snprintf(buf, n, "/tmp/mproc-mpi-balance-%ld", (long)getppid());
+}
+
 static int uneven(const void *item, void *result, void *ctx) {
+  (void)ctx;
   int32_t i;
   memcpy(&i, item, sizeof i);
-  usleep(i == 0 ? 1000000 : 5000);
+  char path[64];
+  balance_path(path, sizeof path);
+  if (i == 0) {
+    struct stat st;
+    for (int t = 0; t < 6000; t++) {
+      if (stat(path, &st) == 0 && st.st_size >= 60)
+        break;
+      usleep(10000);
+    }
+  } else {
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0 || write(fd, "x", 1) != 1)
+      return -1;
+    close(fd);
+  }
   int32_t w = mp_pool_worker_index();
   memcpy(result, &w, sizeof w);
   return 0;
@@ -460,8 +485,12 @@ static void case_balance(mp_pool_t *pool) {
   int32_t in[N], out[N];
   for (int i = 0; i < N; i++)
     in[i] = i;
+  char path[64];
+  balance_path(path, sizeof path);
+  unlink(path);
   CHECK_RC(mp_pool_map(pool, uneven, in, N, sizeof *in, out, sizeof *out, 1),
            0);
+  unlink(path);
   int slow = out[0], on_slow = 0;
   for (int i = 0; i < N; i++)
     on_slow += out[i] == slow;

@@ -536,13 +536,13 @@ static void st_lock_body(void *arg, st_ctl_t *ctl, int slot) {
   atomic_fetch_add(&ctl->acked[slot], 1);
 }
 
-static void st_lock_check(bool rlock_mode) {
+static void st_lock_check(bool rlock_mode, int kill_every_ms) {
   st_lock_t *s = shared(sizeof *s);
   st_ctl_t *ctl = shared(sizeof *ctl);
   mp_lock_init(&s->lock);
   mp_rlock_init(&s->rlock);
   s->rlock_mode = rlock_mode;
-  st_run(st_lock_body, s, ctl, 5);
+  st_run(st_lock_body, s, ctl, kill_every_ms);
   /* Take it once more: a worker killed holding it is repaired here. */
   int r = rlock_mode ? mp_rlock_acquire(&s->rlock, MP_FOREVER)
                      : mp_lock_acquire(&s->lock, MP_FOREVER);
@@ -562,11 +562,18 @@ static void st_lock_check(bool rlock_mode) {
 }
 
 TEST(stress_lock) {
-  st_lock_check(false);
+  st_lock_check(false, 5);
 }
 
 TEST(stress_rlock) {
-  st_lock_check(true);
+  st_lock_check(true, 5);
+}
+
+/* A worker killed every 1 ms on average: the lock must never stay with a
+ * dead holder while everyone sleeps (the workers keep making progress and
+ * the final acquire returns). */
+TEST(stress_lock_kill_every_1ms) {
+  st_lock_check(false, 1);
 }
 
 /* Semaphore and BoundedSemaphore: at most `value` holders at once, no

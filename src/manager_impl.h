@@ -75,11 +75,23 @@ typedef struct {
 } sval_t;
 #define SVAL_DELETED 0xffu /* dict entry tombstone type */
 
+struct mp__rmgr; /* manager_redis.h */
+
 struct mp_manager {
   mp__arena_t a;
   mgr_root_t *root;
   pid_t creator; /* pid that created it (unlinks at destroy), 0 if opened */
+  struct mp__rmgr *redis; /* non-NULL: the objects live in Redis */
 };
+
+/* Redis dispatch: the first line of every public dict/list call. Handles of
+ * a Redis manager carry no arena offset: unhooked calls refuse them. */
+#define MGR_REDIS(obj) ((obj) && (obj)->h.m && (obj)->h.m->redis)
+#define MGR_REDIS_CALL(obj, call)                                              \
+  do {                                                                         \
+    if (MGR_REDIS(obj))                                                        \
+      return (call);                                                           \
+  } while (0)
 
 /* Handle of a dict or list (process-local). */
 typedef struct {
@@ -171,6 +183,10 @@ int mp__mgr_obj_create(mp_manager_t *m, uint32_t kind, size_t size,
                        const char *name, uint64_t *off, uint32_t *id);
 int mp__mgr_obj_find(mp_manager_t *m, uint32_t kind, const char *name,
                      bool by_id, uint32_t id, uint64_t *off, uint32_t *out_id);
+
+/* An object name: NULL (none) or 1 to MGR_NAME_MAX - 1 bytes. MP_EINVAL,
+ * MP_ENAMETOOLONG. */
+int mp__mgr_check_name(const char *name);
 
 enum { MGR_CREATE = 0, MGR_BY_NAME = 1, MGR_BY_ID = 2 };
 /* A new handle on a new (how MGR_CREATE, name optional) or existing object

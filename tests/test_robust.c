@@ -266,6 +266,39 @@ TEST(semaphore_releaser_killed_before_wake) {
   mp_raw_free(s);
 }
 
+/* ---- 4. takeover at once -------------------------------------------------- */
+
+/* A holder killed a moment ago (SIGKILL sent, exit maybe not even started):
+ * a caller that only tries (timeout 0) already takes the lock over. 20
+ * rounds, for Lock and for the manager's lock. */
+TEST(takeover_at_once_after_kill) {
+  prims_t *s = shared(sizeof *s);
+  mp__mlock_t *ml = shared(sizeof *ml);
+  for (int round = 0; round < 20; round++) {
+    mp_lock_init(&s->lock);
+    atomic_store(&s->flag, 0);
+    pid_t holder = fork();
+    if (holder == 0) {
+      mp_lock_acquire(&s->lock, MP_FOREVER);
+      mp__mlock_lock(ml);
+      atomic_store(&s->flag, 1);
+      for (;;)
+        pause();
+    }
+    while (!atomic_load(&s->flag))
+      mpt_sleep_ms(1);
+    ASSERT_EQ(kill(holder, SIGKILL), 0);
+    ASSERT_ERR(mp_lock_acquire(&s->lock, 0), MP_EOWNERDEAD);
+    ASSERT(mp__mlock_lock(ml));
+    mp__mlock_unlock(ml);
+    ASSERT_OK(mp_lock_consistent(&s->lock));
+    ASSERT_OK(mp_lock_release(&s->lock));
+    ASSERT_EQ(wait_exit(holder), 128 + SIGKILL);
+  }
+  mp_raw_free(ml);
+  mp_raw_free(s);
+}
+
 /* ---- 5. pid reuse, by the caller itself --------------------------------- */
 
 TEST(lock_dead_owner_with_callers_pid) {

@@ -148,6 +148,10 @@ uint32_t mp__self_pid(void);
 uint64_t mp__self_pid_start(void);
 uint32_t mp__self_tid(void);
 uint64_t mp__self_tid_start(void);
+/* This process's (thread_level: this thread's) identity as the robust
+ * core's owner words hold it: the low 32 bits of its start time << 32 | its
+ * id. Cached; reset in forked children. */
+uint64_t mp__self_ident(bool thread_level);
 
 /* What /proc says of a lock owner (a pid, or a thread id if thread_level).
  * Returns MP__OWNER_GONE when it certainly holds nothing any more: no such

@@ -16,8 +16,10 @@
  * Atomicity and crashes. Each call is atomic: other processes and threads
  * see the structure before or after it, never midway (update and extend
  * included). A process killed (even with SIGKILL) in the middle of a call
- * leaves the structure as it was before the call, and nobody hangs: waiters
- * notice the dead owner within about 50 ms and take over. A killed process
+ * leaves the structure as it was before the call, and nobody hangs: the next
+ * caller notices the dead owner at once, a waiter already asleep within
+ * 20 ms, and takes over (a live owner, however slow, never is); signal
+ * handlers do not delay it. A killed process
  * may leak the arena space of its one interrupted call.
  *
  * Values. mp_val_t is a tagged value: nil, bool, int64, double, string,

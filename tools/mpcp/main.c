@@ -239,9 +239,9 @@ static void summary(double secs) {
   mpcp_progress_t *p = &mpcp_prog;
   if (p->files_done > p->files_total)
     p->files_done = p->files_total; /* retried entries */
-  uint64_t files = p->files_done > mpcp_stats.failed
-                       ? p->files_done - mpcp_stats.failed
-                       : 0;
+  uint64_t not_copied = mpcp_stats.failed + mpcp_stats.same;
+  uint64_t files =
+      p->files_done > not_copied ? p->files_done - not_copied : 0;
   double rate = secs > 0 ? (double)p->bytes_done / secs : 0;
   if (p->enabled || mpcp_opt.verbose) {
     char b[32], r[32];
@@ -252,8 +252,9 @@ static void summary(double secs) {
             mpcp_opt.dry_run ? "would copy " : "", (unsigned long long)files, b,
             secs, r, (unsigned long long)mpcp_stats.errors,
             mpcp_stats.errors == 1 ? "" : "s");
-    if (mpcp_stats.skipped)
-      fprintf(stderr, ", %llu skipped", (unsigned long long)mpcp_stats.skipped);
+    if (mpcp_stats.skipped + mpcp_stats.same)
+      fprintf(stderr, ", %llu skipped",
+              (unsigned long long)(mpcp_stats.skipped + mpcp_stats.same));
     if (mpcp_opt.verify)
       fprintf(stderr, ", %llu verified, %llu recopied",
               (unsigned long long)mpcp_stats.verified,
@@ -269,7 +270,7 @@ static void summary(double secs) {
            (unsigned long long)files, (unsigned long long)p->bytes_done,
            (unsigned long long)mpcp_stats.dirs,
            (unsigned long long)mpcp_stats.links,
-           (unsigned long long)mpcp_stats.skipped,
+           (unsigned long long)(mpcp_stats.skipped + mpcp_stats.same),
            (unsigned long long)mpcp_stats.excluded,
            (unsigned long long)mpcp_stats.errors,
            (unsigned long long)mpcp_stats.verified,

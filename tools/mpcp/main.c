@@ -28,17 +28,30 @@ static void usage(FILE *f) {
       "  -u, --update         copy only when SRC is newer than the "
       "destination\n"
       "                       file or the destination file is missing\n"
+      "      --resume         copy only entries missing in DEST or differing\n"
+      "                       in type, size or mtime; set the metadata of\n"
+      "                       the others; remove the temp files of an\n"
+      "                       interrupted run\n"
+      "      --checksum       --resume, comparing same-size files' contents\n"
+      "                       instead of their mtimes\n"
       "      --dry-run        show what would be copied, copy nothing\n"
-      "  -v, --verbose        print each file as it is copied\n"
+      "  -v, --verbose        print each entry as it is copied\n"
       "      --exclude PAT    skip entries whose name (or, if PAT has a '/',\n"
-      "                       path below SRC) matches PAT (repeatable)\n"
+      "                       path below SRC) matches PAT; PAT ending in '/'\n"
+      "                       matches directories only (repeatable)\n"
       "      --verify         compare every copy with its source (XXH3-128)\n"
       "                       afterwards and copy mismatches again\n"
       "      --progress       show the progress line (default on a terminal)\n"
       "      --no-progress    do not show it\n"
       "      --json           print a JSON summary on stdout\n"
       "  -h, --help           show this help\n"
-      "  -V, --version        show the version\n",
+      "  -V, --version        show the version\n\n"
+      "As cp: a symlink SRC is copied as its target without -r or with a\n"
+      "trailing '/'; an existing destination that is a device, a FIFO or a\n"
+      "symlink to a file is written into, never replaced; a regular file is\n"
+      "replaced whole (written under a temp name, then renamed).\n"
+      "Exit status: 0 when all was copied, 1 if anything failed, 128+N\n"
+      "after signal N (INT, TERM, HUP, QUIT).\n",
       f);
 }
 

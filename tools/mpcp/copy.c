@@ -410,15 +410,22 @@ int mpcp_set_meta_fd(int fd, const mpcp_ent_t *e, int src_fd, unsigned flags,
       /* As cp: a normal user keeps at least the group if a member of it. */
       if (mpcp_euid != 0 && fchown(fd, (uid_t)-1, e->gid) == 0)
         gid_kept = true;
-      if (mpcp_euid == 0 || (err != EPERM && err != EINVAL))
-        say(false, "mpcp: failed to preserve ownership for '%s': %s", disp,
+      /* cp -a: an error (exit 1) as root, the file stays. */
+      if (mpcp_euid == 0 || (err != EPERM && err != EINVAL)) {
+        say(true, "mpcp: failed to preserve ownership for '%s': %s", disp,
             strerror(err));
+        ret = -1;
+      }
     }
   }
   mode_t mode = e->mode & 07777;
   /* POSIX and cp: setuid/setgid do not survive a change of owner. */
   if (!uid_kept || !gid_kept)
     mode &= (mode_t)~(S_ISUID | S_ISGID);
+  /* cp as root: a file whose owner could not be set is not opened to the
+   * group and others of the wrong owner. */
+  if (ret < 0)
+    mode &= 0700;
   if (src_fd >= 0) {
     copy_xattrs(src_fd, fd, disp, say);
     if (flags & MPCP_MF_DEFACL) {
@@ -429,7 +436,8 @@ int mpcp_set_meta_fd(int fd, const mpcp_ent_t *e, int src_fd, unsigned flags,
         fremovexattr(fd, acl_default);
     }
   }
-  if ((chowned || (flags & (MPCP_MF_DIR | MPCP_MF_CHMOD | MPCP_MF_DEFACL)) ||
+  if ((chowned || ret < 0 ||
+       (flags & (MPCP_MF_DIR | MPCP_MF_CHMOD | MPCP_MF_DEFACL)) ||
        (e->mode & 07000)) &&
       fchmod(fd, mode) < 0) {
     say(true, "mpcp: preserving permissions for '%s': %s", disp,
@@ -551,7 +559,7 @@ static void resume_keep(const batch_t *b, const struct stat *st,
       fchownat(b->ddir, dname, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW) <
           0 &&
       (mpcp_euid == 0 || errno != EPERM))
-    report_warn(b, "failed to preserve ownership for", dname, errno);
+    report(b, true, "failed to preserve ownership for", dname, errno);
   if (!S_ISLNK(st->st_mode) && ((st->st_mode ^ d->st_mode) & 07777) != 0 &&
       fchmodat(b->ddir, dname, st->st_mode & 07777, 0) < 0)
     report_warn(b, "preserving permissions for", dname, errno);
@@ -644,7 +652,7 @@ static void copy_node(const batch_t *b, const mpcp_ent_t *e, const char *name,
          (b->flags & MPCP_TF_SETGID_DIR)) &&
         fchownat(b->ddir, dname, e->uid, e->gid, AT_SYMLINK_NOFOLLOW) < 0 &&
         (mpcp_euid == 0 || (errno != EPERM && errno != EINVAL)))
-      report_warn(b, "failed to preserve ownership for", dname, errno);
+      report(b, true, "failed to preserve ownership for", dname, errno);
     struct timespec ts[2] = {{e->atime_s, e->atime_ns},
                              {e->mtime_s, e->mtime_ns}};
     if (utimensat(b->ddir, dname, ts, AT_SYMLINK_NOFOLLOW) < 0)

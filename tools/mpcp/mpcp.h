@@ -169,9 +169,10 @@ enum {
   MPCP_MF_DEFACL = 8,   /* drop an ACL inherited from the parent */
 };
 /* -a metadata of an open destination: ownership, mode, xattrs/ACLs, times.
- * What cannot be kept is reported as cp does (ownership as root and times:
- * a warning; xattrs a normal user may not set: nothing; permissions: an
- * error); the file itself always stays. Returns -1 if an error was said. */
+ * What cannot be kept is reported as cp -a does (ownership as root and
+ * permissions: an error, exit 1; times: a warning; ownership for a normal
+ * user and xattrs it may not set: nothing); the file itself always stays.
+ * Returns -1 if an error was said. */
 int mpcp_set_meta_fd(int fd, const mpcp_ent_t *e, int src_fd, unsigned flags,
                      const char *disp, mpcp_say_fn say);
 int mpcp_copy_data(mpcp_root_t *r, int sfd, int dfd, uint64_t off, uint64_t len,

@@ -18,7 +18,9 @@
 /* Paths here are short; a truncated one would fail the case visibly. Both
  * compilers know the warning; each is told in its own words. */
 #if defined(__clang__)
+#if __has_warning("-Wformat-truncation")
 #pragma clang diagnostic ignored "-Wformat-truncation"
+#endif
 #elif defined(__GNUC__)
 #pragma GCC diagnostic ignored "-Wformat-truncation"
 #endif

@@ -133,6 +133,16 @@ static void watch_rank(rank_t *rk, const char *my_host) {
     rk->pidfd = (int)syscall(SYS_pidfd_open, rk->pid, 0);
 }
 
+/* Stop ranks that were never sent a task (from the caller's thread). */
+static void stop_idle_ranks(struct mp__mpi *m) {
+  int32_t how = MP__STOP_TERMINATE;
+  for (int r = 1; r < m->size; r++)
+    MPI_Send(&how, 1, MPI_INT32_T, r, MP__TAG_STOP, m->comm);
+  for (int r = 1; r < m->size; r++)
+    MPI_Recv(NULL, 0, MPI_BYTE, r, MP__TAG_STOPPED, m->comm,
+             MPI_STATUS_IGNORE);
+}
+
 int mp__pool_mpi_open(const mp_pool_opts_t *o, struct mp__mpi **out, int *nw) {
   int err = mpi_init();
   if (err)
@@ -217,7 +227,8 @@ int mp__pool_mpi_open(const mp_pool_opts_t *o, struct mp__mpi **out, int *nw) {
   m->rk = calloc((size_t)m->size, sizeof *m->rk);
   if (!m->rk) {
     free(all);
-    mpi_release(m); /* the ranks wait for tasks: stop them first */
+    stop_idle_ranks(m); /* they wait for tasks */
+    mpi_release(m);
     return MP_ENOMEM;
   }
   for (int r = 0; r < m->size; r++) {
@@ -793,13 +804,7 @@ void mp__pool_mpi_free(mp_pool_t *p) {
     mp__futex_wake(&w0->t_wait, 1);
     pthread_join(m->th, NULL);
   } else if (m->rk) {
-    /* Created but never started: the ranks wait for tasks. */
-    int32_t how = MP__STOP_TERMINATE;
-    for (int r = 1; r < m->size; r++)
-      MPI_Send(&how, 1, MPI_INT32_T, r, MP__TAG_STOP, m->comm);
-    for (int r = 1; r < m->size; r++)
-      MPI_Recv(NULL, 0, MPI_BYTE, r, MP__TAG_STOPPED, m->comm,
-               MPI_STATUS_IGNORE);
+    stop_idle_ranks(m); /* created but never started */
   }
   mpi_release(m);
 }

@@ -12,13 +12,16 @@ TEST(error_names_and_messages) {
   ASSERT_STR_EQ(mp_strerror(MP_EFULL), "queue is full");
   ASSERT_STR_EQ(mp_strerror(MP_EOWNERDEAD),
                 "previous owner died holding the lock");
+  ASSERT_STR_EQ(mp_err_name(MP_EWORKERRANK), "MP_EWORKERRANK");
+  ASSERT_STR_EQ(mp_strerror(MP_EBINARY), "MPI ranks run different binaries");
   ASSERT_STR_EQ(mp_err_name(-99999), "MP_EUNKNOWN");
   ASSERT_STR_EQ(mp_strerror(12345), "unknown error");
 }
 
 TEST(error_codes_distinct) {
   int codes[] = {MP_EEMPTY,      MP_EFULL,  MP_ECLOSED,  MP_EWORKERDIED,
-                 MP_EOWNERDEAD,  MP_ETASK,  MP_ETOOSHORT};
+                 MP_EOWNERDEAD,  MP_ETASK,  MP_ETOOSHORT, MP_EWORKERRANK,
+                 MP_EBINARY};
   for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
     ASSERT(codes[i] < 0);
     for (size_t j = i + 1; j < sizeof codes / sizeof codes[0]; j++)

@@ -17,7 +17,6 @@ RERUN(list_basic)
 RERUN(list_errors)
 RERUN(fork_children_share)
 RERUN(concurrent_processes_and_threads)
-RERUN(dict_int_key_patterns)
 RERUN(crash_random_sigkill_with_waiters)
 RERUN(crash_acknowledged_writes_kept)
 

@@ -427,3 +427,4 @@ TEST(redis_local_update_from_redis_and_back) {
   ASSERT_OK(mp_manager_destroy(rm));
   ASSERT_OK(mp_manager_destroy(lm));
 }
+

@@ -23,18 +23,17 @@
 #include "mproc/manager.h"
 
 /* ---- robust lock --------------------------------------------------------
- * word: 0 free, else the owner's pid, with MP__MLOCK_WAITERS when someone
- * may sleep on the futex. Waiters wake periodically and check the owner is
- * alive (not gone, not a zombie, and the same process: start time checked
- * against pid reuse); a dead owner's lock is taken over. */
-#define MP__MLOCK_WAITERS 0x80000000u
+ * An owner word of the robust core (src/robust.h): the owner's pid and
+ * start time in one word. A dead owner's lock is taken over at once by the
+ * next caller, within MP__RB_CHECK_MS by a sleeper; a live one never is.
+ * mp__mlock_lock returns true when it took the lock over from a dead owner
+ * (the undo log says what to roll back either way). */
 typedef struct {
-  _Atomic uint32_t word;
-  uint32_t pad;
-  _Atomic uint64_t owner_start; /* owner's start time (/proc stat field 22) */
+  _Atomic uint64_t word;
+  uint64_t pad;
 } mp__mlock_t;
 
-void mp__mlock_lock(mp__mlock_t *l);
+bool mp__mlock_lock(mp__mlock_t *l);
 void mp__mlock_unlock(mp__mlock_t *l);
 
 /* ---- shared layout ------------------------------------------------------ */
@@ -127,8 +126,16 @@ static inline void *mgr_ptr(mp__arena_t *a, uint64_t off) {
   return mp__arena_ptr(a, off);
 }
 
-/* Lock o (recovering a dead owner's half-done operation) and start an op. */
-void mp__mop_begin(mop_t *op, mp_manager_t *m, uint64_t obj_off);
+/* Lock o (recovering a dead owner's half-done operation) and start an op.
+ * The object's arrays are checked to lie inside the arena: MP_EPROTO (and
+ * nothing held) when they do not. */
+int mp__mop_begin(mop_t *op, mp_manager_t *m, uint64_t obj_off);
+/* Structure checks of a dict or list under its lock: sizes consistent,
+ * arrays inside the arena. 0 or MP_EPROTO. */
+int mp__dict_shm_check(mop_t *op);
+int mp__list_shm_check(mop_t *op);
+/* Bytes of the shared object of a kind (for directory checks). */
+size_t mp__mgr_obj_size(uint32_t kind);
 /* Make room in the log for k more writes. MP_ENOMEM. */
 int mp__mop_reserve(mop_t *op, size_t k);
 /* Logged write of a reachable word (room reserved beforehand). */
@@ -156,6 +163,8 @@ int mp__sval_make(mop_t *op, const mp_val_t *v, sval_t *out);
 /* Defer freeing the blob of s, if any. */
 int mp__sval_release(mop_t *op, const sval_t *s);
 int mp__sval_blob(const sval_t *s); /* has a blob */
+/* Its blob, if any, lies inside the arena. */
+bool mp__sval_ok(mp__arena_t *a, const sval_t *s);
 /* Copy out (strings/bytes malloc'd and NUL-terminated). MP_ENOMEM. */
 int mp__sval_load(mp__arena_t *a, const sval_t *s, mp_val_t *out);
 bool mp__sval_eq(mp__arena_t *a, const sval_t *s, const mp_val_t *v);

@@ -84,12 +84,13 @@ struct mp_manager {
   struct mp__rmgr *redis; /* non-NULL: the objects live in Redis */
 };
 
-/* Redis dispatch: the first line of every public dict/list call. Handles of
- * a Redis manager carry no arena offset: unhooked calls refuse them. */
+/* Redis dispatch: the first line of every public dict/list call (the kind is
+ * checked before h.m is followed, as the handle checks do). Handles of a
+ * Redis manager carry no arena offset: unhooked calls refuse them. */
 #define MGR_REDIS(obj)                                                         \
-  ((obj) && (obj)->h.m &&                                                      \
+  ((obj) &&                                                                    \
    ((obj)->h.kind == MGR_KIND_DICT || (obj)->h.kind == MGR_KIND_LIST) &&       \
-   (obj)->h.m->redis)
+   (obj)->h.m && (obj)->h.m->redis)
 #define MGR_REDIS_CALL(obj, call)                                              \
   do {                                                                         \
     if (MGR_REDIS(obj))                                                        \

@@ -324,7 +324,9 @@ MP_EXTERN int mp_list_repr(mp_list_t *l, char **out);
  *
  * Connections: one per manager handle and one per queue, lock or event
  * handle, made on first use and again after fork (a child never uses its
- * parent's socket); threads using one handle take turns on its connection.
+ * parent's socket); threads using one manager handle take turns on its
+ * connection. A queue, lock or event handle is one consumer or owner: use it
+ * from one thread at a time (give each thread its own).
  * Every call on a Redis manager may also fail with MP_ECONNREFUSED,
  * MP_ECONNRESET, MP_ETIMEDOUT (server down, restarted, or too slow), MP_EACCES
  * (authentication), MP_ENOMEM (also Redis' maxmemory), MP_EIO (a reply that

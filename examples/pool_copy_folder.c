@@ -64,13 +64,17 @@ int main(int argc, char **argv) {
       return 1;
     folder[strcspn(folder, "\n")] = '\0';
   }
-  char dest[1100];
-  snprintf(dest, sizeof dest, "%s[copy]", folder);
-  mkdir(dest, 0755); /* as the seed: an existing folder is fine */
-
+  /* The source first: a missing one must not leave an empty "[copy]". */
   DIR *d = opendir(folder);
   if (!d) {
     perror(folder);
+    return 1;
+  }
+  char dest[1100];
+  snprintf(dest, sizeof dest, "%s[copy]", folder);
+  if (mkdir(dest, 0755) < 0 && errno != EEXIST) { /* as the seed: existing is fine */
+    perror(dest);
+    closedir(d);
     return 1;
   }
   mp_queue_t *queue;

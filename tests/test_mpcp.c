@@ -16,7 +16,9 @@
 #include "runner.h"
 
 /* Paths here are short; a truncated one would fail the case visibly. */
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wformat-truncation"
+#endif
 
 /* ---- helpers
  * ----------------------------------------------------------------- */

@@ -131,7 +131,8 @@ typedef struct {
    * lists may hold in total. Memory is only used as it is touched. 0: the
    * default, 64 GiB. At least 1 MiB, at most 16 TiB. */
   size_t reserve;
-  /* Segment name ("/name"), NULL for an unpredictable "/mp-..." name. */
+  /* Segment name, "name" or "/name" (the same manager; no other '/'), NULL
+   * for an unpredictable "/mp-..." name. mp_manager_name gives "/name". */
   const char *name;
 } mp_manager_opts_t;
 
@@ -144,7 +145,8 @@ typedef struct {
  * system error from creating the segment. */
 MP_EXTERN int mp_manager_create(mp_manager_t **m,
                                 const mp_manager_opts_t *opts);
-/* Open an existing manager by name, from any process of the same user.
+/* Open an existing manager by name ("name" or "/name"), from any process of
+ * the same user.
  * MP_ENOENT (no such manager), MP_EINVAL (bad name or not a manager),
  * MP_EACCES, MP_ENOMEM. */
 MP_EXTERN int mp_manager_open(mp_manager_t **m, const char *name);

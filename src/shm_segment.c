@@ -178,8 +178,8 @@ void mp__seg_close(mp__seg_t *seg) {
 int mp__seg_unlink(const char *name) {
   char path[MP__SEG_NAME_MAX + 16], canon[MP__SEG_NAME_MAX];
   int r;
-  if (!name || (r = mp__seg_canon(canon, sizeof canon, name)) < 0)
-    return r < 0 && name ? r : MP_EINVAL;
+  if ((r = mp__seg_canon(canon, sizeof canon, name)) < 0)
+    return r;
   if ((r = seg_path(path, sizeof path, canon)) < 0)
     return MP_EINVAL;
   name = canon;

@@ -83,3 +83,76 @@ TEST(copy_folder_missing_source_creates_nothing) {
   ASSERT(access(copy, F_OK) != 0);
   ASSERT_OK(rmdir(dir));
 }
+
+/* The imap loop of docs/python-to-c.md: failed items are not results, and
+ * the loop ends. 2 * (0 + ... + 999) minus the multiples of 100. */
+TEST(imap_idiom_example) {
+  char *out = mpt_run_example("pool_imap", 0);
+  int64_t want = 0;
+  for (int64_t x = 0; x < 1000; x++)
+    if (x % 100)
+      want += 2 * x;
+  char line[128];
+  snprintf(line, sizeof line, "results: 990, failed items: 10, total: %lld\n",
+           (long long)want);
+  ASSERT_STR_EQ(out, line);
+  free(out);
+}
+
+static int64_t input_next;
+/* Lazy input that fails at its 8th item (index 7). */
+static int failing_input(void *item, void *user) {
+  if (input_next == 7)
+    return MP_EIO;
+  *(int64_t *)item = input_next++;
+  return 1;
+}
+
+static int identity(const void *item, void *result, void *ctx) {
+  *(int64_t *)result = *(const int64_t *)item;
+  return 0;
+}
+
+/* An input that fails at item 7: the 7 items read before it are all
+ * returned, then the input's error, then the end (Python loses the failing
+ * chunk's neighbours instead). */
+TEST(imap_input_error_returns_items_before_it) {
+  mp_pool_t *pool;
+  ASSERT_OK(mp_pool_create(&pool, &(mp_pool_opts_t){.workers = 2,
+                                                    .backend = MP_POOL_THREADS}));
+  mp_imap_t *it;
+  input_next = 0;
+  ASSERT_OK(mp_pool_imap(pool, identity, NULL, 0, sizeof(int64_t),
+                         sizeof(int64_t),
+                         &(mp_imap_opts_t){.chunksize = 2, .input = failing_input},
+                         &it));
+  int64_t y;
+  size_t idx;
+  for (int64_t i = 0; i < 7; i++) {
+    ASSERT_OK(mp_imap_next(it, &y, &idx, MP_FOREVER));
+    ASSERT_EQ(y, i);
+    ASSERT_EQ(idx, (size_t)i);
+  }
+  ASSERT_ERR(mp_imap_next(it, &y, &idx, MP_FOREVER), MP_EIO);
+  ASSERT_ERR(mp_imap_next(it, &y, &idx, MP_FOREVER), MP_ECLOSED);
+  ASSERT_OK(mp_imap_destroy(it));
+  ASSERT_OK(mp_pool_destroy(pool));
+}
+
+/* Python raises for Pool(processes=-1) and for a negative maxtasksperchild;
+ * a -1 stored in the unsigned field must not turn into "4294967295 tasks". */
+TEST(pool_rejects_nonsense_sizes) {
+  mp_pool_t *pool;
+  ASSERT_ERR(mp_pool_create(&pool, &(mp_pool_opts_t){.workers = -1}), MP_EINVAL);
+  ASSERT_ERR(mp_pool_create(&pool, &(mp_pool_opts_t){.workers = 4097}), MP_EINVAL);
+  int minus_one = -1;
+  ASSERT_ERR(mp_pool_create(&pool, &(mp_pool_opts_t){
+                                       .workers = 1,
+                                       .maxtasksperchild = (unsigned)minus_one}),
+             MP_EINVAL);
+  /* 0 means the default (zeroed options): CPUs usable, no task limit. */
+  ASSERT_OK(mp_pool_create(&pool, &(mp_pool_opts_t){.workers = 0,
+                                                    .backend = MP_POOL_THREADS}));
+  ASSERT_EQ(mp_pool_size(pool), mp_cpu_count());
+  ASSERT_OK(mp_pool_destroy(pool));
+}

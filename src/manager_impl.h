@@ -144,6 +144,9 @@ int mp__sval_make(mop_t *op, const mp_val_t *v, sval_t *out);
 /* Defer freeing the blob of s, if any. */
 int mp__sval_release(mop_t *op, const sval_t *s);
 int mp__sval_blob(const sval_t *s); /* has a blob */
+/* A view of s without copying: strings and bytes point into the arena
+ * (valid while the object's lock is held). */
+void mp__sval_view(mp__arena_t *a, const sval_t *s, mp_val_t *v);
 /* Copy out (strings/bytes malloc'd and NUL-terminated). MP_ENOMEM. */
 int mp__sval_load(mp__arena_t *a, const sval_t *s, mp_val_t *out);
 bool mp__sval_eq(mp__arena_t *a, const sval_t *s, const mp_val_t *v);

@@ -1,5 +1,6 @@
 /* Porting from Python: behaviour a porter relies on across parts (names with
  * or without a leading '/', ...). */
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "runner.h"
@@ -155,4 +156,234 @@ TEST(pool_rejects_nonsense_sizes) {
                                                     .backend = MP_POOL_THREADS}));
   ASSERT_EQ(mp_pool_size(pool), mp_cpu_count());
   ASSERT_OK(mp_pool_destroy(pool));
+}
+
+/* ---- manager: the list and dict methods Python programs use ------------- */
+
+static void list_fill(mp_list_t *l, const int64_t *xs, size_t n) {
+  ASSERT_OK(mp_list_clear(l));
+  for (size_t i = 0; i < n; i++)
+    ASSERT_OK(mp_list_append(l, &(mp_val_t){.type = MP_INT, .u.i = xs[i]}));
+}
+
+#define ASSERT_REPR(l, want)                                                   \
+  do {                                                                         \
+    char *s_;                                                                  \
+    ASSERT_OK(mp_list_repr((l), &s_));                                         \
+    ASSERT_STR_EQ(s_, (want));                                                 \
+    free(s_);                                                                  \
+  } while (0)
+
+static void slice_repr(mp_list_t *l, int64_t a, int64_t b, int64_t c,
+                       const char *want) {
+  mp_val_t *vs;
+  size_t n;
+  ASSERT_OK(mp_list_get_slice(l, a, b, c, &vs, &n));
+  char buf[256] = "[";
+  for (size_t i = 0; i < n; i++) {
+    char *s;
+    ASSERT_OK(mp_val_repr(&vs[i], &s));
+    snprintf(buf + strlen(buf), sizeof buf - strlen(buf), "%s%s", i ? ", " : "", s);
+    free(s);
+  }
+  strcat(buf, "]");
+  mp_vals_free(vs, n);
+  ASSERT_STR_EQ(buf, want);
+}
+
+/* Expected values are Python's, from the same operations on [3, 1, 2, 3, 5]. */
+TEST(manager_list_python_methods) {
+  static const int64_t xs[] = {3, 1, 2, 3, 5};
+  mp_manager_t *m;
+  mp_list_t *l;
+  ASSERT_OK(mp_manager_create(&m, NULL));
+  ASSERT_OK(mp_list_create(&l, m, NULL));
+  list_fill(l, xs, 5);
+  mp_val_t three = mp_val_int(3), four = mp_val_int(4);
+  size_t n, i;
+  ASSERT_OK(mp_list_count(l, &three, &n));
+  ASSERT_EQ(n, 2u);
+  ASSERT_OK(mp_list_count(l, &four, &n));
+  ASSERT_EQ(n, 0u);
+  ASSERT_OK(mp_list_index(l, &three, 0, INT64_MAX, &i));
+  ASSERT_EQ(i, 0u);
+  ASSERT_OK(mp_list_index(l, &three, 1, INT64_MAX, &i));
+  ASSERT_EQ(i, 3u);
+  ASSERT_OK(mp_list_index(l, &three, -2, INT64_MAX, &i));
+  ASSERT_EQ(i, 3u);
+  ASSERT_ERR(mp_list_index(l, &three, 1, 3, &i), MP_ENOENT);
+  ASSERT_ERR(mp_list_index(l, &four, 0, INT64_MAX, &i), MP_ENOENT);
+
+  ASSERT_OK(mp_list_sort(l, false));
+  ASSERT_REPR(l, "[1, 2, 3, 3, 5]");
+  ASSERT_OK(mp_list_sort(l, true));
+  ASSERT_REPR(l, "[5, 3, 3, 2, 1]");
+  list_fill(l, xs, 5);
+  ASSERT_OK(mp_list_reverse(l));
+  ASSERT_REPR(l, "[5, 3, 2, 1, 3]");
+
+  list_fill(l, xs, 5);
+  slice_repr(l, INT64_MAX, INT64_MIN, -1, "[5, 3, 2, 1, 3]");
+  slice_repr(l, 1, 4, 1, "[1, 2, 3]");
+  slice_repr(l, INT64_MIN, INT64_MAX, 2, "[3, 2, 5]");
+  slice_repr(l, -2, INT64_MAX, 1, "[3, 5]");
+  slice_repr(l, 4, 1, -2, "[5, 2]");
+  slice_repr(l, 4, 1, 1, "[]");
+
+  mp_val_t nines[3] = {mp_val_int(9), mp_val_int(9), mp_val_int(9)};
+  ASSERT_OK(mp_list_set_slice(l, 1, 3, 1, nines, 3));
+  ASSERT_REPR(l, "[3, 9, 9, 9, 3, 5]");
+  list_fill(l, xs, 5);
+  mp_val_t seven[3] = {mp_val_int(7), mp_val_int(8), mp_val_int(9)};
+  ASSERT_OK(mp_list_set_slice(l, INT64_MIN, INT64_MAX, 2, seven, 3));
+  ASSERT_REPR(l, "[7, 1, 8, 3, 9]");
+  ASSERT_ERR(mp_list_set_slice(l, INT64_MIN, INT64_MAX, 2, seven, 2), MP_EINVAL);
+  ASSERT_REPR(l, "[7, 1, 8, 3, 9]");
+  list_fill(l, xs, 5);
+  ASSERT_OK(mp_list_del_slice(l, INT64_MIN, INT64_MAX, 2));
+  ASSERT_REPR(l, "[1, 3]");
+  list_fill(l, xs, 5);
+  ASSERT_OK(mp_list_del_slice(l, 1, -1, 1));
+  ASSERT_REPR(l, "[3, 5]");
+  list_fill(l, xs, 5);
+  mp_val_t zero = mp_val_int(0);
+  ASSERT_OK(mp_list_set_slice(l, 5, 2, 1, &zero, 1));
+  ASSERT_REPR(l, "[3, 1, 2, 3, 5, 0]");
+  ASSERT_OK(mp_list_set_slice(l, 0, 5, 1, NULL, 0)); /* l[0:5] = [] */
+  ASSERT_REPR(l, "[0]");
+
+  /* l *= 3 with a string: every copy is its own value. */
+  ASSERT_OK(mp_list_clear(l));
+  mp_val_t one = mp_val_int(1), x = mp_val_str("x");
+  ASSERT_OK(mp_list_append(l, &one));
+  ASSERT_OK(mp_list_append(l, &x));
+  ASSERT_OK(mp_list_repeat(l, 3));
+  ASSERT_REPR(l, "[1, 'x', 1, 'x', 1, 'x']");
+  ASSERT_OK(mp_list_pop(l, 1, NULL));
+  ASSERT_REPR(l, "[1, 1, 'x', 1, 'x']");
+  ASSERT_OK(mp_list_repeat(l, 0));
+  ASSERT_REPR(l, "[]");
+
+  /* Numbers of every kind sort together; strings by code points. */
+  mp_val_t mixed[4] = {mp_val_bool(true), mp_val_double(2.5), mp_val_int(1),
+                       mp_val_int(-1)};
+  ASSERT_OK(mp_list_extend(l, mixed, 4));
+  ASSERT_OK(mp_list_sort(l, false));
+  ASSERT_REPR(l, "[-1, True, 1, 2.5]");
+  ASSERT_OK(mp_list_clear(l));
+  mp_val_t strs[3] = {mp_val_str("b"), mp_val_str("a"), mp_val_str("ab")};
+  ASSERT_OK(mp_list_extend(l, strs, 3));
+  ASSERT_OK(mp_list_sort(l, false));
+  ASSERT_REPR(l, "['a', 'ab', 'b']");
+
+  /* Errors: TypeError cases leave the list unchanged; bad arguments. */
+  ASSERT_OK(mp_list_append(l, &one));
+  ASSERT_ERR(mp_list_sort(l, false), MP_EINVAL);
+  ASSERT_REPR(l, "['a', 'ab', 'b', 1]");
+  mp_val_t *vs;
+  ASSERT_ERR(mp_list_get_slice(l, 0, 1, 0, &vs, &n), MP_EINVAL);
+  ASSERT_ERR(mp_list_get_slice(l, 0, 1, 1, NULL, &n), MP_EINVAL);
+  ASSERT_ERR(mp_list_del_slice(l, 0, 1, 0), MP_EINVAL);
+  ASSERT_ERR(mp_list_set_slice(l, 0, 1, 1, NULL, 2), MP_EINVAL);
+  ASSERT_ERR(mp_list_count(NULL, &one, &n), MP_EINVAL);
+  ASSERT_ERR(mp_list_count(l, &one, NULL), MP_EINVAL);
+  ASSERT_ERR(mp_list_index(l, NULL, 0, 1, &i), MP_EINVAL);
+  ASSERT_ERR(mp_list_sort(NULL, false), MP_EINVAL);
+  ASSERT_ERR(mp_list_reverse(NULL), MP_EINVAL);
+  ASSERT_ERR(mp_list_repeat(NULL, 2), MP_EINVAL);
+  ASSERT_OK(mp_list_close(l));
+  ASSERT_OK(mp_manager_destroy(m));
+}
+
+TEST(manager_dict_python_methods) {
+  mp_manager_t *m;
+  mp_dict_t *d;
+  ASSERT_OK(mp_manager_create(&m, NULL));
+  ASSERT_OK(mp_dict_create(&d, m, NULL));
+  mp_val_t k, v;
+  ASSERT_ERR(mp_dict_popitem(d, &k, &v), MP_ENOENT);
+  for (int i = 0; i < 5; i++) {
+    char key[8];
+    snprintf(key, sizeof key, "k%d", i);
+    ASSERT_OK(mp_dict_set(d, &(mp_val_t){.type = MP_STR, .u.s = key, .len = 2},
+                          &(mp_val_t){.type = MP_INT, .u.i = i}));
+  }
+  mp_val_t k1 = mp_val_str("k1");
+  ASSERT_OK(mp_dict_del(d, &k1));
+  /* popitem is LIFO. */
+  ASSERT_OK(mp_dict_popitem(d, &k, &v));
+  ASSERT_STR_EQ(k.u.s, "k4");
+  ASSERT_EQ(v.u.i, 4);
+  mp_val_free(&k);
+  /* setdefault: present keeps, absent inserts. */
+  mp_val_t k0 = mp_val_str("k0"), def = mp_val_str("new"), out;
+  ASSERT_OK(mp_dict_setdefault(d, &k0, &def, &out));
+  ASSERT_EQ(out.type, MP_INT);
+  ASSERT_EQ(out.u.i, 0);
+  ASSERT_OK(mp_dict_setdefault(d, &k1, &def, &out));
+  ASSERT_STR_EQ(out.u.s, "new");
+  mp_val_free(&out);
+  ASSERT_OK(mp_dict_setdefault(d, &(mp_val_t){.type = MP_INT, .u.i = 9}, NULL, &out));
+  ASSERT_EQ(out.type, MP_NIL);
+  char *s;
+  ASSERT_OK(mp_dict_repr(d, &s));
+  ASSERT_STR_EQ(s, "{'k0': 0, 'k2': 2, 'k3': 3, 'k1': 'new', 9: None}");
+  free(s);
+  /* Iteration one item at a time, in insertion order. */
+  size_t pos = 0, seen = 0;
+  int r;
+  char order[64] = "";
+  while ((r = mp_dict_next(d, &pos, &k, NULL)) == 1) {
+    char *ks;
+    ASSERT_OK(mp_val_repr(&k, &ks));
+    strcat(order, ks);
+    free(ks);
+    mp_val_free(&k);
+    seen++;
+  }
+  ASSERT_EQ(r, 0);
+  ASSERT_EQ(seen, 5u);
+  ASSERT_STR_EQ(order, "'k0''k2''k3''k1'9");
+  ASSERT_EQ(mp_dict_next(d, &pos, NULL, &v), 0); /* stays at the end */
+  /* Errors. */
+  ASSERT_ERR(mp_dict_popitem(NULL, &k, &v), MP_EINVAL);
+  ASSERT_ERR(mp_dict_popitem(d, NULL, &v), MP_EINVAL);
+  ASSERT_ERR(mp_dict_setdefault(d, &k0, &def, NULL), MP_EINVAL);
+  ASSERT_ERR(mp_dict_setdefault(d, &(mp_val_t){.type = MP_DOUBLE}, &def, &out), MP_EINVAL);
+  ASSERT_ERR(mp_dict_next(d, NULL, &k, &v), MP_EINVAL);
+  ASSERT_ERR(mp_dict_next(d, &pos, NULL, NULL), MP_EINVAL);
+  ASSERT_OK(mp_dict_close(d));
+  ASSERT_OK(mp_manager_destroy(m));
+}
+
+/* The new calls work across fork like the others: a child sorts and pops,
+ * the parent sees it. */
+TEST(manager_methods_across_fork) {
+  mp_manager_t *m;
+  mp_list_t *l;
+  mp_dict_t *d;
+  ASSERT_OK(mp_manager_create(&m, NULL));
+  ASSERT_OK(mp_list_create(&l, m, NULL));
+  ASSERT_OK(mp_dict_create(&d, m, NULL));
+  static const int64_t xs[] = {3, 1, 2};
+  list_fill(l, xs, 3);
+  mp_val_t a = mp_val_str("a");
+  ASSERT_OK(mp_dict_set(d, &a, &a));
+  pid_t pid = fork();
+  ASSERT(pid >= 0);
+  if (pid == 0) {
+    mp_val_t k, v;
+    int ok = mp_list_sort(l, false) == 0 && mp_dict_popitem(d, &k, &v) == 0;
+    _exit(ok ? 0 : 1);
+  }
+  int st;
+  ASSERT_EQ(waitpid(pid, &st, 0), pid);
+  ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  ASSERT_REPR(l, "[1, 2, 3]");
+  size_t n;
+  ASSERT_OK(mp_dict_len(d, &n));
+  ASSERT_EQ(n, 0u);
+  ASSERT_OK(mp_list_close(l));
+  ASSERT_OK(mp_dict_close(d));
+  ASSERT_OK(mp_manager_destroy(m));
 }

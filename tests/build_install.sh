@@ -40,7 +40,7 @@ $CC $SAN "$T/app.c" $(pkg-config --cflags --libs mproc) -Wl,-rpath,"$LIBDIR" -o 
   fail "compile against the installed tree"
 "$T/app" | grep -q "put 0" || fail "the shared-library program did not run"
 # Static: the archive found through pkg-config.
-$CC $SAN "$T/app.c" $(pkg-config --cflags mproc) "$LIBDIR/libmproc.a" -pthread -o "$T/app_static" ||
+$CC $SAN "$T/app.c" $(pkg-config --cflags mproc) "$LIBDIR/libmproc.a" -pthread -lcrypto -o "$T/app_static" ||
   fail "static link"
 "$T/app_static" | grep -q "put 0" || fail "the static program did not run"
 echo "OK"

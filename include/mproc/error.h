@@ -20,11 +20,13 @@ MP_BEGIN_DECLS
 #define MP_ERRNO_MAP(XX)                                                       \
   XX(E2BIG, -E2BIG, "argument list too long")                                  \
   XX(EACCES, -EACCES, "permission denied")                                     \
+  XX(EADDRINUSE, -EADDRINUSE, "address already in use")                        \
   XX(EAGAIN, -EAGAIN, "not finished yet or resource temporarily unavailable: try again")                      \
   XX(EBADF, -EBADF, "bad file descriptor")                                     \
   XX(EBUSY, -EBUSY, "busy: still running or in use")                                 \
   XX(ECANCELED, -ECANCELED, "operation canceled")                              \
   XX(ECHILD, -ECHILD, "no child processes")                                    \
+  XX(ECONNREFUSED, -ECONNREFUSED, "connection refused")                        \
   XX(ECONNRESET, -ECONNRESET, "connection reset by peer")                      \
   XX(EDEADLK, -EDEADLK, "resource deadlock avoided")                           \
   XX(EEXIST, -EEXIST, "file already exists")                                   \

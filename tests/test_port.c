@@ -387,3 +387,81 @@ TEST(manager_methods_across_fork) {
   ASSERT_OK(mp_dict_close(d));
   ASSERT_OK(mp_manager_destroy(m));
 }
+
+/* ---- named Value / Array: reachable from a fork-server child ------------ */
+
+static int bump_named(const void *arg, size_t len) {
+  char name[80];
+  if (len >= sizeof name)
+    return 2;
+  memcpy(name, arg, len);
+  name[len] = '\0';
+  mp_value_t *v;
+  mp_array_t *a;
+  char aname[90];
+  snprintf(aname, sizeof aname, "%s-arr", name);
+  if (mp_value_open(&v, name) < 0 || mp_array_open(&a, aname) < 0)
+    return 3;
+  mp_rlock_t *lk;
+  int64_t x;
+  if (mp_value_get_lock(v, &lk) < 0 || mp_rlock_acquire(lk, MP_FOREVER) < 0)
+    return 4;
+  mp_value_get_i64(v, &x);
+  mp_value_set_i64(v, x + 5);
+  mp_rlock_release(lk);
+  mp_array_set_i64(a, 2, 7);
+  mp_value_destroy(v); /* not the creator: the name stays */
+  mp_array_destroy(a);
+  return 0;
+}
+
+TEST(named_value_array_from_forkserver_child) {
+  ASSERT_OK(mp_forkserver_start());
+  char name[64], aname[80];
+  bare_name(name, sizeof name, "val");
+  snprintf(aname, sizeof aname, "%s-arr", name);
+  mp_value_t *v;
+  mp_array_t *a;
+  int32_t init = 42;
+  ASSERT_OK(mp_value_create(&v, MP_TYPE_I32, &init, &(mp_value_opts_t){.name = name}));
+  ASSERT_OK(mp_array_create(&a, MP_TYPE_I64, 3, NULL, &(mp_array_opts_t){.name = aname}));
+  ASSERT(mp_value_name(v) && mp_value_name(v)[0] == '/');
+  ASSERT_STR_EQ(mp_value_name(v) + 1, name);
+  mp_process_t *p;
+  ASSERT_OK(mp_process_create(&p, bump_named, name, strlen(name),
+                              &(mp_process_opts_t){.start_method = MP_START_FORKSERVER}));
+  ASSERT_OK(mp_process_start(p));
+  ASSERT_OK(mp_process_join(p, MP_FOREVER));
+  int code;
+  ASSERT_OK(mp_process_exitcode(p, &code));
+  ASSERT_EQ(code, 0);
+  ASSERT_OK(mp_process_destroy(p));
+  int64_t x;
+  ASSERT_OK(mp_value_get_i64(v, &x));
+  ASSERT_EQ(x, 47);
+  ASSERT_OK(mp_array_get_i64(a, 2, &x));
+  ASSERT_EQ(x, 7);
+
+  /* Errors. */
+  mp_value_t *v2;
+  mp_array_t *a2;
+  ASSERT_ERR(mp_value_create(&v2, MP_TYPE_I32, NULL, &(mp_value_opts_t){.name = name}),
+             MP_EEXIST);
+  ASSERT_ERR(mp_value_open(&v2, aname), MP_EINVAL); /* 3 elements */
+  ASSERT_ERR(mp_value_open(NULL, name), MP_EINVAL);
+  ASSERT_ERR(mp_array_open(&a2, NULL), MP_EINVAL);
+  mp_queue_t *q;
+  ASSERT_OK(mp_queue_create(&q, NULL));
+  ASSERT_ERR(mp_array_open(&a2, mp_queue_name(q)), MP_EINVAL); /* not an array */
+  ASSERT_OK(mp_queue_destroy(q));
+  mp_value_t *anon;
+  ASSERT_OK(mp_value_create(&anon, MP_TYPE_F64, NULL, NULL));
+  ASSERT(mp_value_name(anon) == NULL);
+  ASSERT_OK(mp_value_destroy(anon));
+  /* The creator's destroy removes the names. */
+  ASSERT_OK(mp_value_destroy(v));
+  ASSERT_OK(mp_array_destroy(a));
+  ASSERT_ERR(mp_value_open(&v2, name), MP_ENOENT);
+  ASSERT_ERR(mp_array_open(&a2, aname), MP_ENOENT);
+  ASSERT_OK(mp_forkserver_stop());
+}

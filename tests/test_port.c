@@ -465,3 +465,10 @@ TEST(named_value_array_from_forkserver_child) {
   ASSERT_ERR(mp_array_open(&a2, aname), MP_ENOENT);
   ASSERT_OK(mp_forkserver_stop());
 }
+
+/* The README's example, as printed there. */
+TEST(readme_example_runs) {
+  char *out = mpt_run_example("readme_queue", 0);
+  ASSERT_STR_EQ(out, "got: hello 0\ngot: hello 1\ngot: hello 2\n");
+  free(out);
+}

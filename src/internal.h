@@ -91,9 +91,21 @@ typedef struct {
 int mp__seg_create(mp__seg_t *seg, const char *name, size_t size,
                    size_t reserve, bool track);
 /* Open an existing segment by name; its current size is read with fstat.
- * reserve 0 means map exactly the current size. MP_ENOENT if missing. */
+ * reserve 0 means map exactly the current size. MP_ENOENT if missing,
+ * MP_EACCES if it belongs to another user or has group/other permission
+ * bits (mp__seg_check_owner). */
 int mp__seg_open(mp__seg_t *seg, const char *name, size_t reserve);
-/* Grow the object to new_size (<= reserve). Other mappings of the same
+/* Owner check of an object opened by name (st from fstat on its fd): a
+ * regular file or FIFO owned by the effective uid with no group or other
+ * permission bits, else MP_EACCES. */
+struct stat;
+int mp__seg_check_owner(const struct stat *st);
+/* Allocate every page of [off, off+len) of fd now (extending its size when
+ * needed, never shrinking). 0, MP_ENOSPC (/dev/shm full), MP_ENOMEM, or
+ * -errno. */
+int mp__seg_reserve_range(int fd, uint64_t off, uint64_t len);
+/* Grow the object to new_size (<= reserve), every page of the new range
+ * allocated (MP_ENOSPC / MP_ENOMEM when the system has no room). Other mappings of the same
  * reservation see the new pages at once. */
 int mp__seg_grow(mp__seg_t *seg, size_t new_size);
 /* Unmap and close; the name stays. */
@@ -110,13 +122,23 @@ int mp__seg_canon(char *buf, size_t cap, const char *name);
 int mp__tracker_register(const char *name);
 int mp__tracker_unregister(const char *name);
 
+/* ---- queue ----------------------------------------------------------------
+ * Check a queue header at base (obj_size bytes backed, mapped bytes of
+ * address space) as mp_queue_open does: 0, MP_EINVAL (not a queue),
+ * MP_EPROTO (a field outside what the creator could have written). */
+int mp__queue_check(const void *base, size_t obj_size, size_t mapped);
+/* Fuzzing aid: free both locks of a queue header (a lock held by a live
+ * process is a wait, not a fault, and would only stall the fuzzer). */
+void mp__queue_clear_locks(void *base);
+
 /* ---- process identity ----------------------------------------------------
  * Lock words hold an owner's pid (or thread id) with its start time beside
  * them, so waiters can tell a dead owner from a live one and from a new
  * process under a reused pid. (src/proc_identity.c) */
 
 /* State letter, thread count and start time (clock ticks since boot) of
- * /proc/<id>/stat; id is a pid or a thread id. Returns 0, MP_ENOENT (no
+ * /proc/<id>/stat; id is a pid or a thread id. The state is 'K' when a
+ * fatal signal is pending (the process is dying). Returns 0, MP_ENOENT (no
  * such process or thread), or another code when /proc cannot tell. */
 int mp__proc_stat(uint32_t id, char *state, long *threads, uint64_t *start);
 /* Start time of process or thread id (0 when /proc cannot tell); same
@@ -132,7 +154,8 @@ uint64_t mp__self_tid_start(void);
 
 /* What /proc says of a lock owner (a pid, or a thread id if thread_level).
  * Returns MP__OWNER_GONE when it certainly holds nothing any more: no such
- * process/thread, or dead and not yet reaped. A process whose main thread
+ * process/thread, dying (a fatal signal pending), or dead and not yet
+ * reaped. A process whose main thread
  * ended while other threads run shows a zombie leader but is alive; as a
  * thread, that main thread is gone. Returns MP__OWNER_EXISTS with *start
  * set when it exists (the caller decides whether the start time shows a

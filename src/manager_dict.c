@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "manager_impl.h"
+#include "manager_redis.h"
 
 typedef struct {
   mgr_obj_t head;
@@ -29,8 +29,14 @@ typedef struct {
 #define SLOT_DUMMY 1
 #define NOT_FOUND UINT64_MAX
 
-static int dict_check(const mp_dict_t *d) {
+static int dict_handle_check(const mp_dict_t *d) {
   return d && d->h.m && d->h.kind == MGR_KIND_DICT ? 0 : MP_EINVAL;
+}
+
+/* A dict in shared memory (a call without a Redis hook refuses others). */
+static int dict_check(const mp_dict_t *d) {
+  int r = dict_handle_check(d);
+  return r == 0 && d->h.m->redis ? MP_ENOTSUP : r;
 }
 
 static dict_shm_t *dict_of(mop_t *op) {
@@ -181,14 +187,28 @@ static int dict_set_locked(mop_t *op, uint64_t h, const mp_val_t *key,
   return dict_insert(op, h, key, val);
 }
 
+int mp__dict_shm_check(mop_t *op) {
+  const dict_shm_t *D = dict_of(op);
+  if (!mp__arena_span_ok(op->a, (uint64_t)((char *)D - (char *)op->a->seg.base),
+                         sizeof *D))
+    return MP_EPROTO;
+  if (D->icap == 0)
+    return D->ecap == 0 && D->elen == 0 && D->count == 0 ? 0 : MP_EPROTO;
+  if ((D->icap & (D->icap - 1)) || D->icap > ((uint64_t)1 << 40) ||
+      D->ecap * 2 != D->icap || D->elen > D->ecap || D->count > D->elen ||
+      !mp__arena_span_ok(op->a, D->index_off, D->icap * 8) ||
+      !mp__arena_span_ok(op->a, D->entries_off, D->ecap * sizeof(dent_t)))
+    return MP_EPROTO;
+  return 0;
+}
+
 static int dict_begin(mp_dict_t *d, const mp_val_t *key, mop_t *op,
                       uint64_t *h) {
   int r = dict_check(d);
   if (r < 0 || (r = mp__mval_check_key(key)) < 0)
     return r;
   *h = mp__mval_hash(dict_seed(d), key);
-  mp__mop_begin(op, d->h.m, d->h.off);
-  return 0;
+  return mp__mop_begin(op, d->h.m, d->h.off);
 }
 
 /* dict_begin, then look key up: *slot is its slot or NOT_FOUND. */
@@ -222,14 +242,14 @@ int mp_dict_open_id(mp_dict_t **d, mp_manager_t *m, uint32_t id) {
 }
 
 int mp_dict_id(const mp_dict_t *d, uint32_t *id) {
-  if (dict_check(d) < 0 || !id)
+  if (dict_handle_check(d) < 0 || !id)
     return MP_EINVAL;
   *id = d->h.id;
   return 0;
 }
 
 int mp_dict_close(mp_dict_t *d) {
-  if (dict_check(d) < 0)
+  if (dict_handle_check(d) < 0)
     return MP_EINVAL;
   free(d);
   return 0;
@@ -239,6 +259,7 @@ int mp_dict_close(mp_dict_t *d) {
  * --------------------------------------------------------------- */
 
 int mp_dict_set(mp_dict_t *d, const mp_val_t *key, const mp_val_t *val) {
+  MGR_REDIS_CALL(d, mp__rdict_set(d, key, val));
   mop_t op;
   uint64_t h;
   int r = mp__mval_check(val);
@@ -251,6 +272,7 @@ int mp_dict_set(mp_dict_t *d, const mp_val_t *key, const mp_val_t *val) {
  * or fails with MP_ENOENT when use_def is false. */
 static int dict_get(mp_dict_t *d, const mp_val_t *key, bool use_def,
                     const mp_val_t *def, mp_val_t *out) {
+  MGR_REDIS_CALL(d, mp__rdict_get(d, key, use_def, def, out));
   mop_t op;
   uint64_t h, slot;
   int r;
@@ -279,6 +301,7 @@ int mp_dict_get(mp_dict_t *d, const mp_val_t *key, mp_val_t *out) {
 }
 
 int mp_dict_contains(mp_dict_t *d, const mp_val_t *key, bool *found) {
+  MGR_REDIS_CALL(d, mp__rdict_contains(d, key, found));
   mop_t op;
   uint64_t h, slot;
   int r;
@@ -319,6 +342,7 @@ static int dict_remove_slot(mop_t *op, uint64_t slot, mp_val_t *kout,
 }
 
 int mp_dict_pop(mp_dict_t *d, const mp_val_t *key, mp_val_t *out) {
+  MGR_REDIS_CALL(d, mp__rdict_pop(d, key, out));
   mop_t op;
   uint64_t h, slot;
   int r;
@@ -334,20 +358,25 @@ int mp_dict_del(mp_dict_t *d, const mp_val_t *key) {
 }
 
 int mp_dict_len(mp_dict_t *d, size_t *n) {
+  MGR_REDIS_CALL(d, mp__rdict_len(d, n));
   mop_t op;
+  int r;
   if (dict_check(d) < 0 || !n)
     return MP_EINVAL;
-  mp__mop_begin(&op, d->h.m, d->h.off);
+  if ((r = mp__mop_begin(&op, d->h.m, d->h.off)) < 0)
+    return r;
   *n = (size_t)dict_of(&op)->count;
   return mp__mop_commit(&op, 0);
 }
 
 int mp_dict_clear(mp_dict_t *d) {
+  MGR_REDIS_CALL(d, mp__rdict_clear(d));
   mop_t op;
   int r;
   if (dict_check(d) < 0)
     return MP_EINVAL;
-  mp__mop_begin(&op, d->h.m, d->h.off);
+  if ((r = mp__mop_begin(&op, d->h.m, d->h.off)) < 0)
+    return r;
   dict_shm_t *D = dict_of(&op);
   if (!D->entries_off)
     return mp__mop_commit(&op, 0);
@@ -373,11 +402,13 @@ int mp_dict_clear(mp_dict_t *d) {
 }
 
 int mp_dict_items(mp_dict_t *d, mp_val_t **keys, mp_val_t **vals, size_t *n) {
+  MGR_REDIS_CALL(d, mp__rdict_items(d, keys, vals, n));
   mop_t op;
   int r = 0;
   if (dict_check(d) < 0 || !n || (!keys && !vals))
     return MP_EINVAL;
-  mp__mop_begin(&op, d->h.m, d->h.off);
+  if ((r = mp__mop_begin(&op, d->h.m, d->h.off)) < 0)
+    return r;
   dict_shm_t *D = dict_of(&op);
   size_t cnt = (size_t)D->count, got = 0;
   mp_val_t *ks = NULL, *vs = NULL;
@@ -418,11 +449,13 @@ int mp_dict_values(mp_dict_t *d, mp_val_t **vals, size_t *n) {
 }
 
 int mp_dict_update(mp_dict_t *d, mp_dict_t *src) {
+  MGR_REDIS_CALL(d, mp__rdict_update(d, src));
   mp_val_t *ks, *vs;
   size_t n;
   mop_t op;
   int r = 0;
-  if (dict_check(d) < 0 || dict_check(src) < 0)
+  /* src may live in Redis: mp_dict_items below reads it from there. */
+  if (dict_check(d) < 0 || dict_handle_check(src) < 0)
     return MP_EINVAL;
   if (d->h.m == src->h.m && d->h.off == src->h.off)
     return 0;
@@ -430,7 +463,11 @@ int mp_dict_update(mp_dict_t *d, mp_dict_t *src) {
   if ((r = mp_dict_items(src, &ks, &vs, &n)) < 0)
     return r;
   uint64_t seed = dict_seed(d);
-  mp__mop_begin(&op, d->h.m, d->h.off);
+  if ((r = mp__mop_begin(&op, d->h.m, d->h.off)) < 0) {
+    mp_vals_free(ks, n);
+    mp_vals_free(vs, n);
+    return r;
+  }
   for (size_t i = 0; i < n && r == 0; i++)
     r = dict_set_locked(&op, mp__mval_hash(seed, &ks[i]), &ks[i], &vs[i]);
   r = mp__mop_end(&op, r);
@@ -441,6 +478,7 @@ int mp_dict_update(mp_dict_t *d, mp_dict_t *src) {
 
 int mp_dict_add(mp_dict_t *d, const mp_val_t *key, int64_t delta,
                 int64_t *result) {
+  MGR_REDIS_CALL(d, mp__rdict_add(d, key, delta, result));
   mop_t op;
   uint64_t h, slot;
   int r;
@@ -466,6 +504,7 @@ int mp_dict_add(mp_dict_t *d, const mp_val_t *key, int64_t delta,
 
 int mp_dict_cas(mp_dict_t *d, const mp_val_t *key, const mp_val_t *expected,
                 const mp_val_t *desired, bool *swapped) {
+  MGR_REDIS_CALL(d, mp__rdict_cas(d, key, expected, desired, swapped));
   mop_t op;
   uint64_t h, slot;
   int r;
@@ -488,11 +527,14 @@ int mp_dict_cas(mp_dict_t *d, const mp_val_t *key, const mp_val_t *expected,
 }
 
 int mp_dict_repr(mp_dict_t *d, char **out) {
+  MGR_REDIS_CALL(d, mp__rdict_repr(d, out));
   mop_t op;
   sbuf_t b = {0};
+  int r;
   if (dict_check(d) < 0 || !out)
     return MP_EINVAL;
-  mp__mop_begin(&op, d->h.m, d->h.off);
+  if ((r = mp__mop_begin(&op, d->h.m, d->h.off)) < 0)
+    return r;
   dict_shm_t *D = dict_of(&op);
   mp__sb_put(&b, "{", 1);
   const dent_t *ents = D->entries_off ? mgr_ptr(op.a, D->entries_off) : NULL;
@@ -516,11 +558,13 @@ int mp_dict_repr(mp_dict_t *d, char **out) {
  */
 
 int mp_dict_popitem(mp_dict_t *d, mp_val_t *key, mp_val_t *val) {
+  MGR_REDIS_CALL(d, MP_ENOTSUP); /* not on Redis yet */
   mop_t op;
   int r;
   if (dict_check(d) < 0 || !key || !val)
     return MP_EINVAL;
-  mp__mop_begin(&op, d->h.m, d->h.off);
+  if ((r = mp__mop_begin(&op, d->h.m, d->h.off)) < 0)
+    return r;
   dict_shm_t *D = dict_of(&op);
   const dent_t *ents = D->count ? mgr_ptr(op.a, D->entries_off) : NULL;
   uint64_t k = D->count ? D->elen : 0;
@@ -540,6 +584,7 @@ int mp_dict_popitem(mp_dict_t *d, mp_val_t *key, mp_val_t *val) {
 
 int mp_dict_setdefault(mp_dict_t *d, const mp_val_t *key, const mp_val_t *def,
                        mp_val_t *out) {
+  MGR_REDIS_CALL(d, MP_ENOTSUP); /* not on Redis yet */
   mop_t op;
   uint64_t h, slot;
   int r;
@@ -562,11 +607,13 @@ int mp_dict_setdefault(mp_dict_t *d, const mp_val_t *key, const mp_val_t *def,
 }
 
 int mp_dict_next(mp_dict_t *d, size_t *pos, mp_val_t *key, mp_val_t *val) {
+  MGR_REDIS_CALL(d, MP_ENOTSUP); /* not on Redis yet */
   mop_t op;
   int r = 0;
   if (dict_check(d) < 0 || !pos || (!key && !val))
     return MP_EINVAL;
-  mp__mop_begin(&op, d->h.m, d->h.off);
+  if ((r = mp__mop_begin(&op, d->h.m, d->h.off)) < 0)
+    return r;
   dict_shm_t *D = dict_of(&op);
   const dent_t *ents = D->entries_off ? mgr_ptr(op.a, D->entries_off) : NULL;
   uint64_t k = *pos;

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "manager_impl.h"
+#include "manager_redis.h"
 
 typedef struct {
   mgr_obj_t head;
@@ -14,12 +14,30 @@ typedef struct {
   uint64_t len;
 } list_shm_t;
 
-static int list_check(const mp_list_t *l) {
+static int list_handle_check(const mp_list_t *l) {
   return l && l->h.m && l->h.kind == MGR_KIND_LIST ? 0 : MP_EINVAL;
+}
+
+/* A list in shared memory (a call without a Redis hook refuses others). */
+static int list_check(const mp_list_t *l) {
+  int r = list_handle_check(l);
+  return r == 0 && l->h.m->redis ? MP_ENOTSUP : r;
 }
 
 static list_shm_t *list_of(mop_t *op) {
   return (list_shm_t *)op->o;
+}
+
+int mp__list_shm_check(mop_t *op) {
+  const list_shm_t *L = list_of(op);
+  if (!mp__arena_span_ok(op->a, (uint64_t)((char *)L - (char *)op->a->seg.base),
+                         sizeof *L))
+    return MP_EPROTO;
+  if (L->len > L->cap || L->cap > ((uint64_t)1 << 40) ||
+      (L->cap && !mp__arena_span_ok(op->a, L->items_off,
+                                    L->cap * sizeof(sval_t))))
+    return MP_EPROTO;
+  return 0;
 }
 
 static sval_t *list_items(mop_t *op) {
@@ -136,14 +154,14 @@ int mp_list_open_id(mp_list_t **l, mp_manager_t *m, uint32_t id) {
 }
 
 int mp_list_id(const mp_list_t *l, uint32_t *id) {
-  if (list_check(l) < 0 || !id)
+  if (list_handle_check(l) < 0 || !id)
     return MP_EINVAL;
   *id = l->h.id;
   return 0;
 }
 
 int mp_list_close(mp_list_t *l) {
-  if (list_check(l) < 0)
+  if (list_handle_check(l) < 0)
     return MP_EINVAL;
   free(l);
   return 0;
@@ -155,11 +173,11 @@ int mp_list_close(mp_list_t *l) {
 static int list_begin(mp_list_t *l, mop_t *op) {
   if (list_check(l) < 0)
     return MP_EINVAL;
-  mp__mop_begin(op, l->h.m, l->h.off);
-  return 0;
+  return mp__mop_begin(op, l->h.m, l->h.off);
 }
 
 int mp_list_append(mp_list_t *l, const mp_val_t *v) {
+  MGR_REDIS_CALL(l, mp__rlist_append(l, v, 1));
   mop_t op;
   int r = mp__mval_check(v);
   if (r < 0 || (r = list_begin(l, &op)) < 0)
@@ -168,6 +186,7 @@ int mp_list_append(mp_list_t *l, const mp_val_t *v) {
 }
 
 int mp_list_extend(mp_list_t *l, const mp_val_t *vals, size_t n) {
+  MGR_REDIS_CALL(l, mp__rlist_append(l, vals, n));
   mop_t op;
   int r;
   if (list_check(l) < 0 || (n && !vals) || n > (1ull << 40))
@@ -183,6 +202,7 @@ int mp_list_extend(mp_list_t *l, const mp_val_t *vals, size_t n) {
 }
 
 int mp_list_get(mp_list_t *l, int64_t i, mp_val_t *out) {
+  MGR_REDIS_CALL(l, mp__rlist_get(l, i, out));
   mop_t op;
   uint64_t k;
   int r;
@@ -196,6 +216,7 @@ int mp_list_get(mp_list_t *l, int64_t i, mp_val_t *out) {
 }
 
 int mp_list_set(mp_list_t *l, int64_t i, const mp_val_t *v) {
+  MGR_REDIS_CALL(l, mp__rlist_set(l, i, v));
   mop_t op;
   uint64_t k;
   sval_t nv;
@@ -214,6 +235,7 @@ int mp_list_set(mp_list_t *l, int64_t i, const mp_val_t *v) {
 }
 
 int mp_list_insert(mp_list_t *l, int64_t i, const mp_val_t *v) {
+  MGR_REDIS_CALL(l, mp__rlist_insert(l, i, v));
   mop_t op;
   int r = mp__mval_check(v);
   if (r < 0 || (r = list_begin(l, &op)) < 0)
@@ -237,6 +259,7 @@ int mp_list_insert(mp_list_t *l, int64_t i, const mp_val_t *v) {
 }
 
 int mp_list_pop(mp_list_t *l, int64_t i, mp_val_t *out) {
+  MGR_REDIS_CALL(l, mp__rlist_pop(l, i, out));
   mop_t op;
   uint64_t k;
   int r;
@@ -248,6 +271,7 @@ int mp_list_pop(mp_list_t *l, int64_t i, mp_val_t *out) {
 }
 
 int mp_list_remove(mp_list_t *l, const mp_val_t *v) {
+  MGR_REDIS_CALL(l, mp__rlist_remove(l, v));
   mop_t op;
   int r = mp__mval_check(v);
   if (r < 0 || (r = list_begin(l, &op)) < 0)
@@ -261,9 +285,13 @@ int mp_list_remove(mp_list_t *l, const mp_val_t *v) {
 }
 
 int mp_list_len(mp_list_t *l, size_t *n) {
+  MGR_REDIS_CALL(l, mp__rlist_len(l, n));
   mop_t op;
-  if (!n || list_begin(l, &op) < 0)
+  int r;
+  if (!n)
     return MP_EINVAL;
+  if ((r = list_begin(l, &op)) < 0)
+    return r;
   *n = (size_t)list_of(&op)->len;
   return mp__mop_commit(&op, 0);
 }
@@ -280,17 +308,22 @@ static int list_clear_locked(mop_t *op) {
 }
 
 int mp_list_clear(mp_list_t *l) {
+  MGR_REDIS_CALL(l, mp__rlist_clear(l));
   mop_t op;
-  if (list_begin(l, &op) < 0)
-    return MP_EINVAL;
+  int r = list_begin(l, &op);
+  if (r < 0)
+    return r;
   return mp__mop_end(&op, list_clear_locked(&op));
 }
 
 int mp_list_items(mp_list_t *l, mp_val_t **vals, size_t *n) {
+  MGR_REDIS_CALL(l, mp__rlist_items(l, vals, n));
   mop_t op;
   int r = 0;
-  if (!vals || !n || list_begin(l, &op) < 0)
+  if (!vals || !n)
     return MP_EINVAL;
+  if ((r = list_begin(l, &op)) < 0)
+    return r;
   size_t len = (size_t)list_of(&op)->len;
   mp_val_t *vs = len ? calloc(len, sizeof *vs) : NULL;
   if (len && !vs)
@@ -309,10 +342,14 @@ int mp_list_items(mp_list_t *l, mp_val_t **vals, size_t *n) {
 }
 
 int mp_list_repr(mp_list_t *l, char **out) {
+  MGR_REDIS_CALL(l, mp__rlist_repr(l, out));
   mop_t op;
   sbuf_t b = {0};
-  if (!out || list_begin(l, &op) < 0)
+  int r;
+  if (!out)
     return MP_EINVAL;
+  if ((r = list_begin(l, &op)) < 0)
+    return r;
   list_shm_t *L = list_of(&op);
   sval_t *items = list_items(&op);
   mp__sb_put(&b, "[", 1);
@@ -358,6 +395,7 @@ static int slice_check(int64_t step) {
 }
 
 int mp_list_count(mp_list_t *l, const mp_val_t *v, size_t *count) {
+  MGR_REDIS_CALL(l, MP_ENOTSUP); /* not on Redis yet */
   mop_t op;
   int r = mp__mval_check(v);
   if (r < 0 || !count)
@@ -375,6 +413,7 @@ int mp_list_count(mp_list_t *l, const mp_val_t *v, size_t *count) {
 
 int mp_list_index(mp_list_t *l, const mp_val_t *v, int64_t start,
                   int64_t stop, size_t *index) {
+  MGR_REDIS_CALL(l, MP_ENOTSUP); /* not on Redis yet */
   mop_t op;
   int r = mp__mval_check(v);
   if (r < 0 || !index)
@@ -394,6 +433,7 @@ int mp_list_index(mp_list_t *l, const mp_val_t *v, int64_t start,
 }
 
 int mp_list_reverse(mp_list_t *l) {
+  MGR_REDIS_CALL(l, MP_ENOTSUP); /* not on Redis yet */
   mop_t op;
   int r;
   if ((r = list_begin(l, &op)) < 0)
@@ -478,6 +518,7 @@ static void sort_views(mp_val_t *v, uint64_t *ix, mp_val_t *tv, uint64_t *tix,
 }
 
 int mp_list_sort(mp_list_t *l, bool reverse) {
+  MGR_REDIS_CALL(l, MP_ENOTSUP); /* not on Redis yet */
   mop_t op;
   int r;
   if ((r = list_begin(l, &op)) < 0)
@@ -516,6 +557,7 @@ out:
 
 int mp_list_get_slice(mp_list_t *l, int64_t start, int64_t stop, int64_t step,
                       mp_val_t **vals, size_t *n) {
+  MGR_REDIS_CALL(l, MP_ENOTSUP); /* not on Redis yet */
   mop_t op;
   int r;
   if (!vals || !n || slice_check(step) < 0)
@@ -607,6 +649,7 @@ static int list_splice(mp_list_t *l, int64_t start, int64_t stop, int64_t step,
 
 int mp_list_set_slice(mp_list_t *l, int64_t start, int64_t stop, int64_t step,
                       const mp_val_t *vals, size_t n) {
+  MGR_REDIS_CALL(l, MP_ENOTSUP); /* not on Redis yet */
   if (!vals && n == 0) {
     static const mp_val_t none[1];
     vals = none; /* l[a:b] = []: an empty replacement, not a deletion */
@@ -618,10 +661,12 @@ int mp_list_set_slice(mp_list_t *l, int64_t start, int64_t stop, int64_t step,
 
 int mp_list_del_slice(mp_list_t *l, int64_t start, int64_t stop,
                       int64_t step) {
+  MGR_REDIS_CALL(l, MP_ENOTSUP); /* not on Redis yet */
   return list_splice(l, start, stop, step, NULL, 0);
 }
 
 int mp_list_repeat(mp_list_t *l, int64_t times) {
+  MGR_REDIS_CALL(l, MP_ENOTSUP); /* not on Redis yet */
   mop_t op;
   int r;
   if ((r = list_begin(l, &op)) < 0)

@@ -47,12 +47,28 @@ static mp__wshm_t *wshm(mp_pool_t *p, int w) {
   return map_wshm(p->map, w);
 }
 
+mp__wshm_t *mp__pool_slot_words(mp_pool_t *p, int w) {
+  return map_wshm(p->map, w);
+}
+
+uint8_t *mp__pool_slot_tring(mp_pool_t *p, int w) {
+  return map_tring(p->map, p->nw, w);
+}
+
 static uint8_t *tring(mp_pool_t *p, int w) {
   return map_tring(p->map, p->nw, w);
 }
 
 static uint8_t *rring(mp_pool_t *p, int w) {
   return tring(p, w) + MP__POOL_RING;
+}
+
+uint8_t *mp__pool_rring(mp_pool_t *p, int w) {
+  return rring(p, w);
+}
+
+mp__wshm_t *mp__pool_wshm(mp_pool_t *p, int w) {
+  return wshm(p, w);
 }
 
 /* Make an eventfd readable (fd < 0: nothing). A full counter is readable
@@ -83,6 +99,19 @@ static int lazy_eventfd(_Atomic int *slot) {
   return expect;
 }
 
+static job_t **job_bucket(mp_pool_t *p, uint64_t id) {
+  uint64_t h = (id >> 4) * 0x9e3779b97f4a7c15ull;
+  return &p->jhash[h >> (64 - 12)];
+}
+_Static_assert(MP__POOL_JHASH == 1 << 12, "bucket bits");
+
+job_t *mp__pool_job_find(mp_pool_t *p, uint64_t id) {
+  for (job_t *j = *job_bucket(p, id); j; j = j->hnext)
+    if ((uint64_t)(uintptr_t)j == id)
+      return j;
+  return NULL;
+}
+
 void mp__pool_live_add(mp_pool_t *p, job_t *j) {
   atomic_fetch_add(&j->refs, 1);
   j->lnext = p->live.lnext;
@@ -90,6 +119,12 @@ void mp__pool_live_add(mp_pool_t *p, job_t *j) {
   p->live.lnext->lprev = j;
   p->live.lnext = j;
   p->live_count++;
+  job_t **b = job_bucket(p, (uint64_t)(uintptr_t)j);
+  j->hnext = *b;
+  j->hpprev = b;
+  if (*b)
+    (*b)->hpprev = &j->hnext;
+  *b = j;
 }
 
 /* Under mu. Drops the pool's reference unless keep_ref. */
@@ -97,6 +132,11 @@ void mp__pool_live_remove(mp_pool_t *p, job_t *j) {
   j->lprev->lnext = j->lnext;
   j->lnext->lprev = j->lprev;
   j->lprev = j->lnext = NULL;
+  *j->hpprev = j->hnext;
+  if (j->hnext)
+    j->hnext->hpprev = j->hpprev;
+  j->hnext = NULL;
+  j->hpprev = NULL;
   if (--p->live_count == 0)
     pthread_cond_broadcast(&p->idle_cv);
 }
@@ -239,7 +279,9 @@ static void map_finish_err(mp_result_t *r) {
 /* Under mu: a task (from a ring or the backlog) ended with err and no
  * result. */
 void mp__pool_fail_task(mp_pool_t *p, const mp__trec_t *t, int err) {
-  job_t *j = (job_t *)(uintptr_t)t->id;
+  job_t *j = mp__pool_job_find(p, t->id);
+  if (!j)
+    return; /* a record no dispatch wrote */
   if (j->kind == J_IMAP) {
     mp__pool_imap_chunk_done(p, (mp_imap_t *)j, t->start, t->count, NULL, NULL,
                              err);
@@ -254,6 +296,8 @@ void mp__pool_fail_task(mp_pool_t *p, const mp__trec_t *t, int err) {
   }
   if (!r->fail_err)
     r->fail_err = err;
+  if (t->count > r->left)
+    return; /* more than is due: not a record of ours */
   r->left -= t->count;
   if (r->left == 0) {
     map_finish_err(r);
@@ -261,8 +305,58 @@ void mp__pool_fail_task(mp_pool_t *p, const mp__trec_t *t, int err) {
   }
 }
 
+int mp__pool_rrec_parse(const uint8_t *ring, uint64_t tail, uint64_t head,
+                        const mp__rrec_t **out) {
+  uint64_t avail = head - tail, at = tail & MP__POOL_RMASK;
+  if (avail > MP__POOL_RING || avail < MP__POOL_REC || (tail % MP__POOL_REC))
+    return MP_EPROTO;
+  const mp__rrec_t *rr = (const mp__rrec_t *)(const void *)(ring + at);
+  uint64_t size = rr->size;
+  if (size < MP__POOL_REC || size % MP__POOL_REC || size > avail ||
+      at + size > MP__POOL_RING)
+    return MP_EPROTO;
+  if (rr->kind != MP__K_SKIP &&
+      (rr->kind != MP__K_RESULT || rr->len > size - MP__POOL_REC))
+    return MP_EPROTO;
+  *out = rr;
+  return 0;
+}
+
+int mp__pool_rrec_fits(const mp__rrec_t *rr, int kind, size_t n, size_t left,
+                       size_t result_size) {
+  if (kind == J_APPLY)
+    return 0;
+  if (kind != J_MAP && kind != J_IMAP)
+    return MP_EPROTO;
+  uint64_t count = rr->count, per = result_size + (kind == J_IMAP ? 4 : 0);
+  if (rr->start > n || count > n - rr->start || rr->flags & MP__RF_MORE)
+    return MP_EPROTO;
+  if (kind == J_MAP && (count > left || (rr->status && rr->fail_index >= count)))
+    return MP_EPROTO;
+  if (per && count > rr->len / per)
+    return MP_EPROTO;
+  return 0;
+}
+
+/* Does rr fit the live job it names? Returns the job or NULL. Under mu. */
+static job_t *result_job(mp_pool_t *p, const mp__rrec_t *rr) {
+  job_t *j = mp__pool_job_find(p, rr->id);
+  if (!j)
+    return NULL;
+  int r;
+  if (j->kind == J_IMAP) {
+    const mp_imap_t *im = (const mp_imap_t *)j;
+    r = mp__pool_rrec_fits(rr, J_IMAP, im->next_in, 0, im->result_size);
+  } else {
+    const mp_result_t *res = (const mp_result_t *)j;
+    r = mp__pool_rrec_fits(rr, j->kind, res->n, res->left, res->result_size);
+  }
+  return r == 0 ? j : NULL;
+}
+
 /* Under mu. */
-static void handle_result(mp_pool_t *p, int w, const mp__rrec_t *rr) {
+static void handle_result(mp_pool_t *p, int w, const mp__rrec_t *rr,
+                          job_t *j) {
   wpar_t *wp = &p->w[w];
   bool final = !(rr->flags & MP__RF_MORE);
   if (final) {
@@ -274,7 +368,6 @@ static void handle_result(mp_pool_t *p, int w, const mp__rrec_t *rr) {
   if (p->terminated)
     return; /* every job was completed by terminate */
   const uint8_t *pay = (const uint8_t *)rr + MP__POOL_REC;
-  job_t *j = (job_t *)(uintptr_t)rr->id;
   if (j->kind == J_IMAP) {
     mp_imap_t *im = (mp_imap_t *)j;
     mp__pool_imap_chunk_done(
@@ -353,8 +446,11 @@ static bool tpush(mp_pool_t *p, int w, const mp__trec_t *h, const void *pay) {
   atomic_store_explicit(&ws->t_head, wp->t_head, memory_order_release);
   atomic_thread_fence(memory_order_seq_cst);
   if (atomic_load_explicit(&ws->t_wait, memory_order_relaxed) &&
-      atomic_exchange(&ws->t_wait, 0))
+      atomic_exchange(&ws->t_wait, 0)) {
     mp__futex_wake(&ws->t_wait, 1);
+    if (p->mpi)
+      mp__pool_mpi_kick(p);
+  }
   return true;
 }
 
@@ -587,6 +683,10 @@ static int spawn_worker(mp_pool_t *p, int w) {
   wp->spawned_ns = mp__now_ns();
   wp->spawned_done = wp->done_seq;
   pthread_mutex_unlock(&p->mu);
+  if (p->opts.backend == MP_POOL_MPI) { /* a virtual slot (pool_mpi.c) */
+    wp->alive = true;
+    return 0;
+  }
   if (p->opts.backend == MP_POOL_THREADS) {
     warg_t *a = malloc(sizeof *a);
     if (!a)
@@ -644,10 +744,21 @@ static bool drain_worker(mp_pool_t *p, int w) {
     return false;
   uint8_t *base = rring(p, w);
   while (tail != head) {
-    const mp__rrec_t *rr =
-        (const mp__rrec_t *)(const void *)(base + (tail & MP__POOL_RMASK));
+    const mp__rrec_t *rr;
+    job_t *j = NULL;
+    if (mp__pool_rrec_parse(base, tail, head, &rr) < 0 ||
+        (rr->kind != MP__K_SKIP && !p->terminated &&
+         !(j = result_job(p, rr)))) {
+      /* Written by no worker of ours: this worker is corrupt. Nothing
+       * more of its ring is read; it is killed, and its tasks are settled
+       * as those of any dead worker. */
+      tail = head;
+      if (wp->pid > 0)
+        kill(wp->pid, SIGKILL);
+      break;
+    }
     if (rr->kind != MP__K_SKIP)
-      handle_result(p, w, rr);
+      handle_result(p, w, rr, j);
     tail += rr->size;
   }
   atomic_store_explicit(&wp->r_tail, tail, memory_order_relaxed);
@@ -669,9 +780,19 @@ static bool settle_dead(mp_pool_t *p, int w) {
   drain_worker(p, w);
   uint8_t *base = tring(p, w);
   uint64_t tail = atomic_load(&ws->t_tail);
+  if (wp->t_head - tail > MP__POOL_RING || tail % MP__POOL_REC)
+    tail = wp->t_head; /* a tail no worker wrote: nothing to settle */
   while (tail != wp->t_head) {
     const mp__trec_t *t =
         (const mp__trec_t *)(const void *)(base + (tail & MP__POOL_RMASK));
+    /* The worker could write its task ring too: a record must lie
+     * between the tail and what we wrote. */
+    if (t->size < MP__POOL_REC || t->size % MP__POOL_REC ||
+        t->size > wp->t_head - tail ||
+        (tail & MP__POOL_RMASK) + t->size > MP__POOL_RING) {
+      tail = wp->t_head;
+      break;
+    }
     if (t->kind == MP__K_SKIP) {
       tail += t->size;
       continue;
@@ -755,7 +876,7 @@ static void worker_gone(mp_pool_t *p, int w) {
   wpar_t *wp = &p->w[w];
   if (p->opts.backend == MP_POOL_PROCESSES)
     reap_process(wp);
-  else
+  else if (p->opts.backend == MP_POOL_THREADS)
     pthread_join(wp->th, NULL);
   pthread_mutex_lock(&p->mu);
   bool task_died = settle_dead(p, w);
@@ -820,7 +941,7 @@ static void *collector_main(void *arg) {
       signal_stop(p, stopping);
       sent = stopping;
     }
-    if (p->opts.backend == MP_POOL_THREADS) {
+    if (p->opts.backend != MP_POOL_PROCESSES) {
       for (int w = 0; w < p->nw; w++)
         if (p->w[w].alive && atomic_load(&wshm(p, w)->exiting))
           worker_gone(p, w);
@@ -913,6 +1034,8 @@ static void *callback_main(void *arg) {
  */
 
 static void pool_free(mp_pool_t *p) {
+  if (p->mpi)
+    mp__pool_mpi_free(p);
   if (p->map)
     munmap(p->map, p->map_len);
   if (p->doorbell >= 0)
@@ -929,6 +1052,7 @@ static void pool_free(mp_pool_t *p) {
   free(p->w);
   free(p->pfd);
   free(p->pw);
+  free(p->jhash);
   free(p);
 }
 
@@ -955,11 +1079,12 @@ int mp_pool_create(mp_pool_t **pool, const mp_pool_opts_t *opts) {
   if (opts)
     o = *opts;
   if (!pool || o.workers < 0 || o.maxtasksperchild > INT_MAX ||
-      (o.backend != MP_POOL_PROCESSES && o.backend != MP_POOL_THREADS) ||
+      (o.backend != MP_POOL_PROCESSES && o.backend != MP_POOL_THREADS &&
+       o.backend != MP_POOL_MPI) ||
       (o.start_method != MP_START_FORK &&
        o.start_method != MP_START_FORKSERVER))
     return MP_EINVAL;
-  if (o.workers == 0)
+  if (o.workers == 0 && o.backend != MP_POOL_MPI)
     o.workers = mp_cpu_count();
   if (o.workers > 4096)
     return MP_EINVAL;
@@ -972,6 +1097,7 @@ int mp_pool_create(mp_pool_t **pool, const mp_pool_opts_t *opts) {
   p->memfd = -1;
   atomic_init(&p->ufd, -1);
   p->live.lnext = p->live.lprev = &p->live;
+  p->jhash = calloc(MP__POOL_JHASH, sizeof *p->jhash);
   pthread_mutex_init(&p->mu, NULL);
   pthread_condattr_t ca;
   pthread_condattr_init(&ca);
@@ -983,10 +1109,17 @@ int mp_pool_create(mp_pool_t **pool, const mp_pool_opts_t *opts) {
   p->parent_pid = getpid();
   pthread_sigmask(SIG_SETMASK, NULL, &p->child_mask);
   int err = MP_ENOMEM;
+  if (o.backend == MP_POOL_MPI) {
+    /* Worker ranks serve inside and return MP_EWORKERRANK. */
+    err = mp__pool_mpi_open(&o, &p->mpi, &p->nw);
+    if (err)
+      goto fail;
+    p->opts.workers = p->nw;
+  }
   p->w = calloc((size_t)p->nw, sizeof *p->w);
   p->pfd = calloc((size_t)p->nw + 1, sizeof *p->pfd);
   p->pw = calloc((size_t)p->nw + 1, sizeof *p->pw);
-  if (!p->w || !p->pfd || !p->pw)
+  if (!p->w || !p->pfd || !p->pw || !p->jhash)
     goto fail;
   for (int w = 0; w < p->nw; w++)
     p->w[w].pidfd = -1;
@@ -1022,6 +1155,8 @@ int mp_pool_create(mp_pool_t **pool, const mp_pool_opts_t *opts) {
     err = -errno;
     goto fail;
   }
+  if (p->mpi && (err = mp__pool_mpi_start(p)) != 0)
+    goto fail;
   err = start_thread(&p->cbthread, callback_main, p);
   if (err)
     goto fail;

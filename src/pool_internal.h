@@ -94,8 +94,43 @@ typedef struct {
   _Atomic uint32_t useq;
 } mp__pshm_t;
 
+/* Writer of one result ring (a worker, or the MPI communication thread). */
+typedef struct {
+  mp__wshm_t *ws;
+  mp__pshm_t *ps;
+  uint8_t *base;
+  uint64_t head;
+  int doorbell;
+} rwriter_t;
+/* Room for a record of size bytes (waits for the parent to drain), then
+ * publish it (wakes the parent if it sleeps). */
+uint8_t *mp__pool_rreserve(rwriter_t *rw, size_t size);
+void mp__pool_rpublish(rwriter_t *rw, size_t size);
+
 /* What mp_pool_worker_index returns in this thread (-1: none). */
 void mp__pool_set_worker_index(int index);
+/* The result record at tail of a result ring (ring: MP__POOL_RING bytes)
+ * whose writer published head: a whole record between tail and head that
+ * does not run past the ring's end, its payload inside it. *out points at
+ * it. 0 or MP_EPROTO (written by no worker: the worker is corrupt). */
+int mp__pool_rrec_parse(const uint8_t *ring, uint64_t tail, uint64_t head,
+                        const mp__rrec_t **out);
+/* Whether a result record fits the job it names: for an apply (kind
+ * J_APPLY) nothing more; for a map (J_MAP) items [start, start+count) lie
+ * within the n items, count within the `left` still due and the payload
+ * holds count results of result_size bytes; for an imap (J_IMAP) the same
+ * with a status word per item, and items below n (the items handed out).
+ * 0 or MP_EPROTO. */
+int mp__pool_rrec_fits(const mp__rrec_t *rr, int kind, size_t n, size_t left,
+                       size_t result_size);
+/* The live job whose address is id, or NULL: ids come back from rings
+ * other processes can write. Under mu. */
+struct job *mp__pool_job_find(mp_pool_t *p, uint64_t id);
+
+/* Worker w's result ring and its control block (tests). */
+uint8_t *mp__pool_rring(mp_pool_t *p, int w);
+mp__wshm_t *mp__pool_wshm(mp_pool_t *p, int w);
+
 /* Bytes a record with paylen payload bytes takes in a ring. */
 size_t mp__pool_rec_size(size_t paylen);
 /* Run tasks from the slot's rings until told to stop or maxtasks (0: no
@@ -113,7 +148,12 @@ typedef struct job {
   int kind;
   _Atomic int refs;
   struct job *lprev, *lnext; /* live list: jobs with work outstanding */
+  /* Live jobs are also hashed by address: a job id read back from a ring
+   * is looked up there, never dereferenced as it is. */
+  struct job *hnext, **hpprev;
 } job_t;
+
+#define MP__POOL_JHASH 4096 /* buckets of the live-job hash; power of two */
 
 struct mp_result {
   job_t j;
@@ -187,6 +227,7 @@ struct mp_pool {
   backlog_t *bl_head, *bl_tail;
   job_t live;
   size_t live_count;
+  job_t **jhash; /* MP__POOL_JHASH buckets of live jobs */
   unsigned rr;
   uint64_t avg_ns;
   bool closed, terminated, joined, stopping_sent;
@@ -203,6 +244,7 @@ struct mp_pool {
   sigset_t child_mask;
   _Atomic uint32_t started;
   int start_err;
+  struct mp__mpi *mpi; /* MPI backend (pool_mpi.c); NULL otherwise */
 };
 
 /* Shared by pool.c and pool_imap.c; "under mu" means with pool->mu held. */
@@ -224,5 +266,24 @@ void mp__pool_imap_chunk_done(mp_pool_t *p, mp_imap_t *im, size_t start,
                               size_t count, const uint8_t *res,
                               const int32_t *sts, int err);
 void mp__pool_imap_free(mp_imap_t *im);
+
+/* ---- MPI backend (pool_mpi*.c; pool_mpi_none.c without MPI) -------------
+ * mp__pool_mpi_open runs on every rank inside mp_pool_create: it initialises
+ * MPI if needed and checks that all ranks run the same binary. On a worker
+ * rank it then serves tasks until the root stops it and returns
+ * MP_EWORKERRANK; on the root it returns 0 with *nw the worker count. The
+ * root's slots are virtual: one communication thread (started by
+ * mp__pool_mpi_start once the rings exist) takes the tasks from every slot's
+ * task ring, hands them to idle ranks and writes their results back into the
+ * ring of the slot the task came from, so the rest of the pool works
+ * unchanged. mp__pool_mpi_kick wakes that thread (a task was pushed while it
+ * slept); mp__pool_mpi_free stops the ranks (if not done yet) and frees. */
+/* Slot w's words and task ring (its result ring follows the task ring). */
+mp__wshm_t *mp__pool_slot_words(mp_pool_t *p, int w);
+uint8_t *mp__pool_slot_tring(mp_pool_t *p, int w);
+int mp__pool_mpi_open(const mp_pool_opts_t *o, struct mp__mpi **out, int *nw);
+int mp__pool_mpi_start(mp_pool_t *p);
+void mp__pool_mpi_kick(mp_pool_t *p);
+void mp__pool_mpi_free(mp_pool_t *p);
 
 #endif

@@ -55,18 +55,24 @@
 
 #include "internal.h"
 #include "mproc/queue.h"
+#include "robust.h"
 
 #define Q_MAGIC 0x6d707175u /* "mpqu" */
-#define Q_VERSION 2u
+#define Q_VERSION 3u
 #define Q_HDR 4096u
 #define Q_RING_MIN ((uint64_t)64 << 10)
+/* Up to this size the ring grows as soon as it is full; beyond it, only
+ * when the consumers are not draining it (see q_draining), and it shrinks
+ * back once they have caught up: a ring that fits in the caches moves a
+ * stream several times faster than one that sweeps megabytes. */
+#define Q_RING_SOFT ((uint64_t)256 << 10)
+#define Q_GROW_SPIN 2000
+#define Q_GROW_YIELD 3
+#define Q_WANT_GROW 1 /* q_push: full, but the ring may grow */
 #define Q_REC 8u
-#define Q_LOCK_SLEEPERS 0x80000000u
 #define Q_LOCK_SPIN 200
 #define Q_EV_SPIN 300
 #define Q_EV_YIELD 10
-#define Q_OWNER_RECHECK_MS 50
-#define Q_IDLE_RECHECK_MS 1000
 #define Q_FIFO_SUFFIX ".p"
 
 enum { Q_P = 1, Q_C = 2, Q_BOTH = 3 };
@@ -102,12 +108,12 @@ typedef struct {
   uint64_t reserve; /* mapping length */
   /* Producers' side, under plock. The caches hold the last published
    * head and get count seen: lower bounds, refreshed when they say full. */
-  _Alignas(MP__CACHELINE) _Atomic uint32_t plock;
+  _Alignas(MP__CACHELINE) _Atomic uint64_t plock; /* robust.h owner word */
   _Atomic uint32_t pcur;
   q_pstate_t ps[2];
   _Atomic uint64_t head_cache, nget_cache;
   /* Consumers' side, under clock. */
-  _Alignas(MP__CACHELINE) _Atomic uint32_t clock;
+  _Alignas(MP__CACHELINE) _Atomic uint64_t clock;
   _Atomic uint32_t ccur;
   q_cstate_t cs[2];
   _Atomic uint64_t tail_cache;
@@ -136,6 +142,11 @@ struct mp_queue {
   mp__seg_t seg;
   q_shm_t *h;
   unsigned char *data;
+  /* Checked when created or opened, then used instead of the header's
+   * copies, which any process that maps the queue could change. */
+  uint64_t capacity, ring_max;
+  _Atomic uint64_t ring_ok;  /* last ring size found inside the object */
+  _Atomic uint64_t size_ok;  /* object bytes known to be backed */
   _Atomic int fifo_fd; /* -1 until first needed */
   pid_t creator;       /* pid that created the queue, 0 if opened */
   char fifo_name[MP__SEG_NAME_MAX];
@@ -146,23 +157,8 @@ struct mp_queue {
 
 /* ---- locks --------------------------------------------------------------- */
 
-static inline _Atomic uint32_t *q_lockword(mp_queue_t *q, int side) {
+static inline _Atomic uint64_t *q_lockword(mp_queue_t *q, int side) {
   return side == Q_P ? &q->h->plock : &q->h->clock;
-}
-
-/* Is the owner recorded in word certainly gone? kill() first: an owner
- * already reaped, the common crash case, costs one system call. thorough
- * also asks /proc, so that an owner killed but not yet reaped (a zombie,
- * maybe the caller's own child) counts as dead too; it is kept to the
- * periodic rechecks. No start time is kept beside the word: a reused pid
- * passes for alive until it goes. */
-static bool q_owner_dead(uint32_t word, bool thorough) {
-  pid_t owner = (pid_t)(word & ~Q_LOCK_SLEEPERS);
-  if (owner == 0 || (uint32_t)owner == mp__self_pid())
-    return false;
-  if (kill(owner, 0) < 0 && errno == ESRCH)
-    return true;
-  return thorough && mp__owner_dead((uint32_t)owner, 0);
 }
 
 static void q_wake_all(q_shm_t *h) {
@@ -179,10 +175,10 @@ static void q_wake_all(q_shm_t *h) {
 static void q_recover(mp_queue_t *q, int side) {
   q_shm_t *h = q->h;
   if (side == Q_P) {
-    const q_pstate_t *s = &h->ps[LD(&h->pcur, acquire)];
+    const q_pstate_t *s = &h->ps[LD(&h->pcur, acquire) & 1u];
     ST(&h->tail_pub, s->tail, release);
   } else {
-    const q_cstate_t *s = &h->cs[LD(&h->ccur, acquire)];
+    const q_cstate_t *s = &h->cs[LD(&h->ccur, acquire) & 1u];
     ST(&h->head_pub, s->head, release);
     ST(&h->nget_pub, s->nget, release);
   }
@@ -191,57 +187,17 @@ static void q_recover(mp_queue_t *q, int side) {
   q_wake_all(h);
 }
 
+/* The locks are owner words of the robust core: a dead owner's lock is
+ * taken over at once by the next caller, within MP__RB_CHECK_MS by a
+ * sleeper, whatever signals do; a live owner's never. */
 static void q_lock_one(mp_queue_t *q, int side) {
-  _Atomic uint32_t *l = q_lockword(q, side);
-  uint32_t me = mp__self_pid(), v = 0;
-  if (MP__LIKELY(atomic_compare_exchange_strong_explicit(
-          l, &v, me, memory_order_acquire, memory_order_relaxed)))
-    return;
-  for (int i = 0; i < Q_LOCK_SPIN; i++) {
-    v = LD(l, relaxed);
-    if (v == 0 && atomic_compare_exchange_weak_explicit(
-                      l, &v, me, memory_order_acquire, memory_order_relaxed))
-      return;
-    mp__cpu_relax();
-  }
-  bool timed_out = false;
-  for (;;) {
-    v = LD(l, relaxed);
-    if (v == 0) {
-      /* Others may sleep: keep the bit so our unlock wakes one. */
-      if (atomic_compare_exchange_weak_explicit(l, &v, me | Q_LOCK_SLEEPERS,
-                                                memory_order_acquire,
-                                                memory_order_relaxed))
-        return;
-      continue;
-    }
-    if (q_owner_dead(v, timed_out)) {
-      if (atomic_compare_exchange_strong_explicit(l, &v, me | Q_LOCK_SLEEPERS,
-                                                  memory_order_acquire,
-                                                  memory_order_relaxed)) {
-        q_recover(q, side);
-        return;
-      }
-      continue;
-    }
-    if (!(v & Q_LOCK_SLEEPERS) &&
-        !atomic_compare_exchange_weak_explicit(l, &v, v | Q_LOCK_SLEEPERS,
-                                               memory_order_relaxed,
-                                               memory_order_relaxed))
-      continue;
-    /* Timed: an owner killed between releasing and waking must not leave
-     * us asleep, and a dead owner must be noticed. */
-    mp__deadline_t d;
-    mp__deadline_init(&d, Q_OWNER_RECHECK_MS);
-    timed_out = mp__futex_wait(l, v | Q_LOCK_SLEEPERS, &d) == MP_ETIMEDOUT;
-  }
+  if (MP__UNLIKELY(mp__rb_acquire(q_lockword(q, side), 0, Q_LOCK_SPIN,
+                                  MP_FOREVER) == MP_EOWNERDEAD))
+    q_recover(q, side);
 }
 
 static void q_unlock_one(mp_queue_t *q, int side) {
-  _Atomic uint32_t *l = q_lockword(q, side);
-  uint32_t v = atomic_exchange_explicit(l, 0, memory_order_release);
-  if (MP__UNLIKELY(v & Q_LOCK_SLEEPERS))
-    mp__futex_wake(l, 1);
+  mp__rb_release(q_lockword(q, side));
 }
 
 static void q_lock(mp_queue_t *q, int sides) {
@@ -262,8 +218,8 @@ static void q_unlock(mp_queue_t *q, int sides) {
  * reporting empty or full: take it over (and so finish what its dead owner
  * left unpublished) if its owner died. Returns true if it was dead. */
 static bool q_check_lock(mp_queue_t *q, int side) {
-  uint32_t v = LD(q_lockword(q, side), relaxed);
-  if (MP__LIKELY(!v) || !q_owner_dead(v, true))
+  uint64_t v = LD(q_lockword(q, side), relaxed);
+  if (MP__LIKELY(!(v & MP__RB_ID)) || !mp__rb_owner_dead(v, 0))
     return false;
   q_lock_one(q, side);
   q_unlock_one(q, side);
@@ -272,21 +228,21 @@ static bool q_check_lock(mp_queue_t *q, int side) {
 
 /* Live states; only valid under their lock. */
 static inline q_pstate_t q_pload(const mp_queue_t *q) {
-  return q->h->ps[LD(&q->h->pcur, acquire)];
+  return q->h->ps[LD(&q->h->pcur, acquire) & 1u];
 }
 static inline q_cstate_t q_cload(const mp_queue_t *q) {
-  return q->h->cs[LD(&q->h->ccur, acquire)];
+  return q->h->cs[LD(&q->h->ccur, acquire) & 1u];
 }
 
 /* Switch to the new state: the single store that makes an operation
  * happen. */
 static inline void q_pcommit(mp_queue_t *q, const q_pstate_t *s) {
-  uint32_t c = LD(&q->h->pcur, relaxed) ^ 1u;
+  uint32_t c = (LD(&q->h->pcur, relaxed) & 1u) ^ 1u;
   q->h->ps[c] = *s;
   ST(&q->h->pcur, c, release);
 }
 static inline void q_ccommit(mp_queue_t *q, const q_cstate_t *s) {
-  uint32_t c = LD(&q->h->ccur, relaxed) ^ 1u;
+  uint32_t c = (LD(&q->h->ccur, relaxed) & 1u) ^ 1u;
   q->h->cs[c] = *s;
   ST(&q->h->ccur, c, release);
 }
@@ -318,9 +274,15 @@ static int q_fifo_get(mp_queue_t *q) {
     return r;
   /* O_RDWR: never blocks on open and never sees EOF; one descriptor both
    * signals and is polled. */
-  fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0)
     return -errno;
+  struct stat st;
+  if (fstat(fd, &st) < 0 || !S_ISFIFO(st.st_mode) ||
+      (r = mp__seg_check_owner(&st)) < 0) {
+    mp__close(fd);
+    return MP_EACCES;
+  }
   int expect = -1;
   if (!atomic_compare_exchange_strong(&q->fifo_fd, &expect, fd)) {
     mp__close(fd);
@@ -400,6 +362,29 @@ static inline uint64_t q_rec_size(uint64_t len) {
   return Q_REC + ((len + 7) & ~(uint64_t)7);
 }
 
+/* The ring size in the header, once checked: a power of two no larger
+ * than the reservation, whose pages the object really has (a page past
+ * the object's end would be a SIGBUS). 0 when it is none of these: the
+ * header was corrupted, the caller returns MP_EPROTO. The check runs once
+ * per size seen, so the fast path is one compare. */
+static uint64_t q_ring_check(mp_queue_t *q, uint64_t r) {
+  if (r < 2 * Q_REC || (r & (r - 1)) || r > q->ring_max)
+    return 0;
+  if (Q_HDR + r > LD(&q->size_ok, relaxed)) {
+    struct stat st;
+    if (fstat(q->seg.fd, &st) < 0 || (uint64_t)st.st_size < Q_HDR + r)
+      return 0;
+    ST(&q->size_ok, Q_HDR + r, relaxed);
+  }
+  ST(&q->ring_ok, r, relaxed);
+  return r;
+}
+
+static inline uint64_t q_ring(mp_queue_t *q) {
+  uint64_t r = LD(&q->h->ring, acquire);
+  return MP__LIKELY(r == LD(&q->ring_ok, relaxed)) ? r : q_ring_check(q, r);
+}
+
 static void q_ring_write(mp_queue_t *q, uint64_t ring, uint64_t at,
                          const void *src, size_t len) {
   uint64_t p = at & (ring - 1);
@@ -440,14 +425,17 @@ static int q_back(mp_queue_t *q, uint64_t off, uint64_t len) {
  * the bytes with c & S set move up by S, into space the old ring never
  * used. The new size is stored last. */
 static int q_grow(mp_queue_t *q, uint64_t head, uint64_t tail, uint64_t need) {
-  uint64_t old = LD(&q->h->ring, relaxed), n = old;
+  uint64_t old = q_ring(q), n = old;
+  if (!old || tail - head > old)
+    return MP_EPROTO;
   while (n < need)
     n *= 2;
-  if (n > q->h->ring_max)
+  if (n > q->ring_max)
     return MP_EMSGSIZE;
   int r = mp__seg_grow(&q->seg, Q_HDR + n);
   if (r < 0 || (r = q_back(q, Q_HDR + old, n - old)) < 0)
     return r;
+  ST(&q->size_ok, Q_HDR + n, relaxed);
   for (uint64_t size = old; size < n; size *= 2) {
     for (uint64_t c = head; c < tail;) {
       uint64_t end = (c | (size - 1)) + 1; /* next multiple of size */
@@ -463,16 +451,58 @@ static int q_grow(mp_queue_t *q, uint64_t head, uint64_t tail, uint64_t need) {
   return 0;
 }
 
+/* Under both locks: halve the ring while the backlog fits in a quarter of
+ * the result, down to Q_RING_SOFT. The reverse of q_grow: the bytes whose
+ * counter has the new size's bit set move down by it, into positions that
+ * hold no live byte under the old size; the new size is stored after each
+ * halving, so a process killed in the middle leaves a consistent ring. */
+static void q_shrink(mp_queue_t *q, uint64_t head, uint64_t tail) {
+  uint64_t size = LD(&q->h->ring, relaxed);
+  while (size > Q_RING_SOFT && (tail - head) * 4 <= size / 2) {
+    uint64_t half = size / 2;
+    for (uint64_t c = head; c < tail;) {
+      uint64_t end = (c | (half - 1)) + 1; /* next multiple of half */
+      if (end > tail)
+        end = tail;
+      if (c & half)
+        memcpy(q->data + (c & (half - 1)), q->data + (c & (size - 1)),
+               end - c);
+      c = end;
+    }
+    size = half;
+    ST(&q->h->ring, size, release);
+  }
+}
+
+/* A consumer that has nearly caught up with a ring grown past Q_RING_SOFT
+ * gives the space back, so the stream moves through cached memory again.
+ * Called without locks. */
+static void q_maybe_shrink(mp_queue_t *q) {
+  q_lock(q, Q_BOTH);
+  q_shrink(q, q_cload(q).head, q_pload(q).tail);
+  q_unlock(q, Q_BOTH);
+}
+
+/* The ring is full but may grow: are consumers draining it right now?
+ * Waits briefly, never sleeping, for head_pub to move from `seen`. */
+static bool q_draining(const q_shm_t *h, uint64_t seen) {
+  for (int i = 0; i < Q_GROW_SPIN + Q_GROW_YIELD; i++) {
+    if (LD(&h->head_pub, acquire) != seen || LD(&h->closed, relaxed))
+      return true;
+    if (i < Q_GROW_SPIN)
+      mp__cpu_relax();
+    else
+      sched_yield();
+  }
+  return false;
+}
+
 /* ---- waiting ------------------------------------------------------------- */
 
-/* The sooner of dl and the periodic recheck. */
-static void q_sleep_deadline(mp__deadline_t *d, const mp__deadline_t *dl) {
-  mp__deadline_init(d, Q_IDLE_RECHECK_MS);
-  if (!dl->forever &&
-      (dl->ts.tv_sec < d->ts.tv_sec ||
-       (dl->ts.tv_sec == d->ts.tv_sec && dl->ts.tv_nsec < d->ts.tv_nsec)))
-    *d = *dl;
-}
+/* When this thread next looks at the other side's lock while it sleeps:
+ * an absolute schedule across calls, so signals that end sleeps early
+ * cannot postpone the look. */
+static _Thread_local uint64_t q_next_check_ns;
 
 /* Wait until *word moves from `seen`, the queue closes, the deadline, or the
  * periodic recheck (which also repairs a dead owner of `other`'s lock).
@@ -492,16 +522,21 @@ static void q_wait(mp_queue_t *q, _Atomic uint64_t *word, uint64_t seen,
       return;
     sched_yield();
   }
-  mp__deadline_t d;
-  q_sleep_deadline(&d, dl);
   /* Counted before looking again: a publisher that stores first and reads
    * the count second either sees us or is seen by us. */
   atomic_fetch_add(&e->waiters, 1);
   atomic_store(&e->woken, 0);
   uint32_t v = atomic_load(&e->ev);
   if (atomic_load(word) == seen && !atomic_load(&h->closed)) {
-    if (mp__futex_wait(&e->ev, v, &d) == MP_ETIMEDOUT)
+    /* Bounded: a publisher killed before its wake costs one period. */
+    mp__rb_sleep(&e->ev, v, dl);
+    /* Nothing moved: look at the other side's lock now and then, which
+     * also finishes what a killed owner committed but left unpublished. */
+    uint64_t now = mp__now_ns();
+    if (atomic_load(word) == seen && now >= q_next_check_ns) {
+      q_next_check_ns = now + MP__RB_CHECK_MS * 1000000ull;
       q_check_lock(q, other);
+    }
   }
   atomic_fetch_sub(&e->waiters, 1);
 }
@@ -529,13 +564,20 @@ static inline bool q_valid(const mp_queue_t *q) {
  * (and the consumers' one when *held says so; taken here to grow the ring).
  * MP_EAGAIN when full. */
 static int q_push(mp_queue_t *q, q_pstate_t *s, int *held, const void *msg,
-                  size_t len) {
+                  size_t len, bool may_grow) {
   q_shm_t *h = q->h;
   uint64_t rec = q_rec_size(len);
   uint64_t head = LD(&h->head_cache, relaxed);
   uint64_t nget = LD(&h->nget_cache, relaxed);
-  uint64_t ring = LD(&h->ring, relaxed);
-  uint64_t lim = ring < h->cap_bytes ? ring : h->cap_bytes;
+  uint64_t ring = q_ring(q);
+  if (MP__UNLIKELY(!ring || s->tail - head > ring)) {
+    /* The cache may lag: only the published head counts. */
+    head = LD(&h->head_pub, acquire);
+    if (!ring || s->tail - head > ring)
+      return MP_EPROTO;
+  }
+  uint64_t cap_bytes = q_rec_size(q->capacity);
+  uint64_t lim = ring < cap_bytes ? ring : cap_bytes;
   if ((h->maxsize && s->nput - nget >= h->maxsize) ||
       s->tail - head + rec > lim) {
     /* The caches say full: look at what the consumers published. */
@@ -545,9 +587,13 @@ static int q_push(mp_queue_t *q, q_pstate_t *s, int *held, const void *msg,
     ST(&h->head_cache, head, relaxed);
     if (h->maxsize && s->nput - nget >= h->maxsize)
       return MP_EAGAIN;
-    if (s->tail - head + rec > h->cap_bytes)
+    if (s->tail - head > ring)
+      return MP_EPROTO; /* a head that is not behind the tail */
+    if (s->tail - head + rec > cap_bytes)
       return MP_EAGAIN;
     if (s->tail - head + rec > ring) {
+      if (!may_grow && ring >= Q_RING_SOFT)
+        return Q_WANT_GROW;
       if (!(*held & Q_C)) {
         q_lock_one(q, Q_C);
         *held |= Q_C;
@@ -558,7 +604,9 @@ static int q_push(mp_queue_t *q, q_pstate_t *s, int *held, const void *msg,
         int r = q_grow(q, head, s->tail, s->tail - head + rec);
         if (r < 0)
           return r;
-        ring = LD(&h->ring, relaxed);
+        ring = q_ring(q);
+        if (!ring)
+          return MP_EPROTO;
       }
     }
   }
@@ -577,6 +625,9 @@ static int q_put_iov(mp_queue_t *q, const struct iovec *msgs, size_t n,
   mp__deadline_t dl;
   size_t done = 0;
   bool dl_set = false, rechecked = false;
+  /* A put that may not wait grows a full ring at once; others first give
+   * the consumers a moment to make room. */
+  bool may_grow = timeout_ms == 0;
   for (;;) {
     int held = q_lock_op(q, Q_P);
     bool was = held == Q_BOTH && q_readable(q);
@@ -586,7 +637,7 @@ static int q_put_iov(mp_queue_t *q, const struct iovec *msgs, size_t n,
       r = MP_ECLOSED;
     } else {
       while (done < n && (r = q_push(q, &s, &held, msgs[done].iov_base,
-                                     msgs[done].iov_len)) == 0)
+                                     msgs[done].iov_len, may_grow)) == 0)
         done++;
     }
     if (s.nput != before.nput) {
@@ -600,6 +651,10 @@ static int q_put_iov(mp_queue_t *q, const struct iovec *msgs, size_t n,
     q_unlock(q, held);
     if (done == n)
       return (int)n;
+    if (r == Q_WANT_GROW) {
+      may_grow = !q_draining(h, seen);
+      continue;
+    }
     if (r != MP_EAGAIN)
       return done ? (int)done : r;
     if (timeout_ms == 0 || (dl_set && mp__deadline_passed(&dl))) {
@@ -620,7 +675,7 @@ static int q_put_iov(mp_queue_t *q, const struct iovec *msgs, size_t n,
 int mp_queue_put(mp_queue_t *q, const void *msg, size_t len, int timeout_ms) {
   if (!q_valid(q) || (!msg && len) || mp__check_timeout(timeout_ms) < 0)
     return MP_EINVAL;
-  if (len > q->h->capacity)
+  if (len > q->capacity)
     return MP_EMSGSIZE;
   struct iovec iov = {.iov_base = (void *)msg, .iov_len = len};
   int r = q_put_iov(q, &iov, 1, timeout_ms);
@@ -635,7 +690,7 @@ int mp_queue_put_many(mp_queue_t *q, const struct iovec *msgs, size_t n,
   for (size_t i = 0; i < n; i++) {
     if (!msgs[i].iov_base && msgs[i].iov_len)
       return MP_EINVAL;
-    if (msgs[i].iov_len > q->h->capacity)
+    if (msgs[i].iov_len > q->capacity)
       return MP_EMSGSIZE;
   }
   return q_put_iov(q, msgs, n, timeout_ms);
@@ -665,6 +720,16 @@ static inline bool q_has(mp_queue_t *q, const q_cstate_t *s) {
   return s->head != t;
 }
 
+/* A record of len payload bytes at head lies between head and the tail
+ * the consumers know of, inside a ring that holds no more than ring bytes:
+ * anything else was not written by a producer. Under the consumers' lock,
+ * after q_has said a record is there. */
+static inline bool q_rec_fits(const mp_queue_t *q, uint64_t ring,
+                              uint64_t head, uint64_t len) {
+  uint64_t avail = LD(&q->h->tail_cache, relaxed) - head;
+  return avail <= ring && len <= q->capacity && q_rec_size(len) <= avail;
+}
+
 static inline void q_pop(const mp_queue_t *q, uint64_t ring, q_cstate_t *s,
                          void *dst, uint64_t len) {
   if (len)
@@ -678,10 +743,12 @@ static int q_take(mp_queue_t *q, q_cstate_t *s, const q_get_t *g) {
   bool closed = LD(&q->h->closed, acquire); /* before looking at the tail */
   if (!q_has(q, s))
     return closed ? MP_ECLOSED : MP_EAGAIN;
-  uint64_t ring = LD(&q->h->ring, relaxed);
+  uint64_t ring = q_ring(q);
+  if (MP__UNLIKELY(!ring))
+    return MP_EPROTO;
   uint64_t len = q_peek_len(q, ring, s->head);
-  if (MP__UNLIKELY(len > q->h->capacity))
-    return MP_EIO; /* not written by us: the segment was tampered with */
+  if (MP__UNLIKELY(!q_rec_fits(q, ring, s->head, len)))
+    return MP_EPROTO; /* not written by us: the segment was tampered with */
   switch (g->mode) {
   case Q_GET_MALLOC: {
     void *m = malloc(len ? (size_t)len : 1);
@@ -703,7 +770,7 @@ static int q_take(mp_queue_t *q, q_cstate_t *s, const q_get_t *g) {
     unsigned char *b = g->buf;
     for (; i < g->n && q_has(q, s); i++) {
       len = q_peek_len(q, ring, s->head);
-      if (MP__UNLIKELY(len > q->h->capacity))
+      if (MP__UNLIKELY(!q_rec_fits(q, ring, s->head, len)))
         break;
       if (len > g->cap - off) {
         if (i == 0) {
@@ -720,7 +787,7 @@ static int q_take(mp_queue_t *q, q_cstate_t *s, const q_get_t *g) {
       if (off > g->cap)
         off = g->cap;
     }
-    return i ? (int)i : MP_EIO;
+    return i ? (int)i : MP_EPROTO;
   }
   }
 }
@@ -749,6 +816,12 @@ static int q_get(mp_queue_t *q, const q_get_t *g, int timeout_ms) {
       }
     }
     q_unlock(q, held);
+    if (r >= 0) {
+      uint64_t ring = LD(&h->ring, relaxed);
+      if (ring > Q_RING_SOFT &&
+          (LD(&h->tail_cache, relaxed) - s.head) * 8 <= ring)
+        q_maybe_shrink(q);
+    }
     if (r != MP_EAGAIN)
       return r;
     if (timeout_ms == 0 || (dl_set && mp__deadline_passed(&dl))) {
@@ -865,10 +938,13 @@ int mp_queue_join(mp_queue_t *q, int timeout_ms) {
   /* Counted before checking, so a task_done after the check wakes us. */
   atomic_fetch_add(&h->done_e.waiters, 1);
   for (;;) {
+    /* The event is read before `woken` is cleared: a task_done that finds
+     * `woken` set by another one after our clear moves the event after
+     * this read, so the sleep below returns at once. */
+    uint32_t v = atomic_load(&h->done_e.ev);
     atomic_store(&h->done_e.woken, 0);
     q_lock(q, Q_BOTH);
     bool done = q_pload(q).nput == q_cload(q).ndone;
-    uint32_t v = atomic_load(&h->done_e.ev);
     q_unlock(q, Q_BOTH);
     if (done)
       break;
@@ -876,9 +952,7 @@ int mp_queue_join(mp_queue_t *q, int timeout_ms) {
       r = MP_ETIMEDOUT;
       break;
     }
-    mp__deadline_t d;
-    q_sleep_deadline(&d, &dl);
-    mp__futex_wait(&h->done_e.ev, v, &d);
+    mp__rb_sleep(&h->done_e.ev, v, &dl);
   }
   atomic_fetch_sub(&h->done_e.waiters, 1);
   return r;
@@ -1030,6 +1104,9 @@ int mp_queue_create(mp_queue_t **qp, const mp_queue_opts_t *opts) {
   h->ring_max = ring_max;
   h->reserve = Q_HDR + ring_max;
   ST(&h->ring, ring0, relaxed);
+  q->capacity = o.capacity;
+  q->ring_max = ring_max;
+  ST(&q->size_ok, Q_HDR + ring0, relaxed);
   q->creator = (pid_t)mp__self_pid();
   /* Openers wait for the magic: it says the header is complete. */
   atomic_thread_fence(memory_order_release);
@@ -1041,6 +1118,54 @@ fail:
   q_unlink(q->seg.name);
   free(q);
   return r;
+}
+
+/* The ring the capacity calls for: what mp_queue_create computes. */
+static uint64_t q_ring_max_for(uint64_t capacity) {
+  uint64_t cap_bytes = q_rec_size(capacity), ring_max = Q_REC;
+  while (ring_max < cap_bytes)
+    ring_max *= 2;
+  return ring_max;
+}
+
+int mp__queue_check(const void *base, size_t obj_size, size_t mapped) {
+  if (!base || obj_size < Q_HDR || mapped < obj_size)
+    return MP_EPROTO;
+  const q_shm_t *h = base;
+  if (__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) != Q_MAGIC ||
+      h->version != Q_VERSION)
+    return MP_EINVAL; /* not a queue */
+  if ((h->flags & ~(uint32_t)MP_QUEUE_JOINABLE) || h->capacity == 0 ||
+      h->capacity > MP_QUEUE_MAX_CAPACITY ||
+      h->cap_bytes != q_rec_size(h->capacity) ||
+      h->ring_max != q_ring_max_for(h->capacity) ||
+      h->reserve != Q_HDR + h->ring_max || h->reserve > mapped)
+    return MP_EPROTO;
+  /* Consumers' state before producers', and the ring last: each can only
+   * have moved forward since, so a live queue passes as a whole. */
+  uint32_t cc = atomic_load(&h->ccur), pc = atomic_load(&h->pcur);
+  if (cc > 1 || pc > 1)
+    return MP_EPROTO;
+  q_cstate_t cs = h->cs[cc];
+  uint64_t head_pub = atomic_load(&h->head_pub);
+  q_pstate_t ps = h->ps[pc];
+  uint64_t tail_pub = atomic_load(&h->tail_pub);
+  uint64_t ring = atomic_load(&h->ring);
+  uint64_t ring0 = h->ring_max < Q_RING_MIN ? h->ring_max : Q_RING_MIN;
+  if (ring < ring0 || ring > h->ring_max || (ring & (ring - 1)) ||
+      Q_HDR + ring > obj_size)
+    return MP_EPROTO;
+  if (ps.tail - cs.head > ring || (ps.tail - cs.head) % 8 ||
+      tail_pub - head_pub > ring || cs.nget > ps.nput ||
+      cs.ndone > cs.nget || ps.nput - cs.nget > (ps.tail - cs.head) / Q_REC)
+    return MP_EPROTO;
+  return 0;
+}
+
+void mp__queue_clear_locks(void *base) {
+  q_shm_t *h = base;
+  atomic_store(&h->plock, 0);
+  atomic_store(&h->clock, 0);
 }
 
 int mp_queue_open(mp_queue_t **qp, const char *name) {
@@ -1068,17 +1193,34 @@ int mp_queue_open(mp_queue_t **qp, const char *name) {
       reserve = h->reserve;
   }
   mp__seg_close(&probe);
+  if (reserve == 0)
+    return MP_EINVAL;
   if (reserve < Q_HDR + Q_REC * 2 ||
       reserve > Q_HDR + 2 * MP_QUEUE_MAX_CAPACITY)
-    return MP_EINVAL;
+    return MP_EPROTO;
   mp_queue_t *q = q_alloc();
   if (!q)
     return MP_ENOMEM;
   if ((r = mp__seg_open(&q->seg, name, (size_t)reserve)) < 0) {
     free(q);
+    return r == MP_EINVAL ? MP_EPROTO : r; /* object beyond the reserve */
+  }
+  /* Checked on the mapping we keep. A live queue is checked again after a
+   * moment when a look raced with an operation in flight. */
+  for (int tries = 0; (r = mp__queue_check(q->seg.base, q->seg.size,
+                                           q->seg.reserve)) == MP_EPROTO &&
+                      tries < 3;
+       tries++)
+    usleep(1000);
+  if (r < 0) {
+    mp__seg_close(&q->seg);
+    free(q);
     return r;
   }
   q_set_ptrs(q);
+  q->capacity = q->h->capacity;
+  q->ring_max = q->h->ring_max;
+  ST(&q->size_ok, q->seg.size, relaxed);
   *qp = q;
   return 0;
 }

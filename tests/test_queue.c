@@ -239,6 +239,22 @@ TEST(queue_capacity_bytes) {
   ASSERT_OK(mp_queue_destroy(q));
 }
 
+/* Takes the next message without waiting and checks it is message `*got`
+ * of producer 2 or 3 (as put by the two tests below); false when empty. */
+static bool get_next(mp_queue_t *q, unsigned char *buf, size_t cap,
+                     uint32_t *got) {
+  size_t len;
+  msg_hdr_t h;
+  int r = mp_queue_get_into(q, buf, cap, &len, 0);
+  if (r == MP_EEMPTY)
+    return false;
+  ASSERT_OK(r);
+  ASSERT(msg_check(buf, len, &h, cap));
+  ASSERT_EQ(h.seq, *got);
+  (*got)++;
+  return true;
+}
+
 TEST(queue_grows_and_wraps) {
   /* Backlog far beyond the first ring, with the data wrapped when it grows. */
   mp_queue_t *q = mkq(0, 32 << 20, 0);
@@ -250,21 +266,34 @@ TEST(queue_grows_and_wraps) {
       ASSERT_OK(mp_queue_put(q, buf, l, 0));
       put++;
     }
-    for (int k = 0; k < 700 * (round + 1); k++) {
-      size_t len;
-      msg_hdr_t h;
-      ASSERT_OK(mp_queue_get_into(q, buf, sizeof buf, &len, 0));
-      ASSERT(msg_check(buf, len, &h, sizeof buf));
-      ASSERT_EQ(h.seq, got);
-      got++;
-    }
+    for (int k = 0; k < 700 * (round + 1); k++)
+      ASSERT(get_next(q, buf, sizeof buf, &got));
   }
-  size_t len;
-  msg_hdr_t h;
-  while (mp_queue_get_into(q, buf, sizeof buf, &len, 0) == 0) {
-    ASSERT(msg_check(buf, len, &h, sizeof buf));
-    ASSERT_EQ(h.seq, got);
-    got++;
+  while (get_next(q, buf, sizeof buf, &got)) {
+  }
+  ASSERT_EQ(got, put);
+  ASSERT_OK(mp_queue_destroy(q));
+}
+
+TEST(queue_shrinks_and_regrows) {
+  /* A backlog of megabytes, drained to a little, again and again: the ring
+   * grows, then shrinks back with live (wrapped) messages in it, then grows
+   * from there, and every message comes out once, in order, intact. */
+  mp_queue_t *q = mkq(0, 32 << 20, 0);
+  static unsigned char buf[8192];
+  uint32_t put = 0, got = 0;
+  for (int round = 0; round < 8; round++) {
+    int n = round % 2 ? 9000 : 30000 + 777 * round;
+    for (int k = 0; k < n; k++) {
+      size_t l = msg_make(buf, 3, put, sizeof buf);
+      ASSERT_OK(mp_queue_put(q, buf, l, k % 3 ? 0 : MP_FOREVER));
+      put++;
+    }
+    /* Leave a backlog that varies from round to round. */
+    while (put - got > (uint32_t)(round * 97 + 13))
+      ASSERT(get_next(q, buf, sizeof buf, &got));
+  }
+  while (get_next(q, buf, sizeof buf, &got)) {
   }
   ASSERT_EQ(got, put);
   ASSERT_OK(mp_queue_destroy(q));
@@ -295,8 +324,16 @@ TEST(queue_nonblocking_and_timeouts) {
 
 TEST(queue_blocking_wakes_across_processes) {
   mp_queue_t *q = mkq(1, 0, 0);
+  /* The child starts its 100 ms only once the parent has read its clock, so
+   * a parent scheduled late cannot see less than 100 ms of blocking. */
+  int go[2];
+  ASSERT(pipe(go) == 0);
   pid_t pid = fork();
   if (pid == 0) {
+    char c;
+    close(go[1]);
+    if (read(go[0], &c, 1) != 1)
+      _exit(3);
     mpt_sleep_ms(100);
     if (mp_queue_put(q, "first", 5, MP_FOREVER) != 0)
       _exit(1);
@@ -305,11 +342,14 @@ TEST(queue_blocking_wakes_across_processes) {
       _exit(2);
     _exit(0);
   }
+  close(go[0]);
   uint64_t t0 = mpt_now_ms();
+  ASSERT(write(go[1], "g", 1) == 1);
+  close(go[1]);
   char buf[16];
   size_t len;
   ASSERT_OK(mp_queue_get_into(q, buf, sizeof buf, &len, MP_FOREVER));
-  ASSERT(mpt_now_ms() - t0 >= 90);
+  ASSERT(mpt_now_ms() - t0 >= 100);
   ASSERT_EQ(len, 5);
   ASSERT_OK(mp_queue_get_into(q, buf, sizeof buf, &len, 5000));
   ASSERT_EQ(len, 6);
@@ -1335,4 +1375,181 @@ TEST(queue_crash_owner_not_reaped) {
     reap(pid);
   }
   ASSERT_OK(mp_queue_destroy(q));
+}
+
+/* ---- trust boundary ---------------------------------------------------------
+ * Offsets in the queue header (src/queue.c), as a peer would scribble them. */
+enum {
+  QH_CAPACITY = 24,
+  QH_RING_MAX = 40,
+  QH_RESERVE = 48,
+  QH_PCUR = 68,
+  QH_PS = 72, /* {tail, nput} x 2 */
+  QH_CCUR = 132,
+  QH_CS = 136, /* {head, nget, ndone} x 2 */
+  QH_TAIL_PUB = 192,
+  QH_RING = 320,
+  QH_DATA = 4096
+};
+
+static void q_path(mp_queue_t *q, char *path, size_t cap) {
+  snprintf(path, cap, "/dev/shm%s", mp_queue_name(q));
+}
+
+/* A second mapping of the queue's header and first ring page, as another
+ * process has it. */
+static unsigned char *q_map_raw(mp_queue_t *q) {
+  char path[128];
+  q_path(q, path, sizeof path);
+  int fd = open(path, O_RDWR);
+  ASSERT(fd >= 0);
+  void *p = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  close(fd);
+  ASSERT(p != MAP_FAILED);
+  return p;
+}
+
+TEST(queue_open_refuses_foreign_or_shared_mode) {
+  mp_queue_t *q, *q2;
+  ASSERT_OK(mp_queue_create(&q, NULL));
+  char path[128];
+  q_path(q, path, sizeof path);
+  ASSERT_EQ(chown(path, 65534, (gid_t)-1), 0);
+  ASSERT_ERR(mp_queue_open(&q2, mp_queue_name(q)), MP_EACCES);
+  ASSERT_EQ(chown(path, geteuid(), (gid_t)-1), 0);
+  ASSERT_EQ(chmod(path, 0666), 0);
+  ASSERT_ERR(mp_queue_open(&q2, mp_queue_name(q)), MP_EACCES);
+  ASSERT_EQ(chmod(path, 0600), 0);
+  ASSERT_OK(mp_queue_open(&q2, mp_queue_name(q)));
+  ASSERT_OK(mp_queue_destroy(q2));
+  ASSERT_OK(mp_queue_destroy(q));
+}
+
+/* Every header field the queue later uses is checked at open: a crafted
+ * value gives MP_EPROTO, never a write where the header points. */
+TEST(queue_open_rejects_crafted_header) {
+  mp_queue_t *q, *q2;
+  ASSERT_OK(mp_queue_create(&q, &(mp_queue_opts_t){.capacity = 1 << 20}));
+  ASSERT_OK(mp_queue_put(q, "abc", 3, 0));
+  unsigned char *raw = q_map_raw(q);
+  uint32_t pcur, ccur;
+  memcpy(&pcur, raw + QH_PCUR, 4);
+  memcpy(&ccur, raw + QH_CCUR, 4);
+  ASSERT(pcur <= 1 && ccur <= 1);
+  struct {
+    size_t off, width;
+    uint64_t val;
+  } bad[] = {
+      {QH_PCUR, 4, 7},                          /* state index out of range */
+      {QH_CCUR, 4, 1u << 20},                   /* state index out of range */
+      {QH_RING, 8, (uint64_t)1 << 40},          /* ring past the object */
+      {QH_RING, 8, 3 << 16},                    /* not a power of two */
+      {QH_RING_MAX, 8, (uint64_t)1 << 40},      /* inconsistent with capacity */
+      {QH_CAPACITY, 8, (uint64_t)1 << 41},      /* above the largest */
+      {QH_RESERVE, 8, 4096 + 64},               /* smaller than the object */
+      {QH_PS + 16 * pcur, 8, (uint64_t)1 << 50}, /* tail far past the head */
+      {QH_CS + 24 * ccur, 8, 1000},              /* head past the tail */
+      {QH_TAIL_PUB, 8, (uint64_t)1 << 50},      /* published tail too */
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    uint64_t saved = 0;
+    memcpy(&saved, raw + bad[i].off, bad[i].width);
+    memcpy(raw + bad[i].off, &bad[i].val, bad[i].width);
+    int r = mp_queue_open(&q2, mp_queue_name(q));
+    if (r == 0)
+      mp_queue_destroy(q2);
+    if (r != MP_EPROTO)
+      mpt_fail(__FILE__, __LINE__, "field %zu: got %s", i, mp_err_name(r));
+    memcpy(raw + bad[i].off, &saved, bad[i].width);
+  }
+  ASSERT_OK(mp_queue_open(&q2, mp_queue_name(q)));
+  char buf[8];
+  size_t len;
+  ASSERT_OK(mp_queue_get_into(q2, buf, sizeof buf, &len, 0));
+  ASSERT_EQ(len, 3);
+  ASSERT_OK(mp_queue_destroy(q2));
+  munmap(raw, 8192);
+  ASSERT_OK(mp_queue_destroy(q));
+}
+
+/* A record length is bounded by what the producers published, not only
+ * by the capacity: a corrupt one is reported, the head does not move past
+ * the tail, and the queue works again once the record is sane. */
+TEST(queue_corrupt_record_length) {
+  mp_queue_t *q;
+  ASSERT_OK(mp_queue_create(&q, &(mp_queue_opts_t){.capacity = 1 << 20}));
+  ASSERT_OK(mp_queue_put(q, "hello", 5, 0));
+  unsigned char *raw = q_map_raw(q);
+  uint64_t len0, bad = 4096; /* within the capacity, past the tail */
+  memcpy(&len0, raw + QH_DATA, 8);
+  ASSERT_EQ(len0, 5);
+  memcpy(raw + QH_DATA, &bad, 8);
+  void *m;
+  size_t len;
+  char buf[8192];
+  ASSERT_ERR(mp_queue_get(q, &m, &len, 0), MP_EPROTO);
+  ASSERT_ERR(mp_queue_get_into(q, buf, sizeof buf, &len, 0), MP_EPROTO);
+  struct iovec iov[2];
+  ASSERT_ERR(mp_queue_get_many(q, buf, sizeof buf, iov, 2, 0), MP_EPROTO);
+  size_t n;
+  ASSERT_OK(mp_queue_qsize(q, &n));
+  ASSERT_EQ(n, 1);
+  memcpy(raw + QH_DATA, &len0, 8);
+  ASSERT_OK(mp_queue_get(q, &m, &len, 0));
+  ASSERT_EQ(len, 5);
+  ASSERT(memcmp(m, "hello", 5) == 0);
+  free(m);
+  ASSERT_OK(mp_queue_put(q, "x", 1, 0));
+  ASSERT_OK(mp_queue_get_into(q, buf, sizeof buf, &len, 0));
+  munmap(raw, 8192);
+  ASSERT_OK(mp_queue_destroy(q));
+}
+
+/* Header fields changed after open (the ring size, the state index) are
+ * bounded at use: MP_EPROTO, no access outside the object. */
+TEST(queue_header_corrupted_after_open) {
+  mp_queue_t *q, *q2;
+  ASSERT_OK(mp_queue_create(&q, &(mp_queue_opts_t){.capacity = 1 << 20}));
+  ASSERT_OK(mp_queue_open(&q2, mp_queue_name(q)));
+  unsigned char *raw = q_map_raw(q);
+  uint64_t ring, huge = (uint64_t)1 << 20; /* the largest allowed... */
+  memcpy(&ring, raw + QH_RING, 8);
+  memcpy(raw + QH_RING, &huge, 8); /* ...but the object is not that big */
+  ASSERT_ERR(mp_queue_put(q2, "abc", 3, 0), MP_EPROTO);
+  void *m;
+  size_t len;
+  ASSERT_ERR(mp_queue_get(q2, &m, &len, 0), MP_EEMPTY);
+  memcpy(raw + QH_RING, &ring, 8);
+  uint32_t idx = 9;
+  memcpy(raw + QH_PCUR, &idx, 4); /* masked: still a valid copy */
+  ASSERT_OK(mp_queue_put(q2, "abc", 3, 0));
+  munmap(raw, 8192);
+  ASSERT_OK(mp_queue_destroy(q2));
+  ASSERT_OK(mp_queue_destroy(q));
+}
+
+static void queue_fill_small_dev_shm(void) {
+  mp_queue_t *q;
+  ASSERT_OK(mp_queue_create(&q, &(mp_queue_opts_t){.capacity = 64 << 20}));
+  static char msg[1 << 20];
+  memset(msg, 3, sizeof msg);
+  int r, n = 0;
+  while ((r = mp_queue_put(q, msg, sizeof msg, 0)) == 0)
+    n++;
+  ASSERT_ERR(r, MP_ENOSPC);
+  ASSERT(n >= 1);
+  for (int i = 0; i < n; i++) {
+    void *m;
+    size_t len;
+    ASSERT_OK(mp_queue_get(q, &m, &len, 0));
+    ASSERT_EQ(len, sizeof msg);
+    free(m);
+  }
+  ASSERT_OK(mp_queue_destroy(q));
+}
+
+TEST(queue_full_dev_shm_enospc) {
+  int st = mpt_with_small_dev_shm((size_t)8 << 20, queue_fill_small_dev_shm);
+  ASSERT(WIFEXITED(st));
+  ASSERT_EQ(WEXITSTATUS(st), 0);
 }

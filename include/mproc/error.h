@@ -55,6 +55,7 @@ MP_BEGIN_DECLS
   XX(EOVERFLOW, -EOVERFLOW, "value too large for defined data type")           \
   XX(EPERM, -EPERM, "operation not permitted")                                 \
   XX(EPIPE, -EPIPE, "broken pipe")                                             \
+  XX(EPROTO, -EPROTO, "corrupt shared object or message stream")              \
   XX(ERANGE, -ERANGE, "result out of range")                                   \
   XX(EROFS, -EROFS, "read-only file system")                                   \
   XX(ESPIPE, -ESPIPE, "invalid seek")                                          \
@@ -67,8 +68,10 @@ MP_BEGIN_DECLS
   XX(ECLOSED, -4003, "object is closed")                                       \
   XX(EWORKERDIED, -4004, "worker died while running the task")                 \
   XX(EOWNERDEAD, -4005, "previous owner died holding the lock")                \
-  XX(ETASK, -4006, "task failed or command exited with non-zero status")                                   \
-  XX(ETOOSHORT, -4007, "buffer too short for the message")
+  XX(ETASK, -4006, "task failed or command exited with non-zero status")      \
+  XX(ETOOSHORT, -4007, "buffer too short for the message")                     \
+  XX(EWORKERRANK, -4008, "this MPI rank served as a pool worker")              \
+  XX(EBINARY, -4009, "MPI ranks run different binaries")
 
 typedef enum {
 #define MP__ERR_ENUM(name, val, msg) MP_##name = (val),

@@ -112,6 +112,9 @@ int mp__seg_grow(mp__seg_t *seg, size_t new_size);
 void mp__seg_close(mp__seg_t *seg);
 /* Remove the name (and untrack it). */
 int mp__seg_unlink(const char *name);
+/* Canonical segment name "/x" from "x" or "/x" into buf (cap bytes).
+ * MP_EINVAL (NULL, empty, "/" inside), MP_ENAMETOOLONG. */
+int mp__seg_canon(char *buf, size_t cap, const char *name);
 
 /* Segment tracker: names registered here are unlinked when this process
  * exits, including when it is killed with SIGKILL (a small watcher process

@@ -167,6 +167,9 @@ int mp__sval_make(mop_t *op, const mp_val_t *v, sval_t *out);
 /* Defer freeing the blob of s, if any. */
 int mp__sval_release(mop_t *op, const sval_t *s);
 int mp__sval_blob(const sval_t *s); /* has a blob */
+/* A view of s without copying: strings and bytes point into the arena
+ * (valid while the object's lock is held). */
+void mp__sval_view(mp__arena_t *a, const sval_t *s, mp_val_t *v);
 /* Its blob, if any, lies inside the arena. */
 bool mp__sval_ok(mp__arena_t *a, const sval_t *s);
 /* Copy out (strings/bytes malloc'd and NUL-terminated). MP_ENOMEM. */

@@ -1068,8 +1068,12 @@ int mp_queue_create(mp_queue_t **qp, const mp_queue_opts_t *opts) {
     o.capacity = MP_QUEUE_DEFAULT_CAPACITY;
   if (o.capacity > MP_QUEUE_MAX_CAPACITY)
     return MP_EINVAL;
-  if (o.name && (r = q_check_name(o.name)) < 0)
+  char canon[MP__SEG_NAME_MAX];
+  if (o.name && ((r = mp__seg_canon(canon, sizeof canon, o.name)) < 0 ||
+                 (r = q_check_name(canon)) < 0))
     return r;
+  if (o.name)
+    o.name = canon;
   uint64_t cap_bytes = q_rec_size(o.capacity), ring_max = Q_REC;
   while (ring_max < cap_bytes)
     ring_max *= 2;
@@ -1166,10 +1170,13 @@ void mp__queue_clear_locks(void *base) {
 
 int mp_queue_open(mp_queue_t **qp, const char *name) {
   int r;
+  char canon[MP__SEG_NAME_MAX];
   if (!qp || !name)
     return MP_EINVAL;
-  if ((r = q_check_name(name)) < 0)
+  if ((r = mp__seg_canon(canon, sizeof canon, name)) < 0 ||
+      (r = q_check_name(canon)) < 0)
     return r;
+  name = canon;
   mp__seg_t probe;
   if ((r = mp__seg_open(&probe, name, 0)) < 0)
     return r;

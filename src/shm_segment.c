@@ -21,6 +21,20 @@
 
 #include "internal.h"
 
+int mp__seg_canon(char *buf, size_t cap, const char *name) {
+  if (!name || !*name)
+    return MP_EINVAL;
+  const char *p = name[0] == '/' ? name + 1 : name;
+  size_t len = strlen(p);
+  if (len == 0 || strchr(p, '/'))
+    return MP_EINVAL;
+  if (len + 2 > cap || len + 2 > MP__SEG_NAME_MAX)
+    return MP_ENAMETOOLONG;
+  buf[0] = '/';
+  memcpy(buf + 1, p, len + 1);
+  return 0;
+}
+
 static int seg_path(char *buf, size_t cap, const char *name) {
   /* name is "/xxx": the object lives at /dev/shm/xxx */
   size_t n = strlen(name);
@@ -46,9 +60,9 @@ int mp__seg_create(mp__seg_t *seg, const char *name, size_t size,
   memset(seg, 0, sizeof *seg);
   seg->fd = -1;
   if (name) {
-    if ((r = seg_path(path, sizeof path, name)) < 0)
+    if ((r = mp__seg_canon(seg->name, sizeof seg->name, name)) < 0 ||
+        (r = seg_path(path, sizeof path, seg->name)) < 0)
       return r;
-    strcpy(seg->name, name);
   } else if ((r = mp__random_name(seg->name, sizeof seg->name, "/mp-")) < 0) {
     return r;
   }
@@ -117,10 +131,13 @@ int mp__seg_open(mp__seg_t *seg, const char *name, size_t reserve) {
   char path[MP__SEG_NAME_MAX + 16];
   struct stat st;
   int r;
+  char canon[MP__SEG_NAME_MAX];
   if (!seg || !name)
     return MP_EINVAL;
-  if ((r = seg_path(path, sizeof path, name)) < 0)
+  if ((r = mp__seg_canon(canon, sizeof canon, name)) < 0 ||
+      (r = seg_path(path, sizeof path, canon)) < 0)
     return r;
+  name = canon;
   memset(seg, 0, sizeof *seg);
   seg->fd = -1;
   int fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
@@ -187,10 +204,13 @@ void mp__seg_close(mp__seg_t *seg) {
 }
 
 int mp__seg_unlink(const char *name) {
-  char path[MP__SEG_NAME_MAX + 16];
+  char path[MP__SEG_NAME_MAX + 16], canon[MP__SEG_NAME_MAX];
   int r;
-  if (!name || (r = seg_path(path, sizeof path, name)) < 0)
+  if ((r = mp__seg_canon(canon, sizeof canon, name)) < 0)
+    return r;
+  if ((r = seg_path(path, sizeof path, canon)) < 0)
     return MP_EINVAL;
+  name = canon;
   /* Removed first, forgotten after: a kill in between leaves the tracker
    * a name that is already gone, never a name it no longer watches. */
   r = shm_unlink(name) < 0 ? -errno : 0;

@@ -68,8 +68,10 @@ static block_hdr_t *block_of(const mp__arena_t *a, uint64_t off) {
   return (block_hdr_t *)mp__arena_ptr(a, off - BLOCK_HDR);
 }
 
-/* Make sure the object covers [0, end). Never shrinks: fallocate of the last
- * byte extends i_size monotonically, whatever other processes do at once. */
+/* Make sure the object covers [0, end), every page of it allocated: a
+ * full /dev/shm gives MP_ENOMEM here, never a SIGBUS when a page is first
+ * touched. fallocate never shrinks, so concurrent growers cannot undo each
+ * other; a range two of them reserve at once is simply reserved twice. */
 static int arena_ensure(mp__arena_t *a, uint64_t end) {
   struct mp__arena_hdr *h = a->hdr;
   uint64_t size = atomic_load_explicit(&h->size, memory_order_acquire);
@@ -79,24 +81,12 @@ static int arena_ensure(mp__arena_t *a, uint64_t end) {
   if (want < end)
     want = end;
   want = round_up(want, ARENA_GROW_STEP);
-  if (want > h->reserve)
-    want = h->reserve;
+  if (want > a->seg.reserve) /* our mapping, not the shared header */
+    want = a->seg.reserve;
   if (want < end)
     return MP_ENOMEM;
-  if (fallocate(a->seg.fd, 0, (off_t)(want - 1), 1) < 0) {
-    if (errno == ENOSPC || errno == ENOMEM || errno == EFBIG)
-      return MP_ENOMEM;
-    /* No fallocate: ftruncate, only ever upward. Two racing growers can
-     * at worst leave it at the smaller target, which the other one then
-     * notices below (it re-checks with fstat). */
-    struct stat st;
-    if (fstat(a->seg.fd, &st) < 0)
-      return MP_ENOMEM;
-    if ((uint64_t)st.st_size < want && ftruncate(a->seg.fd, (off_t)want) < 0)
-      return MP_ENOMEM;
-    if (fstat(a->seg.fd, &st) < 0 || (uint64_t)st.st_size < end)
-      return MP_ENOMEM;
-  }
+  if (mp__seg_reserve_range(a->seg.fd, size, want - size) < 0)
+    return MP_ENOMEM;
   while (size < want && !atomic_compare_exchange_weak_explicit(
                             &h->size, &size, want, memory_order_release,
                             memory_order_acquire)) {
@@ -140,6 +130,28 @@ int mp__arena_create(mp__arena_t *a, const char *name, size_t reserve,
   return arena_init_hdr(a, reserve, root_size);
 }
 
+int mp__arena_validate(const void *base, size_t obj_size, size_t mapped) {
+  if (!base || obj_size < ARENA_HDR_SIZE || mapped < obj_size)
+    return MP_EPROTO;
+  const struct mp__arena_hdr *h = base;
+  if (h->magic != ARENA_MAGIC || h->version != ARENA_VERSION)
+    return MP_EINVAL; /* not an arena at all */
+  uint64_t reserve = h->reserve, top = atomic_load(&h->top),
+           size = atomic_load(&h->size);
+  if (h->hdr_size != ARENA_HDR_SIZE || reserve % ARENA_PAGE ||
+      reserve > MP__ARENA_MAX_RESERVE || reserve > mapped ||
+      h->root_off != ARENA_HDR_SIZE || h->root_size > reserve ||
+      top < ARENA_HDR_SIZE + h->root_size || top % MP__ARENA_ALIGN ||
+      top > size || size > obj_size || size > reserve)
+    return MP_EPROTO;
+  for (unsigned c = 0; c < ARENA_NCLASS; c++) {
+    uint64_t o = (atomic_load(&h->heads[c]) & HEAD_OFF_MASK) << 4;
+    if (o && (o < ARENA_HDR_SIZE + h->root_size + BLOCK_HDR || o + 8 > top))
+      return MP_EPROTO;
+  }
+  return 0;
+}
+
 int mp__arena_open(mp__arena_t *a, const char *name) {
   mp__seg_t probe;
   if (!a || !name)
@@ -150,17 +162,49 @@ int mp__arena_open(mp__arena_t *a, const char *name) {
   uint64_t reserve = 0;
   if (probe.size >= ARENA_HDR_SIZE) {
     const struct mp__arena_hdr *h = probe.base;
-    if (h->magic == ARENA_MAGIC && h->version == ARENA_VERSION &&
-        h->reserve >= probe.size && h->reserve <= MP__ARENA_MAX_RESERVE)
+    if (h->magic == ARENA_MAGIC && h->version == ARENA_VERSION)
       reserve = h->reserve;
   }
   mp__seg_close(&probe);
   if (reserve == 0)
     return MP_EINVAL;
+  if (reserve > MP__ARENA_MAX_RESERVE || reserve % ARENA_PAGE)
+    return MP_EPROTO;
   if ((r = mp__seg_open(&a->seg, name, reserve)) < 0)
-    return r;
+    return r == MP_EINVAL ? MP_EPROTO : r; /* object larger than reserve */
   a->hdr = (struct mp__arena_hdr *)a->seg.base;
+  /* The header as mapped now, against the object's real size: every
+   * offset it holds must lie inside what is backed. */
+  if ((r = mp__arena_validate(a->seg.base, a->seg.size, a->seg.reserve)) < 0) {
+    mp__arena_close(a);
+    return r;
+  }
   return 0;
+}
+
+/* The end of what may be read: the bump pointer, once it is known to lie
+ * inside the object (a peer could publish a top beyond the object's end,
+ * and touching a page past the end is a SIGBUS). */
+static uint64_t arena_limit(mp__arena_t *a) {
+  struct mp__arena_hdr *h = a->hdr;
+  uint64_t top = atomic_load_explicit(&h->top, memory_order_acquire);
+  if (MP__LIKELY(top <= a->seg.size))
+    return top;
+  /* Another process grew the object: believe the file, not the header. */
+  struct stat st;
+  if (fstat(a->seg.fd, &st) == 0 && (uint64_t)st.st_size > a->seg.size)
+    a->seg.size = (uint64_t)st.st_size < a->seg.reserve ? (size_t)st.st_size
+                                                         : a->seg.reserve;
+  return top <= a->seg.size ? top : a->seg.size;
+}
+
+bool mp__arena_span_ok(mp__arena_t *a, uint64_t off, uint64_t len) {
+  if (!a || !a->hdr)
+    return false;
+  uint64_t start = a->hdr->root_off;
+  if (off < start || len > UINT64_MAX - off)
+    return false;
+  return off + len <= arena_limit(a);
 }
 
 void mp__arena_close(mp__arena_t *a) {
@@ -185,6 +229,9 @@ int mp__arena_alloc(mp__arena_t *a, size_t size, uint64_t *off) {
   uint64_t hv = atomic_load_explicit(head, memory_order_acquire);
   while (hv & HEAD_OFF_MASK) {
     uint64_t o = (hv & HEAD_OFF_MASK) << 4;
+    if (MP__UNLIKELY(o < h->root_off + h->root_size + BLOCK_HDR ||
+                     !mp__arena_span_ok(a, o - BLOCK_HDR, class_size((unsigned)c))))
+      return MP_EPROTO; /* a head no allocator wrote */
     /* o may be popped and reused by someone else meanwhile: the read is
      * still inside the mapping and the object, and the tagged CAS fails. */
     uint64_t next = atomic_load_explicit(
@@ -192,6 +239,14 @@ int mp__arena_alloc(mp__arena_t *a, size_t size, uint64_t *off) {
     uint64_t nv = head_pack(next, (hv >> HEAD_OFF_BITS) + 1);
     if (atomic_compare_exchange_weak_explicit(
             head, &hv, nv, memory_order_acquire, memory_order_acquire)) {
+      /* A large block gave its pages back when freed: allocate them again
+       * now, or hand the block back and report the shortage. */
+      if (class_size((unsigned)c) >= ARENA_PUNCH_MIN &&
+          mp__seg_reserve_range(a->seg.fd, o,
+                                class_size((unsigned)c) - BLOCK_HDR) < 0) {
+        mp__arena_free(a, o);
+        return MP_ENOMEM;
+      }
       *off = o;
       return 0;
     }
@@ -199,7 +254,7 @@ int mp__arena_alloc(mp__arena_t *a, size_t size, uint64_t *off) {
   uint64_t bsize = class_size((unsigned)c);
   uint64_t top = atomic_load_explicit(&h->top, memory_order_relaxed);
   for (;;) {
-    if (top + bsize > h->reserve || top + bsize < top)
+    if (top + bsize > a->seg.reserve || top + bsize < top)
       return MP_ENOMEM;
     int r = arena_ensure(a, top + bsize);
     if (r < 0)
@@ -221,10 +276,11 @@ void mp__arena_free(mp__arena_t *a, uint64_t off) {
     return;
   struct mp__arena_hdr *h = a->hdr;
   if ((off & 15) || off < h->root_off + BLOCK_HDR ||
-      off >= atomic_load_explicit(&h->top, memory_order_relaxed))
+      !mp__arena_span_ok(a, off - BLOCK_HDR, BLOCK_HDR + 8))
     return; /* never handed out */
   block_hdr_t *b = block_of(a, off);
-  if (b->magic != BLOCK_MAGIC || b->cls >= ARENA_NCLASS)
+  if (b->magic != BLOCK_MAGIC || b->cls >= ARENA_NCLASS ||
+      !mp__arena_span_ok(a, off - BLOCK_HDR, class_size(b->cls)))
     return; /* not a block of ours: refuse rather than corrupt a list */
   uint64_t bsize = class_size(b->cls);
   if (bsize >= ARENA_PUNCH_MIN) {
@@ -259,11 +315,13 @@ void mp__arena_prefault(mp__arena_t *a, uint64_t off, size_t len) {
     madvise(mp__arena_ptr(a, s), e - s, MADV_POPULATE_WRITE);
 }
 
-size_t mp__arena_usable(const mp__arena_t *a, uint64_t off) {
-  if (!a || !a->hdr || off < BLOCK_HDR)
+size_t mp__arena_usable(mp__arena_t *a, uint64_t off) {
+  if (!a || !a->hdr || off < BLOCK_HDR ||
+      !mp__arena_span_ok(a, off - BLOCK_HDR, BLOCK_HDR))
     return 0;
   const block_hdr_t *b = block_of(a, off);
-  if (b->magic != BLOCK_MAGIC || b->cls >= ARENA_NCLASS)
+  if (b->magic != BLOCK_MAGIC || b->cls >= ARENA_NCLASS ||
+      !mp__arena_span_ok(a, off - BLOCK_HDR, class_size(b->cls)))
     return 0;
   return (size_t)(class_size(b->cls) - BLOCK_HDR);
 }
@@ -277,5 +335,5 @@ uint64_t mp__arena_used(const mp__arena_t *a) {
 }
 
 uint64_t mp__arena_reserve(const mp__arena_t *a) {
-  return a->hdr->reserve;
+  return a->seg.reserve;
 }

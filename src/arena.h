@@ -43,20 +43,30 @@ typedef struct {
 int mp__arena_create(mp__arena_t *a, const char *name, size_t reserve,
                      size_t root_size, bool track);
 /* Map an existing arena by name (its whole reservation). MP_ENOENT if
- * missing, MP_EINVAL if it is not an arena. */
+ * missing, MP_EACCES (another user's, or group/other permission bits),
+ * MP_EINVAL if it is not an arena, MP_EPROTO if its header is corrupt (a
+ * size, offset or free-list head outside the object). */
 int mp__arena_open(mp__arena_t *a, const char *name);
+/* Check an arena header at base: obj_size bytes of object backed, mapped
+ * bytes of address space. 0, MP_EINVAL (no arena magic), MP_EPROTO. */
+int mp__arena_validate(const void *base, size_t obj_size, size_t mapped);
+/* True when [off, off+len) lies inside the allocated part of the arena (at
+ * or past the root area, below the bump pointer, inside the object): what
+ * every offset read from shared memory must pass before it is used. */
+bool mp__arena_span_ok(mp__arena_t *a, uint64_t off, uint64_t len);
 /* Unmap (the name stays). */
 void mp__arena_close(mp__arena_t *a);
 
 /* Allocate `size` bytes (> 0), 16-byte aligned, contents undefined. On
  * success *off is the block's offset. MP_ENOMEM when the reservation is
  * exhausted (or the system refuses to grow the object), MP_EINVAL for size 0
- * or absurd sizes. */
+ * or absurd sizes, MP_EPROTO when a free list holds an offset outside the
+ * arena (written by a corrupt peer). */
 int mp__arena_alloc(mp__arena_t *a, size_t size, uint64_t *off);
 /* Return a block to its size class. off 0 is ignored. */
 void mp__arena_free(mp__arena_t *a, uint64_t off);
 /* Usable bytes of an allocated block (>= the size asked for). */
-size_t mp__arena_usable(const mp__arena_t *a, uint64_t off);
+size_t mp__arena_usable(mp__arena_t *a, uint64_t off);
 
 /* Back [off, off+len) with memory now, in one system call, instead of one
  * page fault per page as it is first written: for large blocks that are

@@ -91,9 +91,21 @@ typedef struct {
 int mp__seg_create(mp__seg_t *seg, const char *name, size_t size,
                    size_t reserve, bool track);
 /* Open an existing segment by name; its current size is read with fstat.
- * reserve 0 means map exactly the current size. MP_ENOENT if missing. */
+ * reserve 0 means map exactly the current size. MP_ENOENT if missing,
+ * MP_EACCES if it belongs to another user or has group/other permission
+ * bits (mp__seg_check_owner). */
 int mp__seg_open(mp__seg_t *seg, const char *name, size_t reserve);
-/* Grow the object to new_size (<= reserve). Other mappings of the same
+/* Owner check of an object opened by name (st from fstat on its fd): a
+ * regular file or FIFO owned by the effective uid with no group or other
+ * permission bits, else MP_EACCES. */
+struct stat;
+int mp__seg_check_owner(const struct stat *st);
+/* Allocate every page of [off, off+len) of fd now (extending its size when
+ * needed, never shrinking). 0, MP_ENOSPC (/dev/shm full), MP_ENOMEM, or
+ * -errno. */
+int mp__seg_reserve_range(int fd, uint64_t off, uint64_t len);
+/* Grow the object to new_size (<= reserve), every page of the new range
+ * allocated (MP_ENOSPC / MP_ENOMEM when the system has no room). Other mappings of the same
  * reservation see the new pages at once. */
 int mp__seg_grow(mp__seg_t *seg, size_t new_size);
 /* Unmap and close; the name stays. */
@@ -106,6 +118,15 @@ int mp__seg_unlink(const char *name);
  * does it). Children forked later do not inherit the registrations. */
 int mp__tracker_register(const char *name);
 int mp__tracker_unregister(const char *name);
+
+/* ---- queue ----------------------------------------------------------------
+ * Check a queue header at base (obj_size bytes backed, mapped bytes of
+ * address space) as mp_queue_open does: 0, MP_EINVAL (not a queue),
+ * MP_EPROTO (a field outside what the creator could have written). */
+int mp__queue_check(const void *base, size_t obj_size, size_t mapped);
+/* Fuzzing aid: free both locks of a queue header (a lock held by a live
+ * process is a wait, not a fault, and would only stall the fuzzer). */
+void mp__queue_clear_locks(void *base);
 
 /* ---- process identity ----------------------------------------------------
  * Lock words hold an owner's pid (or thread id) with its start time beside

@@ -30,23 +30,43 @@ static void rollback(mp__arena_t *a, mgr_obj_t *o) {
   uint64_t n = atomic_load_explicit(&o->undo_n, memory_order_acquire);
   if (n == 0)
     return;
-  uint64_t *log = mgr_ptr(a, atomic_load(&o->undo_off));
-  uint64_t reserve = mp__arena_reserve(a);
-  for (uint64_t i = n; i-- > 0;) {
+  /* The log and every offset in it are bounded: a log that is not ours
+   * is dropped, an entry outside the arena skipped. */
+  uint64_t loff = atomic_load(&o->undo_off);
+  uint64_t *log = NULL;
+  if (mp__arena_span_ok(a, loff, 8)) {
+    log = mgr_ptr(a, loff);
+    if (log[0] > UINT64_MAX / 16 || n > log[0] ||
+        !mp__arena_span_ok(a, loff, (1 + 2 * log[0]) * 8))
+      log = NULL;
+  }
+  for (uint64_t i = n; log && i-- > 0;) {
     uint64_t off = log[1 + 2 * i];
-    if (off >= 8 && off + 8 <= reserve && !(off & 7))
+    if (!(off & 7) && mp__arena_span_ok(a, off, 8))
       *(uint64_t *)mgr_ptr(a, off) = log[2 + 2 * i];
   }
   atomic_store_explicit(&o->undo_n, 0, memory_order_release);
 }
 
-void mp__mop_begin(mop_t *op, mp_manager_t *m, uint64_t obj_off) {
+int mp__mop_begin(mop_t *op, mp_manager_t *m, uint64_t obj_off) {
   memset(op, 0, sizeof *op);
   op->a = &m->a;
   op->o = mgr_ptr(&m->a, obj_off);
   mp__mlock_lock(&op->o->lock);
   /* A non-empty log here means its last owner died midway. */
   rollback(op->a, op->o);
+  /* Under the lock, the object's arrays are what its last writer left:
+   * check them once here, so the operation can trust them. */
+  int r = 0;
+  if (op->o->kind == MGR_KIND_DICT)
+    r = mp__dict_shm_check(op);
+  else if (op->o->kind == MGR_KIND_LIST)
+    r = mp__list_shm_check(op);
+  else
+    r = MP_EPROTO;
+  if (r < 0)
+    mp__mlock_unlock(&op->o->lock);
+  return r;
 }
 
 int mp__mop_reserve(mop_t *op, size_t k) {
@@ -57,6 +77,15 @@ int mp__mop_reserve(mop_t *op, size_t k) {
       op->log = mgr_ptr(op->a, off);
   }
   uint64_t cap = op->log ? op->log[0] : 0;
+  if (op->log && (cap > UINT64_MAX / 16 ||
+                  !mp__arena_span_ok(op->a, atomic_load(&o->undo_off),
+                                     (1 + 2 * cap) * 8))) {
+    /* Not a log we wrote: start a new one (the old block is not ours to
+     * free). */
+    op->log = NULL;
+    cap = 0;
+    atomic_store(&o->undo_off, 0);
+  }
   if (op->n + k <= cap)
     return 0;
   uint64_t ncap = cap ? cap * 2 : 64;
@@ -230,10 +259,22 @@ int mp__sval_release(mop_t *op, const sval_t *s) {
   return mp__sval_blob(s) ? mp__mop_defer_free(op, s->pay) : 0;
 }
 
+bool mp__sval_ok(mp__arena_t *a, const sval_t *s) {
+  uint64_t len = sval_len(s);
+  if ((sval_type(s) != MP_STR && sval_type(s) != MP_BYTES) ||
+      len <= SVAL_INLINE_MAX)
+    return true;
+  return mp__arena_span_ok(a, s->pay, len);
+}
+
 const char *mp__sval_bytes(mp__arena_t *a, const sval_t *s, size_t *len) {
   *len = (size_t)sval_len(s);
   if (*len <= SVAL_INLINE_MAX)
     return (const char *)&s->pay;
+  if (!mp__arena_span_ok(a, s->pay, *len)) {
+    *len = 0; /* a blob outside the arena: seen as empty, never read */
+    return "";
+  }
   return mgr_ptr(a, s->pay);
 }
 
@@ -276,6 +317,8 @@ int mp__mval_copy(const mp_val_t *in, mp_val_t *out) {
 }
 
 int mp__sval_load(mp__arena_t *a, const sval_t *s, mp_val_t *out) {
+  if (!mp__sval_ok(a, s))
+    return MP_EPROTO;
   mp_val_t v;
   sval_view(a, s, &v);
   return mp__mval_copy(&v, out);
@@ -598,11 +641,15 @@ int mp_manager_open(mp_manager_t **out, const char *name) {
     return r;
   }
   m->root = mgr_ptr(&m->a, mp__arena_root(&m->a));
-  if (m->a.seg.size < mp__arena_root(&m->a) + sizeof(mgr_root_t) ||
-      m->root->magic != MGR_MAGIC) {
+  if (!mp__arena_span_ok(&m->a, mp__arena_root(&m->a), sizeof(mgr_root_t)) ||
+      m->root->magic != MGR_MAGIC ||
+      atomic_load(&m->root->nobj) > MGR_MAX_OBJ) {
+    r = m->root->magic == MGR_MAGIC ? MP_EPROTO : MP_EINVAL;
+    if (m->a.seg.size < mp__arena_root(&m->a) + sizeof(mgr_root_t))
+      r = MP_EPROTO;
     mp__arena_close(&m->a);
     free(m);
-    return MP_EINVAL;
+    return r;
   }
   *out = m;
   return 0;
@@ -641,6 +688,12 @@ int mp_manager_destroy(mp_manager_t *m) {
   mp__arena_close(&m->a);
   free(m);
   return 0;
+}
+
+size_t mp__mgr_obj_size(uint32_t kind) {
+  /* Both kinds are a head and a few words: at least the head. */
+  (void)kind;
+  return sizeof(mgr_obj_t);
 }
 
 /* ---- directory
@@ -706,7 +759,7 @@ int mp__mgr_obj_find(mp_manager_t *m, uint32_t kind, const char *name,
   mgr_root_t *root = m->root;
   uint64_t n = atomic_load_explicit(&root->nobj, memory_order_acquire);
   if (n > MGR_MAX_OBJ)
-    return MP_EINVAL;
+    return MP_EPROTO;
   if (!by_id) {
     int r = mp__mgr_check_name(name);
     if (!name || r < 0)
@@ -719,7 +772,14 @@ int mp__mgr_obj_find(mp_manager_t *m, uint32_t kind, const char *name,
     return MP_ENOENT;
   if (root->dir[id].kind != kind)
     return MP_EINVAL;
-  *off = root->dir[id].off;
+  /* The entry is followed from now on: it must name an object of ours. */
+  uint64_t o = root->dir[id].off;
+  if ((o & 15) || !mp__arena_span_ok(&m->a, o, sizeof(mgr_obj_t)) ||
+      o < mp__arena_root(&m->a) + sizeof(mgr_root_t) ||
+      !mp__arena_span_ok(&m->a, o, mp__arena_usable(&m->a, o)) ||
+      mp__arena_usable(&m->a, o) < mp__mgr_obj_size(kind))
+    return MP_EPROTO;
+  *off = o;
   *out_id = id;
   return 0;
 }

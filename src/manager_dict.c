@@ -187,14 +187,28 @@ static int dict_set_locked(mop_t *op, uint64_t h, const mp_val_t *key,
   return dict_insert(op, h, key, val);
 }
 
+int mp__dict_shm_check(mop_t *op) {
+  const dict_shm_t *D = dict_of(op);
+  if (!mp__arena_span_ok(op->a, (uint64_t)((char *)D - (char *)op->a->seg.base),
+                         sizeof *D))
+    return MP_EPROTO;
+  if (D->icap == 0)
+    return D->ecap == 0 && D->elen == 0 && D->count == 0 ? 0 : MP_EPROTO;
+  if ((D->icap & (D->icap - 1)) || D->icap > ((uint64_t)1 << 40) ||
+      D->ecap * 2 != D->icap || D->elen > D->ecap || D->count > D->elen ||
+      !mp__arena_span_ok(op->a, D->index_off, D->icap * 8) ||
+      !mp__arena_span_ok(op->a, D->entries_off, D->ecap * sizeof(dent_t)))
+    return MP_EPROTO;
+  return 0;
+}
+
 static int dict_begin(mp_dict_t *d, const mp_val_t *key, mop_t *op,
                       uint64_t *h) {
   int r = dict_check(d);
   if (r < 0 || (r = mp__mval_check_key(key)) < 0)
     return r;
   *h = mp__mval_hash(dict_seed(d), key);
-  mp__mop_begin(op, d->h.m, d->h.off);
-  return 0;
+  return mp__mop_begin(op, d->h.m, d->h.off);
 }
 
 /* dict_begin, then look key up: *slot is its slot or NOT_FOUND. */
@@ -334,9 +348,11 @@ int mp_dict_del(mp_dict_t *d, const mp_val_t *key) {
 int mp_dict_len(mp_dict_t *d, size_t *n) {
   MGR_REDIS_CALL(d, mp__rdict_len(d, n));
   mop_t op;
+  int r;
   if (dict_check(d) < 0 || !n)
     return MP_EINVAL;
-  mp__mop_begin(&op, d->h.m, d->h.off);
+  if ((r = mp__mop_begin(&op, d->h.m, d->h.off)) < 0)
+    return r;
   *n = (size_t)dict_of(&op)->count;
   return mp__mop_commit(&op, 0);
 }
@@ -347,7 +363,8 @@ int mp_dict_clear(mp_dict_t *d) {
   int r;
   if (dict_check(d) < 0)
     return MP_EINVAL;
-  mp__mop_begin(&op, d->h.m, d->h.off);
+  if ((r = mp__mop_begin(&op, d->h.m, d->h.off)) < 0)
+    return r;
   dict_shm_t *D = dict_of(&op);
   if (!D->entries_off)
     return mp__mop_commit(&op, 0);
@@ -378,7 +395,8 @@ int mp_dict_items(mp_dict_t *d, mp_val_t **keys, mp_val_t **vals, size_t *n) {
   int r = 0;
   if (dict_check(d) < 0 || !n || (!keys && !vals))
     return MP_EINVAL;
-  mp__mop_begin(&op, d->h.m, d->h.off);
+  if ((r = mp__mop_begin(&op, d->h.m, d->h.off)) < 0)
+    return r;
   dict_shm_t *D = dict_of(&op);
   size_t cnt = (size_t)D->count, got = 0;
   mp_val_t *ks = NULL, *vs = NULL;
@@ -433,7 +451,11 @@ int mp_dict_update(mp_dict_t *d, mp_dict_t *src) {
   if ((r = mp_dict_items(src, &ks, &vs, &n)) < 0)
     return r;
   uint64_t seed = dict_seed(d);
-  mp__mop_begin(&op, d->h.m, d->h.off);
+  if ((r = mp__mop_begin(&op, d->h.m, d->h.off)) < 0) {
+    mp_vals_free(ks, n);
+    mp_vals_free(vs, n);
+    return r;
+  }
   for (size_t i = 0; i < n && r == 0; i++)
     r = dict_set_locked(&op, mp__mval_hash(seed, &ks[i]), &ks[i], &vs[i]);
   r = mp__mop_end(&op, r);
@@ -496,9 +518,11 @@ int mp_dict_repr(mp_dict_t *d, char **out) {
   MGR_REDIS_CALL(d, mp__rdict_repr(d, out));
   mop_t op;
   sbuf_t b = {0};
+  int r;
   if (dict_check(d) < 0 || !out)
     return MP_EINVAL;
-  mp__mop_begin(&op, d->h.m, d->h.off);
+  if ((r = mp__mop_begin(&op, d->h.m, d->h.off)) < 0)
+    return r;
   dict_shm_t *D = dict_of(&op);
   mp__sb_put(&b, "{", 1);
   const dent_t *ents = D->entries_off ? mgr_ptr(op.a, D->entries_off) : NULL;

@@ -126,8 +126,16 @@ static inline void *mgr_ptr(mp__arena_t *a, uint64_t off) {
   return mp__arena_ptr(a, off);
 }
 
-/* Lock o (recovering a dead owner's half-done operation) and start an op. */
-void mp__mop_begin(mop_t *op, mp_manager_t *m, uint64_t obj_off);
+/* Lock o (recovering a dead owner's half-done operation) and start an op.
+ * The object's arrays are checked to lie inside the arena: MP_EPROTO (and
+ * nothing held) when they do not. */
+int mp__mop_begin(mop_t *op, mp_manager_t *m, uint64_t obj_off);
+/* Structure checks of a dict or list under its lock: sizes consistent,
+ * arrays inside the arena. 0 or MP_EPROTO. */
+int mp__dict_shm_check(mop_t *op);
+int mp__list_shm_check(mop_t *op);
+/* Bytes of the shared object of a kind (for directory checks). */
+size_t mp__mgr_obj_size(uint32_t kind);
 /* Make room in the log for k more writes. MP_ENOMEM. */
 int mp__mop_reserve(mop_t *op, size_t k);
 /* Logged write of a reachable word (room reserved beforehand). */
@@ -155,6 +163,8 @@ int mp__sval_make(mop_t *op, const mp_val_t *v, sval_t *out);
 /* Defer freeing the blob of s, if any. */
 int mp__sval_release(mop_t *op, const sval_t *s);
 int mp__sval_blob(const sval_t *s); /* has a blob */
+/* Its blob, if any, lies inside the arena. */
+bool mp__sval_ok(mp__arena_t *a, const sval_t *s);
 /* Copy out (strings/bytes malloc'd and NUL-terminated). MP_ENOMEM. */
 int mp__sval_load(mp__arena_t *a, const sval_t *s, mp_val_t *out);
 bool mp__sval_eq(mp__arena_t *a, const sval_t *s, const mp_val_t *v);

@@ -28,6 +28,18 @@ static list_shm_t *list_of(mop_t *op) {
   return (list_shm_t *)op->o;
 }
 
+int mp__list_shm_check(mop_t *op) {
+  const list_shm_t *L = list_of(op);
+  if (!mp__arena_span_ok(op->a, (uint64_t)((char *)L - (char *)op->a->seg.base),
+                         sizeof *L))
+    return MP_EPROTO;
+  if (L->len > L->cap || L->cap > ((uint64_t)1 << 40) ||
+      (L->cap && !mp__arena_span_ok(op->a, L->items_off,
+                                    L->cap * sizeof(sval_t))))
+    return MP_EPROTO;
+  return 0;
+}
+
 static sval_t *list_items(mop_t *op) {
   list_shm_t *L = list_of(op);
   return L->items_off ? mgr_ptr(op->a, L->items_off) : NULL;
@@ -161,8 +173,7 @@ int mp_list_close(mp_list_t *l) {
 static int list_begin(mp_list_t *l, mop_t *op) {
   if (list_check(l) < 0)
     return MP_EINVAL;
-  mp__mop_begin(op, l->h.m, l->h.off);
-  return 0;
+  return mp__mop_begin(op, l->h.m, l->h.off);
 }
 
 int mp_list_append(mp_list_t *l, const mp_val_t *v) {
@@ -276,8 +287,11 @@ int mp_list_remove(mp_list_t *l, const mp_val_t *v) {
 int mp_list_len(mp_list_t *l, size_t *n) {
   MGR_REDIS_CALL(l, mp__rlist_len(l, n));
   mop_t op;
-  if (!n || list_begin(l, &op) < 0)
+  int r;
+  if (!n)
     return MP_EINVAL;
+  if ((r = list_begin(l, &op)) < 0)
+    return r;
   *n = (size_t)list_of(&op)->len;
   return mp__mop_commit(&op, 0);
 }
@@ -285,9 +299,9 @@ int mp_list_len(mp_list_t *l, size_t *n) {
 int mp_list_clear(mp_list_t *l) {
   MGR_REDIS_CALL(l, mp__rlist_clear(l));
   mop_t op;
-  int r = 0;
-  if (list_begin(l, &op) < 0)
-    return MP_EINVAL;
+  int r = list_begin(l, &op);
+  if (r < 0)
+    return r;
   list_shm_t *L = list_of(&op);
   sval_t *items = list_items(&op);
   for (uint64_t k = 0; k < L->len && r == 0; k++)
@@ -301,8 +315,10 @@ int mp_list_items(mp_list_t *l, mp_val_t **vals, size_t *n) {
   MGR_REDIS_CALL(l, mp__rlist_items(l, vals, n));
   mop_t op;
   int r = 0;
-  if (!vals || !n || list_begin(l, &op) < 0)
+  if (!vals || !n)
     return MP_EINVAL;
+  if ((r = list_begin(l, &op)) < 0)
+    return r;
   size_t len = (size_t)list_of(&op)->len;
   mp_val_t *vs = len ? calloc(len, sizeof *vs) : NULL;
   if (len && !vs)
@@ -324,8 +340,11 @@ int mp_list_repr(mp_list_t *l, char **out) {
   MGR_REDIS_CALL(l, mp__rlist_repr(l, out));
   mop_t op;
   sbuf_t b = {0};
-  if (!out || list_begin(l, &op) < 0)
+  int r;
+  if (!out)
     return MP_EINVAL;
+  if ((r = list_begin(l, &op)) < 0)
+    return r;
   list_shm_t *L = list_of(&op);
   sval_t *items = list_items(&op);
   mp__sb_put(&b, "[", 1);

@@ -43,6 +43,13 @@ struct mp_conn {
   bool is_socket;
   char *rbuf; /* RBUF_SIZE bytes, allocated on first receive */
   size_t rpos, rlen;
+  uint64_t max_msg; /* largest message recv accepts */
+  uint64_t skip;    /* bytes of a refused message still to discard */
+  /* A large message whose reading stopped midway (EAGAIN on a
+   * non-blocking descriptor): pgot of plen bytes are in pbuf, and the
+   * next receive continues it, so framing never breaks. */
+  char *pbuf;
+  size_t plen, pgot;
   int fdq[FDQ_MAX]; /* received descriptors not yet taken */
   int fdq_head, fdq_len;
 };
@@ -55,6 +62,7 @@ static mp_conn_t *conn_new(int fd, bool r, bool w, bool sock) {
   c->readable = r;
   c->writable = w;
   c->is_socket = sock;
+  c->max_msg = MP_CONN_MAX_MESSAGE;
   return c;
 }
 
@@ -352,6 +360,14 @@ static int take_payload(mp_conn_t *c, void *dst, size_t len) {
     size_t got = avail;
     while (got < len) {
       ssize_t n = conn_read(c, (char *)dst + got, len - got);
+      if (n == MP_EAGAIN) {
+        /* Non-blocking and dry midway: the bytes read so far stay with
+         * the connection (see take_or_park). */
+        c->pbuf = dst;
+        c->plen = len;
+        c->pgot = got;
+        return MP_EAGAIN;
+      }
       if (n < 0)
         return (int)n;
       if (n == 0)
@@ -364,51 +380,170 @@ static int take_payload(mp_conn_t *c, void *dst, size_t len) {
   return 0;
 }
 
+/* Discard what is left of a refused message, as it arrives. */
+static int drain_skip(mp_conn_t *c) {
+  while (c->skip) {
+    size_t have = c->rlen - c->rpos;
+    if (have == 0) {
+      c->rpos = c->rlen = 0;
+      int r = fill(c);
+      if (r < 0)
+        return r == MP_EIO ? MP_ECLOSED : r;
+      continue;
+    }
+    size_t k = have < c->skip ? have : (size_t)c->skip;
+    c->rpos += k;
+    c->skip -= k;
+  }
+  if (c->rpos == c->rlen)
+    c->rpos = c->rlen = 0;
+  return 0;
+}
+
+/* Refuse the message whose header is at rpos (err: MP_EMSGSIZE, or
+ * MP_ENOMEM when no buffer could be had): its payload is skipped, on this
+ * call as far as it has arrived and on later ones for the rest, and the
+ * message after it comes next. */
+static int refuse(mp_conn_t *c, uint64_t len, int err) {
+  c->rpos += HDR_SIZE;
+  c->skip = len;
+  int r = drain_skip(c);
+  return r == 0 || r == MP_EAGAIN || r == MP_ECLOSED ? err : r;
+}
+
+/* Continue a message whose reading stopped midway. 0 once complete. */
+static int resume_partial(mp_conn_t *c) {
+  while (c->pgot < c->plen) {
+    size_t have = c->rlen - c->rpos;
+    if (have) {
+      size_t k = have < c->plen - c->pgot ? have : c->plen - c->pgot;
+      memcpy(c->pbuf + c->pgot, c->rbuf + c->rpos, k);
+      c->rpos += k;
+      c->pgot += k;
+      continue;
+    }
+    c->rpos = c->rlen = 0;
+    ssize_t n = conn_read(c, c->pbuf + c->pgot, c->plen - c->pgot);
+    if (n < 0)
+      return (int)n;
+    if (n == 0)
+      return MP_EIO;
+    c->pgot += (size_t)n;
+  }
+  if (c->rpos == c->rlen)
+    c->rpos = c->rlen = 0;
+  return 0;
+}
+
+static void drop_partial(mp_conn_t *c) {
+  free(c->pbuf);
+  c->pbuf = NULL;
+  c->plen = c->pgot = 0;
+}
+
 /* The header of the next message, which must carry a descriptor (fd) or
  * data (!fd): MP_EINVAL for the other kind, left in place. A data length
- * beyond what we write means a corrupt stream: MP_EIO. */
+ * beyond what we write means a corrupt stream: MP_EPROTO (the stream cannot
+ * be resynchronised). */
 static int next_header(mp_conn_t *c, bool fd, uint64_t *hdr) {
   int r = check_recv(c);
   if (r < 0)
+    return r;
+  if (c->skip && (r = drain_skip(c)) < 0)
     return r;
   if ((r = peek_header(c, hdr)) < 0)
     return r;
   if (((*hdr & HDR_FD) != 0) != fd)
     return MP_EINVAL;
   if (!fd && (*hdr >= MSG_MAX || *hdr >= SIZE_MAX))
-    return MP_EIO;
+    return MP_EPROTO;
   return 0;
+}
+
+/* Read the payload of len bytes into dst; on a non-blocking descriptor
+ * that runs dry midway, keep what was read in the connection (owned is
+ * true when dst is a malloc'd buffer the connection may take over) and
+ * return MP_EAGAIN. */
+static int take_or_park(mp_conn_t *c, void *dst, size_t len, bool owned) {
+  int r = take_payload(c, dst, len);
+  if (r != MP_EAGAIN || c->pbuf == NULL)
+    return r;
+  /* take_payload parked the message in dst (c->pbuf == dst): keep it in a
+   * buffer of our own. */
+  if (owned)
+    return r;
+  char *p = malloc(len ? len : 1);
+  if (!p) {
+    c->skip = len - c->pgot;
+    c->pbuf = NULL;
+    c->plen = c->pgot = 0;
+    return MP_ENOMEM;
+  }
+  memcpy(p, dst, c->pgot);
+  c->pbuf = p;
+  return r;
 }
 
 int mp_conn_recv_into(mp_conn_t *c, void *buf, size_t cap, size_t *len) {
   if (!len || (!buf && cap > 0))
     return MP_EINVAL;
+  int r;
+  if (c && c->pbuf) {
+    if ((r = check_recv(c)) < 0 || (r = resume_partial(c)) < 0)
+      return r;
+    *len = c->plen;
+    if (c->plen > cap)
+      return MP_ETOOSHORT;
+    memcpy(buf, c->pbuf, c->plen);
+    drop_partial(c);
+    return 0;
+  }
   uint64_t hdr;
-  int r = next_header(c, false, &hdr);
-  if (r < 0)
+  if ((r = next_header(c, false, &hdr)) < 0)
     return r;
+  if (hdr > c->max_msg)
+    return refuse(c, hdr, MP_EMSGSIZE);
   *len = (size_t)hdr;
   if (hdr > cap)
     return MP_ETOOSHORT;
-  return take_payload(c, buf, (size_t)hdr);
+  return take_or_park(c, buf, (size_t)hdr, false);
 }
 
 int mp_conn_recv(mp_conn_t *c, void **buf, size_t *len) {
   if (!buf || !len)
     return MP_EINVAL;
+  int r;
+  if (c && c->pbuf) {
+    if ((r = check_recv(c)) < 0 || (r = resume_partial(c)) < 0)
+      return r;
+    *buf = c->pbuf;
+    *len = c->plen;
+    c->pbuf = NULL;
+    c->plen = c->pgot = 0;
+    return 0;
+  }
   uint64_t hdr;
-  int r = next_header(c, false, &hdr);
-  if (r < 0)
+  if ((r = next_header(c, false, &hdr)) < 0)
     return r;
+  if (hdr > c->max_msg)
+    return refuse(c, hdr, MP_EMSGSIZE);
   void *p = malloc(hdr ? (size_t)hdr : 1);
   if (!p)
-    return MP_ENOMEM;
-  if ((r = take_payload(c, p, (size_t)hdr)) < 0) {
-    free(p);
+    return refuse(c, hdr, MP_ENOMEM);
+  if ((r = take_or_park(c, p, (size_t)hdr, true)) < 0) {
+    if (c->pbuf != p)
+      free(p);
     return r;
   }
   *buf = p;
   *len = (size_t)hdr;
+  return 0;
+}
+
+int mp_conn_set_max_message(mp_conn_t *c, size_t max) {
+  if (!c || max >= MSG_MAX)
+    return MP_EINVAL;
+  c->max_msg = max;
   return 0;
 }
 
@@ -417,6 +552,8 @@ int mp_conn_recv_fd(mp_conn_t *c, int *fd) {
     return MP_EINVAL;
   if (c && c->fd >= 0 && c->readable && !c->is_socket)
     return MP_ENOTSUP;
+  if (c && c->pbuf)
+    return MP_EINVAL; /* a data message, half read, comes first */
   uint64_t hdr;
   int r = next_header(c, true, &hdr);
   if (r < 0)
@@ -475,6 +612,8 @@ int mp_conn_close(mp_conn_t *c) {
   free(c->rbuf);
   c->rbuf = NULL;
   c->rpos = c->rlen = 0;
+  drop_partial(c);
+  c->skip = 0;
   return 0;
 }
 

@@ -62,6 +62,14 @@ static uint8_t *rring(mp_pool_t *p, int w) {
   return tring(p, w) + MP__POOL_RING;
 }
 
+uint8_t *mp__pool_rring(mp_pool_t *p, int w) {
+  return rring(p, w);
+}
+
+mp__wshm_t *mp__pool_wshm(mp_pool_t *p, int w) {
+  return wshm(p, w);
+}
+
 /* Make an eventfd readable (fd < 0: nothing). A full counter is readable
  * anyway, so a failed write loses nothing. */
 static void efd_signal(int fd) {
@@ -90,6 +98,19 @@ static int lazy_eventfd(_Atomic int *slot) {
   return expect;
 }
 
+static job_t **job_bucket(mp_pool_t *p, uint64_t id) {
+  uint64_t h = (id >> 4) * 0x9e3779b97f4a7c15ull;
+  return &p->jhash[h >> (64 - 12)];
+}
+_Static_assert(MP__POOL_JHASH == 1 << 12, "bucket bits");
+
+job_t *mp__pool_job_find(mp_pool_t *p, uint64_t id) {
+  for (job_t *j = *job_bucket(p, id); j; j = j->hnext)
+    if ((uint64_t)(uintptr_t)j == id)
+      return j;
+  return NULL;
+}
+
 void mp__pool_live_add(mp_pool_t *p, job_t *j) {
   atomic_fetch_add(&j->refs, 1);
   j->lnext = p->live.lnext;
@@ -97,6 +118,12 @@ void mp__pool_live_add(mp_pool_t *p, job_t *j) {
   p->live.lnext->lprev = j;
   p->live.lnext = j;
   p->live_count++;
+  job_t **b = job_bucket(p, (uint64_t)(uintptr_t)j);
+  j->hnext = *b;
+  j->hpprev = b;
+  if (*b)
+    (*b)->hpprev = &j->hnext;
+  *b = j;
 }
 
 /* Under mu. Drops the pool's reference unless keep_ref. */
@@ -104,6 +131,11 @@ void mp__pool_live_remove(mp_pool_t *p, job_t *j) {
   j->lprev->lnext = j->lnext;
   j->lnext->lprev = j->lprev;
   j->lprev = j->lnext = NULL;
+  *j->hpprev = j->hnext;
+  if (j->hnext)
+    j->hnext->hpprev = j->hpprev;
+  j->hnext = NULL;
+  j->hpprev = NULL;
   if (--p->live_count == 0)
     pthread_cond_broadcast(&p->idle_cv);
 }
@@ -246,7 +278,9 @@ static void map_finish_err(mp_result_t *r) {
 /* Under mu: a task (from a ring or the backlog) ended with err and no
  * result. */
 void mp__pool_fail_task(mp_pool_t *p, const mp__trec_t *t, int err) {
-  job_t *j = (job_t *)(uintptr_t)t->id;
+  job_t *j = mp__pool_job_find(p, t->id);
+  if (!j)
+    return; /* a record no dispatch wrote */
   if (j->kind == J_IMAP) {
     mp__pool_imap_chunk_done(p, (mp_imap_t *)j, t->start, t->count, NULL, NULL,
                              err);
@@ -261,6 +295,8 @@ void mp__pool_fail_task(mp_pool_t *p, const mp__trec_t *t, int err) {
   }
   if (!r->fail_err)
     r->fail_err = err;
+  if (t->count > r->left)
+    return; /* more than is due: not a record of ours */
   r->left -= t->count;
   if (r->left == 0) {
     map_finish_err(r);
@@ -268,8 +304,58 @@ void mp__pool_fail_task(mp_pool_t *p, const mp__trec_t *t, int err) {
   }
 }
 
+int mp__pool_rrec_parse(const uint8_t *ring, uint64_t tail, uint64_t head,
+                        const mp__rrec_t **out) {
+  uint64_t avail = head - tail, at = tail & MP__POOL_RMASK;
+  if (avail > MP__POOL_RING || avail < MP__POOL_REC || (tail % MP__POOL_REC))
+    return MP_EPROTO;
+  const mp__rrec_t *rr = (const mp__rrec_t *)(const void *)(ring + at);
+  uint64_t size = rr->size;
+  if (size < MP__POOL_REC || size % MP__POOL_REC || size > avail ||
+      at + size > MP__POOL_RING)
+    return MP_EPROTO;
+  if (rr->kind != MP__K_SKIP &&
+      (rr->kind != MP__K_RESULT || rr->len > size - MP__POOL_REC))
+    return MP_EPROTO;
+  *out = rr;
+  return 0;
+}
+
+int mp__pool_rrec_fits(const mp__rrec_t *rr, int kind, size_t n, size_t left,
+                       size_t result_size) {
+  if (kind == J_APPLY)
+    return 0;
+  if (kind != J_MAP && kind != J_IMAP)
+    return MP_EPROTO;
+  uint64_t count = rr->count, per = result_size + (kind == J_IMAP ? 4 : 0);
+  if (rr->start > n || count > n - rr->start || rr->flags & MP__RF_MORE)
+    return MP_EPROTO;
+  if (kind == J_MAP && (count > left || (rr->status && rr->fail_index >= count)))
+    return MP_EPROTO;
+  if (per && count > rr->len / per)
+    return MP_EPROTO;
+  return 0;
+}
+
+/* Does rr fit the live job it names? Returns the job or NULL. Under mu. */
+static job_t *result_job(mp_pool_t *p, const mp__rrec_t *rr) {
+  job_t *j = mp__pool_job_find(p, rr->id);
+  if (!j)
+    return NULL;
+  int r;
+  if (j->kind == J_IMAP) {
+    const mp_imap_t *im = (const mp_imap_t *)j;
+    r = mp__pool_rrec_fits(rr, J_IMAP, im->next_in, 0, im->result_size);
+  } else {
+    const mp_result_t *res = (const mp_result_t *)j;
+    r = mp__pool_rrec_fits(rr, j->kind, res->n, res->left, res->result_size);
+  }
+  return r == 0 ? j : NULL;
+}
+
 /* Under mu. */
-static void handle_result(mp_pool_t *p, int w, const mp__rrec_t *rr) {
+static void handle_result(mp_pool_t *p, int w, const mp__rrec_t *rr,
+                          job_t *j) {
   wpar_t *wp = &p->w[w];
   bool final = !(rr->flags & MP__RF_MORE);
   if (final) {
@@ -281,7 +367,6 @@ static void handle_result(mp_pool_t *p, int w, const mp__rrec_t *rr) {
   if (p->terminated)
     return; /* every job was completed by terminate */
   const uint8_t *pay = (const uint8_t *)rr + MP__POOL_REC;
-  job_t *j = (job_t *)(uintptr_t)rr->id;
   if (j->kind == J_IMAP) {
     mp_imap_t *im = (mp_imap_t *)j;
     mp__pool_imap_chunk_done(
@@ -658,10 +743,21 @@ static bool drain_worker(mp_pool_t *p, int w) {
     return false;
   uint8_t *base = rring(p, w);
   while (tail != head) {
-    const mp__rrec_t *rr =
-        (const mp__rrec_t *)(const void *)(base + (tail & MP__POOL_RMASK));
+    const mp__rrec_t *rr;
+    job_t *j = NULL;
+    if (mp__pool_rrec_parse(base, tail, head, &rr) < 0 ||
+        (rr->kind != MP__K_SKIP && !p->terminated &&
+         !(j = result_job(p, rr)))) {
+      /* Written by no worker of ours: this worker is corrupt. Nothing
+       * more of its ring is read; it is killed, and its tasks are settled
+       * as those of any dead worker. */
+      tail = head;
+      if (wp->pid > 0)
+        kill(wp->pid, SIGKILL);
+      break;
+    }
     if (rr->kind != MP__K_SKIP)
-      handle_result(p, w, rr);
+      handle_result(p, w, rr, j);
     tail += rr->size;
   }
   atomic_store_explicit(&wp->r_tail, tail, memory_order_relaxed);
@@ -683,9 +779,19 @@ static bool settle_dead(mp_pool_t *p, int w) {
   drain_worker(p, w);
   uint8_t *base = tring(p, w);
   uint64_t tail = atomic_load(&ws->t_tail);
+  if (wp->t_head - tail > MP__POOL_RING || tail % MP__POOL_REC)
+    tail = wp->t_head; /* a tail no worker wrote: nothing to settle */
   while (tail != wp->t_head) {
     const mp__trec_t *t =
         (const mp__trec_t *)(const void *)(base + (tail & MP__POOL_RMASK));
+    /* The worker could write its task ring too: a record must lie
+     * between the tail and what we wrote. */
+    if (t->size < MP__POOL_REC || t->size % MP__POOL_REC ||
+        t->size > wp->t_head - tail ||
+        (tail & MP__POOL_RMASK) + t->size > MP__POOL_RING) {
+      tail = wp->t_head;
+      break;
+    }
     if (t->kind == MP__K_SKIP) {
       tail += t->size;
       continue;
@@ -945,6 +1051,7 @@ static void pool_free(mp_pool_t *p) {
   free(p->w);
   free(p->pfd);
   free(p->pw);
+  free(p->jhash);
   free(p);
 }
 
@@ -989,6 +1096,7 @@ int mp_pool_create(mp_pool_t **pool, const mp_pool_opts_t *opts) {
   p->memfd = -1;
   atomic_init(&p->ufd, -1);
   p->live.lnext = p->live.lprev = &p->live;
+  p->jhash = calloc(MP__POOL_JHASH, sizeof *p->jhash);
   pthread_mutex_init(&p->mu, NULL);
   pthread_condattr_t ca;
   pthread_condattr_init(&ca);
@@ -1010,7 +1118,7 @@ int mp_pool_create(mp_pool_t **pool, const mp_pool_opts_t *opts) {
   p->w = calloc((size_t)p->nw, sizeof *p->w);
   p->pfd = calloc((size_t)p->nw + 1, sizeof *p->pfd);
   p->pw = calloc((size_t)p->nw + 1, sizeof *p->pw);
-  if (!p->w || !p->pfd || !p->pw)
+  if (!p->w || !p->pfd || !p->pw || !p->jhash)
     goto fail;
   for (int w = 0; w < p->nw; w++)
     p->w[w].pidfd = -1;

@@ -109,6 +109,28 @@ void mp__pool_rpublish(rwriter_t *rw, size_t size);
 
 /* What mp_pool_worker_index returns in this thread (-1: none). */
 void mp__pool_set_worker_index(int index);
+/* The result record at tail of a result ring (ring: MP__POOL_RING bytes)
+ * whose writer published head: a whole record between tail and head that
+ * does not run past the ring's end, its payload inside it. *out points at
+ * it. 0 or MP_EPROTO (written by no worker: the worker is corrupt). */
+int mp__pool_rrec_parse(const uint8_t *ring, uint64_t tail, uint64_t head,
+                        const mp__rrec_t **out);
+/* Whether a result record fits the job it names: for an apply (kind
+ * J_APPLY) nothing more; for a map (J_MAP) items [start, start+count) lie
+ * within the n items, count within the `left` still due and the payload
+ * holds count results of result_size bytes; for an imap (J_IMAP) the same
+ * with a status word per item, and items below n (the items handed out).
+ * 0 or MP_EPROTO. */
+int mp__pool_rrec_fits(const mp__rrec_t *rr, int kind, size_t n, size_t left,
+                       size_t result_size);
+/* The live job whose address is id, or NULL: ids come back from rings
+ * other processes can write. Under mu. */
+struct job *mp__pool_job_find(mp_pool_t *p, uint64_t id);
+
+/* Worker w's result ring and its control block (tests). */
+uint8_t *mp__pool_rring(mp_pool_t *p, int w);
+mp__wshm_t *mp__pool_wshm(mp_pool_t *p, int w);
+
 /* Bytes a record with paylen payload bytes takes in a ring. */
 size_t mp__pool_rec_size(size_t paylen);
 /* Run tasks from the slot's rings until told to stop or maxtasks (0: no
@@ -126,7 +148,12 @@ typedef struct job {
   int kind;
   _Atomic int refs;
   struct job *lprev, *lnext; /* live list: jobs with work outstanding */
+  /* Live jobs are also hashed by address: a job id read back from a ring
+   * is looked up there, never dereferenced as it is. */
+  struct job *hnext, **hpprev;
 } job_t;
+
+#define MP__POOL_JHASH 4096 /* buckets of the live-job hash; power of two */
 
 struct mp_result {
   job_t j;
@@ -200,6 +227,7 @@ struct mp_pool {
   backlog_t *bl_head, *bl_tail;
   job_t live;
   size_t live_count;
+  job_t **jhash; /* MP__POOL_JHASH buckets of live jobs */
   unsigned rr;
   uint64_t avg_ns;
   bool closed, terminated, joined, stopping_sent;

@@ -142,6 +142,11 @@ struct mp_queue {
   mp__seg_t seg;
   q_shm_t *h;
   unsigned char *data;
+  /* Checked when created or opened, then used instead of the header's
+   * copies, which any process that maps the queue could change. */
+  uint64_t capacity, ring_max;
+  _Atomic uint64_t ring_ok;  /* last ring size found inside the object */
+  _Atomic uint64_t size_ok;  /* object bytes known to be backed */
   _Atomic int fifo_fd; /* -1 until first needed */
   pid_t creator;       /* pid that created the queue, 0 if opened */
   char fifo_name[MP__SEG_NAME_MAX];
@@ -170,10 +175,10 @@ static void q_wake_all(q_shm_t *h) {
 static void q_recover(mp_queue_t *q, int side) {
   q_shm_t *h = q->h;
   if (side == Q_P) {
-    const q_pstate_t *s = &h->ps[LD(&h->pcur, acquire)];
+    const q_pstate_t *s = &h->ps[LD(&h->pcur, acquire) & 1u];
     ST(&h->tail_pub, s->tail, release);
   } else {
-    const q_cstate_t *s = &h->cs[LD(&h->ccur, acquire)];
+    const q_cstate_t *s = &h->cs[LD(&h->ccur, acquire) & 1u];
     ST(&h->head_pub, s->head, release);
     ST(&h->nget_pub, s->nget, release);
   }
@@ -223,21 +228,21 @@ static bool q_check_lock(mp_queue_t *q, int side) {
 
 /* Live states; only valid under their lock. */
 static inline q_pstate_t q_pload(const mp_queue_t *q) {
-  return q->h->ps[LD(&q->h->pcur, acquire)];
+  return q->h->ps[LD(&q->h->pcur, acquire) & 1u];
 }
 static inline q_cstate_t q_cload(const mp_queue_t *q) {
-  return q->h->cs[LD(&q->h->ccur, acquire)];
+  return q->h->cs[LD(&q->h->ccur, acquire) & 1u];
 }
 
 /* Switch to the new state: the single store that makes an operation
  * happen. */
 static inline void q_pcommit(mp_queue_t *q, const q_pstate_t *s) {
-  uint32_t c = LD(&q->h->pcur, relaxed) ^ 1u;
+  uint32_t c = (LD(&q->h->pcur, relaxed) & 1u) ^ 1u;
   q->h->ps[c] = *s;
   ST(&q->h->pcur, c, release);
 }
 static inline void q_ccommit(mp_queue_t *q, const q_cstate_t *s) {
-  uint32_t c = LD(&q->h->ccur, relaxed) ^ 1u;
+  uint32_t c = (LD(&q->h->ccur, relaxed) & 1u) ^ 1u;
   q->h->cs[c] = *s;
   ST(&q->h->ccur, c, release);
 }
@@ -269,9 +274,15 @@ static int q_fifo_get(mp_queue_t *q) {
     return r;
   /* O_RDWR: never blocks on open and never sees EOF; one descriptor both
    * signals and is polled. */
-  fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0)
     return -errno;
+  struct stat st;
+  if (fstat(fd, &st) < 0 || !S_ISFIFO(st.st_mode) ||
+      (r = mp__seg_check_owner(&st)) < 0) {
+    mp__close(fd);
+    return MP_EACCES;
+  }
   int expect = -1;
   if (!atomic_compare_exchange_strong(&q->fifo_fd, &expect, fd)) {
     mp__close(fd);
@@ -351,6 +362,29 @@ static inline uint64_t q_rec_size(uint64_t len) {
   return Q_REC + ((len + 7) & ~(uint64_t)7);
 }
 
+/* The ring size in the header, once checked: a power of two no larger
+ * than the reservation, whose pages the object really has (a page past
+ * the object's end would be a SIGBUS). 0 when it is none of these: the
+ * header was corrupted, the caller returns MP_EPROTO. The check runs once
+ * per size seen, so the fast path is one compare. */
+static uint64_t q_ring_check(mp_queue_t *q, uint64_t r) {
+  if (r < 2 * Q_REC || (r & (r - 1)) || r > q->ring_max)
+    return 0;
+  if (Q_HDR + r > LD(&q->size_ok, relaxed)) {
+    struct stat st;
+    if (fstat(q->seg.fd, &st) < 0 || (uint64_t)st.st_size < Q_HDR + r)
+      return 0;
+    ST(&q->size_ok, Q_HDR + r, relaxed);
+  }
+  ST(&q->ring_ok, r, relaxed);
+  return r;
+}
+
+static inline uint64_t q_ring(mp_queue_t *q) {
+  uint64_t r = LD(&q->h->ring, acquire);
+  return MP__LIKELY(r == LD(&q->ring_ok, relaxed)) ? r : q_ring_check(q, r);
+}
+
 static void q_ring_write(mp_queue_t *q, uint64_t ring, uint64_t at,
                          const void *src, size_t len) {
   uint64_t p = at & (ring - 1);
@@ -391,14 +425,17 @@ static int q_back(mp_queue_t *q, uint64_t off, uint64_t len) {
  * the bytes with c & S set move up by S, into space the old ring never
  * used. The new size is stored last. */
 static int q_grow(mp_queue_t *q, uint64_t head, uint64_t tail, uint64_t need) {
-  uint64_t old = LD(&q->h->ring, relaxed), n = old;
+  uint64_t old = q_ring(q), n = old;
+  if (!old || tail - head > old)
+    return MP_EPROTO;
   while (n < need)
     n *= 2;
-  if (n > q->h->ring_max)
+  if (n > q->ring_max)
     return MP_EMSGSIZE;
   int r = mp__seg_grow(&q->seg, Q_HDR + n);
   if (r < 0 || (r = q_back(q, Q_HDR + old, n - old)) < 0)
     return r;
+  ST(&q->size_ok, Q_HDR + n, relaxed);
   for (uint64_t size = old; size < n; size *= 2) {
     for (uint64_t c = head; c < tail;) {
       uint64_t end = (c | (size - 1)) + 1; /* next multiple of size */
@@ -532,8 +569,15 @@ static int q_push(mp_queue_t *q, q_pstate_t *s, int *held, const void *msg,
   uint64_t rec = q_rec_size(len);
   uint64_t head = LD(&h->head_cache, relaxed);
   uint64_t nget = LD(&h->nget_cache, relaxed);
-  uint64_t ring = LD(&h->ring, relaxed);
-  uint64_t lim = ring < h->cap_bytes ? ring : h->cap_bytes;
+  uint64_t ring = q_ring(q);
+  if (MP__UNLIKELY(!ring || s->tail - head > ring)) {
+    /* The cache may lag: only the published head counts. */
+    head = LD(&h->head_pub, acquire);
+    if (!ring || s->tail - head > ring)
+      return MP_EPROTO;
+  }
+  uint64_t cap_bytes = q_rec_size(q->capacity);
+  uint64_t lim = ring < cap_bytes ? ring : cap_bytes;
   if ((h->maxsize && s->nput - nget >= h->maxsize) ||
       s->tail - head + rec > lim) {
     /* The caches say full: look at what the consumers published. */
@@ -543,7 +587,9 @@ static int q_push(mp_queue_t *q, q_pstate_t *s, int *held, const void *msg,
     ST(&h->head_cache, head, relaxed);
     if (h->maxsize && s->nput - nget >= h->maxsize)
       return MP_EAGAIN;
-    if (s->tail - head + rec > h->cap_bytes)
+    if (s->tail - head > ring)
+      return MP_EPROTO; /* a head that is not behind the tail */
+    if (s->tail - head + rec > cap_bytes)
       return MP_EAGAIN;
     if (s->tail - head + rec > ring) {
       if (!may_grow && ring >= Q_RING_SOFT)
@@ -558,7 +604,9 @@ static int q_push(mp_queue_t *q, q_pstate_t *s, int *held, const void *msg,
         int r = q_grow(q, head, s->tail, s->tail - head + rec);
         if (r < 0)
           return r;
-        ring = LD(&h->ring, relaxed);
+        ring = q_ring(q);
+        if (!ring)
+          return MP_EPROTO;
       }
     }
   }
@@ -627,7 +675,7 @@ static int q_put_iov(mp_queue_t *q, const struct iovec *msgs, size_t n,
 int mp_queue_put(mp_queue_t *q, const void *msg, size_t len, int timeout_ms) {
   if (!q_valid(q) || (!msg && len) || mp__check_timeout(timeout_ms) < 0)
     return MP_EINVAL;
-  if (len > q->h->capacity)
+  if (len > q->capacity)
     return MP_EMSGSIZE;
   struct iovec iov = {.iov_base = (void *)msg, .iov_len = len};
   int r = q_put_iov(q, &iov, 1, timeout_ms);
@@ -642,7 +690,7 @@ int mp_queue_put_many(mp_queue_t *q, const struct iovec *msgs, size_t n,
   for (size_t i = 0; i < n; i++) {
     if (!msgs[i].iov_base && msgs[i].iov_len)
       return MP_EINVAL;
-    if (msgs[i].iov_len > q->h->capacity)
+    if (msgs[i].iov_len > q->capacity)
       return MP_EMSGSIZE;
   }
   return q_put_iov(q, msgs, n, timeout_ms);
@@ -672,6 +720,16 @@ static inline bool q_has(mp_queue_t *q, const q_cstate_t *s) {
   return s->head != t;
 }
 
+/* A record of len payload bytes at head lies between head and the tail
+ * the consumers know of, inside a ring that holds no more than ring bytes:
+ * anything else was not written by a producer. Under the consumers' lock,
+ * after q_has said a record is there. */
+static inline bool q_rec_fits(const mp_queue_t *q, uint64_t ring,
+                              uint64_t head, uint64_t len) {
+  uint64_t avail = LD(&q->h->tail_cache, relaxed) - head;
+  return avail <= ring && len <= q->capacity && q_rec_size(len) <= avail;
+}
+
 static inline void q_pop(const mp_queue_t *q, uint64_t ring, q_cstate_t *s,
                          void *dst, uint64_t len) {
   if (len)
@@ -685,10 +743,12 @@ static int q_take(mp_queue_t *q, q_cstate_t *s, const q_get_t *g) {
   bool closed = LD(&q->h->closed, acquire); /* before looking at the tail */
   if (!q_has(q, s))
     return closed ? MP_ECLOSED : MP_EAGAIN;
-  uint64_t ring = LD(&q->h->ring, relaxed);
+  uint64_t ring = q_ring(q);
+  if (MP__UNLIKELY(!ring))
+    return MP_EPROTO;
   uint64_t len = q_peek_len(q, ring, s->head);
-  if (MP__UNLIKELY(len > q->h->capacity))
-    return MP_EIO; /* not written by us: the segment was tampered with */
+  if (MP__UNLIKELY(!q_rec_fits(q, ring, s->head, len)))
+    return MP_EPROTO; /* not written by us: the segment was tampered with */
   switch (g->mode) {
   case Q_GET_MALLOC: {
     void *m = malloc(len ? (size_t)len : 1);
@@ -710,7 +770,7 @@ static int q_take(mp_queue_t *q, q_cstate_t *s, const q_get_t *g) {
     unsigned char *b = g->buf;
     for (; i < g->n && q_has(q, s); i++) {
       len = q_peek_len(q, ring, s->head);
-      if (MP__UNLIKELY(len > q->h->capacity))
+      if (MP__UNLIKELY(!q_rec_fits(q, ring, s->head, len)))
         break;
       if (len > g->cap - off) {
         if (i == 0) {
@@ -727,7 +787,7 @@ static int q_take(mp_queue_t *q, q_cstate_t *s, const q_get_t *g) {
       if (off > g->cap)
         off = g->cap;
     }
-    return i ? (int)i : MP_EIO;
+    return i ? (int)i : MP_EPROTO;
   }
   }
 }
@@ -1040,6 +1100,9 @@ int mp_queue_create(mp_queue_t **qp, const mp_queue_opts_t *opts) {
   h->ring_max = ring_max;
   h->reserve = Q_HDR + ring_max;
   ST(&h->ring, ring0, relaxed);
+  q->capacity = o.capacity;
+  q->ring_max = ring_max;
+  ST(&q->size_ok, Q_HDR + ring0, relaxed);
   q->creator = (pid_t)mp__self_pid();
   /* Openers wait for the magic: it says the header is complete. */
   atomic_thread_fence(memory_order_release);
@@ -1051,6 +1114,54 @@ fail:
   q_unlink(q->seg.name);
   free(q);
   return r;
+}
+
+/* The ring the capacity calls for: what mp_queue_create computes. */
+static uint64_t q_ring_max_for(uint64_t capacity) {
+  uint64_t cap_bytes = q_rec_size(capacity), ring_max = Q_REC;
+  while (ring_max < cap_bytes)
+    ring_max *= 2;
+  return ring_max;
+}
+
+int mp__queue_check(const void *base, size_t obj_size, size_t mapped) {
+  if (!base || obj_size < Q_HDR || mapped < obj_size)
+    return MP_EPROTO;
+  const q_shm_t *h = base;
+  if (__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) != Q_MAGIC ||
+      h->version != Q_VERSION)
+    return MP_EINVAL; /* not a queue */
+  if ((h->flags & ~(uint32_t)MP_QUEUE_JOINABLE) || h->capacity == 0 ||
+      h->capacity > MP_QUEUE_MAX_CAPACITY ||
+      h->cap_bytes != q_rec_size(h->capacity) ||
+      h->ring_max != q_ring_max_for(h->capacity) ||
+      h->reserve != Q_HDR + h->ring_max || h->reserve > mapped)
+    return MP_EPROTO;
+  /* Consumers' state before producers', and the ring last: each can only
+   * have moved forward since, so a live queue passes as a whole. */
+  uint32_t cc = atomic_load(&h->ccur), pc = atomic_load(&h->pcur);
+  if (cc > 1 || pc > 1)
+    return MP_EPROTO;
+  q_cstate_t cs = h->cs[cc];
+  uint64_t head_pub = atomic_load(&h->head_pub);
+  q_pstate_t ps = h->ps[pc];
+  uint64_t tail_pub = atomic_load(&h->tail_pub);
+  uint64_t ring = atomic_load(&h->ring);
+  uint64_t ring0 = h->ring_max < Q_RING_MIN ? h->ring_max : Q_RING_MIN;
+  if (ring < ring0 || ring > h->ring_max || (ring & (ring - 1)) ||
+      Q_HDR + ring > obj_size)
+    return MP_EPROTO;
+  if (ps.tail - cs.head > ring || (ps.tail - cs.head) % 8 ||
+      tail_pub - head_pub > ring || cs.nget > ps.nput ||
+      cs.ndone > cs.nget || ps.nput - cs.nget > (ps.tail - cs.head) / Q_REC)
+    return MP_EPROTO;
+  return 0;
+}
+
+void mp__queue_clear_locks(void *base) {
+  q_shm_t *h = base;
+  atomic_store(&h->plock, 0);
+  atomic_store(&h->clock, 0);
 }
 
 int mp_queue_open(mp_queue_t **qp, const char *name) {
@@ -1075,17 +1186,34 @@ int mp_queue_open(mp_queue_t **qp, const char *name) {
       reserve = h->reserve;
   }
   mp__seg_close(&probe);
+  if (reserve == 0)
+    return MP_EINVAL;
   if (reserve < Q_HDR + Q_REC * 2 ||
       reserve > Q_HDR + 2 * MP_QUEUE_MAX_CAPACITY)
-    return MP_EINVAL;
+    return MP_EPROTO;
   mp_queue_t *q = q_alloc();
   if (!q)
     return MP_ENOMEM;
   if ((r = mp__seg_open(&q->seg, name, (size_t)reserve)) < 0) {
     free(q);
+    return r == MP_EINVAL ? MP_EPROTO : r; /* object beyond the reserve */
+  }
+  /* Checked on the mapping we keep. A live queue is checked again after a
+   * moment when a look raced with an operation in flight. */
+  for (int tries = 0; (r = mp__queue_check(q->seg.base, q->seg.size,
+                                           q->seg.reserve)) == MP_EPROTO &&
+                      tries < 3;
+       tries++)
+    usleep(1000);
+  if (r < 0) {
+    mp__seg_close(&q->seg);
+    free(q);
     return r;
   }
   q_set_ptrs(q);
+  q->capacity = q->h->capacity;
+  q->ring_max = q->h->ring_max;
+  ST(&q->size_ok, q->seg.size, relaxed);
   *qp = q;
   return 0;
 }

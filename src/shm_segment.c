@@ -65,10 +65,10 @@ int mp__seg_create(mp__seg_t *seg, const char *name, size_t size,
   }
   /* shm_open applies the umask; 0600 is what we promise. */
   fchmod(fd, 0600);
-  if (ftruncate(fd, (off_t)size) < 0) {
-    r = -errno;
+  /* Every page allocated now (not a sparse ftruncate): a full /dev/shm
+   * gives MP_ENOSPC here, never a SIGBUS when a page is first touched. */
+  if ((r = mp__seg_reserve_range(fd, 0, size)) < 0)
     goto fail_untrack;
-  }
   void *base = mmap(NULL, reserve, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (base == MAP_FAILED) {
     r = -errno;
@@ -88,6 +88,31 @@ fail_untrack:
   return r;
 }
 
+int mp__seg_check_owner(const struct stat *st) {
+  /* Only our own objects, private to us: anyone else who could write the
+   * object could steer us through the offsets it holds. */
+  if (!S_ISREG(st->st_mode) && !S_ISFIFO(st->st_mode))
+    return MP_EACCES;
+  if (st->st_uid != geteuid() || (st->st_mode & 077) != 0)
+    return MP_EACCES;
+  return 0;
+}
+
+int mp__seg_reserve_range(int fd, uint64_t off, uint64_t len) {
+  if (len == 0)
+    return 0;
+  int r;
+  while ((r = posix_fallocate(fd, (off_t)off, (off_t)len)) == EINTR) {
+  }
+  if (r == 0)
+    return 0;
+  if (r == ENOSPC || r == EFBIG)
+    return MP_ENOSPC;
+  if (r == ENOMEM)
+    return MP_ENOMEM;
+  return -r;
+}
+
 int mp__seg_open(mp__seg_t *seg, const char *name, size_t reserve) {
   char path[MP__SEG_NAME_MAX + 16];
   struct stat st;
@@ -105,6 +130,8 @@ int mp__seg_open(mp__seg_t *seg, const char *name, size_t reserve) {
     r = -errno;
     goto fail;
   }
+  if ((r = mp__seg_check_owner(&st)) < 0)
+    goto fail;
   if (st.st_size <= 0) {
     r = MP_EINVAL;
     goto fail;
@@ -137,12 +164,13 @@ int mp__seg_grow(mp__seg_t *seg, size_t new_size) {
     return MP_EINVAL;
   if (new_size <= seg->size)
     return 0;
-  struct stat st;
-  if (fstat(seg->fd, &st) < 0)
-    return -errno;
-  /* Another process may have grown it already; never shrink. */
-  if ((size_t)st.st_size < new_size && ftruncate(seg->fd, (off_t)new_size) < 0)
-    return -errno;
+  /* Another process may have grown it already; never shrink. Every page
+   * of the new range is allocated now: on a full /dev/shm this fails with
+   * MP_ENOSPC instead of a SIGBUS when a page is first touched. A range
+   * another process grew is reserved again (cheap: already allocated). */
+  int r = mp__seg_reserve_range(seg->fd, seg->size, new_size - seg->size);
+  if (r < 0)
+    return r;
   seg->size = new_size;
   return 0;
 }

@@ -6,6 +6,8 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -56,6 +58,25 @@ bool mpt_shm_exists(const char *name) {
   struct stat st;
   snprintf(path, sizeof path, "/dev/shm%s", name);
   return stat(path, &st) == 0;
+}
+
+int mpt_with_small_dev_shm(size_t shm_bytes, void (*fn)(void)) {
+  pid_t pid = fork();
+  ASSERT(pid >= 0);
+  if (pid == 0) {
+    char opts[64];
+    snprintf(opts, sizeof opts, "size=%zu,mode=1777", shm_bytes);
+    if (unshare(CLONE_NEWNS) < 0 ||
+        mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+        mount("tmpfs", "/dev/shm", "tmpfs", 0, opts) < 0)
+      mpt_fail(__FILE__, __LINE__, "private /dev/shm: %s", strerror(errno));
+    fn();
+    _exit(0);
+  }
+  int st;
+  while (waitpid(pid, &st, 0) < 0)
+    ASSERT(errno == EINTR);
+  return st;
 }
 
 int mpt_count_shm(void) {

@@ -94,6 +94,11 @@ const char *mpt_build_dir(void);
 #define mpt_run_example(name, flags)                                           \
   mpt__run_example(__FILE__, __LINE__, (name), (flags))
 char *mpt__run_example(const char *file, int line, const char *name, int flags);
+/* Run fn in a forked child that has a /dev/shm of its own: a tmpfs of
+ * shm_bytes in a private mount namespace, so fn can fill it without
+ * touching the machine's. Returns the child's wait status (fn returning
+ * gives exit 0; a failed ASSERT exits 1; a crash shows as its signal). */
+int mpt_with_small_dev_shm(size_t shm_bytes, void (*fn)(void));
 /* Number of non-overlapping occurrences of needle in s. */
 int mpt_count(const char *s, const char *needle);
 /* first appears in s, and before second. */

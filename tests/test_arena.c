@@ -107,20 +107,71 @@ TEST(arena_full_enomem) {
   arena_destroy(&a);
 }
 
-TEST(arena_memory_only_as_touched) {
+/* Address space is reserved up front, but the object grows only as blocks
+ * are handed out, and every page it grows by is allocated at once: on a
+ * full /dev/shm the allocation fails instead of a later SIGBUS. */
+TEST(arena_growth_backs_every_page) {
   mp__arena_t a;
   ASSERT_OK(mp__arena_create(&a, NULL, (size_t)64 << 30, 4096, true));
   ASSERT(shm_size(&a) <= (4u << 20));
   uint64_t big;
-  ASSERT_OK(mp__arena_alloc(&a, (size_t)512 << 20, &big));
-  /* The object grew past the block, but almost nothing is backed. */
-  ASSERT(shm_size(&a) >= big + ((size_t)512 << 20));
-  ASSERT(shm_blocks_bytes(&a) < (8u << 20));
-  memset(mp__arena_ptr(&a, big), 1, (size_t)32 << 20);
+  ASSERT_OK(mp__arena_alloc(&a, (size_t)32 << 20, &big));
+  ASSERT(shm_size(&a) >= big + ((size_t)32 << 20));
+  ASSERT(shm_size(&a) <= ((size_t)64 << 20));
   ASSERT(shm_blocks_bytes(&a) >= (32u << 20));
-  /* Freed big blocks give their pages back. */
+  memset(mp__arena_ptr(&a, big), 1, (size_t)32 << 20);
+  /* Freed big blocks give their pages back... */
   mp__arena_free(&a, big);
   ASSERT(shm_blocks_bytes(&a) < (8u << 20));
+  /* ...and get them again when handed out anew. */
+  uint64_t again;
+  ASSERT_OK(mp__arena_alloc(&a, (size_t)32 << 20, &again));
+  ASSERT_EQ(again, big);
+  ASSERT(shm_blocks_bytes(&a) >= (32u << 20));
+  arena_destroy(&a);
+}
+
+/* Corrupt headers are refused at open; a free-list head pointing outside
+ * the arena gives MP_EPROTO, not a wild read. */
+TEST(arena_open_validates_header) {
+  mp__arena_t a, b;
+  ASSERT_OK(mp__arena_create(&a, NULL, (size_t)16 << 20, 64, true));
+  uint64_t off;
+  ASSERT_OK(mp__arena_alloc(&a, 100, &off));
+  ASSERT_OK(mp__arena_validate(a.seg.base, a.seg.size, a.seg.reserve));
+  ASSERT_OK(mp__arena_open(&b, a.seg.name));
+  mp__arena_close(&b);
+  uint64_t *w = a.seg.base; /* magic, version|hdr_size, reserve, root_off,
+                               root_size, top, size, heads... */
+  uint64_t saved = w[5];
+  w[5] = (uint64_t)1 << 40; /* top past the object */
+  ASSERT_ERR(mp__arena_open(&b, a.seg.name), MP_EPROTO);
+  w[5] = saved;
+  saved = w[6];
+  w[6] = a.seg.size + 4096; /* claims a page the object lacks */
+  ASSERT_ERR(mp__arena_open(&b, a.seg.name), MP_EPROTO);
+  w[6] = saved;
+  /* A free-list head (class of 100-byte blocks) pointing far away. */
+  mp__arena_free(&a, off);
+  unsigned cls = 0;
+  for (unsigned c = 0; c < 160; c++)
+    if (w[7 + c])
+      cls = c;
+  ASSERT(w[7 + cls] != 0);
+  saved = w[7 + cls];
+  w[7 + cls] = (uint64_t)1 << 38;
+  ASSERT_ERR(mp__arena_open(&b, a.seg.name), MP_EPROTO);
+  uint64_t got;
+  ASSERT_ERR(mp__arena_alloc(&a, 100, &got), MP_EPROTO);
+  w[7 + cls] = saved;
+  ASSERT_OK(mp__arena_alloc(&a, 100, &got));
+  ASSERT_EQ(got, off);
+  /* Offsets from outside are bounded. */
+  ASSERT(!mp__arena_span_ok(&a, 8, 8));
+  ASSERT(!mp__arena_span_ok(&a, got, (uint64_t)1 << 30));
+  ASSERT(!mp__arena_span_ok(&a, UINT64_MAX - 4, 8));
+  ASSERT(mp__arena_span_ok(&a, got, 100));
+  ASSERT_EQ(mp__arena_usable(&a, (uint64_t)1 << 40), 0);
   arena_destroy(&a);
 }
 

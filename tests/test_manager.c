@@ -1,5 +1,7 @@
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1227,4 +1229,143 @@ TEST(pool_tasks_process_workers) {
 
 TEST(pool_tasks_thread_workers) {
   run_pool_tasks(MP_POOL_THREADS);
+}
+
+/* ---- trust boundary ---------------------------------------------------------
+ * The arena header's layout (src/arena.c), as a peer would scribble it. */
+enum {
+  AH_RESERVE = 16,
+  AH_ROOT_SIZE = 32,
+  AH_TOP = 40,
+  AH_SIZE = 48,
+  AH_HEADS = 56
+};
+
+static void mgr_path(mp_manager_t *m, char *path, size_t cap) {
+  const char *name;
+  ASSERT_OK(mp_manager_name(m, &name));
+  snprintf(path, cap, "/dev/shm%s", name);
+}
+
+/* Write a 64-bit word at off of the manager's object through a mapping of
+ * our own, as another process would. */
+static void mgr_poke(mp_manager_t *m, size_t off, uint64_t v) {
+  char path[128];
+  mgr_path(m, path, sizeof path);
+  int fd = open(path, O_RDWR);
+  ASSERT(fd >= 0);
+  ASSERT_EQ(pwrite(fd, &v, sizeof v, (off_t)off), (ssize_t)sizeof v);
+  close(fd);
+}
+
+static uint64_t mgr_peek(mp_manager_t *m, size_t off) {
+  char path[128];
+  uint64_t v = 0;
+  mgr_path(m, path, sizeof path);
+  int fd = open(path, O_RDONLY);
+  ASSERT(fd >= 0);
+  ASSERT_EQ(pread(fd, &v, sizeof v, (off_t)off), (ssize_t)sizeof v);
+  close(fd);
+  return v;
+}
+
+TEST(manager_open_refuses_foreign_or_shared_mode) {
+  mp_manager_t *m = new_manager((size_t)64 << 20), *m2;
+  const char *name;
+  char path[128];
+  ASSERT_OK(mp_manager_name(m, &name));
+  mgr_path(m, path, sizeof path);
+  ASSERT_EQ(chown(path, 65534, (gid_t)-1), 0);
+  ASSERT_ERR(mp_manager_open(&m2, name), MP_EACCES);
+  ASSERT_EQ(chown(path, geteuid(), (gid_t)-1), 0);
+  ASSERT_EQ(chmod(path, 0666), 0);
+  ASSERT_ERR(mp_manager_open(&m2, name), MP_EACCES);
+  ASSERT_EQ(chmod(path, 0600), 0);
+  ASSERT_OK(mp_manager_open(&m2, name));
+  ASSERT_OK(mp_manager_destroy(m2));
+  ASSERT_OK(mp_manager_destroy(m));
+}
+
+/* Each header field a peer could corrupt is caught at open with MP_EPROTO,
+ * and a good header opens again once restored. */
+TEST(manager_open_rejects_corrupt_header) {
+  mp_manager_t *m = new_manager((size_t)64 << 20), *m2;
+  mp_dict_t *d;
+  ASSERT_OK(mp_dict_create(&d, m, &(mp_dict_opts_t){.name = "d"}));
+  mp_val_t k = mp_val_int(1), v = mp_val_str("one");
+  ASSERT_OK(mp_dict_set(d, &k, &v));
+  const char *name;
+  ASSERT_OK(mp_manager_name(m, &name));
+  struct {
+    size_t off;
+    uint64_t val;
+  } bad[] = {
+      {AH_RESERVE, 4096 * 8},                /* smaller than the object */
+      {AH_RESERVE, 4096 * 3 + 1},            /* not whole pages */
+      {AH_TOP, (uint64_t)1 << 40},           /* past the object */
+      {AH_SIZE, (uint64_t)1 << 40},          /* claims unbacked pages */
+      {AH_ROOT_SIZE, (uint64_t)1 << 41},     /* root past the end */
+      {AH_HEADS + 8 * 3, (uint64_t)1 << 36}, /* free list out of bounds */
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    uint64_t saved = mgr_peek(m, bad[i].off);
+    mgr_poke(m, bad[i].off, bad[i].val);
+    ASSERT_ERR(mp_manager_open(&m2, name), MP_EPROTO);
+    mgr_poke(m, bad[i].off, saved);
+  }
+  ASSERT_OK(mp_manager_open(&m2, name));
+  mp_dict_t *d2;
+  ASSERT_OK(mp_dict_open(&d2, m2, "d"));
+  mp_val_t out;
+  ASSERT_OK(mp_dict_get(d2, &k, &out));
+  ASSERT_EQ(out.type, MP_STR);
+  ASSERT_OK(mp_val_free(&out));
+  ASSERT_OK(mp_dict_close(d2));
+  ASSERT_OK(mp_manager_destroy(m2));
+  ASSERT_OK(mp_dict_close(d));
+  ASSERT_OK(mp_manager_destroy(m));
+}
+
+/* A directory entry pointing outside the arena is reported, not followed. */
+TEST(manager_corrupt_directory_entry) {
+  mp_manager_t *m = new_manager((size_t)64 << 20);
+  mp_dict_t *d, *d2;
+  ASSERT_OK(mp_dict_create(&d, m, &(mp_dict_opts_t){.name = "d"}));
+  uint64_t good = m->root->dir[0].off;
+  m->root->dir[0].off = (uint64_t)1 << 42;
+  ASSERT_ERR(mp_dict_open(&d2, m, "d"), MP_EPROTO);
+  m->root->dir[0].off = 8; /* inside the header */
+  ASSERT_ERR(mp_dict_open(&d2, m, "d"), MP_EPROTO);
+  m->root->dir[0].off = good;
+  ASSERT_OK(mp_dict_open(&d2, m, "d"));
+  ASSERT_OK(mp_dict_close(d2));
+  ASSERT_OK(mp_dict_close(d));
+  ASSERT_OK(mp_manager_destroy(m));
+}
+
+static void manager_fill_small_dev_shm(void) {
+  mp_manager_t *m = new_manager((size_t)64 << 20);
+  mp_list_t *l;
+  ASSERT_OK(mp_list_create(&l, m, NULL));
+  static char blob[256 << 10];
+  memset(blob, 7, sizeof blob);
+  mp_val_t v = mp_val_bytes(blob, sizeof blob);
+  int r, n = 0;
+  /* 64 MiB of reservation on an 8 MiB /dev/shm: the manager runs out with
+   * an error, never a SIGBUS on a page it could not back. */
+  while ((r = mp_list_append(l, &v)) == 0)
+    n++;
+  ASSERT_ERR(r, MP_ENOMEM);
+  ASSERT(n > 4);
+  size_t len;
+  ASSERT_OK(mp_list_len(l, &len));
+  ASSERT_EQ(len, (size_t)n);
+  ASSERT_OK(mp_list_close(l));
+  ASSERT_OK(mp_manager_destroy(m));
+}
+
+TEST(manager_full_dev_shm_enomem) {
+  int st = mpt_with_small_dev_shm((size_t)8 << 20, manager_fill_small_dev_shm);
+  ASSERT(WIFEXITED(st));
+  ASSERT_EQ(WEXITSTATUS(st), 0);
 }

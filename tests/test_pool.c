@@ -1749,3 +1749,115 @@ TEST(forkserver_killed_under_pool) {
   ASSERT_OK(mp_pool_destroy(p));
   fs_done();
 }
+
+/* ---- untrusted result rings -----------------------------------------------
+ * A task that scribbles a record into its worker's result ring, publishes
+ * it and dies: the parent must neither loop on it (size 0), nor follow its
+ * job id as a pointer, nor copy past a job's results. It refuses the record,
+ * treats the worker as crashed, and the pool goes on. */
+#include "pool_internal.h"
+
+typedef struct {
+  mp_pool_t *pool; /* same address in a forked worker */
+  uint32_t size, kind;
+  uint64_t id;
+  uint32_t count, len;
+  uint64_t start;
+} scribble_t;
+
+static int task_scribble(const void *arg, size_t len, mp_buf_t *res,
+                         void *ctx) {
+  scribble_t sc;
+  ASSERT_EQ(len, sizeof sc);
+  memcpy(&sc, arg, sizeof sc);
+  int w = mp_pool_worker_index();
+  mp__wshm_t *ws = mp__pool_wshm(sc.pool, w);
+  uint8_t *ring = mp__pool_rring(sc.pool, w);
+  uint64_t head = atomic_load(&ws->r_head);
+  mp__rrec_t *r = (mp__rrec_t *)(void *)(ring + (head & MP__POOL_RMASK));
+  memset(r, 0, MP__POOL_REC);
+  r->size = sc.size;
+  r->kind = sc.kind;
+  r->id = sc.id;
+  r->count = sc.count;
+  r->start = sc.start;
+  r->len = sc.len;
+  atomic_store(&ws->r_head, head + MP__POOL_REC);
+  raise(SIGKILL);
+  return 0;
+}
+
+static int task_ok(const void *arg, size_t len, mp_buf_t *res, void *ctx) {
+  return mp_buf_set(res, "ok", 2);
+}
+
+static void scribble_case(scribble_t sc, bool map_job) {
+  mp_pool_t *p = make_pool(MP_POOL_PROCESSES, 1);
+  sc.pool = p;
+  mp_buf_t out = {0};
+  ASSERT_ERR(mp_pool_apply(p, task_scribble, &sc, sizeof sc, &out, NULL),
+             MP_EWORKERDIED);
+  (void)map_job;
+  /* The replacement worker serves the next task as usual. */
+  ASSERT_OK(mp_pool_apply(p, task_ok, NULL, 0, &out, NULL));
+  ASSERT_EQ(out.len, 2);
+  mp_buf_free(&out);
+  ASSERT_OK(mp_pool_close(p));
+  ASSERT_OK(mp_pool_join(p, MP_FOREVER));
+  ASSERT_OK(mp_pool_destroy(p));
+}
+
+TEST(result_ring_zero_size_record) {
+  scribble_case((scribble_t){.size = 0, .kind = MP__K_RESULT}, false);
+}
+
+TEST(result_ring_bogus_job_id) {
+  scribble_case((scribble_t){.size = MP__POOL_REC,
+                             .kind = MP__K_RESULT,
+                             .id = (uint64_t)0xdead0000beef0ull,
+                             .count = 1},
+                false);
+}
+
+TEST(result_ring_size_past_head) {
+  scribble_case((scribble_t){.size = 1u << 20, .kind = MP__K_RESULT}, false);
+}
+
+/* Parser checks on their own, as the fuzz target drives them. */
+TEST(result_ring_parse_bounds) {
+  static _Alignas(64) uint8_t ring[MP__POOL_RING];
+  const mp__rrec_t *rr;
+  mp__rrec_t *r = (mp__rrec_t *)(void *)ring;
+  r->size = MP__POOL_REC;
+  r->kind = MP__K_RESULT;
+  r->len = 0;
+  ASSERT_OK(mp__pool_rrec_parse(ring, 0, MP__POOL_REC, &rr));
+  ASSERT(rr == r);
+  ASSERT_ERR(mp__pool_rrec_parse(ring, 0, 0, &rr), MP_EPROTO);
+  ASSERT_ERR(mp__pool_rrec_parse(ring, MP__POOL_REC, 0, &rr), MP_EPROTO);
+  r->len = 1;
+  ASSERT_ERR(mp__pool_rrec_parse(ring, 0, MP__POOL_REC, &rr), MP_EPROTO);
+  r->len = 0;
+  r->size = 0;
+  ASSERT_ERR(mp__pool_rrec_parse(ring, 0, MP__POOL_REC, &rr), MP_EPROTO);
+  r->size = 2 * MP__POOL_REC; /* past the published head */
+  ASSERT_ERR(mp__pool_rrec_parse(ring, 0, MP__POOL_REC, &rr), MP_EPROTO);
+  /* A record may not run past the ring's end. */
+  mp__rrec_t *last =
+      (mp__rrec_t *)(void *)(ring + MP__POOL_RING - MP__POOL_REC);
+  last->size = 2 * MP__POOL_REC;
+  last->kind = MP__K_SKIP;
+  uint64_t t = MP__POOL_RING - MP__POOL_REC;
+  ASSERT_ERR(mp__pool_rrec_parse(ring, t, t + 2 * MP__POOL_REC, &rr),
+             MP_EPROTO);
+  /* Map results: items inside the job, payload holding them. */
+  mp__rrec_t m = {.size = 128, .kind = MP__K_RESULT, .start = 8, .count = 4,
+                  .len = 32};
+  ASSERT_OK(mp__pool_rrec_fits(&m, J_MAP, 12, 4, 8));
+  ASSERT_ERR(mp__pool_rrec_fits(&m, J_MAP, 11, 4, 8), MP_EPROTO);
+  ASSERT_ERR(mp__pool_rrec_fits(&m, J_MAP, 12, 3, 8), MP_EPROTO);
+  ASSERT_ERR(mp__pool_rrec_fits(&m, J_MAP, 12, 4, 16), MP_EPROTO);
+  ASSERT_ERR(mp__pool_rrec_fits(&m, J_IMAP, 12, 0, 8), MP_EPROTO);
+  m.start = UINT64_MAX - 1;
+  ASSERT_ERR(mp__pool_rrec_fits(&m, J_MAP, 12, 4, 8), MP_EPROTO);
+}

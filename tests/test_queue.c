@@ -1376,3 +1376,180 @@ TEST(queue_crash_owner_not_reaped) {
   }
   ASSERT_OK(mp_queue_destroy(q));
 }
+
+/* ---- trust boundary ---------------------------------------------------------
+ * Offsets in the queue header (src/queue.c), as a peer would scribble them. */
+enum {
+  QH_CAPACITY = 24,
+  QH_RING_MAX = 40,
+  QH_RESERVE = 48,
+  QH_PCUR = 68,
+  QH_PS = 72, /* {tail, nput} x 2 */
+  QH_CCUR = 132,
+  QH_CS = 136, /* {head, nget, ndone} x 2 */
+  QH_TAIL_PUB = 192,
+  QH_RING = 320,
+  QH_DATA = 4096
+};
+
+static void q_path(mp_queue_t *q, char *path, size_t cap) {
+  snprintf(path, cap, "/dev/shm%s", mp_queue_name(q));
+}
+
+/* A second mapping of the queue's header and first ring page, as another
+ * process has it. */
+static unsigned char *q_map_raw(mp_queue_t *q) {
+  char path[128];
+  q_path(q, path, sizeof path);
+  int fd = open(path, O_RDWR);
+  ASSERT(fd >= 0);
+  void *p = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  close(fd);
+  ASSERT(p != MAP_FAILED);
+  return p;
+}
+
+TEST(queue_open_refuses_foreign_or_shared_mode) {
+  mp_queue_t *q, *q2;
+  ASSERT_OK(mp_queue_create(&q, NULL));
+  char path[128];
+  q_path(q, path, sizeof path);
+  ASSERT_EQ(chown(path, 65534, (gid_t)-1), 0);
+  ASSERT_ERR(mp_queue_open(&q2, mp_queue_name(q)), MP_EACCES);
+  ASSERT_EQ(chown(path, geteuid(), (gid_t)-1), 0);
+  ASSERT_EQ(chmod(path, 0666), 0);
+  ASSERT_ERR(mp_queue_open(&q2, mp_queue_name(q)), MP_EACCES);
+  ASSERT_EQ(chmod(path, 0600), 0);
+  ASSERT_OK(mp_queue_open(&q2, mp_queue_name(q)));
+  ASSERT_OK(mp_queue_destroy(q2));
+  ASSERT_OK(mp_queue_destroy(q));
+}
+
+/* Every header field the queue later uses is checked at open: a crafted
+ * value gives MP_EPROTO, never a write where the header points. */
+TEST(queue_open_rejects_crafted_header) {
+  mp_queue_t *q, *q2;
+  ASSERT_OK(mp_queue_create(&q, &(mp_queue_opts_t){.capacity = 1 << 20}));
+  ASSERT_OK(mp_queue_put(q, "abc", 3, 0));
+  unsigned char *raw = q_map_raw(q);
+  uint32_t pcur, ccur;
+  memcpy(&pcur, raw + QH_PCUR, 4);
+  memcpy(&ccur, raw + QH_CCUR, 4);
+  ASSERT(pcur <= 1 && ccur <= 1);
+  struct {
+    size_t off, width;
+    uint64_t val;
+  } bad[] = {
+      {QH_PCUR, 4, 7},                          /* state index out of range */
+      {QH_CCUR, 4, 1u << 20},                   /* state index out of range */
+      {QH_RING, 8, (uint64_t)1 << 40},          /* ring past the object */
+      {QH_RING, 8, 3 << 16},                    /* not a power of two */
+      {QH_RING_MAX, 8, (uint64_t)1 << 40},      /* inconsistent with capacity */
+      {QH_CAPACITY, 8, (uint64_t)1 << 41},      /* above the largest */
+      {QH_RESERVE, 8, 4096 + 64},               /* smaller than the object */
+      {QH_PS + 16 * pcur, 8, (uint64_t)1 << 50}, /* tail far past the head */
+      {QH_CS + 24 * ccur, 8, 1000},              /* head past the tail */
+      {QH_TAIL_PUB, 8, (uint64_t)1 << 50},      /* published tail too */
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    uint64_t saved = 0;
+    memcpy(&saved, raw + bad[i].off, bad[i].width);
+    memcpy(raw + bad[i].off, &bad[i].val, bad[i].width);
+    int r = mp_queue_open(&q2, mp_queue_name(q));
+    if (r == 0)
+      mp_queue_destroy(q2);
+    if (r != MP_EPROTO)
+      mpt_fail(__FILE__, __LINE__, "field %zu: got %s", i, mp_err_name(r));
+    memcpy(raw + bad[i].off, &saved, bad[i].width);
+  }
+  ASSERT_OK(mp_queue_open(&q2, mp_queue_name(q)));
+  char buf[8];
+  size_t len;
+  ASSERT_OK(mp_queue_get_into(q2, buf, sizeof buf, &len, 0));
+  ASSERT_EQ(len, 3);
+  ASSERT_OK(mp_queue_destroy(q2));
+  munmap(raw, 8192);
+  ASSERT_OK(mp_queue_destroy(q));
+}
+
+/* A record length is bounded by what the producers published, not only
+ * by the capacity: a corrupt one is reported, the head does not move past
+ * the tail, and the queue works again once the record is sane. */
+TEST(queue_corrupt_record_length) {
+  mp_queue_t *q;
+  ASSERT_OK(mp_queue_create(&q, &(mp_queue_opts_t){.capacity = 1 << 20}));
+  ASSERT_OK(mp_queue_put(q, "hello", 5, 0));
+  unsigned char *raw = q_map_raw(q);
+  uint64_t len0, bad = 4096; /* within the capacity, past the tail */
+  memcpy(&len0, raw + QH_DATA, 8);
+  ASSERT_EQ(len0, 5);
+  memcpy(raw + QH_DATA, &bad, 8);
+  void *m;
+  size_t len;
+  char buf[8192];
+  ASSERT_ERR(mp_queue_get(q, &m, &len, 0), MP_EPROTO);
+  ASSERT_ERR(mp_queue_get_into(q, buf, sizeof buf, &len, 0), MP_EPROTO);
+  struct iovec iov[2];
+  ASSERT_ERR(mp_queue_get_many(q, buf, sizeof buf, iov, 2, 0), MP_EPROTO);
+  size_t n;
+  ASSERT_OK(mp_queue_qsize(q, &n));
+  ASSERT_EQ(n, 1);
+  memcpy(raw + QH_DATA, &len0, 8);
+  ASSERT_OK(mp_queue_get(q, &m, &len, 0));
+  ASSERT_EQ(len, 5);
+  ASSERT(memcmp(m, "hello", 5) == 0);
+  free(m);
+  ASSERT_OK(mp_queue_put(q, "x", 1, 0));
+  ASSERT_OK(mp_queue_get_into(q, buf, sizeof buf, &len, 0));
+  munmap(raw, 8192);
+  ASSERT_OK(mp_queue_destroy(q));
+}
+
+/* Header fields changed after open (the ring size, the state index) are
+ * bounded at use: MP_EPROTO, no access outside the object. */
+TEST(queue_header_corrupted_after_open) {
+  mp_queue_t *q, *q2;
+  ASSERT_OK(mp_queue_create(&q, &(mp_queue_opts_t){.capacity = 1 << 20}));
+  ASSERT_OK(mp_queue_open(&q2, mp_queue_name(q)));
+  unsigned char *raw = q_map_raw(q);
+  uint64_t ring, huge = (uint64_t)1 << 20; /* the largest allowed... */
+  memcpy(&ring, raw + QH_RING, 8);
+  memcpy(raw + QH_RING, &huge, 8); /* ...but the object is not that big */
+  ASSERT_ERR(mp_queue_put(q2, "abc", 3, 0), MP_EPROTO);
+  void *m;
+  size_t len;
+  ASSERT_ERR(mp_queue_get(q2, &m, &len, 0), MP_EEMPTY);
+  memcpy(raw + QH_RING, &ring, 8);
+  uint32_t idx = 9;
+  memcpy(raw + QH_PCUR, &idx, 4); /* masked: still a valid copy */
+  ASSERT_OK(mp_queue_put(q2, "abc", 3, 0));
+  munmap(raw, 8192);
+  ASSERT_OK(mp_queue_destroy(q2));
+  ASSERT_OK(mp_queue_destroy(q));
+}
+
+static void queue_fill_small_dev_shm(void) {
+  mp_queue_t *q;
+  ASSERT_OK(mp_queue_create(&q, &(mp_queue_opts_t){.capacity = 64 << 20}));
+  static char msg[1 << 20];
+  memset(msg, 3, sizeof msg);
+  int r, n = 0;
+  while ((r = mp_queue_put(q, msg, sizeof msg, 0)) == 0)
+    n++;
+  ASSERT_ERR(r, MP_ENOSPC);
+  ASSERT(n >= 1);
+  for (int i = 0; i < n; i++) {
+    void *m;
+    size_t len;
+    ASSERT_OK(mp_queue_get(q, &m, &len, 0));
+    ASSERT_EQ(len, sizeof msg);
+    free(m);
+  }
+  ASSERT_OK(mp_queue_destroy(q));
+}
+
+TEST(queue_full_dev_shm_enospc) {
+  int st = mpt_with_small_dev_shm((size_t)8 << 20, queue_fill_small_dev_shm);
+  ASSERT(WIFEXITED(st));
+  ASSERT_EQ(WEXITSTATUS(st), 0);
+}

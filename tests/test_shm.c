@@ -362,3 +362,74 @@ TEST(shm_creator_exit_removes) {
   ASSERT(!mpt_shm_exists(sn));
   ASSERT(!mpt_shm_exists(ln));
 }
+
+/* ---- trust boundary: who may open a segment, full /dev/shm ---------------- */
+
+static void path_of(char *path, size_t cap, const char *name) {
+  snprintf(path, cap, "/dev/shm%s", name[0] == '/' ? name : "/");
+  if (name[0] != '/')
+    strncat(path, name, cap - strlen(path) - 1);
+}
+
+/* Another user's segment, or one others may write, is refused: the opener
+ * could be steered by whoever writes it. */
+TEST(shm_open_refuses_foreign_or_shared_mode) {
+  mp_shm_t *s, *s2;
+  ASSERT_OK(mp_shm_create(&s, 4096, NULL));
+  char path[128];
+  path_of(path, sizeof path, mp_shm_name(s));
+  ASSERT_OK(mp_shm_open(&s2, mp_shm_name(s)));
+  ASSERT_OK(mp_shm_close(s2));
+  /* Owned by another uid (as root we can hand it over). */
+  ASSERT_EQ(chown(path, 65534, (gid_t)-1), 0);
+  ASSERT_ERR(mp_shm_open(&s2, mp_shm_name(s)), MP_EACCES);
+  ASSERT_EQ(chown(path, geteuid(), (gid_t)-1), 0);
+  /* Ours, but group or others may write it. */
+  ASSERT_EQ(chmod(path, 0666), 0);
+  ASSERT_ERR(mp_shm_open(&s2, mp_shm_name(s)), MP_EACCES);
+  ASSERT_EQ(chmod(path, 0640), 0);
+  ASSERT_ERR(mp_shm_open(&s2, mp_shm_name(s)), MP_EACCES);
+  ASSERT_EQ(chmod(path, 0600), 0);
+  ASSERT_OK(mp_shm_open(&s2, mp_shm_name(s)));
+  ASSERT_OK(mp_shm_close(s2));
+  ASSERT_OK(mp_shm_destroy(s));
+}
+
+/* The same check covers every named sync object. */
+TEST(named_lock_refuses_foreign_owner) {
+  char name[64];
+  snprintf(name, sizeof name, "/mp-trustlock-%d", (int)getpid());
+  mp_lock_t *l, *l2;
+  ASSERT_OK(mp_lock_create(&l, &(mp_sync_opts_t){.name = name}));
+  char path[128];
+  path_of(path, sizeof path, name);
+  ASSERT_EQ(chown(path, 65534, (gid_t)-1), 0);
+  ASSERT_ERR(mp_lock_open(&l2, name), MP_EACCES);
+  ASSERT_EQ(chown(path, geteuid(), (gid_t)-1), 0);
+  ASSERT_EQ(chmod(path, 0606), 0);
+  ASSERT_ERR(mp_lock_open(&l2, name), MP_EACCES);
+  ASSERT_EQ(chmod(path, 0600), 0);
+  ASSERT_OK(mp_lock_open(&l2, name));
+  ASSERT_OK(mp_lock_destroy(l2));
+  ASSERT_OK(mp_lock_destroy(l));
+  ASSERT(!mpt_shm_exists(name));
+}
+
+static void shm_bigger_than_dev_shm(void) {
+  mp_shm_t *s;
+  /* 8 MiB on a 4 MiB /dev/shm: refused now, not a SIGBUS on first touch. */
+  int r = mp_shm_create(&s, (size_t)8 << 20, NULL);
+  if (r == 0)
+    memset(mp_shm_buf(s), 1, mp_shm_size(s));
+  ASSERT_ERR(r, MP_ENOSPC);
+  /* What fits still works. */
+  ASSERT_OK(mp_shm_create(&s, (size_t)1 << 20, NULL));
+  memset(mp_shm_buf(s), 1, mp_shm_size(s));
+  ASSERT_OK(mp_shm_destroy(s));
+}
+
+TEST(shm_full_dev_shm_enospc) {
+  int st = mpt_with_small_dev_shm((size_t)4 << 20, shm_bigger_than_dev_shm);
+  ASSERT(WIFEXITED(st));
+  ASSERT_EQ(WEXITSTATUS(st), 0);
+}

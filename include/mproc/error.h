@@ -52,6 +52,7 @@ MP_BEGIN_DECLS
   XX(EOVERFLOW, -EOVERFLOW, "value too large for defined data type")           \
   XX(EPERM, -EPERM, "operation not permitted")                                 \
   XX(EPIPE, -EPIPE, "broken pipe")                                             \
+  XX(EPROTO, -EPROTO, "corrupt shared object or message stream")              \
   XX(ERANGE, -ERANGE, "result out of range")                                   \
   XX(EROFS, -EROFS, "read-only file system")                                   \
   XX(ESPIPE, -ESPIPE, "invalid seek")                                          \

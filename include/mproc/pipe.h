@@ -55,16 +55,33 @@ MP_EXTERN int mp_conn_send(mp_conn_t *c, const void *buf, size_t len);
  * size. Returns 0, MP_EINVAL (NULL argument; the next message is a
  * descriptor: use mp_conn_recv_fd), MP_EBADF (send-only end), MP_ECLOSED (c
  * closed, or the peer closed and no message is left: Python's EOFError),
- * MP_EIO (peer closed in the middle of a message), MP_ENOMEM (the message
- * is kept). */
+ * MP_EIO (peer closed in the middle of a message), MP_EMSGSIZE (the
+ * message is larger than mp_conn_set_max_message allows) or MP_ENOMEM (no
+ * memory for it): in both cases the message is skipped (its bytes are
+ * discarded as they arrive) and the next call returns the one after it.
+ * MP_EPROTO: the stream announced a length no sender writes (>= 2^40); it
+ * cannot be resynchronised, close it. MP_EAGAIN on a non-blocking
+ * descriptor with no whole message yet: bytes already read stay buffered
+ * in c (also midway through a large message), so a later call continues
+ * where this one stopped. */
 MP_EXTERN int mp_conn_recv(mp_conn_t *c, void **buf, size_t *len);
 
 /* Receive the next message into buf (cap bytes). *len is set to the
  * message's size. Returns 0, MP_ETOOSHORT (cap < size: *len is the size
  * needed, the message stays for the next call, Python's BufferTooShort),
- * and the errors of mp_conn_recv. */
+ * and the errors of mp_conn_recv (MP_ENOMEM here only when a non-blocking
+ * descriptor ran dry midway and the part read could not be kept: the
+ * message is skipped). */
 MP_EXTERN int mp_conn_recv_into(mp_conn_t *c, void *buf, size_t cap,
                                 size_t *len);
+
+/* Largest message mp_conn_recv and mp_conn_recv_into accept on c (the
+ * default, MP_CONN_MAX_MESSAGE, is what the framing allows). A peer that
+ * announces more gets its message skipped with MP_EMSGSIZE: with a bound,
+ * a peer cannot make the receiver allocate more than max bytes at once.
+ * Returns 0, MP_EINVAL (c NULL, max > MP_CONN_MAX_MESSAGE). */
+#define MP_CONN_MAX_MESSAGE (((size_t)1 << 40) - 1)
+MP_EXTERN int mp_conn_set_max_message(mp_conn_t *c, size_t max);
 
 /* Whether there is something to receive: returns 1 (a message, or the end
  * of the stream, which recv reports as MP_ECLOSED), 0 when nothing came

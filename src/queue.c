@@ -457,7 +457,9 @@ static int q_grow(mp_queue_t *q, uint64_t head, uint64_t tail, uint64_t need) {
  * hold no live byte under the old size; the new size is stored after each
  * halving, so a process killed in the middle leaves a consistent ring. */
 static void q_shrink(mp_queue_t *q, uint64_t head, uint64_t tail) {
-  uint64_t size = LD(&q->h->ring, relaxed);
+  uint64_t size = q_ring(q);
+  if (!size || tail - head > size)
+    return; /* corrupted: the next operation reports it */
   while (size > Q_RING_SOFT && (tail - head) * 4 <= size / 2) {
     uint64_t half = size / 2;
     for (uint64_t c = head; c < tail;) {

@@ -1383,8 +1383,8 @@ enum {
   QH_CAPACITY = 24,
   QH_RING_MAX = 40,
   QH_RESERVE = 48,
-  QH_PCUR = 72,
-  QH_PS = 80, /* {tail, nput} x 2 */
+  QH_PCUR = 72, /* after the 8-byte lock word */
+  QH_PS = 80,   /* {tail, nput} x 2 */
   QH_CCUR = 136,
   QH_CS = 144, /* {head, nget, ndone} x 2 */
   QH_TAIL_PUB = 256,

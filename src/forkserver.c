@@ -43,6 +43,7 @@ typedef struct {
   uint64_t arg_len;
   int32_t requester;
   uint32_t outlive;
+  uint32_t daemon;
   char name[MP__PROC_NAME_MAX];
   char ident[MP__PROC_NAME_MAX];
   uint32_t nfds; /* descriptors riding on the request (SCM_RIGHTS) */
@@ -166,11 +167,12 @@ static __attribute__((noreturn)) void server_child(fs_server_t *s,
   for (size_t i = 0; i < s->nkids; i++)
     mp__close(s->kids[i].status_wr);
   place_fds(rq, fds, nfds);
+  mp__process_forget_parent();
   sigaction(SIGINT, &s->oldint, NULL);
   sigaction(SIGPIPE, &s->oldpipe, NULL);
   sigprocmask(SIG_SETMASK, &s->oldmask, NULL);
   if (!mp__process_child_enter(rq->name, rq->ident, rq->requester, server,
-                               rq->outlive != 0))
+                               rq->outlive != 0, rq->daemon != 0))
     _exit(1);
   mp__process_child_run((mp_process_fn)(uintptr_t)rq->fn, arg,
                         (size_t)rq->arg_len);
@@ -380,6 +382,7 @@ static int fs_start_locked(void) {
     /* Intermediate: fork the server and leave, so the server is reparented
      * and never shows up in the application's wait calls. */
     mp__close(sv[0]);
+    mp__forkserver_atfork_child(); /* fs_mu is held: the server starts clean */
     pid_t srv = fork();
     if (srv == 0)
       server_main(sv[1]);
@@ -495,7 +498,7 @@ static int fs_request_locked(const fs_request_t *rq, const void *arg,
 
 int mp__forkserver_spawn(mp_process_fn fn, const void *arg, size_t len,
                          const char *name, const char *ident, bool outlive,
-                         const int *pass_fds, int npass, pid_t *pid, int *pidfd,
+                         bool daemon, const int *pass_fds, int npass, pid_t *pid, int *pidfd,
                          int *statusfd) {
   fs_request_t rq;
   memset(&rq, 0, sizeof rq);
@@ -511,6 +514,7 @@ int mp__forkserver_spawn(mp_process_fn fn, const void *arg, size_t len,
   rq.arg_len = len;
   rq.requester = getpid();
   rq.outlive = outlive;
+  rq.daemon = daemon;
   snprintf(rq.name, sizeof rq.name, "%s", name);
   snprintf(rq.ident, sizeof rq.ident, "%s", ident);
   fs_response_t resp = {0, 0};

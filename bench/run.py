@@ -9,7 +9,8 @@ Ratio: how many times better mproc is than the peer, whatever the unit.
 """
 import argparse, glob, json, os, shutil, subprocess, sys
 
-FAMILIES = ["process", "pipe", "lock", "queue", "pool", "manager", "copy"]
+FAMILIES = ["process", "pipe", "lock", "queue", "pool", "manager", "copy", "mpi",
+            "redis"]
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 

@@ -295,8 +295,16 @@ TEST(queue_nonblocking_and_timeouts) {
 
 TEST(queue_blocking_wakes_across_processes) {
   mp_queue_t *q = mkq(1, 0, 0);
+  /* The child starts its 100 ms only once the parent has read its clock, so
+   * a parent scheduled late cannot see less than 100 ms of blocking. */
+  int go[2];
+  ASSERT(pipe(go) == 0);
   pid_t pid = fork();
   if (pid == 0) {
+    char c;
+    close(go[1]);
+    if (read(go[0], &c, 1) != 1)
+      _exit(3);
     mpt_sleep_ms(100);
     if (mp_queue_put(q, "first", 5, MP_FOREVER) != 0)
       _exit(1);
@@ -305,11 +313,14 @@ TEST(queue_blocking_wakes_across_processes) {
       _exit(2);
     _exit(0);
   }
+  close(go[0]);
   uint64_t t0 = mpt_now_ms();
+  ASSERT(write(go[1], "g", 1) == 1);
+  close(go[1]);
   char buf[16];
   size_t len;
   ASSERT_OK(mp_queue_get_into(q, buf, sizeof buf, &len, MP_FOREVER));
-  ASSERT(mpt_now_ms() - t0 >= 90);
+  ASSERT(mpt_now_ms() - t0 >= 100);
   ASSERT_EQ(len, 5);
   ASSERT_OK(mp_queue_get_into(q, buf, sizeof buf, &len, 5000));
   ASSERT_EQ(len, 6);

@@ -541,7 +541,7 @@ TEST(manager_errors) {
   o.reserve = (size_t)1 << 50;
   ASSERT_ERR(mp_manager_create(&m, &o), MP_EINVAL);
   o.reserve = 0;
-  o.name = "no-slash";
+  o.name = "inner/slash"; /* "x" and "/x" are both fine; a '/' inside is not */
   ASSERT_ERR(mp_manager_create(&m, &o), MP_EINVAL);
   ASSERT_ERR(mp_manager_open(&m, "/mp-does-not-exist"), MP_ENOENT);
   ASSERT_ERR(mp_manager_open(&m, NULL), MP_EINVAL);

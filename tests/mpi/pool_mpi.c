@@ -3,12 +3,14 @@
  * Every rank runs main; the worker ranks serve inside mp_pool_create and
  * leave with MP_EWORKERRANK, the root runs the case and checks it. A failed
  * check ends the root with _exit(1), which makes mpirun end the job. */
+#include <fcntl.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <mproc.h>
@@ -107,11 +109,31 @@ static int add(const void *item, void *result, void *ctx) {
   return 0;
 }
 
-/* Item i: sleeps 1 s when i == 0, 5 ms otherwise; returns the worker. */
+/* Item i > 0 takes 5 ms and then appends a byte to a file (the ranks share
+ * the host in the tests); item 0 waits until all but 10 of them are done
+ * (or 60 s), so it stays busy whatever the machine's load. Returns the
+ * worker that ran it. */
+typedef struct {
+  int32_t i, n;
+  char path[64];
+} slow_item_t;
+
 static int uneven(const void *item, void *result, void *ctx) {
-  int32_t i;
-  memcpy(&i, item, sizeof i);
-  usleep(i == 0 ? 1000000 : 5000);
+  const slow_item_t *it = item;
+  if (it->i == 0) {
+    for (int k = 0; k < 6000; k++) {
+      struct stat st;
+      if (stat(it->path, &st) == 0 && st.st_size >= it->n - 10)
+        break;
+      usleep(10000);
+    }
+  } else {
+    usleep(5000);
+    int fd = open(it->path, O_WRONLY | O_APPEND);
+    if (fd < 0 || write(fd, "x", 1) != 1)
+      return 1;
+    close(fd);
+  }
   int32_t w = mp_pool_worker_index();
   memcpy(result, &w, sizeof w);
   return 0;
@@ -457,11 +479,19 @@ static void case_initializer(mp_pool_t *pool) {
  * hold a share of the rest. */
 static void case_balance(mp_pool_t *pool) {
   enum { N = 80 };
-  int32_t in[N], out[N];
-  for (int i = 0; i < N; i++)
-    in[i] = i;
+  static slow_item_t in[N];
+  int32_t out[N];
+  char path[] = "/tmp/mpi_pool_balance_XXXXXX";
+  int fd = mkstemp(path);
+  CHECK(fd >= 0);
+  close(fd);
+  for (int i = 0; i < N; i++) {
+    in[i] = (slow_item_t){i, N, ""};
+    snprintf(in[i].path, sizeof in[i].path, "%s", path);
+  }
   CHECK_RC(mp_pool_map(pool, uneven, in, N, sizeof *in, out, sizeof *out, 1),
            0);
+  unlink(path);
   int slow = out[0], on_slow = 0;
   for (int i = 0; i < N; i++)
     on_slow += out[i] == slow;

@@ -1,5 +1,9 @@
-# Thin wrapper over CMake. `make demo` and `make test` set up a fresh Debian 12
-# machine first (scripts/deps.sh installs what is missing; a no-op otherwise).
+# Thin wrapper over CMake. Every target sets up a fresh Debian 12 machine
+# first (scripts/deps.sh installs what is missing; a quick no-op otherwise).
+# The configure step (scripts/configure.sh) runs again whenever the build
+# directory has no Makefile (e.g. after a failed configure) or CC,
+# CMAKE_FLAGS or PREFIX are given with new values; values not given keep
+# what the build directory was configured with.
 BUILD   ?= build
 PREFIX  ?= /usr/local
 JOBS    ?= $(shell nproc 2>/dev/null || echo 2)
@@ -9,14 +13,20 @@ CTEST_FLAGS ?=
 
 .PHONY: all deps configure test demo bench install clean format
 
-all: configure
+# 1 when the variable was set on the command line or in the environment.
+given = $(if $(filter command line environment environment override,$(origin $(1))),1,0)
+
+all: deps configure
 	cmake --build $(BUILD) -j $(JOBS)
 
 deps:
 	@sh scripts/deps.sh
 
 configure:
-	@test -f $(BUILD)/CMakeCache.txt || cmake -S . -B $(BUILD) -DCMAKE_INSTALL_PREFIX=$(PREFIX) $(CMAKE_FLAGS)
+	@MP_CC='$(CC)' MP_CC_GIVEN=$(call given,CC) \
+	 MP_FLAGS='$(CMAKE_FLAGS)' MP_FLAGS_GIVEN=$(call given,CMAKE_FLAGS) \
+	 MP_PREFIX='$(PREFIX)' MP_PREFIX_GIVEN=$(call given,PREFIX) \
+	 sh scripts/configure.sh $(BUILD)
 
 test: deps all
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 300 $(CTEST_FLAGS)
@@ -27,9 +37,9 @@ demo: deps all
 bench: deps all
 	python3 bench/run.py --build $(BUILD) $(if $(BENCH),--family $(BENCH),)
 
-install: configure
-	cmake -S . -B $(BUILD) -DCMAKE_INSTALL_PREFIX=$(PREFIX) >/dev/null
-	cmake --build $(BUILD) -j $(JOBS)
+# Installs under PREFIX; for /usr and /usr/local it also runs ldconfig (as
+# root) so the shared library is found at once. DESTDIR stages a package.
+install: all
 	cmake --install $(BUILD) --prefix $(PREFIX)
 
 format:

@@ -8,6 +8,10 @@
 
 #include "bench.h"
 
+/* Timed rounds per invocation, after any warm-up: bench/run.py repeats the
+ * invocations, interleaved with the Python peer's, and takes the median. */
+#define ROUNDS 1
+
 static int task_echo(const void *arg, size_t len, mp_buf_t *res, void *ctx) {
   return mp_buf_set(res, arg, len);
 }
@@ -22,11 +26,21 @@ typedef struct {
   uint64_t lo, hi;
 } range_t;
 
+/* sum_of_squares_10M: Python sums 10M squares in about a second, C in a
+ * few milliseconds, which would measure the pool's overhead rather than its
+ * scaling. So the C task goes over its range SQ_PASSES times (the empty asm
+ * keeps the compiler from vectorising the loop or replacing it by a closed
+ * form), and one worker computes for about as long as Python's does. */
+#define SQ_PASSES 128
+
 static int map_sum_squares(const void *item, void *result, void *ctx) {
   const range_t *r = item;
   uint64_t s = 0;
-  for (uint64_t i = r->lo; i < r->hi; i++)
-    s += i * i;
+  for (int pass = 0; pass < SQ_PASSES; pass++)
+    for (uint64_t i = r->lo; i < r->hi; i++) {
+      s += i * i;
+      __asm__ volatile("" : "+r"(s));
+    }
   *(uint64_t *)result = s;
   return 0;
 }
@@ -55,7 +69,7 @@ static void bench_pipelined(void) {
   mp_pool_t *p = make_pool(2, MP_POOL_PROCESSES);
   mp_result_t **rs = malloc((size_t)n * sizeof *rs);
   double best = 0;
-  for (int rep = 0; rep < 3; rep++) {
+  for (int rep = 0; rep < ROUNDS; rep++) {
     uint64_t t0 = bench_now_ns();
     for (long i = 0; i < n; i++)
       check(mp_pool_apply_async(p, task_echo, &i, sizeof i, NULL, &rs[i]),
@@ -73,11 +87,8 @@ static void bench_pipelined(void) {
   bench_emit("pool_apply_async_pipelined", "tasks/s", best, -1, true, 20, 0);
 }
 
-/* Best of several rounds: the machine is shared, and a round that a noisy
- * neighbour slowed down says nothing about the pool. The Python peer does
- * the same. */
 /* The floor of a blocking apply: a raw 8-byte socketpair round trip to a
- * forked process, best of the same number of rounds, measured alternately
+ * forked process, the same number of round trips, measured alternately
  * with ours. */
 static double raw_rtt_us(long n) {
   int sv[2];
@@ -114,7 +125,7 @@ static void bench_rtt(void) {
   for (long i = 0; i < 200; i++)
     check(mp_pool_apply(p, task_echo, &i, sizeof i, &out, NULL), "apply");
   double best = 1e99;
-  for (int rep = 0; rep < 5; rep++) {
+  for (int rep = 0; rep < ROUNDS; rep++) {
     uint64_t t0 = bench_now_ns();
     for (long i = 0; i < n; i++)
       check(mp_pool_apply(p, task_echo, &i, sizeof i, &out, NULL), "apply");
@@ -139,7 +150,7 @@ static void bench_map(const char *name, mp_pool_backend_t be) {
     in[i] = i;
   mp_pool_t *p = make_pool(2, be);
   double best = 0;
-  for (int rep = 0; rep < 5; rep++) {
+  for (int rep = 0; rep < ROUNDS; rep++) {
     uint64_t t0 = bench_now_ns();
     check(mp_pool_map(p, map_square, in, (size_t)n, 8, out, 8, 0), "map");
     double rate = (double)n / ((double)(bench_now_ns() - t0) / 1e9);
@@ -161,7 +172,7 @@ static void bench_imap(void) {
     in[i] = i;
   mp_pool_t *p = make_pool(2, MP_POOL_PROCESSES);
   double best = 0;
-  for (int rep = 0; rep < 3; rep++) {
+  for (int rep = 0; rep < ROUNDS; rep++) {
     mp_imap_opts_t o = {0};
     o.chunksize = 1;
     mp_imap_t *it;
@@ -183,6 +194,8 @@ static void bench_imap(void) {
   bench_emit("pool_imap_chunksize1", "items/s", best, -1, true, 10, 0);
 }
 
+/* One timed map of the 16 parts over `workers` workers (pool started
+ * before the clock). */
 static double sum_squares_time(int workers, uint64_t n, uint64_t *sum) {
   mp_pool_t *p = make_pool(workers, MP_POOL_PROCESSES);
   enum { PARTS = 16 };
@@ -190,58 +203,49 @@ static double sum_squares_time(int workers, uint64_t n, uint64_t *sum) {
   uint64_t part[PARTS];
   for (int i = 0; i < PARTS; i++)
     r[i] = (range_t){n * (uint64_t)i / PARTS, n * (uint64_t)(i + 1) / PARTS};
-  double best = 1e99;
-  for (int rep = 0; rep < 25; rep++) {
-    uint64_t t0 = bench_now_ns();
-    check(mp_pool_map(p, map_sum_squares, r, PARTS, sizeof *r, part,
-                      sizeof *part, 1),
-          "map");
-    double t = (double)(bench_now_ns() - t0) / 1e9;
-    if (t < best)
-      best = t;
-  }
+  uint64_t t0 = bench_now_ns();
+  check(mp_pool_map(p, map_sum_squares, r, PARTS, sizeof *r, part,
+                    sizeof *part, 1),
+        "map");
+  double t = (double)(bench_now_ns() - t0) / 1e9;
   *sum = 0;
   for (int i = 0; i < PARTS; i++)
     *sum += part[i];
   mp_pool_destroy(p);
-  return best;
+  return t;
 }
 
 /* The floor: the same work split over raw forked processes, no pool: what
- * two cores of this machine give at best. */
+ * the cores of this machine give at best. */
 static double sum_squares_raw_time(int procs, uint64_t n) {
-  double best = 1e99;
-  for (int rep = 0; rep < 25; rep++) {
-    pid_t pids[2];
-    uint64_t t0 = bench_now_ns();
-    for (int w = 0; w < procs; w++) {
-      pids[w] = fork();
-      if (pids[w] == 0) {
-        range_t r = {n * (uint64_t)w / (uint64_t)procs,
-                     n * (uint64_t)(w + 1) / (uint64_t)procs};
-        uint64_t s;
-        map_sum_squares(&r, &s, NULL);
-        _exit(s == 1); /* keeps the sum from being optimised away */
-      }
+  pid_t pids[2];
+  uint64_t t0 = bench_now_ns();
+  for (int w = 0; w < procs; w++) {
+    pids[w] = fork();
+    if (pids[w] == 0) {
+      range_t r = {n * (uint64_t)w / (uint64_t)procs,
+                   n * (uint64_t)(w + 1) / (uint64_t)procs};
+      uint64_t s;
+      map_sum_squares(&r, &s, NULL);
+      _exit(s == 1); /* keeps the sum from being optimised away */
     }
-    for (int w = 0; w < procs; w++)
-      waitpid(pids[w], NULL, 0);
-    double t = (double)(bench_now_ns() - t0) / 1e9;
-    if (t < best)
-      best = t;
   }
-  return best;
+  for (int w = 0; w < procs; w++)
+    waitpid(pids[w], NULL, 0);
+  return (double)(bench_now_ns() - t0) / 1e9;
 }
 
+/* Parallel efficiency: speedup of two workers over one, divided by two;
+ * the one- and two-worker runs alternate with the floor's. */
 static void bench_sum_squares(void) {
   uint64_t n = (uint64_t)bench_scaled(10000000);
   uint64_t s1, s2;
   double t1 = sum_squares_time(1, n, &s1);
+  double f1 = sum_squares_raw_time(1, n);
   double t2 = sum_squares_time(2, n, &s2);
+  double f2 = sum_squares_raw_time(2, n);
   if (s1 != s2)
     check(MP_EIO, "sum of squares");
-  double f1 = sum_squares_raw_time(1, n), f2 = sum_squares_raw_time(2, n);
-  /* Parallel efficiency: speedup over one worker divided by two workers. */
   bench_emit("sum_of_squares_10M", "efficiency", t1 / t2 / 2, f1 / f2 / 2, true,
              0, 0);
 }

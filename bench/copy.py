@@ -168,9 +168,12 @@ def damage(dst, n):
 
 
 def row(name, peer, ours, theirs, target):
+    """One row: medians, and every run (bench/run.py reports the spread)."""
     print(json.dumps({"workload": name, "peer": peer, "unit": "s",
                       "mproc": round(statistics.median(ours), 4),
                       "peer_value": round(statistics.median(theirs), 4),
+                      "mproc_runs": [round(t, 4) for t in ours],
+                      "peer_runs": [round(t, 4) for t in theirs],
                       "floor": None, "higher_is_better": False,
                       "target": target, "floor_max": 0}), flush=True)
 
@@ -239,7 +242,8 @@ def bench_resume(src, work, mpcp, reps, size_mib, target):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default="build")
-    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--reps", type=int,
+                    default=int(os.environ.get("BENCH_RUNS", "5") or 5))
     ap.add_argument("--keep", action="store_true", help="keep the source trees")
     ap.add_argument("--only", default="", help="comma-separated workloads")
     a = ap.parse_args()

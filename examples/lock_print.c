@@ -1,4 +1,4 @@
-/* Seed 001, "Process Lock": ten processes print under one Lock.
+/* Python tutorial example: "Process Lock": ten processes print under one Lock.
  *
  *   def f(l, i):
  *       l.acquire(); print("hello world", i); l.release()

@@ -1,4 +1,4 @@
-/* Seed 001, "Data sharing between processes: Manager": five processes each
+/* Python tutorial example: "Data sharing between processes: Manager": five processes each
  * write their pid into a shared dict and a shared list and print them.
  *
  *   def func(d, l):

@@ -1,4 +1,4 @@
-/* Seed 001, Pipe: the child sends 1 and 2, the parent prints them and sends
+/* Python tutorial example: Pipe: the child sends 1 and 2, the parent prints them and sends
  * 3 back, which the child prints. */
 #include <stdio.h>
 

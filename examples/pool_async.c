@@ -1,4 +1,4 @@
-/* Seed 004: Pool(4) runs five tasks (apply_async), then the seed's
+/* Python tutorial example: Pool(4) runs five tasks (apply_async), then the original's
  * coroutine section: an event loop awaits results as they complete. Each
  * result offers a pollable fd (mp_result_waitable) usable with mp_wait,
  * poll, epoll or libuv; mp_pool_fd gives one fd for the whole pool.

@@ -1,4 +1,4 @@
-/* Seed 000 §3 "Process pool": Pool(3) runs ten tasks, each printing its
+/* Python tutorial example: "Process pool": Pool(3) runs ten tasks, each printing its
  * message and its process number; close() then join() wait for all of them.
  *
  *   po = Pool(3)

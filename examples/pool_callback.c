@@ -1,4 +1,4 @@
-/* Seed 001 "Process pool" with a callback: five workers run ten tasks; each
+/* Python tutorial example: "Process pool" with a callback: five workers run ten tasks; each
  * task returns i + 100 and the callback prints it in the parent.
  *
  *   pool = multiprocessing.Pool(5)
@@ -6,7 +6,7 @@
  *       pool.apply_async(func=foo, args=(i,), callback=bar)
  *   print("end"); pool.close(); pool.join()
  *
- * The seed sleeps 2 s per task; this one sleeps 0.2 s. */
+ * The Python original sleeps 2 s per task; this one sleeps 0.2 s. */
 #include <stdio.h>
 #include <unistd.h>
 

@@ -1,7 +1,7 @@
-/* Seed 000 §4 and seed 002 §10, the folder copier: a pool of 3 processes
+/* Python tutorial example: the folder copier: a pool of 3 processes
  * copies every regular file of a folder into "<folder>[copy]", each task
  * reporting the file it finished through a queue, and the parent prints the
- * progress as the seed does. (The real tool, with subfolders, metadata and a
+ * progress as the original does. (The real tool, with subfolders, metadata and a
  * progress bar, is mpcp.)
  *
  *   queue = Manager().Queue(); pool = Pool(3)
@@ -9,8 +9,8 @@
  *       pool.apply_async(copy_file, args=(queue, file_name, src, dst))
  *   while True: file_name = queue.get(); print("\r%.2f...(%s)" % ...)
  *
- * The seed asks for the folder with input(); here it is argv[1], or read
- * from standard input when missing. The seed's random sleep is left out. */
+ * The Python original asks for the folder with input(); here it is argv[1], or read
+ * from standard input when missing. The original's random sleep is left out. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -64,13 +64,17 @@ int main(int argc, char **argv) {
       return 1;
     folder[strcspn(folder, "\n")] = '\0';
   }
-  char dest[1100];
-  snprintf(dest, sizeof dest, "%s[copy]", folder);
-  mkdir(dest, 0755); /* as the seed: an existing folder is fine */
-
+  /* The source first: a missing one must not leave an empty "[copy]". */
   DIR *d = opendir(folder);
   if (!d) {
     perror(folder);
+    return 1;
+  }
+  char dest[1100];
+  snprintf(dest, sizeof dest, "%s[copy]", folder);
+  if (mkdir(dest, 0755) < 0 && errno != EEXIST) { /* as the original: existing is fine */
+    perror(dest);
+    closedir(d);
     return 1;
   }
   mp_queue_t *queue;

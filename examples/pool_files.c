@@ -1,4 +1,4 @@
-/* Seed 003 "IO-intensive tasks" and "Parallel tasking", applied to local
+/* Python tutorial example: "IO-intensive tasks" and "Parallel tasking", applied to local
  * files: starmap(download_file, [(url, filename), ...]) becomes a starmap
  * that fetches (copies) each source file to a target name, and
  * map(process_image, filenames) a map that writes processed_<name> for each

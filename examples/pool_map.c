@@ -1,5 +1,5 @@
-/* Seed 003 "using the Pool class": Pool(processes=2).map(worker, ["A", "B"]).
- * map items are fixed-size structs; here a worker name. The seed sleeps 2 s
+/* Python tutorial example: "using the Pool class": Pool(processes=2).map(worker, ["A", "B"]).
+ * map items are fixed-size structs; here a worker name. The Python original sleeps 2 s
  * per worker; this one 0.2 s. */
 #include <stdio.h>
 #include <unistd.h>

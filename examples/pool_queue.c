@@ -1,4 +1,4 @@
-/* Seed 002 §9 "进程池中的Queue": tasks of a pool talk through a queue made
+/* Python tutorial example: "进程池中的Queue": tasks of a pool talk through a queue made
  * after the pool started. Python needs Manager().Queue() for this; here the
  * task gets the queue's name and opens it through a helper that caches the
  * handle, so each worker opens it once.
@@ -67,7 +67,7 @@ int main(void) {
   const char *name = mp_queue_name(q);
   mp_result_t *w;
   mp_pool_apply_async(po, writer, name, strlen(name) + 1, NULL, &w);
-  /* The seed sleeps 1 s so the writer goes first; waiting for it is exact. */
+  /* The Python original sleeps 1 s so the writer goes first; waiting for it is exact. */
   mp_result_wait(w, MP_FOREVER);
   mp_result_destroy(w);
   mp_pool_apply_async(po, reader, name, strlen(name) + 1, NULL, NULL);

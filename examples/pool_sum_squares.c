@@ -1,4 +1,4 @@
-/* Seed 003 "Parallel computing": split the numbers into chunks, sum the
+/* Python tutorial example: "Parallel computing": split the numbers into chunks, sum the
  * squares of each chunk in a pool of 4 processes, add up the results.
  *
  *   numbers = [1..10]; pool = Pool(processes=4)

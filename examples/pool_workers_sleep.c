@@ -1,11 +1,11 @@
-/* Seed 002 §8 "进程池Pool": Pool(3) runs ten tasks that sleep a random time;
+/* Python tutorial example: "进程池Pool": Pool(3) runs ten tasks that sleep a random time;
  * a new task starts only when one of the three processes is free.
  *
  *   po = Pool(3)
  *   for i in range(0, 10): po.apply_async(worker, (i,))
  *   print("……start……"); po.close(); po.join(); print("……end……")
  *
- * The seed sleeps random()*2 s; this one random()*0.2 s. */
+ * The Python original sleeps random()*2 s; this one random()*0.2 s. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>

@@ -1,4 +1,4 @@
-/* Seed 002 §4: positional and keyword arguments for the target. Python's
+/* Python tutorial example: positional and keyword arguments for the target. Python's
  * args=('test', 18), kwargs={"m": 20} become one struct, copied into the
  * child. The parent terminates the child after 1 s. */
 #include <stdio.h>

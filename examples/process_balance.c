@@ -1,4 +1,4 @@
-/* Seed 004's balance demo with processes: a global is copied into each
+/* Python tutorial example: 's balance demo with processes: a global is copied into each
  * process, so the balance must live in shared memory, a Value with its
  * lock:
  *

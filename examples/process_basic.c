@@ -1,4 +1,4 @@
-/* Seed 001, "basic use of multiple processes": the child prints its parent's
+/* Python tutorial example: "basic use of multiple processes": the child prints its parent's
  * pid and its own, sleeps, and the parent joins it. */
 #include <stdio.h>
 #include <unistd.h>

@@ -1,4 +1,4 @@
-/* Seed 002 §5: processes do not share global variables. process1 appends to
+/* Python tutorial example: processes do not share global variables. process1 appends to
  * its copy of nums; process2, started afterwards, still sees [11, 22]. */
 #include <stdio.h>
 #include <unistd.h>
@@ -20,7 +20,7 @@ static int work1(const void *arg, size_t len) {
   print_nums("process1");
   for (int i = 0; i < 3; i++) {
     nums[nnums++] = i;
-    usleep(200 * 1000); /* the seed sleeps 1 s */
+    usleep(200 * 1000); /* the original sleeps 1 s */
     print_nums("process1");
   }
   return 0;

@@ -1,4 +1,4 @@
-/* Seed 002 §2: the parent's and the child's pids. As in Python, the parent
+/* Python tutorial example: the parent's and the child's pids. As in Python, the parent
  * does not join: a non-daemon child is joined when the parent exits. */
 #include <stdio.h>
 

@@ -1,4 +1,4 @@
-/* Seed 004, run_proc: a named argument for the child, started and joined. */
+/* Python tutorial example: run_proc: a named argument for the child, started and joined. */
 #include <stdio.h>
 
 #include <mproc.h>

@@ -1,5 +1,5 @@
-/* Seed 002 §1: two loops running at the same time, one in a child process.
- * The seed loops forever; here each loop runs 3 rounds. */
+/* Python tutorial example: two loops running at the same time, one in a child process.
+ * The Python original loops forever; here each loop runs 3 rounds. */
 #include <stdio.h>
 #include <unistd.h>
 

@@ -1,5 +1,5 @@
-/* Seed 000 §1, "First demo": two tasks, test1 and test2, each in its own
- * process, run at the same time. The seed loops forever; here each task runs
+/* Python tutorial example: "First demo": two tasks, test1 and test2, each in its own
+ * process, run at the same time. The Python original loops forever; here each task runs
  * 3 rounds and main joins both.
  *
  *   p1 = multiprocessing.Process(target=test1)

@@ -1,4 +1,4 @@
-/* Seed 003, "Use the Process class": two workers start, work for a while and
+/* Python tutorial example: "Use the Process class": two workers start, work for a while and
  * exit; the parent starts both, then joins both.
  *
  *   def worker(name):
@@ -15,7 +15,7 @@ static int worker(const void *arg, size_t len) {
   const char *name = arg; /* the copied argument bytes, NUL included */
   printf("Worker %s is starting.\n", name);
   fflush(stdout);
-  sleep(1); /* the seed sleeps 2 s */
+  sleep(1); /* the original sleeps 2 s */
   printf("Worker %s is exiting.\n", name);
   return 0;
 }

@@ -1,4 +1,4 @@
-/* Seed 001, "Queue": a child puts 11111 on a queue, the parent prints it.
+/* Python tutorial example: "Queue": a child puts 11111 on a queue, the parent prints it.
  *
  *   def f(q): q.put(11111)
  *   q = multiprocessing.Queue()

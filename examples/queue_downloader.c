@@ -1,4 +1,4 @@
-/* Seed 000, section 2: a downloader process writes data into a Queue and an
+/* Python tutorial example: section 2: a downloader process writes data into a Queue and an
  * analysis process reads it back.
  *
  * Python passes the Queue object to each Process; here the child opens the
@@ -37,7 +37,7 @@ static int analysis_data(const void *arg, size_t len) {
       return 1;
     if (n < 16)
       waiting[n++] = data;
-    /* Stop once the queue is empty, as the seed does. */
+    /* Stop once the queue is empty, as the original does. */
     if (mp_queue_empty(q) == 1)
       break;
   }

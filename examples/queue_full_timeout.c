@@ -1,4 +1,4 @@
-/* Seed 002, section 6: how a Queue(3) behaves when full: put with a timeout
+/* Python tutorial example: section 6: how a Queue(3) behaves when full: put with a timeout
  * raises Full after the wait, put_nowait at once; then the messages are
  * read back with get_nowait.
  *

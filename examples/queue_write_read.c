@@ -1,6 +1,6 @@
-/* Seed 004: one child writes 'a', 'b', 'c' into a Queue, another reads them.
+/* Python tutorial example: one child writes 'a', 'b', 'c' into a Queue, another reads them.
  *
- * The seed's reader loops forever on a blocking get and is terminated by the
+ * The original's reader loops forever on a blocking get and is terminated by the
  * parent. Here the parent closes the queue once the writer is done: the
  * reader takes what is left and its get then returns MP_ECLOSED, so it ends
  * by itself. */
@@ -54,7 +54,7 @@ int main(void) {
   mp_process_start(pw);
   mp_process_start(pr);
   mp_process_join(pw, MP_FOREVER);
-  mp_queue_close(q); /* the seed terminates the reader instead */
+  mp_queue_close(q); /* the original terminates the reader instead */
   mp_process_join(pr, MP_FOREVER);
   mp_process_destroy(pw);
   mp_process_destroy(pr);

@@ -1,4 +1,4 @@
-/* Seed 002, section 7: the parent creates a Queue and two children, one
+/* Python tutorial example: section 7: the parent creates a Queue and two children, one
  * writing to it and one reading from it. */
 #include <stdio.h>
 #include <stdlib.h>

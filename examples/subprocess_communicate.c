@@ -1,4 +1,4 @@
-/* Seed 004, "create a sub process and control its input and output":
+/* Python tutorial example: "create a sub process and control its input and output":
  * Python's
  *     r = subprocess.call(["echo", "Hello from a child command"])
  *     print("Exit code:", r)

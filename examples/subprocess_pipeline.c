@@ -1,4 +1,4 @@
-/* Seed 004's sub-process section, a small pipeline: the shell's
+/* Python tutorial example: 's sub-process section, a small pipeline: the shell's
  *     printf 'cherry\napple\nbanana\napple\n' | sort -u
  * as Python writes it
  *     p1 = Popen(["printf", ...], stdout=PIPE)

@@ -1,4 +1,4 @@
-/* Seed 004, the balance demo with threads and a lock:
+/* Python tutorial example: the balance demo with threads and a lock:
  *
  *   balance = 0
  *   lock = threading.Lock()

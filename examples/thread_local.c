@@ -1,4 +1,4 @@
-/* Seed 004's thread-local demo (threading.local) with C11 _Thread_local:
+/* Python tutorial example: 's thread-local demo (threading.local) with C11 _Thread_local:
  *
  *   NAME = threading.local()
  *   def process_student():

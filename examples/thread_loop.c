@@ -1,4 +1,4 @@
-/* Seed 004's first threading demo: a named thread runs a loop while the
+/* Python tutorial example: 's first threading demo: a named thread runs a loop while the
  * main thread reports on itself.
  *
  *   def loop():

@@ -9,6 +9,7 @@
 #include "mproc/wait.h"
 #include "mproc/process.h"
 #include "mproc/pipe.h"
+#include "mproc/connection.h"
 #include "mproc/shm.h"
 #include "mproc/sync.h"
 #include "mproc/thread.h"

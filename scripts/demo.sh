@@ -1,8 +1,9 @@
 #!/bin/sh
 # The main job: mpcp, the parallel folder copier built on mproc's pool and
 # queue, copies a sample tree with its progress line and prints the summary.
-# The sample tree (a few thousand small files and a few large ones) is made
-# once under $BUILD/demo/ and the copy is removed afterwards.
+# The sample tree (a few thousand small files and a few large ones, about
+# 400 MiB) is made under $BUILD/demo/ and removed with its copies at the end,
+# also when the demo fails or is interrupted.
 BUILD=${1:-build}
 set -e
 MPCP="$BUILD/mpcp"
@@ -12,6 +13,8 @@ DEMO="$BUILD/demo"
 SRC="$DEMO/sample"
 DST="$DEMO/copy"
 
+trap 'rm -rf "$DEMO"' EXIT
+trap 'exit 130' INT TERM
 if [ ! -d "$SRC" ]; then
   echo "== making a sample tree in $SRC (3000 small files, 4 large ones)"
   python3 - "$SRC" <<'PY'

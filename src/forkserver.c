@@ -43,6 +43,7 @@ typedef struct {
   uint64_t arg_len;
   int32_t requester;
   uint32_t outlive;
+  uint32_t daemon;
   char name[MP__PROC_NAME_MAX];
   char ident[MP__PROC_NAME_MAX];
   uint32_t nfds; /* descriptors riding on the request (SCM_RIGHTS) */
@@ -59,6 +60,19 @@ typedef struct {
 
 static pthread_mutex_t fs_mu = PTHREAD_MUTEX_INITIALIZER;
 static int fs_fd = -1;
+static int fs_pidfd = -1; /* the server's keeper, our quiet child */
+
+/* Reap the server's keeper once the server is gone (nobody else can). */
+static void fs_reap_locked(void) {
+  if (fs_pidfd < 0)
+    return;
+  siginfo_t si;
+  while (waitid((idtype_t)P_PIDFD, (id_t)fs_pidfd, &si, WEXITED | __WALL) < 0 &&
+         errno == EINTR) {
+  }
+  mp__close(fs_pidfd);
+  fs_pidfd = -1;
+}
 
 void mp__forkserver_atfork_child(void) {
   /* The server belongs to the parent; a child that wants one starts its
@@ -66,7 +80,9 @@ void mp__forkserver_atfork_child(void) {
   pthread_mutex_init(&fs_mu, NULL);
   if (fs_fd >= 0)
     mp__close(fs_fd);
-  fs_fd = -1;
+  if (fs_pidfd >= 0)
+    mp__close(fs_pidfd);
+  fs_fd = fs_pidfd = -1;
 }
 
 /* ---- server side --------------------------------------------------------- */
@@ -166,11 +182,12 @@ static __attribute__((noreturn)) void server_child(fs_server_t *s,
   for (size_t i = 0; i < s->nkids; i++)
     mp__close(s->kids[i].status_wr);
   place_fds(rq, fds, nfds);
+  mp__process_forget_parent();
   sigaction(SIGINT, &s->oldint, NULL);
   sigaction(SIGPIPE, &s->oldpipe, NULL);
   sigprocmask(SIG_SETMASK, &s->oldmask, NULL);
   if (!mp__process_child_enter(rq->name, rq->ident, rq->requester, server,
-                               rq->outlive != 0))
+                               rq->outlive != 0, rq->daemon != 0))
     _exit(1);
   mp__process_child_run((mp_process_fn)(uintptr_t)rq->fn, arg,
                         (size_t)rq->arg_len);
@@ -363,12 +380,68 @@ static __attribute__((noreturn)) void server_main(int sock) {
 
 /* ---- application side ---------------------------------------------------- */
 
+/* Start the server under a keeper: a child without exit signal (see
+ * mp__clone_quiet), never reported by the application's wait calls, under a
+ * subreaper or as PID 1 included. The keeper forks the server through
+ * fork(3), so every atfork handler runs and the server starts as clean as
+ * after any fork, then waits for it and leaves with it. Only while this
+ * process has one thread: the keeper itself is a raw clone, which skips the
+ * C library's fork handling, safe when no other thread can hold a lock.
+ * 1 when done, 0 when not possible here, or a negative code. */
+static int fs_start_quiet_locked(int sv[2]) {
+  char state;
+  long threads = 0;
+  uint64_t start;
+  if (mp__proc_stat((uint32_t)getpid(), &state, &threads, &start) < 0 ||
+      threads != 1)
+    return 0;
+  int pidfd = -1;
+  pid_t pid = mp__clone_quiet(&pidfd);
+  if (pid == MP_ENOSYS || pid == MP_EPERM)
+    return 0;
+  if (pid < 0)
+    return pid;
+  if (pid == 0) {
+    mp__close(sv[0]);
+    mp__forkserver_atfork_child(); /* fs_mu is held: the server starts clean */
+    pid_t srv = fork();
+    if (srv == 0)
+      server_main(sv[1]);
+    sigset_t all;
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, NULL);
+    syscall(SYS_close_range, 3, ~0U, 0);
+    siginfo_t si;
+    while (srv > 0 && waitid(P_PID, (id_t)srv, &si, WEXITED) < 0 &&
+           errno == EINTR) {
+    }
+    _exit(0);
+  }
+  fs_pidfd = pidfd;
+  return 1;
+}
+
 static int fs_start_locked(void) {
   if (fs_fd >= 0)
     return 0;
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
     return -errno;
+  int q = fs_start_quiet_locked(sv);
+  if (q < 0) {
+    mp__close(sv[0]);
+    mp__close(sv[1]);
+    return q;
+  }
+  if (q == 1) {
+    mp__close(sv[1]);
+    fs_fd = sv[0];
+    return 0;
+  }
+  /* With threads running: double-forked through fork(3), so the server is
+   * re-parented away from the application (to a subreaper, when the
+   * application is one: there the server shows up in its wait calls until
+   * mp_forkserver_stop or exit). */
   pid_t mid = fork();
   if (mid < 0) {
     int err = -errno;
@@ -380,16 +453,22 @@ static int fs_start_locked(void) {
     /* Intermediate: fork the server and leave, so the server is reparented
      * and never shows up in the application's wait calls. */
     mp__close(sv[0]);
+    mp__forkserver_atfork_child(); /* fs_mu is held: the server starts clean */
     pid_t srv = fork();
     if (srv == 0)
       server_main(sv[1]);
     _exit(srv < 0 ? 1 : 0);
   }
   mp__close(sv[1]);
-  int st = 0;
-  while (waitpid(mid, &st, 0) < 0 && errno == EINTR) {
-  }
-  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+  siginfo_t si;
+  memset(&si, 0, sizeof si);
+  int r;
+  do
+    r = waitid(P_PID, (id_t)mid, &si, WEXITED);
+  while (r < 0 && errno == EINTR);
+  /* ECHILD: the application reaped it (or ignores SIGCHLD); the socket
+   * tells below whether the server runs. */
+  if (r == 0 && (si.si_code != CLD_EXITED || si.si_status != 0)) {
     mp__close(sv[0]);
     return MP_EAGAIN;
   }
@@ -412,10 +491,13 @@ static void fs_stop_locked(void) {
   shutdown(fs_fd, SHUT_WR);
   char c;
   struct pollfd pfd = {.fd = fs_fd, .events = POLLIN};
-  while (poll(&pfd, 1, 5000) > 0 && read(fs_fd, &c, 1) > 0) {
-  }
+  bool gone = false;
+  while (!gone && poll(&pfd, 1, 5000) > 0)
+    gone = read(fs_fd, &c, 1) <= 0;
   mp__close(fs_fd);
   fs_fd = -1;
+  if (gone)
+    fs_reap_locked();
 }
 
 int mp_forkserver_stop(void) {
@@ -495,7 +577,7 @@ static int fs_request_locked(const fs_request_t *rq, const void *arg,
 
 int mp__forkserver_spawn(mp_process_fn fn, const void *arg, size_t len,
                          const char *name, const char *ident, bool outlive,
-                         const int *pass_fds, int npass, pid_t *pid, int *pidfd,
+                         bool daemon, const int *pass_fds, int npass, pid_t *pid, int *pidfd,
                          int *statusfd) {
   fs_request_t rq;
   memset(&rq, 0, sizeof rq);
@@ -511,6 +593,7 @@ int mp__forkserver_spawn(mp_process_fn fn, const void *arg, size_t len,
   rq.arg_len = len;
   rq.requester = getpid();
   rq.outlive = outlive;
+  rq.daemon = daemon;
   snprintf(rq.name, sizeof rq.name, "%s", name);
   snprintf(rq.ident, sizeof rq.ident, "%s", ident);
   fs_response_t resp = {0, 0};
@@ -527,6 +610,7 @@ int mp__forkserver_spawn(mp_process_fn fn, const void *arg, size_t len,
       break;
     mp__close(fs_fd);
     fs_fd = -1;
+    fs_reap_locked(); /* the dead server's keeper */
   }
   pthread_mutex_unlock(&fs_mu);
   if (r == 0 && resp.err < 0)

@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <time.h>
 
 #include "mproc/error.h"
@@ -90,6 +91,9 @@ typedef struct {
  * (also after SIGKILL) unless track is false. */
 int mp__seg_create(mp__seg_t *seg, const char *name, size_t size,
                    size_t reserve, bool track);
+/* Test-only hook, NULL in programs: draws mp__seg_create's random names
+ * instead of mp__random_name, so a test can make one collide. */
+extern int (*mp__test_random_name)(char *buf, size_t cap, const char *prefix);
 /* Open an existing segment by name; its current size is read with fstat.
  * reserve 0 means map exactly the current size. MP_ENOENT if missing,
  * MP_EACCES if it belongs to another user or has group/other permission
@@ -112,12 +116,28 @@ int mp__seg_grow(mp__seg_t *seg, size_t new_size);
 void mp__seg_close(mp__seg_t *seg);
 /* Remove the name (and untrack it). */
 int mp__seg_unlink(const char *name);
+/* Canonical segment name "/x" from "x" or "/x" into buf (cap bytes).
+ * MP_EINVAL (NULL, empty, "/" inside), MP_ENAMETOOLONG. */
+int mp__seg_canon(char *buf, size_t cap, const char *name);
 
 /* Segment tracker: names registered here are unlinked when this process
  * exits, including when it is killed with SIGKILL (a small watcher process
  * does it). Children forked later do not inherit the registrations. */
 int mp__tracker_register(const char *name);
 int mp__tracker_unregister(const char *name);
+/* The tracker's watcher process (src/shm_tracker.c), 0 if none: for tests. */
+pid_t mp__tracker_pid(void);
+
+/* A fork-like child made with clone3(CLONE_PIDFD) and no exit signal (the
+ * older clone call when clone3 is refused): 0 in the child, its pid in the
+ * parent with *pidfd set, or -errno. The kernel counts it a "clone" child:
+ * wait(2), waitpid(-1) and waitid(P_ALL) without __WALL never report it,
+ * SIGCHLD SIG_IGN does not reap it and no SIGCHLD is sent; reap it with
+ * waitid(P_PIDFD, ..., WEXITED | __WALL). The raw clone skips the C
+ * library's fork handling (no atfork handler, locks of other threads stay
+ * held, the thread id cached by the library is the parent's): the child
+ * makes plain system calls, or the caller knows it has one thread. */
+pid_t mp__clone_quiet(int *pidfd);
 
 /* ---- queue ----------------------------------------------------------------
  * Check a queue header at base (obj_size bytes backed, mapped bytes of
@@ -148,6 +168,10 @@ uint32_t mp__self_pid(void);
 uint64_t mp__self_pid_start(void);
 uint32_t mp__self_tid(void);
 uint64_t mp__self_tid_start(void);
+/* This process's (thread_level: this thread's) identity as the robust
+ * core's owner words hold it: the low 32 bits of its start time << 32 | its
+ * id. Cached; reset in forked children. */
+uint64_t mp__self_ident(bool thread_level);
 
 /* What /proc says of a lock owner (a pid, or a thread id if thread_level).
  * Returns MP__OWNER_GONE when it certainly holds nothing any more: no such

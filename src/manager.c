@@ -279,7 +279,7 @@ const char *mp__sval_bytes(mp__arena_t *a, const sval_t *s, size_t *len) {
 }
 
 /* A view of s as an mp_val_t whose data points into s (or the arena). */
-static void sval_view(mp__arena_t *a, const sval_t *s, mp_val_t *v) {
+void mp__sval_view(mp__arena_t *a, const sval_t *s, mp_val_t *v) {
   *v = mp_val_nil();
   v->type = (mp_val_type_t)sval_type(s);
   switch (v->type) {
@@ -320,7 +320,7 @@ int mp__sval_load(mp__arena_t *a, const sval_t *s, mp_val_t *out) {
   if (!mp__sval_ok(a, s))
     return MP_EPROTO;
   mp_val_t v;
-  sval_view(a, s, &v);
+  mp__sval_view(a, s, &v);
   return mp__mval_copy(&v, out);
 }
 
@@ -345,7 +345,7 @@ bool mp__mval_eq(const mp_val_t *x, const mp_val_t *y) {
 
 bool mp__sval_eq(mp__arena_t *a, const sval_t *s, const mp_val_t *v) {
   mp_val_t x;
-  sval_view(a, s, &x);
+  mp__sval_view(a, s, &x);
   return mp__mval_eq(&x, v);
 }
 
@@ -568,7 +568,7 @@ void mp__sb_repr_val(sbuf_t *b, const mp_val_t *v) {
 
 void mp__sb_repr_sval(sbuf_t *b, mp__arena_t *a, const sval_t *s) {
   mp_val_t v;
-  sval_view(a, s, &v);
+  mp__sval_view(a, s, &v);
   sb_repr_value(b, &v);
 }
 

@@ -313,6 +313,34 @@ int mp_dict_contains(mp_dict_t *d, const mp_val_t *key, bool *found) {
   return mp__mop_commit(&op, 0);
 }
 
+/* Remove the entry at index slot; its key and value are copied into *kout
+ * and *vout first when set. Leaves the op open. */
+static int dict_remove_slot(mop_t *op, uint64_t slot, mp_val_t *kout,
+                            mp_val_t *vout) {
+  dict_shm_t *D = dict_of(op);
+  dent_t *e = dict_entry(op, slot);
+  uint64_t *idx = mgr_ptr(op->a, D->index_off);
+  mp_val_t k = mp_val_nil(), v = mp_val_nil();
+  int r;
+  if ((kout && (r = mp__sval_load(op->a, &e->key, &k)) < 0) ||
+      (vout && (r = mp__sval_load(op->a, &e->val, &v)) < 0) ||
+      (r = mp__mop_reserve(op, 3)) < 0 ||
+      (r = mp__sval_release(op, &e->key)) < 0 ||
+      (r = mp__sval_release(op, &e->val)) < 0) {
+    mp_val_free(&k);
+    mp_val_free(&v);
+    return r;
+  }
+  mp__mop_w(op, &idx[slot], SLOT_DUMMY);
+  mp__mop_w(op, &e->key.tl, SVAL_DELETED);
+  mp__mop_w(op, &D->count, D->count - 1);
+  if (kout)
+    *kout = k;
+  if (vout)
+    *vout = v;
+  return 0;
+}
+
 int mp_dict_pop(mp_dict_t *d, const mp_val_t *key, mp_val_t *out) {
   MGR_REDIS_CALL(d, mp__rdict_pop(d, key, out));
   mop_t op;
@@ -322,23 +350,7 @@ int mp_dict_pop(mp_dict_t *d, const mp_val_t *key, mp_val_t *out) {
     return r;
   if (slot == NOT_FOUND)
     return mp__mop_abort(&op, MP_ENOENT);
-  dict_shm_t *D = dict_of(&op);
-  dent_t *e = dict_entry(&op, slot);
-  uint64_t *idx = mgr_ptr(op.a, D->index_off);
-  mp_val_t v = mp_val_nil();
-  if ((out && (r = mp__sval_load(op.a, &e->val, &v)) < 0) ||
-      (r = mp__mop_reserve(&op, 3)) < 0 ||
-      (r = mp__sval_release(&op, &e->key)) < 0 ||
-      (r = mp__sval_release(&op, &e->val)) < 0) {
-    mp_val_free(&v);
-    return mp__mop_abort(&op, r);
-  }
-  mp__mop_w(&op, &idx[slot], SLOT_DUMMY);
-  mp__mop_w(&op, &e->key.tl, SVAL_DELETED);
-  mp__mop_w(&op, &D->count, D->count - 1);
-  if (out)
-    *out = v;
-  return mp__mop_commit(&op, 0);
+  return mp__mop_end(&op, dict_remove_slot(&op, slot, NULL, out));
 }
 
 int mp_dict_del(mp_dict_t *d, const mp_val_t *key) {
@@ -540,4 +552,88 @@ int mp_dict_repr(mp_dict_t *d, char **out) {
   mp__sb_put(&b, "}", 1);
   mp__mop_commit(&op, 0);
   return mp__sb_finish(&b, out);
+}
+
+/* ---- Python's other dict methods ------------------------------------------
+ */
+
+int mp_dict_popitem(mp_dict_t *d, mp_val_t *key, mp_val_t *val) {
+  MGR_REDIS_CALL(d, MP_ENOTSUP); /* not on Redis yet */
+  mop_t op;
+  int r;
+  if (dict_check(d) < 0 || !key || !val)
+    return MP_EINVAL;
+  if ((r = mp__mop_begin(&op, d->h.m, d->h.off)) < 0)
+    return r;
+  dict_shm_t *D = dict_of(&op);
+  const dent_t *ents = D->count ? mgr_ptr(op.a, D->entries_off) : NULL;
+  uint64_t k = D->count ? D->elen : 0;
+  while (k > 0 && !dent_live(&ents[k - 1]))
+    k--;
+  if (k == 0)
+    return mp__mop_abort(&op, MP_ENOENT); /* Python's KeyError: empty */
+  /* The last inserted entry (LIFO, as Python): find its index slot. */
+  mp_val_t kv;
+  mp__sval_view(op.a, &ents[k - 1].key, &kv);
+  uint64_t ins, slot = dict_find(&op, ents[k - 1].hash, &kv, &ins);
+  if (slot == NOT_FOUND)
+    return mp__mop_abort(&op, MP_EIO); /* index and entries disagree */
+  r = dict_remove_slot(&op, slot, key, val);
+  return mp__mop_end(&op, r);
+}
+
+int mp_dict_setdefault(mp_dict_t *d, const mp_val_t *key, const mp_val_t *def,
+                       mp_val_t *out) {
+  MGR_REDIS_CALL(d, MP_ENOTSUP); /* not on Redis yet */
+  mop_t op;
+  uint64_t h, slot;
+  int r;
+  mp_val_t nil = mp_val_nil();
+  if (!def)
+    def = &nil;
+  if (!out || mp__mval_check(def) < 0)
+    return MP_EINVAL;
+  if ((r = dict_begin_find(d, key, &op, &h, &slot)) < 0)
+    return r;
+  if (slot != NOT_FOUND)
+    return mp__mop_commit(&op, mp__sval_load(op.a, &dict_entry(&op, slot)->val, out));
+  if ((r = mp__mval_copy(def, out)) < 0)
+    return mp__mop_abort(&op, r);
+  if ((r = dict_insert(&op, h, key, def)) < 0) {
+    mp_val_free(out);
+    return mp__mop_abort(&op, r);
+  }
+  return mp__mop_commit(&op, 0);
+}
+
+int mp_dict_next(mp_dict_t *d, size_t *pos, mp_val_t *key, mp_val_t *val) {
+  MGR_REDIS_CALL(d, MP_ENOTSUP); /* not on Redis yet */
+  mop_t op;
+  int r = 0;
+  if (dict_check(d) < 0 || !pos || (!key && !val))
+    return MP_EINVAL;
+  if ((r = mp__mop_begin(&op, d->h.m, d->h.off)) < 0)
+    return r;
+  dict_shm_t *D = dict_of(&op);
+  const dent_t *ents = D->entries_off ? mgr_ptr(op.a, D->entries_off) : NULL;
+  uint64_t k = *pos;
+  while (k < D->elen && !dent_live(&ents[k]))
+    k++;
+  if (k >= D->elen) {
+    *pos = (size_t)D->elen;
+    return mp__mop_commit(&op, 0); /* the end */
+  }
+  mp_val_t kv = mp_val_nil(), vv = mp_val_nil();
+  if ((key && (r = mp__sval_load(op.a, &ents[k].key, &kv)) < 0) ||
+      (val && (r = mp__sval_load(op.a, &ents[k].val, &vv)) < 0)) {
+    mp_val_free(&kv);
+    return mp__mop_commit(&op, r);
+  }
+  mp__mop_commit(&op, 0);
+  if (key)
+    *key = kv;
+  if (val)
+    *val = vv;
+  *pos = (size_t)k + 1;
+  return 1;
 }

@@ -84,9 +84,13 @@ struct mp_manager {
   struct mp__rmgr *redis; /* non-NULL: the objects live in Redis */
 };
 
-/* Redis dispatch: the first line of every public dict/list call. Handles of
- * a Redis manager carry no arena offset: unhooked calls refuse them. */
-#define MGR_REDIS(obj) ((obj) && (obj)->h.m && (obj)->h.m->redis)
+/* Redis dispatch: the first line of every public dict/list call (the kind is
+ * checked before h.m is followed, as the handle checks do). Handles of a
+ * Redis manager carry no arena offset: unhooked calls refuse them. */
+#define MGR_REDIS(obj)                                                         \
+  ((obj) &&                                                                    \
+   ((obj)->h.kind == MGR_KIND_DICT || (obj)->h.kind == MGR_KIND_LIST) &&       \
+   (obj)->h.m && (obj)->h.m->redis)
 #define MGR_REDIS_CALL(obj, call)                                              \
   do {                                                                         \
     if (MGR_REDIS(obj))                                                        \
@@ -163,6 +167,9 @@ int mp__sval_make(mop_t *op, const mp_val_t *v, sval_t *out);
 /* Defer freeing the blob of s, if any. */
 int mp__sval_release(mop_t *op, const sval_t *s);
 int mp__sval_blob(const sval_t *s); /* has a blob */
+/* A view of s without copying: strings and bytes point into the arena
+ * (valid while the object's lock is held). */
+void mp__sval_view(mp__arena_t *a, const sval_t *s, mp_val_t *v);
 /* Its blob, if any, lies inside the arena. */
 bool mp__sval_ok(mp__arena_t *a, const sval_t *s);
 /* Copy out (strings/bytes malloc'd and NUL-terminated). MP_ENOMEM. */

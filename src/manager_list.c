@@ -296,19 +296,24 @@ int mp_list_len(mp_list_t *l, size_t *n) {
   return mp__mop_commit(&op, 0);
 }
 
+static int list_clear_locked(mop_t *op) {
+  list_shm_t *L = list_of(op);
+  sval_t *items = list_items(op);
+  int r = 0;
+  for (uint64_t k = 0; k < L->len && r == 0; k++)
+    r = mp__sval_release(op, &items[k]);
+  if (r == 0 && L->items_off)
+    r = list_publish(op, 0, 0, 0);
+  return r;
+}
+
 int mp_list_clear(mp_list_t *l) {
   MGR_REDIS_CALL(l, mp__rlist_clear(l));
   mop_t op;
   int r = list_begin(l, &op);
   if (r < 0)
     return r;
-  list_shm_t *L = list_of(&op);
-  sval_t *items = list_items(&op);
-  for (uint64_t k = 0; k < L->len && r == 0; k++)
-    r = mp__sval_release(&op, &items[k]);
-  if (r == 0 && L->items_off)
-    r = list_publish(&op, 0, 0, 0);
-  return mp__mop_end(&op, r);
+  return mp__mop_end(&op, list_clear_locked(&op));
 }
 
 int mp_list_items(mp_list_t *l, mp_val_t **vals, size_t *n) {
@@ -356,4 +361,333 @@ int mp_list_repr(mp_list_t *l, char **out) {
   mp__sb_put(&b, "]", 1);
   mp__mop_commit(&op, 0);
   return mp__sb_finish(&b, out);
+}
+
+/* ---- Python's other list methods ------------------------------------------
+ * Each is one atomic operation under the list's lock; the ones that reorder
+ * or resize build the new items array aside and publish it (list_publish),
+ * so a crash leaves the list as it was. */
+
+/* Python's PySlice_AdjustIndices: clamp start/stop for a list of len items
+ * and return the slice's length. */
+static uint64_t slice_adjust(uint64_t len, int64_t *start, int64_t *stop,
+                             int64_t step) {
+  int64_t n = (int64_t)len;
+  int64_t *ends[2] = {start, stop};
+  for (int k = 0; k < 2; k++) {
+    int64_t *e = ends[k];
+    if (*e < 0) {
+      *e += n;
+      if (*e < 0)
+        *e = step < 0 ? -1 : 0;
+    } else if (*e >= n) {
+      *e = step < 0 ? n - 1 : n;
+    }
+  }
+  if (step < 0)
+    return *stop < *start ? (uint64_t)((*start - *stop - 1) / -step) + 1 : 0;
+  return *start < *stop ? (uint64_t)((*stop - *start - 1) / step) + 1 : 0;
+}
+
+static int slice_check(int64_t step) {
+  /* -INT64_MIN overflows: Python caps steps at -PY_SSIZE_T_MAX too. */
+  return step == 0 || step == INT64_MIN ? MP_EINVAL : 0;
+}
+
+int mp_list_count(mp_list_t *l, const mp_val_t *v, size_t *count) {
+  MGR_REDIS_CALL(l, MP_ENOTSUP); /* not on Redis yet */
+  mop_t op;
+  int r = mp__mval_check(v);
+  if (r < 0 || !count)
+    return MP_EINVAL;
+  if ((r = list_begin(l, &op)) < 0)
+    return r;
+  list_shm_t *L = list_of(&op);
+  sval_t *items = list_items(&op);
+  size_t c = 0;
+  for (uint64_t k = 0; k < L->len; k++)
+    c += mp__sval_eq(op.a, &items[k], v);
+  *count = c;
+  return mp__mop_commit(&op, 0);
+}
+
+int mp_list_index(mp_list_t *l, const mp_val_t *v, int64_t start,
+                  int64_t stop, size_t *index) {
+  MGR_REDIS_CALL(l, MP_ENOTSUP); /* not on Redis yet */
+  mop_t op;
+  int r = mp__mval_check(v);
+  if (r < 0 || !index)
+    return MP_EINVAL;
+  if ((r = list_begin(l, &op)) < 0)
+    return r;
+  list_shm_t *L = list_of(&op);
+  sval_t *items = list_items(&op);
+  slice_adjust(L->len, &start, &stop, 1);
+  for (int64_t k = start; k < stop; k++) {
+    if (mp__sval_eq(op.a, &items[k], v)) {
+      *index = (size_t)k;
+      return mp__mop_commit(&op, 0);
+    }
+  }
+  return mp__mop_commit(&op, MP_ENOENT);
+}
+
+int mp_list_reverse(mp_list_t *l) {
+  MGR_REDIS_CALL(l, MP_ENOTSUP); /* not on Redis yet */
+  mop_t op;
+  int r;
+  if ((r = list_begin(l, &op)) < 0)
+    return r;
+  list_shm_t *L = list_of(&op);
+  uint64_t len = L->len, noff;
+  if (len < 2)
+    return mp__mop_commit(&op, 0);
+  if ((r = mp__mop_alloc(&op, L->cap * sizeof(sval_t), &noff)) < 0)
+    return mp__mop_abort(&op, r);
+  sval_t *ni = mgr_ptr(op.a, noff), *items = list_items(&op);
+  for (uint64_t k = 0; k < len; k++)
+    ni[k] = items[len - 1 - k];
+  return mp__mop_end(&op, list_publish(&op, noff, L->cap, len));
+}
+
+/* Python's order: numbers (bool, int, float) among themselves, str among
+ * str, bytes among bytes (both by their bytes: code point order for UTF-8);
+ * anything else (None, or mixed kinds) is not ordered: TypeError there,
+ * MP_EINVAL here. */
+static int val_kind(const mp_val_t *v) {
+  switch (v->type) {
+  case MP_BOOL:
+  case MP_INT:
+  case MP_DOUBLE:
+    return 1;
+  case MP_STR:
+    return 2;
+  case MP_BYTES:
+    return 3;
+  default:
+    return 0;
+  }
+}
+
+static long double val_num(const mp_val_t *v) {
+  return v->type == MP_BOOL  ? (long double)v->u.b
+         : v->type == MP_INT ? (long double)v->u.i
+                             : (long double)v->u.d;
+}
+
+static int val_cmp(const mp_val_t *a, const mp_val_t *b) {
+  if (val_kind(a) == 1) {
+    if (a->type == MP_INT && b->type == MP_INT)
+      return (a->u.i > b->u.i) - (a->u.i < b->u.i);
+    long double x = val_num(a), y = val_num(b);
+    return (x > y) - (x < y); /* NaN compares equal: stays in place */
+  }
+  size_t n = a->len < b->len ? a->len : b->len;
+  int c = n ? memcmp(a->u.p, b->u.p, n) : 0;
+  return c ? c : (a->len > b->len) - (a->len < b->len);
+}
+
+/* Stable merge sort of views (Python's sort is stable), descending when
+ * rev (still stable: equal items keep their order, as Python's reverse=True).
+ */
+static void sort_views(mp_val_t *v, uint64_t *ix, mp_val_t *tv, uint64_t *tix,
+                       size_t n, bool rev) {
+  for (size_t w = 1; w < n; w *= 2) {
+    for (size_t lo = 0; lo < n; lo += 2 * w) {
+      size_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
+      size_t i = lo, j = mid, k = lo;
+      while (i < mid && j < hi) {
+        int c = val_cmp(&v[j], &v[i]);
+        bool take_right = rev ? c > 0 : c < 0;
+        size_t s = take_right ? j++ : i++;
+        tv[k] = v[s];
+        tix[k++] = ix[s];
+      }
+      while (i < mid) {
+        tv[k] = v[i];
+        tix[k++] = ix[i++];
+      }
+      while (j < hi) {
+        tv[k] = v[j];
+        tix[k++] = ix[j++];
+      }
+    }
+    memcpy(v, tv, n * sizeof *v);
+    memcpy(ix, tix, n * sizeof *ix);
+  }
+}
+
+int mp_list_sort(mp_list_t *l, bool reverse) {
+  MGR_REDIS_CALL(l, MP_ENOTSUP); /* not on Redis yet */
+  mop_t op;
+  int r;
+  if ((r = list_begin(l, &op)) < 0)
+    return r;
+  list_shm_t *L = list_of(&op);
+  size_t len = (size_t)L->len;
+  if (len < 2)
+    return mp__mop_commit(&op, 0);
+  sval_t *items = list_items(&op);
+  mp_val_t *v = malloc(2 * len * sizeof *v);
+  uint64_t *ix = malloc(2 * len * sizeof *ix), noff;
+  if (!v || !ix) {
+    r = MP_ENOMEM;
+    goto out;
+  }
+  for (size_t k = 0; k < len; k++) {
+    mp__sval_view(op.a, &items[k], &v[k]);
+    ix[k] = k;
+    if (val_kind(&v[k]) == 0 || val_kind(&v[k]) != val_kind(&v[0])) {
+      r = MP_EINVAL; /* Python's TypeError: the list is unchanged */
+      goto out;
+    }
+  }
+  sort_views(v, ix, v + len, ix + len, len, reverse);
+  if ((r = mp__mop_alloc(&op, L->cap * sizeof(sval_t), &noff)) < 0)
+    goto out;
+  sval_t *ni = mgr_ptr(op.a, noff);
+  for (size_t k = 0; k < len; k++)
+    ni[k] = items[ix[k]];
+  r = list_publish(&op, noff, L->cap, len);
+out:
+  free(v);
+  free(ix);
+  return mp__mop_end(&op, r);
+}
+
+int mp_list_get_slice(mp_list_t *l, int64_t start, int64_t stop, int64_t step,
+                      mp_val_t **vals, size_t *n) {
+  MGR_REDIS_CALL(l, MP_ENOTSUP); /* not on Redis yet */
+  mop_t op;
+  int r;
+  if (!vals || !n || slice_check(step) < 0)
+    return MP_EINVAL;
+  if ((r = list_begin(l, &op)) < 0)
+    return r;
+  uint64_t cnt = slice_adjust(list_of(&op)->len, &start, &stop, step);
+  mp_val_t *vs = cnt ? calloc(cnt, sizeof *vs) : NULL;
+  if (cnt && !vs)
+    r = MP_ENOMEM;
+  sval_t *items = list_items(&op);
+  for (uint64_t k = 0; k < cnt && r == 0; k++)
+    r = mp__sval_load(op.a, &items[start + (int64_t)k * step], &vs[k]);
+  mp__mop_commit(&op, 0);
+  if (r < 0) {
+    mp_vals_free(vs, cnt);
+    return r;
+  }
+  *vals = vs;
+  *n = (size_t)cnt;
+  return 0;
+}
+
+/* Replace the items selected by (start, stop, step) with vals[0..n): for
+ * step 1 any n (the list grows or shrinks), else n must be the slice's
+ * length. vals NULL with n 0 deletes the slice. */
+static int list_splice(mp_list_t *l, int64_t start, int64_t stop, int64_t step,
+                       const mp_val_t *vals, size_t n) {
+  mop_t op;
+  int r;
+  if (slice_check(step) < 0 || (n && !vals) || n > (1ull << 40))
+    return MP_EINVAL;
+  for (size_t i = 0; i < n; i++)
+    if ((r = mp__mval_check(&vals[i])) < 0)
+      return r;
+  if ((r = list_begin(l, &op)) < 0)
+    return r;
+  list_shm_t *L = list_of(&op);
+  uint64_t len = L->len, cnt = slice_adjust(len, &start, &stop, step);
+  bool del = !vals;
+  if (step == 1 && !del) {
+    if (stop < start)
+      stop = start; /* l[5:2] = xs inserts at 5 */
+    cnt = (uint64_t)(stop - start);
+  } else if (!del && n != cnt) {
+    return mp__mop_abort(&op, MP_EINVAL); /* Python's ValueError */
+  }
+  uint64_t nlen = len - cnt + (del ? 0 : n);
+  uint64_t ncap = nlen > L->cap ? nlen : L->cap, noff;
+  if (ncap == 0)
+    ncap = 8;
+  sval_t *items = list_items(&op);
+  /* Every selected item is released; kept items move to the new array. */
+  uint64_t k;
+  for (k = 0; k < cnt; k++)
+    if ((r = mp__sval_release(&op, &items[start + (int64_t)k * step])) < 0)
+      return mp__mop_abort(&op, r);
+  if ((r = mp__mop_alloc(&op, ncap * sizeof(sval_t), &noff)) < 0)
+    return mp__mop_abort(&op, r);
+  mp__arena_prefault(op.a, noff, ncap * sizeof(sval_t));
+  sval_t *ni = mgr_ptr(op.a, noff);
+  if (step == 1) {
+    uint64_t s = (uint64_t)start, m = del ? 0 : n;
+    memcpy(ni, items, s * sizeof(sval_t));
+    for (k = 0; k < m; k++)
+      if ((r = mp__sval_make(&op, &vals[k], &ni[s + k])) < 0)
+        return mp__mop_abort(&op, r);
+    memcpy(ni + s + m, items + s + cnt, (len - s - cnt) * sizeof(sval_t));
+  } else if (del) {
+    /* Mark the selected positions, then copy the others in order. */
+    uint8_t *gone = calloc(len ? len : 1, 1);
+    if (!gone)
+      return mp__mop_abort(&op, MP_ENOMEM);
+    for (k = 0; k < cnt; k++)
+      gone[start + (int64_t)k * step] = 1;
+    uint64_t o = 0;
+    for (k = 0; k < len; k++)
+      if (!gone[k])
+        ni[o++] = items[k];
+    free(gone);
+  } else {
+    memcpy(ni, items, len * sizeof(sval_t));
+    for (k = 0; k < cnt; k++)
+      if ((r = mp__sval_make(&op, &vals[k], &ni[start + (int64_t)k * step])) < 0)
+        return mp__mop_abort(&op, r);
+  }
+  return mp__mop_end(&op, list_publish(&op, noff, ncap, nlen));
+}
+
+int mp_list_set_slice(mp_list_t *l, int64_t start, int64_t stop, int64_t step,
+                      const mp_val_t *vals, size_t n) {
+  MGR_REDIS_CALL(l, MP_ENOTSUP); /* not on Redis yet */
+  if (!vals && n == 0) {
+    static const mp_val_t none[1];
+    vals = none; /* l[a:b] = []: an empty replacement, not a deletion */
+  }
+  if (!vals)
+    return MP_EINVAL;
+  return list_splice(l, start, stop, step, vals, n);
+}
+
+int mp_list_del_slice(mp_list_t *l, int64_t start, int64_t stop,
+                      int64_t step) {
+  MGR_REDIS_CALL(l, MP_ENOTSUP); /* not on Redis yet */
+  return list_splice(l, start, stop, step, NULL, 0);
+}
+
+int mp_list_repeat(mp_list_t *l, int64_t times) {
+  MGR_REDIS_CALL(l, MP_ENOTSUP); /* not on Redis yet */
+  mop_t op;
+  int r;
+  if ((r = list_begin(l, &op)) < 0)
+    return r;
+  list_shm_t *L = list_of(&op);
+  uint64_t len = L->len;
+  if (times <= 0) /* Python: l *= 0 empties the list */
+    return mp__mop_end(&op, list_clear_locked(&op));
+  if (times == 1 || len == 0)
+    return mp__mop_commit(&op, 0);
+  if ((uint64_t)times > (1ull << 40) / len)
+    return mp__mop_abort(&op, MP_ENOMEM);
+  /* Each copy owns its own blobs: values are loaded once, stored again. */
+  mp_val_t *vs = calloc(len, sizeof *vs);
+  if (!vs)
+    return mp__mop_abort(&op, MP_ENOMEM);
+  sval_t *items = list_items(&op);
+  for (uint64_t k = 0; k < len && r == 0; k++)
+    r = mp__sval_load(op.a, &items[k], &vs[k]);
+  for (int64_t t = 1; t < times && r == 0; t++)
+    r = list_append_locked(&op, vs, (size_t)len);
+  mp_vals_free(vs, (size_t)len);
+  return mp__mop_end(&op, r);
 }

@@ -340,20 +340,29 @@ static int do_connect(mp__rconn_t *cn) {
   return 0;
 }
 
+static pthread_mutex_t fork_mu = PTHREAD_MUTEX_INITIALIZER;
+
 /* Lock cn for this thread with a live connection of this process. */
 static int conn_take(mp__rconn_t *cn) {
   pid_t me = getpid();
-  if (cn->pid != me && cn->pid != 0) {
+  pid_t owner = atomic_load_explicit(&cn->pid, memory_order_acquire);
+  if (owner != me && owner != 0) {
     /* A forked child: the parent's socket is not ours (its other threads,
-     * gone here, may even have held the mutex). Drop both. */
-    pthread_mutex_init(&cn->mu, NULL);
-    if (cn->c) {
-      redisFree(cn->c); /* closes our copy of the fd only */
-      cn->c = NULL;
+     * gone here, may even have held the mutex). Drop both, once. */
+    pthread_mutex_lock(&fork_mu);
+    if (atomic_load_explicit(&cn->pid, memory_order_acquire) != me) {
+      pthread_mutex_init(&cn->mu, NULL);
+      if (cn->c) {
+        redisFree(cn->c); /* closes our copy of the fd only */
+        cn->c = NULL;
+      }
+      atomic_store_explicit(&cn->pid, me, memory_order_release);
     }
+    pthread_mutex_unlock(&fork_mu);
   }
   pthread_mutex_lock(&cn->mu);
-  cn->pid = me;
+  if (owner == 0)
+    atomic_store_explicit(&cn->pid, me, memory_order_release);
   if (!cn->c) {
     int r = do_connect(cn);
     if (r < 0) {

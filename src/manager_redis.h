@@ -11,6 +11,7 @@
 #define MPROC_MANAGER_REDIS_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -34,7 +35,7 @@ typedef struct {
 typedef struct {
   pthread_mutex_t mu;
   redisContext *c;
-  pid_t pid; /* process that owns c */
+  _Atomic pid_t pid; /* process that owns c (0: none yet) */
   const mp__rcfg_t *cfg;
 } mp__rconn_t;
 

@@ -140,6 +140,7 @@ static int robj_make(robj_t *o, mp_manager_t *m, uint32_t kind,
     return r;
   o->m = m;
   o->kind = kind;
+  robj_ident(o); /* made again only in a forked child */
   snprintf(o->base, sizeof o->base, "%so:%u", m->redis->prefix, o->id);
   long long lease = DEFAULT_LEASE_MS;
   if (name && (kind == MGR_KIND_QUEUE || kind == MGR_KIND_LOCK) &&

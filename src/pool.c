@@ -5,6 +5,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -1077,7 +1078,7 @@ int mp_pool_create(mp_pool_t **pool, const mp_pool_opts_t *opts) {
   mp_pool_opts_t o = {0};
   if (opts)
     o = *opts;
-  if (!pool || o.workers < 0 ||
+  if (!pool || o.workers < 0 || o.maxtasksperchild > INT_MAX ||
       (o.backend != MP_POOL_PROCESSES && o.backend != MP_POOL_THREADS &&
        o.backend != MP_POOL_MPI) ||
       (o.start_method != MP_START_FORK &&

@@ -77,6 +77,10 @@ static _Thread_local uint32_t self_tid;
 static _Thread_local uint64_t self_tid_start;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
+/* Owner words of the robust core: start time (low 32 bits) << 32 | id. */
+static uint64_t self_pid_ident;
+static _Thread_local uint64_t self_tid_ident;
+
 static void self_atfork_child(void) {
   /* Only the forking thread exists in the child: its cache is the one to
    * reset; new threads start with empty caches. */
@@ -84,6 +88,8 @@ static void self_atfork_child(void) {
   self_pid_start = 0;
   self_tid = 0;
   self_tid_start = 0;
+  __atomic_store_n(&self_pid_ident, 0, __ATOMIC_RELAXED);
+  self_tid_ident = 0;
 }
 
 static void self_install_atfork(void) {
@@ -125,6 +131,22 @@ uint64_t mp__self_tid_start(void) {
   if (MP__UNLIKELY(self_tid == 0))
     mp__self_tid();
   return self_tid_start;
+}
+
+uint64_t mp__self_ident(bool thread_level) {
+  if (thread_level) {
+    if (MP__UNLIKELY(self_tid_ident == 0))
+      self_tid_ident =
+          (uint64_t)(uint32_t)mp__self_tid_start() << 32 | mp__self_tid();
+    return self_tid_ident;
+  }
+  uint64_t v = __atomic_load_n(&self_pid_ident, __ATOMIC_RELAXED);
+  if (MP__UNLIKELY(v == 0)) {
+    /* Threads may fill it at once: they store the same value. */
+    v = (uint64_t)(uint32_t)mp__self_pid_start() << 32 | mp__self_pid();
+    __atomic_store_n(&self_pid_ident, v, __ATOMIC_RELAXED);
+  }
+  return v;
 }
 
 int mp__owner_probe(uint32_t id, bool thread_level, uint64_t *start) {

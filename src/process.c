@@ -14,9 +14,12 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdio_ext.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -47,6 +50,7 @@ struct mp_process {
   int npass;
   int pass_fds[MP_PROCESS_PASS_FDS_MAX]; /* for the fork server */
   bool server_gone; /* fork server died: watch the pidfd instead */
+  mp__gate_slot_t *slot; /* fork children: start gate and exit report */
   struct mp_process *prev, *next; /* registry, while running */
 };
 
@@ -57,13 +61,109 @@ static pthread_once_t reg_once = PTHREAD_ONCE_INIT;
 
 /* Identity of this process (Python's _identity): "" in the main process,
  * "1", "1:2", ... in children; names default to "Process-<identity>:N". */
-static char cur_identity[MP__PROC_NAME_MAX];
-static char cur_name[MP__PROC_NAME_MAX] = "MainProcess";
+static const char *cur_identity = "";
+static const char *cur_name = "MainProcess";
+static const char *parent_name = "";
 static pid_t cur_parent;
+static bool cur_daemon;
 static atomic_uint name_counter;
+static int kernel_support; /* 0 unknown, 1 yes, MP_ENOSYS */
 
 static int sys_pidfd_open(pid_t pid) {
   return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+/* ---- start gate and exit reports ------------------------------------------
+ * A fork child waits at a gate until its parent holds its pidfd: until
+ * then it cannot end, so nobody (an application reaping every child, or the
+ * kernel under SIGCHLD SIG_IGN) can reap it and free its pid first. On a
+ * normal exit the child writes its exit code beside the gate, so the code
+ * survives an application that reaps the child itself. Slots live in pages
+ * shared with the children (MAP_SHARED | MAP_ANONYMOUS), allocated here and
+ * freed once the child is collected. */
+enum { GATE_WAIT = 0, GATE_SLEEP = 1, GATE_GO = 2, GATE_ABORT = 3 };
+#define GATE_EXITED 0x10000u /* report: exited, code in the low 8 bits */
+struct mp__gate_slot {
+  _Atomic uint32_t gate;
+  _Atomic uint32_t report;
+};
+#define GATE_PAGE_SLOTS (4096 / sizeof(mp__gate_slot_t))
+typedef struct gate_page {
+  mp__gate_slot_t *slots;
+  uint64_t used[GATE_PAGE_SLOTS / 64];
+  struct gate_page *next;
+} gate_page_t;
+
+static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
+static gate_page_t *gate_pages;
+/* In a child: where to report its own exit code (in the parent's page). */
+static mp__gate_slot_t *self_report;
+
+static mp__gate_slot_t *gate_alloc(void) {
+  pthread_mutex_lock(&gate_mu);
+  mp__gate_slot_t *got = NULL;
+  for (gate_page_t *g = gate_pages; g && !got; g = g->next) {
+    for (size_t w = 0; w < GATE_PAGE_SLOTS / 64 && !got; w++) {
+      if (g->used[w] == UINT64_MAX)
+        continue;
+      int b = __builtin_ctzll(~g->used[w]);
+      g->used[w] |= 1ull << b;
+      got = &g->slots[w * 64 + (size_t)b];
+    }
+  }
+  if (!got) {
+    gate_page_t *g = calloc(1, sizeof *g);
+    void *m = g ? mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+                       MAP_SHARED | MAP_ANONYMOUS, -1, 0)
+                : MAP_FAILED;
+    if (m != MAP_FAILED) {
+      g->slots = m;
+      g->used[0] = 1;
+      g->next = gate_pages;
+      gate_pages = g;
+      got = &g->slots[0];
+    } else {
+      free(g);
+    }
+  }
+  pthread_mutex_unlock(&gate_mu);
+  if (got) {
+    atomic_store(&got->gate, GATE_WAIT);
+    atomic_store(&got->report, 0);
+  }
+  return got;
+}
+
+static void gate_free(mp__gate_slot_t *s) {
+  if (!s)
+    return;
+  pthread_mutex_lock(&gate_mu);
+  for (gate_page_t *g = gate_pages; g; g = g->next) {
+    if (s >= g->slots && s < g->slots + GATE_PAGE_SLOTS) {
+      size_t i = (size_t)(s - g->slots);
+      g->used[i / 64] &= ~(1ull << (i % 64));
+      break;
+    }
+  }
+  pthread_mutex_unlock(&gate_mu);
+}
+
+/* Parent: let the child go (or tell it to leave at once). */
+static void gate_open(mp__gate_slot_t *s, uint32_t how) {
+  if (atomic_exchange(&s->gate, how) == GATE_SLEEP)
+    mp__futex_wake(&s->gate, 1);
+}
+
+/* Child: wait until the parent opened the gate. False: leave. */
+static bool gate_pass(mp__gate_slot_t *s) {
+  uint32_t v = atomic_load(&s->gate);
+  if (v == GATE_WAIT && !mp__spin_while_eq(&s->gate, GATE_WAIT, 200)) {
+    uint32_t expect = GATE_WAIT;
+    atomic_compare_exchange_strong(&s->gate, &expect, GATE_SLEEP);
+    while (atomic_load(&s->gate) == GATE_SLEEP)
+      mp__futex_wait(&s->gate, GATE_SLEEP, NULL);
+  }
+  return atomic_load(&s->gate) == GATE_GO;
 }
 
 static int sys_pidfd_send_signal(int pidfd, int sig) {
@@ -100,19 +200,45 @@ static void atfork_prepare(void) {
 static void atfork_parent(void) {
   pthread_mutex_unlock(&reg_mu);
 }
-static void atfork_child(void) {
+void mp__process_forget_parent(void) {
   /* The parent's children are not ours; their handles stay readable in our
-   * copy of memory but are out of the registry. */
-  pthread_mutex_unlock(&reg_mu); /* locked by atfork_prepare in this thread */
+   * copy of memory but are out of the registry. Locks are made anew: a
+   * fork-server child comes from a server forked when this file's atfork
+   * handler may not have been installed yet. */
+  pthread_mutex_init(&reg_mu, NULL);
   reg_head = NULL;
+  /* The parent's gate pages stay mapped here but are not ours to use. */
+  pthread_mutex_init(&gate_mu, NULL);
+  gate_pages = NULL;
+  self_report = NULL;
   mp__forkserver_atfork_child();
+}
+
+static void atfork_child(void) {
+  mp__process_forget_parent();
 }
 
 static void exit_handler(void);
 
+/* pidfds (pidfd_open, Linux 5.3) and waitid(P_PIDFD) (5.4): on an older
+ * kernel the probe sees EINVAL for an unknown idtype instead of EBADF. */
+static void kernel_probe(void) {
+  siginfo_t si;
+  int r = waitid((idtype_t)P_PIDFD, (id_t)INT32_MAX, &si, WEXITED | WNOHANG);
+  kernel_support = r < 0 && errno == EINVAL ? MP_ENOSYS : 1;
+}
+
 static void reg_init(void) {
   pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
   atexit(exit_handler);
+  kernel_probe();
+  /* Bind now, in the parent, the library calls a fork child makes on its
+   * way: resolved lazily in each child, they would cost it a dozen page
+   * faults per start. */
+  int sig;
+  prctl(PR_GET_PDEATHSIG, &sig);
+  (void)getppid();
+  (void)__fpending(stdout);
 }
 
 /* Try to collect p's exit status without blocking. Caller holds reg_mu.
@@ -149,8 +275,13 @@ static int proc_collect_locked(mp_process_t *p) {
       r = waitid((idtype_t)P_PIDFD, (id_t)p->pidfd, &si, WEXITED | WNOHANG);
     while (r < 0 && errno == EINTR);
     if (r < 0) {
-      /* ECHILD: someone else (the application) reaped it. */
-      p->status_lost = true;
+      /* ECHILD: someone else (the application, or the kernel under SIGCHLD
+       * SIG_IGN) reaped it. A target that returned left its code. */
+      uint32_t rep = p->slot ? atomic_load(&p->slot->report) : 0;
+      if (rep & GATE_EXITED)
+        p->exitcode = (int)(rep & 0xff);
+      else
+        p->status_lost = true;
     } else if (si.si_pid == 0) {
       return MP_EAGAIN;
     } else {
@@ -158,6 +289,8 @@ static int proc_collect_locked(mp_process_t *p) {
     }
   }
   p->state = PROC_DONE;
+  gate_free(p->slot);
+  p->slot = NULL;
   reg_unlink(p);
   return 0;
 }
@@ -177,8 +310,10 @@ static int proc_wait_fd(const mp_process_t *p) {
 
 /* ---- child side ---------------------------------------------------------- */
 
+static void exit_children(void);
+
 bool mp__process_child_enter(const char *name, const char *ident, pid_t parent,
-                             pid_t real_parent, bool outlive) {
+                             pid_t real_parent, bool outlive, bool daemon) {
   if (!outlive) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     /* The parent may have died between fork and prctl: then the signal was
@@ -186,17 +321,28 @@ bool mp__process_child_enter(const char *name, const char *ident, pid_t parent,
     if (getppid() != real_parent)
       return false;
   }
-  snprintf(cur_name, sizeof cur_name, "%s", name);
+  /* name and ident stay valid: the caller never returns. */
+  parent_name = cur_name;
+  cur_name = name;
   cur_parent = parent;
-  snprintf(cur_identity, sizeof cur_identity, "%s", ident);
+  cur_identity = ident;
+  cur_daemon = daemon;
   atomic_store(&name_counter, 0);
   return true;
 }
 
 void mp__process_child_run(mp_process_fn fn, const void *arg, size_t len) {
   int rc = fn(arg, len);
-  fflush(stdout);
-  fflush(stderr);
+  /* A normal exit, as Python's: daemon children are terminated, the others
+   * joined (a child that dies abnormally takes them down with the
+   * parent-death signal instead). */
+  exit_children();
+  if (__fpending(stdout))
+    fflush(stdout);
+  if (__fpending(stderr))
+    fflush(stderr);
+  if (self_report)
+    atomic_store(&self_report->report, GATE_EXITED | (uint32_t)(rc & 0xff));
   _exit(rc & 0xff);
 }
 
@@ -247,28 +393,41 @@ int mp_process_create(mp_process_t **pp, mp_process_fn fn, const void *arg,
 }
 
 static int start_fork(mp_process_t *p, const sigset_t *mask) {
+  mp__gate_slot_t *slot = gate_alloc();
+  if (!slot)
+    return MP_ENOMEM;
   pid_t self = getpid();
   pid_t pid = fork();
-  if (pid < 0)
-    return -errno;
+  if (pid < 0) {
+    int err = -errno;
+    gate_free(slot);
+    return err;
+  }
   if (pid == 0) {
     if (mask)
       pthread_sigmask(SIG_SETMASK, mask, NULL);
-    if (!mp__process_child_enter(p->name, p->ident, self, self, p->outlive))
+    if (!gate_pass(slot))
+      _exit(1);
+    self_report = slot;
+    if (!mp__process_child_enter(p->name, p->ident, self, self, p->outlive,
+                                 p->daemon))
       _exit(1);
     mp__process_child_run(p->fn, p->arg, p->arg_len);
   }
-  /* The child is ours and unreaped (only we wait for it by pid), so its pid
-   * cannot be reused before pidfd_open. */
+  /* The child waits at the gate: it cannot have ended, so its pid is still
+   * its own whoever else reaps children. */
   int fd = sys_pidfd_open(pid);
   if (fd < 0) {
     int err = -errno;
-    kill(pid, SIGKILL);
+    gate_open(slot, GATE_ABORT); /* it leaves without running the target */
     waitpid(pid, NULL, 0);
+    gate_free(slot);
     return err;
   }
   p->pid = pid;
   p->pidfd = fd;
+  p->slot = slot;
+  gate_open(slot, GATE_GO);
   return 0;
 }
 
@@ -318,12 +477,18 @@ int mp_process_start(mp_process_t *p) {
   pthread_mutex_unlock(&reg_mu);
   if (!fresh)
     return MP_EINVAL;
+  if (kernel_support == MP_ENOSYS) {
+    pthread_mutex_lock(&reg_mu);
+    p->state = PROC_CREATED;
+    pthread_mutex_unlock(&reg_mu);
+    return MP_ENOSYS;
+  }
   fflush(stdout);
   fflush(stderr);
   int r;
   if (p->method == MP_START_FORKSERVER)
     r = mp__forkserver_spawn(p->fn, p->arg, p->arg_len, p->name, p->ident,
-                             p->outlive, p->pass_fds, p->npass, &p->pid,
+                             p->outlive, p->daemon, p->pass_fds, p->npass, &p->pid,
                              &p->pidfd, &p->statusfd);
   else if (p->outlive || gettid() == getpid())
     r = start_fork(p, NULL);
@@ -458,8 +623,40 @@ pid_t mp_parent_pid(void) {
   return cur_parent ? cur_parent : getppid();
 }
 
+int mp_has_parent(void) {
+  return cur_parent != 0;
+}
+
 const char *mp_current_process_name(void) {
   return cur_name;
+}
+
+int mp_current_process(mp_process_info_t *info) {
+  if (!info)
+    return MP_EINVAL;
+  memset(info, 0, sizeof *info);
+  snprintf(info->name, sizeof info->name, "%s", cur_name);
+  snprintf(info->identity, sizeof info->identity, "%s", cur_identity);
+  info->pid = getpid();
+  info->daemon = cur_daemon;
+  return 0;
+}
+
+int mp_parent_process(mp_process_info_t *info) {
+  if (!info)
+    return MP_EINVAL;
+  if (!cur_parent)
+    return MP_ENOENT;
+  memset(info, 0, sizeof *info);
+  /* The parent's identity is ours without its last part. */
+  const char *cut = strrchr(cur_identity, ':');
+  size_t n = cut ? (size_t)(cut - cur_identity) : 0;
+  if (n >= sizeof info->identity)
+    n = sizeof info->identity - 1;
+  memcpy(info->identity, cur_identity, n);
+  snprintf(info->name, sizeof info->name, "%s", parent_name);
+  info->pid = cur_parent;
+  return 0;
 }
 
 int mp_active_children(mp_process_t **out, size_t cap) {
@@ -503,8 +700,8 @@ int mp_cpu_count(void) {
 
 /* At normal exit, as Python: terminate daemon children, then join every
  * child this process started (but those allowed to outlive it). Then the
- * fork server goes. */
-static void exit_handler(void) {
+ * fork server goes. Used by the exit handler and at a child's normal exit. */
+static void exit_children(void) {
   pid_t self = getpid();
   pthread_mutex_lock(&reg_mu);
   for (mp_process_t *q = reg_head; q; q = q->next)
@@ -531,4 +728,8 @@ static void exit_handler(void) {
     }
   }
   mp_forkserver_stop();
+}
+
+static void exit_handler(void) {
+  exit_children();
 }

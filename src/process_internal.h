@@ -10,14 +10,21 @@
 
 #define MP__PROC_NAME_MAX 64
 
+/* A fork child's start gate and exit report (process.c). */
+typedef struct mp__gate_slot mp__gate_slot_t;
+
 /* Prepare the calling process to be a child named `name` started by
  * `parent` (the logical parent: the requester for fork-server children),
  * whose real parent is `real_parent`, with identity `ident` (the base of
  * its own children's default names). Sets up the parent-death signal unless
- * outlive, forgets the parent's children, resets the name counter. Returns
+* outlive, records the daemon flag (mp_current_process), forgets the parent's children, resets the name counter. Returns
  * false if the real parent already died (the child must leave). */
 bool mp__process_child_enter(const char *name, const char *ident, pid_t parent,
-                             pid_t real_parent, bool outlive);
+                             pid_t real_parent, bool outlive, bool daemon);
+
+/* In a new child (fork, fork server): forget the parent's children, fork
+ * server and locks. */
+void mp__process_forget_parent(void);
 
 /* Run the target and leave: flush stdio, _exit with the return value. */
 __attribute__((noreturn)) void
@@ -29,6 +36,7 @@ mp__process_child_run(mp_process_fn fn, const void *arg, size_t len);
  * pass_fds[0..npass) reach the child at the same numbers. */
 int mp__forkserver_spawn(mp_process_fn fn, const void *arg, size_t len,
                          const char *name, const char *ident, bool outlive,
+                         bool daemon,
                          const int *pass_fds, int npass, pid_t *pid, int *pidfd,
                          int *statusfd);
 

@@ -457,7 +457,9 @@ static int q_grow(mp_queue_t *q, uint64_t head, uint64_t tail, uint64_t need) {
  * hold no live byte under the old size; the new size is stored after each
  * halving, so a process killed in the middle leaves a consistent ring. */
 static void q_shrink(mp_queue_t *q, uint64_t head, uint64_t tail) {
-  uint64_t size = LD(&q->h->ring, relaxed);
+  uint64_t size = q_ring(q);
+  if (!size || tail - head > size)
+    return; /* corrupted: the next operation reports it */
   while (size > Q_RING_SOFT && (tail - head) * 4 <= size / 2) {
     uint64_t half = size / 2;
     for (uint64_t c = head; c < tail;) {
@@ -1068,8 +1070,12 @@ int mp_queue_create(mp_queue_t **qp, const mp_queue_opts_t *opts) {
     o.capacity = MP_QUEUE_DEFAULT_CAPACITY;
   if (o.capacity > MP_QUEUE_MAX_CAPACITY)
     return MP_EINVAL;
-  if (o.name && (r = q_check_name(o.name)) < 0)
+  char canon[MP__SEG_NAME_MAX];
+  if (o.name && ((r = mp__seg_canon(canon, sizeof canon, o.name)) < 0 ||
+                 (r = q_check_name(canon)) < 0))
     return r;
+  if (o.name)
+    o.name = canon;
   uint64_t cap_bytes = q_rec_size(o.capacity), ring_max = Q_REC;
   while (ring_max < cap_bytes)
     ring_max *= 2;
@@ -1166,10 +1172,13 @@ void mp__queue_clear_locks(void *base) {
 
 int mp_queue_open(mp_queue_t **qp, const char *name) {
   int r;
+  char canon[MP__SEG_NAME_MAX];
   if (!qp || !name)
     return MP_EINVAL;
-  if ((r = q_check_name(name)) < 0)
+  if ((r = mp__seg_canon(canon, sizeof canon, name)) < 0 ||
+      (r = q_check_name(canon)) < 0)
     return r;
+  name = canon;
   mp__seg_t probe;
   if ((r = mp__seg_open(&probe, name, 0)) < 0)
     return r;

@@ -4,12 +4,6 @@
 
 #include "robust.h"
 
-uint64_t mp__rb_self(unsigned flags) {
-  if (flags & MP__RB_THREAD)
-    return (uint64_t)(uint32_t)mp__self_tid_start() << 32 | mp__self_tid();
-  return (uint64_t)(uint32_t)mp__self_pid_start() << 32 | mp__self_pid();
-}
-
 bool mp__rb_owner_dead(uint64_t w, unsigned flags) {
   uint32_t id = (uint32_t)w & MP__RB_ID;
   uint32_t start = (uint32_t)(w >> 32);

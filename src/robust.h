@@ -58,7 +58,9 @@ static inline _Atomic uint32_t *mp__rb_futex(_Atomic uint64_t *w) {
 }
 
 /* The caller's identity as an owner word (id | start << 32). */
-uint64_t mp__rb_self(unsigned flags);
+static inline uint64_t mp__rb_self(unsigned flags) {
+  return mp__self_ident(flags & MP__RB_THREAD);
+}
 
 /* True when word w names the caller (same id and start time). */
 static inline bool mp__rb_is_self(uint64_t w, unsigned flags) {

@@ -72,28 +72,121 @@ _Static_assert(sizeof(struct mp_array) <= ARRAY_DATA, "array header");
 
 static const uint8_t type_size[] = {1, 1, 2, 2, 4, 4, 8, 8, 4, 8};
 
+/* A named array is a segment of its own: this header, then the array (its
+ * mp_array_t pointer is base + NAMED_HDR, so it is told apart from a raw
+ * block's, at page offset RAW_HDR). */
+#define NAMED_MAGIC 0x6d70616eu /* "mpan" */
+#define NAMED_HDR 128
+#define ARRAY_NAMED 2u /* flag in mp_array.locked */
+
+typedef struct {
+  uint32_t magic;
+  int32_t creator;       /* with creator_base: the creating handle, which */
+  uint64_t creator_base; /* removes the name at destroy */
+  uint64_t map_len;
+  char name[MP__SEG_NAME_MAX];
+} named_arr_t;
+
+_Static_assert(sizeof(named_arr_t) <= NAMED_HDR, "named array header");
+
+static named_arr_t *named_of(const mp_array_t *a) {
+  return (named_arr_t *)(void *)((char *)a - NAMED_HDR);
+}
+
+static int array_named_create(void **p, const char *name, size_t size) {
+  mp__seg_t seg;
+  int r = mp__seg_create(&seg, name, NAMED_HDR + size, 0, true);
+  if (r < 0)
+    return r;
+  named_arr_t *h = seg.base;
+  h->magic = NAMED_MAGIC;
+  h->creator = (int32_t)getpid();
+  h->creator_base = (uint64_t)(uintptr_t)seg.base;
+  h->map_len = seg.size;
+  memcpy(h->name, seg.name, sizeof h->name);
+  mp__close(seg.fd); /* the mapping stays */
+  *p = (char *)seg.base + NAMED_HDR;
+  return 0;
+}
+
 int mp_array_create(mp_array_t **a, mp_type_t type, size_t len,
                     const void *init, const mp_array_opts_t *opts) {
   if (!a || (unsigned)type > MP_TYPE_F64 || len == 0)
     return MP_EINVAL;
   size_t elem = type_size[type];
-  if (len > (SIZE_MAX - ARRAY_DATA - RAW_HDR) / elem)
+  if (len > (SIZE_MAX - ARRAY_DATA - NAMED_HDR) / elem)
     return MP_EINVAL;
   void *p = NULL;
-  int r = mp_raw_alloc(&p, ARRAY_DATA + len * elem);
+  const char *name = opts ? opts->name : NULL;
+  int r = name ? array_named_create(&p, name, ARRAY_DATA + len * elem)
+               : mp_raw_alloc(&p, ARRAY_DATA + len * elem);
   if (r < 0)
     return r;
   mp_array_t *arr = p;
-  arr->magic = ARRAY_MAGIC;
   arr->type = type;
   arr->elem = (uint32_t)elem;
   arr->locked = !(opts && opts->raw);
+  if (name)
+    arr->locked |= ARRAY_NAMED;
   arr->len = len;
   mp_rlock_init(&arr->lock);
   if (init)
     memcpy((char *)p + ARRAY_DATA, init, len * elem);
+  /* Last: an opener takes the array as complete once it sees the magic. */
+  __atomic_store_n(&arr->magic, ARRAY_MAGIC, __ATOMIC_RELEASE);
   *a = arr;
   return 0;
+}
+
+int mp_array_open(mp_array_t **a, const char *name) {
+  mp__seg_t seg;
+  if (!a || !name)
+    return MP_EINVAL;
+  int r = mp__seg_open(&seg, name, 0);
+  if (r < 0)
+    return r;
+  mp__close(seg.fd);
+  /* Everything here was written by another process: check it all. */
+  const named_arr_t *h = seg.base;
+  mp_array_t *arr = (mp_array_t *)(void *)((char *)seg.base + NAMED_HDR);
+  size_t room = seg.size > NAMED_HDR + ARRAY_DATA
+                    ? seg.size - NAMED_HDR - ARRAY_DATA
+                    : 0;
+  if (room == 0 || h->magic != NAMED_MAGIC || h->map_len != seg.size ||
+      __atomic_load_n(&arr->magic, __ATOMIC_ACQUIRE) != ARRAY_MAGIC ||
+      arr->type > MP_TYPE_F64 || arr->elem != type_size[arr->type] ||
+      !(arr->locked & ARRAY_NAMED) || arr->len == 0 ||
+      arr->len > room / arr->elem) {
+    munmap(seg.base, seg.reserve);
+    return MP_EINVAL;
+  }
+  *a = arr;
+  return 0;
+}
+
+const char *mp_array_name(const mp_array_t *a) {
+  if (!a || a->magic != ARRAY_MAGIC || !(a->locked & ARRAY_NAMED))
+    return NULL;
+  return named_of(a)->name;
+}
+
+int mp_value_open(mp_value_t **v, const char *name) {
+  mp_array_t *a;
+  if (!v)
+    return MP_EINVAL;
+  int r = mp_array_open(&a, name);
+  if (r < 0)
+    return r;
+  if (a->len != 1) {
+    mp_array_destroy(a);
+    return MP_EINVAL;
+  }
+  *v = a;
+  return 0;
+}
+
+const char *mp_value_name(const mp_value_t *v) {
+  return mp_array_name(v);
 }
 
 static bool array_ok(const mp_array_t *a) {
@@ -103,7 +196,22 @@ static bool array_ok(const mp_array_t *a) {
 int mp_array_destroy(mp_array_t *a) {
   if (!a)
     return 0;
-  return array_ok(a) ? mp_raw_free(a) : MP_EINVAL;
+  if (!array_ok(a))
+    return MP_EINVAL;
+  if (!(a->locked & ARRAY_NAMED))
+    return mp_raw_free(a);
+  named_arr_t *h = named_of(a);
+  char name[MP__SEG_NAME_MAX];
+  /* Only the creating handle: not a forked child's copy of it, nor a
+   * handle the creating process opened again. */
+  bool creator = h->creator == (int32_t)getpid() &&
+                 h->creator_base == (uint64_t)(uintptr_t)h;
+  memcpy(name, h->name, sizeof name);
+  name[sizeof name - 1] = '\0';
+  munmap(h, (size_t)h->map_len);
+  if (creator)
+    mp__seg_unlink(name);
+  return 0;
 }
 
 void *mp_array_data(mp_array_t *a) {
@@ -117,7 +225,7 @@ size_t mp_array_len(const mp_array_t *a) {
 int mp_array_get_lock(mp_array_t *a, mp_rlock_t **lock) {
   if (!array_ok(a) || !lock)
     return MP_EINVAL;
-  if (!a->locked)
+  if (!(a->locked & 1u))
     return MP_ENOTSUP;
   *lock = &a->lock;
   return 0;
@@ -222,7 +330,8 @@ static int array_access(mp_array_t *a, size_t i, num_t *n, bool f, bool store) {
   if (i >= a->len)
     return MP_ERANGE;
   int r = 0;
-  if (a->locked && (r = mp_rlock_acquire(&a->lock, MP_FOREVER)) < 0 &&
+  bool locked = a->locked & 1u;
+  if (locked && (r = mp_rlock_acquire(&a->lock, MP_FOREVER)) < 0 &&
       r != MP_EOWNERDEAD)
     return r;
   void *p = (char *)a + ARRAY_DATA + i * a->elem;
@@ -230,7 +339,7 @@ static int array_access(mp_array_t *a, size_t i, num_t *n, bool f, bool store) {
     elem_store(a, p, *n, f);
   else
     elem_load(a, p, n, f);
-  if (a->locked)
+  if (locked)
     mp_rlock_release(&a->lock);
   return r;
 }

@@ -1,13 +1,6 @@
-/* Shared memory segments (POSIX shm objects) and the segment tracker.
- *
- * The tracker is a small watcher process, started on the first registration
- * in a process, that holds the read end of a pipe whose write end only this
- * process has (close-on-exec, and closed in forked children by an atfork
- * handler). Registrations and removals are fixed-size records written
- * atomically (< PIPE_BUF). When the pipe reports EOF the owner is gone,
- * however it ended, and the watcher unlinks every name still registered.
- * The watcher is double-forked so it is never the caller's child: it cannot
- * be reaped by, or show up in, the application's own wait calls. */
+/* Shared memory segments (POSIX shm objects). Names are handed to the
+ * segment tracker (src/shm_tracker.c), which removes them when this process
+ * ends, however it ends. */
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -21,6 +14,20 @@
 
 #include "internal.h"
 
+int mp__seg_canon(char *buf, size_t cap, const char *name) {
+  if (!name || !*name)
+    return MP_EINVAL;
+  const char *p = name[0] == '/' ? name + 1 : name;
+  size_t len = strlen(p);
+  if (len == 0 || strchr(p, '/'))
+    return MP_EINVAL;
+  if (len + 2 > cap || len + 2 > MP__SEG_NAME_MAX)
+    return MP_ENAMETOOLONG;
+  buf[0] = '/';
+  memcpy(buf + 1, p, len + 1);
+  return 0;
+}
+
 static int seg_path(char *buf, size_t cap, const char *name) {
   /* name is "/xxx": the object lives at /dev/shm/xxx */
   size_t n = strlen(name);
@@ -32,6 +39,8 @@ static int seg_path(char *buf, size_t cap, const char *name) {
   memcpy(buf + 8, name, n + 1);
   return 0;
 }
+
+int (*mp__test_random_name)(char *buf, size_t cap, const char *prefix);
 
 int mp__seg_create(mp__seg_t *seg, const char *name, size_t size,
                    size_t reserve, bool track) {
@@ -46,21 +55,41 @@ int mp__seg_create(mp__seg_t *seg, const char *name, size_t size,
   memset(seg, 0, sizeof *seg);
   seg->fd = -1;
   if (name) {
-    if ((r = seg_path(path, sizeof path, name)) < 0)
+    if ((r = mp__seg_canon(seg->name, sizeof seg->name, name)) < 0 ||
+        (r = seg_path(path, sizeof path, seg->name)) < 0)
       return r;
-    strcpy(seg->name, name);
-  } else if ((r = mp__random_name(seg->name, sizeof seg->name, "/mp-")) < 0) {
-    return r;
   }
-  /* Registered before the name exists, so no moment of a kill can leave
-   * it behind. */
-  if (track && (r = mp__tracker_register(seg->name)) < 0)
-    return r;
-  int fd = shm_open(seg->name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) {
+  int fd = -1;
+  for (int draw = 0; fd < 0; draw++) {
+    if (!name) {
+      r = mp__test_random_name
+              ? mp__test_random_name(seg->name, sizeof seg->name, "/mp-")
+              : mp__random_name(seg->name, sizeof seg->name, "/mp-");
+      if (r < 0)
+        return r;
+      /* A random name is registered before it exists, so no moment of a
+       * kill can leave it behind (nobody else can hold it: a taken one
+       * fails O_EXCL below and is forgotten again). */
+      if (track && (r = mp__tracker_register(seg->name)) < 0)
+        return r;
+    }
+    fd = shm_open(seg->name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd >= 0)
+      break;
     r = -errno;
-    if (track)
+    if (!name && track)
       mp__tracker_unregister(seg->name);
+    /* A random name that is taken: draw another, as many times as a
+     * collision of 64 random bits could plausibly happen. */
+    if (name || r != MP_EEXIST || draw >= 8)
+      return r;
+  }
+  /* A name the caller chose may belong to another process until O_EXCL
+   * succeeded: registered only now, so a kill before could never make our
+   * tracker remove someone else's segment. */
+  if (name && track && (r = mp__tracker_register(seg->name)) < 0) {
+    shm_unlink(seg->name);
+    mp__close(fd);
     return r;
   }
   /* shm_open applies the umask; 0600 is what we promise. */
@@ -117,10 +146,13 @@ int mp__seg_open(mp__seg_t *seg, const char *name, size_t reserve) {
   char path[MP__SEG_NAME_MAX + 16];
   struct stat st;
   int r;
+  char canon[MP__SEG_NAME_MAX];
   if (!seg || !name)
     return MP_EINVAL;
-  if ((r = seg_path(path, sizeof path, name)) < 0)
+  if ((r = mp__seg_canon(canon, sizeof canon, name)) < 0 ||
+      (r = seg_path(path, sizeof path, canon)) < 0)
     return r;
+  name = canon;
   memset(seg, 0, sizeof *seg);
   seg->fd = -1;
   int fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
@@ -187,167 +219,16 @@ void mp__seg_close(mp__seg_t *seg) {
 }
 
 int mp__seg_unlink(const char *name) {
-  char path[MP__SEG_NAME_MAX + 16];
+  char path[MP__SEG_NAME_MAX + 16], canon[MP__SEG_NAME_MAX];
   int r;
-  if (!name || (r = seg_path(path, sizeof path, name)) < 0)
+  if ((r = mp__seg_canon(canon, sizeof canon, name)) < 0)
+    return r;
+  if ((r = seg_path(path, sizeof path, canon)) < 0)
     return MP_EINVAL;
+  name = canon;
   /* Removed first, forgotten after: a kill in between leaves the tracker
    * a name that is already gone, never a name it no longer watches. */
   r = shm_unlink(name) < 0 ? -errno : 0;
   mp__tracker_unregister(name);
   return r;
-}
-
-/* ---- tracker ------------------------------------------------------------ */
-
-typedef struct {
-  char op; /* '+' register, '-' unregister */
-  char name[MP__SEG_NAME_MAX];
-} tracker_rec_t;
-
-static pthread_mutex_t tracker_mu = PTHREAD_MUTEX_INITIALIZER;
-static int tracker_fd = -1;
-static pid_t tracker_owner;
-static pthread_once_t tracker_atfork_once = PTHREAD_ONCE_INIT;
-
-static void tracker_atfork_child(void) {
-  /* The child is a new owner: it must not hold the parent's pipe open. */
-  if (tracker_fd >= 0)
-    close(tracker_fd);
-  tracker_fd = -1;
-  tracker_owner = 0;
-  pthread_mutex_unlock(&tracker_mu); /* taken by the prepare handler */
-}
-
-static void tracker_atfork_prepare(void) {
-  pthread_mutex_lock(&tracker_mu);
-}
-static void tracker_atfork_parent(void) {
-  pthread_mutex_unlock(&tracker_mu);
-}
-
-static void tracker_install_atfork(void) {
-  pthread_atfork(tracker_atfork_prepare, tracker_atfork_parent,
-                 tracker_atfork_child);
-}
-
-/* Runs in the watcher: only async-signal-safe calls (the owner may have
- * threads), and memory from mmap, not malloc. */
-static void tracker_watch(int rfd) __attribute__((noreturn));
-static void tracker_watch(int rfd) {
-  size_t cap = 64, n = 0;
-  tracker_rec_t *names = mmap(NULL, cap * sizeof *names, PROT_READ | PROT_WRITE,
-                              MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  sigset_t all;
-  sigfillset(&all);
-  sigprocmask(SIG_SETMASK, &all, NULL); /* SIGKILL still ends it */
-  setsid();
-  for (;;) {
-    tracker_rec_t rec;
-    ssize_t got = read(rfd, &rec, sizeof rec);
-    if (got < 0 && errno == EINTR)
-      continue;
-    if (got != (ssize_t)sizeof rec)
-      break; /* EOF: the owner is gone */
-    rec.name[MP__SEG_NAME_MAX - 1] = '\0';
-    if (rec.op == '+') {
-      if (n == cap) {
-        void *p = mremap(names, cap * sizeof *names, 2 * cap * sizeof *names,
-                         MREMAP_MAYMOVE);
-        if (p == MAP_FAILED)
-          continue;
-        names = p;
-        cap *= 2;
-      }
-      if (names != MAP_FAILED)
-        names[n++] = rec;
-    } else {
-      for (size_t i = 0; i < n; i++) {
-        if (strcmp(names[i].name, rec.name) == 0) {
-          names[i] = names[--n];
-          break;
-        }
-      }
-    }
-  }
-  for (size_t i = 0; i < n; i++) {
-    char path[MP__SEG_NAME_MAX + 16];
-    if (seg_path(path, sizeof path, names[i].name) == 0)
-      unlink(path);
-  }
-  _exit(0);
-}
-
-static int tracker_start_locked(void) {
-  int fds[2];
-  if (pipe2(fds, O_CLOEXEC) < 0)
-    return -errno;
-  /* Raw clone, not fork(): fork() would run our atfork handler, which takes
-   * tracker_mu, held here. The children only make plain system calls. */
-  pid_t mid = (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
-  if (mid < 0) {
-    int r = -errno;
-    close(fds[0]);
-    close(fds[1]);
-    return r;
-  }
-  if (mid == 0) {
-    /* Intermediate child: fork the watcher and leave, so the watcher is
-     * reparented away from the caller. */
-    pid_t w = (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
-    if (w == 0) {
-      int rfd = fds[0];
-      /* Keep no other fd open: an inherited pipe end would hide EOF from
-       * its reader. stdio stays. */
-      if (rfd != 3) {
-        dup2(rfd, 3);
-        rfd = 3;
-      }
-      syscall(SYS_close_range, 4, ~0U, 0);
-      tracker_watch(rfd);
-    }
-    _exit(w < 0 ? 1 : 0);
-  }
-  close(fds[0]);
-  int status;
-  while (waitpid(mid, &status, 0) < 0 && errno == EINTR) {
-  }
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    close(fds[1]);
-    return MP_EAGAIN;
-  }
-  tracker_fd = fds[1];
-  tracker_owner = getpid();
-  return 0;
-}
-
-static int tracker_send(char op, const char *name) {
-  tracker_rec_t rec;
-  memset(&rec, 0, sizeof rec);
-  rec.op = op;
-  if (strlen(name) >= sizeof rec.name)
-    return MP_ENAMETOOLONG;
-  strcpy(rec.name, name);
-  pthread_once(&tracker_atfork_once, tracker_install_atfork);
-  pthread_mutex_lock(&tracker_mu);
-  int r = 0;
-  if (tracker_fd < 0 || tracker_owner != getpid()) {
-    if (op == '-')
-      goto out; /* nothing registered by this process */
-    if ((r = tracker_start_locked()) < 0)
-      goto out;
-  }
-  /* A record is smaller than PIPE_BUF: written whole or not at all. */
-  r = mp__write_full(tracker_fd, &rec, sizeof rec);
-out:
-  pthread_mutex_unlock(&tracker_mu);
-  return r;
-}
-
-int mp__tracker_register(const char *name) {
-  return name ? tracker_send('+', name) : MP_EINVAL;
-}
-
-int mp__tracker_unregister(const char *name) {
-  return name ? tracker_send('-', name) : MP_EINVAL;
 }

@@ -950,7 +950,7 @@ int mp_subprocess_returncode(const mp_subprocess_t *sp, int *returncode) {
   if (!sp || !returncode)
     return MP_EINVAL;
   if (!sp->reaped)
-    return MP_EBUSY;
+    return MP_EAGAIN;
   *returncode = sp->returncode;
   return 0;
 }
@@ -1036,7 +1036,7 @@ int mp_run(const char *const argv[], const mp_run_opts_t *opts,
     return MP_EINVAL;
   memset(res, 0, sizeof *res);
   const mp_run_opts_t *o = opts ? opts : &defaults;
-  if (!argv || !argv[0] || mp__check_timeout(o->timeout_ms) ||
+  if (!argv || !argv[0] || mp__check_timeout(o->time_limit_ms) ||
       (o->input_len > 0 && !o->input))
     return MP_EINVAL;
   mp_subprocess_opts_t so = o->sp;
@@ -1055,7 +1055,7 @@ int mp_run(const char *const argv[], const mp_run_opts_t *opts,
   int r = mp_subprocess_spawn(&sp, argv, &so);
   if (r)
     return r;
-  int timeout = o->timeout_ms > 0 ? o->timeout_ms : MP_FOREVER;
+  int timeout = o->time_limit_ms > 0 ? o->time_limit_ms : MP_FOREVER;
   r = mp_subprocess_communicate(sp, o->input, o->input_len, &res->out,
                                 &res->out_len, &res->err, &res->err_len,
                                 timeout);

@@ -54,17 +54,7 @@ static void *obj_of(const named_t *n) {
 }
 
 int mp__sync_canon_name(char *buf, size_t cap, const char *name) {
-  if (!name || !*name)
-    return MP_EINVAL;
-  const char *p = name[0] == '/' ? name + 1 : name;
-  size_t len = strlen(p);
-  if (len == 0 || strchr(p, '/'))
-    return MP_EINVAL;
-  if (len + 2 > cap || len + 2 > MP__SEG_NAME_MAX)
-    return MP_ENAMETOOLONG;
-  buf[0] = '/';
-  memcpy(buf + 1, p, len + 1);
-  return 0;
+  return mp__seg_canon(buf, cap, name);
 }
 
 int mp_sync_unlink(const char *name) {

@@ -1,3 +1,5 @@
+#include <string.h>
+
 #include "internal.h"
 #include "runner.h"
 
@@ -16,6 +18,24 @@ TEST(error_names_and_messages) {
   ASSERT_STR_EQ(mp_strerror(MP_EBINARY), "MPI ranks run different binaries");
   ASSERT_STR_EQ(mp_err_name(-99999), "MP_EUNKNOWN");
   ASSERT_STR_EQ(mp_strerror(12345), "unknown error");
+}
+
+/* Codes outside the table still get the C library's words and an errno name;
+ * our own codes say what they mean for mproc's calls. */
+TEST(error_strerror_falls_back_to_libc) {
+  ASSERT_STR_EQ(mp_strerror(-EDQUOT), strerrordesc_np(EDQUOT));
+  ASSERT_STR_EQ(mp_strerror(-EHOSTUNREACH), strerrordesc_np(EHOSTUNREACH));
+  ASSERT_STR_EQ(mp_err_name(-EDQUOT), "MP_EDQUOT");
+  ASSERT_STR_EQ(mp_err_name(-EHOSTUNREACH), "MP_EHOSTUNREACH");
+  ASSERT_STR_EQ(mp_strerror(-3999), "unknown error");
+  ASSERT_STR_EQ(mp_strerror(-4999), "unknown error");
+  ASSERT_STR_EQ(mp_err_name(-3999), "MP_EUNKNOWN");
+  ASSERT(strstr(mp_strerror(MP_ETIMEDOUT), "connection") == NULL);
+  ASSERT(strstr(mp_strerror(MP_EAGAIN), "not finished") != NULL);
+  ASSERT(strstr(mp_strerror(MP_ETASK), "non-zero status") != NULL);
+  /* Every table entry still has its own message and name. */
+  ASSERT_STR_EQ(mp_strerror(MP_EINVAL), "invalid argument");
+  ASSERT_STR_EQ(mp_err_name(MP_ENOENT), "MP_ENOENT");
 }
 
 TEST(error_codes_distinct) {

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -292,4 +293,133 @@ TEST(cmsg_fds_set_and_take) {
     close(fds[i]);
   close(sv[0]);
   close(sv[1]);
+}
+
+/* ---- segment tracker ------------------------------------------------------ */
+
+/* True once pid is a zombie or gone. */
+static bool dead_or_zombie(pid_t pid) {
+  char st;
+  long threads;
+  uint64_t start;
+  int r = mp__proc_stat((uint32_t)pid, &st, &threads, &start);
+  return r == MP_ENOENT || (r == 0 && (st == 'Z' || st == 'X'));
+}
+
+static bool wait_gone(const char *name) {
+  for (int i = 0; i < 3000 && mpt_shm_exists(name); i++)
+    mpt_sleep_ms(5);
+  return !mpt_shm_exists(name);
+}
+
+/* In a child: creates a segment, kills the tracker's watcher, creates a
+ * second one, and leaves without removing either. */
+static void tracker_killed_case(bool ignore_sigpipe) {
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  pid_t c = fork();
+  ASSERT(c >= 0);
+  if (c == 0) {
+    close(fds[0]);
+    signal(SIGPIPE, ignore_sigpipe ? SIG_IGN : SIG_DFL);
+    mp__seg_t a, b;
+    if (mp__seg_create(&a, NULL, 4096, 0, true) < 0)
+      _exit(10);
+    pid_t w = mp__tracker_pid();
+    if (w <= 0 || kill(w, SIGKILL) < 0)
+      _exit(11);
+    while (!dead_or_zombie(w))
+      mpt_sleep_ms(2);
+    if (mp__seg_create(&b, NULL, 4096, 0, true) < 0)
+      _exit(12);
+    pid_t w2 = mp__tracker_pid();
+    if (w2 <= 0 || w2 == w)
+      _exit(13);
+    char names[2 * MP__SEG_NAME_MAX];
+    memcpy(names, a.name, MP__SEG_NAME_MAX);
+    memcpy(names + MP__SEG_NAME_MAX, b.name, MP__SEG_NAME_MAX);
+    if (write(fds[1], names, sizeof names) != (ssize_t)sizeof names)
+      _exit(14);
+    _exit(0); /* neither name removed: the new watcher must do it */
+  }
+  close(fds[1]);
+  char names[2 * MP__SEG_NAME_MAX];
+  ASSERT_EQ(mp__read_full(fds[0], names, sizeof names), 0);
+  close(fds[0]);
+  int st;
+  ASSERT_EQ(waitpid(c, &st, 0), c);
+  ASSERT(WIFEXITED(st)); /* not killed by SIGPIPE */
+  ASSERT_EQ(WEXITSTATUS(st), 0);
+  ASSERT(wait_gone(names));
+  ASSERT(wait_gone(names + MP__SEG_NAME_MAX));
+}
+
+TEST(tracker_killed_restarted_no_sigpipe) {
+  tracker_killed_case(false);
+}
+
+TEST(tracker_killed_restarted_sigpipe_ignored) {
+  tracker_killed_case(true);
+}
+
+TEST(tracker_sigchld_ignored) {
+  /* The watcher is no child that SIGCHLD SIG_IGN or a reaping loop could
+   * take away: start-up works, the names go at the owner's exit. */
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  pid_t c = fork();
+  ASSERT(c >= 0);
+  if (c == 0) {
+    close(fds[0]);
+    signal(SIGCHLD, SIG_IGN);
+    mp__seg_t a;
+    if (mp__seg_create(&a, NULL, 4096, 0, true) < 0)
+      _exit(10);
+    while (waitpid(-1, NULL, WNOHANG) > 0) {
+    }
+    if (errno != ECHILD) /* no child of ours for wait(2) to see */
+      _exit(11);
+    if (write(fds[1], a.name, MP__SEG_NAME_MAX) != MP__SEG_NAME_MAX)
+      _exit(12);
+    _exit(0);
+  }
+  close(fds[1]);
+  char name[MP__SEG_NAME_MAX];
+  ASSERT_EQ(mp__read_full(fds[0], name, sizeof name), 0);
+  close(fds[0]);
+  int st;
+  ASSERT_EQ(waitpid(c, &st, 0), c);
+  ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  ASSERT(wait_gone(name));
+}
+
+/* Test-only hook: the first random name drawn is one already taken. */
+static char taken_name[MP__SEG_NAME_MAX];
+static int draws;
+static int colliding_name(char *buf, size_t cap, const char *prefix) {
+  if (draws++ == 0) {
+    snprintf(buf, cap, "%s", taken_name);
+    return 0;
+  }
+  return mp__random_name(buf, cap, prefix);
+}
+
+TEST(seg_random_name_collision_draws_again) {
+  ASSERT_OK(mp__random_name(taken_name, sizeof taken_name, "/mp-"));
+  int fd = shm_open(taken_name, O_RDWR | O_CREAT | O_EXCL, 0600);
+  ASSERT(fd >= 0);
+  draws = 0;
+  mp__test_random_name = colliding_name;
+  mp__seg_t s;
+  int r = mp__seg_create(&s, NULL, 4096, 0, true);
+  mp__test_random_name = NULL;
+  ASSERT_OK(r);
+  ASSERT_EQ(draws, 2);
+  ASSERT(strcmp(s.name, taken_name) != 0);
+  /* The other object was left alone. */
+  ASSERT(mpt_shm_exists(taken_name));
+  ASSERT_OK(mp__seg_unlink(s.name));
+  mp__seg_close(&s);
+  close(fd);
+  shm_unlink(taken_name);
 }

@@ -17,7 +17,6 @@ RERUN(list_basic)
 RERUN(list_errors)
 RERUN(fork_children_share)
 RERUN(concurrent_processes_and_threads)
-RERUN(dict_int_key_patterns)
 RERUN(crash_random_sigkill_with_waiters)
 RERUN(crash_acknowledged_writes_kept)
 
@@ -428,3 +427,4 @@ TEST(redis_local_update_from_redis_and_back) {
   ASSERT_OK(mp_manager_destroy(rm));
   ASSERT_OK(mp_manager_destroy(lm));
 }
+

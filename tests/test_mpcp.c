@@ -18,7 +18,9 @@
 /* Paths here are short; a truncated one would fail the case visibly. Both
  * compilers know the warning; each is told in its own words. */
 #if defined(__clang__)
+#if __has_warning("-Wformat-truncation")
 #pragma clang diagnostic ignored "-Wformat-truncation"
+#endif
 #elif defined(__GNUC__)
 #pragma GCC diagnostic ignored "-Wformat-truncation"
 #endif
@@ -1706,5 +1708,34 @@ TEST(mpcp_progress_narrow_terminal) {
   }
   ASSERT(draws >= 1);
   free(out);
+  cleanup();
+}
+
+/* As root, a chown the filesystem refuses (here: a user namespace where the
+ * owner is not mapped) keeps the file: cp's error and exit status 1, mode
+ * restricted to the owner as cp leaves it. */
+TEST(mpcp_root_chown_failure_keeps_file) {
+  if (!is_root())
+    return;
+  setup(false);
+  mkdir_p("src");
+  mkdir_p("dst");
+  write_file("src/f", "owned by nobody\n");
+  ASSERT(chown(path("src/f"), 65534, 65534) == 0);
+  if (sh("unshare -Ur true") != 0) {
+    printf("skipped: no user namespaces\n");
+    cleanup();
+    return;
+  }
+  int rc;
+  char *out = mpcp(&rc, false, "--version >/dev/null && unshare -Ur %s -a "
+                   "src/f dst/", bin());
+  ASSERT_EQ(rc, 1);
+  ASSERT(strstr(out, "failed to preserve ownership for 'dst/f'"));
+  free(out);
+  assert_content("dst/f", "owned by nobody\n");
+  struct stat st;
+  ASSERT(stat(path("dst/f"), &st) == 0);
+  ASSERT_EQ(st.st_mode & 07777, 0600);
   cleanup();
 }

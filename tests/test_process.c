@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -783,11 +784,24 @@ TEST(process_app_sigchld_handler_untouched) {
 }
 
 TEST(process_app_reaps_ours) {
-  int ms = 50, code;
+  int ms = 50, code = -1;
   mp_process_t *p;
   ASSERT_OK(mp_process_create(&p, sleep_ms_target, &ms, sizeof ms, NULL));
   ASSERT_OK(mp_process_start(p));
-  /* An application reaping every child takes ours too. */
+  /* An application reaping every child takes ours too; the target returned,
+   * and its code is known anyway. */
+  ASSERT_EQ(waitpid(-1, NULL, 0), mp_process_pid(p));
+  ASSERT_OK(mp_process_join(p, MP_FOREVER));
+  ASSERT_OK(mp_process_exitcode(p, &code));
+  ASSERT_EQ(code, 0);
+  ASSERT_EQ(mp_process_is_alive(p), 0);
+  ASSERT_OK(mp_process_destroy(p));
+  /* Killed by a signal and reaped by the application: nobody knows how it
+   * ended. */
+  ms = 60000;
+  ASSERT_OK(mp_process_create(&p, sleep_ms_target, &ms, sizeof ms, NULL));
+  ASSERT_OK(mp_process_start(p));
+  ASSERT_OK(mp_process_kill(p));
   ASSERT_EQ(waitpid(-1, NULL, 0), mp_process_pid(p));
   ASSERT_ERR(mp_process_join(p, MP_FOREVER), MP_ECHILD);
   ASSERT_ERR(mp_process_exitcode(p, &code), MP_ECHILD);
@@ -942,5 +956,178 @@ TEST(process_pass_fd_bad_input) {
   ASSERT_EQ(mp_process_pid(p), 0);
   ASSERT_OK(mp_process_destroy(p));
   close(fds[0]);
+  ASSERT_OK(mp_forkserver_stop());
+}
+
+/* ---- programs that manage their own children ------------------------------ */
+
+TEST(process_sigchld_ignored_exitcode_kept) {
+  /* With SIGCHLD ignored the kernel reaps children itself: the exit code of
+   * a target that returned must still be known, and no start may fail
+   * because the child was gone before its pidfd was taken. */
+  ASSERT(signal(SIGCHLD, SIG_IGN) != SIG_ERR);
+  for (int i = 0; i < 40; i++) {
+    mp_process_t *p;
+    int code = -1, v = i + 1;
+    ASSERT_OK(mp_process_create(&p, ret_arg, &v, sizeof v, NULL));
+    ASSERT_OK(mp_process_start(p));
+    ASSERT_OK(mp_process_join(p, MP_FOREVER));
+    ASSERT_OK(mp_process_exitcode(p, &code));
+    ASSERT_EQ(code, v);
+    ASSERT_EQ(mp_process_is_alive(p), 0);
+    ASSERT_OK(mp_process_destroy(p));
+  }
+  signal(SIGCHLD, SIG_DFL);
+}
+
+static atomic_int reaper_stop;
+static void *reaper_loop(void *unused) {
+  (void)unused;
+  while (!atomic_load(&reaper_stop)) {
+    if (waitpid(-1, NULL, WNOHANG) <= 0)
+      usleep(200);
+  }
+  return NULL;
+}
+
+TEST(process_app_reaper_thread_exitcodes_kept) {
+  /* An application thread reaping every child as it ends. */
+  pthread_t t;
+  atomic_store(&reaper_stop, 0);
+  ASSERT_EQ(pthread_create(&t, NULL, reaper_loop, NULL), 0);
+  for (int i = 0; i < 30; i++) {
+    mp_process_t *p;
+    int code = -1, v = 100 + i;
+    ASSERT_OK(mp_process_create(&p, ret_arg, &v, sizeof v, NULL));
+    ASSERT_OK(mp_process_start(p));
+    ASSERT_OK(mp_process_join(p, MP_FOREVER));
+    ASSERT_OK(mp_process_exitcode(p, &code));
+    ASSERT_EQ(code, v);
+    ASSERT_OK(mp_process_destroy(p));
+  }
+  atomic_store(&reaper_stop, 1);
+  pthread_join(t, NULL);
+}
+
+TEST(process_subreaper_wait_loop_ends) {
+  /* A subreaper (or PID 1) inherits orphans: mproc's helper processes (the
+   * segment tracker's watcher, the fork server) must not turn up in its
+   * plain wait loop and keep it blocked. */
+  ASSERT_EQ(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), 0);
+  mp_shm_t *shm;
+  ASSERT_OK(mp_shm_create(&shm, 4096, NULL));
+  ASSERT_OK(mp_forkserver_start());
+  mp_process_t *p;
+  mp_process_opts_t o = {.start_method = MP_START_FORKSERVER};
+  int v = 5, code;
+  ASSERT_OK(mp_process_create(&p, ret_arg, &v, sizeof v, &o));
+  ASSERT_OK(mp_process_start(p));
+  ASSERT_OK(mp_process_join(p, MP_FOREVER));
+  ASSERT_OK(mp_process_exitcode(p, &code));
+  ASSERT_EQ(code, 5);
+  ASSERT_OK(mp_process_destroy(p));
+  /* No child of ours is left for wait(2) to see: it fails at once. */
+  errno = 0;
+  ASSERT_EQ(waitpid(-1, NULL, WNOHANG), -1);
+  ASSERT_EQ(errno, ECHILD);
+  ASSERT_OK(mp_shm_destroy(shm));
+  ASSERT_OK(mp_forkserver_stop());
+}
+
+/* ---- a child's own children at its exit ----------------------------------- */
+
+static int tree_pipe[2];
+
+static int grandchild_target(const void *arg, size_t len) {
+  int ms;
+  memcpy(&ms, arg, sizeof ms);
+  mpt_sleep_ms(ms);
+  char c = 'g';
+  return write(tree_pipe[1], &c, 1) == 1 ? 0 : 1;
+}
+
+/* Starts a grandchild (daemon or not) and returns at once. */
+static int tree_child_target(const void *arg, size_t len) {
+  bool daemon;
+  memcpy(&daemon, arg, sizeof daemon);
+  int ms = daemon ? 60000 : 300;
+  mp_process_opts_t o = {.daemon = daemon};
+  mp_process_t *g;
+  if (mp_process_create(&g, grandchild_target, &ms, sizeof ms, &o) < 0 ||
+      mp_process_start(g) < 0)
+    return 1;
+  return 0;
+}
+
+TEST(process_child_joins_its_children_at_exit) {
+  ASSERT_EQ(pipe(tree_pipe), 0);
+  /* Non-daemon: the child waits for its child before it ends, as Python. */
+  bool daemon = false;
+  mp_process_t *p;
+  ASSERT_OK(mp_process_create(&p, tree_child_target, &daemon, sizeof daemon,
+                              NULL));
+  ASSERT_OK(mp_process_start(p));
+  ASSERT_OK(mp_process_join(p, MP_FOREVER));
+  int code = -1;
+  ASSERT_OK(mp_process_exitcode(p, &code));
+  ASSERT_EQ(code, 0);
+  ASSERT_OK(mp_process_destroy(p));
+  ASSERT_EQ(fcntl(tree_pipe[0], F_SETFL, O_NONBLOCK), 0);
+  char c = 0;
+  ASSERT_EQ(read(tree_pipe[0], &c, 1), 1);
+  ASSERT_EQ(c, 'g');
+  /* Daemon: terminated at the child's exit, never writes. */
+  daemon = true;
+  ASSERT_OK(mp_process_create(&p, tree_child_target, &daemon, sizeof daemon,
+                              NULL));
+  ASSERT_OK(mp_process_start(p));
+  ASSERT_OK(mp_process_join(p, MP_FOREVER));
+  ASSERT_OK(mp_process_exitcode(p, &code));
+  ASSERT_EQ(code, 0);
+  ASSERT_OK(mp_process_destroy(p));
+  close(tree_pipe[1]);
+  ASSERT_EQ(read(tree_pipe[0], &c, 1), 0); /* EOF: every writer is gone */
+  close(tree_pipe[0]);
+}
+
+static int info_target(const void *arg, size_t len) {
+  mp_process_info_t me, parent;
+  if (mp_has_parent() != 1 || mp_current_process(&me) != 0 ||
+      mp_parent_process(&parent) != 0)
+    return 1;
+  if (strcmp(me.name, "infochild") != 0 || !me.daemon ||
+      me.pid != getpid() || me.identity[0] == '\0' ||
+      strchr(me.identity, ':'))
+    return 2;
+  if (parent.pid != mp_parent_pid() || strcmp(parent.name, "MainProcess") != 0
+      || parent.identity[0] != '\0')
+    return 3;
+  return 0;
+}
+
+TEST(process_current_and_parent_info) {
+  ASSERT_EQ(mp_has_parent(), 0);
+  mp_process_info_t info;
+  ASSERT_ERR(mp_parent_process(&info), MP_ENOENT);
+  ASSERT_ERR(mp_parent_process(NULL), MP_EINVAL);
+  ASSERT_ERR(mp_current_process(NULL), MP_EINVAL);
+  ASSERT_OK(mp_current_process(&info));
+  ASSERT_STR_EQ(info.name, "MainProcess");
+  ASSERT_EQ(info.pid, getpid());
+  ASSERT_EQ(info.daemon, false);
+  ASSERT_STR_EQ(info.identity, "");
+  for (int m = 0; m < 2; m++) {
+    mp_process_opts_t o = {.name = "infochild", .daemon = true,
+                           .start_method = m ? MP_START_FORKSERVER
+                                             : MP_START_FORK};
+    mp_process_t *p;
+    int code = -1;
+    ASSERT_OK(mp_process_create(&p, info_target, NULL, 0, &o));
+    ASSERT_OK(mp_process_start(p));
+    ASSERT_OK(mp_process_join(p, MP_FOREVER));
+    ASSERT_OK(mp_process_exitcode(p, &code));
+    ASSERT_EQ(code, 0);
+    ASSERT_OK(mp_process_destroy(p));
+  }
   ASSERT_OK(mp_forkserver_stop());
 }

@@ -1383,12 +1383,12 @@ enum {
   QH_CAPACITY = 24,
   QH_RING_MAX = 40,
   QH_RESERVE = 48,
-  QH_PCUR = 68,
-  QH_PS = 72, /* {tail, nput} x 2 */
-  QH_CCUR = 132,
-  QH_CS = 136, /* {head, nget, ndone} x 2 */
-  QH_TAIL_PUB = 192,
-  QH_RING = 320,
+  QH_PCUR = 72, /* after the 8-byte lock word */
+  QH_PS = 80,   /* {tail, nput} x 2 */
+  QH_CCUR = 136,
+  QH_CS = 144, /* {head, nget, ndone} x 2 */
+  QH_TAIL_PUB = 256,
+  QH_RING = 384,
   QH_DATA = 4096
 };
 

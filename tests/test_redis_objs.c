@@ -3,6 +3,7 @@
  * holders killed. Each binary runs its own redis-server (redis_server.h). */
 #include <pthread.h>
 #include <signal.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -610,4 +611,67 @@ TEST(objects_survive_server_restart_errors_then_recover) {
   ASSERT_OK(mp_mqueue_destroy(q));
   ASSERT_OK(mp_manager_destroy(m));
   mpt_redis_stop(&s);
+}
+
+/* ---- stress: a CPU hog beside, a 1 ms signal storm inside ---------------
+ */
+
+static volatile sig_atomic_t alarms;
+
+static void on_alarm(int sig) {
+  (void)sig;
+  alarms++;
+}
+
+TEST(signal_storm_and_cpu_hog) {
+  /* Every call keeps working while SIGALRM (no SA_RESTART) interrupts the
+   * caller's system calls every millisecond and a busy process competes
+   * for the CPU: interrupted reads and writes are resumed, never turned
+   * into errors. */
+  pid_t hog = fork();
+  if (hog == 0)
+    for (;;) {
+    }
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_alarm;
+  sigaction(SIGALRM, &sa, NULL);
+  struct itimerval it = {{0, 1000}, {0, 1000}};
+  setitimer(ITIMER_REAL, &it, NULL);
+  mp_manager_t *m = rmanager();
+  mp_dict_t *d;
+  mp_mqueue_t *q;
+  mp_mlock_t *l;
+  ASSERT_OK(mp_dict_create(&d, m, NULL));
+  ASSERT_OK(mp_mqueue_create(&q, m, NULL));
+  ASSERT_OK(mp_mlock_create(&l, m, NULL));
+  for (int i = 0; i < 1500; i++) {
+    mp_val_t k = mp_val_int(i), v;
+    ASSERT_OK(mp_dict_set(d, &k, &k));
+    ASSERT_OK(mp_dict_get(d, &k, &v));
+    ASSERT_EQ(v.u.i, i);
+    if (i % 5 == 0) {
+      ASSERT_OK(mp_mqueue_put(q, &i, sizeof i, MP_FOREVER));
+      void *msg;
+      size_t len;
+      ASSERT_OK(mp_mqueue_get(q, &msg, &len, MP_FOREVER));
+      ASSERT_EQ(len, sizeof i);
+      free(msg);
+      ASSERT_OK(mp_mlock_acquire(l, MP_FOREVER));
+      ASSERT_OK(mp_mlock_release(l));
+    }
+  }
+  /* A blocking get with a deadline under the storm ends at the deadline. */
+  void *msg;
+  size_t len;
+  ASSERT_ERR(mp_mqueue_get(q, &msg, &len, 300), MP_EEMPTY);
+  struct itimerval off = {{0, 0}, {0, 0}};
+  setitimer(ITIMER_REAL, &off, NULL);
+  ASSERT(alarms > 10);
+  kill(hog, SIGKILL);
+  ASSERT_EQ(waitpid(hog, NULL, 0), hog);
+  ASSERT_OK(mp_mlock_destroy(l));
+  ASSERT_OK(mp_mqueue_destroy(q));
+  ASSERT_OK(mp_dict_close(d));
+  ASSERT_OK(mp_manager_destroy(m));
 }

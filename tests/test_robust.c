@@ -10,13 +10,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "manager_impl.h"
 #include "runner.h"
-#ifdef MPT_OLD_LAYOUT
-#include "manager_impl.h"
-#else
-#include "manager_impl.h"
-#include "robust.h"
-#endif
 
 static void *shared(size_t size) {
   void *p = NULL;
@@ -66,12 +61,7 @@ static uint32_t thread_start(pid_t tid) {
 
 /* Make *l look held by id (a pid or a thread id) started at `start`. */
 static void forge_lock(mp_lock_t *l, uint32_t id, uint32_t start) {
-#ifdef MPT_OLD_LAYOUT
-  l->mp__word = id;
-  l->mp__ident = (uint64_t)start << 32 | id;
-#else
   l->mp__word = (uint64_t)start << 32 | id;
-#endif
 }
 
 /* A signal storm: SIGALRM every `us` microseconds, handled (no
@@ -115,13 +105,9 @@ TEST(manager_lock_live_owner_kept) {
   }
   mpt_sleep_ms(20);
   uint32_t start = proc_start(holder);
-#ifdef MPT_OLD_LAYOUT
-  /* The window: word written, start time still the previous owner's. */
-  atomic_store(&l->word, (uint32_t)holder);
-  atomic_store(&l->owner_start, (uint64_t)start + 5);
-#else
   atomic_store(&l->word, (uint64_t)start << 32 | (uint32_t)holder);
-#endif
+  /* Stopped, as a preempted or traced owner may be for long. */
+  ASSERT_EQ(kill(holder, SIGSTOP), 0);
   pid_t waiter = fork();
   if (waiter == 0) {
     mp__mlock_lock(l);
@@ -277,6 +263,39 @@ TEST(semaphore_releaser_killed_before_wake) {
   mpt_sleep_ms(100);
   __atomic_store_n(&s->sem.mp__value, 1, __ATOMIC_SEQ_CST);
   ASSERT_EQ(wait_exit_guard(w, 10000), 0);
+  mp_raw_free(s);
+}
+
+/* ---- 4. takeover at once -------------------------------------------------- */
+
+/* A holder killed a moment ago (SIGKILL sent, exit maybe not even started):
+ * a caller that only tries (timeout 0) already takes the lock over. 20
+ * rounds, for Lock and for the manager's lock. */
+TEST(takeover_at_once_after_kill) {
+  prims_t *s = shared(sizeof *s);
+  mp__mlock_t *ml = shared(sizeof *ml);
+  for (int round = 0; round < 20; round++) {
+    mp_lock_init(&s->lock);
+    atomic_store(&s->flag, 0);
+    pid_t holder = fork();
+    if (holder == 0) {
+      mp_lock_acquire(&s->lock, MP_FOREVER);
+      mp__mlock_lock(ml);
+      atomic_store(&s->flag, 1);
+      for (;;)
+        pause();
+    }
+    while (!atomic_load(&s->flag))
+      mpt_sleep_ms(1);
+    ASSERT_EQ(kill(holder, SIGKILL), 0);
+    ASSERT_ERR(mp_lock_acquire(&s->lock, 0), MP_EOWNERDEAD);
+    ASSERT(mp__mlock_lock(ml));
+    mp__mlock_unlock(ml);
+    ASSERT_OK(mp_lock_consistent(&s->lock));
+    ASSERT_OK(mp_lock_release(&s->lock));
+    ASSERT_EQ(wait_exit(holder), 128 + SIGKILL);
+  }
+  mp_raw_free(ml);
   mp_raw_free(s);
 }
 
@@ -536,13 +555,13 @@ static void st_lock_body(void *arg, st_ctl_t *ctl, int slot) {
   atomic_fetch_add(&ctl->acked[slot], 1);
 }
 
-static void st_lock_check(bool rlock_mode) {
+static void st_lock_check(bool rlock_mode, int kill_every_ms) {
   st_lock_t *s = shared(sizeof *s);
   st_ctl_t *ctl = shared(sizeof *ctl);
   mp_lock_init(&s->lock);
   mp_rlock_init(&s->rlock);
   s->rlock_mode = rlock_mode;
-  st_run(st_lock_body, s, ctl, 5);
+  st_run(st_lock_body, s, ctl, kill_every_ms);
   /* Take it once more: a worker killed holding it is repaired here. */
   int r = rlock_mode ? mp_rlock_acquire(&s->rlock, MP_FOREVER)
                      : mp_lock_acquire(&s->lock, MP_FOREVER);
@@ -562,11 +581,18 @@ static void st_lock_check(bool rlock_mode) {
 }
 
 TEST(stress_lock) {
-  st_lock_check(false);
+  st_lock_check(false, 5);
 }
 
 TEST(stress_rlock) {
-  st_lock_check(true);
+  st_lock_check(true, 5);
+}
+
+/* A worker killed every 1 ms on average: the lock must never stay with a
+ * dead holder while everyone sleeps (the workers keep making progress and
+ * the final acquire returns). */
+TEST(stress_lock_kill_every_1ms) {
+  st_lock_check(false, 1);
 }
 
 /* Semaphore and BoundedSemaphore: at most `value` holders at once, no

@@ -10,6 +10,9 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
 import json, multiprocessing as mp, time  # noqa: E402
 from multiprocessing.pool import ThreadPool  # noqa: E402
 
+# Timed rounds per invocation: bench/run.py repeats the invocations,
+# interleaved with bench_pool's, and takes the median.
+ROUNDS = 1
 SCALE = float(os.environ.get("BENCH_SCALE", "1") or 1) or 1.0
 
 
@@ -48,7 +51,7 @@ def main():
         n = scaled(50000)
         with ctx.Pool(2) as p:
             best = 0
-            for _ in range(3):  # best of 3, as bench_pool.c
+            for _ in range(ROUNDS):
                 t0 = time.perf_counter()
                 rs = [p.apply_async(echo, (i,)) for i in range(n)]
                 for r in rs:
@@ -61,7 +64,7 @@ def main():
             for i in range(200):
                 p.apply(echo, (i,))
             best = None
-            for _ in range(5):  # best of 5 rounds, as bench_pool.c
+            for _ in range(ROUNDS):
                 t0 = time.perf_counter()
                 for i in range(n):
                     p.apply(echo, (i,))
@@ -72,7 +75,7 @@ def main():
     if selected("pool_map_1M"):
         with ctx.Pool(2) as p:
             best = 0
-            for _ in range(3):
+            for _ in range(ROUNDS):
                 t0 = time.perf_counter()
                 p.map(square, data)
                 best = max(best, len(data) / (time.perf_counter() - t0))
@@ -81,7 +84,7 @@ def main():
         n = scaled(50000)
         with ctx.Pool(2) as p:
             best = 0
-            for _ in range(3):
+            for _ in range(ROUNDS):
                 t0 = time.perf_counter()
                 for _ in p.imap(square, range(n), chunksize=1):
                     pass
@@ -90,24 +93,22 @@ def main():
     if selected("threadpool_map_1M"):
         with ThreadPool(2) as p:
             best = 0
-            for _ in range(3):
+            for _ in range(ROUNDS):
                 t0 = time.perf_counter()
                 p.map(square, data)
                 best = max(best, len(data) / (time.perf_counter() - t0))
             emit("threadpool_map_1M", best)
     if selected("sum_of_squares_10M"):
+        # One timed map per worker count, the pool started before the clock;
+        # efficiency: speedup of two workers over one, divided by two.
         n = scaled(10000000)
         parts = [(n * i // 16, n * (i + 1) // 16) for i in range(16)]
         times = []
         for workers in (1, 2):
             with ctx.Pool(workers) as p:
-                best = None
-                for _ in range(3):
-                    t0 = time.perf_counter()
-                    p.map(sum_squares, parts, chunksize=1)
-                    t = time.perf_counter() - t0
-                    best = t if best is None else min(best, t)
-                times.append(best)
+                t0 = time.perf_counter()
+                p.map(sum_squares, parts, chunksize=1)
+                times.append(time.perf_counter() - t0)
         emit("sum_of_squares_10M", times[0] / times[1] / 2)
 
 

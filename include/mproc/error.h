@@ -14,13 +14,16 @@
 MP_BEGIN_DECLS
 
 /* XX(name, value, message): the one table every code, name and message comes
- * from. */
+ * from. Messages say what the code means for mproc's calls (ETIMEDOUT is any
+ * timed-out wait, not only a connection's). Any other -errno still gets the
+ * C library's description from mp_strerror. */
 #define MP_ERRNO_MAP(XX)                                                       \
   XX(E2BIG, -E2BIG, "argument list too long")                                  \
   XX(EACCES, -EACCES, "permission denied")                                     \
-  XX(EAGAIN, -EAGAIN, "resource temporarily unavailable")                      \
+  XX(EADDRINUSE, -EADDRINUSE, "address already in use")                        \
+  XX(EAGAIN, -EAGAIN, "not finished yet or resource temporarily unavailable: try again")                      \
   XX(EBADF, -EBADF, "bad file descriptor")                                     \
-  XX(EBUSY, -EBUSY, "resource busy or locked")                                 \
+  XX(EBUSY, -EBUSY, "busy: still running or in use")                                 \
   XX(ECANCELED, -ECANCELED, "operation canceled")                              \
   XX(ECHILD, -ECHILD, "no child processes")                                    \
   XX(ECONNREFUSED, -ECONNREFUSED, "connection refused")                        \
@@ -57,7 +60,7 @@ MP_BEGIN_DECLS
   XX(EROFS, -EROFS, "read-only file system")                                   \
   XX(ESPIPE, -ESPIPE, "invalid seek")                                          \
   XX(ESRCH, -ESRCH, "no such process")                                         \
-  XX(ETIMEDOUT, -ETIMEDOUT, "connection timed out")                            \
+  XX(ETIMEDOUT, -ETIMEDOUT, "timed out")                            \
   XX(ETXTBSY, -ETXTBSY, "text file is busy")                                   \
   XX(EXDEV, -EXDEV, "cross-device link not permitted")                         \
   XX(EEMPTY, -4001, "queue is empty")                                          \
@@ -65,8 +68,8 @@ MP_BEGIN_DECLS
   XX(ECLOSED, -4003, "object is closed")                                       \
   XX(EWORKERDIED, -4004, "worker died while running the task")                 \
   XX(EOWNERDEAD, -4005, "previous owner died holding the lock")                \
-  XX(ETASK, -4006, "task returned an error")                                   \
-  XX(ETOOSHORT, -4007, "buffer too short for the message")                   \
+  XX(ETASK, -4006, "task failed or command exited with non-zero status")      \
+  XX(ETOOSHORT, -4007, "buffer too short for the message")                     \
   XX(EWORKERRANK, -4008, "this MPI rank served as a pool worker")              \
   XX(EBINARY, -4009, "MPI ranks run different binaries")
 
@@ -77,11 +80,16 @@ typedef enum {
 } mp_errno_t;
 
 /* A human-readable message for `err` (0 gives "success"). Never NULL; the
- * string is static. Unknown codes give "unknown error". */
+ * string is static. A -errno value outside the table gets the C library's
+ * description (strerror: -EDQUOT gives "Disk quota exceeded"); only codes
+ * that are neither give "unknown error". */
 MP_EXTERN const char *mp_strerror(int err);
 
 /* The code's name, e.g. "MP_EEMPTY" or "MP_ENOENT" (0 gives "MP_OK"). Never
- * NULL; the string is static. Unknown codes give "MP_EUNKNOWN". */
+ * NULL. A -errno value outside the table gets its errno name with the MP_
+ * prefix ("MP_EDQUOT"), in a per-thread buffer valid until the thread's next
+ * such call; every other string is static. Unknown codes give
+ * "MP_EUNKNOWN". */
 MP_EXTERN const char *mp_err_name(int err);
 
 MP_END_DECLS

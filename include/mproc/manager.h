@@ -16,8 +16,10 @@
  * Atomicity and crashes. Each call is atomic: other processes and threads
  * see the structure before or after it, never midway (update and extend
  * included). A process killed (even with SIGKILL) in the middle of a call
- * leaves the structure as it was before the call, and nobody hangs: waiters
- * notice the dead owner within about 50 ms and take over. A killed process
+ * leaves the structure as it was before the call, and nobody hangs: the next
+ * caller notices the dead owner at once, a waiter already asleep within
+ * 20 ms, and takes over (a live owner, however slow, never is); signal
+ * handlers do not delay it. A killed process
  * may leak the arena space of its one interrupted call.
  *
  * Values. mp_val_t is a tagged value: nil, bool, int64, double, string,
@@ -132,7 +134,8 @@ typedef struct {
    * lists may hold in total. Memory is only used as it is touched. 0: the
    * default, 64 GiB. At least 1 MiB, at most 16 TiB. */
   size_t reserve;
-  /* Segment name ("/name"), NULL for an unpredictable "/mp-..." name. On
+  /* Segment name, "name" or "/name" (the same manager; no other '/'), NULL
+   * for an unpredictable "/mp-..." name. mp_manager_name gives "/name". On
    * Redis: "/" and then 1 to 200 of [A-Za-z0-9_.-]. */
   const char *name;
   /* NULL: the local shared-memory manager. Otherwise the Redis server that
@@ -170,7 +173,8 @@ enum {
  * (unexpected reply). */
 MP_EXTERN int mp_manager_create(mp_manager_t **m,
                                 const mp_manager_opts_t *opts);
-/* Open an existing manager by name, from any process of the same user.
+/* Open an existing manager by name ("name" or "/name"), from any process of
+ * the same user.
  * MP_ENOENT (no such manager), MP_EINVAL (bad name or not a manager),
  * MP_EACCES, MP_ENOMEM. */
 MP_EXTERN int mp_manager_open(mp_manager_t **m, const char *name);
@@ -259,6 +263,25 @@ MP_EXTERN int mp_dict_cas(mp_dict_t *d, const mp_val_t *key,
 /* Python's repr of the dict, e.g. {1234: 1234, 'a': 2.5}, into a malloc'd
  * string *out (caller frees). A consistent snapshot. */
 MP_EXTERN int mp_dict_repr(mp_dict_t *d, char **out);
+/* d.popitem(): remove the most recently inserted item (LIFO, as Python
+ * 3.7+) and copy it into *key and *val (free both with mp_val_free).
+ * MP_ENOENT when the dict is empty (KeyError). */
+MP_EXTERN int mp_dict_popitem(mp_dict_t *d, mp_val_t *key, mp_val_t *val);
+/* d.setdefault(key, def), atomically: *out gets d[key] when present; else
+ * d[key] = *def (def NULL: None) and *out a copy of it. *out is always the
+ * caller's to free with mp_val_free. MP_EINVAL (bad key or def). */
+MP_EXTERN int mp_dict_setdefault(mp_dict_t *d, const mp_val_t *key,
+                                 const mp_val_t *def, mp_val_t *out);
+/* Iteration without a snapshot of everything: start with *pos = 0; each
+ * call copies the next item in insertion order into *key and/or *val (either
+ * may be NULL, not both), advances *pos and returns 1; returns 0 at the end.
+ * Each call takes the lock briefly, so other processes keep working. An
+ * item present from start to end and not moved is seen exactly once; a
+ * dict changed meanwhile may show new items or not, and when an insert
+ * compacted it (after deletions) some items may be skipped (Python raises
+ * RuntimeError there): use mp_dict_items for a consistent snapshot. */
+MP_EXTERN int mp_dict_next(mp_dict_t *d, size_t *pos, mp_val_t *key,
+                           mp_val_t *val);
 
 /* ---- list ---------------------------------------------------------------- */
 
@@ -311,6 +334,39 @@ MP_EXTERN int mp_list_clear(mp_list_t *l);
 MP_EXTERN int mp_list_items(mp_list_t *l, mp_val_t **vals, size_t *n);
 /* Python's repr, e.g. [1, 'a', None], malloc'd into *out. */
 MP_EXTERN int mp_list_repr(mp_list_t *l, char **out);
+/* l.count(v): *count = the number of items equal to v (same type and
+ * content, as every comparison here). */
+MP_EXTERN int mp_list_count(mp_list_t *l, const mp_val_t *v, size_t *count);
+/* l.index(v, start, stop): *index = the first position of v within
+ * l[start:stop] (Python's bounds: negative from the end, clamped; pass 0 and
+ * INT64_MAX for the whole list). MP_ENOENT if absent (ValueError). */
+MP_EXTERN int mp_list_index(mp_list_t *l, const mp_val_t *v, int64_t start,
+                            int64_t stop, size_t *index);
+/* l.sort() / l.sort(reverse=True), stable, by value order: numbers (bool,
+ * int, double) compare by value with each other, strings with strings and
+ * bytes with bytes by their bytes (code point order for UTF-8). A list that
+ * mixes those kinds, or holds None with other items: MP_EINVAL (Python's
+ * TypeError), unchanged. No key function: sort a snapshot locally for that. */
+MP_EXTERN int mp_list_sort(mp_list_t *l, bool reverse);
+/* l.reverse(). */
+MP_EXTERN int mp_list_reverse(mp_list_t *l);
+/* Slices, with Python's rules for start, stop and step (negative counts
+ * from the end, out-of-range bounds clamped; step 0: MP_EINVAL). An omitted
+ * bound is INT64_MIN for the low end and INT64_MAX for the high one, so
+ * l[::-1] is (INT64_MAX, INT64_MIN, -1) and l[2:] is (2, INT64_MAX, 1).
+ * get: *vals gets a malloc'd array of *n copies (NULL when empty), freed
+ * with mp_vals_free. set: l[start:stop:step] = vals[0..n); with step 1 the
+ * list grows or shrinks, with another step n must equal the slice's length
+ * (else MP_EINVAL, Python's ValueError). del: del l[start:stop:step]. */
+MP_EXTERN int mp_list_get_slice(mp_list_t *l, int64_t start, int64_t stop,
+                                int64_t step, mp_val_t **vals, size_t *n);
+MP_EXTERN int mp_list_set_slice(mp_list_t *l, int64_t start, int64_t stop,
+                                int64_t step, const mp_val_t *vals, size_t n);
+MP_EXTERN int mp_list_del_slice(mp_list_t *l, int64_t start, int64_t stop,
+                                int64_t step);
+/* l *= times: the items repeated times times, atomically (times <= 0
+ * empties the list, as Python). MP_ENOMEM when the result would not fit. */
+MP_EXTERN int mp_list_repeat(mp_list_t *l, int64_t times);
 
 /* ---- Redis: sharing across machines ----------------------------------------
  * A manager created (or opened) with opts.address keeps its dicts and lists
@@ -322,7 +378,9 @@ MP_EXTERN int mp_list_repr(mp_list_t *l, char **out);
  *
  * Connections: one per manager handle and one per queue, lock or event
  * handle, made on first use and again after fork (a child never uses its
- * parent's socket); threads using one handle take turns on its connection.
+ * parent's socket); threads using one manager handle take turns on its
+ * connection. A queue, lock or event handle is one consumer or owner: use it
+ * from one thread at a time (give each thread its own).
  * Every call on a Redis manager may also fail with MP_ECONNREFUSED,
  * MP_ECONNRESET, MP_ETIMEDOUT (server down, restarted, or too slow), MP_EACCES
  * (authentication), MP_ENOMEM (also Redis' maxmemory), MP_EIO (a reply that

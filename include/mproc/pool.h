@@ -114,8 +114,12 @@ typedef enum {
 
 /* Options; zero-initialised means every default. */
 typedef struct mp_pool_opts {
-  int workers; /* 0: the number of CPUs usable by this process (MPI: the
-                * other ranks; else it must equal their number) */
+  /* 0 (zeroed options): the number of CPUs usable by this process, as
+   * Python's Pool() without processes= (MPI: the other ranks; else it must
+   * equal their number). Unlike Pool(processes=0), an explicit 0 is not an
+   * error: in C it cannot be told from "not set". Negative or above 4096:
+   * MP_EINVAL. */
+  int workers;
   mp_pool_backend_t backend; /* processes (default) or threads */
   /* Run once in each worker (also in each replacement) before its first
    * task, with initarg (a pointer of the parent: valid in forked workers;
@@ -124,8 +128,10 @@ typedef struct mp_pool_opts {
   void (*initializer)(void *initarg);
   void *initarg;
   /* Python's maxtasksperchild: a worker exits and is replaced after this many
-   * tasks (a map chunk counts as one task); 0: never. Threads: the worker
-   * thread is replaced the same way (the initializer runs again). */
+   * tasks (a map chunk counts as one task); 0 (zeroed options): never, as
+   * Python's None. Above INT_MAX (e.g. a -1 stored here): MP_EINVAL.
+   * Threads: the worker thread is replaced the same way (the initializer
+   * runs again). */
   unsigned maxtasksperchild;
   /* MP_START_FORK (default): workers are forks of the collector thread.
    * MP_START_FORKSERVER: workers are forked by the fork server (started by
@@ -140,7 +146,8 @@ typedef struct mp_pool_opts {
 } mp_pool_opts_t;
 
 /* Create a pool and start its workers. Returns 0 with *pool set, or
- * MP_EINVAL (pool NULL, workers < 0 or > 4096, bad backend or start method),
+ * MP_EINVAL (pool NULL, workers < 0 or > 4096, maxtasksperchild > INT_MAX,
+ * bad backend or start method),
  * MP_ENOMEM, or a system error from fork/mmap/thread creation or the fork
  * server (nothing is left behind but a fork server it started). Destroy
  * with mp_pool_destroy.
@@ -248,8 +255,9 @@ typedef struct mp_imap_opts {
 
 /* Python's imap: an iterator of fn(item) in input order. Items come from the
  * array items[0..n) or, lazily, from opts->input; at most max_inflight items
- * (default 2 * workers * chunksize, at least 64) are read ahead, so an endless
- * input works. Returns 0 with *it set, MP_EINVAL, MP_ECLOSED, MP_ENOMEM.
+ * (default max(256, 4 * workers * chunksize)) are read ahead, so an endless
+ * input works. An input that fails at item k: the k items before it are
+ * still returned, then its error, then MP_ECLOSED. Returns 0 with *it set, MP_EINVAL, MP_ECLOSED, MP_ENOMEM.
  * The iterator is used from one thread at a time. */
 MP_EXTERN int mp_pool_imap(mp_pool_t *pool, mp_map_fn fn, const void *items,
                            size_t n, size_t item_size, size_t result_size,

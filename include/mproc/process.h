@@ -85,17 +85,20 @@ MP_EXTERN int mp_process_pass_fd(mp_process_t *p, int fd);
 
 /* Start the child (once). Standard output and error are flushed first so
  * buffered output is not written twice. Returns 0, MP_EINVAL (p NULL or
- * already started), MP_EAGAIN / MP_ENOMEM (fork failed), or an error from
- * the fork server. */
+ * already started), MP_EAGAIN / MP_ENOMEM (fork failed), MP_ENOSYS (a
+ * kernel older than Linux 5.4: no pidfds), or an error from the fork
+ * server. */
 MP_EXTERN int mp_process_start(mp_process_t *p);
 
 /* Wait for the child to end, at most timeout_ms (MP_FOREVER: no limit, 0:
  * just check). Reaps only this child (waitid on its pidfd): never another
  * child of the application, and SIGCHLD handling is left to the application.
  * Returns 0 (ended; see mp_process_exitcode), MP_ETIMEDOUT, MP_EINVAL (p NULL,
- * not started, bad timeout), MP_ECHILD (the application reaped the child
- * itself, e.g. with waitpid(-1), or its fork server died: the exit code is
- * then unknown). */
+ * not started, bad timeout), MP_ECHILD (the exit status is lost: the child
+ * was killed by a signal and reaped by the application itself, e.g. with
+ * waitpid(-1) or under SIGCHLD SIG_IGN, or its fork server died). A fork
+ * child whose target returned reports its exit code itself, so that code
+ * is known even when the application reaped the child. */
 MP_EXTERN int mp_process_join(mp_process_t *p, int timeout_ms);
 
 /* 1 if the child was started and has not ended, 0 if not (never started or
@@ -131,13 +134,37 @@ MP_EXTERN mp_waitable_t mp_process_waitable(mp_process_t *p);
 MP_EXTERN int mp_process_destroy(mp_process_t *p);
 
 /* This process's pid, and the pid of the process that started it (for a
- * fork-server child: the process that asked for it, not the server). */
+ * fork-server child: the process that asked for it, not the server). In a
+ * process not started by mproc, mp_parent_pid() is getppid() (the shell,
+ * say): ask mp_has_parent() to tell the two apart. */
 MP_EXTERN pid_t mp_current_pid(void);
 MP_EXTERN pid_t mp_parent_pid(void);
+
+/* 1 in a process started by mp_process (either start method), 0 otherwise:
+ * Python's `parent_process() is not None`. */
+MP_EXTERN int mp_has_parent(void);
 
 /* The name of the calling process: "MainProcess", or its mp_process name in
  * a child. Static storage. */
 MP_EXTERN const char *mp_current_process_name(void);
+
+/* What Python's current_process() and parent_process() tell: name, pid,
+ * daemon flag and identity ("" in the main process, "1", "1:2", ... in
+ * children, as Python's _identity joined by ':'). */
+typedef struct mp_process_info {
+  char name[64];
+  char identity[64];
+  pid_t pid;
+  bool daemon;
+} mp_process_info_t;
+
+/* Fill *info for the calling process. Returns 0, MP_EINVAL (info NULL). */
+MP_EXTERN int mp_current_process(mp_process_info_t *info);
+/* Fill *info for the process that started the caller (name as the caller
+ * inherited it; daemon is always false: the parent's flag is its parent's
+ * business). Returns 0, MP_ENOENT (not started by mproc: Python's None),
+ * MP_EINVAL (info NULL). */
+MP_EXTERN int mp_parent_process(mp_process_info_t *info);
 
 /* Children started from this process that are still running. Finished ones
  * are reaped on the way (their exit code becomes available). Up to cap

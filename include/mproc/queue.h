@@ -63,8 +63,9 @@ enum {
  *             message uses its length rounded up to 8 plus 8 bytes; a single
  *             message of up to `capacity` bytes always fits in an empty
  *             queue. Larger messages get MP_EMSGSIZE.
- *   name      "/name" (at most MP_QUEUE_NAME_MAX chars, one leading '/', no
- *             other '/'), or NULL for a random "/mp-<hex>" name.
+ *   name      "name" or "/name" (the same queue; at most MP_QUEUE_NAME_MAX
+ *             chars with the leading '/', no other '/'), or NULL for a
+ *             random "/mp-<hex>" name. mp_queue_name gives "/name".
  *   flags     MP_QUEUE_* bits. */
 typedef struct mp_queue_opts {
   size_t maxsize;

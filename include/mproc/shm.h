@@ -53,6 +53,14 @@ typedef struct mp_array_opts {
   /* true: no lock (Python's lock=False / RawArray with typed helpers).
    * Default: an RLock, taken by each get/set and returned by get_lock. */
   bool raw;
+  /* NULL (default): an anonymous mapping, shared with forked children only.
+   * A name ("name" or "/name", no other '/', < 63 bytes): the array lives in
+   * a named shared-memory segment (O_EXCL, mode 0600) that any process of
+   * the same user opens with mp_array_open / mp_value_open, e.g. a child of
+   * the fork server, which inherits nothing made after the server started.
+   * The name is removed by mp_array_destroy in the creating process, or
+   * when that process exits however it exits. */
+  const char *name;
 } mp_array_opts_t;
 typedef mp_array_opts_t mp_value_opts_t;
 
@@ -62,8 +70,17 @@ typedef mp_array_opts_t mp_value_opts_t;
  * its own mapping). */
 MP_EXTERN int mp_array_create(mp_array_t **a, mp_type_t type, size_t len,
                               const void *init, const mp_array_opts_t *opts);
-/* Unmap in this process. 0 (also for NULL), MP_EINVAL (not an array). */
+/* Unmap in this process (the creator of a named array also removes its
+ * name). 0 (also for NULL), MP_EINVAL (not an array). */
 MP_EXTERN int mp_array_destroy(mp_array_t *a);
+/* Open a named array (created with opts.name, after mp_array_create
+ * returned) in this process; the handle shares the creator's elements and
+ * lock. Free with mp_array_destroy. Returns 0, MP_ENOENT (no such name),
+ * MP_EINVAL (NULL, bad name, or the segment is not a complete mproc array),
+ * MP_EACCES, MP_ENOMEM. */
+MP_EXTERN int mp_array_open(mp_array_t **a, const char *name);
+/* A named array's name ("/name", owned by a), NULL for an anonymous one. */
+MP_EXTERN const char *mp_array_name(const mp_array_t *a);
 /* The elements (aligned to 64 bytes), NULL if a is NULL. Direct access is
  * not locked: hold the lock for read-modify-write. */
 MP_EXTERN void *mp_array_data(mp_array_t *a);
@@ -85,6 +102,10 @@ MP_EXTERN int mp_array_set_f64(mp_array_t *a, size_t i, double v);
 MP_EXTERN int mp_value_create(mp_value_t **v, mp_type_t type, const void *init,
                               const mp_value_opts_t *opts);
 MP_EXTERN int mp_value_destroy(mp_value_t *v);
+/* mp_array_open for a value: MP_EINVAL also when the array there has more
+ * than one element. mp_value_name as mp_array_name. */
+MP_EXTERN int mp_value_open(mp_value_t **v, const char *name);
+MP_EXTERN const char *mp_value_name(const mp_value_t *v);
 /* Pointer to the value, NULL if v is NULL. */
 MP_EXTERN void *mp_value_ptr(mp_value_t *v);
 MP_EXTERN int mp_value_get_lock(mp_value_t *v, mp_rlock_t **lock);

@@ -152,9 +152,9 @@ MP_EXTERN int mp_subprocess_poll(mp_subprocess_t *sp, int *returncode);
 
 /* The exit status once the child was reaped by wait, poll or communicate:
  * the exit code, or minus the signal number when a signal killed it
- * (Python's Popen.returncode). Returns 0 and sets *returncode, MP_EBUSY if
- * not reaped yet (this call does not check: use poll), MP_EINVAL (NULL
- * arguments). */
+ * (Python's Popen.returncode). Returns 0 and sets *returncode, MP_EAGAIN if
+ * not reaped yet (not finished: the same code as mp_process_exitcode; this
+ * call does not check: use poll), MP_EINVAL (NULL arguments). */
 MP_EXTERN int mp_subprocess_returncode(const mp_subprocess_t *sp,
                                        int *returncode);
 
@@ -206,9 +206,11 @@ typedef struct mp_run_opts {
   bool capture_output;
   /* Non-zero returncode gives MP_ETASK (Python's check=True). */
   bool check;
-  /* Kill the child (SIGKILL) and reap it after this many ms. 0 (zeroed
-   * options) or MP_FOREVER: no timeout. */
-  int timeout_ms;
+  /* Python's run(timeout=): kill the child (SIGKILL) and reap it once it
+   * has run this many ms. 0 (zeroed options) or MP_FOREVER: no limit.
+   * This is a limit on the child, not a wait: it is not named timeout_ms
+   * because every timeout_ms in mproc means "0: do not wait". */
+  int time_limit_ms;
 } mp_run_opts_t;
 
 typedef struct mp_run_result {
@@ -224,10 +226,10 @@ typedef struct mp_run_result {
  * first; fill it and free it with mp_run_result_free.
  * Returns 0, or:
  *   MP_ETASK      check set and returncode != 0; *result is filled;
- *   MP_ETIMEDOUT  the timeout passed: the child was killed and reaped;
+ *   MP_ETIMEDOUT  time_limit_ms passed: the child was killed and reaped;
  *                 *result holds what was captured until then and
  *                 returncode -SIGKILL;
- *   MP_EINVAL     argv or result NULL, argv empty, timeout_ms < -1, input or
+ *   MP_EINVAL     argv or result NULL, argv empty, time_limit_ms < -1, input or
  *                 capture_output together with an explicit stdio mode;
  *   any error of mp_subprocess_spawn / communicate (*result left empty). */
 MP_EXTERN int mp_run(const char *const argv[], const mp_run_opts_t *opts,

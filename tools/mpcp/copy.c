@@ -38,7 +38,7 @@ static char cur_tmp[128];
 /* Pending progress, sent at most every 100 ms and at the end of each task:
  * the channel never carries a message per file. */
 static struct {
-  uint64_t files, bytes, mismatches, failed;
+  uint64_t files, bytes, mismatches, failed, same, same_bytes;
   double last;
   char text[MPCP_MSG_MAX - sizeof(mpcp_msg_t) - 64];
   size_t text_len;
@@ -109,9 +109,12 @@ static void flush_progress(uint32_t kind, uint64_t id) {
                   .errors = (uint32_t)acc.failed,
                   .files = acc.files,
                   .bytes = acc.bytes,
-                  .mismatches = acc.mismatches};
+                  .mismatches = acc.mismatches,
+                  .same = acc.same,
+                  .same_bytes = acc.same_bytes};
   mpcp_send(&m, NULL, 0);
   acc.files = acc.bytes = acc.mismatches = acc.failed = 0;
+  acc.same = acc.same_bytes = 0;
   acc.last = mpcp_now();
 }
 
@@ -407,15 +410,22 @@ int mpcp_set_meta_fd(int fd, const mpcp_ent_t *e, int src_fd, unsigned flags,
       /* As cp: a normal user keeps at least the group if a member of it. */
       if (mpcp_euid != 0 && fchown(fd, (uid_t)-1, e->gid) == 0)
         gid_kept = true;
-      if (mpcp_euid == 0 || (err != EPERM && err != EINVAL))
-        say(false, "mpcp: failed to preserve ownership for '%s': %s", disp,
+      /* cp -a: an error (exit 1) as root, the file stays. */
+      if (mpcp_euid == 0 || (err != EPERM && err != EINVAL)) {
+        say(true, "mpcp: failed to preserve ownership for '%s': %s", disp,
             strerror(err));
+        ret = -1;
+      }
     }
   }
   mode_t mode = e->mode & 07777;
   /* POSIX and cp: setuid/setgid do not survive a change of owner. */
   if (!uid_kept || !gid_kept)
     mode &= (mode_t)~(S_ISUID | S_ISGID);
+  /* cp as root: a file whose owner could not be set is not opened to the
+   * group and others of the wrong owner. */
+  if (ret < 0)
+    mode &= 0700;
   if (src_fd >= 0) {
     copy_xattrs(src_fd, fd, disp, say);
     if (flags & MPCP_MF_DEFACL) {
@@ -426,7 +436,8 @@ int mpcp_set_meta_fd(int fd, const mpcp_ent_t *e, int src_fd, unsigned flags,
         fremovexattr(fd, acl_default);
     }
   }
-  if ((chowned || (flags & (MPCP_MF_DIR | MPCP_MF_CHMOD | MPCP_MF_DEFACL)) ||
+  if ((chowned || ret < 0 ||
+       (flags & (MPCP_MF_DIR | MPCP_MF_CHMOD | MPCP_MF_DEFACL)) ||
        (e->mode & 07000)) &&
       fchmod(fd, mode) < 0) {
     say(true, "mpcp: preserving permissions for '%s': %s", disp,
@@ -510,6 +521,56 @@ static int make_node(const batch_t *b, const mpcp_ent_t *e, const char *target,
   return -EEXIST;
 }
 
+int mpcp_resume_same(int sdir, int ddir, const struct stat *st,
+                     const struct stat *d, const char *name,
+                     const char *dname) {
+  if ((st->st_mode & S_IFMT) != (d->st_mode & S_IFMT))
+    return 0;
+  if (S_ISREG(st->st_mode)) {
+    if (st->st_size != d->st_size)
+      return 0;
+    if (mpcp_opt.checksum)
+      return 2;
+    return st->st_mtim.tv_sec == d->st_mtim.tv_sec &&
+           st->st_mtim.tv_nsec == d->st_mtim.tv_nsec;
+  }
+  if (S_ISLNK(st->st_mode)) {
+    char a[4096], c[4096];
+    ssize_t na = readlinkat(sdir, name, a, sizeof a);
+    ssize_t nc = readlinkat(ddir, dname, c, sizeof c);
+    return na >= 0 && na == nc && memcmp(a, c, (size_t)na) == 0;
+  }
+  if (S_ISCHR(st->st_mode) || S_ISBLK(st->st_mode))
+    return st->st_rdev == d->st_rdev;
+  return 1;
+}
+
+/* --resume: an entry found unchanged. With -a its ownership, mode and times
+ * are set where they differ (nothing is written when they match). */
+static void resume_keep(const batch_t *b, const struct stat *st,
+                        const struct stat *d, const char *dname) {
+  acc.same++;
+  if (S_ISREG(st->st_mode))
+    acc.same_bytes += (uint64_t)st->st_size;
+  note(1, 0);
+  if (!mpcp_opt.archive)
+    return;
+  if ((st->st_uid != d->st_uid || st->st_gid != d->st_gid) &&
+      fchownat(b->ddir, dname, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW) <
+          0 &&
+      (mpcp_euid == 0 || errno != EPERM))
+    report(b, true, "failed to preserve ownership for", dname, errno);
+  if (!S_ISLNK(st->st_mode) && ((st->st_mode ^ d->st_mode) & 07777) != 0 &&
+      fchmodat(b->ddir, dname, st->st_mode & 07777, 0) < 0)
+    report_warn(b, "preserving permissions for", dname, errno);
+  if (st->st_mtim.tv_sec != d->st_mtim.tv_sec ||
+      st->st_mtim.tv_nsec != d->st_mtim.tv_nsec) {
+    struct timespec ts[2] = {st->st_atim, st->st_mtim};
+    if (utimensat(b->ddir, dname, ts, AT_SYMLINK_NOFOLLOW) < 0)
+      report_warn(b, "preserving times for", dname, errno);
+  }
+}
+
 /* The destination as it is, for an entry about to be copied over it: cp's
  * refusals. Returns 0 to go on (*d valid if *exists), or -1 when reported. */
 static int check_dest(const batch_t *b, const char *name, const char *dname,
@@ -556,6 +617,11 @@ static void copy_node(const batch_t *b, const mpcp_ent_t *e, const char *name,
     note_failed();
     return;
   }
+  if (dexists && mpcp_opt.resume &&
+      mpcp_resume_same(b->sdir, b->ddir, &sst, &dst, name, dname) == 1) {
+    resume_keep(b, &sst, &dst, dname);
+    return;
+  }
   if (S_ISLNK(e->mode)) {
     size_t cap = e->size > 0 ? e->size + 1 : sizeof stackbuf;
     target = cap <= sizeof stackbuf ? stackbuf : malloc(cap);
@@ -586,7 +652,7 @@ static void copy_node(const batch_t *b, const mpcp_ent_t *e, const char *name,
          (b->flags & MPCP_TF_SETGID_DIR)) &&
         fchownat(b->ddir, dname, e->uid, e->gid, AT_SYMLINK_NOFOLLOW) < 0 &&
         (mpcp_euid == 0 || (errno != EPERM && errno != EINVAL)))
-      report_warn(b, "failed to preserve ownership for", dname, errno);
+      report(b, true, "failed to preserve ownership for", dname, errno);
     struct timespec ts[2] = {{e->atime_s, e->atime_ns},
                              {e->mtime_s, e->mtime_ns}};
     if (utimensat(b->ddir, dname, ts, AT_SYMLINK_NOFOLLOW) < 0)
@@ -740,23 +806,14 @@ static void stat_to_ent(mpcp_ent_t *e, const struct stat *st) {
   e->mtime_ns = (uint32_t)st->st_mtim.tv_nsec;
 }
 
-/* --resume --checksum: is the destination's content the source's? Then
- * only its metadata is set. */
-static bool same_content(const batch_t *b, const mpcp_ent_t *e, int sfd,
-                         const char *dname) {
+/* --resume --checksum: is the destination's content the source's? */
+static bool same_content(const batch_t *b, int sfd, const char *dname) {
   int dfd = openat(b->ddir, dname, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
   if (dfd < 0)
     return false;
   uint64_t hs[2], hd[2];
-  struct stat d;
-  bool same = fstat(dfd, &d) == 0 && S_ISREG(d.st_mode) &&
-              (uint64_t)d.st_size == e->size && mpcp_hash_fd(sfd, hs) == 0 &&
-              mpcp_hash_fd(dfd, hd) == 0 && hs[0] == hd[0] && hs[1] == hd[1];
-  if (same && mpcp_opt.archive) {
-    char *p = disp(b, true, dname);
-    mpcp_set_meta_fd(dfd, e, -1, meta_flags(b), p ? p : dname, wsay);
-    free(p);
-  }
+  bool same = mpcp_hash_fd(sfd, hs) == 0 && mpcp_hash_fd(dfd, hd) == 0 &&
+              hs[0] == hd[0] && hs[1] == hd[1];
   close(dfd);
   lseek(sfd, 0, SEEK_SET);
   return same;
@@ -767,6 +824,24 @@ static void copy_reg(const batch_t *b, const mpcp_ent_t *e0, const char *name,
   char tmp[128];
   mpcp_ent_t e = *e0;
   uint64_t copied = 0;
+  if (mpcp_opt.resume && !mpcp_opt.checksum && !(e.flags & MPCP_EF_FOLLOW)) {
+    /* The walk's stat decides an unchanged file without opening it. */
+    struct stat d, s;
+    if (fstatat(b->ddir, dname, &d, AT_SYMLINK_NOFOLLOW) == 0 &&
+        S_ISREG(d.st_mode) && (uint64_t)d.st_size == e.size &&
+        d.st_mtim.tv_sec == e.mtime_s &&
+        (uint64_t)d.st_mtim.tv_nsec == e.mtime_ns) {
+      memset(&s, 0, sizeof s);
+      s.st_mode = e.mode;
+      s.st_uid = e.uid;
+      s.st_gid = e.gid;
+      s.st_size = (off_t)e.size;
+      s.st_atim = (struct timespec){e.atime_s, e.atime_ns};
+      s.st_mtim = (struct timespec){e.mtime_s, e.mtime_ns};
+      resume_keep(b, &s, &d, dname);
+      return;
+    }
+  }
   int sfd = open_src(b->sdir, name, e.uid, e.flags & MPCP_EF_FOLLOW);
   struct stat s0, d;
   if (sfd < 0 || fstat(sfd, &s0) < 0) {
@@ -778,14 +853,17 @@ static void copy_reg(const batch_t *b, const mpcp_ent_t *e0, const char *name,
   }
   /* What is copied is the file as opened, not as the walk saw it. */
   stat_to_ent(&e, &s0);
-  if ((e.flags & MPCP_EF_CHECK) && same_content(b, &e, sfd, dname)) {
-    close(sfd);
-    note(1, 0);
-    return;
-  }
   bool dexists;
   if (check_dest(b, name, dname, &s0, &d, &dexists) < 0)
     goto fail_src;
+  if (dexists && mpcp_opt.resume && !(e.flags & MPCP_EF_FOLLOW)) {
+    int same = mpcp_resume_same(b->sdir, b->ddir, &s0, &d, name, dname);
+    if (same == 1 || (same == 2 && same_content(b, sfd, dname))) {
+      resume_keep(b, &s0, &d, dname);
+      close(sfd);
+      return;
+    }
+  }
   if (dexists) {
     if (S_ISLNK(d.st_mode)) {
       struct stat t;

@@ -129,8 +129,17 @@ bool mpcp_exec_take_dead(char **task, size_t *len) {
 }
 
 static _Atomic bool aborting;
+static int want_workers;
 
+/* The pool is started by the first task: a run with nothing to copy (a
+ * --resume over an unchanged tree, -n over a full one) starts no process. */
 int mpcp_exec_start(int nworkers) {
+  want_workers = nworkers;
+  return 0;
+}
+
+static int start_pool(void) {
+  int nworkers = want_workers;
   int rc = mp_queue_create(&queue, NULL);
   if (rc < 0)
     return rc;
@@ -144,6 +153,11 @@ int mpcp_exec_start(int nworkers) {
 }
 
 int mpcp_exec_submit(const void *task, size_t len) {
+  if (!pool) {
+    int rc = start_pool();
+    if (rc < 0)
+      return rc;
+  }
   mpcp_task_hdr_t h;
   memcpy(&h, task, sizeof h);
   pending_t *p = malloc(sizeof *p + len);
@@ -184,6 +198,8 @@ void mpcp_send(const mpcp_msg_t *m, const char *text, size_t text_len) {
 }
 
 int mpcp_exec_recv(void *buf, int timeout_ms) {
+  if (!queue)
+    return 0; /* nothing submitted yet, so nothing to wait for */
   size_t len = 0;
   int rc = mp_queue_get_into(queue, buf, MPCP_MSG_MAX, &len, timeout_ms);
   if (rc == MP_EEMPTY || rc == MP_EINTR)

@@ -28,17 +28,30 @@ static void usage(FILE *f) {
       "  -u, --update         copy only when SRC is newer than the "
       "destination\n"
       "                       file or the destination file is missing\n"
+      "      --resume         copy only entries missing in DEST or differing\n"
+      "                       in type, size or mtime; set the metadata of\n"
+      "                       the others; remove the temp files of an\n"
+      "                       interrupted run\n"
+      "      --checksum       --resume, comparing same-size files' contents\n"
+      "                       instead of their mtimes\n"
       "      --dry-run        show what would be copied, copy nothing\n"
-      "  -v, --verbose        print each file as it is copied\n"
+      "  -v, --verbose        print each entry as it is copied\n"
       "      --exclude PAT    skip entries whose name (or, if PAT has a '/',\n"
-      "                       path below SRC) matches PAT (repeatable)\n"
+      "                       path below SRC) matches PAT; PAT ending in '/'\n"
+      "                       matches directories only (repeatable)\n"
       "      --verify         compare every copy with its source (XXH3-128)\n"
       "                       afterwards and copy mismatches again\n"
       "      --progress       show the progress line (default on a terminal)\n"
       "      --no-progress    do not show it\n"
       "      --json           print a JSON summary on stdout\n"
       "  -h, --help           show this help\n"
-      "  -V, --version        show the version\n",
+      "  -V, --version        show the version\n\n"
+      "As cp: a symlink SRC is copied as its target without -r or with a\n"
+      "trailing '/'; an existing destination that is a device, a FIFO or a\n"
+      "symlink to a file is written into, never replaced; a regular file is\n"
+      "replaced whole (written under a temp name, then renamed).\n"
+      "Exit status: 0 when all was copied, 1 if anything failed, 128+N\n"
+      "after signal N (INT, TERM, HUP, QUIT).\n",
       f);
 }
 
@@ -239,9 +252,9 @@ static void summary(double secs) {
   mpcp_progress_t *p = &mpcp_prog;
   if (p->files_done > p->files_total)
     p->files_done = p->files_total; /* retried entries */
-  uint64_t files = p->files_done > mpcp_stats.failed
-                       ? p->files_done - mpcp_stats.failed
-                       : 0;
+  uint64_t not_copied = mpcp_stats.failed + mpcp_stats.same;
+  uint64_t files =
+      p->files_done > not_copied ? p->files_done - not_copied : 0;
   double rate = secs > 0 ? (double)p->bytes_done / secs : 0;
   if (p->enabled || mpcp_opt.verbose) {
     char b[32], r[32];
@@ -252,8 +265,9 @@ static void summary(double secs) {
             mpcp_opt.dry_run ? "would copy " : "", (unsigned long long)files, b,
             secs, r, (unsigned long long)mpcp_stats.errors,
             mpcp_stats.errors == 1 ? "" : "s");
-    if (mpcp_stats.skipped)
-      fprintf(stderr, ", %llu skipped", (unsigned long long)mpcp_stats.skipped);
+    if (mpcp_stats.skipped + mpcp_stats.same)
+      fprintf(stderr, ", %llu skipped",
+              (unsigned long long)(mpcp_stats.skipped + mpcp_stats.same));
     if (mpcp_opt.verify)
       fprintf(stderr, ", %llu verified, %llu recopied",
               (unsigned long long)mpcp_stats.verified,
@@ -269,7 +283,7 @@ static void summary(double secs) {
            (unsigned long long)files, (unsigned long long)p->bytes_done,
            (unsigned long long)mpcp_stats.dirs,
            (unsigned long long)mpcp_stats.links,
-           (unsigned long long)mpcp_stats.skipped,
+           (unsigned long long)(mpcp_stats.skipped + mpcp_stats.same),
            (unsigned long long)mpcp_stats.excluded,
            (unsigned long long)mpcp_stats.errors,
            (unsigned long long)mpcp_stats.verified,

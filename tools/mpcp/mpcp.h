@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #define MPCP_VERSION "0.1.0"
@@ -83,8 +84,6 @@ typedef struct {
 enum {
   MPCP_EF_SPARSE = 1,
   MPCP_EF_FOLLOW = 2, /* a top-level SRC symlink copied as its target */
-  MPCP_EF_CHECK = 4,  /* --resume --checksum: same size; copy only if the
-                         contents differ */
 };
 
 typedef struct {
@@ -125,6 +124,7 @@ typedef struct {
   uint64_t files;
   uint64_t bytes;
   uint64_t mismatches;
+  uint64_t same, same_bytes; /* --resume: entries found unchanged */
 } mpcp_msg_t;
 
 #define MPCP_MSG_MAX 4096
@@ -151,6 +151,12 @@ void mpcp_send(const mpcp_msg_t *m, const char *text, size_t text_len);
 /* ---- worker (copy.c) ---------------------------------------------------- */
 void mpcp_worker_init(void);
 int mpcp_worker_task(const void *task, size_t len);
+/* --resume: is the destination entry d (lstat) the same as the source st
+ * (type, size, mtime; a symlink's target; a device's number)? 1 yes, 0 no,
+ * 2 same size and --checksum: the contents decide. */
+int mpcp_resume_same(int sdir, int ddir, const struct stat *st,
+                     const struct stat *d, const char *name,
+                     const char *dname);
 /* Parent side helpers shared with the final phase. */
 /* Prints a message about `path` (worker: sent to the parent). An error
  * counts (exit 1); a warning does not. */
@@ -163,9 +169,10 @@ enum {
   MPCP_MF_DEFACL = 8,   /* drop an ACL inherited from the parent */
 };
 /* -a metadata of an open destination: ownership, mode, xattrs/ACLs, times.
- * What cannot be kept is reported as cp does (ownership as root and times:
- * a warning; xattrs a normal user may not set: nothing; permissions: an
- * error); the file itself always stays. Returns -1 if an error was said. */
+ * What cannot be kept is reported as cp -a does (ownership as root and
+ * permissions: an error, exit 1; times: a warning; ownership for a normal
+ * user and xattrs it may not set: nothing); the file itself always stays.
+ * Returns -1 if an error was said. */
 int mpcp_set_meta_fd(int fd, const mpcp_ent_t *e, int src_fd, unsigned flags,
                      const char *disp, mpcp_say_fn say);
 int mpcp_copy_data(mpcp_root_t *r, int sfd, int dfd, uint64_t off, uint64_t len,

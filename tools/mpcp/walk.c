@@ -208,6 +208,10 @@ static void on_msg(const char *buf, size_t len) {
       mpcp_prog.files_done += m.files;
       mpcp_prog.bytes_done += m.bytes;
       mpcp_stats.failed += m.errors;
+      mpcp_stats.same += m.same; /* --resume: unchanged, not copied */
+      mpcp_prog.bytes_total -= m.same_bytes < mpcp_prog.bytes_total
+                                   ? m.same_bytes
+                                   : mpcp_prog.bytes_total;
     } else {
       mpcp_stats.verified += m.files;
       mpcp_prog.verify_done += m.files;
@@ -708,62 +712,6 @@ static void dry_line(int root, const char *dir, const char *name,
 
 /* Hands one non-directory entry to the copy: a hard link to remember, a big
  * file to split, or an entry in the current batch. */
-/* --resume: is the destination entry d the same as the source st (type,
- * size, mtime; a symlink's target; a device's number)? 2: same size, and
- * --checksum asks the worker to compare the contents. */
-static int resume_same(int sdir, int ddir, const struct stat *st,
-                       const struct stat *d, const char *name,
-                       const char *dname) {
-  if ((st->st_mode & S_IFMT) != (d->st_mode & S_IFMT))
-    return 0;
-  if (S_ISREG(st->st_mode)) {
-    if (st->st_size != d->st_size)
-      return 0;
-    if (mpcp_opt.checksum)
-      return 2;
-    return st->st_mtim.tv_sec == d->st_mtim.tv_sec &&
-           st->st_mtim.tv_nsec == d->st_mtim.tv_nsec;
-  }
-  if (S_ISLNK(st->st_mode)) {
-    char a[4096], c[4096];
-    ssize_t na = sdir >= 0 ? readlinkat(sdir, name, a, sizeof a) : -1;
-    ssize_t nc = readlinkat(ddir, dname, c, sizeof c);
-    return na >= 0 && na == nc && memcmp(a, c, (size_t)na) == 0;
-  }
-  if (S_ISCHR(st->st_mode) || S_ISBLK(st->st_mode))
-    return st->st_rdev == d->st_rdev;
-  return 1;
-}
-
-/* --resume -a: an unchanged entry gets the source's ownership, mode and
- * times where they differ (nothing is written when they match). */
-static void resume_fix_meta(int root, const char *dir, int ddir,
-                            const struct stat *st, const struct stat *d,
-                            const char *dname) {
-  if (!mpcp_opt.archive)
-    return;
-  const char *what = NULL;
-  if ((st->st_uid != d->st_uid || st->st_gid != d->st_gid) &&
-      fchownat(ddir, dname, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW) < 0 &&
-      (mpcp_euid == 0 || errno != EPERM))
-    what = "failed to preserve ownership for";
-  if (!S_ISLNK(st->st_mode) &&
-      ((st->st_mode ^ d->st_mode) & 07777) != 0 &&
-      fchmodat(ddir, dname, st->st_mode & 07777, 0) < 0)
-    what = "preserving permissions for";
-  if ((st->st_mtim.tv_sec != d->st_mtim.tv_sec ||
-       st->st_mtim.tv_nsec != d->st_mtim.tv_nsec)) {
-    struct timespec ts[2] = {st->st_atim, st->st_mtim};
-    if (utimensat(ddir, dname, ts, AT_SYMLINK_NOFOLLOW) < 0)
-      what = "preserving times for";
-  }
-  if (what) {
-    char *p = mpcp_join(mpcp_roots[root].dst_disp, dir, dname);
-    mpcp_warn("mpcp: %s '%s': %s", what, p, strerror(errno));
-    free(p);
-  }
-}
-
 static void mpcp_add_entry(batch_t *b, int sdir, int ddir,
                            const struct stat *st, const char *name,
                            const char *dname, bool follow) {
@@ -771,22 +719,14 @@ static void mpcp_add_entry(batch_t *b, int sdir, int ddir,
   ent_from_stat(&e, st);
   if (follow)
     e.flags |= MPCP_EF_FOLLOW;
-  if (ddir >= 0 && (mpcp_opt.no_clobber || mpcp_opt.update || mpcp_opt.resume)) {
+  (void)sdir;
+  /* --resume compares in the workers (copy.c), spread over them. */
+  if (ddir >= 0 && (mpcp_opt.no_clobber || mpcp_opt.update)) {
     struct stat d;
     bool skip = false;
-    if (fstatat(ddir, dname, &d, AT_SYMLINK_NOFOLLOW) == 0) {
+    if (fstatat(ddir, dname, &d, AT_SYMLINK_NOFOLLOW) == 0)
       skip = mpcp_opt.no_clobber ||
              (mpcp_opt.update && newer_or_same(&d, &e));
-      if (!skip && mpcp_opt.resume && !follow) {
-        int same = resume_same(sdir, ddir, st, &d, name, dname);
-        if (same == 1) {
-          resume_fix_meta(b->root, b->dir, ddir, st, &d, dname);
-          skip = true;
-        } else if (same == 2) {
-          e.flags |= MPCP_EF_CHECK;
-        }
-      }
-    }
     if (skip) {
       mpcp_stats.skipped++;
       /* Later links to this inode link to the entry kept (as cp -au). */
@@ -829,7 +769,7 @@ static void mpcp_add_entry(batch_t *b, int sdir, int ddir,
     return;
   }
   if (S_ISREG(e.mode) && e.size >= mpcp_chunk_min && mpcp_opt.jobs > 1 &&
-      mpcp_roots[b->root].split)
+      mpcp_roots[b->root].split && !mpcp_opt.resume)
     add_big(b, ddir, &e, name, dname);
   else
     batch_add(b, &e, name, dname);
@@ -1068,7 +1008,7 @@ static void make_links(void) {
         fstatat(da, ba, &sa, AT_SYMLINK_NOFOLLOW) == 0 &&
         fstatat(db, bb, &sb, AT_SYMLINK_NOFOLLOW) == 0 &&
         sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino) {
-      rc = 0; /* linked by an earlier run */
+      rc = 1; /* linked by an earlier run */
     } else if (da >= 0 && db >= 0) {
       rc = linkat(da, ba, db, bb, 0);
       if (rc < 0 && errno == EEXIST) {
@@ -1083,7 +1023,9 @@ static void make_links(void) {
       }
     }
     char *p = mpcp_join(rb->dst_disp, l->b, NULL);
-    if (rc < 0) {
+    if (rc == 1) {
+      mpcp_stats.same++;
+    } else if (rc < 0) {
       char *q = mpcp_join(ra->dst_disp, l->a, NULL);
       mpcp_error("mpcp: cannot create hard link '%s' to '%s': %s", p, q,
                  strerror(errno));

@@ -11,6 +11,7 @@
 typedef struct {
   uint64_t errors, skipped, excluded, dirs, links, verified, mismatches;
   uint64_t failed; /* entries counted in files_done that were not copied */
+  uint64_t same;   /* --resume: entries counted in files_done found unchanged */
 } mpcp_stats_t;
 
 extern volatile sig_atomic_t mpcp_stop_sig;

@@ -685,12 +685,31 @@ static bool any_inflight(struct mp__mpi *m) {
   return false;
 }
 
+/* True while a message to a rank is still going out. */
+static bool sends_pending(struct mp__mpi *m) {
+  bool any = false;
+  for (int r = 1; r < m->size; r++) {
+    if (m->rk[r].sreq == MPI_REQUEST_NULL || m->rk[r].dead)
+      continue;
+    int done = 0;
+    MPI_Test(&m->rk[r].sreq, &done, MPI_STATUS_IGNORE);
+    any |= !done;
+  }
+  return any;
+}
+
 /* Nothing to do: wait briefly for ranks (polling MPI, which has no fd), or,
  * with nothing in flight, sleep until the pool pushes a task (it wakes slot
  * 0's futex word: directly for slot 0, through mp__pool_mpi_kick for the
  * others) or asks to stop. */
 static void idle_wait(struct mp__mpi *m, unsigned idle) {
   if (idle < 256) {
+    sched_yield();
+    return;
+  }
+  if (sends_pending(m)) {
+    /* A big message goes out in fragments, each sent from inside an MPI
+     * call of ours: sleeping now would stretch it by a sleep per fragment. */
     sched_yield();
     return;
   }

@@ -109,32 +109,29 @@ static int add(const void *item, void *result, void *ctx) {
   return 0;
 }
 
-/* Balance: item 0 holds its rank until 60 of the 79 others have run (each
- * appends one byte to a file all ranks of this host share, named after
- * mpirun's pid), so a pool that hands out chunks on demand runs them on
- * the other rank, whatever the machine's load; a static split would leave
- * half of them queued behind item 0, which gives up after 60 s. */
-static void balance_path(char *buf, size_t n) {
-  snprintf(buf, n, "/tmp/mproc-mpi-balance-%ld", (long)getppid());
-}
+/* Item i > 0 takes 5 ms and then appends a byte to a file (the ranks share
+ * the host in the tests); item 0 waits until all but 10 of them are done
+ * (or 60 s), so it stays busy whatever the machine's load. Returns the
+ * worker that ran it. */
+typedef struct {
+  int32_t i, n;
+  char path[64];
+} slow_item_t;
 
 static int uneven(const void *item, void *result, void *ctx) {
-  (void)ctx;
-  int32_t i;
-  memcpy(&i, item, sizeof i);
-  char path[64];
-  balance_path(path, sizeof path);
-  if (i == 0) {
-    struct stat st;
-    for (int t = 0; t < 6000; t++) {
-      if (stat(path, &st) == 0 && st.st_size >= 60)
+  const slow_item_t *it = item;
+  if (it->i == 0) {
+    for (int k = 0; k < 6000; k++) {
+      struct stat st;
+      if (stat(it->path, &st) == 0 && st.st_size >= it->n - 10)
         break;
       usleep(10000);
     }
   } else {
-    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    usleep(5000);
+    int fd = open(it->path, O_WRONLY | O_APPEND);
     if (fd < 0 || write(fd, "x", 1) != 1)
-      return -1;
+      return 1;
     close(fd);
   }
   int32_t w = mp_pool_worker_index();
@@ -482,12 +479,16 @@ static void case_initializer(mp_pool_t *pool) {
  * hold a share of the rest. */
 static void case_balance(mp_pool_t *pool) {
   enum { N = 80 };
-  int32_t in[N], out[N];
-  for (int i = 0; i < N; i++)
-    in[i] = i;
-  char path[64];
-  balance_path(path, sizeof path);
-  unlink(path);
+  static slow_item_t in[N];
+  int32_t out[N];
+  char path[] = "/tmp/mpi_pool_balance_XXXXXX";
+  int fd = mkstemp(path);
+  CHECK(fd >= 0);
+  close(fd);
+  for (int i = 0; i < N; i++) {
+    in[i] = (slow_item_t){i, N, ""};
+    snprintf(in[i].path, sizeof in[i].path, "%s", path);
+  }
   CHECK_RC(mp_pool_map(pool, uneven, in, N, sizeof *in, out, sizeof *out, 1),
            0);
   unlink(path);

@@ -155,7 +155,8 @@ void mp__queue_clear_locks(void *base);
 
 /* State letter, thread count and start time (clock ticks since boot) of
  * /proc/<id>/stat; id is a pid or a thread id. The state is 'K' when a
- * fatal signal is pending (the process is dying). Returns 0, MP_ENOENT (no
+ * fatal signal is pending (the process is dying), 'E' when the thread is
+ * inside exit (like a zombie, it is gone). Returns 0, MP_ENOENT (no
  * such process or thread), or another code when /proc cannot tell. */
 int mp__proc_stat(uint32_t id, char *state, long *threads, uint64_t *start);
 /* Start time of process or thread id (0 when /proc cannot tell); same

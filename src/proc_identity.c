@@ -34,21 +34,27 @@ int mp__proc_stat(uint32_t id, char *state, long *threads, uint64_t *start) {
   p += 2;
   char st = *p;
   long nthreads = 0;
-  /* The state is field 3, num_threads 20, starttime 22. */
+  unsigned long flags = 0;
+  /* The state is field 3, flags 9, num_threads 20, starttime 22. */
   for (int field = 3; field < 22; field++) {
     p = strchr(p, ' ');
     if (!p)
       return MP_EIO;
     p++;
+    if (field + 1 == 9)
+      flags = strtoul(p, NULL, 10);
     if (field + 1 == 20)
       nthreads = strtol(p, NULL, 10);
   }
+  /* PF_EXITING: the thread is inside exit ('E', read like a zombie). */
+  if ((flags & 0x4) && st != 'Z' && st != 'X')
+    st = 'E';
   uint64_t t = strtoull(p, NULL, 10);
   /* Field 31: the thread's pending signals. A fatal signal (SIGKILL, or any
    * signal without a handler whose default is to end the process) puts
    * SIGKILL there for every thread at once: from then on the process runs
    * no more user code, even before it becomes a zombie, so it counts as
-   * dead ('K'). */
+   * dead ('K'), whatever its thread count. */
   for (int field = 22; field < 31 && p; field++) {
     p = strchr(p, ' ');
     if (p)
@@ -166,7 +172,8 @@ int mp__owner_probe(uint32_t id, bool thread_level, uint64_t *start) {
   /* A zombie is dead, except a process whose main thread ended while
    * others run: its leader shows 'Z' with more than one thread. That
    * process is alive, but as a thread its main thread is gone. */
-  if (st == 'X' || st == 'K' || (st == 'Z' && (thread_level || threads <= 1)))
+  if (st == 'X' || st == 'K' ||
+      ((st == 'Z' || st == 'E') && (thread_level || threads <= 1)))
     return MP__OWNER_GONE;
   *start = t;
   return MP__OWNER_EXISTS;

@@ -673,6 +673,8 @@ static int spawn_fs_worker(mp_pool_t *p, int w) {
 
 /* Called by the collector thread only, so that PR_SET_PDEATHSIG (tied to the
  * forking thread) lasts exactly as long as the pool. */
+_Atomic int mp__test_pool_fork_failures;
+
 static int spawn_worker(mp_pool_t *p, int w) {
   wpar_t *wp = &p->w[w];
   mp__wshm_t *ws = wshm(p, w);
@@ -703,6 +705,10 @@ static int spawn_worker(mp_pool_t *p, int w) {
   }
   if (p->memfd >= 0)
     return spawn_fs_worker(p, w);
+  if (atomic_load(&mp__test_pool_fork_failures) > 0) {
+    atomic_fetch_sub(&mp__test_pool_fork_failures, 1);
+    return MP_EAGAIN; /* test-only: fork failing for a while */
+  }
   /* Buffered output of the parent must not be written twice. */
   fflush(stdout);
   fflush(stderr);
@@ -896,11 +902,18 @@ static void worker_gone(mp_pool_t *p, int w) {
   }
   if (wp->fail_streak > 2)
     usleep(50000u * wp->fail_streak);
-  for (int tries = 0; tries < 100; tries++) {
+  /* fork may fail for a while (RLIMIT_NPROC, memory pressure): keep
+   * trying, every 10 ms for a second, then ever more slowly up to once a
+   * second, until it works or the pool stops. The tasks queued for this
+   * slot wait for its replacement. */
+  unsigned delay_us = 10000;
+  for (int tries = 0; !atomic_load(&p->stopping); tries++) {
     int r = spawn_worker(p, w);
     if (r == 0 || r == MP_ECLOSED) /* MP_ECLOSED: the program exits */
       return;
-    usleep(10000);
+    if (tries >= 100 && delay_us < 1000000u)
+      delay_us = delay_us * 3 / 2 > 1000000u ? 1000000u : delay_us * 3 / 2;
+    usleep(delay_us);
   }
 }
 

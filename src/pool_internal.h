@@ -286,4 +286,8 @@ int mp__pool_mpi_start(mp_pool_t *p);
 void mp__pool_mpi_kick(mp_pool_t *p);
 void mp__pool_mpi_free(mp_pool_t *p);
 
+/* Test-only, 0 in programs: that many worker forks fail with MP_EAGAIN
+ * (a fork that fails for a while, as under RLIMIT_NPROC). */
+extern _Atomic int mp__test_pool_fork_failures;
+
 #endif

@@ -50,6 +50,20 @@ int mp_thread_create(mp_thread_t **t, mp_thread_fn fn, const void *arg,
   return 0;
 }
 
+static void thread_finish(mp_thread_t *t) {
+  current_name = NULL;
+  atomic_store(&t->state, T_DONE);
+  mp__futex_wake(&t->state, INT32_MAX);
+}
+
+/* The target left through pthread_exit (or was cancelled): no return
+ * value, exit code -1, and join must still see the end. */
+static void thread_unwound(void *p) {
+  mp_thread_t *t = p;
+  t->exitcode = -1;
+  thread_finish(t);
+}
+
 static void *thread_main(void *p) {
   mp_thread_t *t = p;
   char kname[16];
@@ -58,17 +72,20 @@ static void *thread_main(void *p) {
   kname[sizeof kname - 1] = '\0';
   pthread_setname_np(pthread_self(), kname);
   current_name = t->name;
+  pthread_cleanup_push(thread_unwound, t);
   t->exitcode = t->fn(t->arg, t->arg_len);
-  current_name = NULL;
-  atomic_store(&t->state, T_DONE);
-  mp__futex_wake(&t->state, INT32_MAX);
+  pthread_cleanup_pop(0);
+  thread_finish(t);
   return NULL;
 }
 
 int mp_thread_start(mp_thread_t *t) {
-  if (!t || atomic_load(&t->state) != T_NEW)
+  if (!t)
     return MP_EINVAL;
-  atomic_store(&t->state, T_RUNNING);
+  /* One start wins, however many threads try at once. */
+  uint32_t expect = T_NEW;
+  if (!atomic_compare_exchange_strong(&t->state, &expect, T_RUNNING))
+    return MP_EINVAL;
   int r = pthread_create(&t->tid, NULL, thread_main, t);
   if (r != 0) {
     atomic_store(&t->state, T_NEW);

@@ -1861,3 +1861,42 @@ TEST(result_ring_parse_bounds) {
   m.start = UINT64_MAX - 1;
   ASSERT_ERR(mp__pool_rrec_fits(&m, J_MAP, 12, 4, 8), MP_EPROTO);
 }
+
+extern _Atomic int mp__test_pool_fork_failures; /* src/pool.c, test-only */
+
+/* A worker dies while fork fails for longer than a second: the pool keeps
+ * trying, and once fork works again every task queued runs and join ends. */
+TEST(worker_replaced_after_fork_fails_a_while) {
+  _Atomic long *slots = shared_counters(2);
+  mp_pool_t *p = make_pool(MP_POOL_PROCESSES, 2);
+  mp_result_t *rs[2];
+  for (int i = 0; i < 2; i++)
+    ASSERT_OK(mp_pool_apply_async(p, task_report_pid, &slots, sizeof slots,
+                                  NULL, &rs[i]));
+  for (int i = 0; i < 2; i++) {
+    ASSERT_OK(mp_result_get(rs[i], MP_FOREVER, NULL, NULL));
+    mp_result_destroy(rs[i]);
+  }
+  pid_t victim = (pid_t)slots[0];
+  ASSERT(victim > 0);
+  atomic_store(&mp__test_pool_fork_failures, 110);
+  ASSERT_EQ(kill(victim, SIGKILL), 0);
+  enum { N = 20 };
+  mp_result_t *res[N];
+  for (int i = 0; i < N; i++) {
+    int64_t x = i;
+    ASSERT_OK(mp_pool_apply_async(p, task_square, &x, 8, NULL, &res[i]));
+  }
+  ASSERT_OK(mp_pool_close(p));
+  ASSERT_OK(mp_pool_join(p, MP_FOREVER));
+  for (int i = 0; i < N; i++) {
+    const void *data;
+    size_t len;
+    ASSERT_OK(mp_result_get(res[i], MP_FOREVER, &data, &len));
+    ASSERT_EQ(*(const int64_t *)data, (int64_t)i * i);
+    mp_result_destroy(res[i]);
+  }
+  ASSERT_EQ(atomic_load(&mp__test_pool_fork_failures), 0);
+  ASSERT_OK(mp_pool_destroy(p));
+  munmap((void *)slots, 2 * sizeof(long));
+}

@@ -1,4 +1,6 @@
 /* Tests of the thread helpers. */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <unistd.h>
 
 #include "runner.h"
@@ -106,4 +108,56 @@ TEST(thread_local_data) {
     mp_thread_destroy(t[i]);
   }
   ASSERT_EQ(tls_value, 1);
+}
+
+static int exit_early(const void *arg, size_t len) {
+  (void)arg;
+  (void)len;
+  pthread_exit(NULL); /* never returns: the target's code is unknown */
+}
+
+TEST(thread_target_calls_pthread_exit) {
+  mp_thread_t *t;
+  ASSERT_OK(mp_thread_create(&t, exit_early, NULL, 0, NULL));
+  ASSERT_OK(mp_thread_start(t));
+  ASSERT_OK(mp_thread_join(t, MP_FOREVER)); /* ends, does not hang */
+  ASSERT_EQ(mp_thread_is_alive(t), 0);
+  int code = 0;
+  ASSERT_OK(mp_thread_exitcode(t, &code));
+  ASSERT_EQ(code, -1);
+  ASSERT_OK(mp_thread_destroy(t));
+}
+
+static atomic_int starts_ok, go;
+static atomic_int runs;
+static int count_run(const void *arg, size_t len) {
+  atomic_fetch_add(&runs, 1);
+  return 0;
+}
+static void *racer(void *arg) {
+  while (!atomic_load(&go)) {
+  }
+  if (mp_thread_start(arg) == 0)
+    atomic_fetch_add(&starts_ok, 1);
+  return NULL;
+}
+
+TEST(thread_double_start_race) {
+  for (int round = 0; round < 200; round++) {
+    mp_thread_t *t;
+    ASSERT_OK(mp_thread_create(&t, count_run, NULL, 0, NULL));
+    atomic_store(&starts_ok, 0);
+    atomic_store(&runs, 0);
+    atomic_store(&go, 0);
+    pthread_t a, b;
+    ASSERT_EQ(pthread_create(&a, NULL, racer, t), 0);
+    ASSERT_EQ(pthread_create(&b, NULL, racer, t), 0);
+    atomic_store(&go, 1);
+    pthread_join(a, NULL);
+    pthread_join(b, NULL);
+    ASSERT_EQ(atomic_load(&starts_ok), 1);
+    ASSERT_OK(mp_thread_join(t, MP_FOREVER));
+    ASSERT_EQ(atomic_load(&runs), 1);
+    ASSERT_OK(mp_thread_destroy(t));
+  }
 }

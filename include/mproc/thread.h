@@ -35,7 +35,8 @@ typedef struct mp_thread_opts {
 MP_EXTERN int mp_thread_create(mp_thread_t **t, mp_thread_fn fn,
                                const void *arg, size_t arg_len,
                                const mp_thread_opts_t *opts);
-/* Start it (once). Returns 0, MP_EINVAL (NULL or already started),
+/* Start it (once: of several threads starting the same object at once,
+ * exactly one succeeds). Returns 0, MP_EINVAL (NULL or already started),
  * MP_EAGAIN (no thread could be made). */
 MP_EXTERN int mp_thread_start(mp_thread_t *t);
 /* Wait for the thread to end, at most timeout_ms. Returns 0, MP_ETIMEDOUT,
@@ -44,8 +45,9 @@ MP_EXTERN int mp_thread_start(mp_thread_t *t);
 MP_EXTERN int mp_thread_join(mp_thread_t *t, int timeout_ms);
 /* 1 if started and not ended, 0 if not, MP_EINVAL if NULL. */
 MP_EXTERN int mp_thread_is_alive(const mp_thread_t *t);
-/* The target's return value once ended. Returns 0, MP_EAGAIN (not started
- * or still running), MP_EINVAL (NULL). */
+/* The target's return value once ended; -1 when the target ended its
+ * thread with pthread_exit or was cancelled. Returns 0, MP_EAGAIN (not
+ * started or still running), MP_EINVAL (NULL). */
 MP_EXTERN int mp_thread_exitcode(const mp_thread_t *t, int *code);
 /* The name (owned by t), NULL if t is NULL. */
 MP_EXTERN const char *mp_thread_name(const mp_thread_t *t);

@@ -7,7 +7,9 @@ CMAKE_FLAGS ?=
 BENCH   ?=
 CTEST_FLAGS ?=
 
-.PHONY: all deps configure test demo bench install clean format
+FUZZ_TIME ?= 300
+
+.PHONY: all deps configure test demo bench install clean format fuzz valgrind
 
 all: configure
 	cmake --build $(BUILD) -j $(JOBS)
@@ -20,6 +22,14 @@ configure:
 
 test: deps all
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 300 $(CTEST_FLAGS)
+
+# Every fuzz target for FUZZ_TIME seconds (clang, build-fuzz/).
+fuzz:
+	.ci/fuzz $(FUZZ_TIME)
+
+# valgrind memcheck over the suites it fits (see .ci/valgrind).
+valgrind: all
+	.ci/valgrind $(BUILD)
 
 demo: deps all
 	@sh scripts/demo.sh $(BUILD)

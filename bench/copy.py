@@ -1,34 +1,47 @@
 #!/usr/bin/env python3
-"""The `copy` benchmark family: mpcp -a against cp -a, rsync -a and the seeds'
-Python copier (bench/python/seed_copier.py), side by side in one run.
+"""The `copy` benchmark family: mpcp against cp -a (copies) and rsync -a
+(resume), every tool under the same conditions.
 
-    copy.py --build DIR [--reps N] [--keep]
+    copy.py --build DIR [--reps N] [--only W1,W2] [--keep]
 
-Workloads (source trees made once under DIR/bench-copy/):
-  copy_small  20 000 files of 4 KiB in 100 folders
-  copy_large  4 files of 256 MiB
-  copy_mixed  about 5 000 files of varied sizes, symlinks, hard links and
-              nested folders, like a source tree
+Workloads (source trees made once under DIR/bench-copy/, on the build
+directory's filesystem):
+  copy_small   20 000 files of 4 KiB in 100 folders: mpcp -a vs cp -a
+  copy_large   one file of 1 GiB: mpcp -a vs cp -a
+  copy_resume  the copy_small tree already copied: a second run over it,
+               unchanged and with 1% of the files (200) changed in the
+               destination; mpcp -a --resume vs rsync -a
 
-Each tool copies the same source into a fresh destination; `sync` runs before
-every timed run (outside the timing), the tools are alternated run by run,
-and the median of the runs counts. The seeds' copier is slow, so it runs once
-per workload (copy_small and copy_mixed only), after the first round of the
-others, and rsync (no target) once. Prints one JSON row per
-workload and peer: bench/run.py computes ratio = peer time / mpcp time.
-BENCH_SCALE (a float, default 1) scales the file counts and sizes.
+How a run is measured, the same for every tool:
+  - the destination is a fresh directory on a fresh ext4 filesystem (a new
+    sparse image file, mkfs.ext4 with the inode tables written up front,
+    loop-mounted) made for that run alone, so no tool meets a filesystem
+    that has just freed the inodes of an earlier copy (ext4 then rescans
+    them on every create); copy_resume uses one filesystem per variant,
+    prepared once with cp -a, and before each run the same 1% of files are
+    made to differ again;
+  - warm runs read the source tree first (it is in the page cache); cold
+    runs write 3 to /proc/sys/vm/drop_caches just before the tool starts;
+  - the time is the tool's run plus the `sync -f` of the destination
+    filesystem after it (data on disk, not only in the page cache);
+  - tools and conditions are interleaved run by run (the order rotates),
+    and the median of --reps runs (default 5) counts.
+Needs root (mount, drop_caches); images and mounts are removed on every
+exit path. Prints one JSON row per workload, condition and peer:
+bench/run.py computes ratio = peer time / mpcp time. BENCH_SCALE (a float,
+default 1) scales file counts and sizes.
 """
 import argparse
 import json
 import os
-import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 SCALE = float(os.environ.get("BENCH_SCALE", "1") or 1)
 
 
@@ -53,148 +66,217 @@ def make_small(root):
 def make_large(root):
     os.makedirs(root)
     block = bytearray(os.urandom(1 << 20))
-    for i in range(4):
-        with open(os.path.join(root, "big%d" % i), "wb") as fh:
-            for k in range(scaled(256)):
-                block[0:8] = (i * 100000 + k).to_bytes(8, "little")
-                fh.write(block)
-
-
-def make_mixed(root):
-    rnd = random.Random(42)
-    blob = os.urandom(4 << 20)
-    dirs = [root]
-    os.makedirs(root)
-    for i in range(scaled(300)):
-        parent = rnd.choice(dirs)
-        if parent.count(os.sep) - root.count(os.sep) >= 6:
-            parent = root
-        d = os.path.join(parent, "dir%03d" % i)
-        os.makedirs(d)
-        dirs.append(d)
-    files = []
-    for i in range(scaled(4700)):
-        d = rnd.choice(dirs)
-        r = rnd.random()
-        if r < 0.60:
-            size = rnd.randint(0, 8 << 10)          # small sources
-        elif r < 0.90:
-            size = rnd.randint(8 << 10, 128 << 10)  # medium
-        elif r < 0.99:
-            size = rnd.randint(128 << 10, 1 << 20)  # large-ish
-        else:
-            size = rnd.randint(1 << 20, 4 << 20)    # a few big ones
-        p = os.path.join(d, "file%04d.%s" % (i, rnd.choice(["c", "h", "py", "txt", "o"])))
-        off = rnd.randint(0, len(blob) - size) if size < len(blob) else 0
-        with open(p, "wb") as fh:
-            fh.write(blob[off:off + size])
-        files.append(p)
-    for i in range(scaled(200)):  # relative symlinks to files nearby
-        target = rnd.choice(files)
-        link = os.path.join(os.path.dirname(target), "link%03d" % i)
-        os.symlink(os.path.basename(target), link)
-    for i in range(scaled(100)):  # hard links, some across folders
-        target = rnd.choice(files)
-        os.link(target, os.path.join(rnd.choice(dirs), "hard%03d" % i))
+    with open(os.path.join(root, "big"), "wb") as fh:
+        for k in range(scaled(1024)):
+            block[0:8] = k.to_bytes(8, "little")
+            fh.write(block)
 
 
 def find_mpcp(build):
-    for p in (os.path.join(build, "mpcp"), os.path.join(build, "tools", "mpcp", "mpcp")):
+    for p in (os.path.join(build, "mpcp"),
+              os.path.join(build, "tools", "mpcp", "mpcp")):
         if os.path.exists(p):
             return os.path.abspath(p)
     sys.exit("copy.py: mpcp not built in %s" % build)
 
 
-def timed(cmd):
-    subprocess.run(["sync"], check=False)
+def run(cmd):
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+
+
+class Fs:
+    """A fresh loop-mounted ext4 filesystem in a sparse image file."""
+    live = []
+
+    def __init__(self, work, size_mib):
+        self.img = tempfile.mktemp(prefix="img-", dir=work)
+        self.mnt = tempfile.mkdtemp(prefix="mnt-", dir=work)
+        self.mounted = False
+        Fs.live.append(self)
+        with open(self.img, "wb") as fh:
+            fh.truncate(size_mib << 20)
+        run(["mkfs.ext4", "-q", "-F", "-E",
+             "lazy_itable_init=0,lazy_journal_init=0", self.img])
+        run(["mount", "-o", "loop", self.img, self.mnt])
+        self.mounted = True
+
+    def close(self):
+        if self.mounted:
+            subprocess.run(["umount", self.mnt], check=False)
+            self.mounted = False
+        for p in (self.img,):
+            if os.path.exists(p):
+                os.unlink(p)
+        if os.path.isdir(self.mnt):
+            os.rmdir(self.mnt)
+        if self in Fs.live:
+            Fs.live.remove(self)
+
+
+def cleanup_all(*_):
+    for fs in list(Fs.live):
+        fs.close()
+
+
+def warm(tree):
+    for dp, _, fns in os.walk(tree):
+        for f in fns:
+            p = os.path.join(dp, f)
+            if os.path.islink(p):
+                continue
+            with open(p, "rb") as fh:
+                while fh.read(1 << 20):
+                    pass
+
+
+def drop_caches():
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as fh:
+        fh.write("3\n")
+
+
+def timed(cmd, dst_fs, src, cold):
+    if cold:
+        drop_caches()
+    else:
+        warm(src)
     t0 = time.perf_counter()
     r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    subprocess.run(["sync", "-f", dst_fs], check=False)
     t = time.perf_counter() - t0
     if r.returncode != 0:
-        log("%s failed (%d): %s" % (cmd[0], r.returncode, r.stderr.decode()[-500:]))
+        log("%s failed (%d): %s" % (cmd[0], r.returncode,
+                                    r.stderr.decode()[-500:]))
         return None
     return t
+
+
+def damage(dst, n):
+    """Makes the same n destination files differ from their source again
+    (content and mtime), as if the source had changed since the copy."""
+    done = 0
+    for d in sorted(os.listdir(dst)):
+        for f in sorted(os.listdir(os.path.join(dst, d)))[:2]:
+            if done >= n:
+                return
+            p = os.path.join(dst, d, f)
+            with open(p, "r+b") as fh:
+                fh.write(os.urandom(16))
+            os.utime(p, (1e9, 1e9))
+            done += 1
+
+
+def row(name, peer, ours, theirs, target):
+    print(json.dumps({"workload": name, "peer": peer, "unit": "s",
+                      "mproc": round(statistics.median(ours), 4),
+                      "peer_value": round(statistics.median(theirs), 4),
+                      "floor": None, "higher_is_better": False,
+                      "target": target, "floor_max": 0}), flush=True)
+
+
+def bench_copy(name, src, work, mpcp, reps, size_mib, target):
+    tools = [("mpcp", lambda d: [mpcp, "-a", "--no-progress", src, d]),
+             ("cp -a", lambda d: ["cp", "-a", src, d])]
+    times = {(t, c): [] for t, _ in tools for c in ("warm", "cold")}
+    for rep in range(reps):
+        order = tools[rep % 2:] + tools[:rep % 2]
+        for cond in (("warm", "cold") if rep % 2 == 0 else ("cold", "warm")):
+            for tool, mk in order:
+                fs = Fs(work, size_mib)
+                try:
+                    t = timed(mk(os.path.join(fs.mnt, "dst")), fs.mnt, src,
+                              cond == "cold")
+                finally:
+                    fs.close()
+                if t is not None:
+                    times[(tool, cond)].append(t)
+                log("%s %s %s run %d: %s s" % (name, cond, tool, rep + 1,
+                                                "%.3f" % t if t else "failed"))
+    for cond in ("warm", "cold"):
+        if times[("mpcp", cond)] and times[("cp -a", cond)]:
+            row("%s_%s" % (name, cond), "cp -a", times[("mpcp", cond)],
+                times[("cp -a", cond)], target)
+
+
+def bench_resume(src, work, mpcp, reps, size_mib, target):
+    # "SRC/." is cp's (and mpcp's) way to say "the contents of SRC", which
+    # rsync says "SRC/".
+    tools = [("mpcp", lambda d: [mpcp, "-a", "--resume", "--no-progress",
+                                 src + "/.", d]),
+             ("rsync -a", lambda d: ["rsync", "-a", src + "/", d + "/"])]
+    nchanged = max(1, scaled(20000) // 100)
+    for variant, n in (("unchanged", 0), ("changed1pct", nchanged)):
+        fs = Fs(work, size_mib)
+        try:
+            dst = os.path.join(fs.mnt, "dst")
+            subprocess.run(["cp", "-a", src + "/.", dst], check=True)
+            subprocess.run(["sync", "-f", fs.mnt], check=False)
+            times = {(t, c): [] for t, _ in tools for c in ("warm", "cold")}
+            for rep in range(reps):
+                order = tools[rep % 2:] + tools[:rep % 2]
+                for cond in (("warm", "cold") if rep % 2 == 0
+                             else ("cold", "warm")):
+                    for tool, mk in order:
+                        if n:
+                            damage(dst, n)
+                            subprocess.run(["sync", "-f", fs.mnt], check=False)
+                        t = timed(mk(dst), fs.mnt, src, cond == "cold")
+                        if t is not None:
+                            times[(tool, cond)].append(t)
+                        log("copy_resume_%s %s %s run %d: %s s" %
+                            (variant, cond, tool, rep + 1,
+                             "%.3f" % t if t else "failed"))
+            for cond in ("warm", "cold"):
+                if times[("mpcp", cond)] and times[("rsync -a", cond)]:
+                    row("copy_resume_%s_%s" % (variant, cond), "rsync -a",
+                        times[("mpcp", cond)], times[("rsync -a", cond)],
+                        target)
+        finally:
+            fs.close()
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default="build")
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--keep", action="store_true", help="keep the source trees")
     ap.add_argument("--only", default="", help="comma-separated workloads")
     a = ap.parse_args()
+    if os.geteuid() != 0:
+        log("needs root (loop mounts, drop_caches): skipped")
+        return
     mpcp = find_mpcp(a.build)
-    py = sys.executable
-    seed = os.path.join(HERE, "python", "seed_copier.py")
     work = os.path.join(os.path.abspath(a.build), "bench-copy")
     os.makedirs(work, exist_ok=True)
-    has_rsync = shutil.which("rsync") is not None
-    if not has_rsync:
-        log("rsync not installed: its rows are skipped (scripts/deps.sh installs it)")
-
-    workloads = [
-        ("copy_small", make_small, {"cp -a": 1.0, "python": 30.0}),
-        ("copy_large", make_large, {"cp -a": 0.91}),
-        ("copy_mixed", make_mixed, {}),
-    ]
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, lambda s, f: sys.exit(128 + s))
     only = [w for w in a.only.split(",") if w]
-    for name, maker, targets in workloads:
-        if only and name not in only:
-            continue
-        src = os.path.join(work, name)
-        if not os.path.isdir(src):
-            log("making %s" % name)
-            shutil.rmtree(src + ".tmp", ignore_errors=True)
-            maker(src + ".tmp")
-            os.rename(src + ".tmp", src)
-        dst = os.path.join(work, "dst")
-        tools = [("mpcp", [mpcp, "-a", "--no-progress", src, dst]),
-                 ("cp -a", ["cp", "-a", src, dst])]
-        if has_rsync:
-            tools.append(("rsync -a", ["rsync", "-a", src + "/", dst]))
-        times = {t: [] for t, _ in tools}
-        python_at = min(1, a.reps) if name != "copy_large" else -1
-        for rep in range(a.reps + 1):
-            if rep == python_at:
-                # The seeds' copier runs once, between the runs of the
-                # others, so that it meets the same machine load as they do.
-                shutil.rmtree(dst, ignore_errors=True)
-                times["python"] = []
-                t = timed([py, seed, src, dst])
-                if t is not None:
-                    times["python"].append(t)
-                log("%s python copier: %s s" % (name, "%.3f" % t if t else "failed"))
-            if rep == a.reps:
-                break
-            order = tools[rep % len(tools):] + tools[:rep % len(tools)]
-            for tool, cmd in order:
-                # rsync has no target and is slow on small files: one run
-                # (the middle one) is enough for its row.
-                if tool == "rsync -a" and rep != min(1, a.reps - 1):
-                    continue
-                shutil.rmtree(dst, ignore_errors=True)
-                t = timed(cmd)
-                if t is not None:
-                    times[tool].append(t)
-                log("%s %s run %d: %s s" % (name, tool, rep + 1,
-                                             "%.3f" % t if t else "failed"))
-        shutil.rmtree(dst, ignore_errors=True)
-        if not times["mpcp"]:
-            continue
-        ours = statistics.median(times["mpcp"])
-        for peer in ["cp -a", "rsync -a", "python"]:
-            if peer not in times or not times[peer]:
+    try:
+        trees = {"copy_small": make_small, "copy_large": make_large}
+        for name, want in (("copy_small", ("copy_small", "copy_resume")),
+                           ("copy_large", ("copy_large",))):
+            if only and not any(w in only for w in want):
                 continue
-            print(json.dumps({"workload": name, "peer": peer, "unit": "s",
-                              "mproc": round(ours, 4),
-                              "peer_value": round(statistics.median(times[peer]), 4),
-                              "floor": None, "higher_is_better": False,
-                              "target": targets.get(peer, 0), "floor_max": 0}),
-                  flush=True)
+            src = os.path.join(work, name)
+            if not os.path.isdir(src):
+                log("making %s" % name)
+                shutil.rmtree(src + ".tmp", ignore_errors=True)
+                trees[name](src + ".tmp")
+                os.rename(src + ".tmp", src)
+        small = os.path.join(work, "copy_small")
+        large = os.path.join(work, "copy_large")
+        if not only or "copy_small" in only:
+            bench_copy("copy_small", small, work, mpcp, a.reps, 1024, 1.0)
+        if not only or "copy_large" in only:
+            bench_copy("copy_large", large, work, mpcp, a.reps,
+                       scaled(1024) + 512, 1.0)
+        if (not only or "copy_resume" in only) and shutil.which("rsync"):
+            bench_resume(small, work, mpcp, a.reps, 1024, 3.0)
+    finally:
+        cleanup_all()
         if not a.keep:
-            shutil.rmtree(src, ignore_errors=True)
-    if not a.keep:
-        shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -135,7 +135,8 @@ void mp__queue_fuzz_prepare(void *base);
  * process under a reused pid. (src/proc_identity.c) */
 
 /* State letter, thread count and start time (clock ticks since boot) of
- * /proc/<id>/stat; id is a pid or a thread id. Returns 0, MP_ENOENT (no
+ * /proc/<id>/stat; id is a pid or a thread id. The state is 'K' when a
+ * fatal signal is pending (the process is dying). Returns 0, MP_ENOENT (no
  * such process or thread), or another code when /proc cannot tell. */
 int mp__proc_stat(uint32_t id, char *state, long *threads, uint64_t *start);
 /* Start time of process or thread id (0 when /proc cannot tell); same
@@ -151,7 +152,8 @@ uint64_t mp__self_tid_start(void);
 
 /* What /proc says of a lock owner (a pid, or a thread id if thread_level).
  * Returns MP__OWNER_GONE when it certainly holds nothing any more: no such
- * process/thread, or dead and not yet reaped. A process whose main thread
+ * process/thread, dying (a fatal signal pending), or dead and not yet
+ * reaped. A process whose main thread
  * ended while other threads run shows a zombie leader but is alive; as a
  * thread, that main thread is gone. Returns MP__OWNER_EXISTS with *start
  * set when it exists (the caller decides whether the start time shows a

@@ -6,7 +6,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
-#include "manager_impl.h"
+#include "manager_redis.h"
 
 void (*mp__manager_write_hook)(void);
 
@@ -562,6 +562,10 @@ static void sb_repr_value(sbuf_t *b, const mp_val_t *v) {
   }
 }
 
+void mp__sb_repr_val(sbuf_t *b, const mp_val_t *v) {
+  sb_repr_value(b, v);
+}
+
 void mp__sb_repr_sval(sbuf_t *b, mp__arena_t *a, const sval_t *s) {
   mp_val_t v;
   sval_view(a, s, &v);
@@ -596,9 +600,26 @@ static size_t default_reserve(void) {
   return (size_t)(v << shift);
 }
 
+/* A manager whose objects live in Redis (manager_redis.c). */
+static int redis_manager(mp_manager_t **out, const char *name,
+                         const mp_manager_opts_t *opts) {
+  mp_manager_t *m = calloc(1, sizeof *m);
+  if (!m)
+    return MP_ENOMEM;
+  int r = name ? mp__rmgr_open(m, name, opts) : mp__rmgr_create(m, opts);
+  if (r < 0) {
+    free(m);
+    return r;
+  }
+  *out = m;
+  return 0;
+}
+
 int mp_manager_create(mp_manager_t **out, const mp_manager_opts_t *opts) {
   if (!out)
     return MP_EINVAL;
+  if (opts && opts->address)
+    return redis_manager(out, NULL, opts);
   size_t reserve =
       opts && opts->reserve ? opts->reserve : default_reserve();
   if (reserve < ((size_t)1 << 20) || reserve > MP__ARENA_MAX_RESERVE)
@@ -650,9 +671,22 @@ int mp_manager_open(mp_manager_t **out, const char *name) {
   return 0;
 }
 
+int mp_manager_open_opts(mp_manager_t **out, const char *name,
+                         const mp_manager_opts_t *opts) {
+  if (!out || !name)
+    return MP_EINVAL;
+  if (opts && opts->address)
+    return redis_manager(out, name, opts);
+  return mp_manager_open(out, name);
+}
+
 int mp_manager_name(const mp_manager_t *m, const char **name) {
   if (!m || !name)
     return MP_EINVAL;
+  if (m->redis) {
+    *name = mp__rmgr_name(m);
+    return 0;
+  }
   *name = m->a.seg.name;
   return 0;
 }
@@ -660,6 +694,11 @@ int mp_manager_name(const mp_manager_t *m, const char **name) {
 int mp_manager_destroy(mp_manager_t *m) {
   if (!m)
     return MP_EINVAL;
+  if (m->redis) {
+    mp__rmgr_destroy(m);
+    free(m);
+    return 0;
+  }
   if (m->creator && m->creator == getpid())
     mp__seg_unlink(m->a.seg.name);
   mp__arena_close(&m->a);
@@ -676,7 +715,7 @@ size_t mp__mgr_obj_size(uint32_t kind) {
 /* ---- directory
  * ---------------------------------------------------------------- */
 
-static int check_name(const char *name) {
+int mp__mgr_check_name(const char *name) {
   if (!name)
     return 0;
   size_t n = strlen(name);
@@ -687,7 +726,7 @@ static int check_name(const char *name) {
 
 int mp__mgr_obj_create(mp_manager_t *m, uint32_t kind, size_t size,
                        const char *name, uint64_t *off_out, uint32_t *id_out) {
-  int r = check_name(name);
+  int r = mp__mgr_check_name(name);
   if (r < 0)
     return r;
   mp__arena_t *a = &m->a;
@@ -738,7 +777,7 @@ int mp__mgr_obj_find(mp_manager_t *m, uint32_t kind, const char *name,
   if (n > MGR_MAX_OBJ)
     return MP_EPROTO;
   if (!by_id) {
-    int r = check_name(name);
+    int r = mp__mgr_check_name(name);
     if (!name || r < 0)
       return r < 0 ? r : MP_EINVAL;
     for (id = 0; id < n; id++)
@@ -766,6 +805,8 @@ int mp__mgr_handle_make(mp_manager_t *m, uint32_t kind, size_t size,
                         mgr_handle_t **out) {
   if (!m || !out)
     return MP_EINVAL;
+  if (m->redis)
+    return mp__rhandle_make(m, kind, name, how, id, out);
   mgr_handle_t *h = calloc(1, sizeof *h);
   if (!h)
     return MP_ENOMEM;

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "manager_impl.h"
+#include "manager_redis.h"
 
 typedef struct {
   mgr_obj_t head;
@@ -29,8 +29,14 @@ typedef struct {
 #define SLOT_DUMMY 1
 #define NOT_FOUND UINT64_MAX
 
-static int dict_check(const mp_dict_t *d) {
+static int dict_handle_check(const mp_dict_t *d) {
   return d && d->h.m && d->h.kind == MGR_KIND_DICT ? 0 : MP_EINVAL;
+}
+
+/* A dict in shared memory (a call without a Redis hook refuses others). */
+static int dict_check(const mp_dict_t *d) {
+  int r = dict_handle_check(d);
+  return r == 0 && d->h.m->redis ? MP_ENOTSUP : r;
 }
 
 static dict_shm_t *dict_of(mop_t *op) {
@@ -236,14 +242,14 @@ int mp_dict_open_id(mp_dict_t **d, mp_manager_t *m, uint32_t id) {
 }
 
 int mp_dict_id(const mp_dict_t *d, uint32_t *id) {
-  if (dict_check(d) < 0 || !id)
+  if (dict_handle_check(d) < 0 || !id)
     return MP_EINVAL;
   *id = d->h.id;
   return 0;
 }
 
 int mp_dict_close(mp_dict_t *d) {
-  if (dict_check(d) < 0)
+  if (dict_handle_check(d) < 0)
     return MP_EINVAL;
   free(d);
   return 0;
@@ -253,6 +259,7 @@ int mp_dict_close(mp_dict_t *d) {
  * --------------------------------------------------------------- */
 
 int mp_dict_set(mp_dict_t *d, const mp_val_t *key, const mp_val_t *val) {
+  MGR_REDIS_CALL(d, mp__rdict_set(d, key, val));
   mop_t op;
   uint64_t h;
   int r = mp__mval_check(val);
@@ -265,6 +272,7 @@ int mp_dict_set(mp_dict_t *d, const mp_val_t *key, const mp_val_t *val) {
  * or fails with MP_ENOENT when use_def is false. */
 static int dict_get(mp_dict_t *d, const mp_val_t *key, bool use_def,
                     const mp_val_t *def, mp_val_t *out) {
+  MGR_REDIS_CALL(d, mp__rdict_get(d, key, use_def, def, out));
   mop_t op;
   uint64_t h, slot;
   int r;
@@ -293,6 +301,7 @@ int mp_dict_get(mp_dict_t *d, const mp_val_t *key, mp_val_t *out) {
 }
 
 int mp_dict_contains(mp_dict_t *d, const mp_val_t *key, bool *found) {
+  MGR_REDIS_CALL(d, mp__rdict_contains(d, key, found));
   mop_t op;
   uint64_t h, slot;
   int r;
@@ -305,6 +314,7 @@ int mp_dict_contains(mp_dict_t *d, const mp_val_t *key, bool *found) {
 }
 
 int mp_dict_pop(mp_dict_t *d, const mp_val_t *key, mp_val_t *out) {
+  MGR_REDIS_CALL(d, mp__rdict_pop(d, key, out));
   mop_t op;
   uint64_t h, slot;
   int r;
@@ -336,6 +346,7 @@ int mp_dict_del(mp_dict_t *d, const mp_val_t *key) {
 }
 
 int mp_dict_len(mp_dict_t *d, size_t *n) {
+  MGR_REDIS_CALL(d, mp__rdict_len(d, n));
   mop_t op;
   int r;
   if (dict_check(d) < 0 || !n)
@@ -347,6 +358,7 @@ int mp_dict_len(mp_dict_t *d, size_t *n) {
 }
 
 int mp_dict_clear(mp_dict_t *d) {
+  MGR_REDIS_CALL(d, mp__rdict_clear(d));
   mop_t op;
   int r;
   if (dict_check(d) < 0)
@@ -378,6 +390,7 @@ int mp_dict_clear(mp_dict_t *d) {
 }
 
 int mp_dict_items(mp_dict_t *d, mp_val_t **keys, mp_val_t **vals, size_t *n) {
+  MGR_REDIS_CALL(d, mp__rdict_items(d, keys, vals, n));
   mop_t op;
   int r = 0;
   if (dict_check(d) < 0 || !n || (!keys && !vals))
@@ -424,11 +437,13 @@ int mp_dict_values(mp_dict_t *d, mp_val_t **vals, size_t *n) {
 }
 
 int mp_dict_update(mp_dict_t *d, mp_dict_t *src) {
+  MGR_REDIS_CALL(d, mp__rdict_update(d, src));
   mp_val_t *ks, *vs;
   size_t n;
   mop_t op;
   int r = 0;
-  if (dict_check(d) < 0 || dict_check(src) < 0)
+  /* src may live in Redis: mp_dict_items below reads it from there. */
+  if (dict_check(d) < 0 || dict_handle_check(src) < 0)
     return MP_EINVAL;
   if (d->h.m == src->h.m && d->h.off == src->h.off)
     return 0;
@@ -451,6 +466,7 @@ int mp_dict_update(mp_dict_t *d, mp_dict_t *src) {
 
 int mp_dict_add(mp_dict_t *d, const mp_val_t *key, int64_t delta,
                 int64_t *result) {
+  MGR_REDIS_CALL(d, mp__rdict_add(d, key, delta, result));
   mop_t op;
   uint64_t h, slot;
   int r;
@@ -476,6 +492,7 @@ int mp_dict_add(mp_dict_t *d, const mp_val_t *key, int64_t delta,
 
 int mp_dict_cas(mp_dict_t *d, const mp_val_t *key, const mp_val_t *expected,
                 const mp_val_t *desired, bool *swapped) {
+  MGR_REDIS_CALL(d, mp__rdict_cas(d, key, expected, desired, swapped));
   mop_t op;
   uint64_t h, slot;
   int r;
@@ -498,6 +515,7 @@ int mp_dict_cas(mp_dict_t *d, const mp_val_t *key, const mp_val_t *expected,
 }
 
 int mp_dict_repr(mp_dict_t *d, char **out) {
+  MGR_REDIS_CALL(d, mp__rdict_repr(d, out));
   mop_t op;
   sbuf_t b = {0};
   int r;

@@ -23,18 +23,17 @@
 #include "mproc/manager.h"
 
 /* ---- robust lock --------------------------------------------------------
- * word: 0 free, else the owner's pid, with MP__MLOCK_WAITERS when someone
- * may sleep on the futex. Waiters wake periodically and check the owner is
- * alive (not gone, not a zombie, and the same process: start time checked
- * against pid reuse); a dead owner's lock is taken over. */
-#define MP__MLOCK_WAITERS 0x80000000u
+ * An owner word of the robust core (src/robust.h): the owner's pid and
+ * start time in one word. A dead owner's lock is taken over at once by the
+ * next caller, within MP__RB_CHECK_MS by a sleeper; a live one never is.
+ * mp__mlock_lock returns true when it took the lock over from a dead owner
+ * (the undo log says what to roll back either way). */
 typedef struct {
-  _Atomic uint32_t word;
-  uint32_t pad;
-  _Atomic uint64_t owner_start; /* owner's start time (/proc stat field 22) */
+  _Atomic uint64_t word;
+  uint64_t pad;
 } mp__mlock_t;
 
-void mp__mlock_lock(mp__mlock_t *l);
+bool mp__mlock_lock(mp__mlock_t *l);
 void mp__mlock_unlock(mp__mlock_t *l);
 
 /* ---- shared layout ------------------------------------------------------ */
@@ -76,11 +75,26 @@ typedef struct {
 } sval_t;
 #define SVAL_DELETED 0xffu /* dict entry tombstone type */
 
+struct mp__rmgr; /* manager_redis.h */
+
 struct mp_manager {
   mp__arena_t a;
   mgr_root_t *root;
   pid_t creator; /* pid that created it (unlinks at destroy), 0 if opened */
+  struct mp__rmgr *redis; /* non-NULL: the objects live in Redis */
 };
+
+/* Redis dispatch: the first line of every public dict/list call. Handles of
+ * a Redis manager carry no arena offset: unhooked calls refuse them. */
+#define MGR_REDIS(obj)                                                         \
+  ((obj) && (obj)->h.m &&                                                      \
+   ((obj)->h.kind == MGR_KIND_DICT || (obj)->h.kind == MGR_KIND_LIST) &&       \
+   (obj)->h.m->redis)
+#define MGR_REDIS_CALL(obj, call)                                              \
+  do {                                                                         \
+    if (MGR_REDIS(obj))                                                        \
+      return (call);                                                           \
+  } while (0)
 
 /* Handle of a dict or list (process-local). */
 typedef struct {
@@ -182,6 +196,10 @@ int mp__mgr_obj_create(mp_manager_t *m, uint32_t kind, size_t size,
                        const char *name, uint64_t *off, uint32_t *id);
 int mp__mgr_obj_find(mp_manager_t *m, uint32_t kind, const char *name,
                      bool by_id, uint32_t id, uint64_t *off, uint32_t *out_id);
+
+/* An object name: NULL (none) or 1 to MGR_NAME_MAX - 1 bytes. MP_EINVAL,
+ * MP_ENAMETOOLONG. */
+int mp__mgr_check_name(const char *name);
 
 enum { MGR_CREATE = 0, MGR_BY_NAME = 1, MGR_BY_ID = 2 };
 /* A new handle on a new (how MGR_CREATE, name optional) or existing object

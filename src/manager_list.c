@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "manager_impl.h"
+#include "manager_redis.h"
 
 typedef struct {
   mgr_obj_t head;
@@ -14,8 +14,14 @@ typedef struct {
   uint64_t len;
 } list_shm_t;
 
-static int list_check(const mp_list_t *l) {
+static int list_handle_check(const mp_list_t *l) {
   return l && l->h.m && l->h.kind == MGR_KIND_LIST ? 0 : MP_EINVAL;
+}
+
+/* A list in shared memory (a call without a Redis hook refuses others). */
+static int list_check(const mp_list_t *l) {
+  int r = list_handle_check(l);
+  return r == 0 && l->h.m->redis ? MP_ENOTSUP : r;
 }
 
 static list_shm_t *list_of(mop_t *op) {
@@ -148,14 +154,14 @@ int mp_list_open_id(mp_list_t **l, mp_manager_t *m, uint32_t id) {
 }
 
 int mp_list_id(const mp_list_t *l, uint32_t *id) {
-  if (list_check(l) < 0 || !id)
+  if (list_handle_check(l) < 0 || !id)
     return MP_EINVAL;
   *id = l->h.id;
   return 0;
 }
 
 int mp_list_close(mp_list_t *l) {
-  if (list_check(l) < 0)
+  if (list_handle_check(l) < 0)
     return MP_EINVAL;
   free(l);
   return 0;
@@ -171,6 +177,7 @@ static int list_begin(mp_list_t *l, mop_t *op) {
 }
 
 int mp_list_append(mp_list_t *l, const mp_val_t *v) {
+  MGR_REDIS_CALL(l, mp__rlist_append(l, v, 1));
   mop_t op;
   int r = mp__mval_check(v);
   if (r < 0 || (r = list_begin(l, &op)) < 0)
@@ -179,6 +186,7 @@ int mp_list_append(mp_list_t *l, const mp_val_t *v) {
 }
 
 int mp_list_extend(mp_list_t *l, const mp_val_t *vals, size_t n) {
+  MGR_REDIS_CALL(l, mp__rlist_append(l, vals, n));
   mop_t op;
   int r;
   if (list_check(l) < 0 || (n && !vals) || n > (1ull << 40))
@@ -194,6 +202,7 @@ int mp_list_extend(mp_list_t *l, const mp_val_t *vals, size_t n) {
 }
 
 int mp_list_get(mp_list_t *l, int64_t i, mp_val_t *out) {
+  MGR_REDIS_CALL(l, mp__rlist_get(l, i, out));
   mop_t op;
   uint64_t k;
   int r;
@@ -207,6 +216,7 @@ int mp_list_get(mp_list_t *l, int64_t i, mp_val_t *out) {
 }
 
 int mp_list_set(mp_list_t *l, int64_t i, const mp_val_t *v) {
+  MGR_REDIS_CALL(l, mp__rlist_set(l, i, v));
   mop_t op;
   uint64_t k;
   sval_t nv;
@@ -225,6 +235,7 @@ int mp_list_set(mp_list_t *l, int64_t i, const mp_val_t *v) {
 }
 
 int mp_list_insert(mp_list_t *l, int64_t i, const mp_val_t *v) {
+  MGR_REDIS_CALL(l, mp__rlist_insert(l, i, v));
   mop_t op;
   int r = mp__mval_check(v);
   if (r < 0 || (r = list_begin(l, &op)) < 0)
@@ -248,6 +259,7 @@ int mp_list_insert(mp_list_t *l, int64_t i, const mp_val_t *v) {
 }
 
 int mp_list_pop(mp_list_t *l, int64_t i, mp_val_t *out) {
+  MGR_REDIS_CALL(l, mp__rlist_pop(l, i, out));
   mop_t op;
   uint64_t k;
   int r;
@@ -259,6 +271,7 @@ int mp_list_pop(mp_list_t *l, int64_t i, mp_val_t *out) {
 }
 
 int mp_list_remove(mp_list_t *l, const mp_val_t *v) {
+  MGR_REDIS_CALL(l, mp__rlist_remove(l, v));
   mop_t op;
   int r = mp__mval_check(v);
   if (r < 0 || (r = list_begin(l, &op)) < 0)
@@ -272,6 +285,7 @@ int mp_list_remove(mp_list_t *l, const mp_val_t *v) {
 }
 
 int mp_list_len(mp_list_t *l, size_t *n) {
+  MGR_REDIS_CALL(l, mp__rlist_len(l, n));
   mop_t op;
   int r;
   if (!n)
@@ -283,6 +297,7 @@ int mp_list_len(mp_list_t *l, size_t *n) {
 }
 
 int mp_list_clear(mp_list_t *l) {
+  MGR_REDIS_CALL(l, mp__rlist_clear(l));
   mop_t op;
   int r = list_begin(l, &op);
   if (r < 0)
@@ -297,6 +312,7 @@ int mp_list_clear(mp_list_t *l) {
 }
 
 int mp_list_items(mp_list_t *l, mp_val_t **vals, size_t *n) {
+  MGR_REDIS_CALL(l, mp__rlist_items(l, vals, n));
   mop_t op;
   int r = 0;
   if (!vals || !n)
@@ -321,6 +337,7 @@ int mp_list_items(mp_list_t *l, mp_val_t **vals, size_t *n) {
 }
 
 int mp_list_repr(mp_list_t *l, char **out) {
+  MGR_REDIS_CALL(l, mp__rlist_repr(l, out));
   mop_t op;
   sbuf_t b = {0};
   int r;

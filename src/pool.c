@@ -46,6 +46,14 @@ static mp__wshm_t *wshm(mp_pool_t *p, int w) {
   return map_wshm(p->map, w);
 }
 
+mp__wshm_t *mp__pool_slot_words(mp_pool_t *p, int w) {
+  return map_wshm(p->map, w);
+}
+
+uint8_t *mp__pool_slot_tring(mp_pool_t *p, int w) {
+  return map_tring(p->map, p->nw, w);
+}
+
 static uint8_t *tring(mp_pool_t *p, int w) {
   return map_tring(p->map, p->nw, w);
 }
@@ -437,8 +445,11 @@ static bool tpush(mp_pool_t *p, int w, const mp__trec_t *h, const void *pay) {
   atomic_store_explicit(&ws->t_head, wp->t_head, memory_order_release);
   atomic_thread_fence(memory_order_seq_cst);
   if (atomic_load_explicit(&ws->t_wait, memory_order_relaxed) &&
-      atomic_exchange(&ws->t_wait, 0))
+      atomic_exchange(&ws->t_wait, 0)) {
     mp__futex_wake(&ws->t_wait, 1);
+    if (p->mpi)
+      mp__pool_mpi_kick(p);
+  }
   return true;
 }
 
@@ -671,6 +682,10 @@ static int spawn_worker(mp_pool_t *p, int w) {
   wp->spawned_ns = mp__now_ns();
   wp->spawned_done = wp->done_seq;
   pthread_mutex_unlock(&p->mu);
+  if (p->opts.backend == MP_POOL_MPI) { /* a virtual slot (pool_mpi.c) */
+    wp->alive = true;
+    return 0;
+  }
   if (p->opts.backend == MP_POOL_THREADS) {
     warg_t *a = malloc(sizeof *a);
     if (!a)
@@ -860,7 +875,7 @@ static void worker_gone(mp_pool_t *p, int w) {
   wpar_t *wp = &p->w[w];
   if (p->opts.backend == MP_POOL_PROCESSES)
     reap_process(wp);
-  else
+  else if (p->opts.backend == MP_POOL_THREADS)
     pthread_join(wp->th, NULL);
   pthread_mutex_lock(&p->mu);
   bool task_died = settle_dead(p, w);
@@ -925,7 +940,7 @@ static void *collector_main(void *arg) {
       signal_stop(p, stopping);
       sent = stopping;
     }
-    if (p->opts.backend == MP_POOL_THREADS) {
+    if (p->opts.backend != MP_POOL_PROCESSES) {
       for (int w = 0; w < p->nw; w++)
         if (p->w[w].alive && atomic_load(&wshm(p, w)->exiting))
           worker_gone(p, w);
@@ -1018,6 +1033,8 @@ static void *callback_main(void *arg) {
  */
 
 static void pool_free(mp_pool_t *p) {
+  if (p->mpi)
+    mp__pool_mpi_free(p);
   if (p->map)
     munmap(p->map, p->map_len);
   if (p->doorbell >= 0)
@@ -1061,11 +1078,12 @@ int mp_pool_create(mp_pool_t **pool, const mp_pool_opts_t *opts) {
   if (opts)
     o = *opts;
   if (!pool || o.workers < 0 ||
-      (o.backend != MP_POOL_PROCESSES && o.backend != MP_POOL_THREADS) ||
+      (o.backend != MP_POOL_PROCESSES && o.backend != MP_POOL_THREADS &&
+       o.backend != MP_POOL_MPI) ||
       (o.start_method != MP_START_FORK &&
        o.start_method != MP_START_FORKSERVER))
     return MP_EINVAL;
-  if (o.workers == 0)
+  if (o.workers == 0 && o.backend != MP_POOL_MPI)
     o.workers = mp_cpu_count();
   if (o.workers > 4096)
     return MP_EINVAL;
@@ -1090,6 +1108,13 @@ int mp_pool_create(mp_pool_t **pool, const mp_pool_opts_t *opts) {
   p->parent_pid = getpid();
   pthread_sigmask(SIG_SETMASK, NULL, &p->child_mask);
   int err = MP_ENOMEM;
+  if (o.backend == MP_POOL_MPI) {
+    /* Worker ranks serve inside and return MP_EWORKERRANK. */
+    err = mp__pool_mpi_open(&o, &p->mpi, &p->nw);
+    if (err)
+      goto fail;
+    p->opts.workers = p->nw;
+  }
   p->w = calloc((size_t)p->nw, sizeof *p->w);
   p->pfd = calloc((size_t)p->nw + 1, sizeof *p->pfd);
   p->pw = calloc((size_t)p->nw + 1, sizeof *p->pw);
@@ -1129,6 +1154,8 @@ int mp_pool_create(mp_pool_t **pool, const mp_pool_opts_t *opts) {
     err = -errno;
     goto fail;
   }
+  if (p->mpi && (err = mp__pool_mpi_start(p)) != 0)
+    goto fail;
   err = start_thread(&p->cbthread, callback_main, p);
   if (err)
     goto fail;

@@ -94,6 +94,19 @@ typedef struct {
   _Atomic uint32_t useq;
 } mp__pshm_t;
 
+/* Writer of one result ring (a worker, or the MPI communication thread). */
+typedef struct {
+  mp__wshm_t *ws;
+  mp__pshm_t *ps;
+  uint8_t *base;
+  uint64_t head;
+  int doorbell;
+} rwriter_t;
+/* Room for a record of size bytes (waits for the parent to drain), then
+ * publish it (wakes the parent if it sleeps). */
+uint8_t *mp__pool_rreserve(rwriter_t *rw, size_t size);
+void mp__pool_rpublish(rwriter_t *rw, size_t size);
+
 /* What mp_pool_worker_index returns in this thread (-1: none). */
 void mp__pool_set_worker_index(int index);
 /* The result record at tail of a result ring (ring: MP__POOL_RING bytes)
@@ -231,6 +244,7 @@ struct mp_pool {
   sigset_t child_mask;
   _Atomic uint32_t started;
   int start_err;
+  struct mp__mpi *mpi; /* MPI backend (pool_mpi.c); NULL otherwise */
 };
 
 /* Shared by pool.c and pool_imap.c; "under mu" means with pool->mu held. */
@@ -252,5 +266,24 @@ void mp__pool_imap_chunk_done(mp_pool_t *p, mp_imap_t *im, size_t start,
                               size_t count, const uint8_t *res,
                               const int32_t *sts, int err);
 void mp__pool_imap_free(mp_imap_t *im);
+
+/* ---- MPI backend (pool_mpi*.c; pool_mpi_none.c without MPI) -------------
+ * mp__pool_mpi_open runs on every rank inside mp_pool_create: it initialises
+ * MPI if needed and checks that all ranks run the same binary. On a worker
+ * rank it then serves tasks until the root stops it and returns
+ * MP_EWORKERRANK; on the root it returns 0 with *nw the worker count. The
+ * root's slots are virtual: one communication thread (started by
+ * mp__pool_mpi_start once the rings exist) takes the tasks from every slot's
+ * task ring, hands them to idle ranks and writes their results back into the
+ * ring of the slot the task came from, so the rest of the pool works
+ * unchanged. mp__pool_mpi_kick wakes that thread (a task was pushed while it
+ * slept); mp__pool_mpi_free stops the ranks (if not done yet) and frees. */
+/* Slot w's words and task ring (its result ring follows the task ring). */
+mp__wshm_t *mp__pool_slot_words(mp_pool_t *p, int w);
+uint8_t *mp__pool_slot_tring(mp_pool_t *p, int w);
+int mp__pool_mpi_open(const mp_pool_opts_t *o, struct mp__mpi **out, int *nw);
+int mp__pool_mpi_start(mp_pool_t *p);
+void mp__pool_mpi_kick(mp_pool_t *p);
+void mp__pool_mpi_free(mp_pool_t *p);
 
 #endif

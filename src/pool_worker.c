@@ -45,14 +45,6 @@ static bool wait_task(mp__wshm_t *ws, uint64_t tail) {
   }
 }
 
-typedef struct {
-  mp__wshm_t *ws;
-  mp__pshm_t *ps;
-  uint8_t *base;
-  uint64_t head;
-  int doorbell;
-} rwriter_t;
-
 /* Room for a record of `size` bytes at the writer's head (after a skip record
  * when it would cross the end). Waits for the parent to drain. */
 static uint8_t *rreserve(rwriter_t *rw, size_t size) {
@@ -202,4 +194,14 @@ void mp__pool_worker_loop(mp__wshm_t *ws, mp__pshm_t *ps, uint8_t *tring,
   }
   mp_buf_free(&buf);
   tls_worker_index = -1;
+}
+
+/* The result-ring writer for other producers of results (the MPI backend's
+ * communication thread writes what remote ranks sent into the slot rings). */
+uint8_t *mp__pool_rreserve(rwriter_t *rw, size_t size) {
+  return rreserve(rw, size);
+}
+
+void mp__pool_rpublish(rwriter_t *rw, size_t size) {
+  rpublish(rw, size);
 }

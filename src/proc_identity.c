@@ -43,9 +43,22 @@ int mp__proc_stat(uint32_t id, char *state, long *threads, uint64_t *start) {
     if (field + 1 == 20)
       nthreads = strtol(p, NULL, 10);
   }
+  uint64_t t = strtoull(p, NULL, 10);
+  /* Field 31: the thread's pending signals. A fatal signal (SIGKILL, or any
+   * signal without a handler whose default is to end the process) puts
+   * SIGKILL there for every thread at once: from then on the process runs
+   * no more user code, even before it becomes a zombie, so it counts as
+   * dead ('K'). */
+  for (int field = 22; field < 31 && p; field++) {
+    p = strchr(p, ' ');
+    if (p)
+      p++;
+  }
+  if (p && (strtoull(p, NULL, 10) & (1ull << (SIGKILL - 1))))
+    st = 'K';
   *state = st;
   *threads = nthreads;
-  *start = strtoull(p, NULL, 10);
+  *start = t;
   return 0;
 }
 
@@ -131,7 +144,7 @@ int mp__owner_probe(uint32_t id, bool thread_level, uint64_t *start) {
   /* A zombie is dead, except a process whose main thread ended while
    * others run: its leader shows 'Z' with more than one thread. That
    * process is alive, but as a thread its main thread is gone. */
-  if (st == 'X' || (st == 'Z' && (thread_level || threads <= 1)))
+  if (st == 'X' || st == 'K' || (st == 'Z' && (thread_level || threads <= 1)))
     return MP__OWNER_GONE;
   *start = t;
   return MP__OWNER_EXISTS;

@@ -55,18 +55,24 @@
 
 #include "internal.h"
 #include "mproc/queue.h"
+#include "robust.h"
 
 #define Q_MAGIC 0x6d707175u /* "mpqu" */
-#define Q_VERSION 2u
+#define Q_VERSION 3u
 #define Q_HDR 4096u
 #define Q_RING_MIN ((uint64_t)64 << 10)
+/* Up to this size the ring grows as soon as it is full; beyond it, only
+ * when the consumers are not draining it (see q_draining), and it shrinks
+ * back once they have caught up: a ring that fits in the caches moves a
+ * stream several times faster than one that sweeps megabytes. */
+#define Q_RING_SOFT ((uint64_t)256 << 10)
+#define Q_GROW_SPIN 2000
+#define Q_GROW_YIELD 3
+#define Q_WANT_GROW 1 /* q_push: full, but the ring may grow */
 #define Q_REC 8u
-#define Q_LOCK_SLEEPERS 0x80000000u
 #define Q_LOCK_SPIN 200
 #define Q_EV_SPIN 300
 #define Q_EV_YIELD 10
-#define Q_OWNER_RECHECK_MS 50
-#define Q_IDLE_RECHECK_MS 1000
 #define Q_FIFO_SUFFIX ".p"
 
 enum { Q_P = 1, Q_C = 2, Q_BOTH = 3 };
@@ -102,12 +108,12 @@ typedef struct {
   uint64_t reserve; /* mapping length */
   /* Producers' side, under plock. The caches hold the last published
    * head and get count seen: lower bounds, refreshed when they say full. */
-  _Alignas(MP__CACHELINE) _Atomic uint32_t plock;
+  _Alignas(MP__CACHELINE) _Atomic uint64_t plock; /* robust.h owner word */
   _Atomic uint32_t pcur;
   q_pstate_t ps[2];
   _Atomic uint64_t head_cache, nget_cache;
   /* Consumers' side, under clock. */
-  _Alignas(MP__CACHELINE) _Atomic uint32_t clock;
+  _Alignas(MP__CACHELINE) _Atomic uint64_t clock;
   _Atomic uint32_t ccur;
   q_cstate_t cs[2];
   _Atomic uint64_t tail_cache;
@@ -151,23 +157,8 @@ struct mp_queue {
 
 /* ---- locks --------------------------------------------------------------- */
 
-static inline _Atomic uint32_t *q_lockword(mp_queue_t *q, int side) {
+static inline _Atomic uint64_t *q_lockword(mp_queue_t *q, int side) {
   return side == Q_P ? &q->h->plock : &q->h->clock;
-}
-
-/* Is the owner recorded in word certainly gone? kill() first: an owner
- * already reaped, the common crash case, costs one system call. thorough
- * also asks /proc, so that an owner killed but not yet reaped (a zombie,
- * maybe the caller's own child) counts as dead too; it is kept to the
- * periodic rechecks. No start time is kept beside the word: a reused pid
- * passes for alive until it goes. */
-static bool q_owner_dead(uint32_t word, bool thorough) {
-  pid_t owner = (pid_t)(word & ~Q_LOCK_SLEEPERS);
-  if (owner == 0 || (uint32_t)owner == mp__self_pid())
-    return false;
-  if (kill(owner, 0) < 0 && errno == ESRCH)
-    return true;
-  return thorough && mp__owner_dead((uint32_t)owner, 0);
 }
 
 static void q_wake_all(q_shm_t *h) {
@@ -196,57 +187,17 @@ static void q_recover(mp_queue_t *q, int side) {
   q_wake_all(h);
 }
 
+/* The locks are owner words of the robust core: a dead owner's lock is
+ * taken over at once by the next caller, within MP__RB_CHECK_MS by a
+ * sleeper, whatever signals do; a live owner's never. */
 static void q_lock_one(mp_queue_t *q, int side) {
-  _Atomic uint32_t *l = q_lockword(q, side);
-  uint32_t me = mp__self_pid(), v = 0;
-  if (MP__LIKELY(atomic_compare_exchange_strong_explicit(
-          l, &v, me, memory_order_acquire, memory_order_relaxed)))
-    return;
-  for (int i = 0; i < Q_LOCK_SPIN; i++) {
-    v = LD(l, relaxed);
-    if (v == 0 && atomic_compare_exchange_weak_explicit(
-                      l, &v, me, memory_order_acquire, memory_order_relaxed))
-      return;
-    mp__cpu_relax();
-  }
-  bool timed_out = false;
-  for (;;) {
-    v = LD(l, relaxed);
-    if (v == 0) {
-      /* Others may sleep: keep the bit so our unlock wakes one. */
-      if (atomic_compare_exchange_weak_explicit(l, &v, me | Q_LOCK_SLEEPERS,
-                                                memory_order_acquire,
-                                                memory_order_relaxed))
-        return;
-      continue;
-    }
-    if (q_owner_dead(v, timed_out)) {
-      if (atomic_compare_exchange_strong_explicit(l, &v, me | Q_LOCK_SLEEPERS,
-                                                  memory_order_acquire,
-                                                  memory_order_relaxed)) {
-        q_recover(q, side);
-        return;
-      }
-      continue;
-    }
-    if (!(v & Q_LOCK_SLEEPERS) &&
-        !atomic_compare_exchange_weak_explicit(l, &v, v | Q_LOCK_SLEEPERS,
-                                               memory_order_relaxed,
-                                               memory_order_relaxed))
-      continue;
-    /* Timed: an owner killed between releasing and waking must not leave
-     * us asleep, and a dead owner must be noticed. */
-    mp__deadline_t d;
-    mp__deadline_init(&d, Q_OWNER_RECHECK_MS);
-    timed_out = mp__futex_wait(l, v | Q_LOCK_SLEEPERS, &d) == MP_ETIMEDOUT;
-  }
+  if (MP__UNLIKELY(mp__rb_acquire(q_lockword(q, side), 0, Q_LOCK_SPIN,
+                                  MP_FOREVER) == MP_EOWNERDEAD))
+    q_recover(q, side);
 }
 
 static void q_unlock_one(mp_queue_t *q, int side) {
-  _Atomic uint32_t *l = q_lockword(q, side);
-  uint32_t v = atomic_exchange_explicit(l, 0, memory_order_release);
-  if (MP__UNLIKELY(v & Q_LOCK_SLEEPERS))
-    mp__futex_wake(l, 1);
+  mp__rb_release(q_lockword(q, side));
 }
 
 static void q_lock(mp_queue_t *q, int sides) {
@@ -267,8 +218,8 @@ static void q_unlock(mp_queue_t *q, int sides) {
  * reporting empty or full: take it over (and so finish what its dead owner
  * left unpublished) if its owner died. Returns true if it was dead. */
 static bool q_check_lock(mp_queue_t *q, int side) {
-  uint32_t v = LD(q_lockword(q, side), relaxed);
-  if (MP__LIKELY(!v) || !q_owner_dead(v, true))
+  uint64_t v = LD(q_lockword(q, side), relaxed);
+  if (MP__LIKELY(!(v & MP__RB_ID)) || !mp__rb_owner_dead(v, 0))
     return false;
   q_lock_one(q, side);
   q_unlock_one(q, side);
@@ -500,16 +451,58 @@ static int q_grow(mp_queue_t *q, uint64_t head, uint64_t tail, uint64_t need) {
   return 0;
 }
 
+/* Under both locks: halve the ring while the backlog fits in a quarter of
+ * the result, down to Q_RING_SOFT. The reverse of q_grow: the bytes whose
+ * counter has the new size's bit set move down by it, into positions that
+ * hold no live byte under the old size; the new size is stored after each
+ * halving, so a process killed in the middle leaves a consistent ring. */
+static void q_shrink(mp_queue_t *q, uint64_t head, uint64_t tail) {
+  uint64_t size = LD(&q->h->ring, relaxed);
+  while (size > Q_RING_SOFT && (tail - head) * 4 <= size / 2) {
+    uint64_t half = size / 2;
+    for (uint64_t c = head; c < tail;) {
+      uint64_t end = (c | (half - 1)) + 1; /* next multiple of half */
+      if (end > tail)
+        end = tail;
+      if (c & half)
+        memcpy(q->data + (c & (half - 1)), q->data + (c & (size - 1)),
+               end - c);
+      c = end;
+    }
+    size = half;
+    ST(&q->h->ring, size, release);
+  }
+}
+
+/* A consumer that has nearly caught up with a ring grown past Q_RING_SOFT
+ * gives the space back, so the stream moves through cached memory again.
+ * Called without locks. */
+static void q_maybe_shrink(mp_queue_t *q) {
+  q_lock(q, Q_BOTH);
+  q_shrink(q, q_cload(q).head, q_pload(q).tail);
+  q_unlock(q, Q_BOTH);
+}
+
+/* The ring is full but may grow: are consumers draining it right now?
+ * Waits briefly, never sleeping, for head_pub to move from `seen`. */
+static bool q_draining(const q_shm_t *h, uint64_t seen) {
+  for (int i = 0; i < Q_GROW_SPIN + Q_GROW_YIELD; i++) {
+    if (LD(&h->head_pub, acquire) != seen || LD(&h->closed, relaxed))
+      return true;
+    if (i < Q_GROW_SPIN)
+      mp__cpu_relax();
+    else
+      sched_yield();
+  }
+  return false;
+}
+
 /* ---- waiting ------------------------------------------------------------- */
 
-/* The sooner of dl and the periodic recheck. */
-static void q_sleep_deadline(mp__deadline_t *d, const mp__deadline_t *dl) {
-  mp__deadline_init(d, Q_IDLE_RECHECK_MS);
-  if (!dl->forever &&
-      (dl->ts.tv_sec < d->ts.tv_sec ||
-       (dl->ts.tv_sec == d->ts.tv_sec && dl->ts.tv_nsec < d->ts.tv_nsec)))
-    *d = *dl;
-}
+/* When this thread next looks at the other side's lock while it sleeps:
+ * an absolute schedule across calls, so signals that end sleeps early
+ * cannot postpone the look. */
+static _Thread_local uint64_t q_next_check_ns;
 
 /* Wait until *word moves from `seen`, the queue closes, the deadline, or the
  * periodic recheck (which also repairs a dead owner of `other`'s lock).
@@ -529,16 +522,21 @@ static void q_wait(mp_queue_t *q, _Atomic uint64_t *word, uint64_t seen,
       return;
     sched_yield();
   }
-  mp__deadline_t d;
-  q_sleep_deadline(&d, dl);
   /* Counted before looking again: a publisher that stores first and reads
    * the count second either sees us or is seen by us. */
   atomic_fetch_add(&e->waiters, 1);
   atomic_store(&e->woken, 0);
   uint32_t v = atomic_load(&e->ev);
   if (atomic_load(word) == seen && !atomic_load(&h->closed)) {
-    if (mp__futex_wait(&e->ev, v, &d) == MP_ETIMEDOUT)
+    /* Bounded: a publisher killed before its wake costs one period. */
+    mp__rb_sleep(&e->ev, v, dl);
+    /* Nothing moved: look at the other side's lock now and then, which
+     * also finishes what a killed owner committed but left unpublished. */
+    uint64_t now = mp__now_ns();
+    if (atomic_load(word) == seen && now >= q_next_check_ns) {
+      q_next_check_ns = now + MP__RB_CHECK_MS * 1000000ull;
       q_check_lock(q, other);
+    }
   }
   atomic_fetch_sub(&e->waiters, 1);
 }
@@ -566,7 +564,7 @@ static inline bool q_valid(const mp_queue_t *q) {
  * (and the consumers' one when *held says so; taken here to grow the ring).
  * MP_EAGAIN when full. */
 static int q_push(mp_queue_t *q, q_pstate_t *s, int *held, const void *msg,
-                  size_t len) {
+                  size_t len, bool may_grow) {
   q_shm_t *h = q->h;
   uint64_t rec = q_rec_size(len);
   uint64_t head = LD(&h->head_cache, relaxed);
@@ -594,6 +592,8 @@ static int q_push(mp_queue_t *q, q_pstate_t *s, int *held, const void *msg,
     if (s->tail - head + rec > cap_bytes)
       return MP_EAGAIN;
     if (s->tail - head + rec > ring) {
+      if (!may_grow && ring >= Q_RING_SOFT)
+        return Q_WANT_GROW;
       if (!(*held & Q_C)) {
         q_lock_one(q, Q_C);
         *held |= Q_C;
@@ -625,6 +625,9 @@ static int q_put_iov(mp_queue_t *q, const struct iovec *msgs, size_t n,
   mp__deadline_t dl;
   size_t done = 0;
   bool dl_set = false, rechecked = false;
+  /* A put that may not wait grows a full ring at once; others first give
+   * the consumers a moment to make room. */
+  bool may_grow = timeout_ms == 0;
   for (;;) {
     int held = q_lock_op(q, Q_P);
     bool was = held == Q_BOTH && q_readable(q);
@@ -634,7 +637,7 @@ static int q_put_iov(mp_queue_t *q, const struct iovec *msgs, size_t n,
       r = MP_ECLOSED;
     } else {
       while (done < n && (r = q_push(q, &s, &held, msgs[done].iov_base,
-                                     msgs[done].iov_len)) == 0)
+                                     msgs[done].iov_len, may_grow)) == 0)
         done++;
     }
     if (s.nput != before.nput) {
@@ -648,6 +651,10 @@ static int q_put_iov(mp_queue_t *q, const struct iovec *msgs, size_t n,
     q_unlock(q, held);
     if (done == n)
       return (int)n;
+    if (r == Q_WANT_GROW) {
+      may_grow = !q_draining(h, seen);
+      continue;
+    }
     if (r != MP_EAGAIN)
       return done ? (int)done : r;
     if (timeout_ms == 0 || (dl_set && mp__deadline_passed(&dl))) {
@@ -809,6 +816,12 @@ static int q_get(mp_queue_t *q, const q_get_t *g, int timeout_ms) {
       }
     }
     q_unlock(q, held);
+    if (r >= 0) {
+      uint64_t ring = LD(&h->ring, relaxed);
+      if (ring > Q_RING_SOFT &&
+          (LD(&h->tail_cache, relaxed) - s.head) * 8 <= ring)
+        q_maybe_shrink(q);
+    }
     if (r != MP_EAGAIN)
       return r;
     if (timeout_ms == 0 || (dl_set && mp__deadline_passed(&dl))) {
@@ -925,10 +938,13 @@ int mp_queue_join(mp_queue_t *q, int timeout_ms) {
   /* Counted before checking, so a task_done after the check wakes us. */
   atomic_fetch_add(&h->done_e.waiters, 1);
   for (;;) {
+    /* The event is read before `woken` is cleared: a task_done that finds
+     * `woken` set by another one after our clear moves the event after
+     * this read, so the sleep below returns at once. */
+    uint32_t v = atomic_load(&h->done_e.ev);
     atomic_store(&h->done_e.woken, 0);
     q_lock(q, Q_BOTH);
     bool done = q_pload(q).nput == q_cload(q).ndone;
-    uint32_t v = atomic_load(&h->done_e.ev);
     q_unlock(q, Q_BOTH);
     if (done)
       break;
@@ -936,9 +952,7 @@ int mp_queue_join(mp_queue_t *q, int timeout_ms) {
       r = MP_ETIMEDOUT;
       break;
     }
-    mp__deadline_t d;
-    q_sleep_deadline(&d, &dl);
-    mp__futex_wait(&h->done_e.ev, v, &d);
+    mp__rb_sleep(&h->done_e.ev, v, &dl);
   }
   atomic_fetch_sub(&h->done_e.waiters, 1);
   return r;

@@ -148,15 +148,13 @@ int mp_semaphore_acquire(mp_semaphore_t *s, int timeout_ms) {
   for (;;) {
     if (sem_try(s))
       return 0;
-    /* Poll: a permit whose wake-up went to a waiter killed before taking
-     * it is found within MP__POLL_MS. */
-    mp__deadline_t poll;
-    mp__poll_deadline(&poll, &dl);
-    atomic_fetch_add(AW(&s->mp__waiters), 1);
-    mp__futex_wait(AW(&s->mp__value), 0, &poll);
-    atomic_fetch_sub(AW(&s->mp__waiters), 1);
     if (mp__deadline_passed(&dl))
-      return sem_try(s) ? 0 : MP_ETIMEDOUT;
+      return MP_ETIMEDOUT;
+    /* Bounded sleep: a permit whose wake-up went to a waiter killed before
+     * taking it is found at the next look. */
+    atomic_fetch_add(AW(&s->mp__waiters), 1);
+    mp__rb_sleep(AW(&s->mp__value), 0, &dl);
+    atomic_fetch_sub(AW(&s->mp__waiters), 1);
   }
 }
 
@@ -210,25 +208,55 @@ mp_rlock_t *mp_cond_lock(mp_cond_t *c) {
   return c ? &c->mp__lock : NULL;
 }
 
-/* Waits with the lock released; dl is the overall deadline. */
+/* Waits with the lock released; dl is the overall deadline.
+ *
+ * The tokens word holds a notify count (high 16 bits) and the
+ * notifications granted and not yet taken (low 16 bits). notify grants at
+ * most one per registered waiter; a waiter takes one under the lock, and
+ * only once a notify came after it registered, so a waiter that comes
+ * later cannot take the wake-up of one that was there before. Sleeps are
+ * bounded (mp__rb_sleep): a notifier killed between granting and waking
+ * delays its sleepers, it cannot strand them; a signal handler that runs
+ * meanwhile changes nothing. */
+#define C_TOKENS 0xffffu
+#define C_EPOCH_SHIFT 16
+
 static int cond_wait_dl(mp_cond_t *c, const mp__deadline_t *dl) {
   mp_lock_t *k = &c->mp__lock.mp__l;
-  uint32_t me = mp__self_tid();
-  /* Read under the lock: a notify after our unlock changes it. */
-  uint32_t seq = atomic_load(AW(&c->mp__seq));
+  _Atomic uint64_t *lw = mp__lock_word(k);
+  _Atomic uint32_t *tw = AW(&c->mp__tokens);
   uint32_t depth = k->mp__count;
+  uint32_t epoch = atomic_load(tw) >> C_EPOCH_SHIFT;
   atomic_fetch_add(AW(&c->mp__waiters), 1);
   k->mp__count = 0;
-  mp__lock_unlock(k);
-  int r = mp__futex_wait(AW(&c->mp__seq), seq, dl);
-  atomic_fetch_sub(AW(&c->mp__waiters), 1);
-  int lr = mp__lock_acquire_as(k, me, true, MP_FOREVER);
+  mp__rb_release(lw);
+  int r;
+  for (;;) {
+    uint32_t t = atomic_load(tw);
+    bool granted = (t & C_TOKENS) && (t >> C_EPOCH_SHIFT) != epoch;
+    if (!granted && !mp__deadline_passed(dl)) {
+      mp__rb_sleep(tw, t, dl);
+      continue;
+    }
+    int lr = mp__rb_acquire(lw, MP__RB_STICKY | MP__RB_THREAD, 0, MP_FOREVER);
+    t = atomic_load(tw);
+    if ((t & C_TOKENS) && (t >> C_EPOCH_SHIFT) != epoch) {
+      atomic_store(tw, t - 1);
+      r = 0;
+    } else if (lr == MP_EOWNERDEAD || mp__deadline_passed(dl)) {
+      r = MP_ETIMEDOUT;
+    } else {
+      /* Another waiter took the token: sleep again. */
+      mp__rb_release(lw);
+      continue;
+    }
+    atomic_fetch_sub(AW(&c->mp__waiters), 1);
+    if (lr == MP_EOWNERDEAD)
+      r = lr;
+    break;
+  }
   k->mp__count = depth;
-  if (lr < 0)
-    return lr;
-  if (r == MP_ETIMEDOUT && atomic_load(AW(&c->mp__seq)) == seq)
-    return MP_ETIMEDOUT;
-  return 0;
+  return r;
 }
 
 static int cond_check(mp_cond_t *c, int timeout_ms) {
@@ -273,9 +301,20 @@ int mp_cond_notify(mp_cond_t *c, int n) {
     return MP_EINVAL;
   if (n == 0)
     return 0;
-  atomic_fetch_add(AW(&c->mp__seq), 1);
-  if (atomic_load(AW(&c->mp__waiters)) > 0)
-    mp__futex_wake(AW(&c->mp__seq), n);
+  /* Under the lock: waiters register and take tokens under it too. */
+  uint32_t w = atomic_load(AW(&c->mp__waiters));
+  uint32_t t = atomic_load(AW(&c->mp__tokens));
+  uint32_t have = t & C_TOKENS;
+  uint32_t grant = w > have ? w - have : 0;
+  if ((uint32_t)n < grant)
+    grant = (uint32_t)n;
+  if (grant > C_TOKENS - have)
+    grant = C_TOKENS - have;
+  if (grant == 0)
+    return 0;
+  uint32_t epoch = ((t >> C_EPOCH_SHIFT) + 1) & C_TOKENS;
+  atomic_store(AW(&c->mp__tokens), epoch << C_EPOCH_SHIFT | (have + grant));
+  mp__futex_wake(AW(&c->mp__tokens), (int)grant);
   return 0;
 }
 
@@ -327,29 +366,59 @@ int mp_event_wait(mp_event_t *e, int timeout_ms) {
   mp__deadline_t dl;
   mp__deadline_init(&dl, timeout_ms);
   for (;;) {
+    /* Bounded sleeps: a setter killed after storing the flag and before
+     * waking leaves the flag set, which the next look finds. */
     atomic_fetch_add(AW(&e->mp__waiters), 1);
-    int r = 0;
     if (!atomic_load(AW(&e->mp__flag)))
-      r = mp__futex_wait(AW(&e->mp__flag), 0, &dl);
+      mp__rb_sleep(AW(&e->mp__flag), 0, &dl);
     atomic_fetch_sub(AW(&e->mp__waiters), 1);
     if (atomic_load(AW(&e->mp__flag)))
       return 0;
-    if (r == MP_ETIMEDOUT)
+    if (mp__deadline_passed(&dl))
       return MP_ETIMEDOUT;
   }
 }
 
 /* ---- Barrier ------------------------------------------------------------- *
- * State is guarded by an internal robust lock: a process killed inside a
- * barrier call leaves it to the next caller, who sees MP_EOWNERDEAD and
- * breaks the barrier instead of trusting half-updated counts. */
+ * State is guarded by an internal lock of the robust core: a process killed
+ * inside a barrier call leaves it to the next caller, who sees
+ * MP_EOWNERDEAD and breaks the barrier instead of trusting half-updated
+ * counts.
+ *
+ * A generation ends either complete (every party arrived) or broken (by
+ * reset). A waiter that wakes after its generation ended learns which from
+ * gen_broken, a bit per generation for the last 64; for one that slept
+ * through more generations than that, the reset count it saw on arrival
+ * decides: no reset since means complete. */
+
+#define B_BROKEN 0x80000000u
+#define B_RESETS 0x7fffffffu
+#define B_LOCK_FLAGS 0
 
 int mp_barrier_init(mp_barrier_t *b, unsigned parties) {
   if (!b || parties == 0 || parties > INT32_MAX)
     return MP_EINVAL;
   memset(b, 0, sizeof *b);
   b->mp__parties = parties;
+  b->mp__timeout_ms = MP_FOREVER;
   return mp_lock_init(&b->mp__mu);
+}
+
+int mp_barrier_set_timeout(mp_barrier_t *b, int timeout_ms) {
+  if (!b || mp__check_timeout(timeout_ms) < 0)
+    return MP_EINVAL;
+  __atomic_store_n(&b->mp__timeout_ms, timeout_ms, __ATOMIC_RELAXED);
+  return 0;
+}
+
+int mp_barrier_timeout(const mp_barrier_t *b) {
+  if (!b)
+    return MP_EINVAL;
+  return __atomic_load_n(&b->mp__timeout_ms, __ATOMIC_RELAXED);
+}
+
+static bool barrier_is_broken(const mp_barrier_t *b) {
+  return __atomic_load_n(&b->mp__state, __ATOMIC_ACQUIRE) & B_BROKEN;
 }
 
 static void barrier_wake(mp_barrier_t *b) {
@@ -358,15 +427,22 @@ static void barrier_wake(mp_barrier_t *b) {
 }
 
 static void barrier_break_locked(mp_barrier_t *b) {
-  __atomic_store_n(&b->mp__broken, 1, __ATOMIC_RELEASE);
+  atomic_fetch_or(AW(&b->mp__state), B_BROKEN);
   barrier_wake(b);
 }
 
+static _Atomic uint64_t *barrier_mu(mp_barrier_t *b) {
+  return mp__lock_word(&b->mp__mu);
+}
+
 static void barrier_lock(mp_barrier_t *b) {
-  if (mp_lock_acquire(&b->mp__mu, MP_FOREVER) == MP_EOWNERDEAD) {
+  if (mp__rb_acquire(barrier_mu(b), B_LOCK_FLAGS, 100, MP_FOREVER) ==
+      MP_EOWNERDEAD)
     barrier_break_locked(b);
-    mp_lock_consistent(&b->mp__mu);
-  }
+}
+
+static void barrier_unlock(mp_barrier_t *b) {
+  mp__rb_release(barrier_mu(b));
 }
 
 static void barrier_end_gen_locked(mp_barrier_t *b, bool broken) {
@@ -378,39 +454,53 @@ static void barrier_end_gen_locked(mp_barrier_t *b, bool broken) {
   barrier_wake(b);
 }
 
+/* Under the lock, for a waiter of generation gen (seen with `resets`
+ * resets) that ended: did it end broken? */
+static bool barrier_gen_was_broken(const mp_barrier_t *b, uint32_t gen,
+                                   uint32_t resets) {
+  uint32_t ended = b->mp__gen - gen; /* generations ended since (>= 1) */
+  if (ended <= 64)
+    return (b->mp__gen_broken >> (gen % 64)) & 1;
+  uint32_t now = atomic_load(AW(&b->mp__state)) & B_RESETS;
+  /* Only resets end a generation early; with none since arrival, ours
+   * was complete. With some, and every later generation ending too, the
+   * history is gone: report the reset. */
+  return ((now - resets) & B_RESETS) != 0;
+}
+
 int mp_barrier_wait(mp_barrier_t *b, int timeout_ms) {
+  if (b && timeout_ms == MP_BARRIER_DEFAULT)
+    timeout_ms = __atomic_load_n(&b->mp__timeout_ms, __ATOMIC_RELAXED);
   if (!b || mp__check_timeout(timeout_ms) < 0)
     return MP_EINVAL;
   mp__deadline_t dl;
   mp__deadline_init(&dl, timeout_ms);
   barrier_lock(b);
-  if (b->mp__broken) {
-    mp_lock_release(&b->mp__mu);
+  if (barrier_is_broken(b)) {
+    barrier_unlock(b);
     return MP_ECANCELED;
   }
   uint32_t idx = b->mp__count++, gen = b->mp__gen;
+  uint32_t resets = atomic_load(AW(&b->mp__state)) & B_RESETS;
   if (idx + 1 == b->mp__parties) {
     barrier_end_gen_locked(b, false);
-    mp_lock_release(&b->mp__mu);
+    barrier_unlock(b);
     return (int)idx;
   }
   int r;
   for (;;) {
     uint32_t seq = atomic_load(AW(&b->mp__seq));
-    mp_lock_release(&b->mp__mu);
-    if (timeout_ms != 0) {
-      /* Wake now and then: a process killed holding mu is only noticed by
-       * taking mu. */
-      mp__deadline_t poll;
-      mp__poll_deadline(&poll, &dl);
-      mp__futex_wait(AW(&b->mp__seq), seq, &poll);
-    }
+    barrier_unlock(b);
+    /* Bounded: a process killed holding the lock is only noticed by
+     * taking it, and a waker killed before its wake must not strand us. */
+    if (timeout_ms != 0)
+      mp__rb_sleep(AW(&b->mp__seq), seq, &dl);
     barrier_lock(b);
     if (b->mp__gen != gen) {
-      r = (b->mp__gen_broken >> (gen % 64)) & 1 ? MP_ECANCELED : (int)idx;
+      r = barrier_gen_was_broken(b, gen, resets) ? MP_ECANCELED : (int)idx;
       break;
     }
-    if (b->mp__broken) {
+    if (barrier_is_broken(b)) {
       r = MP_ECANCELED;
       break;
     }
@@ -420,7 +510,7 @@ int mp_barrier_wait(mp_barrier_t *b, int timeout_ms) {
       break;
     }
   }
-  mp_lock_release(&b->mp__mu);
+  barrier_unlock(b);
   return r;
 }
 
@@ -429,7 +519,7 @@ int mp_barrier_abort(mp_barrier_t *b) {
     return MP_EINVAL;
   barrier_lock(b);
   barrier_break_locked(b);
-  mp_lock_release(&b->mp__mu);
+  barrier_unlock(b);
   return 0;
 }
 
@@ -439,16 +529,17 @@ int mp_barrier_reset(mp_barrier_t *b) {
   barrier_lock(b);
   /* Parties waiting now (or woken by an abort and not yet back) belong to
    * the old generation: it ends broken for them. */
+  uint32_t st = atomic_load(AW(&b->mp__state));
+  atomic_store(AW(&b->mp__state), ((st & B_RESETS) + 1) & B_RESETS);
   barrier_end_gen_locked(b, true);
-  __atomic_store_n(&b->mp__broken, 0, __ATOMIC_RELEASE);
-  mp_lock_release(&b->mp__mu);
+  barrier_unlock(b);
   return 0;
 }
 
 int mp_barrier_broken(mp_barrier_t *b) {
   if (!b)
     return MP_EINVAL;
-  return __atomic_load_n(&b->mp__broken, __ATOMIC_ACQUIRE) != 0;
+  return barrier_is_broken(b);
 }
 
 int mp_barrier_parties(const mp_barrier_t *b) {
@@ -459,7 +550,7 @@ int mp_barrier_n_waiting(mp_barrier_t *b) {
   if (!b)
     return MP_EINVAL;
   barrier_lock(b);
-  int n = b->mp__broken ? 0 : (int)b->mp__count;
-  mp_lock_release(&b->mp__mu);
+  int n = barrier_is_broken(b) ? 0 : (int)b->mp__count;
+  barrier_unlock(b);
   return n;
 }

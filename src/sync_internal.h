@@ -9,21 +9,12 @@
 #include "internal.h"
 #include "mproc/sync.h"
 
-/* Lock word layout (the same as the kernel's robust futexes). */
-#define MP__LK_WAITERS 0x80000000u
-#define MP__LK_DEAD 0x40000000u
-#define MP__LK_ID 0x3fffffffu
+#include "robust.h"
 
-/* Acquire with the given holder id (pid for Lock, tid for RLock). */
-int mp__lock_acquire_as(mp_lock_t *l, uint32_t me, bool thread_level,
-                        int timeout_ms);
-/* Release without checking who holds it; wakes a waiter when needed. */
-void mp__lock_unlock(mp_lock_t *l);
-
-/* How often a sleeping waiter looks for a dead holder. */
-#define MP__POLL_MS 200
-/* The earlier of dl and now + MP__POLL_MS. */
-void mp__poll_deadline(mp__deadline_t *out, const mp__deadline_t *dl);
+/* The owner word of a Lock (an RLock's is owned by a thread). */
+static inline _Atomic uint64_t *mp__lock_word(mp_lock_t *l) {
+  return (_Atomic uint64_t *)&l->mp__word;
+}
 
 /* Canonical segment name: "/name" from "name" or "/name". */
 int mp__sync_canon_name(char *buf, size_t cap, const char *name);

@@ -13,6 +13,12 @@
 static mp_manager_t *new_manager(size_t reserve) {
   mp_manager_t *m;
   mp_manager_opts_t o = {.reserve = reserve};
+#ifdef MPT_MANAGER_REDIS
+  /* Rerun by test_manager_redis.c: the binary's own redis-server. */
+  o.address = mpt_redis.addr;
+  ASSERT_OK(mp_manager_create(&m, &o));
+  return m;
+#endif
   ASSERT_OK(mp_manager_create(&m, reserve ? &o : NULL));
   return m;
 }

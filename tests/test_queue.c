@@ -239,6 +239,22 @@ TEST(queue_capacity_bytes) {
   ASSERT_OK(mp_queue_destroy(q));
 }
 
+/* Takes the next message without waiting and checks it is message `*got`
+ * of producer 2 or 3 (as put by the two tests below); false when empty. */
+static bool get_next(mp_queue_t *q, unsigned char *buf, size_t cap,
+                     uint32_t *got) {
+  size_t len;
+  msg_hdr_t h;
+  int r = mp_queue_get_into(q, buf, cap, &len, 0);
+  if (r == MP_EEMPTY)
+    return false;
+  ASSERT_OK(r);
+  ASSERT(msg_check(buf, len, &h, cap));
+  ASSERT_EQ(h.seq, *got);
+  (*got)++;
+  return true;
+}
+
 TEST(queue_grows_and_wraps) {
   /* Backlog far beyond the first ring, with the data wrapped when it grows. */
   mp_queue_t *q = mkq(0, 32 << 20, 0);
@@ -250,21 +266,34 @@ TEST(queue_grows_and_wraps) {
       ASSERT_OK(mp_queue_put(q, buf, l, 0));
       put++;
     }
-    for (int k = 0; k < 700 * (round + 1); k++) {
-      size_t len;
-      msg_hdr_t h;
-      ASSERT_OK(mp_queue_get_into(q, buf, sizeof buf, &len, 0));
-      ASSERT(msg_check(buf, len, &h, sizeof buf));
-      ASSERT_EQ(h.seq, got);
-      got++;
-    }
+    for (int k = 0; k < 700 * (round + 1); k++)
+      ASSERT(get_next(q, buf, sizeof buf, &got));
   }
-  size_t len;
-  msg_hdr_t h;
-  while (mp_queue_get_into(q, buf, sizeof buf, &len, 0) == 0) {
-    ASSERT(msg_check(buf, len, &h, sizeof buf));
-    ASSERT_EQ(h.seq, got);
-    got++;
+  while (get_next(q, buf, sizeof buf, &got)) {
+  }
+  ASSERT_EQ(got, put);
+  ASSERT_OK(mp_queue_destroy(q));
+}
+
+TEST(queue_shrinks_and_regrows) {
+  /* A backlog of megabytes, drained to a little, again and again: the ring
+   * grows, then shrinks back with live (wrapped) messages in it, then grows
+   * from there, and every message comes out once, in order, intact. */
+  mp_queue_t *q = mkq(0, 32 << 20, 0);
+  static unsigned char buf[8192];
+  uint32_t put = 0, got = 0;
+  for (int round = 0; round < 8; round++) {
+    int n = round % 2 ? 9000 : 30000 + 777 * round;
+    for (int k = 0; k < n; k++) {
+      size_t l = msg_make(buf, 3, put, sizeof buf);
+      ASSERT_OK(mp_queue_put(q, buf, l, k % 3 ? 0 : MP_FOREVER));
+      put++;
+    }
+    /* Leave a backlog that varies from round to round. */
+    while (put - got > (uint32_t)(round * 97 + 13))
+      ASSERT(get_next(q, buf, sizeof buf, &got));
+  }
+  while (get_next(q, buf, sizeof buf, &got)) {
   }
   ASSERT_EQ(got, put);
   ASSERT_OK(mp_queue_destroy(q));
@@ -295,8 +324,16 @@ TEST(queue_nonblocking_and_timeouts) {
 
 TEST(queue_blocking_wakes_across_processes) {
   mp_queue_t *q = mkq(1, 0, 0);
+  /* The child starts its 100 ms only once the parent has read its clock, so
+   * a parent scheduled late cannot see less than 100 ms of blocking. */
+  int go[2];
+  ASSERT(pipe(go) == 0);
   pid_t pid = fork();
   if (pid == 0) {
+    char c;
+    close(go[1]);
+    if (read(go[0], &c, 1) != 1)
+      _exit(3);
     mpt_sleep_ms(100);
     if (mp_queue_put(q, "first", 5, MP_FOREVER) != 0)
       _exit(1);
@@ -305,11 +342,14 @@ TEST(queue_blocking_wakes_across_processes) {
       _exit(2);
     _exit(0);
   }
+  close(go[0]);
   uint64_t t0 = mpt_now_ms();
+  ASSERT(write(go[1], "g", 1) == 1);
+  close(go[1]);
   char buf[16];
   size_t len;
   ASSERT_OK(mp_queue_get_into(q, buf, sizeof buf, &len, MP_FOREVER));
-  ASSERT(mpt_now_ms() - t0 >= 90);
+  ASSERT(mpt_now_ms() - t0 >= 100);
   ASSERT_EQ(len, 5);
   ASSERT_OK(mp_queue_get_into(q, buf, sizeof buf, &len, 5000));
   ASSERT_EQ(len, 6);
@@ -1343,12 +1383,12 @@ enum {
   QH_CAPACITY = 24,
   QH_RING_MAX = 40,
   QH_RESERVE = 48,
-  QH_PCUR = 68,
-  QH_PS = 72, /* {tail, nput} x 2 */
-  QH_CCUR = 132,
-  QH_CS = 136, /* {head, nget, ndone} x 2 */
-  QH_TAIL_PUB = 192,
-  QH_RING = 320,
+  QH_PCUR = 72,
+  QH_PS = 80, /* {tail, nput} x 2 */
+  QH_CCUR = 136,
+  QH_CS = 144, /* {head, nget, ndone} x 2 */
+  QH_TAIL_PUB = 256,
+  QH_RING = 384,
   QH_DATA = 4096
 };
 

@@ -927,6 +927,11 @@ TEST(communicate_timeout_with_endless_output) {
   o.pipe_size = -1;
   mp_subprocess_t *sp;
   ASSERT_OK(mp_subprocess_spawn(&sp, argv, &o));
+  /* Wait until the output has begun (a loaded machine may start `yes` late),
+   * so the output kept from the timed-out call below is not empty. */
+  struct pollfd pfd = {.fd = mp_subprocess_fd(sp, 1), .events = POLLIN};
+  ASSERT(pfd.fd >= 0);
+  ASSERT(poll(&pfd, 1, 10000) == 1);
   char *out = NULL;
   size_t len = 0;
   ASSERT_ERR(mp_subprocess_communicate(sp, NULL, 0, &out, &len, NULL, NULL, 20),

@@ -299,12 +299,11 @@ TEST(lock_pid_reuse_detected) {
   uint32_t start = proc_start(pid);
   mp_lock_t *l = shared(sizeof *l);
   mp_lock_init(l);
-  l->mp__word = (uint32_t)pid;
-  l->mp__ident = (uint64_t)start << 32 | (uint32_t)pid;
+  l->mp__word = (uint64_t)start << 32 | (uint32_t)pid;
   uint64_t t0 = mpt_now_ms();
   ASSERT_ERR(mp_lock_acquire(l, 300), MP_ETIMEDOUT);
   ASSERT(mpt_now_ms() - t0 >= 300);
-  l->mp__ident = (uint64_t)(start + 7) << 32 | (uint32_t)pid;
+  l->mp__word = (uint64_t)(start + 7) << 32 | (uint32_t)pid;
   ASSERT_ERR(mp_lock_acquire(l, MP_FOREVER), MP_EOWNERDEAD);
   ASSERT_OK(mp_lock_consistent(l));
   ASSERT_OK(mp_lock_release(l));
@@ -758,6 +757,69 @@ TEST(barrier_abort_reset_timeout) {
 /* A party killed before arriving: the others time out and the barrier is
  * broken, nobody hangs. One killed while holding the barrier's internal
  * lock breaks it for the next caller. */
+/* Python's Barrier(timeout=): a default for waits given MP_BARRIER_DEFAULT,
+ * stored in the barrier so other processes see it. */
+TEST(barrier_default_timeout) {
+  mp_barrier_t *b = shared(sizeof *b);
+  ASSERT_OK(mp_barrier_init(b, 2));
+  ASSERT_EQ(mp_barrier_timeout(b), MP_FOREVER);
+  ASSERT_ERR(mp_barrier_set_timeout(NULL, 5), MP_EINVAL);
+  ASSERT_ERR(mp_barrier_set_timeout(b, -5), MP_EINVAL);
+  ASSERT_ERR(mp_barrier_set_timeout(b, MP_BARRIER_DEFAULT), MP_EINVAL);
+  ASSERT_ERR(mp_barrier_timeout(NULL), MP_EINVAL);
+  ASSERT_ERR(mp_barrier_wait(NULL, MP_BARRIER_DEFAULT), MP_EINVAL);
+  ASSERT_ERR(mp_barrier_wait(b, -3), MP_EINVAL);
+  ASSERT_OK(mp_barrier_set_timeout(b, 60));
+  pid_t pid = fork();
+  if (pid == 0)
+    _exit(mp_barrier_timeout(b) == 60 ? 0 : 1);
+  ASSERT_EQ(wait_exit(pid), 0);
+  uint64_t t0 = mpt_now_ms();
+  ASSERT_ERR(mp_barrier_wait(b, MP_BARRIER_DEFAULT), MP_ETIMEDOUT);
+  ASSERT(mpt_now_ms() - t0 >= 60);
+  ASSERT_EQ(mp_barrier_broken(b), 1);
+  ASSERT_OK(mp_barrier_reset(b));
+  /* An explicit timeout still wins over the default; with both parties
+   * there the default never matters. */
+  pid = fork();
+  if (pid == 0)
+    _exit(mp_barrier_wait(b, MP_BARRIER_DEFAULT) >= 0 ? 0 : 1);
+  ASSERT(mp_barrier_wait(b, MP_FOREVER) >= 0);
+  ASSERT_EQ(wait_exit(pid), 0);
+  ASSERT_OK(mp_barrier_set_timeout(b, MP_FOREVER));
+  ASSERT_EQ(mp_barrier_timeout(b), MP_FOREVER);
+  mp_raw_free(b);
+}
+
+/* A party stopped inside its wait while its generation is ended by a reset
+ * and 64 more generations pass: it must still learn its generation was
+ * broken (a 64-entry history alone wraps). */
+TEST(barrier_history_wraps_across_reset) {
+  mp_barrier_t *b = shared(sizeof *b);
+  ASSERT_OK(mp_barrier_init(b, 2));
+  pid_t late = fork();
+  if (late == 0)
+    _exit(mp_barrier_wait(b, MP_FOREVER) == MP_ECANCELED ? 0 : 1);
+  while (mp_barrier_n_waiting(b) != 1)
+    mpt_sleep_ms(1);
+  ASSERT_EQ(kill(late, SIGSTOP), 0);
+  ASSERT_OK(mp_barrier_reset(b));
+  /* 64 complete generations, this process and a helper as the parties. */
+  pid_t helper = fork();
+  if (helper == 0) {
+    for (int i = 0; i < 64; i++)
+      if (mp_barrier_wait(b, MP_FOREVER) < 0)
+        _exit(1);
+    _exit(0);
+  }
+  for (int i = 0; i < 64; i++)
+    ASSERT(mp_barrier_wait(b, MP_FOREVER) >= 0);
+  ASSERT_EQ(wait_exit(helper), 0);
+  ASSERT_EQ(kill(late, SIGCONT), 0);
+  ASSERT_EQ(wait_exit(late), 0);
+  mp_raw_free(b);
+}
+
 TEST(barrier_dead_party) {
   mp_barrier_t *b = shared(sizeof *b);
   mp_barrier_init(b, 2);

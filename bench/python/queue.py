@@ -1,6 +1,8 @@
 """Family `queue`, Python peer: the same streams through multiprocessing.Queue
-(put/get of bytes objects; a batch is a list of 64 bytes objects, which is
-how a Python program batches)."""
+(put/get of bytes objects; a batch is a list of 64 distinct bytes objects,
+which is how a Python program batches: one list of 64 references to the same
+object would be pickled as one message and 63 back-references). One run of
+each workload per invocation: bench/run.py repeats and interleaves them."""
 import os, sys
 
 # This file is named like the stdlib module multiprocessing imports: keep its
@@ -31,7 +33,7 @@ def consumer(q, n, batch):
 def producer(q, n, size, batch):
     msg = b"x" * size
     if batch:
-        chunk = [msg] * 64
+        chunk = [msg[:-1] + bytes([i]) for i in range(64)]
         for _ in range(n // 64):
             q.put(chunk)
     else:
@@ -69,7 +71,7 @@ def main():
     sel = sys.argv[1] if len(sys.argv) > 1 else None
     # Python moves a few hundred thousand messages a second: fewer messages
     # give the same rate in a bearable time.
-    n64, n4k = scaled(200000), scaled(100000)
+    n64, n4k = scaled(100000), scaled(50000)
     if sel in (None, "queue_stream_64B"):
         emit("queue_stream_64B", run(1, 1, n64, 64))
     if sel in (None, "queue_stream_4KB"):

@@ -23,6 +23,7 @@ MP_BEGIN_DECLS
   XX(EBUSY, -EBUSY, "resource busy or locked")                                 \
   XX(ECANCELED, -ECANCELED, "operation canceled")                              \
   XX(ECHILD, -ECHILD, "no child processes")                                    \
+  XX(ECONNREFUSED, -ECONNREFUSED, "connection refused")                        \
   XX(ECONNRESET, -ECONNRESET, "connection reset by peer")                      \
   XX(EDEADLK, -EDEADLK, "resource deadlock avoided")                           \
   XX(EEXIST, -EEXIST, "file already exists")                                   \
@@ -65,7 +66,9 @@ MP_BEGIN_DECLS
   XX(EWORKERDIED, -4004, "worker died while running the task")                 \
   XX(EOWNERDEAD, -4005, "previous owner died holding the lock")                \
   XX(ETASK, -4006, "task returned an error")                                   \
-  XX(ETOOSHORT, -4007, "buffer too short for the message")
+  XX(ETOOSHORT, -4007, "buffer too short for the message")                   \
+  XX(EWORKERRANK, -4008, "this MPI rank served as a pool worker")              \
+  XX(EBINARY, -4009, "MPI ranks run different binaries")
 
 typedef enum {
 #define MP__ERR_ENUM(name, val, msg) MP_##name = (val),

@@ -37,6 +37,7 @@
 
 #include <stdbool.h>
 #include <string.h>
+#include <sys/uio.h>
 
 #include "common.h"
 #include "error.h"
@@ -134,9 +135,28 @@ typedef struct {
    * MP_MANAGER_RESERVE (bytes, optional K/M/G suffix) when set. At least
    * 1 MiB, at most 16 TiB. */
   size_t reserve;
-  /* Segment name ("/name"), NULL for an unpredictable "/mp-..." name. */
+  /* Segment name ("/name"), NULL for an unpredictable "/mp-..." name. On
+   * Redis: "/" and then 1 to 200 of [A-Za-z0-9_.-]. */
   const char *name;
+  /* NULL: the local shared-memory manager. Otherwise the Redis server that
+   * holds the manager's objects: "redis://[[user]:password@]host[:port][/db]"
+   * (port 6379 and db 0 by default) or
+   * "unix://[[user]:password@]/path/to/redis.sock[?db=N]"; user and password
+   * may be percent-encoded. reserve is then ignored. */
+  const char *address;
+  /* Redis: milliseconds to connect (0: 2000) and to wait for a reply to a
+   * command (0: 10000; blocking calls add their own timeout to it). */
+  int connect_timeout_ms;
+  int command_timeout_ms;
+  unsigned flags; /* MP_MANAGER_* bits */
 } mp_manager_opts_t;
+
+/* mp_manager_opts_t.flags */
+enum {
+  /* Redis: mp_manager_destroy in the creating process leaves the manager's
+   * keys in Redis (to be opened again later) instead of deleting them. */
+  MP_MANAGER_KEEP = 1 << 0,
+};
 
 #define MP_MANAGER_DEFAULT_RESERVE ((size_t)64 << 30)
 
@@ -144,7 +164,13 @@ typedef struct {
  * when the creating process exits, however it exits (also after SIGKILL), or
  * at mp_manager_destroy. opts may be NULL.
  * MP_EINVAL (bad reserve or name), MP_EEXIST (name taken), MP_ENOMEM, or a
- * system error from creating the segment. */
+ * system error from creating the segment.
+ * With opts->address, the manager lives in that Redis server instead (see
+ * "Redis" below); errors then: MP_EINVAL (malformed address or name),
+ * MP_ENOTSUP (built without hiredis), MP_EEXIST (a manager of that name is
+ * there), MP_ECONNREFUSED, MP_ENOENT (no such socket or host),
+ * MP_ETIMEDOUT, MP_ECONNRESET, MP_EACCES (AUTH failed or needed), MP_EIO
+ * (unexpected reply). */
 MP_EXTERN int mp_manager_create(mp_manager_t **m,
                                 const mp_manager_opts_t *opts);
 /* Open an existing manager by name, from any process of the same user.
@@ -154,6 +180,13 @@ MP_EXTERN int mp_manager_create(mp_manager_t **m,
  * such manager), MP_EINVAL (bad name or not a manager), MP_EACCES,
  * MP_EPROTO, MP_ENOMEM. */
 MP_EXTERN int mp_manager_open(mp_manager_t **m, const char *name);
+/* Open an existing manager by name with options: opts->address (required
+ * for a Redis manager; NULL opts or address: mp_manager_open) and the
+ * timeouts; other fields are ignored. On Redis: MP_ENOENT (no manager of that
+ * name there), MP_EINVAL (bad name or address, or the key is not a
+ * manager's), and the connection errors of mp_manager_create. */
+MP_EXTERN int mp_manager_open_opts(mp_manager_t **m, const char *name,
+                                   const mp_manager_opts_t *opts);
 /* The manager's segment name in *name (valid while m is). MP_EINVAL. */
 MP_EXTERN int mp_manager_name(const mp_manager_t *m, const char **name);
 /* Release the handle. Called by the process that created the manager (not a
@@ -284,6 +317,138 @@ MP_EXTERN int mp_list_clear(mp_list_t *l);
 MP_EXTERN int mp_list_items(mp_list_t *l, mp_val_t **vals, size_t *n);
 /* Python's repr, e.g. [1, 'a', None], malloc'd into *out. */
 MP_EXTERN int mp_list_repr(mp_list_t *l, char **out);
+
+/* ---- Redis: sharing across machines ----------------------------------------
+ * A manager created (or opened) with opts.address keeps its dicts and lists
+ * in a Redis server: every mp_dict_* and mp_list_* call above works the same
+ * on it (same values, errors and repr), each call one Redis command or one
+ * Lua script, so it stays atomic. Keys are "mproc:<name without />:...".
+ * Such a manager also offers the queue, lock and event below (they need
+ * Redis: on a local manager they return MP_ENOTSUP).
+ *
+ * Connections: one per manager handle and one per queue, lock or event
+ * handle, made on first use and again after fork (a child never uses its
+ * parent's socket); threads using one handle take turns on its connection.
+ * Every call on a Redis manager may also fail with MP_ECONNREFUSED,
+ * MP_ECONNRESET, MP_ETIMEDOUT (server down, restarted, or too slow), MP_EACCES
+ * (authentication), MP_ENOMEM (also Redis' maxmemory), MP_EIO (a reply that
+ * is not what mproc wrote: a key changed by something else); the next call
+ * connects again. A call that failed with a connection error may or may not
+ * have taken effect (the reply was lost), but never partly.
+ * docs/manager.md says what survives a Redis restart. */
+
+/* Handle options of the queue, lock and event (zero or NULL: defaults).
+ *   name      at most 47 bytes, unique among the manager's objects; NULL:
+ *             unnamed (usable through handles inherited by fork only).
+ *   maxsize   queue: most messages waiting at once; 0: unbounded.
+ *   flags     queue: MP_QUEUE_JOINABLE (include/mproc/queue.h).
+ *   lease_ms  queue and lock: how long a consumer or lock holder may go
+ *             without a call on its handle before it counts as dead;
+ *             0: 30000. Fixed at create (open reads it). */
+typedef struct {
+  const char *name;
+  size_t maxsize;
+  unsigned flags;
+  int lease_ms;
+} mp_mobj_opts_t;
+
+/* ---- queue (Python's manager.Queue() and JoinableQueue()) -----------------
+ * Byte messages, FIFO. A message taken by mp_mqueue_get stays in this
+ * handle's own processing list in Redis until the handle is done with it:
+ * mp_mqueue_task_done (joinable queue) or, on a plain queue, this handle's
+ * next get or its destroy. A consumer that dies holding messages (its lease
+ * key expired: no call on the handle for lease_ms) has them given back to the
+ * front of the queue by the next get of any consumer: nothing acknowledged is
+ * lost; a message may be delivered twice if its consumer was only slow. */
+typedef struct mp_mqueue mp_mqueue_t;
+
+/* Create a queue in Redis manager m. MP_EINVAL, MP_ENAMETOOLONG, MP_EEXIST,
+ * MP_ENOTSUP (local manager). */
+MP_EXTERN int mp_mqueue_create(mp_mqueue_t **q, mp_manager_t *m,
+                               const mp_mobj_opts_t *opts);
+/* A new handle (a new consumer) on the queue of that name. MP_ENOENT,
+ * MP_EINVAL (also when the name is not a queue's). */
+MP_EXTERN int mp_mqueue_open(mp_mqueue_t **q, mp_manager_t *m,
+                             const char *name);
+/* Append one message (copied). Blocks while the queue holds maxsize
+ * messages, at most timeout_ms. Returns 0 once Redis holds it.
+ * MP_EFULL, MP_ECLOSED, MP_EINVAL (msg NULL with len > 0, bad timeout),
+ * MP_EMSGSIZE (len >= 512 MiB). */
+MP_EXTERN int mp_mqueue_put(mp_mqueue_t *q, const void *msg, size_t len,
+                            int timeout_ms);
+/* Append msgs[0..n) in order with one command (all or none; with maxsize,
+ * waits until all fit). Returns n. Errors as mp_mqueue_put. */
+MP_EXTERN int mp_mqueue_put_many(mp_mqueue_t *q, const struct iovec *msgs,
+                                 size_t n, int timeout_ms);
+/* Take the oldest message: *msg malloc'd (caller frees; never NULL; a NUL
+ * follows the len bytes for convenience), *len.
+ * Blocks while empty, at most timeout_ms. MP_EEMPTY (still empty),
+ * MP_ECLOSED (closed and empty), MP_EINVAL, MP_EIO. */
+MP_EXTERN int mp_mqueue_get(mp_mqueue_t *q, void **msg, size_t *len,
+                            int timeout_ms);
+/* Take up to n messages at once (at least one: blocks as get): each
+ * msgs[i].iov_base malloc'd (caller frees each). Returns the number taken.
+ * Errors as mp_mqueue_get. */
+MP_EXTERN int mp_mqueue_get_many(mp_mqueue_t *q, struct iovec *msgs, size_t n,
+                                 int timeout_ms);
+/* Messages waiting (not counting those taken and not yet done). */
+MP_EXTERN int mp_mqueue_qsize(mp_mqueue_t *q, size_t *n);
+/* Close for everyone: puts fail with MP_ECLOSED, gets drain what is left
+ * and then fail with MP_ECLOSED (blocked gets notice within 100 ms). */
+MP_EXTERN int mp_mqueue_close(mp_mqueue_t *q);
+/* Joinable queue: the oldest message this handle took is done (removed from
+ * its processing list for good). MP_EINVAL (nothing taken and not done: also
+ * when this handle was taken for dead and its messages given back),
+ * MP_ENOTSUP (not joinable). */
+MP_EXTERN int mp_mqueue_task_done(mp_mqueue_t *q);
+/* Joinable queue: wait until every message put has been marked done, at most
+ * timeout_ms. MP_ETIMEDOUT, MP_ENOTSUP, MP_EINVAL. */
+MP_EXTERN int mp_mqueue_join(mp_mqueue_t *q, int timeout_ms);
+/* Free the handle; the messages it holds count as done (plain queue) or go
+ * back to the queue (joinable queue, not marked done). The queue stays in
+ * the manager. MP_EINVAL. */
+MP_EXTERN int mp_mqueue_destroy(mp_mqueue_t *q);
+
+/* ---- lock (manager.Lock()) -------------------------------------------------
+ * A lease: the holder keeps it by calling into the handle (acquire, renew)
+ * within lease_ms; a holder gone that long (dead, or stuck) loses it, and the
+ * next acquirer gets MP_EOWNERDEAD (acquired; the data it protects may be
+ * half-updated), as with the local robust lock. Not recursive. */
+typedef struct mp_mlock mp_mlock_t;
+
+/* Create or open a lock (as mp_mqueue_create / mp_mqueue_open). A handle
+ * after fork is a different owner from its parent's. */
+MP_EXTERN int mp_mlock_create(mp_mlock_t **l, mp_manager_t *m,
+                              const mp_mobj_opts_t *opts);
+MP_EXTERN int mp_mlock_open(mp_mlock_t **l, mp_manager_t *m, const char *name);
+/* Acquire, waiting at most timeout_ms. 0, MP_EOWNERDEAD (acquired after a
+ * holder's lease ran out), MP_ETIMEDOUT, MP_EDEADLK (this handle holds it),
+ * MP_EINVAL. */
+MP_EXTERN int mp_mlock_acquire(mp_mlock_t *l, int timeout_ms);
+/* Extend the held lease to lease_ms from now. MP_EPERM (not held: also when
+ * the lease ran out and another holder took it). */
+MP_EXTERN int mp_mlock_renew(mp_mlock_t *l);
+/* Release. MP_EPERM (not held by this handle, or the lease was lost to
+ * another holder). */
+MP_EXTERN int mp_mlock_release(mp_mlock_t *l);
+/* Free the handle (releasing the lock if it holds it). MP_EINVAL. */
+MP_EXTERN int mp_mlock_destroy(mp_mlock_t *l);
+
+/* ---- event (manager.Event()) ---------------------------------------------- */
+typedef struct mp_mevent mp_mevent_t;
+
+MP_EXTERN int mp_mevent_create(mp_mevent_t **e, mp_manager_t *m,
+                               const mp_mobj_opts_t *opts);
+MP_EXTERN int mp_mevent_open(mp_mevent_t **e, mp_manager_t *m,
+                             const char *name);
+/* Set (waking every waiter), clear. */
+MP_EXTERN int mp_mevent_set(mp_mevent_t *e);
+MP_EXTERN int mp_mevent_clear(mp_mevent_t *e);
+/* 1 if set, 0 if not, or a negative error. */
+MP_EXTERN int mp_mevent_is_set(mp_mevent_t *e);
+/* Wait until set, at most timeout_ms: 0 or MP_ETIMEDOUT. */
+MP_EXTERN int mp_mevent_wait(mp_mevent_t *e, int timeout_ms);
+MP_EXTERN int mp_mevent_destroy(mp_mevent_t *e);
 
 MP_END_DECLS
 

@@ -104,12 +104,18 @@ typedef struct mp_imap mp_imap_t;
 
 typedef enum {
   MP_POOL_PROCESSES = 0, /* Python's Pool */
-  MP_POOL_THREADS = 1    /* Python's multiprocessing.pool.ThreadPool */
+  MP_POOL_THREADS = 1,   /* Python's multiprocessing.pool.ThreadPool */
+  /* MPI ranks (mpi4py's MPICommExecutor): every rank of `mpirun -n N prog`
+   * calls mp_pool_create; rank 0 gets the pool, the N-1 others serve its
+   * tasks inside mp_pool_create and return MP_EWORKERRANK once rank 0
+   * destroyed the pool. See docs/pool.md, "Pools on MPI ranks". */
+  MP_POOL_MPI = 2
 } mp_pool_backend_t;
 
 /* Options; zero-initialised means every default. */
 typedef struct mp_pool_opts {
-  int workers;               /* 0: the number of CPUs usable by this process */
+  int workers; /* 0: the number of CPUs usable by this process (MPI: the
+                * other ranks; else it must equal their number) */
   mp_pool_backend_t backend; /* processes (default) or threads */
   /* Run once in each worker (also in each replacement) before its first
    * task, with initarg (a pointer of the parent: valid in forked workers;
@@ -137,7 +143,13 @@ typedef struct mp_pool_opts {
  * MP_EINVAL (pool NULL, workers < 0 or > 4096, bad backend or start method),
  * MP_ENOMEM, or a system error from fork/mmap/thread creation or the fork
  * server (nothing is left behind but a fork server it started). Destroy
- * with mp_pool_destroy. */
+ * with mp_pool_destroy.
+ * MPI backend, on every rank: MP_EWORKERRANK on the worker ranks once the
+ * root destroyed the pool (the rank served tasks meanwhile; *pool is not
+ * set), MP_EBINARY when the ranks run different binaries (build-ids differ),
+ * MP_EINVAL (a single rank, or workers neither 0 nor the number of other
+ * ranks), MP_ENOTSUP (built without MPI, or MPI initialised by the program
+ * below MPI_THREAD_SERIALIZED), MP_EIO (an MPI call failed). */
 MP_EXTERN int mp_pool_create(mp_pool_t **pool, const mp_pool_opts_t *opts);
 
 /* Number of workers. Returns it (> 0) or MP_EINVAL. */

@@ -21,20 +21,26 @@
  * Waits take `timeout_ms`: MP_FOREVER blocks, 0 only tries, a positive value
  * waits at most that long (CLOCK_MONOTONIC). A timed-out wait returns
  * MP_ETIMEDOUT. Waits spin briefly, then sleep on a shared futex: a waiting
- * process uses no CPU. Signals do not interrupt a wait.
+ * process uses no CPU. Signals do not interrupt a wait, and do not stretch
+ * it: deadlines are absolute.
  *
- * Robustness: Lock and RLock record their holder. A waiter whose holder
- * process (RLock: holder thread) has died takes the lock over and gets
- * MP_EOWNERDEAD with the lock held; the data it guards may be half updated.
- * The lock stays marked until mp_lock_consistent() (mp_rlock_consistent()):
- * every acquire until then returns MP_EOWNERDEAD, so a holder that itself
- * cannot repair the data just releases and the next one is told again.
- * A sleeping waiter wakes every 200 ms to re-check (a dead holder, or a
- * wake-up lost to a waiter that was killed), so it notices within that time.
- * Holders are identified by pid (RLock: thread id) and start time, so a reused
- * pid is not mistaken for the dead holder; all processes sharing a primitive
- * must be in one pid namespace. What a dead process means for the other
- * primitives is told at each. */
+ * Robustness: Lock and RLock record their holder (pid, RLock: thread id,
+ * with its start time, in one word). A waiter whose holder process (RLock:
+ * holder thread) has died takes the lock over and gets MP_EOWNERDEAD with
+ * the lock held; the data it guards may be half updated. The lock stays
+ * marked until mp_lock_consistent() (mp_rlock_consistent()): every acquire
+ * until then returns MP_EOWNERDEAD, so a holder that itself cannot repair
+ * the data just releases and the next one is told again. A new caller sees
+ * a dead holder at once; a sleeping waiter looks again at least every 20 ms
+ * (sooner at first), so it notices within that time, whatever signals do. A
+ * live holder is never taken over, however long it holds the lock or stays
+ * stopped. Dead means gone, a zombie (killed, not yet reaped), or a pid now
+ * used by another process (the start time differs), including the caller's
+ * own process. All processes sharing a primitive must be in one pid
+ * namespace. Every sleep is bounded the same way, so a waker killed between
+ * publishing (a permit, a flag, a notification) and waking delays sleepers
+ * by at most 20 ms instead of stranding them. What a dead process means for
+ * the other primitives is told at each. */
 #ifndef MPROC_SYNC_H
 #define MPROC_SYNC_H
 
@@ -48,9 +54,9 @@ MP_BEGIN_DECLS
 /* ---- types (fixed size, no pointers; fields private) ------------------- */
 
 typedef struct mp_lock {
-  uint32_t mp__word;  /* holder id | waiters bit | owner-dead bit */
+  uint64_t mp__word;  /* holder id | owner-dead | waiters | start time */
   uint32_t mp__count; /* RLock recursion depth */
-  uint64_t mp__ident; /* holder id and start time */
+  uint32_t mp__pad;
 } mp_lock_t;
 
 typedef struct mp_rlock {
@@ -66,8 +72,8 @@ typedef struct mp_semaphore {
 
 typedef struct mp_cond {
   mp_rlock_t mp__lock;
-  uint32_t mp__seq;
-  uint32_t mp__waiters;
+  uint32_t mp__tokens;  /* notifications granted, not yet taken */
+  uint32_t mp__waiters; /* waiters registered, not yet notified */
 } mp_cond_t;
 
 typedef struct mp_event {
@@ -81,8 +87,8 @@ typedef struct mp_barrier {
   uint32_t mp__parties;
   uint32_t mp__count;
   uint32_t mp__gen;
-  uint32_t mp__broken;
-  uint32_t mp__pad;
+  uint32_t mp__state;      /* broken flag (bit 31) | resets (bits 0..30) */
+  int32_t mp__timeout_ms;  /* default for MP_BARRIER_DEFAULT */
   uint64_t mp__gen_broken; /* bit g % 64: generation g was broken */
 } mp_barrier_t;
 
@@ -197,8 +203,14 @@ MP_EXTERN const char *mp_semaphore_name(const mp_semaphore_t *s);
  * wait/notify need the lock held by the calling thread. A process that dies
  * while sleeping in wait leaves nothing behind; one that dies holding the
  * lock (also just after being woken) makes the next acquirer, or the
- * waiter re-taking the lock, get MP_EOWNERDEAD. Wake-ups may exceed n
- * (as with pthread_cond_t): re-check the predicate, or use wait_for. */
+ * waiter re-taking the lock, get MP_EOWNERDEAD. notify(n) hands out at most
+ * n notifications, one per waiter registered before it; a waiter that
+ * takes one returns 0. A notifier killed after notify but before its
+ * waiters woke: they find the notification at their next look (within
+ * 20 ms). A waiter killed while waiting may keep counting as a waiter, so a
+ * later notify may hand it a notification that then goes to the next
+ * waiter to come: re-check the predicate (or use wait_for), as with
+ * pthread_cond_t. Signal handlers end no wait. */
 
 /* Initialize *c with its lock free. Returns 0 or MP_EINVAL (NULL). */
 MP_EXTERN int mp_cond_init(mp_cond_t *c);
@@ -210,7 +222,8 @@ MP_EXTERN int mp_cond_consistent(mp_cond_t *c);
 /* The condition's lock, e.g. for mp_rlock_is_owned. NULL if c is NULL. */
 MP_EXTERN mp_rlock_t *mp_cond_lock(mp_cond_t *c);
 /* Release the lock (whatever its depth), sleep until notified or timed
- * out, take the lock back at the same depth. Returns 0 (notified),
+ * out, take the lock back at the same depth. Signal handlers that run
+ * meanwhile do not end the wait. Returns 0 (notified),
  * MP_ETIMEDOUT (lock held again), MP_EOWNERDEAD (notified or not, lock held
  * again from a dead holder), MP_EPERM (lock not held by caller), MP_EINVAL. */
 MP_EXTERN int mp_cond_wait(mp_cond_t *c, int timeout_ms);
@@ -233,7 +246,9 @@ MP_EXTERN const char *mp_cond_name(const mp_cond_t *c);
 
 /* ---- Event -----------------------------------------------------------------
  * A flag processes wait for. A process that dies before setting it leaves
- * waiters waiting: use a timeout where a setter may die. */
+ * waiters waiting: use a timeout where a setter may die. A setter killed
+ * after storing the flag but before waking: the waiters see the flag at
+ * their next look (within 20 ms). */
 
 /* Initialize *e unset. Returns 0 or MP_EINVAL (NULL). */
 MP_EXTERN int mp_event_init(mp_event_t *e);
@@ -262,11 +277,23 @@ MP_EXTERN const char *mp_event_name(const mp_event_t *e);
  * that dies before arriving makes the others wait: give them a timeout, which
  * breaks the barrier for all. */
 
-/* parties >= 1. Returns 0 or MP_EINVAL. */
+/* parties >= 1 (<= INT32_MAX). The default timeout is MP_FOREVER. Returns 0
+ * or MP_EINVAL. */
 MP_EXTERN int mp_barrier_init(mp_barrier_t *b, unsigned parties);
-/* Wait for all parties. Returns the arrival index 0..parties-1 (>= 0; the
- * last to arrive gets parties-1), MP_ECANCELED (broken), MP_ETIMEDOUT,
- * MP_EINVAL. */
+/* Python's Barrier(timeout=...): the timeout a wait uses when it is given
+ * MP_BARRIER_DEFAULT. Stored in the barrier, so every process sharing it
+ * sees it. timeout_ms is MP_FOREVER (the initial value) or >= 0. Returns 0
+ * or MP_EINVAL (NULL, bad timeout). */
+#define MP_BARRIER_DEFAULT (-2)
+MP_EXTERN int mp_barrier_set_timeout(mp_barrier_t *b, int timeout_ms);
+/* The default timeout (MP_FOREVER or >= 0), or MP_EINVAL if NULL. */
+MP_EXTERN int mp_barrier_timeout(const mp_barrier_t *b);
+/* Wait for all parties, at most timeout_ms (MP_BARRIER_DEFAULT: the
+ * barrier's default timeout). Returns the arrival index 0..parties-1 (>= 0;
+ * the last to arrive gets parties-1), MP_ECANCELED (broken), MP_ETIMEDOUT,
+ * MP_EINVAL. A party that sleeps through more than 64 generations, one of
+ * them ended by a reset, gets MP_ECANCELED even if its own generation had
+ * completed. */
 MP_EXTERN int mp_barrier_wait(mp_barrier_t *b, int timeout_ms);
 /* Break the barrier: current and later waits return MP_ECANCELED. */
 MP_EXTERN int mp_barrier_abort(mp_barrier_t *b);

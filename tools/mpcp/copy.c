@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -37,7 +38,7 @@ static char cur_tmp[128];
 /* Pending progress, sent at most every 100 ms and at the end of each task:
  * the channel never carries a message per file. */
 static struct {
-  uint64_t files, bytes, mismatches;
+  uint64_t files, bytes, mismatches, failed;
   double last;
   char text[MPCP_MSG_MAX - sizeof(mpcp_msg_t) - 64];
   size_t text_len;
@@ -48,9 +49,10 @@ static bool quiet_bytes; /* while re-copying a verify mismatch */
  * that long before it gets its final name, so a test can interrupt a copy in
  * the middle; MPCP_TEST_CORRUPT names a file whose first copy gets one byte
  * flipped, so --verify has something to find; MPCP_TEST_CRASH names a file
- * whose worker is killed (SIGKILL) while copying it. */
+ * whose worker is killed (SIGKILL) while copying it (MPCP_TEST_CRASH_ONCE:
+ * only on the first attempt, so the retry succeeds). */
 static int test_delay_ms = -1;
-static const char *test_corrupt, *test_crash;
+static const char *test_corrupt, *test_crash, *test_crash_once;
 
 static void test_hooks_init(void) {
   if (test_delay_ms >= 0)
@@ -59,6 +61,16 @@ static void test_hooks_init(void) {
   test_delay_ms = d ? atoi(d) : 0;
   test_corrupt = getenv("MPCP_TEST_CORRUPT");
   test_crash = getenv("MPCP_TEST_CRASH");
+  test_crash_once = getenv("MPCP_TEST_CRASH_ONCE");
+}
+
+/* MPCP_TEST_CRASH kills every attempt at the file; MPCP_TEST_CRASH_ONCE only
+ * the first (not a retry after a worker died). */
+static void crash_hook(const char *name, uint32_t task_flags) {
+  if ((test_crash && !strcmp(name, test_crash)) ||
+      (test_crash_once && !(task_flags & MPCP_TF_RETRY) &&
+       !strcmp(name, test_crash_once)))
+    raise(SIGKILL);
 }
 
 static void on_term(int sig) {
@@ -78,6 +90,7 @@ void mpcp_worker_init(void) {
   sa.sa_handler = on_term;
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGHUP, &sa, NULL);
+  sigaction(SIGQUIT, &sa, NULL);
 }
 
 static void flush_text(void) {
@@ -93,11 +106,12 @@ static void flush_progress(uint32_t kind, uint64_t id) {
     return;
   mpcp_msg_t m = {.kind = kind,
                   .id = id,
+                  .errors = (uint32_t)acc.failed,
                   .files = acc.files,
                   .bytes = acc.bytes,
                   .mismatches = acc.mismatches};
   mpcp_send(&m, NULL, 0);
-  acc.files = acc.bytes = acc.mismatches = 0;
+  acc.files = acc.bytes = acc.mismatches = acc.failed = 0;
   acc.last = mpcp_now();
 }
 
@@ -112,33 +126,55 @@ static void note(uint64_t files, uint64_t bytes) {
   }
 }
 
-static void werr(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void werr(const char *fmt, ...) {
+/* One entry that failed: it counts as finished, and as failed. */
+static void note_failed(void) {
+  acc.failed++;
+  note(1, 0);
+}
+
+static void vsay(bool error, const char *fmt, va_list ap) {
   char buf[1024];
-  va_list ap;
-  va_start(ap, fmt);
   int n = vsnprintf(buf, sizeof buf, fmt, ap);
-  va_end(ap);
   if (n < 0)
     return;
   if ((size_t)n >= sizeof buf)
     n = sizeof buf - 1;
   flush_text();
-  mpcp_msg_t m = {.kind = MPCP_M_ERROR, .errors = 1};
+  mpcp_msg_t m = {.kind = MPCP_M_ERROR, .errors = error ? 1 : 0};
   mpcp_send(&m, buf, (size_t)n);
 }
 
+/* An error line for the parent (counts toward exit status 1). */
+static void werr(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void werr(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsay(true, fmt, ap);
+  va_end(ap);
+}
+
+/* mpcp_say_fn of the workers. */
+static void wsay(bool error, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void wsay(bool error, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsay(error, fmt, ap);
+  va_end(ap);
+}
+
 static void verbose_line(const char *src, const char *dst) {
-  char line[1024];
-  int n = snprintf(line, sizeof line, "'%s' -> '%s'\n", src, dst);
-  if (n < 0)
+  char *line = mpcp_verbose_text(src, dst);
+  if (!line)
     return;
-  if ((size_t)n >= sizeof line)
-    n = sizeof line - 1;
-  if (acc.text_len + (size_t)n > sizeof acc.text)
+  size_t n = strlen(line);
+  if (n > sizeof acc.text)
+    n = sizeof acc.text;
+  if (acc.text_len + n > sizeof acc.text)
     flush_text();
-  memcpy(acc.text + acc.text_len, line, (size_t)n);
-  acc.text_len += (size_t)n;
+  memcpy(acc.text + acc.text_len, line, n);
+  acc.text_len += n;
+  free(line);
 }
 
 /* ---- data ---------------------------------------------------------------- */
@@ -177,6 +213,47 @@ static int rw_range(int sfd, int dfd, uint64_t off, uint64_t len, bool whole,
   return 0;
 }
 
+/* sendfile from the source's page cache straight into the destination's:
+ * one copy of the data in the kernel where pread/pwrite make two (across
+ * filesystems, where copy_file_range is refused). The destination fd's
+ * offset is used, so each worker opens its own. Falls back to rw_range
+ * where sendfile is refused. */
+static int send_range(mpcp_root_t *r, int sfd, int dfd, uint64_t off,
+                      uint64_t len, bool whole, uint64_t *copied) {
+  if ((r->no_clone & 4) || lseek(dfd, (off_t)off, SEEK_SET) < 0) {
+    r->no_clone |= 4;
+    return rw_range(sfd, dfd, off, len, whole, copied);
+  }
+  uint64_t done = 0;
+  while (whole || done < len) {
+    size_t want = PIECE;
+    if (!whole && len - done < want)
+      want = (size_t)(len - done);
+    off_t in = (off_t)(off + done);
+    ssize_t n = sendfile(dfd, sfd, &in, want);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      if (done == 0 && (errno == EINVAL || errno == ENOSYS ||
+                        errno == EOPNOTSUPP || errno == ESPIPE)) {
+        r->no_clone |= 4;
+        return rw_range(sfd, dfd, off, len, whole, copied);
+      }
+      int e = errno;
+      char probe;
+      if (pread(sfd, &probe, 1, (off_t)(off + done)) < 0)
+        return -errno;
+      return -e - 100000;
+    }
+    if (n == 0)
+      break;
+    done += (uint64_t)n;
+    note(0, (uint64_t)n);
+  }
+  *copied += done;
+  return 0;
+}
+
 /* Copies [off, off+len) (or to EOF when whole) with copy_file_range, which
  * lets the filesystem share or offload the copy; falls back to pread/pwrite
  * where it is refused. A read error is returned as -errno, a write error as
@@ -185,7 +262,7 @@ static int copy_range(mpcp_root_t *r, int sfd, int dfd, uint64_t off,
                       uint64_t len, bool whole, uint64_t *copied) {
   uint64_t done = 0;
   if (r->no_clone & 2)
-    return rw_range(sfd, dfd, off, len, whole, copied);
+    return send_range(r, sfd, dfd, off, len, whole, copied);
   for (;;) {
     size_t want;
     if (done < len) {
@@ -205,7 +282,7 @@ static int copy_range(mpcp_root_t *r, int sfd, int dfd, uint64_t off,
           (errno == EXDEV || errno == EINVAL || errno == ENOSYS ||
            errno == EOPNOTSUPP || errno == EBADF || errno == ETXTBSY)) {
         r->no_clone |= 2;
-        return rw_range(sfd, dfd, off, len, whole, copied);
+        return send_range(r, sfd, dfd, off, len, whole, copied);
       }
       int e = errno;
       /* copy_file_range does not say which side failed: ask with a read. */
@@ -274,54 +351,93 @@ int mpcp_copy_data(mpcp_root_t *r, int sfd, int dfd, uint64_t off, uint64_t len,
 
 /* ---- metadata ------------------------------------------------------------ */
 
-int mpcp_copy_xattrs(int sfd, int dfd, char *err, size_t errlen) {
+static const char acl_access[] = "system.posix_acl_access",
+                  acl_default[] = "system.posix_acl_default";
+
+/* Sets one xattr; a read-only inode (user.* needs write permission) is made
+ * writable for the owner just long enough. */
+static int set_xattr(int dfd, const char *name, const void *v, size_t len) {
+  if (fsetxattr(dfd, name, v, len, 0) == 0)
+    return 0;
+  int e = errno;
+  struct stat st;
+  if (e == EACCES && fstat(dfd, &st) == 0 && !(st.st_mode & S_IWUSR) &&
+      fchmod(dfd, (st.st_mode & 07777) | S_IWUSR) == 0) {
+    int rc = fsetxattr(dfd, name, v, len, 0);
+    e = errno;
+    fchmod(dfd, st.st_mode & 07777);
+    if (rc == 0)
+      return 0;
+  }
+  return -e;
+}
+
+/* Copies every xattr (ACLs included). cp -a keeps quiet about the ones a
+ * user may not set (security.*, trusted.*) or a filesystem does not take;
+ * anything else is a warning. */
+static void copy_xattrs(int sfd, int dfd, const char *disp, mpcp_say_fn say) {
   if (!xnames && !(xnames = malloc(XBUF)))
-    return -ENOMEM;
+    return;
   if (!xval && !(xval = malloc(XBUF)))
-    return -ENOMEM;
+    return;
   ssize_t n = flistxattr(sfd, xnames, XBUF);
   if (n <= 0)
-    return 0;
+    return;
   for (char *p = xnames; p < xnames + n; p += strlen(p) + 1) {
     ssize_t v = fgetxattr(sfd, p, xval, XBUF);
     if (v < 0)
       continue;
-    if (fsetxattr(dfd, p, xval, (size_t)v, 0) < 0 && errno != ENOTSUP) {
-      snprintf(err, errlen, "preserving xattr %s: %s", p, strerror(errno));
-      return -errno;
-    }
+    int rc = set_xattr(dfd, p, xval, (size_t)v);
+    if (rc && rc != -ENOTSUP && rc != -EPERM && rc != -EACCES)
+      say(false, "mpcp: setting attribute '%s' for '%s': %s", p, disp,
+          strerror(-rc));
   }
-  return 0;
 }
 
-int mpcp_set_meta_fd(int fd, const mpcp_ent_t *e, int src_fd, bool is_dir,
-                     bool force_chown, char *err, size_t errlen) {
+int mpcp_set_meta_fd(int fd, const mpcp_ent_t *e, int src_fd, unsigned flags,
+                     const char *disp, mpcp_say_fn say) {
+  int ret = 0;
+  bool uid_kept = e->uid == mpcp_euid, gid_kept = e->gid == mpcp_egid;
   bool chowned = false;
-  if (force_chown || e->uid != mpcp_euid || e->gid != mpcp_egid) {
-    if (fchown(fd, e->uid, e->gid) == 0)
-      chowned = true;
-    else if (errno != EPERM || mpcp_euid == 0) {
-      snprintf(err, errlen, "preserving ownership: %s", strerror(errno));
-      return -errno;
+  if ((flags & MPCP_MF_CHOWN) || !uid_kept || !gid_kept) {
+    if (fchown(fd, e->uid, e->gid) == 0) {
+      chowned = uid_kept = gid_kept = true;
+    } else {
+      int err = errno;
+      /* As cp: a normal user keeps at least the group if a member of it. */
+      if (mpcp_euid != 0 && fchown(fd, (uid_t)-1, e->gid) == 0)
+        gid_kept = true;
+      if (mpcp_euid == 0 || (err != EPERM && err != EINVAL))
+        say(false, "mpcp: failed to preserve ownership for '%s': %s", disp,
+            strerror(err));
     }
   }
-  if ((chowned || is_dir || (e->mode & 07000)) &&
-      fchmod(fd, e->mode & 07777) < 0) {
-    snprintf(err, errlen, "preserving permissions: %s", strerror(errno));
-    return -errno;
-  }
+  mode_t mode = e->mode & 07777;
+  /* POSIX and cp: setuid/setgid do not survive a change of owner. */
+  if (!uid_kept || !gid_kept)
+    mode &= (mode_t)~(S_ISUID | S_ISGID);
   if (src_fd >= 0) {
-    int rc = mpcp_copy_xattrs(src_fd, fd, err, errlen);
-    if (rc)
-      return rc;
+    copy_xattrs(src_fd, fd, disp, say);
+    if (flags & MPCP_MF_DEFACL) {
+      /* Apply the source's ACL or none, never one inherited here. */
+      if (fgetxattr(src_fd, acl_access, NULL, 0) < 0)
+        fremovexattr(fd, acl_access);
+      if ((flags & MPCP_MF_DIR) && fgetxattr(src_fd, acl_default, NULL, 0) < 0)
+        fremovexattr(fd, acl_default);
+    }
+  }
+  if ((chowned || (flags & (MPCP_MF_DIR | MPCP_MF_CHMOD | MPCP_MF_DEFACL)) ||
+       (e->mode & 07000)) &&
+      fchmod(fd, mode) < 0) {
+    say(true, "mpcp: preserving permissions for '%s': %s", disp,
+        strerror(errno));
+    ret = -1;
   }
   struct timespec ts[2] = {{e->atime_s, e->atime_ns},
                            {e->mtime_s, e->mtime_ns}};
-  if (futimens(fd, ts) < 0) {
-    snprintf(err, errlen, "preserving times: %s", strerror(errno));
-    return -errno;
-  }
-  return 0;
+  if (futimens(fd, ts) < 0)
+    say(false, "mpcp: preserving times for '%s': %s", disp, strerror(errno));
+  return ret;
 }
 
 /* ---- entries ------------------------------------------------------------- */
@@ -356,6 +472,13 @@ static void report(const batch_t *b, bool dst, const char *what,
   free(p);
 }
 
+static void report_warn(const batch_t *b, const char *what, const char *name,
+                        int err) {
+  char *p = disp(b, true, name);
+  wsay(false, "mpcp: %s '%s': %s", what, p ? p : name, strerror(err));
+  free(p);
+}
+
 /* Moves the finished temp entry over `dname`. */
 static int commit_rename(const batch_t *b, const char *tmp, const char *dname) {
   if (renameat(b->ddir, tmp, b->ddir, dname) == 0)
@@ -387,15 +510,58 @@ static int make_node(const batch_t *b, const mpcp_ent_t *e, const char *target,
   return -EEXIST;
 }
 
+/* The destination as it is, for an entry about to be copied over it: cp's
+ * refusals. Returns 0 to go on (*d valid if *exists), or -1 when reported. */
+static int check_dest(const batch_t *b, const char *name, const char *dname,
+                      const struct stat *src, struct stat *d, bool *exists) {
+  *exists = fstatat(b->ddir, dname, d, AT_SYMLINK_NOFOLLOW) == 0;
+  if (!*exists)
+    return 0;
+  bool same = d->st_dev == src->st_dev && d->st_ino == src->st_ino;
+  /* A symlink source copied onto the file it points to. */
+  struct stat t;
+  if (!same && S_ISLNK(src->st_mode) && !S_ISLNK(d->st_mode) &&
+      fstatat(b->sdir, name, &t, 0) == 0)
+    same = t.st_dev == d->st_dev && t.st_ino == d->st_ino;
+  if (same) {
+    char *s = disp(b, false, name), *p = disp(b, true, dname);
+    werr("mpcp: '%s' and '%s' are the same file", s ? s : name,
+         p ? p : dname);
+    free(s);
+    free(p);
+    return -1;
+  }
+  if (S_ISDIR(d->st_mode)) {
+    char *p = disp(b, true, dname);
+    werr("mpcp: cannot overwrite directory '%s' with non-directory",
+         p ? p : dname);
+    free(p);
+    return -1;
+  }
+  return 0;
+}
+
 static void copy_node(const batch_t *b, const mpcp_ent_t *e, const char *name,
                       const char *dname) {
   char stackbuf[4096];
   char *target = NULL;
+  struct stat sst, dst;
+  bool dexists;
+  if (fstatat(b->sdir, name, &sst, AT_SYMLINK_NOFOLLOW) < 0) {
+    report(b, false, "cannot stat", name, errno);
+    note_failed();
+    return;
+  }
+  if (check_dest(b, name, dname, &sst, &dst, &dexists) < 0) {
+    note_failed();
+    return;
+  }
   if (S_ISLNK(e->mode)) {
     size_t cap = e->size > 0 ? e->size + 1 : sizeof stackbuf;
     target = cap <= sizeof stackbuf ? stackbuf : malloc(cap);
     if (!target) {
       report(b, false, "cannot read symbolic link", name, ENOMEM);
+      note_failed();
       return;
     }
     ssize_t n = readlinkat(b->sdir, name, target, cap);
@@ -419,16 +585,12 @@ static void copy_node(const batch_t *b, const mpcp_ent_t *e, const char *name,
     if ((e->uid != mpcp_euid || e->gid != mpcp_egid ||
          (b->flags & MPCP_TF_SETGID_DIR)) &&
         fchownat(b->ddir, dname, e->uid, e->gid, AT_SYMLINK_NOFOLLOW) < 0 &&
-        (errno != EPERM || mpcp_euid == 0)) {
-      report(b, true, "failed to preserve ownership for", dname, errno);
-      goto out;
-    }
+        (mpcp_euid == 0 || (errno != EPERM && errno != EINVAL)))
+      report_warn(b, "failed to preserve ownership for", dname, errno);
     struct timespec ts[2] = {{e->atime_s, e->atime_ns},
                              {e->mtime_s, e->mtime_ns}};
-    if (utimensat(b->ddir, dname, ts, AT_SYMLINK_NOFOLLOW) < 0) {
-      report(b, true, "failed to preserve times for", dname, errno);
-      goto out;
-    }
+    if (utimensat(b->ddir, dname, ts, AT_SYMLINK_NOFOLLOW) < 0)
+      report_warn(b, "preserving times for", dname, errno);
   }
   entry_done(b, name, dname);
   if (target != stackbuf)
@@ -437,11 +599,11 @@ static void copy_node(const batch_t *b, const mpcp_ent_t *e, const char *name,
 out:
   if (target != stackbuf)
     free(target);
-  note(1, 0);
+  note_failed();
 }
 
-static int open_src(int dirfd, const char *name, uint32_t uid) {
-  int fl = O_RDONLY | O_NOFOLLOW | O_CLOEXEC;
+static int open_src(int dirfd, const char *name, uint32_t uid, bool follow) {
+  int fl = O_RDONLY | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW);
   if (uid == mpcp_euid || mpcp_euid == 0) {
     int fd = openat(dirfd, name, fl | O_NOATIME);
     if (fd >= 0 || errno != EPERM)
@@ -450,10 +612,11 @@ static int open_src(int dirfd, const char *name, uint32_t uid) {
   return openat(dirfd, name, fl);
 }
 
-/* Creates the unnamed (or temp-named) destination inode. */
+/* Creates the unnamed (or temp-named) destination inode. Special bits are
+ * set with the rest of the metadata, once ownership is known. */
 static int create_dst(const batch_t *b, const mpcp_ent_t *e, char *tmp,
                       size_t tmplen) {
-  mode_t perm = e->mode & (mpcp_opt.archive ? 07777 : 0777);
+  mode_t perm = e->mode & 0777;
   tmp[0] = '\0';
   if (mpcp_use_tmpfile) {
     int fd = openat(b->ddir, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, perm);
@@ -466,6 +629,67 @@ static int create_dst(const batch_t *b, const mpcp_ent_t *e, char *tmp,
   memcpy(cur_tmp, tmp, strlen(tmp) + 1);
   cur_tmp_fd = b->ddir;
   return openat(b->ddir, tmp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, perm);
+}
+
+static unsigned meta_flags(const batch_t *b) {
+  return ((b->flags & MPCP_TF_SETGID_DIR) ? MPCP_MF_CHOWN : 0) |
+         ((b->flags & MPCP_TF_DEFACL) ? MPCP_MF_DEFACL : 0);
+}
+
+/* Plain read/write from the current offsets: for a FIFO or a device. */
+static int stream_copy(int sfd, int dfd) {
+  if (!iobuf && !(iobuf = malloc(1u << 20)))
+    return -ENOMEM;
+  for (;;) {
+    ssize_t n = read(sfd, iobuf, 1u << 20);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      return -errno;
+    if (n == 0)
+      return 0;
+    for (ssize_t w = 0; w < n;) {
+      ssize_t k = write(dfd, iobuf + w, (size_t)(n - w));
+      if (k < 0 && errno == EINTR)
+        continue;
+      if (k < 0)
+        return -errno - 100000;
+      w += k;
+    }
+    note(0, (uint64_t)n);
+  }
+}
+
+/* An existing destination that is not a plain regular file (a device, a
+ * FIFO, or a symlink to an existing file) is opened and written into, as cp
+ * does: it is never replaced. */
+static void copy_into(const batch_t *b, const mpcp_ent_t *e, int sfd,
+                      const char *name, const char *dname) {
+  int dfd =
+      openat(b->ddir, dname, O_WRONLY | O_TRUNC | O_NOCTTY | O_CLOEXEC);
+  if (dfd < 0) {
+    report(b, true, "cannot create regular file", dname, errno);
+    note_failed();
+    return;
+  }
+  int rc = stream_copy(sfd, dfd);
+  if (rc) {
+    if (rc <= -100000)
+      report(b, true, "error writing", dname, -(rc + 100000));
+    else
+      report(b, false, "error reading", name, -rc);
+    close(dfd);
+    note_failed();
+    return;
+  }
+  if (mpcp_opt.archive) {
+    char *p = disp(b, true, dname);
+    mpcp_set_meta_fd(dfd, e, sfd, meta_flags(b) | MPCP_MF_CHMOD,
+                     p ? p : dname, wsay);
+    free(p);
+  }
+  close(dfd);
+  entry_done(b, name, dname);
 }
 
 /* Gives the finished inode its final name. */
@@ -500,55 +724,161 @@ static int commit_file(const batch_t *b, int dfd, const char *tmp,
   return -EEXIST;
 }
 
-static void copy_reg(const batch_t *b, const mpcp_ent_t *e, const char *name,
+static bool same_version(const struct stat *a, const struct stat *b) {
+  return a->st_size == b->st_size && a->st_mtim.tv_sec == b->st_mtim.tv_sec &&
+         a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+static void stat_to_ent(mpcp_ent_t *e, const struct stat *st) {
+  e->size = (uint64_t)st->st_size;
+  e->mode = st->st_mode;
+  e->uid = st->st_uid;
+  e->gid = st->st_gid;
+  e->atime_s = st->st_atim.tv_sec;
+  e->atime_ns = (uint32_t)st->st_atim.tv_nsec;
+  e->mtime_s = st->st_mtim.tv_sec;
+  e->mtime_ns = (uint32_t)st->st_mtim.tv_nsec;
+}
+
+/* --resume --checksum: is the destination's content the source's? Then
+ * only its metadata is set. */
+static bool same_content(const batch_t *b, const mpcp_ent_t *e, int sfd,
+                         const char *dname) {
+  int dfd = openat(b->ddir, dname, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (dfd < 0)
+    return false;
+  uint64_t hs[2], hd[2];
+  struct stat d;
+  bool same = fstat(dfd, &d) == 0 && S_ISREG(d.st_mode) &&
+              (uint64_t)d.st_size == e->size && mpcp_hash_fd(sfd, hs) == 0 &&
+              mpcp_hash_fd(dfd, hd) == 0 && hs[0] == hd[0] && hs[1] == hd[1];
+  if (same && mpcp_opt.archive) {
+    char *p = disp(b, true, dname);
+    mpcp_set_meta_fd(dfd, e, -1, meta_flags(b), p ? p : dname, wsay);
+    free(p);
+  }
+  close(dfd);
+  lseek(sfd, 0, SEEK_SET);
+  return same;
+}
+
+static void copy_reg(const batch_t *b, const mpcp_ent_t *e0, const char *name,
                      const char *dname) {
-  char tmp[128], err[256];
+  char tmp[128];
+  mpcp_ent_t e = *e0;
   uint64_t copied = 0;
-  int sfd = open_src(b->sdir, name, e->uid);
-  if (sfd < 0) {
+  int sfd = open_src(b->sdir, name, e.uid, e.flags & MPCP_EF_FOLLOW);
+  struct stat s0, d;
+  if (sfd < 0 || fstat(sfd, &s0) < 0) {
     report(b, false, "cannot open", name, errno);
+    if (sfd >= 0)
+      close(sfd);
+    note_failed();
+    return;
+  }
+  /* What is copied is the file as opened, not as the walk saw it. */
+  stat_to_ent(&e, &s0);
+  if ((e.flags & MPCP_EF_CHECK) && same_content(b, &e, sfd, dname)) {
+    close(sfd);
     note(1, 0);
     return;
   }
-  int dfd = create_dst(b, e, tmp, sizeof tmp);
-  if (test_crash && dfd >= 0 && !strcmp(name, test_crash))
-    raise(SIGKILL);
+  bool dexists;
+  if (check_dest(b, name, dname, &s0, &d, &dexists) < 0)
+    goto fail_src;
+  if (dexists) {
+    if (S_ISLNK(d.st_mode)) {
+      struct stat t;
+      if (fstatat(b->ddir, dname, &t, 0) < 0) {
+        char *p = disp(b, true, dname);
+        if (errno == ENOENT)
+          werr("mpcp: not writing through dangling symlink '%s'",
+               p ? p : dname);
+        else
+          werr("mpcp: cannot stat '%s': %s", p ? p : dname, strerror(errno));
+        free(p);
+        goto fail_src;
+      }
+      if (t.st_dev == s0.st_dev && t.st_ino == s0.st_ino) {
+        char *s = disp(b, false, name), *p = disp(b, true, dname);
+        werr("mpcp: '%s' and '%s' are the same file", s ? s : name,
+             p ? p : dname);
+        free(s);
+        free(p);
+        goto fail_src;
+      }
+      if (S_ISDIR(t.st_mode)) {
+        report(b, true, "cannot overwrite directory", dname, EISDIR);
+        goto fail_src;
+      }
+    }
+    if (!S_ISREG(d.st_mode)) {
+      copy_into(b, &e, sfd, name, dname);
+      close(sfd);
+      return;
+    }
+    /* Replaced by rename, but only where cp could have opened it. */
+    if (mpcp_euid != 0 && faccessat(b->ddir, dname, W_OK, AT_EACCESS) < 0 &&
+        errno == EACCES) {
+      report(b, true, "cannot create regular file", dname, EACCES);
+      goto fail_src;
+    }
+  }
+  int dfd = create_dst(b, &e, tmp, sizeof tmp);
+  if (dfd >= 0)
+    crash_hook(name, b->flags);
   if (dfd < 0) {
     report(b, true, "cannot create regular file", dname, errno);
     goto fail_src;
   }
-  int rc = mpcp_copy_data(b->root, sfd, dfd, 0, e->size,
-                          e->flags & MPCP_EF_SPARSE, true, &copied);
-  if (rc) {
-    if (rc <= -100000)
-      report(b, true, "error writing", dname, -(rc + 100000));
-    else
-      report(b, false, "error reading", name, -rc);
-    goto fail;
-  }
-  if (test_corrupt && !quiet_bytes && e->size && !strcmp(name, test_corrupt)) {
-    unsigned char c = 0;
-    if (pread(sfd, &c, 1, 0) == 1) {
-      c ^= 0xff;
-      if (pwrite(dfd, &c, 1, 0) != 1)
-        c = 0;
+  /* A source that changes while it is read is copied again (twice at
+   * most), then reported. */
+  for (int attempt = 0;; attempt++) {
+    int rc = mpcp_copy_data(b->root, sfd, dfd, 0, e.size,
+                            e.flags & MPCP_EF_SPARSE, true, &copied);
+    if (rc) {
+      if (rc <= -100000)
+        report(b, true, "error writing", dname, -(rc + 100000));
+      else
+        report(b, false, "error reading", name, -rc);
+      goto fail;
+    }
+    if (test_corrupt && !quiet_bytes && e.size && !strcmp(name, test_corrupt)) {
+      unsigned char c = 0;
+      if (pread(sfd, &c, 1, 0) == 1) {
+        c ^= 0xff;
+        if (pwrite(dfd, &c, 1, 0) != 1)
+          c = 0;
+      }
+    }
+    if ((e.flags & MPCP_EF_SPARSE) && ftruncate(dfd, (off_t)e.size) < 0) {
+      report(b, true, "error writing", dname, errno);
+      goto fail;
+    }
+    if (test_delay_ms > 0)
+      usleep((useconds_t)test_delay_ms * 1000);
+    struct stat s1;
+    if (fstat(sfd, &s1) < 0 || same_version(&s0, &s1))
+      break;
+    if (attempt == 2) {
+      char *p = disp(b, false, name);
+      werr("mpcp: '%s': file changed as we read it", p ? p : name);
+      free(p);
+      break;
+    }
+    s0 = s1;
+    stat_to_ent(&e, &s1);
+    if (ftruncate(dfd, 0) < 0) {
+      report(b, true, "error writing", dname, errno);
+      goto fail;
     }
   }
-  if ((e->flags & MPCP_EF_SPARSE) && ftruncate(dfd, (off_t)e->size) < 0) {
-    report(b, true, "error writing", dname, errno);
-    goto fail;
-  }
-  if (mpcp_opt.archive &&
-      mpcp_set_meta_fd(dfd, e, sfd, false, b->flags & MPCP_TF_SETGID_DIR, err,
-                       sizeof err) < 0) {
+  if (mpcp_opt.archive) {
     char *p = disp(b, true, dname);
-    werr("mpcp: '%s': %s", p ? p : dname, err);
+    mpcp_set_meta_fd(dfd, &e, sfd, meta_flags(b), p ? p : dname, wsay);
     free(p);
-    goto fail;
   }
-  if (test_delay_ms > 0)
-    usleep((useconds_t)test_delay_ms * 1000);
-  rc = commit_file(b, dfd, tmp, dname);
+  int rc = commit_file(b, dfd, tmp, dname);
   if (rc) {
     report(b, true,
            rc == -EISDIR ? "cannot overwrite directory"
@@ -569,7 +899,7 @@ fail:
   }
 fail_src:
   close(sfd);
-  note(1, 0);
+  note_failed();
 }
 
 /* --verify: hash source and copy; a mismatch is copied again once. */
@@ -577,7 +907,7 @@ static void verify_reg(const batch_t *b, const mpcp_ent_t *e, const char *name,
                        const char *dname) {
   uint64_t hs[2], hd[2];
   for (int round = 0; round < 2; round++) {
-    int sfd = open_src(b->sdir, name, e->uid);
+    int sfd = open_src(b->sdir, name, e->uid, e->flags & MPCP_EF_FOLLOW);
     if (sfd < 0) {
       report(b, false, "verify: cannot open", name, errno);
       return;
@@ -655,7 +985,7 @@ static void run_batch(const mpcp_task_hdr_t *h, const char *p,
     p += e.dname_len;
     const char *dn = e.dname_len ? dname : name;
     if (!ok) {
-      note(1, 0);
+      note_failed();
       continue;
     }
     if (h->kind == MPCP_T_VERIFY) {
@@ -681,31 +1011,47 @@ static void run_chunk(const mpcp_task_hdr_t *h, const char *p) {
   mpcp_chunk_t c;
   memcpy(&c, p, sizeof c);
   p += sizeof c;
-  char name[c.name_len + 1], tmp[c.tmp_len + 1];
+  char name[c.name_len + 1], tmp[c.tmp_len + 1], dname[c.dname_len + 1];
   memcpy(name, p, c.name_len);
   name[c.name_len] = '\0';
   memcpy(tmp, p + c.name_len, c.tmp_len);
   tmp[c.tmp_len] = '\0';
+  memcpy(dname, p + c.name_len + c.tmp_len, c.dname_len);
+  dname[c.dname_len] = '\0';
   batch_t b = {.dir = dir};
   uint32_t failed = 1;
+  char text[1024];
+  int tl = 0;
   if (open_dirs(&b, h) == 0) {
-    int sfd = open_src(b.sdir, name, 0);
-    int dfd = openat(b.ddir, tmp, O_WRONLY | O_CLOEXEC);
+    int sfd = open_src(b.sdir, name, 0, c.flags & MPCP_EF_FOLLOW);
+    int dfd = openat(b.ddir, tmp, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+    /* Errors name the file the user knows (the parent prints the first of
+     * a file's chunks only). */
+    char *sp = disp(&b, false, name), *dp = disp(&b, true, dname);
+    crash_hook(name, h->flags);
     if (sfd < 0) {
-      report(&b, false, "cannot open", name, errno);
+      tl = snprintf(text, sizeof text, "mpcp: cannot open '%s': %s", sp,
+                    strerror(errno));
     } else if (dfd < 0) {
-      report(&b, true, "cannot open", tmp, errno);
+      tl = snprintf(text, sizeof text, "mpcp: cannot open '%s': %s", dp,
+                    strerror(errno));
     } else {
       uint64_t copied = 0;
       int rc = mpcp_copy_data(b.root, sfd, dfd, c.offset, c.len,
                               c.flags & MPCP_EF_SPARSE, false, &copied);
       if (rc <= -100000)
-        report(&b, true, "error writing", tmp, -(rc + 100000));
+        tl = snprintf(text, sizeof text, "mpcp: error writing '%s': %s", dp,
+                      strerror(-(rc + 100000)));
       else if (rc)
-        report(&b, false, "error reading", name, -rc);
+        tl = snprintf(text, sizeof text, "mpcp: error reading '%s': %s", sp,
+                      strerror(-rc));
       else
         failed = 0;
+      if (test_delay_ms > 0)
+        usleep((useconds_t)test_delay_ms * 1000);
     }
+    free(sp);
+    free(dp);
     if (sfd >= 0)
       close(sfd);
     if (dfd >= 0)
@@ -714,8 +1060,12 @@ static void run_chunk(const mpcp_task_hdr_t *h, const char *p) {
     close(b.ddir);
   }
   flush_progress(MPCP_M_PROGRESS, 0);
+  if (tl < 0)
+    tl = 0;
+  if ((size_t)tl >= sizeof text)
+    tl = sizeof text - 1;
   mpcp_msg_t m = {.kind = MPCP_M_CHUNK, .id = c.file_id, .errors = failed};
-  mpcp_send(&m, NULL, 0);
+  mpcp_send(&m, text, (size_t)tl);
 }
 
 int mpcp_worker_task(const void *task, size_t len) {

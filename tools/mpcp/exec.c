@@ -67,9 +67,10 @@ static void on_error(int err, int task_code, const char *msg, void *user) {
     mpcp_msg_t died = {.kind = MPCP_M_DIED};
     mpcp_send(&died, NULL, 0);
   }
-  if (err == MP_EWORKERDIED && p->kind != MPCP_T_CHUNK && p->count > 1 &&
-      !(p->flags & MPCP_TF_RETRY)) {
-    /* Which entry killed it is unknown: retry each entry on its own. */
+  if (err == MP_EWORKERDIED && !(p->flags & MPCP_TF_RETRY) &&
+      (p->kind == MPCP_T_CHUNK || p->count > 1)) {
+    /* A chunk is copied again by another worker; in a batch, which entry
+     * killed it is unknown: each entry is retried on its own. */
     pthread_mutex_lock(&dead_lock);
     p->next = dead;
     dead = p;
@@ -82,18 +83,27 @@ static void on_error(int err, int task_code, const char *msg, void *user) {
   }
   if (err != MP_ECLOSED) {
     char text[1024];
-    char *what =
-        p->kind == MPCP_T_CHUNK ? NULL : mpcp_task_path(p->task, p->len);
+    char *what = mpcp_task_path(p->task, p->len);
     int n =
         snprintf(text, sizeof text, "mpcp: a worker failed%s%s%s (%s%s%s)",
                  what ? " copying '" : "", what ? what : "", what ? "'" : "",
                  err == MP_ETASK ? "task error" : mp_strerror(err),
                  msg && *msg ? ": " : "", msg ? msg : "");
     free(what);
-    mpcp_msg_t m = {.kind = MPCP_M_ERROR, .errors = 1};
-    mpcp_send(&m, text, n > 0 ? (size_t)n : 0);
-  }
-  if (p->kind == MPCP_T_CHUNK) {
+    if ((size_t)n >= sizeof text)
+      n = (int)sizeof text - 1;
+    if (p->kind == MPCP_T_CHUNK) {
+      /* printed once per file by the parent */
+      mpcp_msg_t c = {.kind = MPCP_M_CHUNK, .id = p->file_id, .errors = 1};
+      mpcp_send(&c, text, n > 0 ? (size_t)n : 0);
+    } else {
+      mpcp_msg_t m = {.kind = MPCP_M_ERROR, .errors = 1};
+      mpcp_send(&m, text, n > 0 ? (size_t)n : 0);
+      mpcp_msg_t f = {.kind = MPCP_M_PROGRESS, .errors = p->count,
+                      .files = p->count};
+      mpcp_send(&f, NULL, 0);
+    }
+  } else if (p->kind == MPCP_T_CHUNK) {
     mpcp_msg_t c = {.kind = MPCP_M_CHUNK, .id = p->file_id, .errors = 1};
     mpcp_send(&c, NULL, 0);
   }

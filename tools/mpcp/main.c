@@ -96,6 +96,7 @@ typedef struct {
   int kind; /* 0 skip, 1 directory, 2 single entry */
   struct stat st;
   bool created;
+  bool follow; /* SRC is a symlink copied as its target */
   char *name, *dname;
 } top_t;
 
@@ -107,11 +108,14 @@ static void resolve(const char *arg, const char *dest, bool dest_is_dir,
                     top_t *t, mpcp_root_t *r) {
   char *src = strdup(arg);
   size_t n = strlen(src);
+  /* "link/" names the directory a symlink points to, as for cp. */
+  bool slash = n > 1 && src[n - 1] == '/';
   while (n > 1 && src[n - 1] == '/')
     src[--n] = '\0';
   t->kind = 0;
   r->src_fd = r->dst_fd = -1;
-  int rc = mpcp_opt.recursive ? lstat(src, &t->st) : stat(src, &t->st);
+  int rc = mpcp_opt.recursive && !slash ? lstat(src, &t->st)
+                                        : stat(src, &t->st);
   if (rc < 0) {
     mpcp_error("mpcp: cannot stat '%s': %s", arg, strerror(errno));
     free(src);
@@ -126,8 +130,22 @@ static void resolve(const char *arg, const char *dest, bool dest_is_dir,
     dpath = strdup(dest);
   else
     dpath = mpcp_join(dest, sbase, NULL);
+  /* A DEST operand that is a symlink to a directory is followed (as cp);
+   * a name made inside it never is. */
   struct stat dd;
-  bool dexists = stat(dpath, &dd) == 0;
+  bool dexists =
+      (dest_is_dir ? lstat(dpath, &dd) : stat(dpath, &dd)) == 0;
+  if (dexists && S_ISLNK(dd.st_mode) && S_ISDIR(t->st.st_mode)) {
+    mpcp_error("mpcp: cannot overwrite non-directory '%s' with directory "
+               "'%s'",
+               dpath, arg);
+    goto out;
+  }
+  if (dexists && S_ISLNK(dd.st_mode)) {
+    struct stat through;
+    if (stat(dpath, &through) == 0)
+      dd = through; /* the worker writes through it, or refuses */
+  }
   if (S_ISDIR(t->st.st_mode)) {
     if (!mpcp_opt.recursive) {
       mpcp_error("mpcp: -r not specified; omitting directory '%s'", arg);
@@ -190,7 +208,7 @@ static void resolve(const char *arg, const char *dest, bool dest_is_dir,
     r->dst_fd = open_dir(ddir);
     if (r->src_fd < 0 || r->dst_fd < 0) {
       mpcp_error("mpcp: cannot access '%s': %s",
-                 r->src_fd < 0 ? (sdir[0] ? sdir : ".") : ddir,
+                 r->src_fd < 0 ? (sdir[0] ? sdir : ".") : (ddir[0] ? ddir : "."),
                  strerror(errno));
       if (r->src_fd >= 0)
         close(r->src_fd);
@@ -206,6 +224,9 @@ static void resolve(const char *arg, const char *dest, bool dest_is_dir,
     t->name = strdup(sbase);
     t->dname = dbase;
     t->kind = 2;
+    struct stat l;
+    t->follow = !S_ISLNK(t->st.st_mode) && lstat(src, &l) == 0 &&
+                S_ISLNK(l.st_mode);
   }
 out:
   free(src);
@@ -218,8 +239,9 @@ static void summary(double secs) {
   mpcp_progress_t *p = &mpcp_prog;
   if (p->files_done > p->files_total)
     p->files_done = p->files_total; /* retried entries */
-  uint64_t files =
-      p->files_done > mpcp_stats.errors ? p->files_done - mpcp_stats.errors : 0;
+  uint64_t files = p->files_done > mpcp_stats.failed
+                       ? p->files_done - mpcp_stats.failed
+                       : 0;
   double rate = secs > 0 ? (double)p->bytes_done / secs : 0;
   if (p->enabled || mpcp_opt.verbose) {
     char b[32], r[32];
@@ -263,7 +285,9 @@ enum {
   OPT_VERIFY,
   OPT_PROGRESS,
   OPT_NO_PROGRESS,
-  OPT_JSON
+  OPT_JSON,
+  OPT_RESUME,
+  OPT_CHECKSUM
 };
 
 int main(int argc, char **argv) {
@@ -280,6 +304,8 @@ int main(int argc, char **argv) {
       {"progress", no_argument, NULL, OPT_PROGRESS},
       {"no-progress", no_argument, NULL, OPT_NO_PROGRESS},
       {"json", no_argument, NULL, OPT_JSON},
+      {"resume", no_argument, NULL, OPT_RESUME},
+      {"checksum", no_argument, NULL, OPT_CHECKSUM},
       {"help", no_argument, NULL, 'h'},
       {"version", no_argument, NULL, 'V'},
       {NULL, 0, NULL, 0}};
@@ -337,6 +363,12 @@ int main(int argc, char **argv) {
     case OPT_JSON:
       mpcp_opt.json = true;
       break;
+    case OPT_RESUME:
+      mpcp_opt.resume = true;
+      break;
+    case OPT_CHECKSUM:
+      mpcp_opt.checksum = mpcp_opt.resume = true;
+      break;
     case 'h':
       usage(stdout);
       return 0;
@@ -370,8 +402,11 @@ int main(int argc, char **argv) {
   mpcp_prog.enabled = mpcp_opt.progress == 1 ||
                       (mpcp_opt.progress == -1 && isatty(STDERR_FILENO));
   const char *cm = getenv("MPCP_CHUNK_MIN"), *cs = getenv("MPCP_CHUNK_SIZE");
-  if (cm && strtoull(cm, NULL, 10) > 0)
+  bool split_always = false;
+  if (cm && strtoull(cm, NULL, 10) > 0) {
     mpcp_chunk_min = strtoull(cm, NULL, 10);
+    split_always = true;
+  }
   if (cs && strtoull(cs, NULL, 10) >= 4096)
     mpcp_chunk_size = strtoull(cs, NULL, 10);
   const char *bf = getenv("MPCP_BATCH_FILES");
@@ -385,6 +420,8 @@ int main(int argc, char **argv) {
   sa.sa_handler = on_signal;
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGHUP, &sa, NULL);
+  sigaction(SIGQUIT, &sa, NULL);
   signal(SIGPIPE, SIG_IGN);
 
   struct stat dst;
@@ -403,8 +440,11 @@ int main(int argc, char **argv) {
     resolve(argv[optind + i], dest, dest_is_dir, &tops[i], &mpcp_roots[i]);
 
   bool any = false;
-  for (int i = 0; i < nsrc; i++)
+  for (int i = 0; i < nsrc; i++) {
     any |= tops[i].kind != 0;
+    mpcp_roots[i].split =
+        split_always || mpcp_split_fs(mpcp_roots[i].dst_fd);
+  }
   bool started = false;
   if (any && !mpcp_opt.dry_run && !mpcp_stop_sig) {
     int rc = mpcp_exec_start(mpcp_opt.jobs);
@@ -419,7 +459,8 @@ int main(int argc, char **argv) {
       mpcp_walk(i, &tops[i].st, tops[i].created);
     } else if (tops[i].kind == 2) {
       mpcp_add_top_dir_for_cleanup(i);
-      mpcp_copy_single(i, &tops[i].st, tops[i].name, tops[i].dname);
+      mpcp_copy_single(i, &tops[i].st, tops[i].name, tops[i].dname,
+                       tops[i].follow);
     }
   }
   mpcp_prog.walk_done = true;

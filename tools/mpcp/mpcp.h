@@ -21,7 +21,12 @@
 #define MPCP_VERSION "0.1.0"
 
 /* Files at least this big are split into chunks copied by several workers
- * (MPCP_CHUNK_MIN and MPCP_CHUNK_SIZE in the environment override both). */
+ * when the destination is a network or cluster filesystem (mpcp_split_fs);
+ * on a local one, writes to one file are serialized by its inode lock, so a
+ * big file is copied whole by one worker (sendfile or copy_file_range) while
+ * other workers copy other files. MPCP_CHUNK_MIN and MPCP_CHUNK_SIZE in the
+ * environment override both sizes, and MPCP_CHUNK_MIN splits on any
+ * filesystem. */
 #define MPCP_CHUNK_MIN (64ull << 20)
 #define MPCP_CHUNK_SIZE (32ull << 20)
 extern uint64_t mpcp_chunk_min, mpcp_chunk_size;
@@ -32,6 +37,7 @@ extern uint32_t mpcp_batch_files; /* MPCP_BATCH_FILES in the environment */
 
 typedef struct {
   bool recursive, archive, no_clobber, update, dry_run, verbose, verify, json;
+  bool resume, checksum; /* --resume, --checksum */
   int progress; /* -1: auto (stderr is a tty), 0 off, 1 on */
   int jobs;
   char **excludes;
@@ -43,7 +49,9 @@ typedef struct {
   char *src_disp; /* display prefix of the source side ("" for none) */
   char *dst_disp;
   int src_fd, dst_fd;
-  int no_clone; /* set in a worker once FICLONE failed on this root */
+  int no_clone; /* in a worker: 1 FICLONE, 2 copy_file_range, 4 sendfile
+                   failed on this root (not tried again) */
+  bool split;   /* big files are split into chunks (see mpcp_split_fs) */
 } mpcp_root_t;
 
 extern mpcp_opts_t mpcp_opt;
@@ -58,6 +66,8 @@ enum { MPCP_T_BATCH = 1, MPCP_T_CHUNK = 2, MPCP_T_VERIFY = 3 };
 enum {
   MPCP_TF_SETGID_DIR = 1, /* destination dir is setgid: always chown */
   MPCP_TF_RETRY = 2,      /* a retry after a worker died: not again */
+  MPCP_TF_DEFACL = 4,     /* destination dir has a default ACL (-a: drop
+                             what new entries inherit from it) */
 };
 
 typedef struct {
@@ -70,7 +80,12 @@ typedef struct {
   uint32_t regs; /* regular files among count (for --verify progress) */
 } mpcp_task_hdr_t;
 
-enum { MPCP_EF_SPARSE = 1 };
+enum {
+  MPCP_EF_SPARSE = 1,
+  MPCP_EF_FOLLOW = 2, /* a top-level SRC symlink copied as its target */
+  MPCP_EF_CHECK = 4,  /* --resume --checksum: same size; copy only if the
+                         contents differ */
+};
 
 typedef struct {
   uint32_t mode; /* st_mode: type and permission bits */
@@ -85,20 +100,24 @@ typedef struct {
 
 typedef struct {
   uint64_t file_id, offset, len;
-  uint32_t name_len, tmp_len, flags, pad;
+  uint32_t name_len, tmp_len, flags, dname_len; /* name, tmp, dname follow */
 } mpcp_chunk_t;
 
 /* ---- messages (worker -> parent) --------------------------------------- */
 enum {
   MPCP_M_PROGRESS = 1, /* increments of files/bytes done */
   MPCP_M_DONE = 2,     /* task `id` finished (with last increments) */
-  MPCP_M_ERROR = 3,    /* text: one error line; counts one failure */
+  MPCP_M_ERROR = 3,    /* text: one line; counts an error if errors != 0
+                          (else a warning: printed, exit status kept) */
   MPCP_M_TEXT = 4,     /* text: -v lines for stdout */
-  MPCP_M_CHUNK = 5,    /* chunk of file `id` finished, errors = failed */
+  MPCP_M_CHUNK = 5,    /* chunk of file `id` finished, errors = failed;
+                          text: the error (the parent prints the first) */
   MPCP_M_RETRY = 6,    /* a batch's worker died: mpcp_exec_take_dead */
   MPCP_M_DIED = 7,     /* a worker died (its temp file may be left) */
 };
 
+/* On PROGRESS and DONE, `errors` counts entries that failed (they are in
+ * `files` too: files is entries finished either way). */
 typedef struct {
   uint32_t kind;
   uint32_t errors;
@@ -133,11 +152,28 @@ void mpcp_send(const mpcp_msg_t *m, const char *text, size_t text_len);
 void mpcp_worker_init(void);
 int mpcp_worker_task(const void *task, size_t len);
 /* Parent side helpers shared with the final phase. */
-int mpcp_set_meta_fd(int fd, const mpcp_ent_t *e, int src_fd, bool is_dir,
-                     bool force_chown, char *err, size_t errlen);
-int mpcp_copy_xattrs(int sfd, int dfd, char *err, size_t errlen);
+/* Prints a message about `path` (worker: sent to the parent). An error
+ * counts (exit 1); a warning does not. */
+typedef void (*mpcp_say_fn)(bool error, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+enum {
+  MPCP_MF_DIR = 1,      /* a directory */
+  MPCP_MF_CHOWN = 2,    /* always chown (setgid dir, preallocated file) */
+  MPCP_MF_CHMOD = 4,    /* always chmod (mode not set at creation) */
+  MPCP_MF_DEFACL = 8,   /* drop an ACL inherited from the parent */
+};
+/* -a metadata of an open destination: ownership, mode, xattrs/ACLs, times.
+ * What cannot be kept is reported as cp does (ownership as root and times:
+ * a warning; xattrs a normal user may not set: nothing; permissions: an
+ * error); the file itself always stays. Returns -1 if an error was said. */
+int mpcp_set_meta_fd(int fd, const mpcp_ent_t *e, int src_fd, unsigned flags,
+                     const char *disp, mpcp_say_fn say);
 int mpcp_copy_data(mpcp_root_t *r, int sfd, int dfd, uint64_t off, uint64_t len,
                    bool sparse, bool whole, uint64_t *copied);
+
+/* Is the filesystem of fd one where writers of one file run in parallel
+ * (NFS, SMB, Lustre, GPFS, BeeGFS, CephFS, FUSE)? */
+bool mpcp_split_fs(int fd);
 
 /* ---- paths (path.c) ----------------------------------------------------- */
 /* openat() for a relative path of any length: long paths are opened in
@@ -146,6 +182,10 @@ int mpcp_open_rel(int dirfd, const char *rel, int flags, mode_t mode);
 /* Joins display pieces, skipping empty and "." parts: malloc'd. */
 char *mpcp_join(const char *a, const char *b, const char *c);
 void mpcp_temp_name(char *buf, size_t len);
+/* Quotes a name as cp -v does ('a', "it's", 'a'$'\n''b'). */
+void mpcp_quote(const char *s, char *out, size_t len);
+/* "'src' -> 'dst'\n", quoted: malloc'd (NULL without memory). */
+char *mpcp_verbose_text(const char *src, const char *dst);
 /* getpid() of this process: set by the parent at start and by each worker
  * in mpcp_worker_init (temp names are made per file). */
 extern pid_t mpcp_self_pid;

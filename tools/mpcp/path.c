@@ -5,22 +5,83 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/openat2.h>
+#include <sys/syscall.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "mpcp.h"
 
 char mpcp_temp_prefix[64];
 
+/* openat() that stays below dirfd and follows no symlink in any component
+ * (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS; where the kernel lacks it,
+ * one component at a time with O_NOFOLLOW): a symlink planted in a tree
+ * never redirects a copy out of it. A symlink fails with ELOOP or
+ * ENOTDIR. */
+static int open_beneath(int dirfd, const char *rel, int flags, mode_t mode) {
+  static int have_openat2 = 1;
+#ifdef SYS_openat2
+  if (have_openat2) {
+    struct open_how how = {.flags = (uint64_t)(flags | O_CLOEXEC),
+                           .mode = (flags & O_CREAT) ? mode : 0,
+                           .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+                                      RESOLVE_NO_MAGICLINKS};
+    long fd = syscall(SYS_openat2, dirfd, rel, &how, sizeof how);
+    if (fd >= 0 || (errno != ENOSYS && errno != EPERM))
+      return (int)fd;
+    have_openat2 = 0;
+  }
+#else
+  (void)have_openat2;
+#endif
+  char *copy = strdup(rel);
+  if (!copy) {
+    errno = ENOMEM;
+    return -1;
+  }
+  int cur = dirfd, fd = -1;
+  char *save = NULL, *part = strtok_r(copy, "/", &save);
+  while (part) {
+    char *next = strtok_r(NULL, "/", &save);
+    if (!strcmp(part, "..")) {
+      errno = EXDEV;
+      break;
+    }
+    int f = next ? openat(cur, part,
+                          O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                 : openat(cur, part, flags | O_NOFOLLOW | O_CLOEXEC, mode);
+    if (cur != dirfd)
+      close(cur);
+    cur = dirfd;
+    if (f < 0)
+      break;
+    if (!next) {
+      fd = f;
+      break;
+    }
+    cur = f;
+    part = next;
+  }
+  int saved = errno;
+  if (cur != dirfd)
+    close(cur);
+  free(copy);
+  errno = saved;
+  return fd;
+}
+
 /* The kernel refuses paths of PATH_MAX bytes or more, so a long relative path
  * is walked in pieces cut at a '/' below that limit, each piece opened
- * relative to the directory the previous one reached. */
+ * relative to the directory the previous one reached. No symlink is
+ * followed on the way (open_beneath). */
 int mpcp_open_rel(int dirfd, const char *rel, int flags, mode_t mode) {
   const size_t piece = PATH_MAX - 256;
   if (rel[0] == '\0')
     rel = ".";
   size_t n = strlen(rel);
   if (n < piece)
-    return openat(dirfd, rel, flags | O_CLOEXEC, mode);
+    return open_beneath(dirfd, rel, flags, mode);
   char *buf = malloc(piece + 1);
   if (!buf) {
     errno = ENOMEM;
@@ -38,7 +99,7 @@ int mpcp_open_rel(int dirfd, const char *rel, int flags, mode_t mode) {
     }
     memcpy(buf, p, cut);
     buf[cut] = '\0';
-    int next = openat(cur, buf, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    int next = open_beneath(cur, buf, O_PATH | O_DIRECTORY, 0);
     if (cur != dirfd)
       close(cur);
     cur = next;
@@ -46,7 +107,7 @@ int mpcp_open_rel(int dirfd, const char *rel, int flags, mode_t mode) {
       goto out;
     p += cut + 1;
   }
-  fd = openat(cur, *p ? p : ".", flags | O_CLOEXEC, mode);
+  fd = open_beneath(cur, *p ? p : ".", flags, mode);
 out:;
   int saved = errno;
   if (cur >= 0 && cur != dirfd)
@@ -94,4 +155,107 @@ void mpcp_temp_name(char *buf, size_t len) {
   static unsigned long counter;
   snprintf(buf, len, "%s%ld-%lu", mpcp_temp_prefix, (long)mpcp_self_pid,
            ++counter);
+}
+
+/* Quotes a name as cp -v does: 'name'; "name" when it holds a ' but
+ * nothing special between double quotes; control characters as $'\n' or
+ * $'\ooo' outside the quotes. Always terminated; cut to fit len. */
+void mpcp_quote(const char *s, char *out, size_t len) {
+  bool ctl = false, sq = false, dq_special = false;
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    if (*p < 0x20 || *p == 0x7f)
+      ctl = true;
+    else if (*p == '\'')
+      sq = true;
+    else if (*p == '"' || *p == '$' || *p == '`' || *p == '\\')
+      dq_special = true;
+  }
+  size_t n = 0;
+#define OUT(str)                                                               \
+  do {                                                                         \
+    for (const char *q_ = (str); *q_ && n + 1 < len; q_++)                     \
+      out[n++] = *q_;                                                          \
+  } while (0)
+  if (!ctl && sq && !dq_special) {
+    OUT("\"");
+    OUT(s);
+    OUT("\"");
+  } else if (!ctl && !sq) {
+    OUT("'");
+    OUT(s);
+    OUT("'");
+  } else {
+    bool open = false;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+      char one[8];
+      if (*p < 0x20 || *p == 0x7f || *p == '\'') {
+        if (open)
+          OUT("'");
+        open = false;
+        if (*p == '\'')
+          OUT("\\'");
+        else if (*p == '\n')
+          OUT("$'\\n'");
+        else if (*p == '\t')
+          OUT("$'\\t'");
+        else if (*p == '\r')
+          OUT("$'\\r'");
+        else {
+          snprintf(one, sizeof one, "$'\\%03o'", *p);
+          OUT(one);
+        }
+        continue;
+      }
+      if (!open)
+        OUT("'");
+      open = true;
+      one[0] = (char)*p;
+      one[1] = '\0';
+      OUT(one);
+    }
+    if (open)
+      OUT("'");
+    if (n == 0)
+      OUT("''");
+  }
+#undef OUT
+  if (len)
+    out[n < len ? n : len - 1] = '\0';
+}
+
+/* "'src' -> 'dst'\n" with both quoted as cp -v does: malloc'd. */
+char *mpcp_verbose_text(const char *src, const char *dst) {
+  size_t a = strlen(src) * 6 + 8, b = strlen(dst) * 6 + 8;
+  char *qa = malloc(a), *qb = malloc(b), *out = NULL;
+  if (qa && qb) {
+    mpcp_quote(src, qa, a);
+    mpcp_quote(dst, qb, b);
+    size_t n = strlen(qa) + strlen(qb) + 6;
+    out = malloc(n);
+    if (out)
+      snprintf(out, n, "%s -> %s\n", qa, qb);
+  }
+  free(qa);
+  free(qb);
+  return out;
+}
+
+bool mpcp_split_fs(int fd) {
+  static const unsigned long types[] = {
+      0x6969,     /* NFS */
+      0xFF534D42, /* CIFS */
+      0xFE534D42, /* SMB2 */
+      0x0BD00BD0, /* Lustre */
+      0x47504653, /* GPFS */
+      0x19830326, /* BeeGFS */
+      0x00C36400, /* CephFS */
+      0x65735546, /* FUSE */
+  };
+  struct statfs sf;
+  if (fd < 0 || fstatfs(fd, &sf) < 0)
+    return false;
+  for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+    if ((unsigned long)sf.f_type == types[i])
+      return true;
+  return false;
 }

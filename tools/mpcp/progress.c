@@ -35,9 +35,10 @@ static void fmt_eta(double s, char *buf, size_t len) {
     snprintf(buf, len, "%ld:%02ld", t / 60, t % 60);
 }
 
+/* The terminal's width; 80 when it cannot be asked (not a terminal). */
 static int term_width(void) {
   struct winsize ws;
-  if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 20)
+  if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0)
     return ws.ws_col;
   return 80;
 }
@@ -130,18 +131,38 @@ void mpcp_progress_draw(mpcp_progress_t *p, bool force) {
       left = lb > lf ? lb : lf;
     }
     fmt_eta(left, eta, sizeof eta);
+    /* Narrow terminals get fewer whole fields, never one cut in the
+     * middle: the bar goes first, then the rate and ETA, then bytes. */
+    int w = term_width() - 1;
+    const char *plus = p->walk_done ? "" : "+";
+    unsigned long long fd = p->files_done, ft = p->files_total;
+    int pct = (int)(frac * 100);
     n = snprintf(line, sizeof line,
-                 "%3d%% [%s] %llu/%llu%s files %s%s %s/s ETA %s",
-                 (int)(frac * 100), bar, (unsigned long long)p->files_done,
-                 (unsigned long long)p->files_total, p->walk_done ? "" : "+",
-                 bp, p->walk_done ? "" : "+", rt, eta);
+                 "%3d%% [%s] %llu/%llu%s files %s%s %s/s ETA %s", pct, bar,
+                 fd, ft, plus, bp, plus, rt, eta);
+    if (n > w)
+      n = snprintf(line, sizeof line, "%3d%% %llu/%llu%s files %s%s %s/s "
+                   "ETA %s", pct, fd, ft, plus, bp, plus, rt, eta);
+    if (n > w)
+      n = snprintf(line, sizeof line, "%3d%% %llu/%llu%s files %s%s", pct,
+                   fd, ft, plus, bp, plus);
+    if (n > w)
+      n = snprintf(line, sizeof line, "%3d%% %llu/%llu%s", pct, fd, ft,
+                   plus);
+    if (n > w)
+      n = snprintf(line, sizeof line, "%3d%%", pct);
   }
-  if (p->errors && n > 0 && (size_t)n < sizeof line)
-    n += snprintf(line + n, sizeof line - (size_t)n, " %llu err",
-                  (unsigned long long)p->errors);
   int w = term_width() - 1;
+  if (p->errors && n > 0 && (size_t)n < sizeof line) {
+    int e = snprintf(line + n, sizeof line - (size_t)n, " %llu err",
+                     (unsigned long long)p->errors);
+    if (e > 0 && n + e <= w)
+      n += e;
+    else
+      line[n] = '\0';
+  }
   if (n > w)
-    n = w;
+    n = w > 0 ? w : 0;
   fprintf(stderr, "\r%.*s\033[K", n, line);
   fflush(stderr);
   p->drawn_len = n;

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "mpcp.h"
@@ -43,6 +44,7 @@ typedef struct {
 typedef struct {
   int root_a, root_b;
   char *a, *b; /* existing copy, new name: root-relative paths */
+  char *src;   /* source path of the new name (root-relative), for -v */
 } link_rec_t;
 
 typedef struct {
@@ -140,18 +142,55 @@ static hl_t *hl_find(uint64_t dev, uint64_t ino, bool insert) {
 /* ---- messages --------------------------------------------------------------
  */
 
+static void vline(const char *fmt, va_list ap) {
+  mpcp_progress_clear(&mpcp_prog);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+}
+
 void mpcp_error(const char *fmt, ...) {
   va_list ap;
-  mpcp_progress_clear(&mpcp_prog);
   va_start(ap, fmt);
-  vfprintf(stderr, fmt, ap);
+  vline(fmt, ap);
   va_end(ap);
-  fputc('\n', stderr);
   mpcp_stats.errors++;
   mpcp_prog.errors++;
 }
 
+/* A message that does not change the exit status. */
+void mpcp_warn(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vline(fmt, ap);
+  va_end(ap);
+}
+
 static void resubmit_singles(const char *task, size_t len);
+
+/* A -v line printed by the parent (directories, hard links, big files). */
+void mpcp_verbose_line(const char *src, const char *dst) {
+  char *line = mpcp_verbose_text(src, dst);
+  if (!line)
+    return;
+  mpcp_progress_clear(&mpcp_prog);
+  fputs(line, mpcp_opt.json ? stderr : stdout);
+  free(line);
+}
+
+/* mpcp_say_fn of the parent. */
+static void psay(bool error, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void psay(bool error, const char *fmt, ...) {
+  char buf[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  if (error)
+    mpcp_error("%s", buf);
+  else
+    mpcp_warn("%s", buf);
+}
 
 static void on_msg(const char *buf, size_t len) {
   mpcp_msg_t m;
@@ -168,6 +207,7 @@ static void on_msg(const char *buf, size_t len) {
     if (phase == 0) {
       mpcp_prog.files_done += m.files;
       mpcp_prog.bytes_done += m.bytes;
+      mpcp_stats.failed += m.errors;
     } else {
       mpcp_stats.verified += m.files;
       mpcp_prog.verify_done += m.files;
@@ -175,7 +215,10 @@ static void on_msg(const char *buf, size_t len) {
     }
     break;
   case MPCP_M_ERROR:
-    mpcp_error("%.*s", (int)tlen, text);
+    if (m.errors)
+      mpcp_error("%.*s", (int)tlen, text);
+    else
+      mpcp_warn("%.*s", (int)tlen, text);
     break;
   case MPCP_M_TEXT:
     mpcp_progress_clear(&mpcp_prog);
@@ -199,6 +242,8 @@ static void on_msg(const char *buf, size_t len) {
       big_rec_t *b = &bigs[i];
       if (b->id != m.id)
         continue;
+      if (m.errors && !b->failed && tlen) /* one message per file */
+        mpcp_error("%.*s", (int)tlen, text);
       if (m.errors)
         b->failed = true;
       if (--b->chunks_left == 0)
@@ -313,8 +358,20 @@ char *mpcp_task_path(const char *task, size_t len) {
     return NULL;
   char *dir = strndup(p, h.dir_len);
   mpcp_ent_t e;
+  mpcp_chunk_t c;
   char *out = NULL;
-  if (dir && next_entry(p + h.dir_len, end, &e, &name)) {
+  if (dir && h.kind == MPCP_T_CHUNK) {
+    const char *q = p + h.dir_len;
+    if ((size_t)(end - q) >= sizeof c) {
+      memcpy(&c, q, sizeof c);
+      if (c.name_len <= (size_t)(end - q) - sizeof c) {
+        char *n = strndup(q + sizeof c, c.name_len);
+        if (n)
+          out = mpcp_join(mpcp_roots[h.root].src_disp, dir, n);
+        free(n);
+      }
+    }
+  } else if (dir && next_entry(p + h.dir_len, end, &e, &name)) {
     char *n = strndup(name, e.name_len);
     if (n)
       out = mpcp_join(mpcp_roots[h.root].src_disp, dir, n);
@@ -330,6 +387,17 @@ char *mpcp_task_path(const char *task, size_t len) {
 static void resubmit_singles(const char *task, size_t len) {
   mpcp_task_hdr_t h;
   memcpy(&h, task, sizeof h);
+  if (h.kind == MPCP_T_CHUNK) { /* the same chunk, by another worker */
+    char *copy = malloc(len);
+    if (!copy)
+      return;
+    memcpy(copy, task, len);
+    h.flags |= MPCP_TF_RETRY;
+    memcpy(copy, &h, sizeof h);
+    submit(copy, len, false);
+    free(copy);
+    return;
+  }
   const char *p = task + sizeof h + h.dir_len, *end = task + len, *name;
   mpcp_ent_t e;
   batch_t b = {.root = (int)h.root, .flags = h.flags | MPCP_TF_RETRY};
@@ -403,13 +471,22 @@ static void ent_from_stat(mpcp_ent_t *e, const struct stat *st) {
 /* ---- big files: split into chunks ------------------------------------------
  */
 
+static void batch_begin(batch_t *b, uint32_t kind);
+static void batch_add(batch_t *b, const mpcp_ent_t *e, const char *name,
+                      const char *dname);
+static void batch_flush(batch_t *b);
+
+/* All chunks of big file i are in: check the source did not change while
+ * it was read (else copy it again whole, as one entry), set metadata and
+ * give the temp file its final name. */
 void mpcp_finish_big(size_t i) {
   big_rec_t *b = &bigs[i];
   mpcp_root_t *r = &mpcp_roots[b->root];
   b->done = true;
   int dirfd = mpcp_open_rel(r->dst_fd, b->dir, O_PATH | O_DIRECTORY, 0);
   char *disp = mpcp_join(r->dst_disp, b->dir, b->dname);
-  char err[256];
+  int sdir = -1, sfd = -1;
+  bool ok = false;
   if (dirfd < 0) {
     mpcp_error("mpcp: cannot access '%s': %s", disp, strerror(errno));
     goto out;
@@ -418,46 +495,80 @@ void mpcp_finish_big(size_t i) {
     unlinkat(dirfd, b->tmp, 0);
     goto out_dir;
   }
-  int fd = openat(dirfd, b->tmp, O_WRONLY | O_CLOEXEC);
+  sdir = mpcp_open_rel(r->src_fd, b->dir, O_PATH | O_DIRECTORY, 0);
+  sfd = sdir < 0 ? -1
+                 : openat(sdir, b->name,
+                          O_RDONLY | O_CLOEXEC |
+                              ((b->meta.flags & MPCP_EF_FOLLOW) ? 0
+                                                                : O_NOFOLLOW));
+  struct stat now;
+  if (sfd < 0 || fstat(sfd, &now) < 0 ||
+      (uint64_t)now.st_size != b->meta.size ||
+      now.st_mtim.tv_sec != b->meta.mtime_s ||
+      (uint64_t)now.st_mtim.tv_nsec != b->meta.mtime_ns) {
+    unlinkat(dirfd, b->tmp, 0);
+    if (sfd >= 0) {
+      /* Changed while its chunks were read: copy it again as one entry
+       * (which checks again and reports a file that keeps changing). */
+      batch_t bt = {.root = b->root, .dir = b->dir, .flags = b->flags};
+      batch_begin(&bt, MPCP_T_BATCH);
+      mpcp_ent_t e = b->meta;
+      e.size = (uint64_t)now.st_size;
+      batch_add(&bt, &e, b->name, b->dname);
+      batch_flush(&bt);
+      free(bt.buf);
+      goto keep_count;
+    }
+    char *s = mpcp_join(r->src_disp, b->dir, b->name);
+    if (sfd < 0)
+      mpcp_error("mpcp: cannot open '%s': %s", s, strerror(errno));
+    else
+      mpcp_error("mpcp: '%s': file changed as we read it", s);
+    free(s);
+    goto out_dir;
+  }
+  int fd = openat(dirfd, b->tmp, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) {
     mpcp_error("mpcp: cannot open '%s': %s", disp, strerror(errno));
     unlinkat(dirfd, b->tmp, 0);
     goto out_dir;
   }
-  int rc = 0;
   if (mpcp_opt.archive) {
-    int sdir = mpcp_open_rel(r->src_fd, b->dir, O_PATH | O_DIRECTORY, 0);
-    int sfd = sdir < 0
-                  ? -1
-                  : openat(sdir, b->name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    rc = mpcp_set_meta_fd(fd, &b->meta, sfd, false, true, err, sizeof err);
-    if (sfd >= 0)
-      close(sfd);
-    if (sdir >= 0)
-      close(sdir);
+    /* Created 0600 by us: ownership and mode are always set. */
+    mpcp_set_meta_fd(fd, &b->meta, sfd,
+                     MPCP_MF_CHOWN | MPCP_MF_CHMOD |
+                         ((b->flags & MPCP_TF_DEFACL) ? MPCP_MF_DEFACL : 0),
+                     disp, psay);
   } else if (fchmod(fd, b->meta.mode & 0777 & ~saved_umask) < 0) {
-    snprintf(err, sizeof err, "setting permissions: %s", strerror(errno));
-    rc = -1;
+    mpcp_error("mpcp: setting permissions for '%s': %s", disp,
+               strerror(errno));
   }
   close(fd);
-  if (rc < 0) {
-    mpcp_error("mpcp: '%s': %s", disp, err);
-    unlinkat(dirfd, b->tmp, 0);
-  } else if (renameat(dirfd, b->tmp, dirfd, b->dname) < 0) {
+  if (renameat(dirfd, b->tmp, dirfd, b->dname) < 0) {
     mpcp_error("mpcp: cannot create regular file '%s': %s", disp,
                strerror(errno));
     unlinkat(dirfd, b->tmp, 0);
-  } else if (mpcp_opt.verbose) {
-    char *s = mpcp_join(r->src_disp, b->dir, b->name);
-    mpcp_progress_clear(&mpcp_prog);
-    fprintf(mpcp_opt.json ? stderr : stdout, "'%s' -> '%s'\n", s, disp);
-    free(s);
+  } else {
+    ok = true;
+    if (mpcp_opt.verbose) {
+      char *s = mpcp_join(r->src_disp, b->dir, b->name);
+      mpcp_progress_clear(&mpcp_prog);
+      mpcp_verbose_line(s, disp);
+      free(s);
+    }
   }
 out_dir:
   close(dirfd);
 out:
-  free(disp);
+  if (!ok)
+    mpcp_stats.failed++;
   mpcp_prog.files_done++;
+keep_count:
+  if (sfd >= 0)
+    close(sfd);
+  if (sdir >= 0)
+    close(sdir);
+  free(disp);
 }
 
 /* Chunk k of big file i, as one task. */
@@ -473,10 +584,12 @@ static void submit_chunk(size_t i, uint32_t k) {
                                                          : mpcp_chunk_size,
                      .name_len = (uint32_t)strlen(b->name),
                      .tmp_len = (uint32_t)strlen(b->tmp),
-                     .flags = b->meta.flags};
+                     .flags = b->meta.flags,
+                     .dname_len = (uint32_t)strlen(b->dname)};
   put(&c, &ch, sizeof ch);
   put(&c, b->name, ch.name_len);
   put(&c, b->tmp, ch.tmp_len);
+  put(&c, b->dname, ch.dname_len);
   submit(c.buf, c.len, false);
   free(c.buf);
 }
@@ -512,6 +625,7 @@ static void add_big(batch_t *bt, int ddir, const mpcp_ent_t *e,
       unlinkat(ddir, tmp, 0);
     }
     mpcp_prog.files_done++;
+    mpcp_stats.failed++;
     return;
   }
   close(fd);
@@ -551,9 +665,20 @@ static void add_big(batch_t *bt, int ddir, const mpcp_ent_t *e,
 /* ---- walking
  * ----------------------------------------------------------------- */
 
-static bool excluded(const char *name, const char *relpath) {
+/* PAT matches the name, or (if it has a '/') the path below SRC; a PAT
+ * ending in '/' matches directories only (as rsync). */
+static bool excluded(const char *name, const char *relpath, bool is_dir) {
   for (int i = 0; i < mpcp_opt.nexcludes; i++) {
     const char *pat = mpcp_opt.excludes[i];
+    char buf[4096];
+    size_t n = strlen(pat);
+    if (n > 1 && pat[n - 1] == '/') {
+      if (!is_dir || n >= sizeof buf)
+        continue;
+      memcpy(buf, pat, n - 1);
+      buf[n - 1] = '\0';
+      pat = buf;
+    }
     if (fnmatch(pat, name, 0) == 0)
       return true;
     if (strchr(pat, '/') && fnmatch(pat, relpath, FNM_PATHNAME) == 0)
@@ -574,23 +699,104 @@ static void dry_line(int root, const char *dir, const char *name,
     return;
   char *s = mpcp_join(mpcp_roots[root].src_disp, dir, name);
   char *d = mpcp_join(mpcp_roots[root].dst_disp, dir, dname);
-  fprintf(mpcp_opt.json ? stderr : stdout, "%s'%s' -> '%s'\n",
-          mpcp_opt.dry_run ? "would copy " : "", s, d);
+  if (mpcp_opt.dry_run)
+    fputs("would copy ", mpcp_opt.json ? stderr : stdout);
+  mpcp_verbose_line(s, d);
   free(s);
   free(d);
 }
 
 /* Hands one non-directory entry to the copy: a hard link to remember, a big
  * file to split, or an entry in the current batch. */
-static void mpcp_add_entry(batch_t *b, int ddir, const struct stat *st,
-                           const char *name, const char *dname) {
+/* --resume: is the destination entry d the same as the source st (type,
+ * size, mtime; a symlink's target; a device's number)? 2: same size, and
+ * --checksum asks the worker to compare the contents. */
+static int resume_same(int sdir, int ddir, const struct stat *st,
+                       const struct stat *d, const char *name,
+                       const char *dname) {
+  if ((st->st_mode & S_IFMT) != (d->st_mode & S_IFMT))
+    return 0;
+  if (S_ISREG(st->st_mode)) {
+    if (st->st_size != d->st_size)
+      return 0;
+    if (mpcp_opt.checksum)
+      return 2;
+    return st->st_mtim.tv_sec == d->st_mtim.tv_sec &&
+           st->st_mtim.tv_nsec == d->st_mtim.tv_nsec;
+  }
+  if (S_ISLNK(st->st_mode)) {
+    char a[4096], c[4096];
+    ssize_t na = sdir >= 0 ? readlinkat(sdir, name, a, sizeof a) : -1;
+    ssize_t nc = readlinkat(ddir, dname, c, sizeof c);
+    return na >= 0 && na == nc && memcmp(a, c, (size_t)na) == 0;
+  }
+  if (S_ISCHR(st->st_mode) || S_ISBLK(st->st_mode))
+    return st->st_rdev == d->st_rdev;
+  return 1;
+}
+
+/* --resume -a: an unchanged entry gets the source's ownership, mode and
+ * times where they differ (nothing is written when they match). */
+static void resume_fix_meta(int root, const char *dir, int ddir,
+                            const struct stat *st, const struct stat *d,
+                            const char *dname) {
+  if (!mpcp_opt.archive)
+    return;
+  const char *what = NULL;
+  if ((st->st_uid != d->st_uid || st->st_gid != d->st_gid) &&
+      fchownat(ddir, dname, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW) < 0 &&
+      (mpcp_euid == 0 || errno != EPERM))
+    what = "failed to preserve ownership for";
+  if (!S_ISLNK(st->st_mode) &&
+      ((st->st_mode ^ d->st_mode) & 07777) != 0 &&
+      fchmodat(ddir, dname, st->st_mode & 07777, 0) < 0)
+    what = "preserving permissions for";
+  if ((st->st_mtim.tv_sec != d->st_mtim.tv_sec ||
+       st->st_mtim.tv_nsec != d->st_mtim.tv_nsec)) {
+    struct timespec ts[2] = {st->st_atim, st->st_mtim};
+    if (utimensat(ddir, dname, ts, AT_SYMLINK_NOFOLLOW) < 0)
+      what = "preserving times for";
+  }
+  if (what) {
+    char *p = mpcp_join(mpcp_roots[root].dst_disp, dir, dname);
+    mpcp_warn("mpcp: %s '%s': %s", what, p, strerror(errno));
+    free(p);
+  }
+}
+
+static void mpcp_add_entry(batch_t *b, int sdir, int ddir,
+                           const struct stat *st, const char *name,
+                           const char *dname, bool follow) {
   mpcp_ent_t e;
   ent_from_stat(&e, st);
-  if (ddir >= 0 && (mpcp_opt.no_clobber || mpcp_opt.update)) {
+  if (follow)
+    e.flags |= MPCP_EF_FOLLOW;
+  if (ddir >= 0 && (mpcp_opt.no_clobber || mpcp_opt.update || mpcp_opt.resume)) {
     struct stat d;
-    if (fstatat(ddir, dname, &d, AT_SYMLINK_NOFOLLOW) == 0 &&
-        (mpcp_opt.no_clobber || newer_or_same(&d, &e))) {
+    bool skip = false;
+    if (fstatat(ddir, dname, &d, AT_SYMLINK_NOFOLLOW) == 0) {
+      skip = mpcp_opt.no_clobber ||
+             (mpcp_opt.update && newer_or_same(&d, &e));
+      if (!skip && mpcp_opt.resume && !follow) {
+        int same = resume_same(sdir, ddir, st, &d, name, dname);
+        if (same == 1) {
+          resume_fix_meta(b->root, b->dir, ddir, st, &d, dname);
+          skip = true;
+        } else if (same == 2) {
+          e.flags |= MPCP_EF_CHECK;
+        }
+      }
+    }
+    if (skip) {
       mpcp_stats.skipped++;
+      /* Later links to this inode link to the entry kept (as cp -au). */
+      if (mpcp_opt.archive && st->st_nlink > 1) {
+        hl_t *h = hl_find(st->st_dev, st->st_ino, true);
+        if (!h->path) {
+          h->root = b->root;
+          h->path = mpcp_join(b->dir, dname, NULL);
+        }
+      }
       return;
     }
   }
@@ -602,7 +808,8 @@ static void mpcp_add_entry(batch_t *b, int ddir, const struct stat *st,
     hl_t *h = hl_find(st->st_dev, st->st_ino, true);
     if (h->path) {
       GROW(links, nlinks, caplinks);
-      links[nlinks++] = (link_rec_t){h->root, b->root, strdup(h->path), path};
+      links[nlinks++] = (link_rec_t){h->root, b->root, strdup(h->path), path,
+                                     mpcp_join(b->dir, name, NULL)};
       if (S_ISREG(e.mode))
         mpcp_prog.bytes_total -= e.size;
       if (mpcp_opt.dry_run) {
@@ -621,7 +828,8 @@ static void mpcp_add_entry(batch_t *b, int ddir, const struct stat *st,
     dry_line(b->root, b->dir, name, dname);
     return;
   }
-  if (S_ISREG(e.mode) && e.size >= mpcp_chunk_min && mpcp_opt.jobs > 1)
+  if (S_ISREG(e.mode) && e.size >= mpcp_chunk_min && mpcp_opt.jobs > 1 &&
+      mpcp_roots[b->root].split)
     add_big(b, ddir, &e, name, dname);
   else
     batch_add(b, &e, name, dname);
@@ -639,11 +847,56 @@ static void add_dir_rec(int root, const char *rel, const struct stat *st,
   mpcp_stats.dirs++;
 }
 
+/* --resume: removes the temp files an interrupted run left in a directory
+ * (".mpcp-<pid>-..."), unless that run's mpcp is still running. */
+static void remove_stale_temps(int dir) {
+  int fd = openat(dir, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  DIR *d = fd < 0 ? NULL : fdopendir(fd);
+  if (!d) {
+    if (fd >= 0)
+      close(fd);
+    return;
+  }
+  struct dirent *de;
+  while ((de = readdir(d))) {
+    char *end;
+    if (strncmp(de->d_name, ".mpcp-", 6) != 0)
+      continue;
+    long pid = strtol(de->d_name + 6, &end, 10);
+    if (end == de->d_name + 6 || *end != '-' || pid <= 0)
+      continue;
+    char comm[64] = "", proc[64];
+    snprintf(proc, sizeof proc, "/proc/%ld/comm", pid);
+    int cfd = open(proc, O_RDONLY | O_CLOEXEC);
+    if (cfd >= 0) {
+      ssize_t n = read(cfd, comm, sizeof comm - 1);
+      comm[n > 0 ? n : 0] = '\0';
+      close(cfd);
+    }
+    if (!strncmp(comm, "mpcp", 4) && pid != (long)getpid())
+      continue; /* a run in progress */
+    unlinkat(dirfd(d), de->d_name, 0);
+  }
+  closedir(d);
+}
+
+/* Does the directory have a default ACL (that new entries inherit)? */
+static bool has_default_acl(int dirfd) {
+  int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0)
+    return false;
+  bool yes = fgetxattr(fd, "system.posix_acl_default", NULL, 0) > 0;
+  close(fd);
+  return yes;
+}
+
 /* Walks the tree under root `root`, depth first, one directory at a time. */
 void mpcp_walk(int root, const struct stat *top_st, bool top_created) {
   mpcp_root_t *r = &mpcp_roots[root];
   size_t first = ndirs;
   add_dir_rec(root, "", top_st, top_created);
+  if (top_created && mpcp_opt.verbose && !mpcp_opt.dry_run)
+    mpcp_verbose_line(r->src_disp, r->dst_disp);
   char **stack = NULL;
   size_t nstack = 0, capstack = 0;
   GROW(stack, nstack, capstack);
@@ -672,11 +925,15 @@ void mpcp_walk(int root, const struct stat *top_st, bool top_created) {
       free(rel);
       continue;
     }
+    if (mpcp_opt.resume && ddir >= 0 && !mpcp_opt.dry_run)
+      remove_stale_temps(ddir);
     b.dir = rel;
     b.flags = 0;
     struct stat dst;
     if (ddir >= 0 && fstat(ddir, &dst) == 0 && (dst.st_mode & S_ISGID))
       b.flags |= MPCP_TF_SETGID_DIR;
+    if (ddir >= 0 && mpcp_opt.archive && has_default_acl(ddir))
+      b.flags |= MPCP_TF_DEFACL;
     batch_begin(&b, MPCP_T_BATCH);
     struct dirent *de;
     while (!mpcp_stop_sig && (errno = 0, de = readdir(d))) {
@@ -685,11 +942,6 @@ void mpcp_walk(int root, const struct stat *top_st, bool top_created) {
           (name[1] == '\0' || (name[1] == '.' && name[2] == '\0')))
         continue;
       char *path = mpcp_join(rel, name, NULL);
-      if (mpcp_opt.nexcludes && excluded(name, path)) {
-        mpcp_stats.excluded++;
-        free(path);
-        continue;
-      }
       struct stat st;
       if (fstatat(dirfd(d), name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
         char *p = mpcp_join(r->src_disp, path, NULL);
@@ -698,21 +950,51 @@ void mpcp_walk(int root, const struct stat *top_st, bool top_created) {
         free(path);
         continue;
       }
+      if (mpcp_opt.nexcludes && excluded(name, path, S_ISDIR(st.st_mode))) {
+        mpcp_stats.excluded++;
+        free(path);
+        continue;
+      }
       if (S_ISDIR(st.st_mode)) {
         bool created = true;
         if (!mpcp_opt.dry_run && mkdirat(ddir, name, 0700) < 0) {
           struct stat ex;
           created = false;
-          if (errno != EEXIST || fstatat(ddir, name, &ex, 0) < 0 ||
-              !S_ISDIR(ex.st_mode)) {
-            int e = errno == EEXIST ? ENOTDIR : errno;
+          int e = errno;
+          /* An existing symlink is never followed (cp refuses it too). */
+          bool exists = e == EEXIST &&
+                        fstatat(ddir, name, &ex, AT_SYMLINK_NOFOLLOW) == 0;
+          if (!exists || !S_ISDIR(ex.st_mode)) {
             char *p = mpcp_join(r->dst_disp, path, NULL);
-            mpcp_error("mpcp: cannot create directory '%s': %s", p,
-                       strerror(e));
+            char *sp = mpcp_join(r->src_disp, path, NULL);
+            if (exists)
+              mpcp_error("mpcp: cannot overwrite non-directory '%s' with "
+                         "directory '%s'",
+                         p, sp);
+            else
+              mpcp_error("mpcp: cannot create directory '%s': %s", p,
+                         strerror(e));
             free(p);
+            free(sp);
             free(path);
             continue;
           }
+          if (ex.st_dev == st.st_dev && ex.st_ino == st.st_ino) {
+            char *p = mpcp_join(r->dst_disp, path, NULL);
+            char *sp = mpcp_join(r->src_disp, path, NULL);
+            mpcp_error("mpcp: '%s' and '%s' are the same file", sp, p);
+            free(p);
+            free(sp);
+            free(path);
+            continue;
+          }
+        }
+        if (created && mpcp_opt.verbose) {
+          char *p = mpcp_join(r->dst_disp, path, NULL);
+          char *sp = mpcp_join(r->src_disp, path, NULL);
+          mpcp_verbose_line(sp, p);
+          free(p);
+          free(sp);
         }
         add_dir_rec(root, path, &st, created);
         GROW(stack, nstack, capstack);
@@ -720,7 +1002,7 @@ void mpcp_walk(int root, const struct stat *top_st, bool top_created) {
         continue;
       }
       free(path);
-      mpcp_add_entry(&b, ddir, &st, name, name);
+      mpcp_add_entry(&b, dirfd(d), ddir, &st, name, name, false);
       if ((++walked & 31) == 0)
         mpcp_pump(0); /* drain the queue, redraw (at most every 100 ms) */
     }
@@ -744,11 +1026,15 @@ void mpcp_walk(int root, const struct stat *top_st, bool top_created) {
 
 /* A top-level non-directory SRC: one entry in a batch of its own. */
 void mpcp_copy_single(int root, const struct stat *st, const char *name,
-                      const char *dname) {
+                      const char *dname, bool follow) {
   batch_t b = {.root = root, .dir = ""};
+  if (!mpcp_opt.dry_run && mpcp_opt.archive &&
+      has_default_acl(mpcp_roots[root].dst_fd))
+    b.flags |= MPCP_TF_DEFACL;
   batch_begin(&b, MPCP_T_BATCH);
-  mpcp_add_entry(&b, mpcp_opt.dry_run ? -1 : mpcp_roots[root].dst_fd, st, name,
-                 dname);
+  mpcp_add_entry(&b, mpcp_roots[root].src_fd,
+                 mpcp_opt.dry_run ? -1 : mpcp_roots[root].dst_fd, st, name,
+                 dname, follow);
   batch_flush(&b);
   free(b.buf);
 }
@@ -777,7 +1063,13 @@ static void make_links(void) {
     int da = open_parent(ra->dst_fd, l->a, &ba);
     int db = open_parent(rb->dst_fd, l->b, &bb);
     int rc = -1;
-    if (da >= 0 && db >= 0) {
+    struct stat sa, sb;
+    if (mpcp_opt.resume && da >= 0 && db >= 0 &&
+        fstatat(da, ba, &sa, AT_SYMLINK_NOFOLLOW) == 0 &&
+        fstatat(db, bb, &sb, AT_SYMLINK_NOFOLLOW) == 0 &&
+        sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino) {
+      rc = 0; /* linked by an earlier run */
+    } else if (da >= 0 && db >= 0) {
       rc = linkat(da, ba, db, bb, 0);
       if (rc < 0 && errno == EEXIST) {
         char tmp[128];
@@ -790,13 +1082,22 @@ static void make_links(void) {
         }
       }
     }
+    char *p = mpcp_join(rb->dst_disp, l->b, NULL);
     if (rc < 0) {
-      char *p = mpcp_join(rb->dst_disp, l->b, NULL);
-      mpcp_error("mpcp: cannot create hard link '%s': %s", p, strerror(errno));
-      free(p);
+      char *q = mpcp_join(ra->dst_disp, l->a, NULL);
+      mpcp_error("mpcp: cannot create hard link '%s' to '%s': %s", p, q,
+                 strerror(errno));
+      free(q);
+      mpcp_stats.failed++;
     } else {
       mpcp_stats.links++;
+      if (mpcp_opt.verbose && l->src) {
+        char *s = mpcp_join(rb->src_disp, l->src, NULL);
+        mpcp_verbose_line(s, p);
+        free(s);
+      }
     }
+    free(p);
     if (da >= 0)
       close(da);
     if (db >= 0)
@@ -804,6 +1105,14 @@ static void make_links(void) {
     mpcp_prog.files_done++;
     mpcp_progress_draw(&mpcp_prog, false);
   }
+}
+
+static bool dir_unchanged(int fd, const mpcp_ent_t *m) {
+  struct stat st;
+  return fstat(fd, &st) == 0 && st.st_uid == m->uid && st.st_gid == m->gid &&
+         (st.st_mode & 07777) == (m->mode & 07777) &&
+         st.st_mtim.tv_sec == m->mtime_s &&
+         (uint64_t)st.st_mtim.tv_nsec == m->mtime_ns;
 }
 
 static void dir_meta(void) {
@@ -818,20 +1127,35 @@ static void dir_meta(void) {
     if (fd < 0) {
       snprintf(err, sizeof err, "%s", strerror(errno));
       rc = -1;
+    } else if (mpcp_opt.archive && mpcp_opt.resume && !d->created &&
+               dir_unchanged(fd, &d->meta)) {
+      /* --resume: nothing to write */
     } else if (mpcp_opt.archive) {
       int sfd = mpcp_open_rel(r->src_fd, d->rel, O_RDONLY | O_DIRECTORY, 0);
-      rc = mpcp_set_meta_fd(fd, &d->meta, sfd, true, true, err, sizeof err);
+      char *p = mpcp_join(r->dst_disp, d->rel, NULL);
+      mpcp_set_meta_fd(fd, &d->meta, sfd,
+                       MPCP_MF_DIR | MPCP_MF_CHOWN | MPCP_MF_DEFACL, p, psay);
+      free(p);
       if (sfd >= 0)
         close(sfd);
-    } else if (fchmod(fd, d->meta.mode & 07777 & ~saved_umask) < 0) {
-      snprintf(err, sizeof err, "setting permissions: %s", strerror(errno));
-      rc = -1;
+    } else {
+      /* As cp without -p: the source's permission bits under the umask,
+       * no setuid/setgid of the source (a setgid inherited from the parent
+       * directory stays). */
+      struct stat cur;
+      mode_t m = d->meta.mode & 01777 & ~saved_umask;
+      if (fstat(fd, &cur) == 0)
+        m |= cur.st_mode & S_ISGID;
+      if (fchmod(fd, m) < 0) {
+        snprintf(err, sizeof err, "%s", strerror(errno));
+        rc = -1;
+      }
     }
     if (fd >= 0)
       close(fd);
     if (rc < 0) {
       char *p = mpcp_join(r->dst_disp, d->rel, NULL);
-      mpcp_error("mpcp: '%s': %s", p, err);
+      mpcp_error("mpcp: setting permissions for '%s': %s", p, err);
       free(p);
     }
   }

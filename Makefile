@@ -11,7 +11,9 @@ CMAKE_FLAGS ?=
 BENCH   ?=
 CTEST_FLAGS ?=
 
-.PHONY: all deps configure test demo bench install clean format
+FUZZ_TIME ?= 300
+
+.PHONY: all deps configure test demo bench install clean format fuzz valgrind
 
 # 1 when the variable was set on the command line or in the environment.
 given = $(if $(filter command line environment environment override,$(origin $(1))),1,0)
@@ -30,6 +32,14 @@ configure:
 
 test: deps all
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 300 $(CTEST_FLAGS)
+
+# Every fuzz target for FUZZ_TIME seconds (clang, build-fuzz/).
+fuzz:
+	.ci/fuzz $(FUZZ_TIME)
+
+# valgrind memcheck over the suites it fits (see .ci/valgrind).
+valgrind: all
+	.ci/valgrind $(BUILD)
 
 demo: deps all
 	@sh scripts/demo.sh $(BUILD)

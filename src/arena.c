@@ -136,6 +136,14 @@ int mp__arena_validate(const void *base, size_t obj_size, size_t mapped) {
   const struct mp__arena_hdr *h = base;
   if (h->magic != ARENA_MAGIC || h->version != ARENA_VERSION)
     return MP_EINVAL; /* not an arena at all */
+  /* Free-list heads first, then the bump pointer, then the size: each only
+   * moves forward, and a block is on a list only after it was below the
+   * bump pointer, which is below the size: read in this order, a live
+   * arena that other processes use meanwhile passes. obj_size must be
+   * taken after all of them (the object grows before the size says so). */
+  uint64_t heads[ARENA_NCLASS];
+  for (unsigned c = 0; c < ARENA_NCLASS; c++)
+    heads[c] = (atomic_load(&h->heads[c]) & HEAD_OFF_MASK) << 4;
   uint64_t reserve = h->reserve, top = atomic_load(&h->top),
            size = atomic_load(&h->size);
   if (h->hdr_size != ARENA_HDR_SIZE || reserve % ARENA_PAGE ||
@@ -145,7 +153,7 @@ int mp__arena_validate(const void *base, size_t obj_size, size_t mapped) {
       top > size || size > obj_size || size > reserve)
     return MP_EPROTO;
   for (unsigned c = 0; c < ARENA_NCLASS; c++) {
-    uint64_t o = (atomic_load(&h->heads[c]) & HEAD_OFF_MASK) << 4;
+    uint64_t o = heads[c];
     if (o && (o < ARENA_HDR_SIZE + h->root_size + BLOCK_HDR || o + 8 > top))
       return MP_EPROTO;
   }
@@ -174,8 +182,17 @@ int mp__arena_open(mp__arena_t *a, const char *name) {
     return r == MP_EINVAL ? MP_EPROTO : r; /* object larger than reserve */
   a->hdr = (struct mp__arena_hdr *)a->seg.base;
   /* The header as mapped now, against the object's real size: every
-   * offset it holds must lie inside what is backed. */
-  if ((r = mp__arena_validate(a->seg.base, a->seg.size, a->seg.reserve)) < 0) {
+   * offset it holds must lie inside what is backed. A look that raced
+   * with another process growing the arena is taken again. */
+  for (int tries = 0;; tries++) {
+    r = mp__arena_validate(a->seg.base, a->seg.size, a->seg.reserve);
+    struct stat st;
+    if (r != MP_EPROTO || tries == 3 || fstat(a->seg.fd, &st) < 0 ||
+        (uint64_t)st.st_size > a->seg.reserve)
+      break;
+    a->seg.size = (size_t)st.st_size;
+  }
+  if (r < 0) {
     mp__arena_close(a);
     return r;
   }

@@ -144,9 +144,10 @@ pid_t mp__clone_quiet(int *pidfd);
  * address space) as mp_queue_open does: 0, MP_EINVAL (not a queue),
  * MP_EPROTO (a field outside what the creator could have written). */
 int mp__queue_check(const void *base, size_t obj_size, size_t mapped);
-/* Fuzzing aid: free both locks of a queue header (a lock held by a live
- * process is a wait, not a fault, and would only stall the fuzzer). */
-void mp__queue_clear_locks(void *base);
+/* Fuzzing aid: stamp a queue header's magic and version (so arbitrary
+ * bytes reach the checks behind them) and free both locks (a lock held by
+ * a live process is a wait, not a fault, and would only stall the fuzzer). */
+void mp__queue_fuzz_prepare(void *base);
 
 /* ---- process identity ----------------------------------------------------
  * Lock words hold an owner's pid (or thread id) with its start time beside

@@ -584,6 +584,22 @@ int mp_val_repr(const mp_val_t *v, char **out) {
 /* ---- manager ----------------------------------------------------------------
  */
 
+/* MP_MANAGER_DEFAULT_RESERVE, or the environment's MP_MANAGER_RESERVE
+ * (bytes, with an optional K, M or G suffix): tools that cannot map 64 GiB
+ * of address space (valgrind) run with a smaller one. */
+static size_t default_reserve(void) {
+  const char *e = getenv("MP_MANAGER_RESERVE");
+  if (!e || !*e)
+    return MP_MANAGER_DEFAULT_RESERVE;
+  char *end;
+  unsigned long long v = strtoull(e, &end, 10);
+  int shift = *end == 'K' ? 10 : *end == 'M' ? 20 : *end == 'G' ? 30 : 0;
+  if ((shift && end[1]) || (!shift && *end) || v == 0 ||
+      v > (MP__ARENA_MAX_RESERVE >> shift))
+    return MP_MANAGER_DEFAULT_RESERVE;
+  return (size_t)(v << shift);
+}
+
 /* A manager whose objects live in Redis (manager_redis.c). */
 static int redis_manager(mp_manager_t **out, const char *name,
                          const mp_manager_opts_t *opts) {
@@ -605,7 +621,7 @@ int mp_manager_create(mp_manager_t **out, const mp_manager_opts_t *opts) {
   if (opts && opts->address)
     return redis_manager(out, NULL, opts);
   size_t reserve =
-      opts && opts->reserve ? opts->reserve : MP_MANAGER_DEFAULT_RESERVE;
+      opts && opts->reserve ? opts->reserve : default_reserve();
   if (reserve < ((size_t)1 << 20) || reserve > MP__ARENA_MAX_RESERVE)
     return MP_EINVAL;
   mp_manager_t *m = calloc(1, sizeof *m);

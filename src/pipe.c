@@ -453,6 +453,8 @@ static int next_header(mp_conn_t *c, bool fd, uint64_t *hdr) {
     return r;
   if ((r = peek_header(c, hdr)) < 0)
     return r;
+  if ((*hdr & HDR_FD) && !c->is_socket)
+    return MP_EPROTO; /* no descriptor travels on a pipe */
   if (((*hdr & HDR_FD) != 0) != fd)
     return MP_EINVAL;
   if (!fd && (*hdr >= MSG_MAX || *hdr >= SIZE_MAX))

@@ -1164,8 +1164,10 @@ int mp__queue_check(const void *base, size_t obj_size, size_t mapped) {
   return 0;
 }
 
-void mp__queue_clear_locks(void *base) {
+void mp__queue_fuzz_prepare(void *base) {
   q_shm_t *h = base;
+  h->magic = Q_MAGIC;
+  h->version = Q_VERSION;
   atomic_store(&h->plock, 0);
   atomic_store(&h->clock, 0);
 }
@@ -1212,8 +1214,13 @@ int mp_queue_open(mp_queue_t **qp, const char *name) {
   for (int tries = 0; (r = mp__queue_check(q->seg.base, q->seg.size,
                                            q->seg.reserve)) == MP_EPROTO &&
                       tries < 3;
-       tries++)
+       tries++) {
+    /* The ring may have grown since the object's size was read. */
+    struct stat st;
+    if (fstat(q->seg.fd, &st) == 0 && (uint64_t)st.st_size <= q->seg.reserve)
+      q->seg.size = (size_t)st.st_size;
     usleep(1000);
+  }
   if (r < 0) {
     mp__seg_close(&q->seg);
     free(q);

@@ -67,7 +67,7 @@ int mpt_with_small_dev_shm(size_t shm_bytes, void (*fn)(void)) {
     char opts[64];
     snprintf(opts, sizeof opts, "size=%zu,mode=1777", shm_bytes);
     if (unshare(CLONE_NEWNS) < 0 ||
-        mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+        mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) < 0 ||
         mount("tmpfs", "/dev/shm", "tmpfs", 0, opts) < 0)
       mpt_fail(__FILE__, __LINE__, "private /dev/shm: %s", strerror(errno));
     fn();

@@ -131,8 +131,11 @@ MP_EXTERN int mp_val_repr(const mp_val_t *v, char **out);
 
 typedef struct {
   /* Address space reserved for the manager's arena: the most its dicts and
-   * lists may hold in total. Memory is only used as it is touched. 0: the
-   * default, 64 GiB. At least 1 MiB, at most 16 TiB. */
+   * lists may hold in total. The segment grows as values are stored, every
+   * page it grows by allocated at once (a full /dev/shm is MP_ENOMEM, never
+   * a SIGBUS). 0: the default, 64 GiB, or the environment's
+   * MP_MANAGER_RESERVE (bytes, optional K/M/G suffix) when set. At least
+   * 1 MiB, at most 16 TiB. */
   size_t reserve;
   /* Segment name, "name" or "/name" (the same manager; no other '/'), NULL
    * for an unpredictable "/mp-..." name. mp_manager_name gives "/name". On
@@ -173,10 +176,13 @@ enum {
  * (unexpected reply). */
 MP_EXTERN int mp_manager_create(mp_manager_t **m,
                                 const mp_manager_opts_t *opts);
-/* Open an existing manager by name ("name" or "/name"), from any process of
- * the same user.
- * MP_ENOENT (no such manager), MP_EINVAL (bad name or not a manager),
- * MP_EACCES, MP_ENOMEM. */
+/* Open an existing manager by name ("name" or "/name"), from any process
+ * of the same user.
+ * Only a segment owned by the effective uid with no group or other
+ * permission bits is opened (else MP_EACCES), and its header is checked
+ * (sizes and offsets inside the segment, else MP_EPROTO). MP_ENOENT (no
+ * such manager), MP_EINVAL (bad name or not a manager), MP_EACCES,
+ * MP_EPROTO, MP_ENOMEM. */
 MP_EXTERN int mp_manager_open(mp_manager_t **m, const char *name);
 /* Open an existing manager by name with options: opts->address (required
  * for a Redis manager; NULL opts or address: mp_manager_open) and the

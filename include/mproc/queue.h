@@ -84,8 +84,13 @@ MP_EXTERN int mp_queue_create(mp_queue_t **q, const mp_queue_opts_t *opts);
 
 /* Open an existing queue by name (from mp_queue_name) in this process; the
  * caller owns the new handle (mp_queue_destroy, which does not remove the
- * name). Errors: MP_EINVAL (q or name NULL, bad name, not a queue),
- * MP_ENOENT (no such queue), MP_EACCES, MP_ENOMEM. */
+ * name). Only a queue owned by the effective uid with no group/other
+ * permission bits is opened, and its header is checked against the object
+ * before use. Errors: MP_EINVAL (q or name NULL, bad name, not a queue),
+ * MP_ENOENT (no such queue), MP_EACCES (another user's, or group/other
+ * bits set), MP_EPROTO (corrupt header), MP_ENOMEM. Later calls return
+ * MP_EPROTO when a record or header field another process corrupted does
+ * not fit the queue (nothing is changed; see docs/queue.md). */
 MP_EXTERN int mp_queue_open(mp_queue_t **q, const char *name);
 
 /* The queue's name ("/mp-..."), owned by the handle and valid until

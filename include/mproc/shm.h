@@ -130,14 +130,16 @@ typedef struct mp_shm_opts {
 
 /* Create a zeroed segment of size bytes, O_EXCL, mode 0600, and map it.
  * Returns 0, MP_EINVAL (NULL out, size 0, bad name), MP_EEXIST (name
- * taken), MP_ENAMETOOLONG, MP_ENOMEM, or -errno from shm_open. The handle is
+ * taken), MP_ENAMETOOLONG, MP_ENOSPC (/dev/shm has no room: every page is
+ * allocated now), MP_ENOMEM, or -errno from shm_open. The handle is
  * process-local: after fork the child may use and close its copy; only the
  * creating process removes the name on destroy. */
 MP_EXTERN int mp_shm_create(mp_shm_t **s, size_t size,
                             const mp_shm_opts_t *opts);
 /* Open and map an existing segment (its whole current size). Returns 0,
  * MP_ENOENT (no such name), MP_EINVAL (NULL, bad name, empty segment),
- * MP_EACCES (another user's), MP_ENOMEM. */
+ * MP_EACCES (another user's, or group/other permission bits set),
+ * MP_ENOMEM. */
 MP_EXTERN int mp_shm_open(mp_shm_t **s, const char *name);
 /* The mapping, its size, its name ("/name", owned by the handle); NULL / 0
  * if s is NULL. */

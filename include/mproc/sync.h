@@ -133,9 +133,10 @@ MP_EXTERN int mp_lock_consistent(mp_lock_t *l);
 MP_EXTERN int mp_lock_locked(const mp_lock_t *l);
 
 /* Named form: see the top of this file. create returns 0, MP_EINVAL,
- * MP_EEXIST (name taken), MP_ENOMEM, or a -errno from shm_open/ftruncate.
- * open returns 0, MP_ENOENT (no such name), MP_EINVAL (NULL, bad name, or
- * the segment holds another kind of object). destroy returns 0 (also for
+ * MP_EEXIST (name taken), MP_ENOSPC (/dev/shm full), MP_ENOMEM, or a
+ * -errno from shm_open. open returns 0, MP_ENOENT (no such name), MP_EINVAL
+ * (NULL, bad name, or the segment holds another kind of object), MP_EACCES
+ * (owned by another user, or group/other permission bits set). destroy returns 0 (also for
  * NULL) or MP_EINVAL (not a handle from create/open). name returns the
  * segment name (owned by the handle) or NULL for an init'ed struct. */
 MP_EXTERN int mp_lock_create(mp_lock_t **l, const mp_sync_opts_t *opts);

@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,12 +79,24 @@ struct mp__mpi {
 /* ---- MPI start-up ------------------------------------------------------- */
 
 static bool we_initialised;
+/* A worker rank died (only seen with mpirun --enable-recovery, where the
+ * job goes on): MPI_Finalize would wait for it forever in Open MPI's
+ * closing fence, on this rank and on every worker rank. */
+static _Atomic bool a_rank_died;
 
 static void finalize_at_exit(void) {
   int fin = 0;
   MPI_Finalized(&fin);
-  if (!fin)
-    MPI_Finalize();
+  if (fin)
+    return;
+  if (atomic_load(&a_rank_died)) {
+    /* End the job instead: the other ranks are stopped by mpirun and the
+     * job's status says a rank was lost. */
+    fflush(stdout);
+    fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
+  MPI_Finalize();
 }
 
 /* Initialise MPI unless the program did; check the thread level. */
@@ -356,6 +369,7 @@ static void rank_lost(struct mp__mpi *m, int r, const char *why) {
   if (rk->dead)
     return;
   rk->dead = true;
+  atomic_store(&a_rank_died, true);
   char task[160] = "nothing";
   size_t shown = 0;
   for (uint32_t t = 0; t < m->fl_cap; t++)

@@ -91,7 +91,7 @@ static int arena_ensure(mp__arena_t *a, uint64_t end) {
                             &h->size, &size, want, memory_order_release,
                             memory_order_acquire)) {
   }
-  a->seg.size = want;
+  __atomic_store_n(&a->seg.size, want, __ATOMIC_RELAXED);
   return 0;
 }
 
@@ -205,14 +205,19 @@ int mp__arena_open(mp__arena_t *a, const char *name) {
 static uint64_t arena_limit(mp__arena_t *a) {
   struct mp__arena_hdr *h = a->hdr;
   uint64_t top = atomic_load_explicit(&h->top, memory_order_acquire);
-  if (MP__LIKELY(top <= a->seg.size))
+  /* seg.size is this process's view, shared by its threads (each may
+   * refresh it while holding a different object's lock): atomic. */
+  size_t size = __atomic_load_n(&a->seg.size, __ATOMIC_RELAXED);
+  if (MP__LIKELY(top <= size))
     return top;
   /* Another process grew the object: believe the file, not the header. */
   struct stat st;
-  if (fstat(a->seg.fd, &st) == 0 && (uint64_t)st.st_size > a->seg.size)
-    a->seg.size = (uint64_t)st.st_size < a->seg.reserve ? (size_t)st.st_size
-                                                         : a->seg.reserve;
-  return top <= a->seg.size ? top : a->seg.size;
+  if (fstat(a->seg.fd, &st) == 0 && (uint64_t)st.st_size > size) {
+    size = (uint64_t)st.st_size < a->seg.reserve ? (size_t)st.st_size
+                                                 : a->seg.reserve;
+    __atomic_store_n(&a->seg.size, size, __ATOMIC_RELAXED);
+  }
+  return top <= size ? top : size;
 }
 
 bool mp__arena_span_ok(mp__arena_t *a, uint64_t off, uint64_t len) {

@@ -709,10 +709,21 @@ static int spawn_worker(mp_pool_t *p, int w) {
     atomic_fetch_sub(&mp__test_pool_fork_failures, 1);
     return MP_EAGAIN; /* test-only: fork failing for a while */
   }
-  /* Buffered output of the parent must not be written twice. */
-  fflush(stdout);
-  fflush(stderr);
+  /* Buffered output of the parent must not be written twice: flushed, and
+   * kept locked until the fork is made, so another thread's printf cannot
+   * put bytes in the buffer the child inherits (glibc makes the child's
+   * stdio locks new; the parent unlocks its own). */
+  flockfile(stdout);
+  flockfile(stderr);
+  fflush_unlocked(stdout);
+  fflush_unlocked(stderr);
   pid_t pid = fork();
+  if (pid != 0) {
+    int e = errno;
+    funlockfile(stderr);
+    funlockfile(stdout);
+    errno = e;
+  }
   if (pid < 0)
     return -errno;
   if (pid == 0) {

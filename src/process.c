@@ -200,12 +200,9 @@ static void atfork_prepare(void) {
 static void atfork_parent(void) {
   pthread_mutex_unlock(&reg_mu);
 }
-void mp__process_forget_parent(void) {
+static void forget_parent(void) {
   /* The parent's children are not ours; their handles stay readable in our
-   * copy of memory but are out of the registry. Locks are made anew: a
-   * fork-server child comes from a server forked when this file's atfork
-   * handler may not have been installed yet. */
-  pthread_mutex_init(&reg_mu, NULL);
+   * copy of memory but are out of the registry. */
   reg_head = NULL;
   /* The parent's gate pages stay mapped here but are not ours to use. */
   pthread_mutex_init(&gate_mu, NULL);
@@ -214,8 +211,18 @@ void mp__process_forget_parent(void) {
   mp__forkserver_atfork_child();
 }
 
+void mp__process_forget_parent(void) {
+  /* A fork-server child comes from a server forked when this file's atfork
+   * handler may not have been installed yet: the lock is made anew. */
+  pthread_mutex_init(&reg_mu, NULL);
+  forget_parent();
+}
+
 static void atfork_child(void) {
-  mp__process_forget_parent();
+  /* The forking thread took the lock in atfork_prepare and is this
+   * child's only thread: it releases it. */
+  pthread_mutex_unlock(&reg_mu);
+  forget_parent();
 }
 
 static void exit_handler(void);

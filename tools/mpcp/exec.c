@@ -70,14 +70,16 @@ static void on_error(int err, int task_code, const char *msg, void *user) {
   if (err == MP_EWORKERDIED && !(p->flags & MPCP_TF_RETRY) &&
       (p->kind == MPCP_T_CHUNK || p->count > 1)) {
     /* A chunk is copied again by another worker; in a batch, which entry
-     * killed it is unknown: each entry is retried on its own. */
+     * killed it is unknown: each entry is retried on its own. Once on the
+     * dead list, p belongs to the main thread (it may be freed at once). */
+    uint64_t id = p->id;
     pthread_mutex_lock(&dead_lock);
     p->next = dead;
     dead = p;
     pthread_mutex_unlock(&dead_lock);
-    mpcp_msg_t r = {.kind = MPCP_M_RETRY, .id = p->id};
+    mpcp_msg_t r = {.kind = MPCP_M_RETRY, .id = id};
     mpcp_send(&r, NULL, 0);
-    mpcp_msg_t d = {.kind = MPCP_M_DONE, .id = p->id};
+    mpcp_msg_t d = {.kind = MPCP_M_DONE, .id = id};
     mpcp_send(&d, NULL, 0);
     return;
   }

@@ -1739,3 +1739,86 @@ TEST(mpcp_root_chown_failure_keeps_file) {
   ASSERT_EQ(st.st_mode & 07777, 0600);
   cleanup();
 }
+
+/* Messages about directories that cannot be read, and about destination
+ * entries that cannot be looked at, are worded as cp 9.1 words them
+ * ("cannot access" an unreadable directory, "cannot stat" a destination
+ * entry in a directory that cannot be searched). Run as nobody, since root
+ * reads everything. */
+TEST(mpcp_messages_as_cp) {
+  if (!is_root())
+    return;
+  setup(true);
+  ASSERT(chmod(work, 0755) == 0);
+  mkdir_p("s/nd");
+  mkdir_p("s/ok");
+  mkdir_p("top");
+  write_file("s/nd/x", "x");
+  write_file("s/ok/z", "z");
+  mkdir_p("d/ok");
+  ASSERT(sh("chown -R 65534:65534 s top d && chmod 000 s/nd top d/ok") == 0);
+  int rc;
+  char *out = mpcp(&rc, false, AS_NOBODY "%s -r s/. d", bin());
+  ASSERT_EQ(rc, 1);
+  ASSERT(strstr(out, "mpcp: cannot access 's/./nd': Permission denied\n"));
+  ASSERT(strstr(out, "mpcp: cannot stat 'd/ok/z': Permission denied\n"));
+  ASSERT(!strstr(out, "cannot open directory"));
+  ASSERT(!strstr(out, "cannot create regular file"));
+  free(out);
+  out = mpcp(&rc, false, AS_NOBODY "%s -r top d/t", bin());
+  ASSERT_EQ(rc, 1);
+  ASSERT(strstr(out, "mpcp: cannot access 'top': Permission denied\n"));
+  free(out);
+  cleanup();
+}
+
+/* Names that are not printable text (control characters, bytes that are
+ * not UTF-8) are quoted for the shell in -v lines and in messages, as cp
+ * does: 'a'$'\n''b', 'x'$'\377''y'; printable UTF-8 stays as it is. */
+TEST(mpcp_names_quoted_in_messages) {
+  setup(true);
+  ASSERT(chmod(work, 0755) == 0);
+  mkdir_p("s");
+  write_file("s/x\377y", "1");
+  write_file("s/\xc3\xa9t\xc3\xa9", "2");
+  write_file("s/t\tb", "3");
+  int rc;
+  run_env = "LC_ALL=C.UTF-8";
+  char *out = mpcp(&rc, true, "-rv s d");
+  ASSERT_EQ(rc, 0);
+  ASSERT(strstr(out, "'s/x'$'\\377''y' -> 'd/x'$'\\377''y'\n"));
+  ASSERT(strstr(out, "'s/\xc3\xa9t\xc3\xa9' -> 'd/\xc3\xa9t\xc3\xa9'\n"));
+  ASSERT(strstr(out, "'s/t'$'\\t''b' -> 'd/t'$'\\t''b'\n"));
+  free(out);
+  /* In the C locale every byte above 0x7f is escaped, as cp does there. */
+  run_env = "LC_ALL=C";
+  out = mpcp(&rc, true, "-rv s dc");
+  ASSERT_EQ(rc, 0);
+  ASSERT(strstr(out, "'s/'$'\\303\\251''t'$'\\303\\251' -> "));
+  free(out);
+  /* A message names the entry the same way. */
+  mkdir_p("s2/a\nb");
+  write_file("s2/a\nb/f", "f");
+  if (geteuid() == 0) {
+    ASSERT(chmod(work, 0777) == 0);
+    ASSERT(sh("chown -R 65534:65534 s2 && chmod 000 's2/a\nb'") == 0);
+    out = mpcp(&rc, false, AS_NOBODY "%s -r s2 d2", bin());
+  } else {
+    ASSERT(chmod(path("s2/a\nb"), 0) == 0);
+    out = mpcp(&rc, false, "-r s2 d2");
+  }
+  ASSERT_EQ(rc, 1);
+  ASSERT(strstr(out, "mpcp: cannot access 's2/a'$'\\n''b': Permission "
+                     "denied\n"));
+  free(out);
+  /* A file in the destination's way, named with a byte that is not UTF-8. */
+  mkdir_p("s3");
+  write_file("s3/q\377", "new");
+  mkdir_p("d3/q\377");
+  out = mpcp(&rc, false, "-r s3/. d3");
+  ASSERT_EQ(rc, 1);
+  ASSERT(strstr(out, "'d3/q'$'\\377'"));
+  ASSERT(!strstr(out, "q\377"));
+  free(out);
+  cleanup();
+}

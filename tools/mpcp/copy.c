@@ -137,11 +137,7 @@ static void note_failed(void) {
 
 static void vsay(bool error, const char *fmt, va_list ap) {
   char buf[1024];
-  int n = vsnprintf(buf, sizeof buf, fmt, ap);
-  if (n < 0)
-    return;
-  if ((size_t)n >= sizeof buf)
-    n = sizeof buf - 1;
+  int n = mpcp_vformat(buf, sizeof buf, fmt, ap);
   flush_text();
   mpcp_msg_t m = {.kind = MPCP_M_ERROR, .errors = error ? 1 : 0};
   mpcp_send(&m, buf, (size_t)n);
@@ -576,6 +572,11 @@ static void resume_keep(const batch_t *b, const struct stat *st,
 static int check_dest(const batch_t *b, const char *name, const char *dname,
                       const struct stat *src, struct stat *d, bool *exists) {
   *exists = fstatat(b->ddir, dname, d, AT_SYMLINK_NOFOLLOW) == 0;
+  if (!*exists && errno != ENOENT) {
+    /* A directory that cannot be searched: cp's wording. */
+    report(b, true, "cannot stat", dname, errno);
+    return -1;
+  }
   if (!*exists)
     return 0;
   bool same = d->st_dev == src->st_dev && d->st_ino == src->st_ino;
@@ -1108,20 +1109,20 @@ static void run_chunk(const mpcp_task_hdr_t *h, const char *p) {
     char *sp = disp(&b, false, name), *dp = disp(&b, true, dname);
     crash_hook(name, h->flags);
     if (sfd < 0) {
-      tl = snprintf(text, sizeof text, "mpcp: cannot open '%s': %s", sp,
+      tl = mpcp_format(text, sizeof text, "mpcp: cannot open '%s': %s", sp,
                     strerror(errno));
     } else if (dfd < 0) {
-      tl = snprintf(text, sizeof text, "mpcp: cannot open '%s': %s", dp,
+      tl = mpcp_format(text, sizeof text, "mpcp: cannot open '%s': %s", dp,
                     strerror(errno));
     } else {
       uint64_t copied = 0;
       int rc = mpcp_copy_data(b.root, sfd, dfd, c.offset, c.len,
                               c.flags & MPCP_EF_SPARSE, false, &copied);
       if (rc <= -100000)
-        tl = snprintf(text, sizeof text, "mpcp: error writing '%s': %s", dp,
+        tl = mpcp_format(text, sizeof text, "mpcp: error writing '%s': %s", dp,
                       strerror(-(rc + 100000)));
       else if (rc)
-        tl = snprintf(text, sizeof text, "mpcp: error reading '%s': %s", sp,
+        tl = mpcp_format(text, sizeof text, "mpcp: error reading '%s': %s", sp,
                       strerror(-rc));
       else
         failed = 0;

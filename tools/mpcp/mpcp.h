@@ -13,6 +13,7 @@
 #ifndef MPCP_H
 #define MPCP_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -189,8 +190,14 @@ int mpcp_open_rel(int dirfd, const char *rel, int flags, mode_t mode);
 /* Joins display pieces, skipping empty and "." parts: malloc'd. */
 char *mpcp_join(const char *a, const char *b, const char *c);
 void mpcp_temp_name(char *buf, size_t len);
-/* Quotes a name as cp -v does ('a', "it's", 'a'$'\n''b'). */
+/* Quotes a name as cp does in -v lines and messages ('a', "it's",
+ * 'a'$'\n''b', 'x'$'\377''y'): six bytes of out per byte of s always fit. */
 void mpcp_quote(const char *s, char *out, size_t len);
+/* snprintf for messages: knows %s, %.*s and %% only; a name written '%s' in
+ * the format is quoted with mpcp_quote. Returns the length written. */
+int mpcp_vformat(char *out, size_t len, const char *fmt, va_list ap);
+int mpcp_format(char *out, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* "'src' -> 'dst'\n", quoted: malloc'd (NULL without memory). */
 char *mpcp_verbose_text(const char *src, const char *dst);
 /* getpid() of this process: set by the parent at start and by each worker

@@ -142,9 +142,12 @@ static hl_t *hl_find(uint64_t dev, uint64_t ino, bool insert) {
 /* ---- messages --------------------------------------------------------------
  */
 
+/* Names written '%s' in fmt are quoted as cp quotes them (mpcp_vformat). */
 static void vline(const char *fmt, va_list ap) {
+  char buf[4096];
+  mpcp_vformat(buf, sizeof buf, fmt, ap);
   mpcp_progress_clear(&mpcp_prog);
-  vfprintf(stderr, fmt, ap);
+  fputs(buf, stderr);
   fputc('\n', stderr);
 }
 
@@ -184,7 +187,7 @@ static void psay(bool error, const char *fmt, ...) {
   char buf[1024];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(buf, sizeof buf, fmt, ap);
+  mpcp_vformat(buf, sizeof buf, fmt, ap);
   va_end(ap);
   if (error)
     mpcp_error("%s", buf);
@@ -849,7 +852,7 @@ void mpcp_walk(int root, const struct stat *top_st, bool top_created) {
     DIR *d = sfd < 0 ? NULL : fdopendir(sfd);
     if (!d) {
       char *p = mpcp_join(r->src_disp, rel, NULL);
-      mpcp_error("mpcp: cannot open directory '%s': %s", p, strerror(errno));
+      mpcp_error("mpcp: cannot access '%s': %s", p, strerror(errno));
       free(p);
       if (sfd >= 0)
         close(sfd);

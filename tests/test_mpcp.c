@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdarg.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -1820,5 +1821,80 @@ TEST(mpcp_names_quoted_in_messages) {
   ASSERT(strstr(out, "'d3/q'$'\\377'"));
   ASSERT(!strstr(out, "q\377"));
   free(out);
+  cleanup();
+}
+
+/* One file is copied by mpcp itself (no worker processes): a signal in the
+ * middle still leaves neither a temp file nor a partial file under the final
+ * name, and the exit status is 128 + the signal. */
+static void single_file_interrupted(int sig) {
+  setup(false);
+  mkdir_p("dst");
+  char *buf = malloc(1 << 20);
+  fill(buf, 1 << 20, 7);
+  write_at(AT_FDCWD, path("big"), buf, 1 << 20, 0644);
+  free(buf);
+  char src[PATH_MAX], dst[PATH_MAX];
+  snprintf(src, sizeof src, "%s", path("big"));
+  snprintf(dst, sizeof dst, "%s", path("dst"));
+  char *argv[] = {"mpcp", "-a", src, dst, NULL};
+  char *envp[] = {"MPCP_TEST_DELAY_MS=5000", NULL}; /* held before its name */
+  posix_spawn_file_actions_t fa;
+  ASSERT(posix_spawn_file_actions_init(&fa) == 0);
+  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+  pid_t pid;
+  ASSERT(posix_spawn(&pid, bin(), &fa, NULL, argv, envp) == 0);
+  posix_spawn_file_actions_destroy(&fa);
+  int d = open(path("dst"), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  ASSERT(d >= 0);
+  for (int i = 0; i < 500 && count_temps(d) == 0; i++)
+    mpt_sleep_ms(10);
+  ASSERT_EQ(count_temps(d), 1);
+  ASSERT(kill(pid, sig) == 0);
+  int st;
+  ASSERT_EQ(waitpid(pid, &st, 0), pid);
+  ASSERT(WIFEXITED(st));
+  ASSERT_EQ(WEXITSTATUS(st), 128 + sig);
+  ASSERT_EQ(count_temps(d), 0);
+  ASSERT(!exists("dst/big"));
+  close(d);
+  cleanup();
+}
+
+TEST(mpcp_single_file_sigint) {
+  single_file_interrupted(SIGINT);
+}
+
+TEST(mpcp_single_file_sigterm) {
+  single_file_interrupted(SIGTERM);
+}
+
+/* A single file copied by mpcp itself: content, -a metadata, -v line and
+ * --verify as with workers. */
+TEST(mpcp_single_file_inline) {
+  setup(false);
+  char *buf = malloc(3 << 20);
+  fill(buf, 3 << 20, 9);
+  write_at(AT_FDCWD, path("f"), buf, 3 << 20, 0640);
+  free(buf);
+  struct timespec ts[2] = {{1000000000, 5}, {1000000000, 123456789}};
+  ASSERT(utimensat(AT_FDCWD, path("f"), ts, 0) == 0);
+  int rc;
+  char *out = mpcp(&rc, false, "-av --verify --json f g");
+  ASSERT_EQ(rc, 0);
+  ASSERT(strstr(out, "'f' -> 'g'\n"));
+  ASSERT_EQ(json_field(out, "files"), 1);
+  free(out);
+  int a = open(path("f"), O_RDONLY | O_CLOEXEC),
+      b = open(path("g"), O_RDONLY | O_CLOEXEC);
+  ASSERT(a >= 0 && b >= 0);
+  ASSERT(same_bytes(a, b));
+  close(a);
+  close(b);
+  struct stat st;
+  ASSERT(stat(path("g"), &st) == 0);
+  ASSERT_EQ(st.st_mode & 07777, 0640);
+  ASSERT_EQ(st.st_mtim.tv_nsec, 123456789);
   cleanup();
 }

@@ -54,9 +54,11 @@ static bool quiet_bytes; /* while re-copying a verify mismatch */
 static int test_delay_ms = -1;
 static const char *test_corrupt, *test_crash, *test_crash_once;
 
+static int exp_wb = -1;
 static void test_hooks_init(void) {
   if (test_delay_ms >= 0)
     return;
+  exp_wb = getenv("MPCP_EXP_WB") ? atoi(getenv("MPCP_EXP_WB")) : 0;
   const char *d = getenv("MPCP_TEST_DELAY_MS");
   test_delay_ms = d ? atoi(d) : 0;
   test_corrupt = getenv("MPCP_TEST_CORRUPT");
@@ -189,7 +191,7 @@ static int rw_range(int sfd, int dfd, uint64_t off, uint64_t len, bool whole,
       want = (size_t)(len - done);
     ssize_t n = pread(sfd, iobuf, want, (off_t)(off + done));
     if (n < 0) {
-      if (errno == EINTR)
+      if (errno == EINTR && !mpcp_stop_sig)
         continue;
       return -errno;
     }
@@ -207,6 +209,8 @@ static int rw_range(int sfd, int dfd, uint64_t off, uint64_t len, bool whole,
     }
     done += (uint64_t)n;
     note(0, (uint64_t)n);
+    if (mpcp_stop_sig)
+      return -EINTR; /* running inline in the parent: interrupted */
   }
   *copied += done;
   return 0;
@@ -231,7 +235,7 @@ static int send_range(mpcp_root_t *r, int sfd, int dfd, uint64_t off,
     off_t in = (off_t)(off + done);
     ssize_t n = sendfile(dfd, sfd, &in, want);
     if (n < 0) {
-      if (errno == EINTR)
+      if (errno == EINTR && !mpcp_stop_sig)
         continue;
       if (done == 0 && (errno == EINVAL || errno == ENOSYS ||
                         errno == EOPNOTSUPP || errno == ESPIPE)) {
@@ -246,8 +250,14 @@ static int send_range(mpcp_root_t *r, int sfd, int dfd, uint64_t off,
     }
     if (n == 0)
       break;
+    if (exp_wb & 1)
+      sync_file_range(dfd, (off_t)(off + done), n, SYNC_FILE_RANGE_WRITE);
+    if ((exp_wb & 2) && done >= PIECE)
+      sync_file_range(dfd, (off_t)(off + done - PIECE), PIECE, SYNC_FILE_RANGE_WAIT_BEFORE|SYNC_FILE_RANGE_WRITE|SYNC_FILE_RANGE_WAIT_AFTER);
     done += (uint64_t)n;
     note(0, (uint64_t)n);
+    if (mpcp_stop_sig)
+      return -EINTR; /* running inline in the parent: interrupted */
   }
   *copied += done;
   return 0;
@@ -275,7 +285,7 @@ static int copy_range(mpcp_root_t *r, int sfd, int dfd, uint64_t off,
     loff_t in = (loff_t)(off + done), out = (loff_t)(off + done);
     ssize_t n = copy_file_range(sfd, &in, dfd, &out, want, 0);
     if (n < 0) {
-      if (errno == EINTR)
+      if (errno == EINTR && !mpcp_stop_sig)
         continue;
       if (done == 0 &&
           (errno == EXDEV || errno == EINVAL || errno == ENOSYS ||
@@ -294,6 +304,8 @@ static int copy_range(mpcp_root_t *r, int sfd, int dfd, uint64_t off,
       break;
     done += (uint64_t)n;
     note(0, (uint64_t)n);
+    if (mpcp_stop_sig)
+      return -EINTR;
     if (whole && done >= len && (size_t)n < want)
       break;
   }
@@ -313,6 +325,8 @@ int mpcp_copy_data(mpcp_root_t *r, int sfd, int dfd, uint64_t off, uint64_t len,
   }
   if (len >= PIECE)
     posix_fadvise(sfd, (off_t)off, (off_t)len, POSIX_FADV_SEQUENTIAL);
+  if ((exp_wb & 4) && len >= PIECE)
+    fallocate(dfd, 0, (off_t)off, (off_t)len);
   if (!sparse)
     return copy_range(r, sfd, dfd, off, len, whole, copied);
   /* Sparse: copy only the data extents; holes stay holes (and count as
@@ -915,6 +929,8 @@ static void copy_reg(const batch_t *b, const mpcp_ent_t *e0, const char *name,
   for (int attempt = 0;; attempt++) {
     int rc = mpcp_copy_data(b->root, sfd, dfd, 0, e.size,
                             e.flags & MPCP_EF_SPARSE, true, &copied);
+    if (rc && mpcp_stop_sig)
+      goto fail; /* inline, interrupted: the parent says so */
     if (rc) {
       if (rc <= -100000)
         report(b, true, "error writing", dname, -(rc + 100000));
@@ -957,6 +973,8 @@ static void copy_reg(const batch_t *b, const mpcp_ent_t *e0, const char *name,
     mpcp_set_meta_fd(dfd, &e, sfd, meta_flags(b), p ? p : dname, wsay);
     free(p);
   }
+  if (mpcp_stop_sig)
+    goto fail; /* inline, interrupted: no new name after the signal */
   int rc = commit_file(b, dfd, tmp, dname);
   if (rc) {
     report(b, true,

@@ -10,8 +10,12 @@
  * an error line) on the same queue, so the parent sees every task finish
  * exactly once through one channel.
  *
- * MPCP_EXEC_SERIAL builds a serial executor (tasks run inline in the parent)
- * used to bring the copier up before the pool existed. */
+ * Inline mode (mpcp_exec_inline, chosen by main for a run that is one file,
+ * and always in an MPCP_EXEC_SERIAL build): no pool and no queue; a task
+ * runs in the parent when it is submitted, and its messages wait in a list
+ * (progress is drawn from inside the copy). Starting a pool costs a tracker
+ * and two worker processes, about as long as copying 100 MiB, for nothing
+ * when there is one file to copy. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -21,8 +25,9 @@
 
 #include "mpcp.h"
 
-#ifndef MPCP_EXEC_SERIAL
 #include <mproc.h>
+
+#include "walk.h"
 
 static mp_pool_t *pool;
 static mp_queue_t *queue;
@@ -130,6 +135,63 @@ bool mpcp_exec_take_dead(char **task, size_t *len) {
   return *task != NULL;
 }
 
+
+/* ---- inline mode ----------------------------------------------------------- */
+static bool inline_mode;
+typedef struct node {
+  struct node *next;
+  size_t len;
+  char data[];
+} node_t;
+static node_t *head, *tail;
+static int inline_depth; /* a task running inline */
+
+void mpcp_exec_inline(void) { inline_mode = true; }
+
+static void inline_send(const mpcp_msg_t *m, const char *text,
+                        size_t text_len) {
+  node_t *n = malloc(sizeof *n + sizeof *m + text_len);
+  if (!n)
+    return;
+  n->next = NULL;
+  n->len = sizeof *m + text_len;
+  memcpy(n->data, m, sizeof *m);
+  if (text_len)
+    memcpy(n->data + sizeof *m, text, text_len);
+  if (tail)
+    tail->next = n;
+  else
+    head = n;
+  tail = n;
+  /* Progress of the running task: drawn now (the parent is the one
+   * copying). A task's completion is read after it returns. */
+  if (m->kind == MPCP_M_PROGRESS && inline_depth == 1) {
+    inline_depth++;
+    mpcp_pump(0);
+    inline_depth--;
+  }
+}
+
+static int inline_recv(void *buf) {
+  if (!head)
+    return 0;
+  node_t *n = head;
+  head = n->next;
+  if (!head)
+    tail = NULL;
+  size_t len = n->len > MPCP_MSG_MAX ? MPCP_MSG_MAX : n->len;
+  memcpy(buf, n->data, len);
+  free(n);
+  return (int)len;
+}
+
+static int inline_run(const void *task, size_t len) {
+  inline_depth++;
+  int rc = mpcp_worker_task(task, len);
+  inline_depth--;
+  return rc;
+}
+
 static _Atomic bool aborting;
 static int want_workers;
 
@@ -137,6 +199,9 @@ static int want_workers;
  * --resume over an unchanged tree, -n over a full one) starts no process. */
 int mpcp_exec_start(int nworkers) {
   want_workers = nworkers;
+#ifdef MPCP_EXEC_SERIAL
+  inline_mode = true;
+#endif
   return 0;
 }
 
@@ -155,6 +220,8 @@ static int start_pool(void) {
 }
 
 int mpcp_exec_submit(const void *task, size_t len) {
+  if (inline_mode)
+    return inline_run(task, len);
   if (!pool) {
     int rc = start_pool();
     if (rc < 0)
@@ -186,6 +253,10 @@ int mpcp_exec_submit(const void *task, size_t len) {
 }
 
 void mpcp_send(const mpcp_msg_t *m, const char *text, size_t text_len) {
+  if (inline_mode) {
+    inline_send(m, text, text_len);
+    return;
+  }
   char buf[MPCP_MSG_MAX];
   if (text_len > sizeof buf - sizeof *m)
     text_len = sizeof buf - sizeof *m;
@@ -200,6 +271,8 @@ void mpcp_send(const mpcp_msg_t *m, const char *text, size_t text_len) {
 }
 
 int mpcp_exec_recv(void *buf, int timeout_ms) {
+  if (inline_mode)
+    return inline_recv(buf);
   if (!queue)
     return 0; /* nothing submitted yet, so nothing to wait for */
   size_t len = 0;
@@ -227,60 +300,4 @@ void mpcp_exec_stop(bool abort) {
   queue = NULL;
 }
 
-#else
-typedef struct node {
-  struct node *next;
-  size_t len;
-  char data[];
-} node_t;
-static node_t *head, *tail;
 
-int mpcp_exec_start(int nworkers) {
-  (void)nworkers;
-  return 0;
-}
-
-int mpcp_exec_submit(const void *task, size_t len) {
-  return mpcp_worker_task(task, len);
-}
-
-void mpcp_send(const mpcp_msg_t *m, const char *text, size_t text_len) {
-  node_t *n = malloc(sizeof *n + sizeof *m + text_len);
-  if (!n)
-    return;
-  n->next = NULL;
-  n->len = sizeof *m + text_len;
-  memcpy(n->data, m, sizeof *m);
-  if (text_len)
-    memcpy(n->data + sizeof *m, text, text_len);
-  if (tail)
-    tail->next = n;
-  else
-    head = n;
-  tail = n;
-}
-
-int mpcp_exec_recv(void *buf, int timeout_ms) {
-  (void)timeout_ms;
-  if (!head)
-    return 0;
-  node_t *n = head;
-  head = n->next;
-  if (!head)
-    tail = NULL;
-  size_t len = n->len > MPCP_MSG_MAX ? MPCP_MSG_MAX : n->len;
-  memcpy(buf, n->data, len);
-  free(n);
-  return (int)len;
-}
-
-void mpcp_exec_stop(bool abort) {
-  (void)abort;
-}
-
-bool mpcp_exec_take_dead(char **task, size_t *len) {
-  (void)task;
-  (void)len;
-  return false;
-}
-#endif

@@ -13,6 +13,7 @@
 #ifndef MPCP_H
 #define MPCP_H
 
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -134,6 +135,9 @@ typedef struct {
  * The parent's view of the workers: submit task bytes, receive messages.
  * Workers run mpcp_worker_task() and talk back with mpcp_send(). */
 int mpcp_exec_start(int nworkers);
+/* Before the first submit: run tasks in the parent (no pool) — for a run
+ * that is one file. */
+void mpcp_exec_inline(void);
 /* Queues one task; copies the bytes. 0 or a negative errno. */
 int mpcp_exec_submit(const void *task, size_t len);
 /* Next message into buf (MPCP_MSG_MAX bytes): its length, 0 on timeout, or a
@@ -150,6 +154,9 @@ char *mpcp_task_path(const char *task, size_t len);
 void mpcp_send(const mpcp_msg_t *m, const char *text, size_t text_len);
 
 /* ---- worker (copy.c) ---------------------------------------------------- */
+/* Set by the parent's signal handler (the signal number); the copy loops
+ * stop on it when a task runs inline in the parent. */
+extern volatile sig_atomic_t mpcp_stop_sig;
 void mpcp_worker_init(void);
 int mpcp_worker_task(const void *task, size_t len);
 /* --resume: is the destination entry d (lstat) the same as the source st

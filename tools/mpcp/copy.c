@@ -54,11 +54,9 @@ static bool quiet_bytes; /* while re-copying a verify mismatch */
 static int test_delay_ms = -1;
 static const char *test_corrupt, *test_crash, *test_crash_once;
 
-static int exp_wb = -1;
 static void test_hooks_init(void) {
   if (test_delay_ms >= 0)
     return;
-  exp_wb = getenv("MPCP_EXP_WB") ? atoi(getenv("MPCP_EXP_WB")) : 0;
   const char *d = getenv("MPCP_TEST_DELAY_MS");
   test_delay_ms = d ? atoi(d) : 0;
   test_corrupt = getenv("MPCP_TEST_CORRUPT");
@@ -250,10 +248,6 @@ static int send_range(mpcp_root_t *r, int sfd, int dfd, uint64_t off,
     }
     if (n == 0)
       break;
-    if (exp_wb & 1)
-      sync_file_range(dfd, (off_t)(off + done), n, SYNC_FILE_RANGE_WRITE);
-    if ((exp_wb & 2) && done >= PIECE)
-      sync_file_range(dfd, (off_t)(off + done - PIECE), PIECE, SYNC_FILE_RANGE_WAIT_BEFORE|SYNC_FILE_RANGE_WRITE|SYNC_FILE_RANGE_WAIT_AFTER);
     done += (uint64_t)n;
     note(0, (uint64_t)n);
     if (mpcp_stop_sig)
@@ -325,8 +319,6 @@ int mpcp_copy_data(mpcp_root_t *r, int sfd, int dfd, uint64_t off, uint64_t len,
   }
   if (len >= PIECE)
     posix_fadvise(sfd, (off_t)off, (off_t)len, POSIX_FADV_SEQUENTIAL);
-  if ((exp_wb & 4) && len >= PIECE)
-    fallocate(dfd, 0, (off_t)off, (off_t)len);
   if (!sparse)
     return copy_range(r, sfd, dfd, off, len, whole, copied);
   /* Sparse: copy only the data extents; holes stay holes (and count as

@@ -1898,3 +1898,39 @@ TEST(mpcp_single_file_inline) {
   ASSERT_EQ(st.st_mtim.tv_nsec, 123456789);
   cleanup();
 }
+
+/* --resume removes an interrupted run's temp files in every directory,
+ * with files (swept by a worker with the directory's first batch) or
+ * without (swept by the walk), and never the current run's own. */
+TEST(mpcp_resume_sweeps_every_directory) {
+  setup(false);
+  mkdir_p("src/only_dirs/sub");
+  write_file("src/only_dirs/sub/f", "f\n");
+  mkdir_p("src/many");
+  for (int i = 0; i < 300; i++) { /* several batches in one directory */
+    char rel[64];
+    snprintf(rel, sizeof rel, "src/many/f%03d", i);
+    write_file(rel, "x\n");
+  }
+  int rc;
+  char *out = mpcp(&rc, false, "-a src dst");
+  ASSERT_EQ(rc, 0);
+  free(out);
+  write_file("dst/only_dirs/.mpcp-999999999-1-1", "leftover");
+  write_file("dst/many/.mpcp-999999999-1-2", "leftover");
+  write_file("dst/.mpcp-999999999-1-3", "leftover");
+  ASSERT(unlink(path("dst/many/f150")) == 0);
+  run_env = "MPCP_BATCH_FILES=16";
+  out = mpcp(&rc, true, "-a --resume --json src/. dst");
+  ASSERT_EQ(rc, 0);
+  ASSERT_EQ(json_field(out, "files"), 1);
+  free(out);
+  ASSERT(!exists("dst/only_dirs/.mpcp-999999999-1-1"));
+  ASSERT(!exists("dst/many/.mpcp-999999999-1-2"));
+  ASSERT(!exists("dst/.mpcp-999999999-1-3"));
+  assert_content("dst/many/f150", "x\n");
+  int d = open(path("dst"), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_EQ(count_temps(d), 0);
+  close(d);
+  cleanup();
+}

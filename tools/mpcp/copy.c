@@ -11,6 +11,7 @@
  * after a kill, but on ext4 each such inode goes through the orphan list
  * (a global lock and a journal write), which measured about 1.5x slower for
  * small files than create + rename. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fs.h>
@@ -1053,6 +1054,39 @@ static int open_dirs(batch_t *b, const mpcp_task_hdr_t *h) {
   return 0;
 }
 
+/* Removes ".mpcp-<pid>-..." entries unless that run's mpcp is still
+ * running (the current run's own pid is alive, so its temps stay). */
+void mpcp_remove_stale_temps(int dir) {
+  int fd = openat(dir, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  DIR *d = fd < 0 ? NULL : fdopendir(fd);
+  if (!d) {
+    if (fd >= 0)
+      close(fd);
+    return;
+  }
+  struct dirent *de;
+  while ((de = readdir(d))) {
+    char *end;
+    if (strncmp(de->d_name, ".mpcp-", 6) != 0)
+      continue;
+    long pid = strtol(de->d_name + 6, &end, 10);
+    if (end == de->d_name + 6 || *end != '-' || pid <= 0)
+      continue;
+    char comm[64] = "", proc[64];
+    snprintf(proc, sizeof proc, "/proc/%ld/comm", pid);
+    int cfd = open(proc, O_RDONLY | O_CLOEXEC);
+    if (cfd >= 0) {
+      ssize_t n = read(cfd, comm, sizeof comm - 1);
+      comm[n > 0 ? n : 0] = '\0';
+      close(cfd);
+    }
+    if (!strncmp(comm, "mpcp", 4) && pid != (long)getpid())
+      continue; /* a run in progress */
+    unlinkat(dirfd(d), de->d_name, 0);
+  }
+  closedir(d);
+}
+
 static void run_batch(const mpcp_task_hdr_t *h, const char *p,
                       const char *end) {
   char dir[h->dir_len + 1];
@@ -1061,6 +1095,8 @@ static void run_batch(const mpcp_task_hdr_t *h, const char *p,
   p += h->dir_len;
   batch_t b = {.dir = dir};
   bool ok = open_dirs(&b, h) == 0;
+  if (ok && (h->flags & MPCP_TF_SWEEP) && h->kind == MPCP_T_BATCH)
+    mpcp_remove_stale_temps(b.ddir);
   for (uint32_t i = 0; i < h->count && p + sizeof(mpcp_ent_t) <= end; i++) {
     mpcp_ent_t e;
     memcpy(&e, p, sizeof e);

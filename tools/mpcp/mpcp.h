@@ -71,6 +71,8 @@ enum {
   MPCP_TF_RETRY = 2,      /* a retry after a worker died: not again */
   MPCP_TF_DEFACL = 4,     /* destination dir has a default ACL (-a: drop
                              what new entries inherit from it) */
+  MPCP_TF_SWEEP = 8,      /* --resume: first batch of its directory: the
+                             worker removes stale temp files there first */
 };
 
 typedef struct {
@@ -154,6 +156,9 @@ char *mpcp_task_path(const char *task, size_t len);
 void mpcp_send(const mpcp_msg_t *m, const char *text, size_t text_len);
 
 /* ---- worker (copy.c) ---------------------------------------------------- */
+/* --resume: removes the temp files an interrupted run left in directory
+ * dir (".mpcp-<pid>-..." whose mpcp is no longer running). */
+void mpcp_remove_stale_temps(int dir);
 /* Set by the parent's signal handler (the signal number); the copy loops
  * stop on it when a task runs inline in the parent. */
 extern volatile sig_atomic_t mpcp_stop_sig;

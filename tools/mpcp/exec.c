@@ -10,12 +10,13 @@
  * an error line) on the same queue, so the parent sees every task finish
  * exactly once through one channel.
  *
- * Inline mode (mpcp_exec_inline, chosen by main for a run that is one file,
- * and always in an MPCP_EXEC_SERIAL build): no pool and no queue; a task
- * runs in the parent when it is submitted, and its messages wait in a list
+ * Inline mode (a run whose walk produced one task, such as one file or one
+ * small directory, and always in an MPCP_EXEC_SERIAL build): no pool and no
+ * queue; the task runs in the parent when the walk ends (later tasks, such
+ * as --verify's, when they are submitted), and its messages wait in a list
  * (progress is drawn from inside the copy). Starting a pool costs a tracker
  * and two worker processes, about as long as copying 100 MiB, for nothing
- * when there is one file to copy. */
+ * when there is one task. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -146,8 +147,6 @@ typedef struct node {
 static node_t *head, *tail;
 static int inline_depth; /* a task running inline */
 
-void mpcp_exec_inline(void) { inline_mode = true; }
-
 static void inline_send(const mpcp_msg_t *m, const char *text,
                         size_t text_len) {
   node_t *n = malloc(sizeof *n + sizeof *m + text_len);
@@ -219,14 +218,52 @@ static int start_pool(void) {
   return rc;
 }
 
+static int pool_submit(const void *task, size_t len);
+
+/* The first task waits here until a second one comes (then the pool
+ * starts) or the walk ends (then it runs inline: the whole run was one
+ * task). The crash test hooks need a worker to kill. */
+static char *held;
+static size_t held_len;
+
+static bool may_hold(void) {
+  return !getenv("MPCP_TEST_CRASH") && !getenv("MPCP_TEST_CRASH_ONCE");
+}
+
 int mpcp_exec_submit(const void *task, size_t len) {
   if (inline_mode)
     return inline_run(task, len);
   if (!pool) {
+    if (!held && may_hold() && (held = malloc(len)) != NULL) {
+      memcpy(held, task, len);
+      held_len = len;
+      return 0;
+    }
     int rc = start_pool();
     if (rc < 0)
       return rc;
+    if (held) {
+      rc = pool_submit(held, held_len);
+      free(held);
+      held = NULL;
+      if (rc < 0)
+        return rc;
+    }
   }
+  return pool_submit(task, len);
+}
+
+void mpcp_exec_walk_done(void) {
+  if (!held || pool)
+    return;
+  inline_mode = true;
+  char *t = held;
+  held = NULL;
+  inline_run(t, held_len);
+  free(t);
+}
+
+static int pool_submit(const void *task, size_t len) {
   mpcp_task_hdr_t h;
   memcpy(&h, task, sizeof h);
   pending_t *p = malloc(sizeof *p + len);
@@ -283,6 +320,8 @@ int mpcp_exec_recv(void *buf, int timeout_ms) {
 }
 
 void mpcp_exec_stop(bool abort) {
+  free(held); /* interrupted before the walk ended */
+  held = NULL;
   if (!pool)
     return;
   if (abort) {

@@ -463,12 +463,6 @@ int main(int argc, char **argv) {
   }
   bool started = false;
   if (any && !mpcp_opt.dry_run && !mpcp_stop_sig) {
-    /* One file (not split in chunks): copied by the parent itself, as
-     * starting workers would cost more than they could give. The crash test
-     * hooks need a worker to kill. */
-    if (nsrc == 1 && tops[0].kind == 2 && !mpcp_roots[0].split &&
-        !getenv("MPCP_TEST_CRASH") && !getenv("MPCP_TEST_CRASH_ONCE"))
-      mpcp_exec_inline();
     int rc = mpcp_exec_start(mpcp_opt.jobs);
     if (rc < 0) {
       fprintf(stderr, "mpcp: cannot start workers: %s\n", strerror(-rc));
@@ -486,6 +480,10 @@ int main(int argc, char **argv) {
     }
   }
   mpcp_prog.walk_done = true;
+  /* One task in all (one file, one small folder): copied by the parent
+   * itself, as starting workers would cost more than they could give. */
+  if (started && !mpcp_stop_sig)
+    mpcp_exec_walk_done();
   mpcp_finish();
   int status = mpcp_stats.errors ? 1 : 0;
   if (mpcp_stop_sig) {

@@ -137,9 +137,9 @@ typedef struct {
  * The parent's view of the workers: submit task bytes, receive messages.
  * Workers run mpcp_worker_task() and talk back with mpcp_send(). */
 int mpcp_exec_start(int nworkers);
-/* Before the first submit: run tasks in the parent (no pool) — for a run
- * that is one file. */
-void mpcp_exec_inline(void);
+/* The walk is over: a run with a single task so far runs it in the parent
+ * (no pool is started); later tasks run there too. */
+void mpcp_exec_walk_done(void);
 /* Queues one task; copies the bytes. 0 or a negative errno. */
 int mpcp_exec_submit(const void *task, size_t len);
 /* Next message into buf (MPCP_MSG_MAX bytes): its length, 0 on timeout, or a

@@ -480,10 +480,6 @@ int main(int argc, char **argv) {
     }
   }
   mpcp_prog.walk_done = true;
-  /* One task in all (one file, one small folder): copied by the parent
-   * itself, as starting workers would cost more than they could give. */
-  if (started && !mpcp_stop_sig)
-    mpcp_exec_walk_done();
   mpcp_finish();
   int status = mpcp_stats.errors ? 1 : 0;
   if (mpcp_stop_sig) {

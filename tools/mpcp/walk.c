@@ -1086,6 +1086,10 @@ void mpcp_wait_tasks(void) {
 
 void mpcp_finish(void) {
   flush_bigs();
+  /* One task in all (one file, one small folder): copied by the parent
+   * itself, as starting workers would cost more than they could give. */
+  if (!mpcp_stop_sig)
+    mpcp_exec_walk_done();
   mpcp_wait_tasks();
   if (mpcp_stop_sig)
     return;

@@ -3,12 +3,12 @@
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -39,20 +39,19 @@ static const char *const scripts[RS_COUNT] = {
     [RS_DSET] = "if redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) == 1 then "
                 "redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[3]), "
                 "ARGV[1]) end return 0",
-    /* ARGV k1 v1 k2 v2 ... (distinct keys): a few calls per 500 items,
-     * not three per item. */
+    /* ARGV k1 v1 k2 v2 ...: one HSET per 500 items; only a chunk that
+     * added keys (HSET's count) numbers them: INCRBY by the chunk's size and
+     * ZADD NX, so a key already there keeps its number (numbers have gaps,
+     * the order is insertion order) and re-setting known keys costs the
+     * HSET alone. */
     [RS_DSET_MANY] =
         "for c = 1, #ARGV, 1000 do "
-        "local e = math.min(c + 999, #ARGV) local ks = {} "
-        "for i = c, e, 2 do ks[#ks + 1] = ARGV[i] end "
-        "local old = redis.call('HMGET', KEYS[1], unpack(ks)) "
-        "local new = {} "
-        "for j = 1, #ks do if not old[j] then new[#new + 1] = ks[j] end end "
-        "redis.call('HSET', KEYS[1], unpack(ARGV, c, e)) "
-        "if #new > 0 then "
-        "local last = redis.call('INCRBY', KEYS[3], #new) local z = {} "
-        "for j = 1, #new do z[#z + 1] = last - #new + j "
-        "z[#z + 1] = new[j] end "
+        "local e = math.min(c + 999, #ARGV) "
+        "if redis.call('HSET', KEYS[1], unpack(ARGV, c, e)) > 0 then "
+        "local m = (e - c + 1) / 2 "
+        "local b = redis.call('INCRBY', KEYS[3], m) - m local z = {} "
+        "for i = c, e, 2 do z[#z + 1] = b + (i - c + 2) / 2 "
+        "z[#z + 1] = ARGV[i] end "
         "redis.call('ZADD', KEYS[2], 'NX', unpack(z)) end end return 0",
     [RS_DPOP] = "local v = redis.call('HGET', KEYS[1], ARGV[1]) "
                 "if v then redis.call('HDEL', KEYS[1], ARGV[1]) "
@@ -281,13 +280,44 @@ void mp__rconn_fini(mp__rconn_t *cn) {
   pthread_mutex_destroy(&cn->mu);
 }
 
+/* Send a formatted command with MSG_NOSIGNAL: hiredis writes with write(2),
+ * and a server gone would raise SIGPIPE and kill the caller. A failed send
+ * marks the context bad (err set) so that the caller drops it. */
+static int send_all(redisContext *c, const char *p, size_t n) {
+  while (n > 0) {
+    ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w <= 0) {
+      int e = w < 0 ? errno : EPIPE;
+      c->err = REDIS_ERR_IO;
+      snprintf(c->errstr, sizeof c->errstr, "%s", strerror(e));
+      return ctx_err(c);
+    }
+    p += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+/* One command, one round trip: sent by us, the reply read by hiredis (its
+ * output buffer stays empty, so redisGetReply only reads). */
 static int raw_cmd(redisContext *c, redisReply **out, int argc,
                    const char **argv, const size_t *lens) {
-  redisReply *rp = redisCommandArgv(c, argc, argv, lens);
-  if (!rp)
+  char *fmt;
+  int len = redisFormatCommandArgv(&fmt, argc, argv, lens);
+  if (len < 0)
+    return MP_ENOMEM;
+  int r = send_all(c, fmt, (size_t)len);
+  redisFreeCommand(fmt);
+  if (r < 0)
+    return r;
+  void *rv = NULL;
+  if (redisGetReply(c, &rv) != REDIS_OK || !rv)
     return ctx_err(c);
+  redisReply *rp = rv;
   if (rp->type == REDIS_REPLY_ERROR) {
-    int r = reply_err(rp);
+    r = reply_err(rp);
     freeReplyObject(rp);
     return r;
   }
@@ -344,7 +374,7 @@ static pthread_mutex_t fork_mu = PTHREAD_MUTEX_INITIALIZER;
 
 /* Lock cn for this thread with a live connection of this process. */
 static int conn_take(mp__rconn_t *cn) {
-  pid_t me = getpid();
+  pid_t me = (pid_t)mp__self_pid(); /* cached, reset at fork */
   pid_t owner = atomic_load_explicit(&cn->pid, memory_order_acquire);
   if (owner != me && owner != 0) {
     /* A forked child: the parent's socket is not ours (its other threads,
@@ -381,54 +411,18 @@ static void conn_drop_if_bad(mp__rconn_t *cn) {
   }
 }
 
-/* hiredis writes with write(2): a server gone would raise SIGPIPE and kill
- * the caller. The signal is blocked in this thread around each command and
- * a SIGPIPE it caused is taken back (the write fails with EPIPE instead). */
-typedef struct {
-  sigset_t old;
-  bool blocked; /* by us */
-} nopipe_t;
-
-static void nopipe_begin(nopipe_t *np) {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGPIPE);
-  pthread_sigmask(SIG_BLOCK, &set, &np->old);
-  np->blocked = !sigismember(&np->old, SIGPIPE);
-}
-
-static void nopipe_end(nopipe_t *np, bool failed) {
-  if (!np->blocked)
-    return;
-  sigset_t set, pend;
-  sigemptyset(&set);
-  sigaddset(&set, SIGPIPE);
-  if (failed && sigpending(&pend) == 0 && sigismember(&pend, SIGPIPE)) {
-    struct timespec zero = {0, 0};
-    while (sigtimedwait(&set, NULL, &zero) < 0 && errno == EINTR) {
-    }
-  }
-  pthread_sigmask(SIG_SETMASK, &np->old, NULL);
-}
-
 int mp__rcmd(mp__rconn_t *cn, redisReply **out, int extra_ms, int argc,
              const char **argv, const size_t *lens) {
-  nopipe_t np;
-  nopipe_begin(&np);
   int r = conn_take(cn);
-  if (r < 0) {
-    nopipe_end(&np, true);
+  if (r < 0)
     return r;
-  }
   if (extra_ms)
     redisSetTimeout(cn->c, tv_ms(cn->cfg->command_ms + extra_ms));
   r = raw_cmd(cn->c, out, argc, argv, lens);
   if (extra_ms && !cn->c->err)
     redisSetTimeout(cn->c, tv_ms(cn->cfg->command_ms));
-  bool failed = cn->c->err != 0;
   conn_drop_if_bad(cn);
   pthread_mutex_unlock(&cn->mu);
-  nopipe_end(&np, failed);
   return r;
 }
 
@@ -525,9 +519,20 @@ int mp__renc(mp__renc_t *e, const mp_val_t *v) {
     e->small[0] = v->u.b ? 'T' : 'F';
     e->n = 1;
     return 0;
-  case MP_INT:
-    e->n = (size_t)snprintf(e->small, sizeof e->small, "%" PRId64, v->u.i);
+  case MP_INT: { /* decimal, without snprintf: an update encodes many */
+    char t[24];
+    size_t k = sizeof t;
+    uint64_t u = v->u.i < 0 ? 0 - (uint64_t)v->u.i : (uint64_t)v->u.i;
+    do {
+      t[--k] = (char)('0' + u % 10);
+      u /= 10;
+    } while (u);
+    if (v->u.i < 0)
+      t[--k] = '-';
+    e->n = sizeof t - k;
+    memcpy(e->small, t + k, e->n);
     return 0;
+  }
   case MP_DOUBLE:
     e->small[0] = 'd';
     memcpy(e->small + 1, &v->u.d, 8);

@@ -57,7 +57,7 @@ struct mp_mevent {
 };
 
 static void robj_ident(robj_t *o) {
-  pid_t me = getpid();
+  pid_t me = (pid_t)mp__self_pid();
   if (o->pid == me)
     return;
   uint64_t x = 0;
@@ -477,7 +477,7 @@ int mp_mqueue_join(mp_mqueue_t *q, int timeout_ms) {
 int mp_mqueue_destroy(mp_mqueue_t *q) {
   if (!q)
     return MP_EINVAL;
-  if (q->registered && q->o.pid == getpid()) {
+  if (q->registered && q->o.pid == (pid_t)mp__self_pid()) {
     qkeys_t k;
     qkeys(q, &k);
     const char *av[7] = {k.main, k.cons, k.proc, k.lease,
@@ -499,7 +499,7 @@ typedef struct {
 } lkeys_t;
 
 static void lkeys(mp_mlock_t *l, lkeys_t *k) {
-  if (l->o.pid != getpid())
+  if (l->o.pid != (pid_t)mp__self_pid())
     l->held = false; /* a forked child holds nothing */
   robj_ident(&l->o);
   snprintf(k->lease, sizeof k->lease, "%s", l->o.base);
@@ -608,7 +608,7 @@ int mp_mlock_release(mp_mlock_t *l) {
 int mp_mlock_destroy(mp_mlock_t *l) {
   if (!l)
     return MP_EINVAL;
-  if (l->held && l->o.pid == getpid())
+  if (l->held && l->o.pid == (pid_t)mp__self_pid())
     mp_mlock_release(l);
   mp__rconn_fini(&l->o.conn);
   free(l);

@@ -69,8 +69,19 @@ enum {
   RS_DITEMS,
   RS_DADD,
   RS_DCAS,
+  RS_DPOPITEM,
+  RS_DSETDEF,
+  RS_DNEXT,
   RS_LINSERT,
   RS_LPOP,
+  RS_LCOUNT,
+  RS_LINDEX,
+  RS_LREMOVE,
+  RS_LREVERSE,
+  RS_LSORT,
+  RS_LSLICE,
+  RS_LSPLICE,
+  RS_LREPEAT,
   RS_QPUT,
   RS_QGET,
   RS_QREAP,
@@ -132,8 +143,6 @@ int mp__rdict_len(mp_dict_t *d, size_t *n);
 int mp__rdict_clear(mp_dict_t *d);
 int mp__rdict_items(mp_dict_t *d, mp_val_t **keys, mp_val_t **vals,
                     size_t *n);
-int mp__rdict_set_many(mp_dict_t *d, const mp_val_t *keys,
-                       const mp_val_t *vals, size_t n);
 int mp__rdict_update(mp_dict_t *d, mp_dict_t *src);
 int mp__rdict_add(mp_dict_t *d, const mp_val_t *key, int64_t delta,
                   int64_t *result);
@@ -151,6 +160,22 @@ int mp__rlist_len(mp_list_t *l, size_t *n);
 int mp__rlist_clear(mp_list_t *l);
 int mp__rlist_items(mp_list_t *l, mp_val_t **vals, size_t *n);
 int mp__rlist_repr(mp_list_t *l, char **out);
+int mp__rdict_popitem(mp_dict_t *d, mp_val_t *key, mp_val_t *val);
+int mp__rdict_setdefault(mp_dict_t *d, const mp_val_t *key,
+                         const mp_val_t *def, mp_val_t *out);
+int mp__rdict_next(mp_dict_t *d, size_t *pos, mp_val_t *key, mp_val_t *val);
+int mp__rlist_count(mp_list_t *l, const mp_val_t *v, size_t *count);
+int mp__rlist_index(mp_list_t *l, const mp_val_t *v, int64_t start,
+                    int64_t stop, size_t *index);
+int mp__rlist_reverse(mp_list_t *l);
+int mp__rlist_sort(mp_list_t *l, bool reverse);
+int mp__rlist_get_slice(mp_list_t *l, int64_t start, int64_t stop,
+                        int64_t step, mp_val_t **vals, size_t *n);
+/* l[start:stop:step] = vals[0..n), or del l[start:stop:step] (vals
+ * NULL). */
+int mp__rlist_splice(mp_list_t *l, int64_t start, int64_t stop, int64_t step,
+                     const mp_val_t *vals, size_t n);
+int mp__rlist_repeat(mp_list_t *l, int64_t times);
 
 /* repr of values already copied out (manager.c). */
 void mp__sb_repr_val(sbuf_t *b, const mp_val_t *v);

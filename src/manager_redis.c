@@ -619,35 +619,19 @@ static int script_sha(mp__rconn_t *cn, int s, char sha[41]) {
   return 0;
 }
 
-int mp__reval(mp__rconn_t *cn, redisReply **out, int script, int nkeys,
-              int nargs, const char **argv, const size_t *lens) {
+int mp__reval_slots(mp__rconn_t *cn, redisReply **out, int script,
+                    int nkeys, int argc, const char **av, size_t *lv) {
   char sha[41], nk[16];
   int r = script_sha(cn, script, sha);
   if (r < 0)
     return r;
   snprintf(nk, sizeof nk, "%d", nkeys);
-  int argc = 3 + nkeys + nargs;
-  const char *sav[16];
-  size_t slv[16];
-  const char **av = argc <= 16 ? sav : malloc((size_t)argc * sizeof *av);
-  size_t *lv = argc <= 16 ? slv : malloc((size_t)argc * sizeof *lv);
-  if (!av || !lv) {
-    if (argc > 16) {
-      free(av);
-      free(lv);
-    }
-    return MP_ENOMEM;
-  }
   av[0] = "EVALSHA";
   lv[0] = 7;
   av[1] = sha;
   lv[1] = 40;
   av[2] = nk;
   lv[2] = strlen(nk);
-  for (int i = 0; i < nkeys + nargs; i++) {
-    av[3 + i] = argv[i];
-    lv[3 + i] = lens ? lens[i] : strlen(argv[i]);
-  }
   r = mp__rcmd(cn, out, 0, argc, av, lv);
   if (r == MP_EIO && !strncmp(last_err, "NOSCRIPT", 8)) {
     /* A restarted or flushed server: send the text (Redis caches it). */
@@ -657,6 +641,23 @@ int mp__reval(mp__rconn_t *cn, redisReply **out, int script, int nkeys,
     lv[1] = strlen(scripts[script]);
     r = mp__rcmd(cn, out, 0, argc, av, lv);
   }
+  return r;
+}
+
+int mp__reval(mp__rconn_t *cn, redisReply **out, int script, int nkeys,
+              int nargs, const char **argv, const size_t *lens) {
+  int argc = 3 + nkeys + nargs;
+  const char *sav[16];
+  size_t slv[16];
+  const char **av = argc <= 16 ? sav : malloc((size_t)argc * sizeof *av);
+  size_t *lv = argc <= 16 ? slv : malloc((size_t)argc * sizeof *lv);
+  int r = av && lv ? 0 : MP_ENOMEM;
+  for (int i = 0; r == 0 && i < nkeys + nargs; i++) {
+    av[3 + i] = argv[i];
+    lv[3 + i] = lens ? lens[i] : strlen(argv[i]);
+  }
+  if (r == 0)
+    r = mp__reval_slots(cn, out, script, nkeys, argc, av, lv);
   if (argc > 16) {
     free(av);
     free(lv);
@@ -676,17 +677,30 @@ void mp__rkey(const mp__rmgr_t *r, char *buf, const char *fmt, ...) {
 /* ---- values --------------------------------------------------------------
  */
 
-int mp__renc(mp__renc_t *e, const mp_val_t *v) {
-  e->p = e->small;
+size_t mp__renc_size(const mp_val_t *v) {
   switch (v->type) {
   case MP_NIL:
-    e->small[0] = 'n';
-    e->n = 1;
-    return 0;
   case MP_BOOL:
-    e->small[0] = v->u.b ? 'T' : 'F';
-    e->n = 1;
-    return 0;
+    return 1;
+  case MP_INT:
+    return 20; /* at most: "-9223372036854775808" */
+  case MP_DOUBLE:
+    return 9;
+  case MP_STR:
+  case MP_BYTES:
+    return v->len + 1;
+  }
+  return 0;
+}
+
+size_t mp__renc_to(char *dst, const mp_val_t *v) {
+  switch (v->type) {
+  case MP_NIL:
+    dst[0] = 'n';
+    return 1;
+  case MP_BOOL:
+    dst[0] = v->u.b ? 'T' : 'F';
+    return 1;
   case MP_INT: { /* decimal, without snprintf: an update encodes many */
     char t[24];
     size_t k = sizeof t;
@@ -697,32 +711,21 @@ int mp__renc(mp__renc_t *e, const mp_val_t *v) {
     } while (u);
     if (v->u.i < 0)
       t[--k] = '-';
-    e->n = sizeof t - k;
-    memcpy(e->small, t + k, e->n);
-    return 0;
+    memcpy(dst, t + k, sizeof t - k);
+    return sizeof t - k;
   }
   case MP_DOUBLE:
-    e->small[0] = 'd';
-    memcpy(e->small + 1, &v->u.d, 8);
-    e->n = 9;
-    return 0;
+    dst[0] = 'd';
+    memcpy(dst + 1, &v->u.d, 8);
+    return 9;
   case MP_STR:
   case MP_BYTES:
-    if (v->len + 1 > sizeof e->small && !(e->p = malloc(v->len + 1)))
-      return MP_ENOMEM;
-    e->p[0] = v->type == MP_STR ? 's' : 'b';
+    dst[0] = v->type == MP_STR ? 's' : 'b';
     if (v->len)
-      memcpy(e->p + 1, v->u.p, v->len);
-    e->n = v->len + 1;
-    return 0;
+      memcpy(dst + 1, v->u.p, v->len);
+    return v->len + 1;
   }
-  return MP_EINVAL;
-}
-
-void mp__renc_free(mp__renc_t *e) {
-  if (e->p && e->p != e->small)
-    free(e->p);
-  e->p = NULL;
+  return 0;
 }
 
 /* Canonical decimal int64 text: what mp__renc writes and HINCRBY keeps. */

@@ -48,15 +48,10 @@ typedef struct mp__rmgr {
   bool keep;
 } mp__rmgr_t;
 
-/* Encoded value: small ones inline. */
-typedef struct {
-  char small[32];
-  char *p; /* small or malloc'd */
-  size_t n;
-} mp__renc_t;
-
-int mp__renc(mp__renc_t *e, const mp_val_t *v); /* MP_ENOMEM */
-void mp__renc_free(mp__renc_t *e);
+/* Encoding: an upper bound of v's encoded size (0: not a value), and the
+ * encoding written at dst (room for that bound), returning its length. */
+size_t mp__renc_size(const mp_val_t *v);
+size_t mp__renc_to(char *dst, const mp_val_t *v);
 /* Decode untrusted bytes. MP_EIO (malformed), MP_ENOMEM. */
 int mp__rdec(const char *p, size_t n, mp_val_t *out);
 
@@ -105,6 +100,10 @@ int mp__rcmd(mp__rconn_t *cn, redisReply **out, int extra_ms, int argc,
  * falling back to EVAL on NOSCRIPT. */
 int mp__reval(mp__rconn_t *cn, redisReply **out, int script, int nkeys,
               int nargs, const char **argv, const size_t *lens);
+/* The same with argv[0..3) free for the call's own words: argc counts
+ * them, and nothing is copied. */
+int mp__reval_slots(mp__rconn_t *cn, redisReply **out, int script,
+                    int nkeys, int argc, const char **argv, size_t *lens);
 /* The reply's error text matched against a prefix (for callers mapping a
  * script's own errors); set by mp__rcmd for MP_EIO replies, per thread. */
 const char *mp__rlast_error(void);

@@ -53,28 +53,44 @@ typedef struct {
   int nargs;
   const mp_val_t *vals; /* encoded here */
   size_t nvals;
+  const mp_val_t *vals2; /* non-NULL: the values alternate vals[i],
+                            vals2[i] (nvals counts both) */
 } rcall_t;
+
+static const mp_val_t *call_val(const rcall_t *c, size_t i) {
+  return c->vals2 ? (i % 2 ? &c->vals2[i / 2] : &c->vals[i / 2]) : &c->vals[i];
+}
 
 /* One command or script: every dict and list call goes through here. The
  * values are encoded, the call made, the encodings freed; *rp the reply
  * (NULL: the reply is only checked to be there, and freed). */
 static int run(mgr_handle_t *h, const rcall_t *c, redisReply **rp) {
-  size_t argc = (c->verb ? 1 : 0) + (size_t)c->nkeys + (size_t)c->nargs +
-                c->nvals;
+  /* argv: the verb, or three words the script call fills in; then keys,
+   * args and the values, encoded one after another into one buffer (an
+   * update of many keys makes three allocations, not one per value). */
+  size_t head = c->verb ? 1 : 3, total = 0;
+  size_t argc = head + (size_t)c->nkeys + (size_t)c->nargs + c->nvals;
+  for (size_t i = 0; i < c->nvals; i++) {
+    size_t n = mp__renc_size(call_val(c, i));
+    if (n == 0 || total + n < total)
+      return MP_EINVAL;
+    total += n;
+  }
   if (argc > INT32_MAX)
     return MP_ENOMEM;
   const char *sav[16];
   size_t slv[16];
-  mp__renc_t senc[4];
-  const char **av = argc <= 16 ? sav : calloc(argc, sizeof *av);
-  size_t *lv = argc <= 16 ? slv : calloc(argc, sizeof *lv);
-  mp__renc_t *enc = c->nvals <= 4 ? senc : calloc(c->nvals, sizeof *enc);
-  size_t k = 0, done = 0;
-  int r = av && lv && enc ? 0 : MP_ENOMEM;
+  char sbuf[256];
+  const char **av = argc <= 16 ? sav : malloc(argc * sizeof *av);
+  size_t *lv = argc <= 16 ? slv : malloc(argc * sizeof *lv);
+  char *buf = total <= sizeof sbuf ? sbuf : malloc(total);
+  redisReply *reply = NULL;
+  int r = av && lv && buf ? 0 : MP_ENOMEM;
   if (r == 0) {
+    size_t k = head;
     if (c->verb) {
-      av[k] = c->verb;
-      lv[k++] = strlen(c->verb);
+      av[0] = c->verb;
+      lv[0] = strlen(c->verb);
     }
     for (int i = 0; i < c->nkeys; i++) {
       av[k] = c->keys[i];
@@ -84,27 +100,23 @@ static int run(mgr_handle_t *h, const rcall_t *c, redisReply **rp) {
       av[k] = c->args[i];
       lv[k++] = strlen(c->args[i]);
     }
-  }
-  for (; r == 0 && done < c->nvals; done++) {
-    if ((r = mp__renc(&enc[done], &c->vals[done])) < 0)
-      break;
-    av[k] = enc[done].p;
-    lv[k++] = enc[done].n;
-  }
-  redisReply *reply = NULL;
-  mp__rconn_t *cn = &rm(h)->conn;
-  if (r == 0)
+    char *p = buf;
+    for (size_t i = 0; i < c->nvals; i++) {
+      av[k] = p;
+      lv[k] = mp__renc_to(p, call_val(c, i));
+      p += lv[k++];
+    }
+    mp__rconn_t *cn = &rm(h)->conn;
     r = c->verb ? mp__rcmd(cn, &reply, 0, (int)argc, av, lv)
-                : script_err(mp__reval(cn, &reply, c->script, c->nkeys,
-                                       (int)argc - c->nkeys, av, lv));
-  for (size_t i = 0; i < done; i++)
-    mp__renc_free(&enc[i]);
+                : script_err(mp__reval_slots(cn, &reply, c->script, c->nkeys,
+                                             (int)argc, av, lv));
+  }
   if (av != sav)
     free(av);
   if (lv != slv)
     free(lv);
-  if (enc != senc)
-    free(enc);
+  if (buf != sbuf)
+    free(buf);
   if (r == 0 && rp)
     *rp = reply;
   else if (reply)
@@ -153,7 +165,7 @@ static int dict_run(mp_dict_t *d, int script, int nkeys, const char *const *args
                     redisReply **rp) {
   dkeys_t k;
   dict_keys(d, &k);
-  rcall_t c = {NULL, script, k.k, nkeys, args, nargs, vals, nvals};
+  rcall_t c = {NULL, script, k.k, nkeys, args, nargs, vals, nvals, NULL};
   return run(&d->h, &c, rp);
 }
 
@@ -163,7 +175,7 @@ static int dict_cmd(mp_dict_t *d, const char *verb, int nkeys,
                     const mp_val_t *key, redisReply **rp) {
   dkeys_t k;
   dict_keys(d, &k);
-  rcall_t c = {verb, 0, k.k, nkeys, NULL, 0, key, key ? 1 : 0};
+  rcall_t c = {verb, 0, k.k, nkeys, NULL, 0, key, key ? 1 : 0, NULL};
   return run(&d->h, &c, rp);
 }
 
@@ -202,7 +214,7 @@ int mp__rdict_contains(mp_dict_t *d, const mp_val_t *key, bool *found) {
     return MP_EINVAL;
   dkeys_t k;
   dict_keys(d, &k);
-  rcall_t c = {"HEXISTS", 0, k.k, 1, NULL, 0, key, 1};
+  rcall_t c = {"HEXISTS", 0, k.k, 1, NULL, 0, key, 1, NULL};
   if ((r = run_int(&d->h, &c, &v)) == 0)
     *found = v == 1;
   return r;
@@ -245,7 +257,7 @@ int mp__rdict_len(mp_dict_t *d, size_t *n) {
     return MP_EINVAL;
   dkeys_t k;
   dict_keys(d, &k);
-  rcall_t c = {"HLEN", 0, k.k, 1, NULL, 0, NULL, 0};
+  rcall_t c = {"HLEN", 0, k.k, 1, NULL, 0, NULL, 0, NULL};
   return count_reply(&d->h, &c, n);
 }
 
@@ -318,17 +330,10 @@ int mp__rdict_update(mp_dict_t *d, mp_dict_t *src) {
   int r = mp_dict_items(src, &ks, &vs, &n);
   if (r < 0 || n == 0)
     return r;
-  mp_val_t *kv = n <= (1u << 28) ? malloc(2 * n * sizeof *kv) : NULL;
-  if (kv) {
-    for (size_t i = 0; i < n; i++) {
-      kv[2 * i] = ks[i];
-      kv[2 * i + 1] = vs[i];
-    }
-    r = dict_run(d, RS_DSET_MANY, 3, NULL, 0, kv, 2 * n, NULL);
-  } else {
-    r = MP_ENOMEM;
-  }
-  free(kv); /* views of ks and vs */
+  dkeys_t k;
+  dict_keys(d, &k);
+  rcall_t c = {NULL, RS_DSET_MANY, k.k, 3, NULL, 0, ks, 2 * n, vs};
+  r = n <= (1u << 28) ? run(&d->h, &c, NULL) : MP_ENOMEM;
   mp_vals_free(ks, n);
   mp_vals_free(vs, n);
   return r;
@@ -364,7 +369,7 @@ int mp__rdict_cas(mp_dict_t *d, const mp_val_t *key, const mp_val_t *expected,
   mp_val_t kv[3] = {*key, *desired, expected ? *expected : mp_val_nil()};
   dkeys_t k;
   dict_keys(d, &k);
-  rcall_t c = {NULL, RS_DCAS, k.k, 3, NULL, 0, kv, expected ? 3 : 2};
+  rcall_t c = {NULL, RS_DCAS, k.k, 3, NULL, 0, kv, expected ? 3 : 2, NULL};
   long long v;
   int r = run_int(&d->h, &c, &v);
   if (r == 0)
@@ -503,7 +508,7 @@ static int list_run(mp_list_t *l, const char *verb, int script,
   char key[RKEY_MAX];
   list_key(l, key);
   const char *keys[1] = {key};
-  rcall_t c = {verb, script, keys, 1, args, nargs, vals, nvals};
+  rcall_t c = {verb, script, keys, 1, args, nargs, vals, nvals, NULL};
   return run(&l->h, &c, rp);
 }
 
@@ -593,7 +598,7 @@ int mp__rlist_remove(mp_list_t *l, const mp_val_t *v) {
   char key[RKEY_MAX];
   list_key(l, key);
   const char *keys[1] = {key};
-  rcall_t c = {NULL, RS_LREMOVE, keys, 1, args, 1, v, 1};
+  rcall_t c = {NULL, RS_LREMOVE, keys, 1, args, 1, v, 1, NULL};
   int r = run_int(&l->h, &c, &found);
   return r < 0 ? r : found == 1 ? 0 : MP_ENOENT;
 }
@@ -604,7 +609,7 @@ int mp__rlist_len(mp_list_t *l, size_t *n) {
   char key[RKEY_MAX];
   list_key(l, key);
   const char *keys[1] = {key};
-  rcall_t c = {"LLEN", 0, keys, 1, NULL, 0, NULL, 0};
+  rcall_t c = {"LLEN", 0, keys, 1, NULL, 0, NULL, 0, NULL};
   return count_reply(&l->h, &c, n);
 }
 
@@ -661,7 +666,7 @@ static int list_int(mp_list_t *l, int script, const char *const *args,
   char key[RKEY_MAX];
   list_key(l, key);
   const char *keys[1] = {key};
-  rcall_t c = {NULL, script, keys, 1, args, nargs, vals, nvals};
+  rcall_t c = {NULL, script, keys, 1, args, nargs, vals, nvals, NULL};
   return run_int(&l->h, &c, v);
 }
 
@@ -703,7 +708,7 @@ int mp__rlist_reverse(mp_list_t *l) {
 int mp__rlist_sort(mp_list_t *l, bool reverse) {
   if (check_l(l) < 0)
     return MP_EINVAL;
-  /* The byte order of this client's doubles, as mp__renc stores them. */
+  /* The byte order of this client's doubles, as mp__renc_to stores them. */
   const double one = 1.0;
   unsigned char b0;
   memcpy(&b0, &one, 1);

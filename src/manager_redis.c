@@ -542,6 +542,8 @@ int mp__renc(mp__renc_t *e, const mp_val_t *v) {
       memcpy(e->p + 1, v->u.p, v->len);
     e->n = v->len + 1;
     return 0;
+  default: /* references (nested containers): not on Redis */
+    break;
   }
   return MP_EINVAL;
 }

@@ -472,7 +472,9 @@ MP_EXTERN int mp_namespace_repr(mp_namespace_t *ns, char **out);
  * on it (same values, errors and repr), each call one Redis command or one
  * Lua script, so it stays atomic. Keys are "mproc:<name without />:...".
  * Such a manager also offers the queue, lock and event below (they need
- * Redis: on a local manager they return MP_ENOTSUP).
+ * Redis: on a local manager they return MP_ENOTSUP). Nested containers are
+ * local only: a reference value (MP_DICT, MP_LIST, MP_NAMESPACE) passed to
+ * a Redis dict or list is MP_EINVAL, and namespaces are MP_ENOTSUP.
  *
  * Connections: one per manager handle and one per queue, lock or event
  * handle, made on first use and again after fork (a child never uses its

@@ -140,7 +140,8 @@ int mp_namespace_repr(mp_namespace_t *ns, char **out) {
   }
   sbuf_t b = {0};
   if (r == 0) {
-    qsort(items, n, sizeof *items, cmp_str);
+    if (n > 1)
+      qsort(items, n, sizeof *items, cmp_str);
     mp__sb_puts(&b, "Namespace(");
     for (size_t i = 0; i < n; i++) {
       if (i)

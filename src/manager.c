@@ -26,20 +26,28 @@ int mp__u64vec_push(u64vec_t *v, uint64_t x) {
 /* ---- operation context ----------------------------------------------------
  */
 
+/* The undo log at off, if it can be one of ours: an allocation's
+ * alignment, its capacity word and all its pairs inside the arena. NULL
+ * otherwise (the offset was written by a corrupt peer). */
+static uint64_t *log_at(mp__arena_t *a, uint64_t off) {
+  if ((off & (MP__ARENA_ALIGN - 1)) || !mp__arena_span_ok(a, off, 8))
+    return NULL;
+  uint64_t *log = mgr_ptr(a, off);
+  if (log[0] > UINT64_MAX / 16 ||
+      !mp__arena_span_ok(a, off, (1 + 2 * log[0]) * 8))
+    return NULL;
+  return log;
+}
+
 static void rollback(mp__arena_t *a, mgr_obj_t *o) {
   uint64_t n = atomic_load_explicit(&o->undo_n, memory_order_acquire);
   if (n == 0)
     return;
   /* The log and every offset in it are bounded: a log that is not ours
    * is dropped, an entry outside the arena skipped. */
-  uint64_t loff = atomic_load(&o->undo_off);
-  uint64_t *log = NULL;
-  if (mp__arena_span_ok(a, loff, 8)) {
-    log = mgr_ptr(a, loff);
-    if (log[0] > UINT64_MAX / 16 || n > log[0] ||
-        !mp__arena_span_ok(a, loff, (1 + 2 * log[0]) * 8))
-      log = NULL;
-  }
+  uint64_t *log = log_at(a, atomic_load(&o->undo_off));
+  if (log && n > log[0])
+    log = NULL;
   for (uint64_t i = n; log && i-- > 0;) {
     uint64_t off = log[1 + 2 * i];
     if (!(off & 7) && mp__arena_span_ok(a, off, 8))
@@ -73,19 +81,13 @@ int mp__mop_reserve(mop_t *op, size_t k) {
   mgr_obj_t *o = op->o;
   if (!op->log) {
     uint64_t off = atomic_load_explicit(&o->undo_off, memory_order_relaxed);
-    if (off)
-      op->log = mgr_ptr(op->a, off);
+    if (off && !(op->log = log_at(op->a, off))) {
+      /* Not a log we wrote: start a new one (the old block is not ours to
+       * free). */
+      atomic_store(&o->undo_off, 0);
+    }
   }
   uint64_t cap = op->log ? op->log[0] : 0;
-  if (op->log && (cap > UINT64_MAX / 16 ||
-                  !mp__arena_span_ok(op->a, atomic_load(&o->undo_off),
-                                     (1 + 2 * cap) * 8))) {
-    /* Not a log we wrote: start a new one (the old block is not ours to
-     * free). */
-    op->log = NULL;
-    cap = 0;
-    atomic_store(&o->undo_off, 0);
-  }
   if (op->n + k <= cap)
     return 0;
   uint64_t ncap = cap ? cap * 2 : 64;

@@ -1156,6 +1156,48 @@ static uint64_t q_ring_max_for(uint64_t capacity) {
   return ring_max;
 }
 
+/* What mp__queue_check judges, read in this order: consumers' state before
+ * producers', the ring last. */
+typedef struct {
+  uint32_t cc, pc;
+  q_cstate_t cs;
+  uint64_t head_pub;
+  q_pstate_t ps;
+  uint64_t tail_pub, ring;
+} q_snap_t;
+
+#define Q_SNAP_TRIES 64
+
+static void q_snap(const q_shm_t *h, q_snap_t *s) {
+  memset(s, 0, sizeof *s); /* padding, for memcmp */
+  s->cc = atomic_load(&h->ccur);
+  s->cs = h->cs[s->cc & 1u];
+  s->head_pub = atomic_load(&h->head_pub);
+  s->pc = atomic_load(&h->pcur);
+  s->ps = h->ps[s->pc & 1u];
+  s->tail_pub = atomic_load(&h->tail_pub);
+  s->ring = atomic_load(&h->ring);
+}
+
+/* moving: the snapshot may mix moments; then only the checks that hold
+ * whatever happened between its reads (each counter read is a value it had
+ * at some point, and the consumers' ones were read first). */
+static int q_snap_check(const q_shm_t *h, const q_snap_t *s, size_t obj_size,
+                        bool moving) {
+  uint64_t ring0 = h->ring_max < Q_RING_MIN ? h->ring_max : Q_RING_MIN;
+  if (s->cc > 1 || s->pc > 1 || s->ring < ring0 || s->ring > h->ring_max ||
+      (s->ring & (s->ring - 1)) || s->cs.nget > s->ps.nput ||
+      s->cs.head > s->ps.tail || (s->ps.tail - s->cs.head) % 8)
+    return MP_EPROTO;
+  if (moving)
+    return 0;
+  if (Q_HDR + s->ring > obj_size || s->ps.tail - s->cs.head > s->ring ||
+      s->tail_pub - s->head_pub > s->ring || s->cs.ndone > s->cs.nget ||
+      s->ps.nput - s->cs.nget > (s->ps.tail - s->cs.head) / Q_REC)
+    return MP_EPROTO;
+  return 0;
+}
+
 int mp__queue_check(const void *base, size_t obj_size, size_t mapped) {
   if (!base || obj_size < Q_HDR || mapped < obj_size)
     return MP_EPROTO;
@@ -1169,25 +1211,22 @@ int mp__queue_check(const void *base, size_t obj_size, size_t mapped) {
       h->ring_max != q_ring_max_for(h->capacity) ||
       h->reserve != Q_HDR + h->ring_max || h->reserve > mapped)
     return MP_EPROTO;
-  /* Consumers' state before producers', and the ring last: each can only
-   * have moved forward since, so a live queue passes as a whole. */
-  uint32_t cc = atomic_load(&h->ccur), pc = atomic_load(&h->pcur);
-  if (cc > 1 || pc > 1)
-    return MP_EPROTO;
-  q_cstate_t cs = h->cs[cc];
-  uint64_t head_pub = atomic_load(&h->head_pub);
-  q_pstate_t ps = h->ps[pc];
-  uint64_t tail_pub = atomic_load(&h->tail_pub);
-  uint64_t ring = atomic_load(&h->ring);
-  uint64_t ring0 = h->ring_max < Q_RING_MIN ? h->ring_max : Q_RING_MIN;
-  if (ring < ring0 || ring > h->ring_max || (ring & (ring - 1)) ||
-      Q_HDR + ring > obj_size)
-    return MP_EPROTO;
-  if (ps.tail - cs.head > ring || (ps.tail - cs.head) % 8 ||
-      tail_pub - head_pub > ring || cs.nget > ps.nput ||
-      cs.ndone > cs.nget || ps.nput - cs.nget > (ps.tail - cs.head) / Q_REC)
-    return MP_EPROTO;
-  return 0;
+  /* A live queue moves between our reads: the state is judged only from
+   * two snapshots in a row that agree. Every counter only moves forward
+   * and every ring change comes with one (a grow inside a put) or changes
+   * the size (a shrink), so two equal snapshots saw nothing move. */
+  q_snap_t a, b;
+  q_snap(h, &a);
+  for (int tries = 0; tries < Q_SNAP_TRIES; tries++) {
+    q_snap(h, &b);
+    if (memcmp(&a, &b, sizeof a) == 0)
+      return q_snap_check(h, &a, obj_size, false);
+    a = b;
+    mp__cpu_relax();
+  }
+  /* Always moving: only what no operation in flight can make look
+   * wrong. Everything else is bounded where it is used. */
+  return q_snap_check(h, &a, obj_size, true);
 }
 
 void mp__queue_fuzz_prepare(void *base) {
@@ -1235,18 +1274,17 @@ int mp_queue_open(mp_queue_t **qp, const char *name) {
     free(q);
     return r == MP_EINVAL ? MP_EPROTO : r; /* object beyond the reserve */
   }
-  /* Checked on the mapping we keep. A live queue is checked again after a
-   * moment when a look raced with an operation in flight. */
-  for (int tries = 0; (r = mp__queue_check(q->seg.base, q->seg.size,
-                                           q->seg.reserve)) == MP_EPROTO &&
-                      tries < 3;
-       tries++) {
-    /* The ring may have grown since the object's size was read. */
-    struct stat st;
-    if (fstat(q->seg.fd, &st) == 0 && (uint64_t)st.st_size <= q->seg.reserve)
-      q->seg.size = (size_t)st.st_size;
-    usleep(1000);
-  }
+  /* Checked on the mapping we keep; again while the object is found to
+   * have grown since its size was read (a ring that grew meanwhile). */
+  struct stat st;
+  for (int tries = 0;
+       (r = mp__queue_check(q->seg.base, q->seg.size, q->seg.reserve)) ==
+           MP_EPROTO &&
+       tries < 8 && fstat(q->seg.fd, &st) == 0 &&
+       (uint64_t)st.st_size > q->seg.size &&
+       (uint64_t)st.st_size <= q->seg.reserve;
+       tries++)
+    q->seg.size = (size_t)st.st_size;
   if (r < 0) {
     mp__seg_close(&q->seg);
     free(q);

@@ -665,6 +665,10 @@ static int q_put_iov(mp_queue_t *q, const struct iovec *msgs, size_t n,
       return (int)n;
     if (r != MP_EAGAIN && r != Q_WANT_GROW)
       return done ? (int)done : r;
+    if (r == Q_WANT_GROW && dl_set && mp__deadline_passed(&dl)) {
+      may_grow = true; /* out of time to wait: the capacity is there */
+      continue;
+    }
     if (timeout_ms == 0 || (dl_set && mp__deadline_passed(&dl))) {
       if (!rechecked && q_check_lock(q, Q_C)) {
         rechecked = true;

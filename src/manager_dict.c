@@ -565,7 +565,7 @@ int mp_dict_repr(mp_dict_t *d, char **out) {
  */
 
 int mp_dict_popitem(mp_dict_t *d, mp_val_t *key, mp_val_t *val) {
-  MGR_REDIS_CALL(d, MP_ENOTSUP); /* not on Redis yet */
+  MGR_REDIS_CALL(d, mp__rdict_popitem(d, key, val));
   mop_t op;
   int r;
   if (dict_check(d) < 0 || !key || !val)
@@ -591,7 +591,7 @@ int mp_dict_popitem(mp_dict_t *d, mp_val_t *key, mp_val_t *val) {
 
 int mp_dict_setdefault(mp_dict_t *d, const mp_val_t *key, const mp_val_t *def,
                        mp_val_t *out) {
-  MGR_REDIS_CALL(d, MP_ENOTSUP); /* not on Redis yet */
+  MGR_REDIS_CALL(d, mp__rdict_setdefault(d, key, def, out));
   mop_t op;
   uint64_t h, slot;
   int r;
@@ -614,7 +614,7 @@ int mp_dict_setdefault(mp_dict_t *d, const mp_val_t *key, const mp_val_t *def,
 }
 
 int mp_dict_next(mp_dict_t *d, size_t *pos, mp_val_t *key, mp_val_t *val) {
-  MGR_REDIS_CALL(d, MP_ENOTSUP); /* not on Redis yet */
+  MGR_REDIS_CALL(d, mp__rdict_next(d, pos, key, val));
   mop_t op;
   int r = 0;
   if (dict_check(d) < 0 || !pos || (!key && !val))

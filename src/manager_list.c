@@ -395,7 +395,7 @@ static int slice_check(int64_t step) {
 }
 
 int mp_list_count(mp_list_t *l, const mp_val_t *v, size_t *count) {
-  MGR_REDIS_CALL(l, MP_ENOTSUP); /* not on Redis yet */
+  MGR_REDIS_CALL(l, mp__rlist_count(l, v, count));
   mop_t op;
   int r = MVAL_CHECK(l, v);
   if (r < 0 || !count)
@@ -413,7 +413,7 @@ int mp_list_count(mp_list_t *l, const mp_val_t *v, size_t *count) {
 
 int mp_list_index(mp_list_t *l, const mp_val_t *v, int64_t start,
                   int64_t stop, size_t *index) {
-  MGR_REDIS_CALL(l, MP_ENOTSUP); /* not on Redis yet */
+  MGR_REDIS_CALL(l, mp__rlist_index(l, v, start, stop, index));
   mop_t op;
   int r = MVAL_CHECK(l, v);
   if (r < 0 || !index)
@@ -433,7 +433,7 @@ int mp_list_index(mp_list_t *l, const mp_val_t *v, int64_t start,
 }
 
 int mp_list_reverse(mp_list_t *l) {
-  MGR_REDIS_CALL(l, MP_ENOTSUP); /* not on Redis yet */
+  MGR_REDIS_CALL(l, mp__rlist_reverse(l));
   mop_t op;
   int r;
   if ((r = list_begin(l, &op)) < 0)
@@ -518,7 +518,7 @@ static void sort_views(mp_val_t *v, uint64_t *ix, mp_val_t *tv, uint64_t *tix,
 }
 
 int mp_list_sort(mp_list_t *l, bool reverse) {
-  MGR_REDIS_CALL(l, MP_ENOTSUP); /* not on Redis yet */
+  MGR_REDIS_CALL(l, mp__rlist_sort(l, reverse));
   mop_t op;
   int r;
   if ((r = list_begin(l, &op)) < 0)
@@ -557,7 +557,7 @@ out:
 
 int mp_list_get_slice(mp_list_t *l, int64_t start, int64_t stop, int64_t step,
                       mp_val_t **vals, size_t *n) {
-  MGR_REDIS_CALL(l, MP_ENOTSUP); /* not on Redis yet */
+  MGR_REDIS_CALL(l, mp__rlist_get_slice(l, start, stop, step, vals, n));
   mop_t op;
   int r;
   if (!vals || !n || slice_check(step) < 0)
@@ -649,24 +649,24 @@ static int list_splice(mp_list_t *l, int64_t start, int64_t stop, int64_t step,
 
 int mp_list_set_slice(mp_list_t *l, int64_t start, int64_t stop, int64_t step,
                       const mp_val_t *vals, size_t n) {
-  MGR_REDIS_CALL(l, MP_ENOTSUP); /* not on Redis yet */
   if (!vals && n == 0) {
     static const mp_val_t none[1];
     vals = none; /* l[a:b] = []: an empty replacement, not a deletion */
   }
   if (!vals)
     return MP_EINVAL;
+  MGR_REDIS_CALL(l, mp__rlist_splice(l, start, stop, step, vals, n));
   return list_splice(l, start, stop, step, vals, n);
 }
 
 int mp_list_del_slice(mp_list_t *l, int64_t start, int64_t stop,
                       int64_t step) {
-  MGR_REDIS_CALL(l, MP_ENOTSUP); /* not on Redis yet */
+  MGR_REDIS_CALL(l, mp__rlist_splice(l, start, stop, step, NULL, 0));
   return list_splice(l, start, stop, step, NULL, 0);
 }
 
 int mp_list_repeat(mp_list_t *l, int64_t times) {
-  MGR_REDIS_CALL(l, MP_ENOTSUP); /* not on Redis yet */
+  MGR_REDIS_CALL(l, mp__rlist_repeat(l, times));
   mop_t op;
   int r;
   if ((r = list_begin(l, &op)) < 0)

@@ -509,7 +509,8 @@ typedef struct {
  * handle's own processing list in Redis until the handle is done with it:
  * mp_mqueue_task_done (joinable queue) or, on a plain queue, this handle's
  * next get or its destroy. A consumer that dies holding messages (its lease
- * key expired: no call on the handle for lease_ms) has them given back to the
+ * key expired: no call on the handle, nor any wait in this process's queue,
+ * lock and event calls, for lease_ms) has them given back to the
  * front of the queue by the next get of any consumer: nothing acknowledged is
  * lost; a message may be delivered twice if its consumer was only slow. */
 typedef struct mp_mqueue mp_mqueue_t;
@@ -563,7 +564,9 @@ MP_EXTERN int mp_mqueue_destroy(mp_mqueue_t *q);
 
 /* ---- lock (manager.Lock()) -------------------------------------------------
  * A lease: the holder keeps it by calling into the handle (acquire, renew)
- * within lease_ms; a holder gone that long (dead, or stuck) loses it, and the
+ * within lease_ms, or by waiting in any queue, lock or event call of this
+ * process (each wait renews the process's leases); a holder that makes no
+ * such call that long (dead, or stuck, or computing) loses it, and the
  * next acquirer gets MP_EOWNERDEAD (acquired; the data it protects may be
  * half-updated), as with the local robust lock. Not recursive. */
 typedef struct mp_mlock mp_mlock_t;

@@ -13,6 +13,7 @@
 #include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1524,10 +1525,47 @@ static int storm_map(const void *item, void *result, void *ctx) {
   return 0;
 }
 
+/* A CPU hog, and a SIGALRM every millisecond (no SA_RESTART) in this
+ * process. */
+static void on_alarm(int sig) {
+  (void)sig;
+}
+
+static pid_t hog_and_storm_start(void) {
+  pid_t hog = fork();
+  if (hog == 0) {
+    volatile unsigned long x = 0;
+    for (;;)
+      x++;
+  }
+  ASSERT(hog > 0);
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_alarm;
+  sigemptyset(&sa.sa_mask);
+  ASSERT_EQ(sigaction(SIGALRM, &sa, NULL), 0);
+  struct itimerval it = {{0, 1000}, {0, 1000}};
+  ASSERT_EQ(setitimer(ITIMER_REAL, &it, NULL), 0);
+  return hog;
+}
+
+static void hog_and_storm_stop(pid_t hog) {
+  struct itimerval off = {{0, 0}, {0, 0}};
+  setitimer(ITIMER_REAL, &off, NULL);
+  signal(SIGALRM, SIG_IGN);
+  kill(hog, SIGKILL);
+  ASSERT_EQ(waitpid(hog, NULL, 0), hog);
+}
+
+extern _Atomic int mp__test_pool_fork_failures; /* src/pool.c, test-only */
+
 /* Applies, a map and an imap in flight together while workers are killed:
  * every result is right or MP_EWORKERDIED, nothing hangs, and the pool is
- * still usable afterwards. */
-static void body_mixed_work_under_kills(be_t be) {
+ * still usable afterwards. With `stress`: beside a CPU hog, under a 1 ms
+ * signal storm, and with fork failing for a while after each kill (the
+ * killed worker's queued tasks run on the others meanwhile). */
+static void body_mixed_work_under_kills(be_t be, bool stress) {
+  pid_t hog = stress ? hog_and_storm_start() : 0;
   g_storm_pids = shared_counters(3);
   mp_pool_t *p = make_pool(be, 3);
   enum { A = 20, M = 300, I = 120 };
@@ -1546,6 +1584,8 @@ static void body_mixed_work_under_kills(be_t be) {
     ASSERT_OK(mp_pool_imap_unordered(p, storm_map, in, I, 8, 8, &io, &it));
     mpt_sleep_ms(3 + round % 4);
     long victim = g_storm_pids[round % 3];
+    if (stress)
+      atomic_store(&mp__test_pool_fork_failures, 20 + 10 * (round % 3));
     if (victim && kill((pid_t)victim, SIGKILL) == 0)
       kills++;
     char seen[I] = {0};
@@ -1597,13 +1637,20 @@ static void body_mixed_work_under_kills(be_t be) {
   mp_buf_free(&b);
   ASSERT_OK(mp_pool_destroy(p));
   munmap((void *)g_storm_pids, 3 * sizeof(long));
+  if (stress) {
+    atomic_store(&mp__test_pool_fork_failures, 0);
+    hog_and_storm_stop(hog);
+  }
 }
 TEST(mixed_work_under_kills) {
-  body_mixed_work_under_kills(MP_POOL_PROCESSES);
+  body_mixed_work_under_kills(MP_POOL_PROCESSES, false);
 }
 TEST(mixed_work_under_kills_fs) {
-  body_mixed_work_under_kills(BE_FS);
+  body_mixed_work_under_kills(BE_FS, false);
   fs_done();
+}
+TEST(mixed_work_under_kills_storm_fork_failing) {
+  body_mixed_work_under_kills(MP_POOL_PROCESSES, true);
 }
 
 /* ---- fork server from a program with threads ------------------------------
@@ -1873,8 +1920,6 @@ TEST(result_ring_parse_bounds) {
   m.start = UINT64_MAX - 1;
   ASSERT_ERR(mp__pool_rrec_fits(&m, J_MAP, 12, 4, 8), MP_EPROTO);
 }
-
-extern _Atomic int mp__test_pool_fork_failures; /* src/pool.c, test-only */
 
 /* A worker dies while fork fails for longer than a second: the tasks run on
  * the other worker meanwhile, and the pool keeps trying until fork works
@@ -2171,6 +2216,11 @@ static void body_destroy_with_waiters(be_t be, int rounds, int ms) {
 }
 TEST(destroy_with_waiters_proc) {
   body_destroy_with_waiters(MP_POOL_PROCESSES, 12, 60000);
+}
+TEST(destroy_with_waiters_storm) {
+  pid_t hog = hog_and_storm_start();
+  body_destroy_with_waiters(MP_POOL_PROCESSES, 6, 60000);
+  hog_and_storm_stop(hog);
 }
 TEST(destroy_with_waiters_thread) {
   /* A thread worker runs its task to the end (destroy waits for it): a

@@ -862,14 +862,17 @@ static bool drain_worker(mp_pool_t *p, int w) {
   return true;
 }
 
-/* Under mu: do the tasks in worker w's ring still read as the parent wrote
- * them? */
-static bool ring_intact(mp_pool_t *p, int w) {
+/* Under mu: do the unanswered tasks at or after the worker's task-ring
+ * tail (a checked one) still read as the parent wrote them? (Records
+ * before the tail are done with: their results are published, and their
+ * room may hold newer tasks already.) */
+static bool ring_intact(mp_pool_t *p, int w, uint64_t tail) {
   const wpar_t *wp = &p->w[w];
   const uint8_t *base = tring(p, w);
   for (size_t i = 0; i < wp->out; i++) {
     const mp__tshadow_t *s = sh_at(wp, i);
-    if (memcmp(base + (s->pos & MP__POOL_RMASK), &s->h, sizeof s->h) != 0)
+    if (s->pos >= tail &&
+        memcmp(base + (s->pos & MP__POOL_RMASK), &s->h, sizeof s->h) != 0)
       return false;
   }
   return true;
@@ -928,7 +931,7 @@ static bool settle_dead(mp_pool_t *p, int w) {
     uint64_t tail = worker_tail(p, w), cur = atomic_load(&ws->cur_seq);
     bool running = wp->out && cur == sh_at(wp, 0)->h.seq;
     if (tail == UINT64_MAX || tail > first ||
-        (cur && cur != wp->done_seq && !running) || !ring_intact(p, w))
+        (cur && cur != wp->done_seq && !running) || !ring_intact(p, w, tail))
       wp->corrupt = true;
     if (wp->corrupt)
       running = false;
@@ -1031,9 +1034,10 @@ static void police_workers(mp_pool_t *p, uint64_t now) {
     if (!wp->corrupt && shadow_on(p) &&
         now - wp->ring_checked_ns >= 100000000ull) {
       wp->ring_checked_ns = now;
-      if (worker_tail(p, w) == UINT64_MAX ||
+      uint64_t tail = worker_tail(p, w);
+      if (tail == UINT64_MAX ||
           atomic_load(&wshm(p, w)->cur_seq) > wp->next_seq ||
-          !ring_intact(p, w))
+          !ring_intact(p, w, tail))
         wp->corrupt = true;
     }
     if (wp->corrupt && !wp->killed) {

@@ -2160,6 +2160,22 @@ typedef struct {
   int got;
 } dwait_t;
 
+/* The tasks run until every waiter returned (thread workers cannot be
+ * killed: destroy waits for their tasks; process workers are killed). */
+enum { DW_T = 4 };
+static _Atomic int g_dw_left;
+
+static int task_until_waiters_left(const void *arg, size_t len, mp_buf_t *res,
+                                   void *ctx) {
+  while (atomic_load(&g_dw_left) < DW_T)
+    mpt_sleep_ms(1);
+  return 0;
+}
+
+static int map_until_waiters_left(const void *item, void *result, void *ctx) {
+  return task_until_waiters_left(NULL, 0, NULL, ctx);
+}
+
 static void *dwait_main(void *arg) {
   dwait_t *a = arg;
   atomic_fetch_add(a->entered, 1);
@@ -2172,22 +2188,22 @@ static void *dwait_main(void *arg) {
                                                                 NULL);
   else
     a->got = mp_result_get(a->r, MP_FOREVER, NULL, NULL);
+  atomic_fetch_add(&g_dw_left, 1);
   return NULL;
 }
 
-static int map_sleep(const void *item, void *result, void *ctx) {
-  mpt_sleep_ms(*(const int *)item);
-  return 0;
-}
-
-static void body_destroy_with_waiters(be_t be, int rounds, int ms) {
+static void body_destroy_with_waiters(be_t be, int rounds) {
   for (int round = 0; round < rounds; round++) {
+    atomic_store(&g_dw_left, 0);
     mp_pool_t *p = make_pool(be, 2);
     mp_result_t *r;
-    ASSERT_OK(mp_pool_apply_async(p, task_sleep, &ms, sizeof ms, NULL, &r));
+    ASSERT_OK(mp_pool_apply_async(p, task_until_waiters_left, NULL, 0, NULL,
+                                  &r));
     mp_imap_t *it;
-    ASSERT_OK(mp_pool_imap(p, map_sleep, &ms, 1, sizeof ms, 0, NULL, &it));
-    enum { T = 4 };
+    int64_t one = 1;
+    ASSERT_OK(mp_pool_imap(p, map_until_waiters_left, &one, 1, sizeof one, 0,
+                           NULL, &it));
+    enum { T = DW_T };
     _Atomic int entered = 0;
     dwait_t a[T];
     pthread_t th[T];
@@ -2215,17 +2231,15 @@ static void body_destroy_with_waiters(be_t be, int rounds, int ms) {
   }
 }
 TEST(destroy_with_waiters_proc) {
-  body_destroy_with_waiters(MP_POOL_PROCESSES, 12, 60000);
+  body_destroy_with_waiters(MP_POOL_PROCESSES, 12);
 }
 TEST(destroy_with_waiters_storm) {
   pid_t hog = hog_and_storm_start();
-  body_destroy_with_waiters(MP_POOL_PROCESSES, 6, 60000);
+  body_destroy_with_waiters(MP_POOL_PROCESSES, 6);
   hog_and_storm_stop(hog);
 }
 TEST(destroy_with_waiters_thread) {
-  /* A thread worker runs its task to the end (destroy waits for it): a
-   * second is long enough for the waiters to be inside first. */
-  body_destroy_with_waiters(MP_POOL_THREADS, 4, 1000);
+  body_destroy_with_waiters(MP_POOL_THREADS, 12);
 }
 
 /* ---- imap input vs other jobs' callbacks ---------------------------------

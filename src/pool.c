@@ -475,9 +475,11 @@ static uint64_t worker_tail(mp_pool_t *p, int w) {
 }
 
 /* Under mu: worker w wrote where it must not. Nothing more of its result
- * ring is read; the collector stops it, and its unanswered tasks fail. */
+ * ring is read; the collector stops it, and its unanswered tasks fail.
+ * (The MPI backend's slots are written by its own thread from checked
+ * messages: a record refused there is only skipped.) */
 static void mark_corrupt(mp_pool_t *p, int w) {
-  if (!p->w[w].corrupt) {
+  if (shadow_on(p) && !p->w[w].corrupt) {
     p->w[w].corrupt = true;
     ring_doorbell(p);
   }

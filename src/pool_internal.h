@@ -7,8 +7,11 @@
  * positions as ever-growing byte offsets, so a crash can never leave a ring
  * half-updated. A worker publishes its result before it advances its task
  * tail, and notes the sequence number of the task it runs (cur_seq): after a
- * death the parent knows exactly whether the task at the tail finished, died
- * with the worker or never started. Sleeping sides set a flag and futex-wait
+ * death the parent knows exactly whether its oldest unanswered task died
+ * with the worker or never started. A worker process can write everything
+ * in the mapping, so the parent goes by its own copies of the tasks it
+ * wrote (mp__tshadow_t) and only checks the worker's words and records
+ * against them. Sleeping sides set a flag and futex-wait
  * (workers) or poll an eventfd (the parent's collector); the other side makes
  * a syscall only when that flag is set. */
 #ifndef MPROC_POOL_INTERNAL_H

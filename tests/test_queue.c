@@ -348,6 +348,28 @@ TEST(queue_open_while_it_grows_and_shrinks) {
   ASSERT_OK(mp_queue_destroy(q));
 }
 
+TEST(queue_timed_puts_grow_past_soft_size) {
+  /* Puts that may wait a little, with nobody taking: past the ring's soft
+   * size each put first waits for consumers (never past its own deadline),
+   * then grows the ring, so the capacity is there for them too. */
+  mp_queue_t *q = mkq(0, 16 << 20, 0);
+  static unsigned char buf[4096];
+  uint32_t put = 0, got = 0;
+  for (; put < 1500; put++) { /* about 6 MiB */
+    memset(buf, (int)(put & 0xff), sizeof buf);
+    ASSERT_OK(mp_queue_put(q, buf, sizeof buf, put % 2 ? 1 : 30));
+  }
+  size_t len;
+  while (mp_queue_get_into(q, buf, sizeof buf, &len, 0) == 0) {
+    ASSERT_EQ(len, sizeof buf);
+    ASSERT_EQ(buf[0], got & 0xff);
+    ASSERT_EQ(buf[sizeof buf - 1], got & 0xff);
+    got++;
+  }
+  ASSERT_EQ(got, put);
+  ASSERT_OK(mp_queue_destroy(q));
+}
+
 /* ---- blocking and timeouts --------------------------------------------- */
 
 TEST(queue_nonblocking_and_timeouts) {

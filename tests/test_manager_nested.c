@@ -426,7 +426,7 @@ TEST(nested_corrupt_reference_eproto) {
   mgr_root_t *root = m->root;
   mgr_obj_t *io = mgr_ptr(&m->a, root->dir[1].off);
   struct {
-    uint64_t *word;
+    void *word; /* 8 bytes, written with memcpy */
     uint64_t bad;
   } cases[] = {
       {&s->pay, 3},                       /* past the directory */
@@ -435,15 +435,16 @@ TEST(nested_corrupt_reference_eproto) {
       {&s->pay, UINT64_MAX},              /* absurd */
       {&s->tl, MP_LIST | (5u << 8)},      /* a length on a reference */
       {&s->tl, MP_DICT},                  /* the list called a dict */
-      {(uint64_t *)(void *)&root->dir[1].kind, MGR_KIND_DICT}, /* entry's kind */
+      {&root->dir[1].kind, MGR_KIND_DICT}, /* entry's kind */
       {&root->dir[1].off, 8},             /* entry outside the objects */
       {&root->dir[1].off, mp__arena_used(&m->a) + 4096},
-      {(uint64_t *)(void *)&io->kind, MGR_KIND_DICT | (uint64_t)1 << 32}, /* header */
-      {(uint64_t *)(void *)&io->kind, MGR_KIND_LIST | (uint64_t)7 << 32}, /* its id */
+      {&io->kind, MGR_KIND_DICT | (uint64_t)1 << 32}, /* header */
+      {&io->kind, MGR_KIND_LIST | (uint64_t)7 << 32}, /* its id */
   };
   for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-    uint64_t save = *cases[c].word;
-    *cases[c].word = cases[c].bad;
+    uint64_t save;
+    memcpy(&save, cases[c].word, 8);
+    memcpy(cases[c].word, &cases[c].bad, 8);
     mp_val_t out, *vs;
     size_t n;
     ASSERT_ERR(mp_list_get(outer, 0, &out), MP_EPROTO);
@@ -454,7 +455,7 @@ TEST(nested_corrupt_reference_eproto) {
     char *str;
     ASSERT_OK(mp_list_repr(outer, &str));
     free(str);
-    *cases[c].word = save;
+    memcpy(cases[c].word, &save, 8);
     ASSERT_OK(mp_list_get(outer, 0, &out));
     ASSERT_EQ(out.type, MP_LIST);
     mp_val_t x;

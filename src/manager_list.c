@@ -179,7 +179,7 @@ static int list_begin(mp_list_t *l, mop_t *op) {
 int mp_list_append(mp_list_t *l, const mp_val_t *v) {
   MGR_REDIS_CALL(l, mp__rlist_append(l, v, 1));
   mop_t op;
-  int r = mp__mval_check(v);
+  int r = MVAL_CHECK(l, v);
   if (r < 0 || (r = list_begin(l, &op)) < 0)
     return r;
   return mp__mop_end(&op, list_append_locked(&op, v, 1));
@@ -192,7 +192,7 @@ int mp_list_extend(mp_list_t *l, const mp_val_t *vals, size_t n) {
   if (list_check(l) < 0 || (n && !vals) || n > (1ull << 40))
     return MP_EINVAL;
   for (size_t i = 0; i < n; i++)
-    if ((r = mp__mval_check(&vals[i])) < 0)
+    if ((r = MVAL_CHECK(l, &vals[i])) < 0)
       return r;
   if (n == 0)
     return 0;
@@ -220,7 +220,7 @@ int mp_list_set(mp_list_t *l, int64_t i, const mp_val_t *v) {
   mop_t op;
   uint64_t k;
   sval_t nv;
-  int r = mp__mval_check(v);
+  int r = MVAL_CHECK(l, v);
   if (r < 0 || (r = list_begin(l, &op)) < 0)
     return r;
   if ((r = list_index(&op, i, &k)) < 0 ||
@@ -237,7 +237,7 @@ int mp_list_set(mp_list_t *l, int64_t i, const mp_val_t *v) {
 int mp_list_insert(mp_list_t *l, int64_t i, const mp_val_t *v) {
   MGR_REDIS_CALL(l, mp__rlist_insert(l, i, v));
   mop_t op;
-  int r = mp__mval_check(v);
+  int r = MVAL_CHECK(l, v);
   if (r < 0 || (r = list_begin(l, &op)) < 0)
     return r;
   list_shm_t *L = list_of(&op);
@@ -273,7 +273,7 @@ int mp_list_pop(mp_list_t *l, int64_t i, mp_val_t *out) {
 int mp_list_remove(mp_list_t *l, const mp_val_t *v) {
   MGR_REDIS_CALL(l, mp__rlist_remove(l, v));
   mop_t op;
-  int r = mp__mval_check(v);
+  int r = MVAL_CHECK(l, v);
   if (r < 0 || (r = list_begin(l, &op)) < 0)
     return r;
   list_shm_t *L = list_of(&op);
@@ -397,7 +397,7 @@ static int slice_check(int64_t step) {
 int mp_list_count(mp_list_t *l, const mp_val_t *v, size_t *count) {
   MGR_REDIS_CALL(l, mp__rlist_count(l, v, count));
   mop_t op;
-  int r = mp__mval_check(v);
+  int r = MVAL_CHECK(l, v);
   if (r < 0 || !count)
     return MP_EINVAL;
   if ((r = list_begin(l, &op)) < 0)
@@ -415,7 +415,7 @@ int mp_list_index(mp_list_t *l, const mp_val_t *v, int64_t start,
                   int64_t stop, size_t *index) {
   MGR_REDIS_CALL(l, mp__rlist_index(l, v, start, stop, index));
   mop_t op;
-  int r = mp__mval_check(v);
+  int r = MVAL_CHECK(l, v);
   if (r < 0 || !index)
     return MP_EINVAL;
   if ((r = list_begin(l, &op)) < 0)
@@ -591,7 +591,7 @@ static int list_splice(mp_list_t *l, int64_t start, int64_t stop, int64_t step,
   if (slice_check(step) < 0 || (n && !vals) || n > (1ull << 40))
     return MP_EINVAL;
   for (size_t i = 0; i < n; i++)
-    if ((r = mp__mval_check(&vals[i])) < 0)
+    if ((r = MVAL_CHECK(l, &vals[i])) < 0)
       return r;
   if ((r = list_begin(l, &op)) < 0)
     return r;

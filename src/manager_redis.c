@@ -696,6 +696,8 @@ size_t mp__renc_size(const mp_val_t *v) {
   case MP_STR:
   case MP_BYTES:
     return v->len + 1;
+  default: /* references (nested containers): not on Redis */
+    break;
   }
   return 0;
 }
@@ -731,6 +733,8 @@ size_t mp__renc_to(char *dst, const mp_val_t *v) {
     if (v->len)
       memcpy(dst + 1, v->u.p, v->len);
     return v->len + 1;
+  default: /* refused by mp__renc_size */
+    break;
   }
   return 0;
 }

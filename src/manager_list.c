@@ -621,11 +621,13 @@ static int list_splice(mp_list_t *l, int64_t start, int64_t stop, int64_t step,
   sval_t *ni = mgr_ptr(op.a, noff);
   if (step == 1) {
     uint64_t s = (uint64_t)start, m = del ? 0 : n;
-    memcpy(ni, items, s * sizeof(sval_t));
+    if (s) /* items is NULL for a list never filled */
+      memcpy(ni, items, s * sizeof(sval_t));
     for (k = 0; k < m; k++)
       if ((r = mp__sval_make(&op, &vals[k], &ni[s + k])) < 0)
         return mp__mop_abort(&op, r);
-    memcpy(ni + s + m, items + s + cnt, (len - s - cnt) * sizeof(sval_t));
+    if (len - s - cnt)
+      memcpy(ni + s + m, items + s + cnt, (len - s - cnt) * sizeof(sval_t));
   } else if (del) {
     /* Mark the selected positions, then copy the others in order. */
     uint8_t *gone = calloc(len ? len : 1, 1);
@@ -639,7 +641,8 @@ static int list_splice(mp_list_t *l, int64_t start, int64_t stop, int64_t step,
         ni[o++] = items[k];
     free(gone);
   } else {
-    memcpy(ni, items, len * sizeof(sval_t));
+    if (len)
+      memcpy(ni, items, len * sizeof(sval_t));
     for (k = 0; k < cnt; k++)
       if ((r = mp__sval_make(&op, &vals[k], &ni[start + (int64_t)k * step])) < 0)
         return mp__mop_abort(&op, r);

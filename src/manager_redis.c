@@ -682,8 +682,15 @@ size_t mp__renc_size(const mp_val_t *v) {
   case MP_NIL:
   case MP_BOOL:
     return 1;
-  case MP_INT:
-    return 20; /* at most: "-9223372036854775808" */
+  case MP_INT: { /* its decimal digits, and the sign */
+    uint64_t u = v->u.i < 0 ? 0 - (uint64_t)v->u.i : (uint64_t)v->u.i;
+    size_t n = v->u.i < 0 ? 2 : 1;
+    while (u >= 10) {
+      u /= 10;
+      n++;
+    }
+    return n;
+  }
   case MP_DOUBLE:
     return 9;
   case MP_STR:

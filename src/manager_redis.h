@@ -48,8 +48,8 @@ typedef struct mp__rmgr {
   bool keep;
 } mp__rmgr_t;
 
-/* Encoding: an upper bound of v's encoded size (0: not a value), and the
- * encoding written at dst (room for that bound), returning its length. */
+/* Encoding: v's encoded size (0: not a value), and the encoding written
+ * at dst (room for that size), returning its length. */
 size_t mp__renc_size(const mp_val_t *v);
 size_t mp__renc_to(char *dst, const mp_val_t *v);
 /* Decode untrusted bytes. MP_EIO (malformed), MP_ENOMEM. */

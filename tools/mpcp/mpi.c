@@ -707,6 +707,8 @@ static wents_t ents_h;
 static void worker_init(void *arg) {
   (void)arg;
   mpcp_mpi_worker = true;
+  mpcp_euid = geteuid();
+  mpcp_egid = getegid();
   mpcp_worker_init();
   mpcp_prog.enabled = false;
   /* The root decides what needs verifying and keeps the batches for it;

@@ -140,10 +140,13 @@ def run_rows_script(argv):
     for r in lines_of(argv):
         meta = {"unit": r.get("unit"),
                 "higher_is_better": r.get("higher_is_better", False)}
-        rows.append(make_row(r["workload"], r.get("peer"), dict(r, **meta),
-                             r.get("mproc_runs") or [r.get("mproc")],
-                             r.get("peer_runs") or [r.get("peer_value")],
-                             r.get("floor_runs") or [r.get("floor")]))
+        row = make_row(r["workload"], r.get("peer"), dict(r, **meta),
+                       r.get("mproc_runs") or [r.get("mproc")],
+                       r.get("peer_runs") or [r.get("peer_value")],
+                       r.get("floor_runs") or [r.get("floor")])
+        # A whole row names its own peer's target.
+        row["target"] = r.get("target", 0)
+        rows.append(row)
     return rows
 
 

@@ -698,7 +698,10 @@ static char suffix[128];       /* " (rank R on HOST)" */
 static char *hdr_seen;         /* the header the roots were opened from */
 static size_t hdr_seen_len;
 static bool run_verify;        /* the root's --verify: no batch copied here */
-static int walk_inline;        /* batches the running walk still copies */
+static bool in_walk;           /* a walk task runs: its batches are held */
+static char *held;             /* the walk's batches: u32 length + bytes */
+static size_t held_len, held_cap;
+static uint32_t nsubdirs;
 static uint64_t *my_root_dev;  /* st_dev of each root's source, here */
 static char *ents;             /* entries for the root, of the running walk */
 static size_t ents_len, ents_cap;
@@ -778,18 +781,41 @@ static void subdir_found(int root, char *rel, const struct stat *st,
               .len = (uint32_t)strlen(rel)};
   to_wstat(&d.st, st, my_root_dev[root]);
   add_rec(R_DIR, &d, sizeof d, rel, d.len, NULL, 0);
+  nsubdirs++;
   free(rel);
 }
 
 int mpcp_mpi_worker_submit(const void *task, size_t len) {
-  if (walk_inline > 0) {
-    /* The directory's first batch: copied here while its entries are
-     * fresh in this host's caches; the rest go out to every rank. */
-    walk_inline--;
-    return mpcp_worker_task(task, len);
-  }
-  add_rec(R_BATCH, task, len, NULL, 0, NULL, 0);
+  if (!in_walk || len > UINT32_MAX)
+    return -EINVAL;
+  uint32_t n = (uint32_t)len;
+  put(&held, &held_len, &held_cap, &n, sizeof n);
+  put(&held, &held_len, &held_cap, task, len);
   return 0;
+}
+
+/* The batches of a walked directory. One with subdirectories sends them
+ * all out at once, so that the walk spreads to the other ranks without
+ * waiting for a copy here. A leaf copies its first MPI_INLINE batches here
+ * (while its entries are fresh in this host's caches, and without a round
+ * trip through the root: the most of a tree's files are in leaves) and
+ * sends out the rest, so that a huge directory still gets every rank. */
+#define MPI_INLINE 4
+static void release_held(void) {
+  uint32_t inline_left = run_verify || nsubdirs ? 0 : MPI_INLINE;
+  for (size_t off = 0; off < held_len;) {
+    uint32_t n;
+    memcpy(&n, held + off, sizeof n);
+    off += sizeof n;
+    if (inline_left > 0) {
+      inline_left--;
+      mpcp_worker_task(held + off, n);
+    } else {
+      add_rec(R_BATCH, held + off, n, NULL, 0, NULL, 0);
+    }
+    off += n;
+  }
+  held_len = 0;
 }
 
 static void free_roots(void) {
@@ -901,13 +927,15 @@ static int open_roots(const char *p, size_t len, mp_buf_t *result) {
 static void walk_task(const mpcp_task_hdr_t *h, const char *dir) {
   uint64_t files = mpcp_prog.files_total, bytes = mpcp_prog.bytes_total;
   uint64_t skipped = mpcp_stats.skipped, excluded = mpcp_stats.excluded;
-  walk_inline = run_verify ? 0 : 1;
   ents_len = 0;
   memset(&ents_h, 0, sizeof ents_h);
+  nsubdirs = 0;
+  in_walk = true;
   mpcp_walk_dir((int)h->root, dir, subdir_found, NULL);
-  walk_inline = 0;
+  in_walk = false;
   if (ents_h.n)
     add_rec(R_ENTS, &ents_h, sizeof ents_h, ents, ents_len, NULL, 0);
+  release_held();
   mpcp_msg_t f = {.kind = MPCP_M_FOUND,
                   .files = mpcp_prog.files_total - files,
                   .bytes = mpcp_prog.bytes_total - bytes,

@@ -300,6 +300,8 @@ static char *fd_path(int fd) {
 
 static void put(char **buf, size_t *len, size_t *cap, const void *p,
                 size_t n) {
+  if (n == 0)
+    return;
   if (*len + n > *cap) {
     size_t nc = *cap ? *cap * 2 : 1024;
     while (nc < *len + n)

@@ -17,7 +17,9 @@ min-max spread, for mproc, the peer and the floor alike.
 A family may instead have bench/<family>.py printing whole rows ({"workload",
 "peer", "unit", "mproc", "peer_value", "floor", "higher_is_better"}); it is
 run once and repeats its runs itself: lists in "mproc_runs", "peer_runs" and
-"floor_runs", when given, are its samples (the copy family does this).
+"floor_runs", when given, are its samples (the copy family does this), and
+its "target" applies to its own peer (cp -a, rsync -a); elsewhere targets
+apply to the Python peer's row.
 
 Ratio: how many times better mproc is than the peer, whatever the unit,
 median over median. ratio_worst: mproc's worst run over the peer's median.
@@ -115,7 +117,10 @@ class Samples:
                               []).append(r.get("value"))
 
 
-def make_row(workload, peer, meta, mproc, peer_vals, floor):
+def make_row(workload, peer, meta, mproc, peer_vals, floor, own_target=False):
+    """own_target: the row's target is against its own peer (a whole-row
+    script such as copy.py: cp -a, rsync -a); otherwise targets apply to
+    the Python peer's row only."""
     higher = bool(meta.get("higher_is_better"))
     row = {"workload": workload, "peer": peer, "unit": meta.get("unit")}
     row["mproc"], row["mproc_range"] = summary(mproc)
@@ -130,7 +135,8 @@ def make_row(workload, peer, meta, mproc, peer_vals, floor):
     row["wide"] = any(r and r[0] > 0 and r[1] / r[0] > WIDE
                       for r in (row["mproc_range"], row["peer_range"],
                                 row["floor_range"]))
-    row["target"] = meta.get("target", 0) if peer == "python" else 0
+    row["target"] = (meta.get("target", 0) if peer == "python" or own_target
+                     else 0)
     row["floor_max"] = meta.get("floor_max", 0)
     return row
 
@@ -140,13 +146,11 @@ def run_rows_script(argv):
     for r in lines_of(argv):
         meta = {"unit": r.get("unit"),
                 "higher_is_better": r.get("higher_is_better", False)}
-        row = make_row(r["workload"], r.get("peer"), dict(r, **meta),
-                       r.get("mproc_runs") or [r.get("mproc")],
-                       r.get("peer_runs") or [r.get("peer_value")],
-                       r.get("floor_runs") or [r.get("floor")])
-        # A whole row names its own peer's target.
-        row["target"] = r.get("target", 0)
-        rows.append(row)
+        rows.append(make_row(r["workload"], r.get("peer"), dict(r, **meta),
+                             r.get("mproc_runs") or [r.get("mproc")],
+                             r.get("peer_runs") or [r.get("peer_value")],
+                             r.get("floor_runs") or [r.get("floor")],
+                             own_target=True))
     return rows
 
 
@@ -238,7 +242,7 @@ def main():
     print_table(rows)
     out = os.path.join(a.build, "bench.json")
     keep = ["workload", "peer", "unit", "mproc", "peer_value", "floor",
-            "ratio", "mproc_range", "peer_range", "floor_range", "runs",
+            "ratio", "target", "mproc_range", "peer_range", "floor_range", "runs",
             "ratio_worst", "wide"]
     with open(out, "w") as f:
         json.dump([{k: r.get(k) for k in keep} for r in rows], f, indent=1)

@@ -3,8 +3,10 @@
  * header, 512 bytes of the manager's root (its head and first directory
  * entries), and the rest where the first allocations of a new manager go.
  * Magics are stamped and lock words freed so the bytes reach the checks
- * behind them; mp_manager_open must refuse the object or every dict and
- * list read must stay inside it. */
+ * behind them; mp_manager_open must refuse the object or every dict, list
+ * and namespace read must stay inside it, and a stored reference (nested
+ * container) must be refused (MP_EPROTO) or name a real object, which is
+ * then read through the handle the read returned. */
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -51,6 +53,19 @@ static void write_seed(const char *path) {
   }
   mp_val_t k = mp_val_str("a"), v = mp_val_bool(true);
   mp_dict_set(d, &k, &v);
+  /* Nested: d["l"] = l, l.append(d), ns.x = inner, inner.append(1). */
+  mp_namespace_t *ns;
+  mp_list_t *inner;
+  if (mp_namespace_create(&ns, m, NULL) < 0 ||
+      mp_list_create(&inner, m, NULL) < 0)
+    abort();
+  mp_val_t rl = mp_val_list(l), rd = mp_val_dict(d), ri = mp_val_list(inner);
+  mp_val_t kl = mp_val_str("l"), one = mp_val_int(1);
+  if (mp_dict_set(d, &kl, &rl) < 0 || mp_list_append(l, &rd) < 0 ||
+      mp_namespace_set(ns, "x", &ri) < 0 || mp_list_append(inner, &one) < 0)
+    abort();
+  mp_namespace_close(ns);
+  mp_list_close(inner);
   const char *n;
   mp_manager_name(m, &n);
   char p[128];
@@ -83,6 +98,22 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   return 0;
 }
 
+/* A reference read back: use it through its handle, only when it names one
+ * of the first objects, whose locks were freed above (a lock word from the
+ * input naming a live process would be a wait). */
+static void read_ref(const mp_val_t *v) {
+  uint32_t id = UINT32_MAX;
+  size_t n;
+  char *s;
+  if (v->type == MP_DICT && mp_dict_id(v->u.dict, &id) == 0 && id < 4)
+    mp_dict_len(v->u.dict, &n);
+  else if (v->type == MP_LIST && mp_list_id(v->u.list, &id) == 0 && id < 4)
+    mp_list_len(v->u.list, &n);
+  else if (v->type == MP_NAMESPACE && mp_namespace_id(v->u.ns, &id) == 0 &&
+           id < 4 && mp_namespace_repr(v->u.ns, &s) == 0)
+    free(s);
+}
+
 static void read_dict(mp_dict_t *d) {
   size_t n;
   mp_dict_len(d, &n);
@@ -94,8 +125,15 @@ static void read_dict(mp_dict_t *d) {
   mp_val_t k = mp_val_str("a"), out;
   if (mp_dict_get(d, &k, &out) == 0)
     mp_val_free(&out);
+  k = mp_val_str("l");
+  if (mp_dict_get(d, &k, &out) == 0) {
+    read_ref(&out);
+    mp_val_free(&out);
+  }
   mp_val_t *ks, *vs;
   if (mp_dict_items(d, &ks, &vs, &n) == 0) {
+    for (size_t i = 0; i < n; i++)
+      read_ref(&vs[i]);
     mp_vals_free(ks, n);
     mp_vals_free(vs, n);
   }
@@ -113,8 +151,11 @@ static void read_list(mp_list_t *l) {
   if (mp_list_get(l, -1, &out) == 0)
     mp_val_free(&out);
   mp_val_t *vs;
-  if (mp_list_items(l, &vs, &n) == 0)
+  if (mp_list_items(l, &vs, &n) == 0) {
+    for (size_t i = 0; i < n; i++)
+      read_ref(&vs[i]);
     mp_vals_free(vs, n);
+  }
   char *s;
   if (mp_list_repr(l, &s) == 0)
     free(s);
@@ -159,12 +200,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   for (uint32_t id = 0; id < 4; id++) {
     mp_dict_t *d;
     mp_list_t *l;
+    mp_namespace_t *ns;
     if (mp_dict_open_id(&d, m, id) == 0) {
       read_dict(d);
       mp_dict_close(d);
     } else if (mp_list_open_id(&l, m, id) == 0) {
       read_list(l);
       mp_list_close(l);
+    } else if (mp_namespace_open_id(&ns, m, id) == 0) {
+      mp_val_t out;
+      char *s;
+      if (mp_namespace_get(ns, "x", &out) == 0) {
+        read_ref(&out);
+        mp_val_free(&out);
+      }
+      if (mp_namespace_repr(ns, &s) == 0)
+        free(s);
+      mp_namespace_close(ns);
     }
   }
   mp_manager_destroy(m);

@@ -26,20 +26,28 @@ int mp__u64vec_push(u64vec_t *v, uint64_t x) {
 /* ---- operation context ----------------------------------------------------
  */
 
+/* The undo log at off, if it can be one of ours: an allocation's
+ * alignment, its capacity word and all its pairs inside the arena. NULL
+ * otherwise (the offset was written by a corrupt peer). */
+static uint64_t *log_at(mp__arena_t *a, uint64_t off) {
+  if ((off & (MP__ARENA_ALIGN - 1)) || !mp__arena_span_ok(a, off, 8))
+    return NULL;
+  uint64_t *log = mgr_ptr(a, off);
+  if (log[0] > UINT64_MAX / 16 ||
+      !mp__arena_span_ok(a, off, (1 + 2 * log[0]) * 8))
+    return NULL;
+  return log;
+}
+
 static void rollback(mp__arena_t *a, mgr_obj_t *o) {
   uint64_t n = atomic_load_explicit(&o->undo_n, memory_order_acquire);
   if (n == 0)
     return;
   /* The log and every offset in it are bounded: a log that is not ours
    * is dropped, an entry outside the arena skipped. */
-  uint64_t loff = atomic_load(&o->undo_off);
-  uint64_t *log = NULL;
-  if (mp__arena_span_ok(a, loff, 8)) {
-    log = mgr_ptr(a, loff);
-    if (log[0] > UINT64_MAX / 16 || n > log[0] ||
-        !mp__arena_span_ok(a, loff, (1 + 2 * log[0]) * 8))
-      log = NULL;
-  }
+  uint64_t *log = log_at(a, atomic_load(&o->undo_off));
+  if (log && n > log[0])
+    log = NULL;
   for (uint64_t i = n; log && i-- > 0;) {
     uint64_t off = log[1 + 2 * i];
     if (!(off & 7) && mp__arena_span_ok(a, off, 8))
@@ -58,7 +66,7 @@ int mp__mop_begin(mop_t *op, mp_manager_t *m, uint64_t obj_off) {
   /* Under the lock, the object's arrays are what its last writer left:
    * check them once here, so the operation can trust them. */
   int r = 0;
-  if (op->o->kind == MGR_KIND_DICT)
+  if (op->o->kind == MGR_KIND_DICT || op->o->kind == MGR_KIND_NS)
     r = mp__dict_shm_check(op);
   else if (op->o->kind == MGR_KIND_LIST)
     r = mp__list_shm_check(op);
@@ -73,19 +81,13 @@ int mp__mop_reserve(mop_t *op, size_t k) {
   mgr_obj_t *o = op->o;
   if (!op->log) {
     uint64_t off = atomic_load_explicit(&o->undo_off, memory_order_relaxed);
-    if (off)
-      op->log = mgr_ptr(op->a, off);
+    if (off && !(op->log = log_at(op->a, off))) {
+      /* Not a log we wrote: start a new one (the old block is not ours to
+       * free). */
+      atomic_store(&o->undo_off, 0);
+    }
   }
   uint64_t cap = op->log ? op->log[0] : 0;
-  if (op->log && (cap > UINT64_MAX / 16 ||
-                  !mp__arena_span_ok(op->a, atomic_load(&o->undo_off),
-                                     (1 + 2 * cap) * 8))) {
-    /* Not a log we wrote: start a new one (the old block is not ours to
-     * free). */
-    op->log = NULL;
-    cap = 0;
-    atomic_store(&o->undo_off, 0);
-  }
   if (op->n + k <= cap)
     return 0;
   uint64_t ncap = cap ? cap * 2 : 64;
@@ -183,7 +185,21 @@ int mp__mop_end(mop_t *op, int r) {
 #define SVAL_INLINE_MAX 8
 #define VALUE_LEN_MAX (1ull << 55)
 
-int mp__mval_check(const mp_val_t *v) {
+uint32_t mp__ref_kind(uint32_t type) {
+  return type == MP_DICT   ? MGR_KIND_DICT
+         : type == MP_LIST ? MGR_KIND_LIST
+         : type == MP_NAMESPACE ? MGR_KIND_NS
+                                : 0;
+}
+
+/* The handle of a caller's reference value (NULL for other types). */
+static const mgr_handle_t *ref_handle(const mp_val_t *v) {
+  return mp__ref_kind(v->type) ? (const mgr_handle_t *)v->u.p : NULL;
+}
+
+/* Well-formed, whatever can store it: a reference needs a handle of its
+ * kind. */
+static int mval_check_any(const mp_val_t *v) {
   if (!v)
     return MP_EINVAL;
   switch (v->type) {
@@ -197,17 +213,42 @@ int mp__mval_check(const mp_val_t *v) {
     if ((v->len && !v->u.p) || v->len >= VALUE_LEN_MAX)
       return MP_EINVAL;
     return 0;
+  case MP_DICT:
+  case MP_LIST:
+  case MP_NAMESPACE: {
+    const mgr_handle_t *h = ref_handle(v);
+    return h && h->m && h->kind == mp__ref_kind(v->type) ? 0 : MP_EINVAL;
+  }
   }
   return MP_EINVAL;
 }
 
-int mp__mval_check_key(const mp_val_t *v) {
-  int r = mp__mval_check(v);
+int mp__mval_check(const mp_val_t *v) {
+  int r = mval_check_any(v);
+  return r == 0 && mp__ref_kind(v->type) ? MP_ENOTSUP : r;
+}
+
+bool mp__mgr_same(const mp_manager_t *a, const mp_manager_t *b) {
+  if (a == b)
+    return true;
+  /* Two handles on one segment: same name, same random hash seed. */
+  return a && b && !a->redis && !b->redis &&
+         strcmp(a->a.seg.name, b->a.seg.name) == 0 &&
+         a->root->hash_seed == b->root->hash_seed;
+}
+
+int mp__mval_check_in(const mp_manager_t *m, const mp_val_t *v) {
+  int r = mval_check_any(v);
   if (r < 0)
     return r;
-  return v->type == MP_INT || v->type == MP_STR || v->type == MP_BYTES
-             ? 0
-             : MP_EINVAL;
+  const mgr_handle_t *h = ref_handle(v);
+  return !h || (m && mp__mgr_same(m, h->m)) ? 0 : MP_EINVAL;
+}
+
+int mp__mval_check_key(const mp_val_t *v) {
+  if (!v || (v->type != MP_INT && v->type != MP_STR && v->type != MP_BYTES))
+    return MP_EINVAL;
+  return mp__mval_check(v);
 }
 
 static uint32_t sval_type(const sval_t *s) {
@@ -249,6 +290,11 @@ int mp__sval_make(mop_t *op, const mp_val_t *v, sval_t *out) {
       memcpy(mgr_ptr(op->a, out->pay), v->u.p, v->len);
     }
     break;
+  case MP_DICT:
+  case MP_LIST:
+  case MP_NAMESPACE:
+    out->pay = ref_handle(v)->id; /* checked by mp__mval_check_in */
+    break;
   default:
     break;
   }
@@ -259,7 +305,27 @@ int mp__sval_release(mop_t *op, const sval_t *s) {
   return mp__sval_blob(s) ? mp__mop_defer_free(op, s->pay) : 0;
 }
 
+/* Every arena the manager code reads through is the one inside its
+ * mp_manager_t: a reference is resolved in that manager. */
+static mp_manager_t *arena_mgr(mp__arena_t *a) {
+  return (mp_manager_t *)(void *)((char *)a - offsetof(mp_manager_t, a));
+}
+
+/* A stored reference names an existing object of its kind: 0 and its
+ * offset, or MP_EPROTO (whatever the reason: the bytes are not ours). */
+static int sval_ref(mp__arena_t *a, const sval_t *s, uint64_t *off) {
+  uint32_t kind = mp__ref_kind(sval_type(s));
+  if (!kind || sval_len(s) != 0 || s->pay >= MGR_MAX_OBJ)
+    return MP_EPROTO;
+  return mp__mgr_obj_at(arena_mgr(a), kind, (uint32_t)s->pay, off) < 0
+             ? MP_EPROTO
+             : 0;
+}
+
 bool mp__sval_ok(mp__arena_t *a, const sval_t *s) {
+  uint64_t off;
+  if (mp__ref_kind(sval_type(s)))
+    return sval_ref(a, s, &off) == 0;
   uint64_t len = sval_len(s);
   if ((sval_type(s) != MP_STR && sval_type(s) != MP_BYTES) ||
       len <= SVAL_INLINE_MAX)
@@ -296,13 +362,38 @@ void mp__sval_view(mp__arena_t *a, const sval_t *s, mp_val_t *v) {
   case MP_BYTES:
     v->u.s = mp__sval_bytes(a, s, &v->len);
     break;
+  case MP_DICT:
+  case MP_LIST:
+  case MP_NAMESPACE:
+    v->len = (size_t)s->pay; /* a view: no handle, the id in len */
+    break;
   default:
     v->type = MP_NIL;
     break;
   }
 }
 
+/* A new handle on object (kind, id) at off of m, as the value of a
+ * reference type. */
+static int ref_out(mp_manager_t *m, uint32_t type, uint64_t off, uint32_t id,
+                   mp_val_t *out) {
+  mgr_handle_t *h = calloc(1, sizeof *h);
+  if (!h)
+    return MP_ENOMEM;
+  h->m = m;
+  h->off = off;
+  h->id = id;
+  h->kind = mp__ref_kind(type);
+  *out = mp_val_nil();
+  out->type = (mp_val_type_t)type;
+  out->u.p = h;
+  return 0;
+}
+
 int mp__mval_copy(const mp_val_t *in, mp_val_t *out) {
+  const mgr_handle_t *h = ref_handle(in);
+  if (h)
+    return ref_out(h->m, in->type, h->off, h->id, out);
   *out = *in;
   if (in->type == MP_STR || in->type == MP_BYTES) {
     char *p = malloc(in->len + 1);
@@ -317,6 +408,13 @@ int mp__mval_copy(const mp_val_t *in, mp_val_t *out) {
 }
 
 int mp__sval_load(mp__arena_t *a, const sval_t *s, mp_val_t *out) {
+  if (mp__ref_kind(sval_type(s))) {
+    uint64_t off;
+    int r = sval_ref(a, s, &off);
+    return r < 0 ? r
+                 : ref_out(arena_mgr(a), sval_type(s), off, (uint32_t)s->pay,
+                           out);
+  }
   if (!mp__sval_ok(a, s))
     return MP_EPROTO;
   mp_val_t v;
@@ -339,11 +437,22 @@ bool mp__mval_eq(const mp_val_t *x, const mp_val_t *y) {
   case MP_STR:
   case MP_BYTES:
     return x->len == y->len && (!x->len || !memcmp(x->u.p, y->u.p, x->len));
+  case MP_DICT:
+  case MP_LIST:
+  case MP_NAMESPACE:
+    return ref_handle(x) && ref_handle(y) &&
+           ref_handle(x)->id == ref_handle(y)->id &&
+           mp__mgr_same(ref_handle(x)->m, ref_handle(y)->m);
   }
   return false;
 }
 
 bool mp__sval_eq(mp__arena_t *a, const sval_t *s, const mp_val_t *v) {
+  /* A reference equals a reference to the same object (v was checked to
+   * be of this manager). */
+  if (mp__ref_kind(sval_type(s)) || mp__ref_kind(v->type))
+    return sval_type(s) == (uint32_t)v->type && ref_handle(v) &&
+           ref_handle(v)->id == s->pay && sval_len(s) == 0;
   mp_val_t x;
   mp__sval_view(a, s, &x);
   return mp__mval_eq(&x, v);
@@ -383,8 +492,8 @@ uint64_t mp__mval_hash(uint64_t seed, const mp_val_t *v) {
 int mp_val_free(mp_val_t *v) {
   if (!v)
     return 0;
-  if (v->type == MP_STR || v->type == MP_BYTES)
-    free((void *)v->u.p);
+  if (v->type == MP_STR || v->type == MP_BYTES || mp__ref_kind(v->type))
+    free((void *)v->u.p); /* a reference's handle: mp_*_close is free */
   *v = mp_val_nil();
   return 0;
 }
@@ -539,9 +648,30 @@ static void sb_quoted(sbuf_t *b, const char *s, size_t n, bool bytes) {
   mp__sb_put(b, &q, 1);
 }
 
+/* Python 3.11's repr of a proxy stored in a container, e.g.
+ * <ListProxy object, typeid 'list' at 0x7f...>, with the object's id where
+ * Python shows the proxy's address. */
+static void sb_repr_ref(sbuf_t *b, uint32_t type, uint64_t id) {
+  char tmp[96];
+  snprintf(tmp, sizeof tmp, "<%s object, typeid '%s' at %#llx>",
+           type == MP_DICT   ? "DictProxy"
+           : type == MP_LIST ? "ListProxy"
+                             : "NamespaceProxy",
+           type == MP_DICT   ? "dict"
+           : type == MP_LIST ? "list"
+                             : "Namespace",
+           (unsigned long long)id);
+  mp__sb_puts(b, tmp);
+}
+
 static void sb_repr_value(sbuf_t *b, const mp_val_t *v) {
   char tmp[32];
   switch (v->type) {
+  case MP_DICT:
+  case MP_LIST:
+  case MP_NAMESPACE: /* a caller's value has a handle, a view the id */
+    sb_repr_ref(b, v->type, ref_handle(v) ? ref_handle(v)->id : v->len);
+    break;
   case MP_NIL:
     mp__sb_puts(b, "None");
     break;
@@ -573,7 +703,7 @@ void mp__sb_repr_sval(sbuf_t *b, mp__arena_t *a, const sval_t *s) {
 }
 
 int mp_val_repr(const mp_val_t *v, char **out) {
-  int r = mp__mval_check(v);
+  int r = mval_check_any(v);
   if (r < 0 || !out)
     return MP_EINVAL;
   sbuf_t b = {0};
@@ -784,19 +914,34 @@ int mp__mgr_obj_find(mp_manager_t *m, uint32_t kind, const char *name,
       if (strncmp(root->dir[id].name, name, MGR_NAME_MAX) == 0)
         break;
   }
+  int r = mp__mgr_obj_at(m, kind, id, off);
+  if (r == 0)
+    *out_id = id;
+  return r;
+}
+
+int mp__mgr_obj_at(mp_manager_t *m, uint32_t kind, uint32_t id,
+                   uint64_t *off) {
+  mgr_root_t *root = m->root;
+  uint64_t n = atomic_load_explicit(&root->nobj, memory_order_acquire);
+  if (n > MGR_MAX_OBJ)
+    return MP_EPROTO;
   if (id >= n)
     return MP_ENOENT;
   if (root->dir[id].kind != kind)
     return MP_EINVAL;
-  /* The entry is followed from now on: it must name an object of ours. */
+  /* The entry is followed from now on: it must name an object of ours,
+   * whose header (written before it was published) says the same. */
   uint64_t o = root->dir[id].off;
   if ((o & 15) || !mp__arena_span_ok(&m->a, o, sizeof(mgr_obj_t)) ||
       o < mp__arena_root(&m->a) + sizeof(mgr_root_t) ||
       !mp__arena_span_ok(&m->a, o, mp__arena_usable(&m->a, o)) ||
       mp__arena_usable(&m->a, o) < mp__mgr_obj_size(kind))
     return MP_EPROTO;
+  const mgr_obj_t *obj = mgr_ptr(&m->a, o);
+  if (obj->kind != kind || obj->id != id)
+    return MP_EPROTO;
   *off = o;
-  *out_id = id;
   return 0;
 }
 

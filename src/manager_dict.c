@@ -262,7 +262,7 @@ int mp_dict_set(mp_dict_t *d, const mp_val_t *key, const mp_val_t *val) {
   MGR_REDIS_CALL(d, mp__rdict_set(d, key, val));
   mop_t op;
   uint64_t h;
-  int r = mp__mval_check(val);
+  int r = MVAL_CHECK(d, val);
   if (r < 0 || (r = dict_begin(d, key, &op, &h)) < 0)
     return r;
   return mp__mop_end(&op, dict_set_locked(&op, h, key, val));
@@ -276,7 +276,7 @@ static int dict_get(mp_dict_t *d, const mp_val_t *key, bool use_def,
   mop_t op;
   uint64_t h, slot;
   int r;
-  if (!out || (def && mp__mval_check(def) < 0))
+  if (!out || (def && MVAL_CHECK(d, def) < 0))
     return MP_EINVAL;
   if ((r = dict_begin_find(d, key, &op, &h, &slot)) < 0)
     return r;
@@ -462,7 +462,14 @@ int mp_dict_update(mp_dict_t *d, mp_dict_t *src) {
   /* A snapshot first: never two dict locks at once (no lock order). */
   if ((r = mp_dict_items(src, &ks, &vs, &n)) < 0)
     return r;
+  for (size_t i = 0; i < n && r == 0; i++)
+    r = MVAL_CHECK(d, &vs[i]); /* a reference into another manager */
   uint64_t seed = dict_seed(d);
+  if (r < 0) {
+    mp_vals_free(ks, n);
+    mp_vals_free(vs, n);
+    return r;
+  }
   if ((r = mp__mop_begin(&op, d->h.m, d->h.off)) < 0) {
     mp_vals_free(ks, n);
     mp_vals_free(vs, n);
@@ -508,8 +515,8 @@ int mp_dict_cas(mp_dict_t *d, const mp_val_t *key, const mp_val_t *expected,
   mop_t op;
   uint64_t h, slot;
   int r;
-  if (!swapped || mp__mval_check(desired) < 0 ||
-      (expected && mp__mval_check(expected) < 0))
+  if (!swapped || MVAL_CHECK(d, desired) < 0 ||
+      (expected && MVAL_CHECK(d, expected) < 0))
     return MP_EINVAL;
   if ((r = dict_begin_find(d, key, &op, &h, &slot)) < 0)
     return r;
@@ -558,7 +565,7 @@ int mp_dict_repr(mp_dict_t *d, char **out) {
  */
 
 int mp_dict_popitem(mp_dict_t *d, mp_val_t *key, mp_val_t *val) {
-  MGR_REDIS_CALL(d, MP_ENOTSUP); /* not on Redis yet */
+  MGR_REDIS_CALL(d, mp__rdict_popitem(d, key, val));
   mop_t op;
   int r;
   if (dict_check(d) < 0 || !key || !val)
@@ -584,14 +591,14 @@ int mp_dict_popitem(mp_dict_t *d, mp_val_t *key, mp_val_t *val) {
 
 int mp_dict_setdefault(mp_dict_t *d, const mp_val_t *key, const mp_val_t *def,
                        mp_val_t *out) {
-  MGR_REDIS_CALL(d, MP_ENOTSUP); /* not on Redis yet */
+  MGR_REDIS_CALL(d, mp__rdict_setdefault(d, key, def, out));
   mop_t op;
   uint64_t h, slot;
   int r;
   mp_val_t nil = mp_val_nil();
   if (!def)
     def = &nil;
-  if (!out || mp__mval_check(def) < 0)
+  if (!out || MVAL_CHECK(d, def) < 0)
     return MP_EINVAL;
   if ((r = dict_begin_find(d, key, &op, &h, &slot)) < 0)
     return r;
@@ -607,7 +614,7 @@ int mp_dict_setdefault(mp_dict_t *d, const mp_val_t *key, const mp_val_t *def,
 }
 
 int mp_dict_next(mp_dict_t *d, size_t *pos, mp_val_t *key, mp_val_t *val) {
-  MGR_REDIS_CALL(d, MP_ENOTSUP); /* not on Redis yet */
+  MGR_REDIS_CALL(d, mp__rdict_next(d, pos, key, val));
   mop_t op;
   int r = 0;
   if (dict_check(d) < 0 || !pos || (!key && !val))
@@ -636,4 +643,11 @@ int mp_dict_next(mp_dict_t *d, size_t *pos, mp_val_t *key, mp_val_t *val) {
     *val = vv;
   *pos = (size_t)k + 1;
   return 1;
+}
+
+/* ---- namespaces (manager_ns.c) are dicts of their own kind ---------------
+ */
+
+size_t mp__dict_shm_size(void) {
+  return sizeof(dict_shm_t);
 }

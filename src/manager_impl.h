@@ -37,7 +37,9 @@ bool mp__mlock_lock(mp__mlock_t *l);
 void mp__mlock_unlock(mp__mlock_t *l);
 
 /* ---- shared layout ------------------------------------------------------ */
-enum { MGR_KIND_DICT = 1, MGR_KIND_LIST = 2 };
+/* A namespace is stored as a dict (same layout and code) of its own kind,
+ * so a reference or an open by id knows which it is. */
+enum { MGR_KIND_DICT = 1, MGR_KIND_LIST = 2, MGR_KIND_NS = 3 };
 #define MGR_NAME_MAX 48
 #define MGR_MAX_OBJ 16384
 #define MGR_MAGIC 0x6d702d6d616e6772ull /* "mp-mangr" */
@@ -111,6 +113,9 @@ struct mp_dict {
 struct mp_list {
   mgr_handle_t h;
 };
+struct mp_namespace {
+  mgr_handle_t h;
+};
 
 /* ---- operation context --------------------------------------------------- */
 typedef struct {
@@ -159,9 +164,24 @@ int mp__mop_end(mop_t *op, int r);
 extern void (*mp__manager_write_hook)(void);
 
 /* ---- values ---------------------------------------------------------------
- */
+ * A reference (MP_DICT, MP_LIST, MP_NAMESPACE) is stored as its type and the
+ * object's id (sval pay); a view of one (mp__sval_view) has no handle: u.p
+ * is NULL and len holds the id. */
+/* A value the Redis backend can store: a reference is MP_ENOTSUP there. */
 int mp__mval_check(const mp_val_t *v);
+/* A value a container of manager m can store: references must name an
+ * object of m itself (m NULL: none can). MP_EINVAL. */
+int mp__mval_check_in(const mp_manager_t *m, const mp_val_t *v);
+/* mp__mval_check_in for a value stored in container handle c (may be
+ * NULL). */
+#define MVAL_CHECK(c, v) mp__mval_check_in((c) ? (c)->h.m : NULL, (v))
 int mp__mval_check_key(const mp_val_t *v);
+/* The object kind a reference type names, 0 for other types. */
+uint32_t mp__ref_kind(uint32_t type);
+/* Two manager handles on the same manager. */
+bool mp__mgr_same(const mp_manager_t *a, const mp_manager_t *b);
+/* Bytes of a dict's shared object (a namespace is one). */
+size_t mp__dict_shm_size(void);
 /* Store v: a blob is allocated through op when needed. */
 int mp__sval_make(mop_t *op, const mp_val_t *v, sval_t *out);
 /* Defer freeing the blob of s, if any. */
@@ -200,6 +220,12 @@ int mp__mgr_obj_create(mp_manager_t *m, uint32_t kind, size_t size,
                        const char *name, uint64_t *off, uint32_t *id);
 int mp__mgr_obj_find(mp_manager_t *m, uint32_t kind, const char *name,
                      bool by_id, uint32_t id, uint64_t *off, uint32_t *out_id);
+/* The object of id, checked as every offset read from shared memory is (the
+ * directory entry inside the arena, of that kind, and the object's header
+ * saying the same kind and id). MP_ENOENT (no such id), MP_EINVAL (another
+ * kind), MP_EPROTO. */
+int mp__mgr_obj_at(mp_manager_t *m, uint32_t kind, uint32_t id,
+                   uint64_t *off);
 
 /* An object name: NULL (none) or 1 to MGR_NAME_MAX - 1 bytes. MP_EINVAL,
  * MP_ENAMETOOLONG. */

@@ -179,7 +179,7 @@ static int list_begin(mp_list_t *l, mop_t *op) {
 int mp_list_append(mp_list_t *l, const mp_val_t *v) {
   MGR_REDIS_CALL(l, mp__rlist_append(l, v, 1));
   mop_t op;
-  int r = mp__mval_check(v);
+  int r = MVAL_CHECK(l, v);
   if (r < 0 || (r = list_begin(l, &op)) < 0)
     return r;
   return mp__mop_end(&op, list_append_locked(&op, v, 1));
@@ -192,7 +192,7 @@ int mp_list_extend(mp_list_t *l, const mp_val_t *vals, size_t n) {
   if (list_check(l) < 0 || (n && !vals) || n > (1ull << 40))
     return MP_EINVAL;
   for (size_t i = 0; i < n; i++)
-    if ((r = mp__mval_check(&vals[i])) < 0)
+    if ((r = MVAL_CHECK(l, &vals[i])) < 0)
       return r;
   if (n == 0)
     return 0;
@@ -220,7 +220,7 @@ int mp_list_set(mp_list_t *l, int64_t i, const mp_val_t *v) {
   mop_t op;
   uint64_t k;
   sval_t nv;
-  int r = mp__mval_check(v);
+  int r = MVAL_CHECK(l, v);
   if (r < 0 || (r = list_begin(l, &op)) < 0)
     return r;
   if ((r = list_index(&op, i, &k)) < 0 ||
@@ -237,7 +237,7 @@ int mp_list_set(mp_list_t *l, int64_t i, const mp_val_t *v) {
 int mp_list_insert(mp_list_t *l, int64_t i, const mp_val_t *v) {
   MGR_REDIS_CALL(l, mp__rlist_insert(l, i, v));
   mop_t op;
-  int r = mp__mval_check(v);
+  int r = MVAL_CHECK(l, v);
   if (r < 0 || (r = list_begin(l, &op)) < 0)
     return r;
   list_shm_t *L = list_of(&op);
@@ -273,7 +273,7 @@ int mp_list_pop(mp_list_t *l, int64_t i, mp_val_t *out) {
 int mp_list_remove(mp_list_t *l, const mp_val_t *v) {
   MGR_REDIS_CALL(l, mp__rlist_remove(l, v));
   mop_t op;
-  int r = mp__mval_check(v);
+  int r = MVAL_CHECK(l, v);
   if (r < 0 || (r = list_begin(l, &op)) < 0)
     return r;
   list_shm_t *L = list_of(&op);
@@ -395,9 +395,9 @@ static int slice_check(int64_t step) {
 }
 
 int mp_list_count(mp_list_t *l, const mp_val_t *v, size_t *count) {
-  MGR_REDIS_CALL(l, MP_ENOTSUP); /* not on Redis yet */
+  MGR_REDIS_CALL(l, mp__rlist_count(l, v, count));
   mop_t op;
-  int r = mp__mval_check(v);
+  int r = MVAL_CHECK(l, v);
   if (r < 0 || !count)
     return MP_EINVAL;
   if ((r = list_begin(l, &op)) < 0)
@@ -413,9 +413,9 @@ int mp_list_count(mp_list_t *l, const mp_val_t *v, size_t *count) {
 
 int mp_list_index(mp_list_t *l, const mp_val_t *v, int64_t start,
                   int64_t stop, size_t *index) {
-  MGR_REDIS_CALL(l, MP_ENOTSUP); /* not on Redis yet */
+  MGR_REDIS_CALL(l, mp__rlist_index(l, v, start, stop, index));
   mop_t op;
-  int r = mp__mval_check(v);
+  int r = MVAL_CHECK(l, v);
   if (r < 0 || !index)
     return MP_EINVAL;
   if ((r = list_begin(l, &op)) < 0)
@@ -433,7 +433,7 @@ int mp_list_index(mp_list_t *l, const mp_val_t *v, int64_t start,
 }
 
 int mp_list_reverse(mp_list_t *l) {
-  MGR_REDIS_CALL(l, MP_ENOTSUP); /* not on Redis yet */
+  MGR_REDIS_CALL(l, mp__rlist_reverse(l));
   mop_t op;
   int r;
   if ((r = list_begin(l, &op)) < 0)
@@ -518,7 +518,7 @@ static void sort_views(mp_val_t *v, uint64_t *ix, mp_val_t *tv, uint64_t *tix,
 }
 
 int mp_list_sort(mp_list_t *l, bool reverse) {
-  MGR_REDIS_CALL(l, MP_ENOTSUP); /* not on Redis yet */
+  MGR_REDIS_CALL(l, mp__rlist_sort(l, reverse));
   mop_t op;
   int r;
   if ((r = list_begin(l, &op)) < 0)
@@ -557,7 +557,7 @@ out:
 
 int mp_list_get_slice(mp_list_t *l, int64_t start, int64_t stop, int64_t step,
                       mp_val_t **vals, size_t *n) {
-  MGR_REDIS_CALL(l, MP_ENOTSUP); /* not on Redis yet */
+  MGR_REDIS_CALL(l, mp__rlist_get_slice(l, start, stop, step, vals, n));
   mop_t op;
   int r;
   if (!vals || !n || slice_check(step) < 0)
@@ -591,7 +591,7 @@ static int list_splice(mp_list_t *l, int64_t start, int64_t stop, int64_t step,
   if (slice_check(step) < 0 || (n && !vals) || n > (1ull << 40))
     return MP_EINVAL;
   for (size_t i = 0; i < n; i++)
-    if ((r = mp__mval_check(&vals[i])) < 0)
+    if ((r = MVAL_CHECK(l, &vals[i])) < 0)
       return r;
   if ((r = list_begin(l, &op)) < 0)
     return r;
@@ -649,24 +649,24 @@ static int list_splice(mp_list_t *l, int64_t start, int64_t stop, int64_t step,
 
 int mp_list_set_slice(mp_list_t *l, int64_t start, int64_t stop, int64_t step,
                       const mp_val_t *vals, size_t n) {
-  MGR_REDIS_CALL(l, MP_ENOTSUP); /* not on Redis yet */
   if (!vals && n == 0) {
     static const mp_val_t none[1];
     vals = none; /* l[a:b] = []: an empty replacement, not a deletion */
   }
   if (!vals)
     return MP_EINVAL;
+  MGR_REDIS_CALL(l, mp__rlist_splice(l, start, stop, step, vals, n));
   return list_splice(l, start, stop, step, vals, n);
 }
 
 int mp_list_del_slice(mp_list_t *l, int64_t start, int64_t stop,
                       int64_t step) {
-  MGR_REDIS_CALL(l, MP_ENOTSUP); /* not on Redis yet */
+  MGR_REDIS_CALL(l, mp__rlist_splice(l, start, stop, step, NULL, 0));
   return list_splice(l, start, stop, step, NULL, 0);
 }
 
 int mp_list_repeat(mp_list_t *l, int64_t times) {
-  MGR_REDIS_CALL(l, MP_ENOTSUP); /* not on Redis yet */
+  MGR_REDIS_CALL(l, mp__rlist_repeat(l, times));
   mop_t op;
   int r;
   if ((r = list_begin(l, &op)) < 0)

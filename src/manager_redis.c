@@ -3,12 +3,12 @@
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -20,6 +20,35 @@
  * Each one runs atomically in Redis. Object keys are "<prefix>o:<id>" plus a
  * suffix; the directory is "<prefix>dir" (name -> id), "<prefix>kinds"
  * (id -> kind) and "<prefix>nobj" (next id). */
+/* Lua shared by several scripts. eq: equality of two encoded values as
+ * the local manager has it (same type and content; a double equal by value
+ * or by bits, so 0.0 equals -0.0 in either byte order). adj: Python's slice
+ * bounds for a list of n items (start and stop clamped, the item count).
+ * push: RPUSH a table in chunks (Lua's unpack has a stack limit). bcmp:
+ * byte order of two strings (Lua's own < follows the server's locale). */
+#define LUA_EQ                                                                 \
+  "local function isz(s) return #s == 9 and (s == 'd\\0\\0\\0\\0\\0\\0\\0\\0' " \
+  "or s == 'd\\0\\0\\0\\0\\0\\0\\0\\128' or s == 'd\\128\\0\\0\\0\\0\\0\\0\\0') " \
+  "end local function eq(a, b) return a == b or (isz(a) and isz(b)) end "
+#define LUA_ADJ                                                                \
+  "local function clamp(x, n, st) if x < 0 then x = x + n if x < 0 then "     \
+  "x = st < 0 and -1 or 0 end elseif x >= n then x = st < 0 and n - 1 or n " \
+  "end return x end "                                                          \
+  "local function adj(n, s, e, st) s = clamp(s, n, st) e = clamp(e, n, st) " \
+  "local c = 0 if st < 0 then if e < s then "                                  \
+  "c = math.floor((s - e - 1) / -st) + 1 end elseif s < e then "             \
+  "c = math.floor((e - s - 1) / st) + 1 end return s, e, c end "
+#define LUA_PUSH                                                               \
+  "local function push(k, t) for i = 1, #t, 1000 do "                          \
+  "redis.call('RPUSH', k, unpack(t, i, math.min(i + 999, #t))) end end "
+#define LUA_BCMP                                                               \
+  "local function bcmp(a, b) if a == b then return 0 end "                     \
+  "local n, i = math.min(#a, #b), 1 while i <= n do "                          \
+  "local j = math.min(i + 31, n) if a:sub(i, j) ~= b:sub(i, j) then "          \
+  "for k = i, j do local x, y = a:byte(k), b:byte(k) "                         \
+  "if x ~= y then return x < y and -1 or 1 end end end i = j + 1 end "         \
+  "if #a < #b then return -1 elseif #a > #b then return 1 end return 0 end "
+
 static const char *const scripts[RS_COUNT] = {
     /* RS_OBJ_CREATE: KEYS dir kinds nobj; ARGV kind name ("" none)
      * object-key-prefix [field value...] (the object's settings, written to
@@ -39,20 +68,19 @@ static const char *const scripts[RS_COUNT] = {
     [RS_DSET] = "if redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) == 1 then "
                 "redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[3]), "
                 "ARGV[1]) end return 0",
-    /* ARGV k1 v1 k2 v2 ... (distinct keys): a few calls per 500 items,
-     * not three per item. */
+    /* ARGV k1 v1 k2 v2 ...: one HSET per 500 items; only a chunk that
+     * added keys (HSET's count) numbers them: INCRBY by the chunk's size and
+     * ZADD NX, so a key already there keeps its number (numbers have gaps,
+     * the order is insertion order) and re-setting known keys costs the
+     * HSET alone. */
     [RS_DSET_MANY] =
         "for c = 1, #ARGV, 1000 do "
-        "local e = math.min(c + 999, #ARGV) local ks = {} "
-        "for i = c, e, 2 do ks[#ks + 1] = ARGV[i] end "
-        "local old = redis.call('HMGET', KEYS[1], unpack(ks)) "
-        "local new = {} "
-        "for j = 1, #ks do if not old[j] then new[#new + 1] = ks[j] end end "
-        "redis.call('HSET', KEYS[1], unpack(ARGV, c, e)) "
-        "if #new > 0 then "
-        "local last = redis.call('INCRBY', KEYS[3], #new) local z = {} "
-        "for j = 1, #new do z[#z + 1] = last - #new + j "
-        "z[#z + 1] = new[j] end "
+        "local e = math.min(c + 999, #ARGV) "
+        "if redis.call('HSET', KEYS[1], unpack(ARGV, c, e)) > 0 then "
+        "local m = (e - c + 1) / 2 "
+        "local b = redis.call('INCRBY', KEYS[3], m) - m local z = {} "
+        "for i = c, e, 2 do z[#z + 1] = b + (i - c + 2) / 2 "
+        "z[#z + 1] = ARGV[i] end "
         "redis.call('ZADD', KEYS[2], 'NX', unpack(z)) end end return 0",
     [RS_DPOP] = "local v = redis.call('HGET', KEYS[1], ARGV[1]) "
                 "if v then redis.call('HDEL', KEYS[1], ARGV[1]) "
@@ -64,28 +92,49 @@ static const char *const scripts[RS_COUNT] = {
         "local vs = redis.call('HMGET', KEYS[1], unpack(ks, i, j)) "
         "for x = 1, #vs do out[#out + 1] = ks[i + x - 1] "
         "out[#out + 1] = vs[x] or '' end end return out",
-    /* ARGV key delta: the int's decimal text lets HINCRBY add exactly. */
+    /* ARGV delta key: the int's decimal text lets HINCRBY add exactly. */
     [RS_DADD] =
-        "local v = redis.call('HGET', KEYS[1], ARGV[1]) "
-        "if not v then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) "
-        "redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[3]), ARGV[1]) "
-        "return ARGV[2] end "
+        "local v = redis.call('HGET', KEYS[1], ARGV[2]) "
+        "if not v then redis.call('HSET', KEYS[1], ARGV[2], ARGV[1]) "
+        "redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[3]), ARGV[2]) "
+        "return ARGV[1] end "
         "local b = string.byte(v, 1) "
         "if b ~= 45 and (b == nil or b < 48 or b > 57) then "
         "return redis.error_reply('MPTYPE') end "
-        "local r = redis.pcall('HINCRBY', KEYS[1], ARGV[1], ARGV[2]) "
+        "local r = redis.pcall('HINCRBY', KEYS[1], ARGV[2], ARGV[1]) "
         "if type(r) == 'table' and r.err then "
         "return redis.error_reply('MPRANGE') end "
-        "return redis.call('HGET', KEYS[1], ARGV[1])",
-    /* ARGV key desired has_expected [expected] */
+        "return redis.call('HGET', KEYS[1], ARGV[2])",
+    /* ARGV key desired [expected] */
     [RS_DCAS] =
-        "local v = redis.call('HGET', KEYS[1], ARGV[1]) "
-        "if ARGV[3] == '0' then if v then return 0 end "
+        LUA_EQ "local v = redis.call('HGET', KEYS[1], ARGV[1]) "
+        "if #ARGV == 2 then if v then return 0 end "
         "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) "
         "redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[3]), ARGV[1]) "
         "return 1 end "
-        "if v ~= ARGV[4] then return 0 end "
+        "if not v or not eq(v, ARGV[3]) then return 0 end "
         "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) return 1",
+    /* KEYS hash zset -> {key, value}, or nil when empty: the last key in
+     * insertion order. */
+    [RS_DPOPITEM] =
+        "local r = redis.call('ZRANGE', KEYS[2], -1, -1) "
+        "if #r == 0 then return false end "
+        "local v = redis.call('HGET', KEYS[1], r[1]) "
+        "redis.call('HDEL', KEYS[1], r[1]) redis.call('ZREM', KEYS[2], r[1]) "
+        "return {r[1], v or ''}",
+    /* ARGV key default -> the value now there */
+    [RS_DSETDEF] =
+        "local v = redis.call('HGET', KEYS[1], ARGV[1]) if v then return v end "
+        "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) "
+        "redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[3]), ARGV[1]) "
+        "return ARGV[2]",
+    /* KEYS hash zset; ARGV pos (an insertion number) -> {key, number,
+     * value} of the first key numbered after pos, or nil. */
+    [RS_DNEXT] =
+        "local r = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], "
+        "'+inf', 'WITHSCORES', 'LIMIT', 0, 1) "
+        "if #r == 0 then return false end "
+        "return {r[1], r[2], redis.call('HGET', KEYS[1], r[1]) or ''}",
     /* Lists: KEYS list; ARGV index value. Index clamped as Python does. */
     [RS_LINSERT] =
         "local n = redis.call('LLEN', KEYS[1]) local i = tonumber(ARGV[1]) "
@@ -107,6 +156,123 @@ static const char *const scripts[RS_COUNT] = {
         "local v = redis.call('LINDEX', KEYS[1], i) "
         "redis.call('LSET', KEYS[1], i, ARGV[2]) "
         "redis.call('LREM', KEYS[1], 1, ARGV[2]) return v",
+    /* KEYS list; ARGV value -> how many items equal it */
+    [RS_LCOUNT] =
+        LUA_EQ "local c = 0 local n = redis.call('LLEN', KEYS[1]) "
+        "for i = 0, n - 1, 1000 do "
+        "for _, x in ipairs(redis.call('LRANGE', KEYS[1], i, i + 999)) do "
+        "if eq(x, ARGV[1]) then c = c + 1 end end end return c",
+    /* ARGV start stop value -> first index within l[start:stop], or -1 */
+    [RS_LINDEX] =
+        LUA_EQ LUA_ADJ "local n = redis.call('LLEN', KEYS[1]) "
+        "local s, e = adj(n, tonumber(ARGV[1]), tonumber(ARGV[2]), 1) "
+        "local i = s while i < e do "
+        "local xs = redis.call('LRANGE', KEYS[1], i, math.min(i + 999, e - 1)) "
+        "for j, x in ipairs(xs) do if eq(x, ARGV[3]) then return i + j - 1 "
+        "end end i = i + 1000 end return -1",
+    /* ARGV marker value -> 1 removed the first item equal to value, 0 none */
+    [RS_LREMOVE] =
+        LUA_EQ "local n = redis.call('LLEN', KEYS[1]) "
+        "for i = 0, n - 1, 1000 do "
+        "local xs = redis.call('LRANGE', KEYS[1], i, i + 999) "
+        "for j, x in ipairs(xs) do if eq(x, ARGV[2]) then local k = i + j - 1 "
+        "if k == 0 then redis.call('LPOP', KEYS[1]) else "
+        "redis.call('LSET', KEYS[1], k, ARGV[1]) "
+        "redis.call('LREM', KEYS[1], 1, ARGV[1]) end return 1 end end end "
+        "return 0",
+    [RS_LREVERSE] =
+        LUA_PUSH "local xs = redis.call('LRANGE', KEYS[1], 0, -1) "
+        "local n = #xs if n < 2 then return 0 end local out = {} "
+        "for i = n, 1, -1 do out[#out + 1] = xs[i] end "
+        "redis.call('DEL', KEYS[1]) push(KEYS[1], out) return 0",
+    /* ARGV reverse ('1') byte-order ('<' or '>', the clients' doubles).
+     * The same stable bottom-up merge sort and order as the local list:
+     * numbers exactly by value (decimal texts compared as texts, a double
+     * against a large int through its exact integer text; NaN compares
+     * equal), str and bytes by their bytes; mixed kinds or None: MPTYPE,
+     * the list unchanged. */
+    [RS_LSORT] =
+        LUA_BCMP LUA_PUSH
+        "local xs = redis.call('LRANGE', KEYS[1], 0, -1) local n = #xs "
+        "if n < 2 then return 0 end local v, kind0 = {}, nil "
+        "for i = 1, n do local x = xs[i] local b = x:byte(1) local k, t, d "
+        "if b == 84 or b == 70 then k = 1 t = b == 84 and '1' or '0' "
+        "d = tonumber(t) "
+        "elseif b == 100 then if #x ~= 9 then "
+        "return redis.error_reply('MPBAD') end k = 1 "
+        "d = struct.unpack(ARGV[2] .. 'd', x, 2) "
+        "elseif b == 115 then k = 2 elseif b == 98 then k = 3 "
+        "elseif b == 45 or (b and b >= 48 and b <= 57) then k = 1 t = x "
+        "d = tonumber(x) if not d then return redis.error_reply('MPBAD') end "
+        "else k = 0 end "
+        "if k == 0 or (kind0 and k ~= kind0) then "
+        "return redis.error_reply('MPTYPE') end "
+        "kind0 = k v[i] = {x = x, t = t, d = d} end "
+        "local function icmp(a, b) "
+        "local na, nb = a:byte(1) == 45, b:byte(1) == 45 "
+        "if na ~= nb then return na and -1 or 1 end local r "
+        "if #a ~= #b then r = #a < #b and -1 or 1 else r = bcmp(a, b) end "
+        "if na then r = -r end return r end "
+        "local function cmp(p, q) "
+        "if kind0 ~= 1 then return bcmp(p.x, q.x) end "
+        "if p.t and q.t then return icmp(p.t, q.t) end "
+        "if p.d < q.d then return -1 elseif p.d > q.d then return 1 "
+        "elseif p.d ~= q.d then return 0 end "
+        "if math.abs(p.d) < 9007199254740992 then return 0 end "
+        "return icmp(p.t or string.format('%.0f', p.d), "
+        "q.t or string.format('%.0f', q.d)) end "
+        "local tv, rev, w = {}, ARGV[1] == '1', 1 "
+        "while w < n do local lo = 1 while lo <= n do "
+        "local mid, hi = math.min(lo + w, n + 1), math.min(lo + 2 * w, n + 1) "
+        "local i, j, k = lo, mid, lo "
+        "while i < mid and j < hi do local c = cmp(v[j], v[i]) local right "
+        "if rev then right = c > 0 else right = c < 0 end "
+        "if right then tv[k] = v[j] j = j + 1 else tv[k] = v[i] i = i + 1 end "
+        "k = k + 1 end "
+        "while i < mid do tv[k] = v[i] i = i + 1 k = k + 1 end "
+        "while j < hi do tv[k] = v[j] j = j + 1 k = k + 1 end "
+        "lo = lo + 2 * w end v, tv = tv, v w = w * 2 end "
+        "local out = {} for i = 1, n do out[i] = v[i].x end "
+        "redis.call('DEL', KEYS[1]) push(KEYS[1], out) return 0",
+    /* ARGV start stop step -> the items of l[start:stop:step] */
+    [RS_LSLICE] =
+        LUA_ADJ "local n = redis.call('LLEN', KEYS[1]) "
+        "local st = tonumber(ARGV[3]) "
+        "local s, e, c = adj(n, tonumber(ARGV[1]), tonumber(ARGV[2]), st) "
+        "if c == 0 then return {} end local last = s + (c - 1) * st "
+        "local lo, hi = math.min(s, last), math.max(s, last) "
+        "local xs = redis.call('LRANGE', KEYS[1], lo, hi) "
+        "if st == 1 then return xs end local out = {} "
+        "for k = 0, c - 1 do out[#out + 1] = xs[s + k * st - lo + 1] end "
+        "return out",
+    /* ARGV start stop step del values...: l[start:stop:step] = values (del
+     * '0'), or del l[start:stop:step] (del '1'). A step other than 1 needs
+     * as many values as the slice has items: MPTYPE, unchanged. */
+    [RS_LSPLICE] =
+        LUA_ADJ LUA_PUSH "local st = tonumber(ARGV[3]) "
+        "local del, nv = ARGV[4] == '1', #ARGV - 4 "
+        "local xs = redis.call('LRANGE', KEYS[1], 0, -1) local len = #xs "
+        "local s, e, c = adj(len, tonumber(ARGV[1]), tonumber(ARGV[2]), st) "
+        "if st == 1 and not del then if e < s then e = s end c = e - s "
+        "elseif not del and nv ~= c then return redis.error_reply('MPTYPE') "
+        "end local out = {} "
+        "if st == 1 then for i = 1, s do out[#out + 1] = xs[i] end "
+        "if not del then for i = 1, nv do out[#out + 1] = ARGV[4 + i] end end "
+        "for i = s + c + 1, len do out[#out + 1] = xs[i] end "
+        "elseif del then local gone = {} "
+        "for k = 0, c - 1 do gone[s + k * st + 1] = true end "
+        "for i = 1, len do if not gone[i] then out[#out + 1] = xs[i] end end "
+        "else out = xs for k = 0, c - 1 do out[s + k * st + 1] = ARGV[5 + k] "
+        "end end redis.call('DEL', KEYS[1]) push(KEYS[1], out) return #out",
+    /* ARGV times: l *= times (<= 0 empties; MPNOMEM past 2^40 items) */
+    [RS_LREPEAT] =
+        LUA_PUSH "local t = tonumber(ARGV[1]) "
+        "if t <= 0 then redis.call('DEL', KEYS[1]) return 0 end "
+        "local xs = redis.call('LRANGE', KEYS[1], 0, -1) local n = #xs "
+        "if t == 1 or n == 0 then return 0 end "
+        "if t > math.floor(1099511627776 / n) then "
+        "return redis.error_reply('MPNOMEM') end "
+        "for r = 2, t do push(KEYS[1], xs) end return 0",
     /* Queues: KEYS main meta; ARGV maxsize msg... -> n, or -1 closed, -2
      * full. meta: closed, unfinished (joinable). */
     [RS_QPUT] =
@@ -281,13 +447,44 @@ void mp__rconn_fini(mp__rconn_t *cn) {
   pthread_mutex_destroy(&cn->mu);
 }
 
+/* Send a formatted command with MSG_NOSIGNAL: hiredis writes with write(2),
+ * and a server gone would raise SIGPIPE and kill the caller. A failed send
+ * marks the context bad (err set) so that the caller drops it. */
+static int send_all(redisContext *c, const char *p, size_t n) {
+  while (n > 0) {
+    ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w <= 0) {
+      int e = w < 0 ? errno : EPIPE;
+      c->err = REDIS_ERR_IO;
+      snprintf(c->errstr, sizeof c->errstr, "%s", strerror(e));
+      return ctx_err(c);
+    }
+    p += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+/* One command, one round trip: sent by us, the reply read by hiredis (its
+ * output buffer stays empty, so redisGetReply only reads). */
 static int raw_cmd(redisContext *c, redisReply **out, int argc,
                    const char **argv, const size_t *lens) {
-  redisReply *rp = redisCommandArgv(c, argc, argv, lens);
-  if (!rp)
+  char *fmt;
+  int len = redisFormatCommandArgv(&fmt, argc, argv, lens);
+  if (len < 0)
+    return MP_ENOMEM;
+  int r = send_all(c, fmt, (size_t)len);
+  redisFreeCommand(fmt);
+  if (r < 0)
+    return r;
+  void *rv = NULL;
+  if (redisGetReply(c, &rv) != REDIS_OK || !rv)
     return ctx_err(c);
+  redisReply *rp = rv;
   if (rp->type == REDIS_REPLY_ERROR) {
-    int r = reply_err(rp);
+    r = reply_err(rp);
     freeReplyObject(rp);
     return r;
   }
@@ -344,7 +541,7 @@ static pthread_mutex_t fork_mu = PTHREAD_MUTEX_INITIALIZER;
 
 /* Lock cn for this thread with a live connection of this process. */
 static int conn_take(mp__rconn_t *cn) {
-  pid_t me = getpid();
+  pid_t me = (pid_t)mp__self_pid(); /* cached, reset at fork */
   pid_t owner = atomic_load_explicit(&cn->pid, memory_order_acquire);
   if (owner != me && owner != 0) {
     /* A forked child: the parent's socket is not ours (its other threads,
@@ -381,54 +578,19 @@ static void conn_drop_if_bad(mp__rconn_t *cn) {
   }
 }
 
-/* hiredis writes with write(2): a server gone would raise SIGPIPE and kill
- * the caller. The signal is blocked in this thread around each command and
- * a SIGPIPE it caused is taken back (the write fails with EPIPE instead). */
-typedef struct {
-  sigset_t old;
-  bool blocked; /* by us */
-} nopipe_t;
-
-static void nopipe_begin(nopipe_t *np) {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGPIPE);
-  pthread_sigmask(SIG_BLOCK, &set, &np->old);
-  np->blocked = !sigismember(&np->old, SIGPIPE);
-}
-
-static void nopipe_end(nopipe_t *np, bool failed) {
-  if (!np->blocked)
-    return;
-  sigset_t set, pend;
-  sigemptyset(&set);
-  sigaddset(&set, SIGPIPE);
-  if (failed && sigpending(&pend) == 0 && sigismember(&pend, SIGPIPE)) {
-    struct timespec zero = {0, 0};
-    while (sigtimedwait(&set, NULL, &zero) < 0 && errno == EINTR) {
-    }
-  }
-  pthread_sigmask(SIG_SETMASK, &np->old, NULL);
-}
-
 int mp__rcmd(mp__rconn_t *cn, redisReply **out, int extra_ms, int argc,
              const char **argv, const size_t *lens) {
-  nopipe_t np;
-  nopipe_begin(&np);
+  last_err[0] = '\0'; /* only this command's error reply is matched */
   int r = conn_take(cn);
-  if (r < 0) {
-    nopipe_end(&np, true);
+  if (r < 0)
     return r;
-  }
   if (extra_ms)
     redisSetTimeout(cn->c, tv_ms(cn->cfg->command_ms + extra_ms));
   r = raw_cmd(cn->c, out, argc, argv, lens);
   if (extra_ms && !cn->c->err)
     redisSetTimeout(cn->c, tv_ms(cn->cfg->command_ms));
-  bool failed = cn->c->err != 0;
   conn_drop_if_bad(cn);
   pthread_mutex_unlock(&cn->mu);
-  nopipe_end(&np, failed);
   return r;
 }
 
@@ -457,35 +619,19 @@ static int script_sha(mp__rconn_t *cn, int s, char sha[41]) {
   return 0;
 }
 
-int mp__reval(mp__rconn_t *cn, redisReply **out, int script, int nkeys,
-              int nargs, const char **argv, const size_t *lens) {
+int mp__reval_slots(mp__rconn_t *cn, redisReply **out, int script,
+                    int nkeys, int argc, const char **av, size_t *lv) {
   char sha[41], nk[16];
   int r = script_sha(cn, script, sha);
   if (r < 0)
     return r;
   snprintf(nk, sizeof nk, "%d", nkeys);
-  int argc = 3 + nkeys + nargs;
-  const char *sav[16];
-  size_t slv[16];
-  const char **av = argc <= 16 ? sav : malloc((size_t)argc * sizeof *av);
-  size_t *lv = argc <= 16 ? slv : malloc((size_t)argc * sizeof *lv);
-  if (!av || !lv) {
-    if (argc > 16) {
-      free(av);
-      free(lv);
-    }
-    return MP_ENOMEM;
-  }
   av[0] = "EVALSHA";
   lv[0] = 7;
   av[1] = sha;
   lv[1] = 40;
   av[2] = nk;
   lv[2] = strlen(nk);
-  for (int i = 0; i < nkeys + nargs; i++) {
-    av[3 + i] = argv[i];
-    lv[3 + i] = lens ? lens[i] : strlen(argv[i]);
-  }
   r = mp__rcmd(cn, out, 0, argc, av, lv);
   if (r == MP_EIO && !strncmp(last_err, "NOSCRIPT", 8)) {
     /* A restarted or flushed server: send the text (Redis caches it). */
@@ -495,6 +641,23 @@ int mp__reval(mp__rconn_t *cn, redisReply **out, int script, int nkeys,
     lv[1] = strlen(scripts[script]);
     r = mp__rcmd(cn, out, 0, argc, av, lv);
   }
+  return r;
+}
+
+int mp__reval(mp__rconn_t *cn, redisReply **out, int script, int nkeys,
+              int nargs, const char **argv, const size_t *lens) {
+  int argc = 3 + nkeys + nargs;
+  const char *sav[16];
+  size_t slv[16];
+  const char **av = argc <= 16 ? sav : malloc((size_t)argc * sizeof *av);
+  size_t *lv = argc <= 16 ? slv : malloc((size_t)argc * sizeof *lv);
+  int r = av && lv ? 0 : MP_ENOMEM;
+  for (int i = 0; r == 0 && i < nkeys + nargs; i++) {
+    av[3 + i] = argv[i];
+    lv[3 + i] = lens ? lens[i] : strlen(argv[i]);
+  }
+  if (r == 0)
+    r = mp__reval_slots(cn, out, script, nkeys, argc, av, lv);
   if (argc > 16) {
     free(av);
     free(lv);
@@ -514,42 +677,59 @@ void mp__rkey(const mp__rmgr_t *r, char *buf, const char *fmt, ...) {
 /* ---- values --------------------------------------------------------------
  */
 
-int mp__renc(mp__renc_t *e, const mp_val_t *v) {
-  e->p = e->small;
+size_t mp__renc_size(const mp_val_t *v) {
   switch (v->type) {
   case MP_NIL:
-    e->small[0] = 'n';
-    e->n = 1;
-    return 0;
   case MP_BOOL:
-    e->small[0] = v->u.b ? 'T' : 'F';
-    e->n = 1;
-    return 0;
+    return 1;
   case MP_INT:
-    e->n = (size_t)snprintf(e->small, sizeof e->small, "%" PRId64, v->u.i);
-    return 0;
+    return 20; /* at most: "-9223372036854775808" */
   case MP_DOUBLE:
-    e->small[0] = 'd';
-    memcpy(e->small + 1, &v->u.d, 8);
-    e->n = 9;
-    return 0;
+    return 9;
   case MP_STR:
   case MP_BYTES:
-    if (v->len + 1 > sizeof e->small && !(e->p = malloc(v->len + 1)))
-      return MP_ENOMEM;
-    e->p[0] = v->type == MP_STR ? 's' : 'b';
-    if (v->len)
-      memcpy(e->p + 1, v->u.p, v->len);
-    e->n = v->len + 1;
-    return 0;
+    return v->len + 1;
+  default: /* references (nested containers): not on Redis */
+    break;
   }
-  return MP_EINVAL;
+  return 0;
 }
 
-void mp__renc_free(mp__renc_t *e) {
-  if (e->p && e->p != e->small)
-    free(e->p);
-  e->p = NULL;
+size_t mp__renc_to(char *dst, const mp_val_t *v) {
+  switch (v->type) {
+  case MP_NIL:
+    dst[0] = 'n';
+    return 1;
+  case MP_BOOL:
+    dst[0] = v->u.b ? 'T' : 'F';
+    return 1;
+  case MP_INT: { /* decimal, without snprintf: an update encodes many */
+    char t[24];
+    size_t k = sizeof t;
+    uint64_t u = v->u.i < 0 ? 0 - (uint64_t)v->u.i : (uint64_t)v->u.i;
+    do {
+      t[--k] = (char)('0' + u % 10);
+      u /= 10;
+    } while (u);
+    if (v->u.i < 0)
+      t[--k] = '-';
+    memcpy(dst, t + k, sizeof t - k);
+    return sizeof t - k;
+  }
+  case MP_DOUBLE:
+    dst[0] = 'd';
+    memcpy(dst + 1, &v->u.d, 8);
+    return 9;
+  case MP_STR:
+  case MP_BYTES:
+    dst[0] = v->type == MP_STR ? 's' : 'b';
+    if (v->len)
+      memcpy(dst + 1, v->u.p, v->len);
+    return v->len + 1;
+  default: /* refused by mp__renc_size */
+    break;
+  }
+  return 0;
 }
 
 /* Canonical decimal int64 text: what mp__renc writes and HINCRBY keeps. */

@@ -48,15 +48,10 @@ typedef struct mp__rmgr {
   bool keep;
 } mp__rmgr_t;
 
-/* Encoded value: small ones inline. */
-typedef struct {
-  char small[32];
-  char *p; /* small or malloc'd */
-  size_t n;
-} mp__renc_t;
-
-int mp__renc(mp__renc_t *e, const mp_val_t *v); /* MP_ENOMEM */
-void mp__renc_free(mp__renc_t *e);
+/* Encoding: an upper bound of v's encoded size (0: not a value), and the
+ * encoding written at dst (room for that bound), returning its length. */
+size_t mp__renc_size(const mp_val_t *v);
+size_t mp__renc_to(char *dst, const mp_val_t *v);
 /* Decode untrusted bytes. MP_EIO (malformed), MP_ENOMEM. */
 int mp__rdec(const char *p, size_t n, mp_val_t *out);
 
@@ -69,8 +64,19 @@ enum {
   RS_DITEMS,
   RS_DADD,
   RS_DCAS,
+  RS_DPOPITEM,
+  RS_DSETDEF,
+  RS_DNEXT,
   RS_LINSERT,
   RS_LPOP,
+  RS_LCOUNT,
+  RS_LINDEX,
+  RS_LREMOVE,
+  RS_LREVERSE,
+  RS_LSORT,
+  RS_LSLICE,
+  RS_LSPLICE,
+  RS_LREPEAT,
   RS_QPUT,
   RS_QGET,
   RS_QREAP,
@@ -94,6 +100,10 @@ int mp__rcmd(mp__rconn_t *cn, redisReply **out, int extra_ms, int argc,
  * falling back to EVAL on NOSCRIPT. */
 int mp__reval(mp__rconn_t *cn, redisReply **out, int script, int nkeys,
               int nargs, const char **argv, const size_t *lens);
+/* The same with argv[0..3) free for the call's own words: argc counts
+ * them, and nothing is copied. */
+int mp__reval_slots(mp__rconn_t *cn, redisReply **out, int script,
+                    int nkeys, int argc, const char **argv, size_t *lens);
 /* The reply's error text matched against a prefix (for callers mapping a
  * script's own errors); set by mp__rcmd for MP_EIO replies, per thread. */
 const char *mp__rlast_error(void);
@@ -132,8 +142,6 @@ int mp__rdict_len(mp_dict_t *d, size_t *n);
 int mp__rdict_clear(mp_dict_t *d);
 int mp__rdict_items(mp_dict_t *d, mp_val_t **keys, mp_val_t **vals,
                     size_t *n);
-int mp__rdict_set_many(mp_dict_t *d, const mp_val_t *keys,
-                       const mp_val_t *vals, size_t n);
 int mp__rdict_update(mp_dict_t *d, mp_dict_t *src);
 int mp__rdict_add(mp_dict_t *d, const mp_val_t *key, int64_t delta,
                   int64_t *result);
@@ -151,6 +159,22 @@ int mp__rlist_len(mp_list_t *l, size_t *n);
 int mp__rlist_clear(mp_list_t *l);
 int mp__rlist_items(mp_list_t *l, mp_val_t **vals, size_t *n);
 int mp__rlist_repr(mp_list_t *l, char **out);
+int mp__rdict_popitem(mp_dict_t *d, mp_val_t *key, mp_val_t *val);
+int mp__rdict_setdefault(mp_dict_t *d, const mp_val_t *key,
+                         const mp_val_t *def, mp_val_t *out);
+int mp__rdict_next(mp_dict_t *d, size_t *pos, mp_val_t *key, mp_val_t *val);
+int mp__rlist_count(mp_list_t *l, const mp_val_t *v, size_t *count);
+int mp__rlist_index(mp_list_t *l, const mp_val_t *v, int64_t start,
+                    int64_t stop, size_t *index);
+int mp__rlist_reverse(mp_list_t *l);
+int mp__rlist_sort(mp_list_t *l, bool reverse);
+int mp__rlist_get_slice(mp_list_t *l, int64_t start, int64_t stop,
+                        int64_t step, mp_val_t **vals, size_t *n);
+/* l[start:stop:step] = vals[0..n), or del l[start:stop:step] (vals
+ * NULL). */
+int mp__rlist_splice(mp_list_t *l, int64_t start, int64_t stop, int64_t step,
+                     const mp_val_t *vals, size_t n);
+int mp__rlist_repeat(mp_list_t *l, int64_t times);
 
 /* repr of values already copied out (manager.c). */
 void mp__sb_repr_val(sbuf_t *b, const mp_val_t *v);

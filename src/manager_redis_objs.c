@@ -13,6 +13,7 @@
  * holds up the manager's other calls. A consumer id / lock token is made per
  * handle and process: after fork the child is a new consumer or owner. */
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +30,7 @@
 #define DEFAULT_LEASE_MS 30000
 #define MSG_MAX ((size_t)512 << 20)
 
-typedef struct {
+typedef struct robj {
   mp_manager_t *m;
   uint32_t id, kind;
   int lease_ms;
@@ -37,6 +38,9 @@ typedef struct {
   char base[256]; /* "<prefix>o:<id>" */
   pid_t pid;    /* process the id below belongs to */
   char cid[48]; /* consumer id / lock token */
+  /* On the list of leases this process keeps (held_mu): */
+  struct robj *held_next;
+  uint64_t renewed_ns;
 } robj_t;
 
 struct mp_mqueue {
@@ -57,7 +61,7 @@ struct mp_mevent {
 };
 
 static void robj_ident(robj_t *o) {
-  pid_t me = getpid();
+  pid_t me = (pid_t)mp__self_pid();
   if (o->pid == me)
     return;
   uint64_t x = 0;
@@ -75,6 +79,77 @@ static int robj_cmd(robj_t *o, redisReply **rp, int extra_ms, int argc,
 static int robj_eval(robj_t *o, redisReply **rp, int script, int nkeys,
                      int nargs, const char **av, const size_t *lv) {
   return mp__reval(&o->conn, rp, script, nkeys, nargs, av, lv);
+}
+
+/* ---- leases kept while waiting ---------------------------------------------
+ * A lock held, or a consumer's taken messages, keep their lease through calls
+ * on their handle. A process that holds one and blocks in another object's
+ * wait (Python's `with lock: event.wait()`) makes no such call, so every
+ * wait loop of this file renews the process's leases, each at most every
+ * quarter lease. A process that runs longer than the lease without any call
+ * still loses them: that is how a stuck holder is told from a live one, and
+ * why no background thread renews for it. */
+static pthread_mutex_t held_mu = PTHREAD_MUTEX_INITIALIZER;
+static robj_t *held_list;
+static pthread_once_t held_once = PTHREAD_ONCE_INIT;
+
+static void held_atfork_child(void) {
+  /* A forked child holds nothing; another thread may have held the mutex. */
+  pthread_mutex_init(&held_mu, NULL);
+  held_list = NULL;
+}
+
+static void held_install(void) {
+  pthread_atfork(NULL, NULL, held_atfork_child);
+}
+
+static void held_add(robj_t *o) {
+  pthread_once(&held_once, held_install);
+  pthread_mutex_lock(&held_mu);
+  robj_t *p = held_list;
+  while (p && p != o) /* a short list; a flag would be wrong after fork */
+    p = p->held_next;
+  if (!p) {
+    o->held_next = held_list;
+    held_list = o;
+  }
+  o->renewed_ns = mp__now_ns();
+  pthread_mutex_unlock(&held_mu);
+}
+
+static void held_del(robj_t *o) {
+  pthread_once(&held_once, held_install);
+  pthread_mutex_lock(&held_mu);
+  for (robj_t **p = &held_list; *p; p = &(*p)->held_next) {
+    if (*p == o) {
+      *p = o->held_next;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&held_mu);
+}
+
+static int held_renew_one(robj_t *o);
+
+/* Called by every wait loop, between its slices. */
+static void held_renew(void) {
+  pthread_once(&held_once, held_install);
+  pthread_mutex_lock(&held_mu);
+  uint64_t now = mp__now_ns();
+  for (robj_t **p = &held_list; *p;) {
+    robj_t *o = *p;
+    if (now - o->renewed_ns >= (uint64_t)o->lease_ms * 250000ull) {
+      int r = held_renew_one(o);
+      if (r == 0)
+        o->renewed_ns = now;
+      else if (r == MP_EPERM) { /* a lock lost: its release says so */
+        *p = o->held_next;
+        continue;
+      }
+    }
+    p = &o->held_next;
+  }
+  pthread_mutex_unlock(&held_mu);
 }
 
 /* A reply that must be an integer. */
@@ -225,6 +300,7 @@ int mp_mqueue_open(mp_mqueue_t **q, mp_manager_t *m, const char *name) {
 }
 
 static int sleep_step(mp__deadline_t *dl, int *step) {
+  held_renew();
   int left = mp__deadline_remaining_ms(dl);
   if (left == 0)
     return MP_ETIMEDOUT;
@@ -364,6 +440,7 @@ int mp_mqueue_get_many(mp_mqueue_t *q, struct iovec *msgs, size_t n,
     if ((r = robj_eval(&q->o, &rp, RS_QGET, 5, 4, av, NULL)) < 0)
       return r;
     q->registered = true;
+    held_add(&q->o);
     ack = false; /* the previous messages are done now */
     if (rp->type == REDIS_REPLY_INTEGER && rp->integer == -1) {
       freeReplyObject(rp);
@@ -392,6 +469,7 @@ int mp_mqueue_get_many(mp_mqueue_t *q, struct iovec *msgs, size_t n,
     char secs[16];
     snprintf(secs, sizeof secs, "%d.%03d", slice / 1000, slice % 1000);
     /* The lease set just above covers what BLMOVE moves into proc. */
+    held_renew();
     const char *bv[6] = {"BLMOVE", k.main, k.proc, "LEFT", "RIGHT", secs};
     if ((r = robj_cmd(&q->o, &rp, slice, 6, bv, NULL)) < 0)
       return r;
@@ -477,7 +555,8 @@ int mp_mqueue_join(mp_mqueue_t *q, int timeout_ms) {
 int mp_mqueue_destroy(mp_mqueue_t *q) {
   if (!q)
     return MP_EINVAL;
-  if (q->registered && q->o.pid == getpid()) {
+  held_del(&q->o);
+  if (q->registered && q->o.pid == (pid_t)mp__self_pid()) {
     qkeys_t k;
     qkeys(q, &k);
     const char *av[7] = {k.main, k.cons, k.proc, k.lease,
@@ -499,7 +578,7 @@ typedef struct {
 } lkeys_t;
 
 static void lkeys(mp_mlock_t *l, lkeys_t *k) {
-  if (l->o.pid != getpid())
+  if (l->o.pid != (pid_t)mp__self_pid())
     l->held = false; /* a forked child holds nothing */
   robj_ident(&l->o);
   snprintf(k->lease, sizeof k->lease, "%s", l->o.base);
@@ -561,6 +640,7 @@ int mp_mlock_acquire(mp_mlock_t *l, int timeout_ms) {
       return r;
     if (v == 1 || v == 2) {
       l->held = true;
+      held_add(&l->o);
       return v == 2 ? MP_EOWNERDEAD : 0;
     }
     if (v == -1)
@@ -574,6 +654,7 @@ int mp_mlock_acquire(mp_mlock_t *l, int timeout_ms) {
     snprintf(wake, sizeof wake, "%s:w", l->o.base);
     const char *av[3] = {"BLPOP", wake, secs};
     redisReply *rp;
+    held_renew();
     if ((r = robj_cmd(&l->o, &rp, slice, 3, av, NULL)) < 0)
       return r;
     freeReplyObject(rp);
@@ -586,6 +667,7 @@ int mp_mlock_renew(mp_mlock_t *l) {
   long long v;
   int r = lock_script(l, RS_LOCK_RENEW, &v);
   if (r == 0 && v != 1) {
+    held_del(&l->o);
     l->held = false;
     r = MP_EPERM;
   }
@@ -596,6 +678,7 @@ int mp_mlock_release(mp_mlock_t *l) {
   if (!l)
     return MP_EINVAL;
   long long v;
+  held_del(&l->o);
   int r = lock_script(l, RS_LOCK_RELEASE, &v);
   if (r == 0) {
     l->held = false;
@@ -608,11 +691,27 @@ int mp_mlock_release(mp_mlock_t *l) {
 int mp_mlock_destroy(mp_mlock_t *l) {
   if (!l)
     return MP_EINVAL;
-  if (l->held && l->o.pid == getpid())
+  if (l->held && l->o.pid == (pid_t)mp__self_pid())
     mp_mlock_release(l);
+  held_del(&l->o);
   mp__rconn_fini(&l->o.conn);
   free(l);
   return 0;
+}
+
+/* Renew o's lease: a lock this process holds, or a consumer's lease key.
+ * MP_EPERM when a lock's lease was lost meanwhile. */
+static int held_renew_one(robj_t *o) {
+  if (o->kind == MGR_KIND_LOCK) {
+    long long v;
+    int r = lock_script((mp_mlock_t *)o, RS_LOCK_RENEW, &v);
+    return r < 0 ? r : v == 1 ? 0 : MP_EPERM;
+  }
+  char key[RKEY_MAX], ms[16];
+  snprintf(key, sizeof key, "%s:l:%s", o->base, o->cid);
+  snprintf(ms, sizeof ms, "%d", o->lease_ms);
+  const char *av[3] = {"PEXPIRE", key, ms};
+  return robj_simple(o, 3, av);
 }
 
 /* ---- event -----------------------------------------------------------------
@@ -713,6 +812,7 @@ int mp_mevent_wait(mp_mevent_t *e, int timeout_ms) {
     snprintf(secs, sizeof secs, "%d.%03d", slice / 1000, slice % 1000);
     const char *av[3] = {"BLPOP", wake, secs};
     redisReply *rp;
+    held_renew();
     if ((r = robj_cmd(&e->o, &rp, slice, 3, av, NULL)) < 0)
       break;
     freeReplyObject(rp);

@@ -218,10 +218,21 @@ void mp__process_forget_parent(void) {
   forget_parent();
 }
 
+/* This thread's id, cached: 0 until asked. A fork child's only thread has
+ * a new one (reset in atfork_child). */
+static _Thread_local pid_t self_tid;
+
+static bool on_main_thread(void) {
+  if (!self_tid)
+    self_tid = gettid();
+  return self_tid == (pid_t)mp__self_pid();
+}
+
 static void atfork_child(void) {
   /* The forking thread took the lock in atfork_prepare and is this
    * child's only thread: it releases it. */
   pthread_mutex_unlock(&reg_mu);
+  self_tid = 0;
   forget_parent();
 }
 
@@ -403,7 +414,7 @@ static int start_fork(mp_process_t *p, const sigset_t *mask) {
   mp__gate_slot_t *slot = gate_alloc();
   if (!slot)
     return MP_ENOMEM;
-  pid_t self = getpid();
+  pid_t self = (pid_t)mp__self_pid();
   pid_t pid = fork();
   if (pid < 0) {
     int err = -errno;
@@ -490,14 +501,18 @@ int mp_process_start(mp_process_t *p) {
     pthread_mutex_unlock(&reg_mu);
     return MP_ENOSYS;
   }
-  fflush(stdout);
-  fflush(stderr);
+  /* Only when something is buffered: taking a stream's lock writes a page
+   * that the last fork shared, one copy-on-write fault per start. */
+  if (__fpending(stdout))
+    fflush(stdout);
+  if (__fpending(stderr))
+    fflush(stderr);
   int r;
   if (p->method == MP_START_FORKSERVER)
     r = mp__forkserver_spawn(p->fn, p->arg, p->arg_len, p->name, p->ident,
                              p->outlive, p->daemon, p->pass_fds, p->npass, &p->pid,
                              &p->pidfd, &p->statusfd);
-  else if (p->outlive || gettid() == getpid())
+  else if (p->outlive || on_main_thread())
     r = start_fork(p, NULL);
   else
     r = start_fork_via_spawner(p);
@@ -505,7 +520,7 @@ int mp_process_start(mp_process_t *p) {
   if (r < 0) {
     p->state = PROC_CREATED; /* a failed start changes nothing */
   } else {
-    p->starter = getpid();
+    p->starter = (pid_t)mp__self_pid();
     p->state = PROC_RUNNING;
     reg_link(p);
   }
@@ -709,7 +724,15 @@ int mp_cpu_count(void) {
  * child this process started (but those allowed to outlive it). Then the
  * fork server goes. Used by the exit handler and at a child's normal exit. */
 static void exit_children(void) {
-  pid_t self = getpid();
+  pthread_mutex_lock(&reg_mu);
+  bool none = !reg_head;
+  pthread_mutex_unlock(&reg_mu);
+  if (none) {
+    /* The common child's way out: no system call. */
+    mp_forkserver_stop();
+    return;
+  }
+  pid_t self = (pid_t)mp__self_pid();
   pthread_mutex_lock(&reg_mu);
   for (mp_process_t *q = reg_head; q; q = q->next)
     if (q->starter == self && q->daemon && q->state == PROC_RUNNING)

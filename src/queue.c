@@ -31,7 +31,8 @@
  * owner on the other side.
  *
  * Sleepers wait on events (put_e for consumers, get_e for producers, done_e
- * for join) after spinning on the published counter and yielding; the
+ * for join) after spinning on the published counter for as long as recent
+ * waits showed the other side running (see q_wait); the
  * waking side touches an event only when its waiter count says somebody
  * sleeps, and wakes once per arrival of sleepers, so the hot path makes no
  * system call and writes no shared line besides the ring and its own
@@ -44,7 +45,6 @@
 #include <fcntl.h>
 #include <stddef.h>
 #include <pthread.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,14 +65,22 @@
  * when the consumers are not draining it (see q_draining), and it shrinks
  * back once they have caught up: a ring that fits in the caches moves a
  * stream several times faster than one that sweeps megabytes. */
-#define Q_RING_SOFT ((uint64_t)256 << 10)
-#define Q_GROW_SPIN 2000
-#define Q_GROW_YIELD 3
+#define Q_RING_SOFT ((uint64_t)1 << 20)
+/* How long a full put waits for consumers that do not make room before
+ * growing the ring past Q_RING_SOFT: this for the first doubling, twice
+ * as long for each further one, at most Q_GROW_WAIT_MAX_MS (see
+ * q_put_iov). */
+#define Q_GROW_WAIT_MS 2
+#define Q_GROW_WAIT_MAX_MS 16
 #define Q_WANT_GROW 1 /* q_push: full, but the ring may grow */
 #define Q_REC 8u
 #define Q_LOCK_SPIN 200
-#define Q_EV_SPIN 300
-#define Q_EV_YIELD 10
+/* Rounds of busy waiting (mp__cpu_relax, about 40 ns each) before a
+ * blocked put or get sleeps: adapted per thread between these bounds (see
+ * q_wait). */
+#define Q_SPIN_MIN 8
+#define Q_SPIN_START 256
+#define Q_SPIN_MAX 1024
 #define Q_FIFO_SUFFIX ".p"
 
 enum { Q_P = 1, Q_C = 2, Q_BOTH = 3 };
@@ -485,20 +493,6 @@ static void q_maybe_shrink(mp_queue_t *q) {
   q_unlock(q, Q_BOTH);
 }
 
-/* The ring is full but may grow: are consumers draining it right now?
- * Waits briefly, never sleeping, for head_pub to move from `seen`. */
-static bool q_draining(const q_shm_t *h, uint64_t seen) {
-  for (int i = 0; i < Q_GROW_SPIN + Q_GROW_YIELD; i++) {
-    if (LD(&h->head_pub, acquire) != seen || LD(&h->closed, relaxed))
-      return true;
-    if (i < Q_GROW_SPIN)
-      mp__cpu_relax();
-    else
-      sched_yield();
-  }
-  return false;
-}
-
 /* ---- waiting ------------------------------------------------------------- */
 
 /* When this thread next looks at the other side's lock while it sleeps:
@@ -506,23 +500,39 @@ static bool q_draining(const q_shm_t *h, uint64_t seen) {
  * cannot postpone the look. */
 static _Thread_local uint64_t q_next_check_ns;
 
+/* Busy-wait rounds of this thread's next wait, for producers (0) and for
+ * consumers (1). Spinning pays only while the other side is running: a
+ * wait that saw the other side move in time doubles its budget, one that
+ * saw nothing move halves it, so on a loaded machine, where the side we
+ * wait for is often not scheduled at all, a waiter soon goes to sleep at
+ * once instead of burning the CPU time that side needs. */
+static _Thread_local int q_spin[2] = {Q_SPIN_START, Q_SPIN_START};
+
 /* Wait until *word moves from `seen`, the queue closes, the deadline, or the
  * periodic recheck (which also repairs a dead owner of `other`'s lock).
- * Called without locks. */
+ * While spinning, waits for *word to move by `want` (a batch of room for a
+ * producer, so that it refills in bursts instead of in step with every
+ * get); any move ends a sleep. Called without locks. */
 static void q_wait(mp_queue_t *q, _Atomic uint64_t *word, uint64_t seen,
-                   q_event_t *e, int other, const mp__deadline_t *dl) {
+                   uint64_t want, q_event_t *e, int other,
+                   const mp__deadline_t *dl) {
   q_shm_t *h = q->h;
-  /* Spin briefly, then yield: on a busy machine the process we wait for
-   * may need this very CPU. */
-  for (int i = 0; i < Q_EV_SPIN; i++) {
-    if (LD(word, acquire) != seen || LD(&h->closed, relaxed))
+  int *budget = &q_spin[other == Q_P];
+  int n = *budget;
+  for (int i = 0;; i++) {
+    uint64_t v = LD(word, acquire);
+    if (v - seen >= want || LD(&h->closed, relaxed)) {
+      if (i > 0)
+        *budget = n * 2 > Q_SPIN_MAX ? Q_SPIN_MAX : n * 2;
       return;
+    }
+    if (i == n) {
+      if (v != seen)
+        return; /* moving, not by want yet: the other side runs */
+      *budget = n / 2 < Q_SPIN_MIN ? Q_SPIN_MIN : n / 2;
+      break;
+    }
     mp__cpu_relax();
-  }
-  for (int i = 0; i < Q_EV_YIELD; i++) {
-    if (LD(word, acquire) != seen || LD(&h->closed, relaxed))
-      return;
-    sched_yield();
   }
   /* Counted before looking again: a publisher that stores first and reads
    * the count second either sees us or is seen by us. */
@@ -653,12 +663,12 @@ static int q_put_iov(mp_queue_t *q, const struct iovec *msgs, size_t n,
     q_unlock(q, held);
     if (done == n)
       return (int)n;
-    if (r == Q_WANT_GROW) {
-      may_grow = !q_draining(h, seen);
+    if (r != MP_EAGAIN && r != Q_WANT_GROW)
+      return done ? (int)done : r;
+    if (r == Q_WANT_GROW && dl_set && mp__deadline_passed(&dl)) {
+      may_grow = true; /* out of time to wait: the capacity is there */
       continue;
     }
-    if (r != MP_EAGAIN)
-      return done ? (int)done : r;
     if (timeout_ms == 0 || (dl_set && mp__deadline_passed(&dl))) {
       if (!rechecked && q_check_lock(q, Q_C)) {
         rechecked = true;
@@ -670,7 +680,27 @@ static int q_put_iov(mp_queue_t *q, const struct iovec *msgs, size_t n,
       mp__deadline_init(&dl, timeout_ms);
       dl_set = true;
     }
-    q_wait(q, &h->head_pub, seen, &h->get_e, Q_C, &dl);
+    /* Wait for a quarter of the ring to come free, or for any room once
+     * asleep. */
+    uint64_t want = LD(&h->ring, relaxed) / 4;
+    if (r == Q_WANT_GROW) {
+      /* The ring could grow: first give consumers Q_GROW_WAIT_MS to make
+       * room (a descheduled consumer is back soon, and a ring that grows
+       * for it leaves the caches), then grow it. */
+      int ms = Q_GROW_WAIT_MS;
+      for (uint64_t sz = Q_RING_SOFT; sz < want * 4 && ms < Q_GROW_WAIT_MAX_MS;
+           sz *= 2)
+        ms *= 2;
+      mp__deadline_t gdl;
+      mp__deadline_init(&gdl, ms);
+      bool caller_first = timeout_ms != MP_FOREVER &&
+                          mp__deadline_remaining_ms(&dl) < ms;
+      q_wait(q, &h->head_pub, seen, want, &h->get_e, Q_C,
+             caller_first ? &dl : &gdl);
+      may_grow = LD(&h->head_pub, acquire) == seen;
+      continue;
+    }
+    q_wait(q, &h->head_pub, seen, want, &h->get_e, Q_C, &dl);
   }
 }
 
@@ -838,7 +868,7 @@ static int q_get(mp_queue_t *q, const q_get_t *g, int timeout_ms) {
       mp__deadline_init(&dl, timeout_ms);
       dl_set = true;
     }
-    q_wait(q, &h->tail_pub, before.head, &h->put_e, Q_P, &dl);
+    q_wait(q, &h->tail_pub, before.head, 1, &h->put_e, Q_P, &dl);
   }
 }
 
@@ -1130,6 +1160,48 @@ static uint64_t q_ring_max_for(uint64_t capacity) {
   return ring_max;
 }
 
+/* What mp__queue_check judges, read in this order: consumers' state before
+ * producers', the ring last. */
+typedef struct {
+  uint32_t cc, pc;
+  q_cstate_t cs;
+  uint64_t head_pub;
+  q_pstate_t ps;
+  uint64_t tail_pub, ring;
+} q_snap_t;
+
+#define Q_SNAP_TRIES 64
+
+static void q_snap(const q_shm_t *h, q_snap_t *s) {
+  memset(s, 0, sizeof *s); /* padding, for memcmp */
+  s->cc = atomic_load(&h->ccur);
+  s->cs = h->cs[s->cc & 1u];
+  s->head_pub = atomic_load(&h->head_pub);
+  s->pc = atomic_load(&h->pcur);
+  s->ps = h->ps[s->pc & 1u];
+  s->tail_pub = atomic_load(&h->tail_pub);
+  s->ring = atomic_load(&h->ring);
+}
+
+/* moving: the snapshot may mix moments; then only the checks that hold
+ * whatever happened between its reads (each counter read is a value it had
+ * at some point, and the consumers' ones were read first). */
+static int q_snap_check(const q_shm_t *h, const q_snap_t *s, size_t obj_size,
+                        bool moving) {
+  uint64_t ring0 = h->ring_max < Q_RING_MIN ? h->ring_max : Q_RING_MIN;
+  if (s->cc > 1 || s->pc > 1 || s->ring < ring0 || s->ring > h->ring_max ||
+      (s->ring & (s->ring - 1)) || s->cs.nget > s->ps.nput ||
+      s->cs.head > s->ps.tail || (s->ps.tail - s->cs.head) % 8)
+    return MP_EPROTO;
+  if (moving)
+    return 0;
+  if (Q_HDR + s->ring > obj_size || s->ps.tail - s->cs.head > s->ring ||
+      s->tail_pub - s->head_pub > s->ring || s->cs.ndone > s->cs.nget ||
+      s->ps.nput - s->cs.nget > (s->ps.tail - s->cs.head) / Q_REC)
+    return MP_EPROTO;
+  return 0;
+}
+
 int mp__queue_check(const void *base, size_t obj_size, size_t mapped) {
   if (!base || obj_size < Q_HDR || mapped < obj_size)
     return MP_EPROTO;
@@ -1143,25 +1215,22 @@ int mp__queue_check(const void *base, size_t obj_size, size_t mapped) {
       h->ring_max != q_ring_max_for(h->capacity) ||
       h->reserve != Q_HDR + h->ring_max || h->reserve > mapped)
     return MP_EPROTO;
-  /* Consumers' state before producers', and the ring last: each can only
-   * have moved forward since, so a live queue passes as a whole. */
-  uint32_t cc = atomic_load(&h->ccur), pc = atomic_load(&h->pcur);
-  if (cc > 1 || pc > 1)
-    return MP_EPROTO;
-  q_cstate_t cs = h->cs[cc];
-  uint64_t head_pub = atomic_load(&h->head_pub);
-  q_pstate_t ps = h->ps[pc];
-  uint64_t tail_pub = atomic_load(&h->tail_pub);
-  uint64_t ring = atomic_load(&h->ring);
-  uint64_t ring0 = h->ring_max < Q_RING_MIN ? h->ring_max : Q_RING_MIN;
-  if (ring < ring0 || ring > h->ring_max || (ring & (ring - 1)) ||
-      Q_HDR + ring > obj_size)
-    return MP_EPROTO;
-  if (ps.tail - cs.head > ring || (ps.tail - cs.head) % 8 ||
-      tail_pub - head_pub > ring || cs.nget > ps.nput ||
-      cs.ndone > cs.nget || ps.nput - cs.nget > (ps.tail - cs.head) / Q_REC)
-    return MP_EPROTO;
-  return 0;
+  /* A live queue moves between our reads: the state is judged only from
+   * two snapshots in a row that agree. Every counter only moves forward
+   * and every ring change comes with one (a grow inside a put) or changes
+   * the size (a shrink), so two equal snapshots saw nothing move. */
+  q_snap_t a, b;
+  q_snap(h, &a);
+  for (int tries = 0; tries < Q_SNAP_TRIES; tries++) {
+    q_snap(h, &b);
+    if (memcmp(&a, &b, sizeof a) == 0)
+      return q_snap_check(h, &a, obj_size, false);
+    a = b;
+    mp__cpu_relax();
+  }
+  /* Always moving: only what no operation in flight can make look
+   * wrong. Everything else is bounded where it is used. */
+  return q_snap_check(h, &a, obj_size, true);
 }
 
 void mp__queue_fuzz_prepare(void *base) {
@@ -1209,18 +1278,17 @@ int mp_queue_open(mp_queue_t **qp, const char *name) {
     free(q);
     return r == MP_EINVAL ? MP_EPROTO : r; /* object beyond the reserve */
   }
-  /* Checked on the mapping we keep. A live queue is checked again after a
-   * moment when a look raced with an operation in flight. */
-  for (int tries = 0; (r = mp__queue_check(q->seg.base, q->seg.size,
-                                           q->seg.reserve)) == MP_EPROTO &&
-                      tries < 3;
-       tries++) {
-    /* The ring may have grown since the object's size was read. */
-    struct stat st;
-    if (fstat(q->seg.fd, &st) == 0 && (uint64_t)st.st_size <= q->seg.reserve)
-      q->seg.size = (size_t)st.st_size;
-    usleep(1000);
-  }
+  /* Checked on the mapping we keep; again while the object is found to
+   * have grown since its size was read (a ring that grew meanwhile). */
+  struct stat st;
+  for (int tries = 0;
+       (r = mp__queue_check(q->seg.base, q->seg.size, q->seg.reserve)) ==
+           MP_EPROTO &&
+       tries < 8 && fstat(q->seg.fd, &st) == 0 &&
+       (uint64_t)st.st_size > q->seg.size &&
+       (uint64_t)st.st_size <= q->seg.reserve;
+       tries++)
+    q->seg.size = (size_t)st.st_size;
   if (r < 0) {
     mp__seg_close(&q->seg);
     free(q);

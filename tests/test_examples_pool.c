@@ -30,7 +30,8 @@ TEST(example_pool_basic) {
       seen |= pids[k] == pid;
     if (!seen)
       pids[npids++] = pid;
-    snprintf(line, sizeof line, "\n%d It takes time to execute0.", i);
+    /* The duration is not checked: a loaded machine may stretch it. */
+    snprintf(line, sizeof line, "\n%d It takes time to execute", i);
     ASSERT(strstr(withnl, line));
     free(withnl);
   }
@@ -58,7 +59,9 @@ TEST(example_pool_workers_sleep) {
   char a[64], b[64];
   for (int i = 0; i < 10; i++) {
     snprintf(a, sizeof a, "%d 开始执行,进程号为", i);
-    snprintf(b, sizeof b, "%d 执行完毕,耗时0.", i);
+    /* The duration printed is not checked: a loaded machine may take
+     * longer than the 0.2 s the task sleeps. */
+    snprintf(b, sizeof b, "%d 执行完毕,耗时", i);
     ASSERT(mpt_before(out, a, b));
   }
   ASSERT_EQ(mpt_count(out, "开始执行"), 10);

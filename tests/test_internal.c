@@ -423,3 +423,68 @@ TEST(seg_random_name_collision_draws_again) {
   close(fd);
   shm_unlink(taken_name);
 }
+
+TEST(queue_check_live_queue_passes) {
+  /* mp_queue_open's header check (mp__queue_check) reads both sides' state
+   * and the ring size while other processes put, get, grow and shrink: a
+   * correct queue in motion must pass it every time, without waiting. */
+  mp_queue_t *q = NULL;
+  ASSERT_OK(mp_queue_create(&q, &(mp_queue_opts_t){.capacity = 8 << 20}));
+  char path[128];
+  snprintf(path, sizeof path, "/dev/shm%s", mp_queue_name(q));
+  int ready[2];
+  ASSERT(pipe(ready) == 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(ready[0]);
+    static unsigned char buf[4096];
+    uint64_t put = 0, got = 0;
+    for (int round = 0; round < 100000; round++) {
+      /* A backlog of up to a few MiB (the ring grows), then drained to a
+       * few messages (it shrinks back). */
+      int n = round % 2 ? 500 : 8000 + 97 * (round % 8);
+      for (int k = 0; k < n; k++) {
+        int r = mp_queue_put(q, buf, 16 + (put * 7) % 300, 0);
+        if (r == MP_ECLOSED)
+          _exit(0);
+        if (r != 0)
+          _exit(1);
+        put++;
+      }
+      while (put - got > (uint64_t)(round % 7) * 10) {
+        size_t len;
+        int r = mp_queue_get_into(q, buf, sizeof buf, &len, 0);
+        if (r == MP_ECLOSED)
+          _exit(0);
+        if (r != 0)
+          _exit(2);
+        got++;
+      }
+      if (round == 1 && write(ready[1], "", 1) != 1)
+        _exit(4);
+    }
+    _exit(3);
+  }
+  close(ready[1]);
+  char c;
+  ASSERT_EQ(read(ready[0], &c, 1), 1);
+  close(ready[0]);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  ASSERT(fd >= 0);
+  /* Beyond the object's end is never read: only the header is looked at. */
+  size_t span = (size_t)64 << 20;
+  void *base = mmap(NULL, span, PROT_READ, MAP_SHARED, fd, 0);
+  ASSERT(base != MAP_FAILED);
+  close(fd);
+  int refused = 0;
+  for (int i = 0; i < 1000000; i++)
+    if (mp__queue_check(base, span, span) != 0)
+      refused++;
+  munmap(base, span);
+  ASSERT_OK(mp_queue_close(q));
+  int st;
+  ASSERT_EQ(waitpid(pid, &st, 0), pid);
+  ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  ASSERT_EQ(refused, 0);
+  ASSERT_OK(mp_queue_destroy(q));
+}

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdarg.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -1743,5 +1744,199 @@ TEST(mpcp_root_chown_failure_keeps_file) {
   struct stat st;
   ASSERT(stat(path("dst/f"), &st) == 0);
   ASSERT_EQ(st.st_mode & 07777, 0600);
+  cleanup();
+}
+
+/* Messages about directories that cannot be read, and about destination
+ * entries that cannot be looked at, are worded as cp 9.1 words them
+ * ("cannot access" an unreadable directory, "cannot stat" a destination
+ * entry in a directory that cannot be searched). Run as nobody, since root
+ * reads everything. */
+TEST(mpcp_messages_as_cp) {
+  if (!is_root())
+    return;
+  setup(true);
+  ASSERT(chmod(work, 0755) == 0);
+  mkdir_p("s/nd");
+  mkdir_p("s/ok");
+  mkdir_p("top");
+  write_file("s/nd/x", "x");
+  write_file("s/ok/z", "z");
+  mkdir_p("d/ok");
+  ASSERT(sh("chown -R 65534:65534 s top d && chmod 000 s/nd top d/ok") == 0);
+  int rc;
+  char *out = mpcp(&rc, false, AS_NOBODY "%s -r s/. d", bin());
+  ASSERT_EQ(rc, 1);
+  ASSERT(strstr(out, "mpcp: cannot access 's/./nd': Permission denied\n"));
+  ASSERT(strstr(out, "mpcp: cannot stat 'd/ok/z': Permission denied\n"));
+  ASSERT(!strstr(out, "cannot open directory"));
+  ASSERT(!strstr(out, "cannot create regular file"));
+  free(out);
+  out = mpcp(&rc, false, AS_NOBODY "%s -r top d/t", bin());
+  ASSERT_EQ(rc, 1);
+  ASSERT(strstr(out, "mpcp: cannot access 'top': Permission denied\n"));
+  free(out);
+  cleanup();
+}
+
+/* Names that are not printable text (control characters, bytes that are
+ * not UTF-8) are quoted for the shell in -v lines and in messages, as cp
+ * does: 'a'$'\n''b', 'x'$'\377''y'; printable UTF-8 stays as it is. */
+TEST(mpcp_names_quoted_in_messages) {
+  setup(true);
+  ASSERT(chmod(work, 0755) == 0);
+  mkdir_p("s");
+  write_file("s/x\377y", "1");
+  write_file("s/\xc3\xa9t\xc3\xa9", "2");
+  write_file("s/t\tb", "3");
+  int rc;
+  run_env = "LC_ALL=C.UTF-8";
+  char *out = mpcp(&rc, true, "-rv s d");
+  ASSERT_EQ(rc, 0);
+  ASSERT(strstr(out, "'s/x'$'\\377''y' -> 'd/x'$'\\377''y'\n"));
+  ASSERT(strstr(out, "'s/\xc3\xa9t\xc3\xa9' -> 'd/\xc3\xa9t\xc3\xa9'\n"));
+  ASSERT(strstr(out, "'s/t'$'\\t''b' -> 'd/t'$'\\t''b'\n"));
+  free(out);
+  /* In the C locale every byte above 0x7f is escaped, as cp does there. */
+  run_env = "LC_ALL=C";
+  out = mpcp(&rc, true, "-rv s dc");
+  ASSERT_EQ(rc, 0);
+  ASSERT(strstr(out, "'s/'$'\\303\\251''t'$'\\303\\251' -> "));
+  free(out);
+  /* A message names the entry the same way. */
+  mkdir_p("s2/a\nb");
+  write_file("s2/a\nb/f", "f");
+  if (geteuid() == 0) {
+    ASSERT(chmod(work, 0777) == 0);
+    ASSERT(sh("chown -R 65534:65534 s2 && chmod 000 's2/a\nb'") == 0);
+    out = mpcp(&rc, false, AS_NOBODY "%s -r s2 d2", bin());
+  } else {
+    ASSERT(chmod(path("s2/a\nb"), 0) == 0);
+    out = mpcp(&rc, false, "-r s2 d2");
+  }
+  ASSERT_EQ(rc, 1);
+  ASSERT(strstr(out, "mpcp: cannot access 's2/a'$'\\n''b': Permission "
+                     "denied\n"));
+  free(out);
+  /* A file in the destination's way, named with a byte that is not UTF-8. */
+  mkdir_p("s3");
+  write_file("s3/q\377", "new");
+  mkdir_p("d3/q\377");
+  out = mpcp(&rc, false, "-r s3/. d3");
+  ASSERT_EQ(rc, 1);
+  ASSERT(strstr(out, "'d3/q'$'\\377'"));
+  ASSERT(!strstr(out, "q\377"));
+  free(out);
+  cleanup();
+}
+
+/* One file is copied by mpcp itself (no worker processes): a signal in the
+ * middle still leaves neither a temp file nor a partial file under the final
+ * name, and the exit status is 128 + the signal. */
+static void single_file_interrupted(int sig) {
+  setup(false);
+  mkdir_p("dst");
+  char *buf = malloc(1 << 20);
+  fill(buf, 1 << 20, 7);
+  write_at(AT_FDCWD, path("big"), buf, 1 << 20, 0644);
+  free(buf);
+  char src[PATH_MAX], dst[PATH_MAX];
+  snprintf(src, sizeof src, "%s", path("big"));
+  snprintf(dst, sizeof dst, "%s", path("dst"));
+  char *argv[] = {"mpcp", "-a", src, dst, NULL};
+  char *envp[] = {"MPCP_TEST_DELAY_MS=5000", NULL}; /* held before its name */
+  posix_spawn_file_actions_t fa;
+  ASSERT(posix_spawn_file_actions_init(&fa) == 0);
+  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+  pid_t pid;
+  ASSERT(posix_spawn(&pid, bin(), &fa, NULL, argv, envp) == 0);
+  posix_spawn_file_actions_destroy(&fa);
+  int d = open(path("dst"), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  ASSERT(d >= 0);
+  for (int i = 0; i < 500 && count_temps(d) == 0; i++)
+    mpt_sleep_ms(10);
+  ASSERT_EQ(count_temps(d), 1);
+  ASSERT(kill(pid, sig) == 0);
+  int st;
+  ASSERT_EQ(waitpid(pid, &st, 0), pid);
+  ASSERT(WIFEXITED(st));
+  ASSERT_EQ(WEXITSTATUS(st), 128 + sig);
+  ASSERT_EQ(count_temps(d), 0);
+  ASSERT(!exists("dst/big"));
+  close(d);
+  cleanup();
+}
+
+TEST(mpcp_single_file_sigint) {
+  single_file_interrupted(SIGINT);
+}
+
+TEST(mpcp_single_file_sigterm) {
+  single_file_interrupted(SIGTERM);
+}
+
+/* A single file copied by mpcp itself: content, -a metadata, -v line and
+ * --verify as with workers. */
+TEST(mpcp_single_file_inline) {
+  setup(false);
+  char *buf = malloc(3 << 20);
+  fill(buf, 3 << 20, 9);
+  write_at(AT_FDCWD, path("f"), buf, 3 << 20, 0640);
+  free(buf);
+  struct timespec ts[2] = {{1000000000, 5}, {1000000000, 123456789}};
+  ASSERT(utimensat(AT_FDCWD, path("f"), ts, 0) == 0);
+  int rc;
+  char *out = mpcp(&rc, false, "-av --verify --json f g");
+  ASSERT_EQ(rc, 0);
+  ASSERT(strstr(out, "'f' -> 'g'\n"));
+  ASSERT_EQ(json_field(out, "files"), 1);
+  free(out);
+  int a = open(path("f"), O_RDONLY | O_CLOEXEC),
+      b = open(path("g"), O_RDONLY | O_CLOEXEC);
+  ASSERT(a >= 0 && b >= 0);
+  ASSERT(same_bytes(a, b));
+  close(a);
+  close(b);
+  struct stat st;
+  ASSERT(stat(path("g"), &st) == 0);
+  ASSERT_EQ(st.st_mode & 07777, 0640);
+  ASSERT_EQ(st.st_mtim.tv_nsec, 123456789);
+  cleanup();
+}
+
+/* --resume removes an interrupted run's temp files in every directory,
+ * with files (swept by a worker with the directory's first batch) or
+ * without (swept by the walk), and never the current run's own. */
+TEST(mpcp_resume_sweeps_every_directory) {
+  setup(false);
+  mkdir_p("src/only_dirs/sub");
+  write_file("src/only_dirs/sub/f", "f\n");
+  mkdir_p("src/many");
+  for (int i = 0; i < 300; i++) { /* several batches in one directory */
+    char rel[64];
+    snprintf(rel, sizeof rel, "src/many/f%03d", i);
+    write_file(rel, "x\n");
+  }
+  int rc;
+  char *out = mpcp(&rc, false, "-a src dst");
+  ASSERT_EQ(rc, 0);
+  free(out);
+  write_file("dst/only_dirs/.mpcp-999999999-1-1", "leftover");
+  write_file("dst/many/.mpcp-999999999-1-2", "leftover");
+  write_file("dst/.mpcp-999999999-1-3", "leftover");
+  ASSERT(unlink(path("dst/many/f150")) == 0);
+  run_env = "MPCP_BATCH_FILES=16";
+  out = mpcp(&rc, true, "-a --resume --json src/. dst");
+  ASSERT_EQ(rc, 0);
+  ASSERT_EQ(json_field(out, "files"), 1);
+  free(out);
+  ASSERT(!exists("dst/only_dirs/.mpcp-999999999-1-1"));
+  ASSERT(!exists("dst/many/.mpcp-999999999-1-2"));
+  ASSERT(!exists("dst/.mpcp-999999999-1-3"));
+  assert_content("dst/many/f150", "x\n");
+  int d = open(path("dst"), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_EQ(count_temps(d), 0);
+  close(d);
   cleanup();
 }

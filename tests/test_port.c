@@ -160,6 +160,17 @@ TEST(pool_rejects_nonsense_sizes) {
 
 /* ---- manager: the list and dict methods Python programs use ------------- */
 
+/* The manager of the list and dict tests below: a Redis one when
+ * test_port_redis.c runs them again. */
+static void port_manager(mp_manager_t **m) {
+#ifdef MPT_MANAGER_REDIS
+  mp_manager_opts_t o = {.address = mpt_redis.addr};
+  ASSERT_OK(mp_manager_create(m, &o));
+#else
+  ASSERT_OK(mp_manager_create(m, NULL));
+#endif
+}
+
 static void list_fill(mp_list_t *l, const int64_t *xs, size_t n) {
   ASSERT_OK(mp_list_clear(l));
   for (size_t i = 0; i < n; i++)
@@ -196,7 +207,7 @@ TEST(manager_list_python_methods) {
   static const int64_t xs[] = {3, 1, 2, 3, 5};
   mp_manager_t *m;
   mp_list_t *l;
-  ASSERT_OK(mp_manager_create(&m, NULL));
+  port_manager(&m);
   ASSERT_OK(mp_list_create(&l, m, NULL));
   list_fill(l, xs, 5);
   mp_val_t three = mp_val_int(3), four = mp_val_int(4);
@@ -298,7 +309,7 @@ TEST(manager_list_python_methods) {
 TEST(manager_dict_python_methods) {
   mp_manager_t *m;
   mp_dict_t *d;
-  ASSERT_OK(mp_manager_create(&m, NULL));
+  port_manager(&m);
   ASSERT_OK(mp_dict_create(&d, m, NULL));
   mp_val_t k, v;
   ASSERT_ERR(mp_dict_popitem(d, &k, &v), MP_ENOENT);
@@ -362,7 +373,7 @@ TEST(manager_methods_across_fork) {
   mp_manager_t *m;
   mp_list_t *l;
   mp_dict_t *d;
-  ASSERT_OK(mp_manager_create(&m, NULL));
+  port_manager(&m);
   ASSERT_OK(mp_list_create(&l, m, NULL));
   ASSERT_OK(mp_dict_create(&d, m, NULL));
   static const int64_t xs[] = {3, 1, 2};

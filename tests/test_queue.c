@@ -299,6 +299,55 @@ TEST(queue_shrinks_and_regrows) {
   ASSERT_OK(mp_queue_destroy(q));
 }
 
+TEST(queue_open_while_it_grows_and_shrinks) {
+  /* mp_queue_open checks the header's state against the object's size. A
+   * process that grows and shrinks the ring and moves both counters all
+   * the while must not make the queue look corrupt to it. */
+  mp_queue_t *q = mkq(0, 32 << 20, 0);
+  char name[64];
+  snprintf(name, sizeof name, "%s", mp_queue_name(q));
+  pid_t pid = fork();
+  if (pid == 0) {
+    static unsigned char buf[8192];
+    uint32_t put = 0, got = 0;
+    for (int round = 0; round < 100000; round++) {
+      int n = round % 2 ? 3000 : 20000 + 777 * (round % 8);
+      for (int k = 0; k < n; k++) {
+        size_t l = msg_make(buf, 3, put, sizeof buf);
+        int r = mp_queue_put(q, buf, l, 0);
+        if (r == MP_ECLOSED)
+          _exit(0);
+        if (r != 0)
+          _exit(1);
+        put++;
+      }
+      while (put - got > (uint32_t)(round % 7) * 50) {
+        size_t len;
+        msg_hdr_t h;
+        int r = mp_queue_get_into(q, buf, sizeof buf, &len, 0);
+        if (r == MP_ECLOSED)
+          _exit(0);
+        if (r != 0 || !msg_check(buf, len, &h, sizeof buf) || h.seq != got)
+          _exit(2);
+        got++;
+      }
+    }
+    _exit(3); /* never closed */
+  }
+  int refused = 0;
+  for (int i = 0; i < 200; i++) {
+    mp_queue_t *o = NULL;
+    if (mp_queue_open(&o, name) == 0)
+      ASSERT_OK(mp_queue_destroy(o));
+    else
+      refused++;
+  }
+  ASSERT_OK(mp_queue_close(q));
+  wait_ok(pid);
+  ASSERT_EQ(refused, 0);
+  ASSERT_OK(mp_queue_destroy(q));
+}
+
 /* ---- blocking and timeouts --------------------------------------------- */
 
 TEST(queue_nonblocking_and_timeouts) {

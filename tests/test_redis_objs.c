@@ -419,6 +419,49 @@ TEST(mlock_holder_killed_ownerdead_after_lease) {
   ASSERT_OK(mp_manager_destroy(m));
 }
 
+/* A live holder blocked in another object's wait (Python's `with lock:
+ * event.wait()`) keeps its lock and the message it took: every wait loop
+ * renews the process's leases. Another process meanwhile never gets the
+ * lock nor the message, over several leases. */
+TEST(leases_kept_while_holder_waits_elsewhere) {
+  mp_manager_t *m = rmanager();
+  mp_mlock_t *l;
+  mp_mqueue_t *q;
+  mp_mevent_t *e;
+  mp_mobj_opts_t lo = {.lease_ms = 1000};
+  mp_mobj_opts_t qo = {.flags = MP_QUEUE_JOINABLE, .lease_ms = 1000};
+  ASSERT_OK(mp_mlock_create(&l, m, &lo));
+  ASSERT_OK(mp_mqueue_create(&q, m, &qo));
+  ASSERT_OK(mp_mevent_create(&e, m, NULL));
+  put_str(q, "held");
+  ASSERT_OK(mp_mlock_acquire(l, 0));
+  get_str(q, "held", 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    /* A different owner and consumer (handles inherited by fork). */
+    uint64_t t0 = mpt_now_ms();
+    int bad = 0;
+    while (mpt_now_ms() - t0 < 4000) {
+      void *msg;
+      size_t len;
+      bad |= mp_mlock_acquire(l, 0) != MP_ETIMEDOUT;
+      bad |= mp_mqueue_get(q, &msg, &len, 0) != MP_EEMPTY;
+      usleep(50000);
+    }
+    mp_mevent_set(e);
+    _exit(bad);
+  }
+  ASSERT_OK(mp_mevent_wait(e, MP_FOREVER));
+  wait_ok(pid);
+  ASSERT_OK(mp_mqueue_task_done(q));
+  ASSERT_OK(mp_mlock_release(l)); /* still ours: not MP_EPERM */
+  ASSERT_OK(mp_mqueue_join(q, 0));
+  ASSERT_OK(mp_mevent_destroy(e));
+  ASSERT_OK(mp_mqueue_destroy(q));
+  ASSERT_OK(mp_mlock_destroy(l));
+  ASSERT_OK(mp_manager_destroy(m));
+}
+
 /* ---- event ---------------------------------------------------------------
  */
 

@@ -157,12 +157,14 @@ static void dead_owner_under_storm(int kind, bool restart, bool reap_first) {
       mp_cond_acquire(&s->cond, MP_FOREVER);
     else
       mp_lock_acquire(&s->barrier.mp__mu, MP_FOREVER);
+    atomic_store(&s->flag, 1);
     _exit(0);
   }
   if (reap_first)
     ASSERT_EQ(wait_exit(holder), 0);
-  else
-    mpt_sleep_ms(50); /* the holder is a zombie now */
+  else /* held, then the holder exits: dying or a zombie from now on */
+    while (!atomic_load(&s->flag))
+      mpt_sleep_ms(1);
   pid_t waiter = fork();
   if (waiter == 0) {
     storm_start(1000, restart);

@@ -20,6 +20,7 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 import json  # noqa: E402
 import multiprocessing as mp  # noqa: E402
 import queue  # noqa: E402
+import resource  # noqa: E402
 import socket  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -62,6 +63,21 @@ def rate(fn, n):
     t0 = time.perf_counter()
     fn(n)
     return n / (time.perf_counter() - t0)
+
+
+def cpu_us(server_pid):
+    """CPU time so far of this process and the manager's server process, in
+    microseconds (as bench_redis counts its own and redis-server's)."""
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    us = (u.ru_utime + u.ru_stime) * 1e6
+    task = "/proc/%d/task" % server_pid
+    try:
+        for t in os.listdir(task):  # every thread: run time in ns
+            with open("%s/%s/schedstat" % (task, t)) as f:
+                us += int(f.read().split()[0]) / 1e3
+    except OSError:
+        pass
+    return us
 
 
 def connect(address):
@@ -117,21 +133,27 @@ def python_peer():
         for i in range(k):
             d[i]
 
-    emit("redis_dict_set", "python",
-         statistics.median(rate(dset, n) for _ in range(RUNS)))
-    emit("redis_dict_get", "python",
-         statistics.median(rate(dget, n) for _ in range(RUNS)))
+    spid = server._process.pid
+
+    def timed(fn, k):
+        """(rate, CPU microseconds per call on both ends)"""
+        c0 = cpu_us(spid)
+        v = rate(fn, k)
+        return v, (cpu_us(spid) - c0) / k
+
     src = {i: i for i in range(1000)}
-    calls = scaled(50)
+    calls = scaled(200)
 
-    def upd():
-        t0 = time.perf_counter()
-        for _ in range(calls):
+    def upd(k):
+        for _ in range(k):
             d.update(src)
-        return (time.perf_counter() - t0) * 1e6 / calls
 
-    emit("redis_dict_update_1000", "python",
-         statistics.median(upd() for _ in range(RUNS)))
+    for name, fn, k in (("redis_dict_set", dset, n), ("redis_dict_get", dget, n),
+                        ("redis_dict_update_1000", upd, calls)):
+        runs = [timed(fn, k) for _ in range(RUNS)]
+        v = statistics.median(r[0] for r in runs)
+        emit(name, "python", 1e6 / v if "update" in name else v)
+        emit(name + "_cpu", "python", statistics.median(r[1] for r in runs))
     v = statistics.median(stream(address, scaled(5000), "python")
                           for _ in range(RUNS))
     emit("redis_queue_stream_64B", "python", v)

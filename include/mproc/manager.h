@@ -23,17 +23,33 @@
  * may leak the arena space of its one interrupted call.
  *
  * Values. mp_val_t is a tagged value: nil, bool, int64, double, string,
- * bytes. Values passed in are copied; the library never keeps the caller's
- * pointers. Values copied out (get, pop, items...) own their string or bytes
- * data (malloc'd, NUL-terminated for convenience, len excludes the NUL):
- * release them with mp_val_free / mp_vals_free. Dict keys are int, string
- * or bytes (a string and the same bytes are different keys, as in Python 3);
- * equality is by type and content (1 and 1.0 are different values).
+ * bytes, or a reference to a dict, list or namespace of the same manager
+ * (nested containers). Values passed in are copied; the library never keeps
+ * the caller's pointers. Values copied out (get, pop, items...) own their
+ * string or bytes data (malloc'd, NUL-terminated for convenience, len
+ * excludes the NUL) or, for a reference, a new handle: release them with
+ * mp_val_free / mp_vals_free. Dict keys are int, string or bytes (a string
+ * and the same bytes are different keys, as in Python 3); equality is by
+ * type and content (1 and 1.0 are different values), and two references
+ * are equal when they name the same object.
+ *
+ * Nested containers. d["a"] = manager.list() is mp_list_create, then
+ * mp_dict_set with mp_val_list(l): the dict holds the list's id. A get in
+ * any process (forked, or one that opened the manager by name) returns a
+ * new handle on that same list, so an append through it is seen by all, as
+ * with Python's proxies. Lifetime: a dict, list or namespace lives until its
+ * manager is destroyed, whether or not anything refers to it: deleting the
+ * key or overwriting the value drops the reference only (the object can
+ * still be opened by id, and its contents stay until cleared). A reference
+ * read from shared memory is checked before it is followed (its kind, the
+ * directory entry, the object's header): a corrupt one is MP_EPROTO.
  *
  * Errors common to every call: MP_EINVAL for NULL handles or out-pointers, or
- * a malformed value (unknown type, NULL data with a non-zero length);
- * MP_ENOMEM when the manager's arena is full (or local memory runs out): the
- * call then changed nothing. */
+ * a malformed value (unknown type, NULL data with a non-zero length, a
+ * reference whose handle is NULL, of another kind, or of another manager
+ * than the container's); MP_ENOMEM when the manager's arena is full (or
+ * local memory runs out): the call then changed nothing. MP_EPROTO when the
+ * shared structure is corrupt (see docs/manager.md). */
 #ifndef MPROC_MANAGER_H
 #define MPROC_MANAGER_H
 
@@ -49,6 +65,7 @@ MP_BEGIN_DECLS
 typedef struct mp_manager mp_manager_t;
 typedef struct mp_dict mp_dict_t;
 typedef struct mp_list mp_list_t;
+typedef struct mp_namespace mp_namespace_t;
 
 typedef enum {
   MP_NIL = 0,    /* None */
@@ -56,7 +73,15 @@ typedef enum {
   MP_INT = 2,    /* int (64-bit): u.i */
   MP_DOUBLE = 3, /* float: u.d */
   MP_STR = 4,    /* str (UTF-8 text): u.s, len bytes */
-  MP_BYTES = 5   /* bytes: u.p, len bytes */
+  MP_BYTES = 5,  /* bytes: u.p, len bytes */
+  /* A reference to a dict, list or namespace of the same manager (a proxy
+   * stored in a container, as Python's manager allows): u.dict, u.list,
+   * u.ns is a handle. Passed in, the handle is read (the object's id is
+   * stored) and stays the caller's; copied out, it is a new handle on the
+   * referenced object, closed by mp_val_free. */
+  MP_DICT = 6,
+  MP_LIST = 7,
+  MP_NAMESPACE = 8
 } mp_val_type_t;
 
 typedef struct {
@@ -68,6 +93,9 @@ typedef struct {
     double d;
     const char *s;
     const void *p;
+    mp_dict_t *dict;
+    mp_list_t *list;
+    mp_namespace_t *ns;
   } u;
 } mp_val_t;
 
@@ -114,9 +142,31 @@ static inline mp_val_t mp_val_bytes(const void *p, size_t len) {
   v.len = len;
   return v;
 }
+/* References (nested containers): d["a"] = l is
+ *   mp_val_t v = mp_val_list(l); mp_dict_set(d, &k, &v);
+ * The handle must belong to the same manager as the container the value is
+ * stored in (another handle on the same manager, opened by name, is fine). */
+static inline mp_val_t mp_val_dict(mp_dict_t *d) {
+  mp_val_t v = mp_val_nil();
+  v.type = MP_DICT;
+  v.u.dict = d;
+  return v;
+}
+static inline mp_val_t mp_val_list(mp_list_t *l) {
+  mp_val_t v = mp_val_nil();
+  v.type = MP_LIST;
+  v.u.list = l;
+  return v;
+}
+static inline mp_val_t mp_val_namespace(mp_namespace_t *ns) {
+  mp_val_t v = mp_val_nil();
+  v.type = MP_NAMESPACE;
+  v.u.ns = ns;
+  return v;
+}
 
-/* Release the string/bytes data of a value the library copied out, and make
- * it nil. Harmless on scalars and on NULL. Never call it on a value whose
+/* Release the string/bytes data of a value the library copied out (or
+ * close the handle of a reference it copied out), and make it nil. Harmless on scalars and on NULL. Never call it on a value whose
  * pointer the caller owns. Returns 0. */
 MP_EXTERN int mp_val_free(mp_val_t *v);
 /* mp_val_free on n values, then free(vals) (arrays from keys, values,
@@ -374,13 +424,57 @@ MP_EXTERN int mp_list_del_slice(mp_list_t *l, int64_t start, int64_t stop,
  * empties the list, as Python). MP_ENOMEM when the result would not fit. */
 MP_EXTERN int mp_list_repeat(mp_list_t *l, int64_t times);
 
+/* ---- namespace (Python's manager.Namespace()) ------------------------------
+ * Attributes, each a name and a value of any type above (a reference too).
+ * Names are non-empty strings not starting with '_' (Python keeps those on
+ * the local proxy, never shared: here they are MP_EINVAL). Each call is
+ * atomic and crash-safe like the dict's. Not on a Redis manager (MP_ENOTSUP).
+ */
+
+typedef struct {
+  const char *name; /* as mp_dict_opts_t.name */
+} mp_namespace_opts_t;
+
+/* Create an empty namespace in m (opts may be NULL). Lives as long as the
+ * manager. MP_EINVAL, MP_ENAMETOOLONG, MP_EEXIST, MP_ENOMEM (as
+ * mp_dict_create), MP_ENOTSUP (Redis manager). */
+MP_EXTERN int mp_namespace_create(mp_namespace_t **ns, mp_manager_t *m,
+                                  const mp_namespace_opts_t *opts);
+/* A new handle on the namespace of that name or id. MP_ENOENT, MP_EINVAL
+ * (also when the name or id is a dict's or list's), MP_ENOTSUP. */
+MP_EXTERN int mp_namespace_open(mp_namespace_t **ns, mp_manager_t *m,
+                                const char *name);
+MP_EXTERN int mp_namespace_open_id(mp_namespace_t **ns, mp_manager_t *m,
+                                   uint32_t id);
+/* The namespace's id within its manager. MP_EINVAL. */
+MP_EXTERN int mp_namespace_id(const mp_namespace_t *ns, uint32_t *id);
+/* Free the handle (the namespace stays). MP_EINVAL. */
+MP_EXTERN int mp_namespace_close(mp_namespace_t *ns);
+/* ns.<attr> = *val. MP_EINVAL (bad name or value), MP_ENOMEM. */
+MP_EXTERN int mp_namespace_set(mp_namespace_t *ns, const char *attr,
+                               const mp_val_t *val);
+/* *out = ns.<attr>, copied out (free with mp_val_free). MP_ENOENT when there
+ * is no such attribute (Python's AttributeError). */
+MP_EXTERN int mp_namespace_get(mp_namespace_t *ns, const char *attr,
+                               mp_val_t *out);
+/* *found = hasattr(ns, attr). */
+MP_EXTERN int mp_namespace_has(mp_namespace_t *ns, const char *attr,
+                               bool *found);
+/* del ns.<attr>. MP_ENOENT when there is no such attribute. */
+MP_EXTERN int mp_namespace_del(mp_namespace_t *ns, const char *attr);
+/* Python's repr, Namespace(a=1, b='x'): "name=repr(value)" items sorted as
+ * Python sorts them, malloc'd into *out (caller frees). */
+MP_EXTERN int mp_namespace_repr(mp_namespace_t *ns, char **out);
+
 /* ---- Redis: sharing across machines ----------------------------------------
  * A manager created (or opened) with opts.address keeps its dicts and lists
  * in a Redis server: every mp_dict_* and mp_list_* call above works the same
  * on it (same values, errors and repr), each call one Redis command or one
  * Lua script, so it stays atomic. Keys are "mproc:<name without />:...".
  * Such a manager also offers the queue, lock and event below (they need
- * Redis: on a local manager they return MP_ENOTSUP).
+ * Redis: on a local manager they return MP_ENOTSUP). Nested containers are
+ * local only: a reference value (MP_DICT, MP_LIST, MP_NAMESPACE) passed to
+ * a Redis dict or list is MP_EINVAL, and namespaces are MP_ENOTSUP.
  *
  * Connections: one per manager handle and one per queue, lock or event
  * handle, made on first use and again after fork (a child never uses its
@@ -415,7 +509,8 @@ typedef struct {
  * handle's own processing list in Redis until the handle is done with it:
  * mp_mqueue_task_done (joinable queue) or, on a plain queue, this handle's
  * next get or its destroy. A consumer that dies holding messages (its lease
- * key expired: no call on the handle for lease_ms) has them given back to the
+ * key expired: no call on the handle, nor any wait in this process's queue,
+ * lock and event calls, for lease_ms) has them given back to the
  * front of the queue by the next get of any consumer: nothing acknowledged is
  * lost; a message may be delivered twice if its consumer was only slow. */
 typedef struct mp_mqueue mp_mqueue_t;
@@ -469,7 +564,9 @@ MP_EXTERN int mp_mqueue_destroy(mp_mqueue_t *q);
 
 /* ---- lock (manager.Lock()) -------------------------------------------------
  * A lease: the holder keeps it by calling into the handle (acquire, renew)
- * within lease_ms; a holder gone that long (dead, or stuck) loses it, and the
+ * within lease_ms, or by waiting in any queue, lock or event call of this
+ * process (each wait renews the process's leases); a holder that makes no
+ * such call that long (dead, or stuck, or computing) loses it, and the
  * next acquirer gets MP_EOWNERDEAD (acquired; the data it protects may be
  * half-updated), as with the local robust lock. Not recursive. */
 typedef struct mp_mlock mp_mlock_t;

@@ -11,6 +11,7 @@
  * after a kill, but on ext4 each such inode goes through the orphan list
  * (a global lock and a journal write), which measured about 1.5x slower for
  * small files than create + rename. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fs.h>
@@ -137,11 +138,7 @@ static void note_failed(void) {
 
 static void vsay(bool error, const char *fmt, va_list ap) {
   char buf[1024];
-  int n = vsnprintf(buf, sizeof buf, fmt, ap);
-  if (n < 0)
-    return;
-  if ((size_t)n >= sizeof buf)
-    n = sizeof buf - 1;
+  int n = mpcp_vformat(buf, sizeof buf, fmt, ap);
   flush_text();
   mpcp_msg_t m = {.kind = MPCP_M_ERROR, .errors = error ? 1 : 0};
   mpcp_send(&m, buf, (size_t)n);
@@ -193,7 +190,7 @@ static int rw_range(int sfd, int dfd, uint64_t off, uint64_t len, bool whole,
       want = (size_t)(len - done);
     ssize_t n = pread(sfd, iobuf, want, (off_t)(off + done));
     if (n < 0) {
-      if (errno == EINTR)
+      if (errno == EINTR && !mpcp_stop_sig)
         continue;
       return -errno;
     }
@@ -211,6 +208,8 @@ static int rw_range(int sfd, int dfd, uint64_t off, uint64_t len, bool whole,
     }
     done += (uint64_t)n;
     note(0, (uint64_t)n);
+    if (mpcp_stop_sig)
+      return -EINTR; /* running inline in the parent: interrupted */
   }
   *copied += done;
   return 0;
@@ -235,7 +234,7 @@ static int send_range(mpcp_root_t *r, int sfd, int dfd, uint64_t off,
     off_t in = (off_t)(off + done);
     ssize_t n = sendfile(dfd, sfd, &in, want);
     if (n < 0) {
-      if (errno == EINTR)
+      if (errno == EINTR && !mpcp_stop_sig)
         continue;
       if (done == 0 && (errno == EINVAL || errno == ENOSYS ||
                         errno == EOPNOTSUPP || errno == ESPIPE)) {
@@ -252,6 +251,8 @@ static int send_range(mpcp_root_t *r, int sfd, int dfd, uint64_t off,
       break;
     done += (uint64_t)n;
     note(0, (uint64_t)n);
+    if (mpcp_stop_sig)
+      return -EINTR; /* running inline in the parent: interrupted */
   }
   *copied += done;
   return 0;
@@ -279,7 +280,7 @@ static int copy_range(mpcp_root_t *r, int sfd, int dfd, uint64_t off,
     loff_t in = (loff_t)(off + done), out = (loff_t)(off + done);
     ssize_t n = copy_file_range(sfd, &in, dfd, &out, want, 0);
     if (n < 0) {
-      if (errno == EINTR)
+      if (errno == EINTR && !mpcp_stop_sig)
         continue;
       if (done == 0 &&
           (errno == EXDEV || errno == EINVAL || errno == ENOSYS ||
@@ -298,6 +299,8 @@ static int copy_range(mpcp_root_t *r, int sfd, int dfd, uint64_t off,
       break;
     done += (uint64_t)n;
     note(0, (uint64_t)n);
+    if (mpcp_stop_sig)
+      return -EINTR;
     if (whole && done >= len && (size_t)n < want)
       break;
   }
@@ -576,6 +579,11 @@ static void resume_keep(const batch_t *b, const struct stat *st,
 static int check_dest(const batch_t *b, const char *name, const char *dname,
                       const struct stat *src, struct stat *d, bool *exists) {
   *exists = fstatat(b->ddir, dname, d, AT_SYMLINK_NOFOLLOW) == 0;
+  if (!*exists && errno != ENOENT) {
+    /* A directory that cannot be searched: cp's wording. */
+    report(b, true, "cannot stat", dname, errno);
+    return -1;
+  }
   if (!*exists)
     return 0;
   bool same = d->st_dev == src->st_dev && d->st_ino == src->st_ino;
@@ -914,6 +922,8 @@ static void copy_reg(const batch_t *b, const mpcp_ent_t *e0, const char *name,
   for (int attempt = 0;; attempt++) {
     int rc = mpcp_copy_data(b->root, sfd, dfd, 0, e.size,
                             e.flags & MPCP_EF_SPARSE, true, &copied);
+    if (rc && mpcp_stop_sig)
+      goto fail; /* inline, interrupted: the parent says so */
     if (rc) {
       if (rc <= -100000)
         report(b, true, "error writing", dname, -(rc + 100000));
@@ -956,6 +966,8 @@ static void copy_reg(const batch_t *b, const mpcp_ent_t *e0, const char *name,
     mpcp_set_meta_fd(dfd, &e, sfd, meta_flags(b), p ? p : dname, wsay);
     free(p);
   }
+  if (mpcp_stop_sig)
+    goto fail; /* inline, interrupted: no new name after the signal */
   int rc = commit_file(b, dfd, tmp, dname);
   if (rc) {
     report(b, true,
@@ -1042,6 +1054,39 @@ static int open_dirs(batch_t *b, const mpcp_task_hdr_t *h) {
   return 0;
 }
 
+/* Removes ".mpcp-<pid>-..." entries unless that run's mpcp is still
+ * running (the current run's own pid is alive, so its temps stay). */
+void mpcp_remove_stale_temps(int dir) {
+  int fd = openat(dir, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  DIR *d = fd < 0 ? NULL : fdopendir(fd);
+  if (!d) {
+    if (fd >= 0)
+      close(fd);
+    return;
+  }
+  struct dirent *de;
+  while ((de = readdir(d))) {
+    char *end;
+    if (strncmp(de->d_name, ".mpcp-", 6) != 0)
+      continue;
+    long pid = strtol(de->d_name + 6, &end, 10);
+    if (end == de->d_name + 6 || *end != '-' || pid <= 0)
+      continue;
+    char comm[64] = "", proc[64];
+    snprintf(proc, sizeof proc, "/proc/%ld/comm", pid);
+    int cfd = open(proc, O_RDONLY | O_CLOEXEC);
+    if (cfd >= 0) {
+      ssize_t n = read(cfd, comm, sizeof comm - 1);
+      comm[n > 0 ? n : 0] = '\0';
+      close(cfd);
+    }
+    if (!strncmp(comm, "mpcp", 4) && pid != (long)getpid())
+      continue; /* a run in progress */
+    unlinkat(dirfd(d), de->d_name, 0);
+  }
+  closedir(d);
+}
+
 static void run_batch(const mpcp_task_hdr_t *h, const char *p,
                       const char *end) {
   char dir[h->dir_len + 1];
@@ -1050,6 +1095,8 @@ static void run_batch(const mpcp_task_hdr_t *h, const char *p,
   p += h->dir_len;
   batch_t b = {.dir = dir};
   bool ok = open_dirs(&b, h) == 0;
+  if (ok && (h->flags & MPCP_TF_SWEEP) && h->kind == MPCP_T_BATCH)
+    mpcp_remove_stale_temps(b.ddir);
   for (uint32_t i = 0; i < h->count && p + sizeof(mpcp_ent_t) <= end; i++) {
     mpcp_ent_t e;
     memcpy(&e, p, sizeof e);
@@ -1108,20 +1155,20 @@ static void run_chunk(const mpcp_task_hdr_t *h, const char *p) {
     char *sp = disp(&b, false, name), *dp = disp(&b, true, dname);
     crash_hook(name, h->flags);
     if (sfd < 0) {
-      tl = snprintf(text, sizeof text, "mpcp: cannot open '%s': %s", sp,
+      tl = mpcp_format(text, sizeof text, "mpcp: cannot open '%s': %s", sp,
                     strerror(errno));
     } else if (dfd < 0) {
-      tl = snprintf(text, sizeof text, "mpcp: cannot open '%s': %s", dp,
+      tl = mpcp_format(text, sizeof text, "mpcp: cannot open '%s': %s", dp,
                     strerror(errno));
     } else {
       uint64_t copied = 0;
       int rc = mpcp_copy_data(b.root, sfd, dfd, c.offset, c.len,
                               c.flags & MPCP_EF_SPARSE, false, &copied);
       if (rc <= -100000)
-        tl = snprintf(text, sizeof text, "mpcp: error writing '%s': %s", dp,
+        tl = mpcp_format(text, sizeof text, "mpcp: error writing '%s': %s", dp,
                       strerror(-(rc + 100000)));
       else if (rc)
-        tl = snprintf(text, sizeof text, "mpcp: error reading '%s': %s", sp,
+        tl = mpcp_format(text, sizeof text, "mpcp: error reading '%s': %s", sp,
                       strerror(-rc));
       else
         failed = 0;

@@ -10,8 +10,13 @@
  * an error line) on the same queue, so the parent sees every task finish
  * exactly once through one channel.
  *
- * MPCP_EXEC_SERIAL builds a serial executor (tasks run inline in the parent)
- * used to bring the copier up before the pool existed. */
+ * Inline mode (a run whose walk produced one task, such as one file or one
+ * small directory, and always in an MPCP_EXEC_SERIAL build): no pool and no
+ * queue; the task runs in the parent when the walk ends (later tasks, such
+ * as --verify's, when they are submitted), and its messages wait in a list
+ * (progress is drawn from inside the copy). Starting a pool costs a tracker
+ * and two worker processes, about as long as copying 100 MiB, for nothing
+ * when there is one task. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -21,10 +26,10 @@
 
 #include "mpcp.h"
 
-#ifndef MPCP_EXEC_SERIAL
 #include <mproc.h>
 
 #include "mpi.h"
+#include "walk.h"
 
 static mp_pool_t *pool;
 static mp_queue_t *queue;
@@ -135,6 +140,61 @@ bool mpcp_exec_take_dead(char **task, size_t *len) {
   return *task != NULL;
 }
 
+
+/* ---- inline mode ----------------------------------------------------------- */
+static bool inline_mode;
+typedef struct node {
+  struct node *next;
+  size_t len;
+  char data[];
+} node_t;
+static node_t *head, *tail;
+static int inline_depth; /* a task running inline */
+
+static void inline_send(const mpcp_msg_t *m, const char *text,
+                        size_t text_len) {
+  node_t *n = malloc(sizeof *n + sizeof *m + text_len);
+  if (!n)
+    return;
+  n->next = NULL;
+  n->len = sizeof *m + text_len;
+  memcpy(n->data, m, sizeof *m);
+  if (text_len)
+    memcpy(n->data + sizeof *m, text, text_len);
+  if (tail)
+    tail->next = n;
+  else
+    head = n;
+  tail = n;
+  /* Progress of the running task: drawn now (the parent is the one
+   * copying). A task's completion is read after it returns. */
+  if (m->kind == MPCP_M_PROGRESS && inline_depth == 1) {
+    inline_depth++;
+    mpcp_pump(0);
+    inline_depth--;
+  }
+}
+
+static int inline_recv(void *buf) {
+  if (!head)
+    return 0;
+  node_t *n = head;
+  head = n->next;
+  if (!head)
+    tail = NULL;
+  size_t len = n->len > MPCP_MSG_MAX ? MPCP_MSG_MAX : n->len;
+  memcpy(buf, n->data, len);
+  free(n);
+  return (int)len;
+}
+
+static int inline_run(const void *task, size_t len) {
+  inline_depth++;
+  int rc = mpcp_worker_task(task, len);
+  inline_depth--;
+  return rc;
+}
+
 static _Atomic bool aborting;
 static int want_workers;
 
@@ -142,6 +202,9 @@ static int want_workers;
  * --resume over an unchanged tree, -n over a full one) starts no process. */
 int mpcp_exec_start(int nworkers) {
   want_workers = nworkers;
+#ifdef MPCP_EXEC_SERIAL
+  inline_mode = true;
+#endif
   return 0;
 }
 
@@ -162,14 +225,56 @@ static int start_pool(void) {
   return rc;
 }
 
+static int pool_submit(const void *task, size_t len);
+
+/* The first task waits here until a second one comes (then the pool
+ * starts) or the walk ends (then it runs inline: the whole run was one
+ * task). The crash test hooks need a worker to kill. */
+static char *held;
+static size_t held_len;
+
+static bool may_hold(void) {
+  /* --mpi: the ranks are there already, and the walk goes through them. */
+  return !mpcp_opt.mpi && !getenv("MPCP_TEST_CRASH") &&
+         !getenv("MPCP_TEST_CRASH_ONCE");
+}
+
 int mpcp_exec_submit(const void *task, size_t len) {
   if (mpcp_mpi_worker) /* a walk on a worker rank */
     return mpcp_mpi_worker_submit(task, len);
+  if (inline_mode)
+    return inline_run(task, len);
   if (!pool) {
+    if (!held && may_hold() && (held = malloc(len)) != NULL) {
+      memcpy(held, task, len);
+      held_len = len;
+      return 0;
+    }
     int rc = start_pool();
     if (rc < 0)
       return rc;
+    if (held) {
+      rc = pool_submit(held, held_len);
+      free(held);
+      held = NULL;
+      if (rc < 0)
+        return rc;
+    }
   }
+  return pool_submit(task, len);
+}
+
+void mpcp_exec_walk_done(void) {
+  if (!held || pool)
+    return;
+  inline_mode = true;
+  char *t = held;
+  held = NULL;
+  inline_run(t, held_len);
+  free(t);
+}
+
+static int pool_submit(const void *task, size_t len) {
   mpcp_task_hdr_t h;
   memcpy(&h, task, sizeof h);
   pending_t *p = malloc(sizeof *p + len);
@@ -207,6 +312,10 @@ void mpcp_send(const mpcp_msg_t *m, const char *text, size_t text_len) {
     mpcp_mpi_send(m, text, text_len);
     return;
   }
+  if (inline_mode) {
+    inline_send(m, text, text_len);
+    return;
+  }
   char buf[MPCP_MSG_MAX];
   if (text_len > sizeof buf - sizeof *m)
     text_len = sizeof buf - sizeof *m;
@@ -221,6 +330,8 @@ void mpcp_send(const mpcp_msg_t *m, const char *text, size_t text_len) {
 }
 
 int mpcp_exec_recv(void *buf, int timeout_ms) {
+  if (inline_mode)
+    return inline_recv(buf);
   if (!queue)
     return 0; /* nothing submitted yet, so nothing to wait for */
   size_t len = 0;
@@ -231,6 +342,8 @@ int mpcp_exec_recv(void *buf, int timeout_ms) {
 }
 
 void mpcp_exec_stop(bool abort) {
+  free(held); /* interrupted before the walk ended */
+  held = NULL;
   if (!pool)
     return;
   if (abort) {
@@ -248,60 +361,4 @@ void mpcp_exec_stop(bool abort) {
   queue = NULL;
 }
 
-#else
-typedef struct node {
-  struct node *next;
-  size_t len;
-  char data[];
-} node_t;
-static node_t *head, *tail;
 
-int mpcp_exec_start(int nworkers) {
-  (void)nworkers;
-  return 0;
-}
-
-int mpcp_exec_submit(const void *task, size_t len) {
-  return mpcp_worker_task(task, len);
-}
-
-void mpcp_send(const mpcp_msg_t *m, const char *text, size_t text_len) {
-  node_t *n = malloc(sizeof *n + sizeof *m + text_len);
-  if (!n)
-    return;
-  n->next = NULL;
-  n->len = sizeof *m + text_len;
-  memcpy(n->data, m, sizeof *m);
-  if (text_len)
-    memcpy(n->data + sizeof *m, text, text_len);
-  if (tail)
-    tail->next = n;
-  else
-    head = n;
-  tail = n;
-}
-
-int mpcp_exec_recv(void *buf, int timeout_ms) {
-  (void)timeout_ms;
-  if (!head)
-    return 0;
-  node_t *n = head;
-  head = n->next;
-  if (!head)
-    tail = NULL;
-  size_t len = n->len > MPCP_MSG_MAX ? MPCP_MSG_MAX : n->len;
-  memcpy(buf, n->data, len);
-  free(n);
-  return (int)len;
-}
-
-void mpcp_exec_stop(bool abort) {
-  (void)abort;
-}
-
-bool mpcp_exec_take_dead(char **task, size_t *len) {
-  (void)task;
-  (void)len;
-  return false;
-}
-#endif

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <locale.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -193,7 +194,7 @@ static void resolve(const char *arg, const char *dest, bool dest_is_dir,
     }
     r->src_fd = open_dir(src);
     if (r->src_fd < 0) {
-      mpcp_error("mpcp: cannot open directory '%s': %s", arg, strerror(errno));
+      mpcp_error("mpcp: cannot access '%s': %s", arg, strerror(errno));
       goto out;
     }
     if (dexists || !mpcp_opt.dry_run) {
@@ -331,6 +332,7 @@ int main(int argc, char **argv) {
       {"help", no_argument, NULL, 'h'},
       {"version", no_argument, NULL, 'V'},
       {NULL, 0, NULL, 0}};
+  setlocale(LC_CTYPE, ""); /* which names print as they are (mpcp_quote) */
   mpcp_opt.progress = -1;
   int c;
   while ((c = getopt_long(argc, argv, "rRaj:nuvhV", longs, NULL)) != -1) {
@@ -458,7 +460,7 @@ int main(int argc, char **argv) {
   struct stat dst;
   bool dest_is_dir = stat(dest, &dst) == 0 && S_ISDIR(dst.st_mode);
   if (nsrc > 1 && !dest_is_dir) {
-    fprintf(stderr, "mpcp: target '%s' is not a directory\n", dest);
+    mpcp_warn("mpcp: target '%s' is not a directory", dest);
     return 1;
   }
   mpcp_roots = calloc((size_t)nsrc, sizeof *mpcp_roots);

@@ -13,6 +13,8 @@
 #ifndef MPCP_H
 #define MPCP_H
 
+#include <signal.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -71,6 +73,8 @@ enum {
   MPCP_TF_RETRY = 2,      /* a retry after a worker died: not again */
   MPCP_TF_DEFACL = 4,     /* destination dir has a default ACL (-a: drop
                              what new entries inherit from it) */
+  MPCP_TF_SWEEP = 8,      /* --resume: first batch of its directory: the
+                             worker removes stale temp files there first */
 };
 
 typedef struct {
@@ -137,6 +141,9 @@ typedef struct {
  * The parent's view of the workers: submit task bytes, receive messages.
  * Workers run mpcp_worker_task() and talk back with mpcp_send(). */
 int mpcp_exec_start(int nworkers);
+/* The walk is over: a run with a single task so far runs it in the parent
+ * (no pool is started); later tasks run there too. */
+void mpcp_exec_walk_done(void);
 /* Queues one task; copies the bytes. 0 or a negative errno. */
 int mpcp_exec_submit(const void *task, size_t len);
 /* Next message into buf (MPCP_MSG_MAX bytes): its length, 0 on timeout, or a
@@ -153,6 +160,12 @@ char *mpcp_task_path(const char *task, size_t len);
 void mpcp_send(const mpcp_msg_t *m, const char *text, size_t text_len);
 
 /* ---- worker (copy.c) ---------------------------------------------------- */
+/* --resume: removes the temp files an interrupted run left in directory
+ * dir (".mpcp-<pid>-..." whose mpcp is no longer running). */
+void mpcp_remove_stale_temps(int dir);
+/* Set by the parent's signal handler (the signal number); the copy loops
+ * stop on it when a task runs inline in the parent. */
+extern volatile sig_atomic_t mpcp_stop_sig;
 void mpcp_worker_init(void);
 int mpcp_worker_task(const void *task, size_t len);
 /* --resume: is the destination entry d (lstat) the same as the source st
@@ -195,8 +208,14 @@ char *mpcp_join(const char *a, const char *b, const char *c);
 void mpcp_temp_name(char *buf, size_t len);
 /* Closes a root's fds and frees its names. */
 void mpcp_root_close(mpcp_root_t *r);
-/* Quotes a name as cp -v does ('a', "it's", 'a'$'\n''b'). */
+/* Quotes a name as cp does in -v lines and messages ('a', "it's",
+ * 'a'$'\n''b', 'x'$'\377''y'): six bytes of out per byte of s always fit. */
 void mpcp_quote(const char *s, char *out, size_t len);
+/* snprintf for messages: knows %s, %.*s and %% only; a name written '%s' in
+ * the format is quoted with mpcp_quote. Returns the length written. */
+int mpcp_vformat(char *out, size_t len, const char *fmt, va_list ap);
+int mpcp_format(char *out, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* "'src' -> 'dst'\n", quoted: malloc'd (NULL without memory). */
 char *mpcp_verbose_text(const char *src, const char *dst);
 /* getpid() of this process: set by the parent at start and by each worker

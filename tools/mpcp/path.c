@@ -1,7 +1,10 @@
 /* Path helpers: relative opens of any length, display joins, temp names. */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +12,8 @@
 #include <sys/syscall.h>
 #include <sys/vfs.h>
 #include <unistd.h>
+#include <wchar.h>
+#include <wctype.h>
 
 #include "mpcp.h"
 
@@ -157,70 +162,159 @@ void mpcp_temp_name(char *buf, size_t len) {
            ++counter);
 }
 
-/* Quotes a name as cp -v does: 'name'; "name" when it holds a ' but
- * nothing special between double quotes; control characters as $'\n' or
- * $'\ooo' outside the quotes. Always terminated; cut to fit len. */
+/* Bytes of the printable character at s (at most n bytes), or 0 when it is
+ * not printable in the current locale (or not a valid character). */
+static size_t printable_len(const char *s, size_t n, mbstate_t *mb) {
+  unsigned char c = (unsigned char)*s;
+  if (c < 0x80 || MB_CUR_MAX == 1)
+    return isprint(c) ? 1 : 0;
+  wchar_t wc;
+  size_t k = mbrtowc(&wc, s, n, mb);
+  if (k == (size_t)-1 || k == (size_t)-2 || k == 0 || !iswprint((wint_t)wc))
+    return 0;
+  return k;
+}
+
+/* Quotes a name as cp does (quotearg's shell-escape-always style): 'name';
+ * "name" when it holds a ' but nothing special between double quotes;
+ * characters that are not printable in the locale (control characters,
+ * bytes that are not valid UTF-8 in a UTF-8 locale, any byte above 0x7f in
+ * the C locale) as $'\n' or $'\377' outside the quotes, runs of them in one
+ * $'...'; a ' among them as '\''. Always terminated; cut to fit len (six
+ * bytes of out per byte of s always fit). */
 void mpcp_quote(const char *s, char *out, size_t len) {
-  bool ctl = false, sq = false, dq_special = false;
-  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-    if (*p < 0x20 || *p == 0x7f)
-      ctl = true;
-    else if (*p == '\'')
+  size_t slen = strlen(s);
+  bool odd = false, sq = false, dq_special = false;
+  mbstate_t mb;
+  memset(&mb, 0, sizeof mb);
+  /* First pass: is every character printable? */
+  for (size_t i = 0; i < slen;) {
+    size_t k = printable_len(s + i, slen - i, &mb);
+    if (k == 0) {
+      odd = true;
+      break;
+    }
+    if (s[i] == '\'')
       sq = true;
-    else if (*p == '"' || *p == '$' || *p == '`' || *p == '\\')
+    else if (s[i] == '"' || s[i] == '$' || s[i] == '`' || s[i] == '\\')
       dq_special = true;
+    i += k;
   }
   size_t n = 0;
-#define OUT(str)                                                               \
+#define PUT(str)                                                               \
   do {                                                                         \
     for (const char *q_ = (str); *q_ && n + 1 < len; q_++)                     \
       out[n++] = *q_;                                                          \
   } while (0)
-  if (!ctl && sq && !dq_special) {
-    OUT("\"");
-    OUT(s);
-    OUT("\"");
-  } else if (!ctl && !sq) {
-    OUT("'");
-    OUT(s);
-    OUT("'");
+  if (!odd && sq && !dq_special) {
+    PUT("\"");
+    PUT(s);
+    PUT("\"");
+  } else if (!odd && !sq) {
+    PUT("'");
+    PUT(s);
+    PUT("'");
   } else {
-    bool open = false;
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-      char one[8];
-      if (*p < 0x20 || *p == 0x7f || *p == '\'') {
-        if (open)
-          OUT("'");
-        open = false;
-        if (*p == '\'')
-          OUT("\\'");
-        else if (*p == '\n')
-          OUT("$'\\n'");
-        else if (*p == '\t')
-          OUT("$'\\t'");
-        else if (*p == '\r')
-          OUT("$'\\r'");
-        else {
-          snprintf(one, sizeof one, "$'\\%03o'", *p);
-          OUT(one);
-        }
+    /* state: 0 outside quotes, 1 inside '...', 2 inside $'...' */
+    int state = 0;
+    memset(&mb, 0, sizeof mb);
+    for (size_t i = 0; i < slen;) {
+      size_t k = printable_len(s + i, slen - i, &mb);
+      if (k == 0) {
+        unsigned char c = (unsigned char)s[i];
+        static const char names[] = "abtnvfr";
+        char one[8];
+        if (state == 1)
+          PUT("'");
+        if (state != 2)
+          PUT("$'");
+        state = 2;
+        if (c >= 7 && c <= 13)
+          snprintf(one, sizeof one, "\\%c", names[c - 7]);
+        else
+          snprintf(one, sizeof one, "\\%03o", c);
+        PUT(one);
+        memset(&mb, 0, sizeof mb);
+        i++;
         continue;
       }
-      if (!open)
-        OUT("'");
-      open = true;
-      one[0] = (char)*p;
-      one[1] = '\0';
-      OUT(one);
+      if (state == 2)
+        PUT("'");
+      if (state != 1)
+        PUT("'");
+      state = 1;
+      if (s[i] == '\'') {
+        PUT("'\\''");
+      } else {
+        char piece[MB_LEN_MAX + 1];
+        memcpy(piece, s + i, k);
+        piece[k] = '\0';
+        PUT(piece);
+      }
+      i += k;
     }
-    if (open)
-      OUT("'");
-    if (n == 0)
-      OUT("''");
+    if (state)
+      PUT("'");
   }
-#undef OUT
+#undef PUT
   if (len)
     out[n < len ? n : len - 1] = '\0';
+}
+
+/* printf for messages: only %s, %.*s and %% are known, and a '%s' (quoted
+ * in the format) is printed quoted as mpcp_quote does. Returns the length
+ * written (cut to fit len). */
+int mpcp_vformat(char *out, size_t len, const char *fmt, va_list ap) {
+  size_t n = 0;
+#define PUTN(str, k)                                                           \
+  do {                                                                         \
+    for (size_t i_ = 0; i_ < (k) && (str)[i_] && n + 1 < len; i_++)            \
+      out[n++] = (str)[i_];                                                    \
+  } while (0)
+  for (const char *p = fmt; *p;) {
+    if (!strncmp(p, "'%s'", 4)) {
+      const char *a = va_arg(ap, const char *);
+      if (!a)
+        a = "";
+      size_t qlen = strlen(a) * 6 + 8;
+      char small[512], *q = qlen <= sizeof small ? small : malloc(qlen);
+      if (q) {
+        mpcp_quote(a, q, qlen);
+        PUTN(q, qlen);
+        if (q != small)
+          free(q);
+      }
+      p += 4;
+    } else if (!strncmp(p, "%s", 2)) {
+      const char *a = va_arg(ap, const char *);
+      PUTN(a ? a : "(null)", (size_t)-1);
+      p += 2;
+    } else if (!strncmp(p, "%.*s", 4)) {
+      int w = va_arg(ap, int);
+      const char *a = va_arg(ap, const char *);
+      if (a && w > 0)
+        PUTN(a, (size_t)w);
+      p += 4;
+    } else if (!strncmp(p, "%%", 2)) {
+      PUTN("%", 1);
+      p += 2;
+    } else {
+      PUTN(p, 1);
+      p++;
+    }
+  }
+#undef PUTN
+  if (len)
+    out[n < len ? n : len - 1] = '\0';
+  return (int)n;
+}
+
+int mpcp_format(char *out, size_t len, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int n = mpcp_vformat(out, len, fmt, ap);
+  va_end(ap);
+  return n;
 }
 
 /* "'src' -> 'dst'\n" with both quoted as cp -v does: malloc'd. */

@@ -145,15 +145,16 @@ static hl_t *hl_find(uint64_t dev, uint64_t ino, bool insert) {
 
 void (*mpcp_line_hook)(int kind, const char *text);
 
+/* Names written '%s' in fmt are quoted as cp quotes them (mpcp_vformat). */
 static void vline(int kind, const char *fmt, va_list ap) {
+  char buf[4096];
+  mpcp_vformat(buf, sizeof buf, fmt, ap);
   if (mpcp_line_hook) {
-    char buf[1024];
-    vsnprintf(buf, sizeof buf, fmt, ap);
     mpcp_line_hook(kind, buf);
     return;
   }
   mpcp_progress_clear(&mpcp_prog);
-  vfprintf(stderr, fmt, ap);
+  fputs(buf, stderr);
   fputc('\n', stderr);
 }
 
@@ -198,7 +199,7 @@ static void psay(bool error, const char *fmt, ...) {
   char buf[1024];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(buf, sizeof buf, fmt, ap);
+  mpcp_vformat(buf, sizeof buf, fmt, ap);
   va_end(ap);
   if (error)
     mpcp_error("%s", buf);
@@ -457,6 +458,7 @@ static void batch_flush(batch_t *b) {
   h.regs = b->regs;
   memcpy(b->buf, &h, sizeof h);
   submit(b->buf, b->len, true);
+  b->flags &= ~(uint32_t)MPCP_TF_SWEEP; /* the first batch sweeps */
   batch_begin(b, MPCP_T_BATCH);
 }
 
@@ -824,39 +826,6 @@ static void add_dir_rec(int root, const char *rel, const struct stat *st,
   mpcp_stats.dirs++;
 }
 
-/* --resume: removes the temp files an interrupted run left in a directory
- * (".mpcp-<pid>-..."), unless that run's mpcp is still running. */
-static void remove_stale_temps(int dir) {
-  int fd = openat(dir, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  DIR *d = fd < 0 ? NULL : fdopendir(fd);
-  if (!d) {
-    if (fd >= 0)
-      close(fd);
-    return;
-  }
-  struct dirent *de;
-  while ((de = readdir(d))) {
-    char *end;
-    if (strncmp(de->d_name, ".mpcp-", 6) != 0)
-      continue;
-    long pid = strtol(de->d_name + 6, &end, 10);
-    if (end == de->d_name + 6 || *end != '-' || pid <= 0)
-      continue;
-    char comm[64] = "", proc[64];
-    snprintf(proc, sizeof proc, "/proc/%ld/comm", pid);
-    int cfd = open(proc, O_RDONLY | O_CLOEXEC);
-    if (cfd >= 0) {
-      ssize_t n = read(cfd, comm, sizeof comm - 1);
-      comm[n > 0 ? n : 0] = '\0';
-      close(cfd);
-    }
-    if (!strncmp(comm, "mpcp", 4) && pid != (long)getpid())
-      continue; /* a run in progress */
-    unlinkat(dirfd(d), de->d_name, 0);
-  }
-  closedir(d);
-}
-
 /* Does the directory have a default ACL (that new entries inherit)? */
 static bool has_default_acl(int dirfd) {
   int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -878,7 +847,7 @@ void mpcp_walk_dir(int root, const char *rel, mpcp_subdir_fn subdir,
   DIR *d = sfd < 0 ? NULL : fdopendir(sfd);
   if (!d) {
     char *p = mpcp_join(r->src_disp, rel, NULL);
-    mpcp_error("mpcp: cannot open directory '%s': %s", p, strerror(errno));
+    mpcp_error("mpcp: cannot access '%s': %s", p, strerror(errno));
     free(p);
     if (sfd >= 0)
       close(sfd);
@@ -892,9 +861,12 @@ void mpcp_walk_dir(int root, const char *rel, mpcp_subdir_fn subdir,
     closedir(d);
     return;
   }
-  if (mpcp_opt.resume && ddir >= 0 && !mpcp_opt.dry_run)
-    remove_stale_temps(ddir);
   batch_t b = {.root = root, .dir = rel};
+  /* Stale temp files go with the directory's first batch, in a worker
+   * (off the walk's path: on a cold cache the scan reads the directory
+   * from disk). */
+  if (mpcp_opt.resume && ddir >= 0 && !mpcp_opt.dry_run)
+    b.flags |= MPCP_TF_SWEEP;
   struct stat dst;
   if (ddir >= 0 && fstat(ddir, &dst) == 0 && (dst.st_mode & S_ISGID))
     b.flags |= MPCP_TF_SETGID_DIR;
@@ -976,6 +948,8 @@ void mpcp_walk_dir(int root, const char *rel, mpcp_subdir_fn subdir,
     free(p);
   }
   batch_flush(&b);
+  if (b.flags & MPCP_TF_SWEEP) /* no batch went out for it */
+    mpcp_remove_stale_temps(ddir);
   free(b.buf);
   closedir(d);
   if (ddir >= 0)
@@ -1208,6 +1182,10 @@ void mpcp_wait_tasks(void) {
 
 void mpcp_finish(void) {
   flush_bigs();
+  /* One task in all (one file, one small folder): copied by the parent
+   * itself, as starting workers would cost more than they could give. */
+  if (!mpcp_stop_sig)
+    mpcp_exec_walk_done();
   mpcp_wait_tasks();
   if (mpcp_stop_sig)
     return;

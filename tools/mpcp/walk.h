@@ -14,7 +14,6 @@ typedef struct {
   uint64_t same;   /* --resume: entries counted in files_done found unchanged */
 } mpcp_stats_t;
 
-extern volatile sig_atomic_t mpcp_stop_sig;
 extern mpcp_stats_t mpcp_stats;
 extern mpcp_progress_t mpcp_prog;
 

@@ -689,7 +689,7 @@ size_t mp__renc_size(const mp_val_t *v) {
   case MP_STR:
   case MP_BYTES:
     return v->len + 1;
-  default: /* references (nested containers): not on Redis */
+  default: /* references (nested containers): refused before encoding */
     break;
   }
   return 0;
@@ -726,7 +726,7 @@ size_t mp__renc_to(char *dst, const mp_val_t *v) {
     if (v->len)
       memcpy(dst + 1, v->u.p, v->len);
     return v->len + 1;
-  default: /* refused by mp__renc_size */
+  default: /* references: as above */
     break;
   }
   return 0;

@@ -99,6 +99,16 @@ static int lazy_eventfd(_Atomic int *slot) {
   return expect;
 }
 
+/* Local pools keep a copy of every task they write into a ring. */
+static bool shadow_on(const mp_pool_t *p) {
+  return !p->mpi;
+}
+
+/* The i-th oldest unanswered task of wp (i < wp->out). */
+static mp__tshadow_t *sh_at(const wpar_t *wp, size_t i) {
+  return &wp->sh[(wp->sh_first + i) & (wp->sh_cap - 1)];
+}
+
 static job_t **job_bucket(mp_pool_t *p, uint64_t id) {
   uint64_t h = (id >> 4) * 0x9e3779b97f4a7c15ull;
   return &p->jhash[h >> (64 - 12)];
@@ -214,7 +224,9 @@ static void result_free(mp_result_t *r) {
   if (fd >= 0)
     close(fd);
   mp_buf_free(&r->data);
+  mp_pool_t *p = r->pool;
   free(r);
+  mp__pool_unref(p);
 }
 
 void mp__pool_job_unref(job_t *j) {
@@ -338,6 +350,19 @@ int mp__pool_rrec_fits(const mp__rrec_t *rr, int kind, size_t n, size_t left,
   return 0;
 }
 
+/* Local pools: rr must answer the oldest unanswered task of worker w (a
+ * worker runs its tasks in order). Under mu. */
+static bool answers_oldest(mp_pool_t *p, int w, const mp__rrec_t *rr) {
+  const wpar_t *wp = &p->w[w];
+  if (!shadow_on(p))
+    return true;
+  if (!wp->out)
+    return false;
+  const mp__trec_t *t = &sh_at(wp, 0)->h;
+  return rr->seq == t->seq && rr->id == t->id && rr->start == t->start &&
+         rr->count == t->count;
+}
+
 /* Does rr fit the live job it names? Returns the job or NULL. Under mu. */
 static job_t *result_job(mp_pool_t *p, const mp__rrec_t *rr) {
   job_t *j = mp__pool_job_find(p, rr->id);
@@ -361,8 +386,11 @@ static void handle_result(mp_pool_t *p, int w, const mp__rrec_t *rr,
   bool final = !(rr->flags & MP__RF_MORE);
   if (final) {
     wp->done_seq = rr->seq;
-    if (wp->out)
+    if (wp->out) {
       wp->out--;
+      if (shadow_on(p))
+        wp->sh_first = (wp->sh_first + 1) & (wp->sh_cap - 1);
+    }
     p->avg_ns = p->avg_ns ? (p->avg_ns * 7 + rr->ns) / 8 : rr->ns + 1;
   }
   if (p->terminated)
@@ -416,16 +444,65 @@ static size_t dispatch_cap(mp_pool_t *p) {
   return c < 4 ? 4 : (size_t)c;
 }
 
+/* Room for one more copy. */
+static bool sh_reserve(wpar_t *wp) {
+  if (wp->out < wp->sh_cap)
+    return true;
+  size_t cap = wp->sh_cap ? wp->sh_cap * 2 : 16;
+  mp__tshadow_t *n = malloc(cap * sizeof *n);
+  if (!n)
+    return false;
+  for (size_t i = 0; i < wp->out; i++)
+    n[i] = *sh_at(wp, i);
+  free(wp->sh);
+  wp->sh = n;
+  wp->sh_cap = cap;
+  wp->sh_first = 0;
+  return true;
+}
+
+/* The worker's task-ring tail, if it is one the worker can have written:
+ * not behind where it was, not past what we wrote, on a record boundary.
+ * Else UINT64_MAX. */
+static uint64_t worker_tail(mp_pool_t *p, int w) {
+  wpar_t *wp = &p->w[w];
+  uint64_t tail =
+      atomic_load_explicit(&wshm(p, w)->t_tail, memory_order_acquire);
+  if (tail < wp->tail_seen || tail > wp->t_head || tail % MP__POOL_REC)
+    return UINT64_MAX;
+  wp->tail_seen = tail;
+  return tail;
+}
+
+/* Under mu: worker w wrote where it must not. Nothing more of its result
+ * ring is read; the collector stops it, and its unanswered tasks fail.
+ * (The MPI backend's slots are written by its own thread from checked
+ * messages: a record refused there is only skipped.) */
+static void mark_corrupt(mp_pool_t *p, int w) {
+  if (shadow_on(p) && !p->w[w].corrupt) {
+    p->w[w].corrupt = true;
+    ring_doorbell(p);
+  }
+}
+
 static bool tpush(mp_pool_t *p, int w, const mp__trec_t *h, const void *pay) {
   wpar_t *wp = &p->w[w];
-  mp__wshm_t *ws = wshm(p, w);
   size_t size = mp__pool_rec_size(h->len);
   uint64_t head = wp->t_head;
-  uint64_t tail = atomic_load_explicit(&ws->t_tail, memory_order_acquire);
+  uint64_t tail = shadow_on(p) ? worker_tail(p, w)
+                               : atomic_load_explicit(&wshm(p, w)->t_tail,
+                                                      memory_order_acquire);
+  if (tail == UINT64_MAX) {
+    mark_corrupt(p, w);
+    return false;
+  }
   size_t idx = head & MP__POOL_RMASK;
   size_t skip = idx + size > MP__POOL_RING ? MP__POOL_RING - idx : 0;
   if (head + skip + size - tail > MP__POOL_RING)
     return false;
+  if (shadow_on(p) && !sh_reserve(wp))
+    return false;
+  mp__wshm_t *ws = wshm(p, w);
   uint8_t *base = tring(p, w);
   if (skip) {
     mp__trec_t *s = (mp__trec_t *)(void *)(base + idx);
@@ -435,12 +512,15 @@ static bool tpush(mp_pool_t *p, int w, const mp__trec_t *h, const void *pay) {
     head += skip;
     idx = 0;
   }
+  mp__trec_t rec = *h;
+  rec.size = (uint32_t)size;
+  rec.seq = ++wp->next_seq;
   mp__trec_t *t = (mp__trec_t *)(void *)(base + idx);
-  *t = *h;
-  t->size = (uint32_t)size;
-  t->seq = ++wp->next_seq;
+  *t = rec;
   if (h->len)
     memcpy((uint8_t *)t + MP__POOL_REC, pay, h->len);
+  if (shadow_on(p))
+    *sh_at(wp, wp->out) = (mp__tshadow_t){rec, head};
   wp->t_head = head + size;
   wp->out++;
   atomic_store_explicit(&ws->t_head, wp->t_head, memory_order_release);
@@ -459,7 +539,7 @@ static bool try_push(mp_pool_t *p, const mp__trec_t *h, const void *pay) {
   int best = -1;
   for (int k = 0; k < p->nw; k++) {
     int w = (int)((p->rr + (unsigned)k) % (unsigned)p->nw);
-    if (p->w[w].out >= cap)
+    if (!p->w[w].alive || p->w[w].corrupt || p->w[w].out >= cap)
       continue;
     if (best < 0 || p->w[w].out < p->w[best].out)
       best = w;
@@ -470,7 +550,8 @@ static bool try_push(mp_pool_t *p, const mp__trec_t *h, const void *pay) {
   if (tpush(p, best, h, pay))
     return true;
   for (int w = 0; w < p->nw; w++)
-    if (w != best && p->w[w].out < cap && tpush(p, w, h, pay))
+    if (w != best && p->w[w].alive && !p->w[w].corrupt && p->w[w].out < cap &&
+        tpush(p, w, h, pay))
       return true;
   return false;
 }
@@ -667,12 +748,12 @@ static int spawn_fs_worker(mp_pool_t *p, int w) {
   p->w[w].pid = mp_process_pid(proc);
   /* Readable once the worker ended (the server reports its exit). */
   p->w[w].pidfd = mp_process_waitable(proc).fd;
-  p->w[w].alive = true;
   return 0;
 }
 
 /* Called by the collector thread only, so that PR_SET_PDEATHSIG (tied to the
- * forking thread) lasts exactly as long as the pool. */
+ * forking thread) lasts exactly as long as the pool. The caller marks the
+ * slot alive (worker_started). */
 _Atomic int mp__test_pool_fork_failures;
 
 static int spawn_worker(mp_pool_t *p, int w) {
@@ -685,10 +766,8 @@ static int spawn_worker(mp_pool_t *p, int w) {
   wp->spawned_ns = mp__now_ns();
   wp->spawned_done = wp->done_seq;
   pthread_mutex_unlock(&p->mu);
-  if (p->opts.backend == MP_POOL_MPI) { /* a virtual slot (pool_mpi.c) */
-    wp->alive = true;
+  if (p->opts.backend == MP_POOL_MPI) /* a virtual slot (pool_mpi.c) */
     return 0;
-  }
   if (p->opts.backend == MP_POOL_THREADS) {
     warg_t *a = malloc(sizeof *a);
     if (!a)
@@ -700,7 +779,6 @@ static int spawn_worker(mp_pool_t *p, int w) {
       free(a);
       return -e;
     }
-    wp->alive = true;
     return 0;
   }
   if (p->memfd >= 0)
@@ -747,7 +825,6 @@ static int spawn_worker(mp_pool_t *p, int w) {
   }
   wp->pid = pid;
   wp->pidfd = fd;
-  wp->alive = true;
   return 0;
 }
 
@@ -760,18 +837,18 @@ static bool drain_worker(mp_pool_t *p, int w) {
   if (head == tail)
     return false;
   uint8_t *base = rring(p, w);
+  if (wp->corrupt)
+    tail = head; /* nothing of a corrupt worker is read */
   while (tail != head) {
     const mp__rrec_t *rr;
     job_t *j = NULL;
     if (mp__pool_rrec_parse(base, tail, head, &rr) < 0 ||
-        (rr->kind != MP__K_SKIP && !p->terminated &&
-         !(j = result_job(p, rr)))) {
-      /* Written by no worker of ours: this worker is corrupt. Nothing
-       * more of its ring is read; it is killed, and its tasks are settled
-       * as those of any dead worker. */
+        (rr->kind != MP__K_SKIP &&
+         (!answers_oldest(p, w, rr) ||
+          (!p->terminated && !(j = result_job(p, rr)))))) {
+      /* Written by no worker of ours: this worker is corrupt. */
       tail = head;
-      if (wp->pid > 0)
-        kill(wp->pid, SIGKILL);
+      mark_corrupt(p, w);
       break;
     }
     if (rr->kind != MP__K_SKIP)
@@ -787,54 +864,106 @@ static bool drain_worker(mp_pool_t *p, int w) {
   return true;
 }
 
-/* Under mu: worker w is gone (crash, maxtasksperchild, stop). Settle the task
- * at its tail: finished (result already drained), died with the worker, or
- * not started (left for the replacement). */
+/* Under mu: do the unanswered tasks at or after the worker's task-ring
+ * tail (a checked one) still read as the parent wrote them? (Records
+ * before the tail are done with: their results are published, and their
+ * room may hold newer tasks already.) */
+static bool ring_intact(mp_pool_t *p, int w, uint64_t tail) {
+  const wpar_t *wp = &p->w[w];
+  const uint8_t *base = tring(p, w);
+  for (size_t i = 0; i < wp->out; i++) {
+    const mp__tshadow_t *s = sh_at(wp, i);
+    if (s->pos >= tail &&
+        memcmp(base + (s->pos & MP__POOL_RMASK), &s->h, sizeof s->h) != 0)
+      return false;
+  }
+  return true;
+}
+
+/* Under mu: put worker w's unanswered tasks from index `from` on back at
+ * the front of the backlog, in order (their arguments are read back from
+ * the ring, their headers from the parent's copies). */
+static void requeue(mp_pool_t *p, int w, size_t from) {
+  wpar_t *wp = &p->w[w];
+  const uint8_t *base = tring(p, w);
+  backlog_t *first = NULL, *last = NULL;
+  for (size_t i = from; i < wp->out; i++) {
+    const mp__tshadow_t *s = sh_at(wp, i);
+    backlog_t *b = malloc(sizeof *b + s->h.len);
+    if (!b) {
+      mp__pool_fail_task(p, &s->h, MP_ENOMEM);
+      continue;
+    }
+    b->next = NULL;
+    b->h = s->h;
+    if (s->h.len)
+      memcpy(b->payload, base + (s->pos & MP__POOL_RMASK) + MP__POOL_REC,
+             s->h.len);
+    if (last)
+      last->next = b;
+    else
+      first = b;
+    last = b;
+  }
+  if (!first)
+    return;
+  last->next = p->bl_head;
+  p->bl_head = first;
+  if (!p->bl_tail)
+    p->bl_tail = last;
+}
+
+/* Under mu: worker w is gone (crash, maxtasksperchild, stop, or stopped
+ * for corruption). Everything it published is collected first. Then its
+ * unanswered tasks, by the parent's copies: the oldest fails with
+ * MP_EWORKERDIED if the worker was running it, the others go back to the
+ * backlog for any live worker. A worker whose rings or words do not read as
+ * a worker of ours leaves them (tail behind what it had or past a task it
+ * did not answer, a running task that is not its oldest, a task record
+ * changed): then all its unanswered tasks fail with MP_EWORKERDIED, since
+ * their arguments lay in memory it wrote. The slot's rings start empty for
+ * the replacement. Returns whether a task died with the worker. */
 static bool settle_dead(mp_pool_t *p, int w) {
-  bool task_died = false;
   wpar_t *wp = &p->w[w];
   mp__wshm_t *ws = wshm(p, w);
   drain_worker(p, w);
-  uint8_t *base = tring(p, w);
-  uint64_t tail = atomic_load(&ws->t_tail);
-  if (wp->t_head - tail > MP__POOL_RING || tail % MP__POOL_REC)
-    tail = wp->t_head; /* a tail no worker wrote: nothing to settle */
-  while (tail != wp->t_head) {
-    const mp__trec_t *t =
-        (const mp__trec_t *)(const void *)(base + (tail & MP__POOL_RMASK));
-    /* The worker could write its task ring too: a record must lie
-     * between the tail and what we wrote. */
-    if (t->size < MP__POOL_REC || t->size % MP__POOL_REC ||
-        t->size > wp->t_head - tail ||
-        (tail & MP__POOL_RMASK) + t->size > MP__POOL_RING) {
-      tail = wp->t_head;
-      break;
-    }
-    if (t->kind == MP__K_SKIP) {
-      tail += t->size;
-      continue;
-    }
-    if (t->seq <= wp->done_seq) {
-      tail += t->size;
-    } else if (atomic_load(&ws->cur_seq) == t->seq) {
-      if (getenv("MPDBG"))
-        fprintf(stderr, "w%d died seq %lu done %lu tail %lu head %lu\n", w,
-                (unsigned long)t->seq, (unsigned long)wp->done_seq,
-                (unsigned long)tail, (unsigned long)wp->t_head);
+  bool task_died = false;
+  if (shadow_on(p)) {
+    uint64_t first = wp->out ? sh_at(wp, 0)->pos : wp->t_head;
+    uint64_t tail = worker_tail(p, w), cur = atomic_load(&ws->cur_seq);
+    bool running = wp->out && cur == sh_at(wp, 0)->h.seq;
+    if (tail == UINT64_MAX || tail > first ||
+        (cur && cur != wp->done_seq && !running) || !ring_intact(p, w, tail))
+      wp->corrupt = true;
+    if (wp->corrupt)
+      running = false;
+    size_t from = 0;
+    if (running || (wp->corrupt && wp->out)) {
       task_died = true;
-      if (!p->terminated)
-        mp__pool_fail_task(p, t, MP_EWORKERDIED);
-      if (wp->out)
-        wp->out--;
-      tail += t->size;
+      for (; from < (wp->corrupt ? wp->out : 1); from++)
+        if (!p->terminated)
+          mp__pool_fail_task(p, &sh_at(wp, from)->h, MP_EWORKERDIED);
     }
-    break;
+    if (!p->terminated)
+      requeue(p, w, from);
+    wp->out = 0;
+    wp->sh_first = 0;
+    /* Both rings empty, at positions of ours (the worker's words may hold
+     * anything). */
+    uint64_t rt = atomic_load(&wp->r_tail) & ~(uint64_t)(MP__POOL_REC - 1);
+    atomic_store(&wp->r_tail, rt);
+    atomic_store(&ws->r_tail, rt);
+    atomic_store(&ws->r_head, rt);
+    atomic_store(&ws->t_head, wp->t_head);
+    atomic_store(&ws->t_tail, wp->t_head);
+    wp->tail_seen = wp->t_head;
   }
-  atomic_store(&ws->t_tail, tail);
   atomic_store(&ws->cur_seq, 0);
   atomic_store(&ws->t_wait, 0);
   atomic_store(&ws->r_wait, 0);
   wp->alive = false;
+  wp->corrupt = false;
+  wp->killed = false;
   return task_died;
 }
 
@@ -858,37 +987,79 @@ static void reap_process(wpar_t *wp) {
   while (waitid((idtype_t)P_PIDFD, (id_t)wp->pidfd, &si, WEXITED) < 0 &&
          errno == EINTR) {
   }
-  if (getenv("MPDBG"))
-    fprintf(stderr, "reaped %d code %d status %d\n", wp->pid, si.si_code,
-            si.si_status);
   close(wp->pidfd);
   wp->pidfd = -1;
   wp->pid = 0;
 }
 
+/* Ask worker w to leave after its current task. */
+static void stop_worker(mp_pool_t *p, int w) {
+  mp__wshm_t *ws = wshm(p, w);
+  atomic_store(&ws->stop, 1);
+  atomic_thread_fence(memory_order_seq_cst);
+  if (atomic_exchange(&ws->t_wait, 0))
+    mp__futex_wake(&ws->t_wait, 1);
+  if (atomic_exchange(&ws->r_wait, 0))
+    mp__futex_wake(&ws->r_wait, 1);
+}
+
+/* Collector thread: end worker w now (a thread: after its current task). */
+static void kill_worker(mp_pool_t *p, int w) {
+  wpar_t *wp = &p->w[w];
+  if (p->opts.backend != MP_POOL_PROCESSES)
+    stop_worker(p, w);
+  else if (wp->proc)
+    mp_process_kill(wp->proc);
+  else
+    syscall(SYS_pidfd_send_signal, wp->pidfd, SIGKILL, NULL, 0);
+}
+
 static void signal_stop(mp_pool_t *p, int how) {
+  for (int w = 0; w < p->nw; w++) {
+    if (!p->w[w].alive)
+      continue;
+    if (how == 2 && p->opts.backend == MP_POOL_PROCESSES)
+      kill_worker(p, w);
+    else
+      stop_worker(p, w);
+  }
+}
+
+/* Collector thread, under mu: stop the workers found corrupt, and now and
+ * then check the words and task rings of the live ones (a worker that
+ * wrote over its ring and then blocks for good is found here). */
+static void police_workers(mp_pool_t *p, uint64_t now) {
   for (int w = 0; w < p->nw; w++) {
     wpar_t *wp = &p->w[w];
     if (!wp->alive)
       continue;
-    if (how == 2 && p->opts.backend == MP_POOL_PROCESSES) {
-      if (wp->proc)
-        mp_process_kill(wp->proc);
-      else
-        syscall(SYS_pidfd_send_signal, wp->pidfd, SIGKILL, NULL, 0);
-      continue;
+    if (!wp->corrupt && shadow_on(p) &&
+        now - wp->ring_checked_ns >= 100000000ull) {
+      wp->ring_checked_ns = now;
+      uint64_t tail = worker_tail(p, w);
+      if (tail == UINT64_MAX ||
+          atomic_load(&wshm(p, w)->cur_seq) > wp->next_seq ||
+          !ring_intact(p, w, tail))
+        wp->corrupt = true;
     }
-    mp__wshm_t *ws = wshm(p, w);
-    atomic_store(&ws->stop, 1);
-    atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_exchange(&ws->t_wait, 0))
-      mp__futex_wake(&ws->t_wait, 1);
-    if (atomic_exchange(&ws->r_wait, 0))
-      mp__futex_wake(&ws->r_wait, 1);
+    if (wp->corrupt && !wp->killed) {
+      wp->killed = true;
+      kill_worker(p, w);
+    }
   }
 }
 
-/* A worker exited: settle it and start its replacement unless stopping. */
+/* Collector thread: worker w's spawn succeeded; route tasks to it. */
+static void worker_started(mp_pool_t *p, int w) {
+  pthread_mutex_lock(&p->mu);
+  p->w[w].alive = true;
+  p->w[w].need_spawn = false;
+  drain_backlog(p);
+  pthread_mutex_unlock(&p->mu);
+}
+
+/* A worker exited: settle it, and unless stopping, schedule its
+ * replacement (respawn_due starts it). */
 static void worker_gone(mp_pool_t *p, int w) {
   wpar_t *wp = &p->w[w];
   if (p->opts.backend == MP_POOL_PROCESSES)
@@ -900,8 +1071,9 @@ static void worker_gone(mp_pool_t *p, int w) {
   drain_backlog(p);
   /* A worker that keeps dying before finishing a task (a crashing
    * initializer) is replaced ever more slowly instead of in a tight loop. */
+  uint64_t now = mp__now_ns();
   bool early_death = !task_died && wp->done_seq == wp->spawned_done &&
-                     mp__now_ns() - wp->spawned_ns < 1000000000ull;
+                     now - wp->spawned_ns < 1000000000ull;
   pthread_mutex_unlock(&p->mu);
   if (atomic_load(&p->stopping))
     return;
@@ -911,21 +1083,49 @@ static void worker_gone(mp_pool_t *p, int w) {
   } else {
     wp->fail_streak = 0;
   }
-  if (wp->fail_streak > 2)
-    usleep(50000u * wp->fail_streak);
-  /* fork may fail for a while (RLIMIT_NPROC, memory pressure): keep
-   * trying, every 10 ms for a second, then ever more slowly up to once a
-   * second, until it works or the pool stops. The tasks queued for this
-   * slot wait for its replacement. */
-  unsigned delay_us = 10000;
-  for (int tries = 0; !atomic_load(&p->stopping); tries++) {
-    int r = spawn_worker(p, w);
-    if (r == 0 || r == MP_ECLOSED) /* MP_ECLOSED: the program exits */
-      return;
-    if (tries >= 100 && delay_us < 1000000u)
-      delay_us = delay_us * 3 / 2 > 1000000u ? 1000000u : delay_us * 3 / 2;
-    usleep(delay_us);
+  wp->need_spawn = true;
+  wp->respawn_tries = 0;
+  wp->respawn_delay_us = 10000;
+  wp->respawn_at =
+      now + (wp->fail_streak > 2 ? 50000000ull * wp->fail_streak : 0);
+}
+
+/* Collector thread: start the replacements that are due. fork may fail for
+ * a while (RLIMIT_NPROC, memory pressure): a slot is retried every 10 ms
+ * for a second, then ever more slowly up to once a second, until it works
+ * or the pool stops; meanwhile nothing is routed to it and the collector
+ * goes on. Returns when the next try is due (UINT64_MAX: none). */
+static uint64_t respawn_due(mp_pool_t *p) {
+  uint64_t next = UINT64_MAX;
+  for (int w = 0; w < p->nw; w++) {
+    wpar_t *wp = &p->w[w];
+    if (!wp->need_spawn)
+      continue;
+    if (atomic_load(&p->stopping)) {
+      wp->need_spawn = false;
+      continue;
+    }
+    uint64_t now = mp__now_ns();
+    if (now >= wp->respawn_at) {
+      int r = spawn_worker(p, w);
+      if (r == 0) {
+        worker_started(p, w);
+        continue;
+      }
+      if (r == MP_ECLOSED) { /* the program exits */
+        wp->need_spawn = false;
+        continue;
+      }
+      if (++wp->respawn_tries >= 100 && wp->respawn_delay_us < 1000000u) {
+        unsigned d = wp->respawn_delay_us * 3 / 2;
+        wp->respawn_delay_us = d > 1000000u ? 1000000u : d;
+      }
+      wp->respawn_at = now + wp->respawn_delay_us * 1000ull;
+    }
+    if (wp->respawn_at < next)
+      next = wp->respawn_at;
   }
+  return next;
 }
 
 static bool any_results(mp_pool_t *p) {
@@ -943,11 +1143,17 @@ static int alive_count(mp_pool_t *p) {
   return n;
 }
 
+/* Test-only: results the collector found only when its idle wait timed out
+ * (nobody woke it although results were due). */
+_Atomic long mp__test_pool_late_collects;
+
 static void *collector_main(void *arg) {
   mp_pool_t *p = arg;
+  bool timed_out = false;
   int err = 0;
   for (int w = 0; w < p->nw && !err; w++)
-    err = spawn_worker(p, w);
+    if ((err = spawn_worker(p, w)) == 0)
+      worker_started(p, w);
   if (err)
     atomic_store(&p->stopping, 2);
   p->start_err = err;
@@ -959,6 +1165,9 @@ static void *collector_main(void *arg) {
   int sent = 0;
   for (;;) {
     bool any = mp__pool_collect_now(p);
+    if (any && timed_out)
+      atomic_fetch_add(&mp__test_pool_late_collects, 1);
+    timed_out = false;
 
     int stopping = atomic_load(&p->stopping);
     if (stopping > sent) {
@@ -970,6 +1179,7 @@ static void *collector_main(void *arg) {
         if (p->w[w].alive && atomic_load(&wshm(p, w)->exiting))
           worker_gone(p, w);
     }
+    uint64_t next_spawn = respawn_due(p);
     if (stopping && alive_count(p) == 0)
       break;
 
@@ -987,6 +1197,17 @@ static void *collector_main(void *arg) {
     if (timeout == -2 && now - last_check < 100000000ull)
       continue;
     last_check = now;
+    pthread_mutex_lock(&p->mu);
+    police_workers(p, now);
+    pthread_mutex_unlock(&p->mu);
+    bool idle = timeout > 0;
+    if (idle && next_spawn != UINT64_MAX) {
+      uint64_t ms = next_spawn > now ? (next_spawn - now + 999999) / 1000000 : 0;
+      if (ms < (uint64_t)timeout) {
+        timeout = (int)ms;
+        idle = false;
+      }
+    }
     int n = 0;
     pfd[n].fd = p->doorbell;
     pfd[n].events = POLLIN;
@@ -1000,6 +1221,7 @@ static void *collector_main(void *arg) {
         }
     int r = poll(pfd, (nfds_t)n, timeout < 0 ? 0 : timeout);
     atomic_store(&p->ps->parent_wait, 0);
+    timed_out = r == 0 && idle;
     if (r <= 0)
       continue;
     if (pfd[0].revents) {
@@ -1057,7 +1279,30 @@ static void *callback_main(void *arg) {
 /* ---- lifecycle ------------------------------------------------------------
  */
 
-static void pool_free(mp_pool_t *p) {
+void mp__pool_ref(mp_pool_t *p) {
+  atomic_fetch_add(&p->refs, 1);
+}
+
+void mp__pool_unref(mp_pool_t *p) {
+  if (atomic_fetch_sub(&p->refs, 1) == 1)
+    free(p);
+}
+
+bool mp__pool_enter(mp_pool_t *p) {
+  atomic_fetch_add(&p->users, 1);
+  if (!atomic_load(&p->gone))
+    return true;
+  mp__pool_leave(p);
+  return false;
+}
+
+void mp__pool_leave(mp_pool_t *p) {
+  if (atomic_fetch_sub(&p->users, 1) == 1 && atomic_load(&p->gone))
+    mp__futex_wake(&p->users, INT32_MAX);
+}
+
+/* Everything but the struct, which the last reference frees. */
+static void pool_release(mp_pool_t *p) {
   if (p->mpi)
     mp__pool_mpi_free(p);
   if (p->map)
@@ -1073,11 +1318,17 @@ static void pool_free(mp_pool_t *p) {
   pthread_cond_destroy(&p->idle_cv);
   pthread_mutex_destroy(&p->cbmu);
   pthread_cond_destroy(&p->cbcv);
+  for (int w = 0; p->w && w < p->nw; w++)
+    free(p->w[w].sh);
   free(p->w);
   free(p->pfd);
   free(p->pw);
   free(p->jhash);
-  free(p);
+}
+
+static void pool_free(mp_pool_t *p) {
+  pool_release(p);
+  mp__pool_unref(p);
 }
 
 static int start_thread(pthread_t *th, void *(*fn)(void *), void *arg) {
@@ -1115,6 +1366,7 @@ int mp_pool_create(mp_pool_t **pool, const mp_pool_opts_t *opts) {
   mp_pool_t *p = calloc(1, sizeof *p);
   if (!p)
     return MP_ENOMEM;
+  atomic_init(&p->refs, 1);
   p->nw = o.workers;
   p->opts = o;
   p->doorbell = -1;
@@ -1310,7 +1562,14 @@ int mp_pool_destroy(mp_pool_t *pool) {
     mp_pool_terminate(pool);
     mp_pool_join(pool, MP_FOREVER);
   }
-  /* Results whose handles the caller still holds forget the pool. */
+  /* Every job is complete now. Threads still inside a wait on a result or
+   * iterator of ours (woken by the completion) leave before anything is
+   * freed; later calls on them see the pool gone. The struct stays while
+   * they hold references. */
+  atomic_store(&pool->gone, 1);
+  mp__pool_notify_waiters(pool);
+  for (uint32_t u; (u = atomic_load(&pool->users)) != 0;)
+    mp__futex_wait(&pool->users, u, NULL);
   pool_free(pool);
   return 0;
 }
@@ -1327,6 +1586,7 @@ static mp_result_t *result_new(mp_pool_t *p, int kind,
   atomic_init(&r->j.refs, 1);
   atomic_init(&r->efd, -1);
   r->pool = p;
+  mp__pool_ref(p);
   if (cb)
     r->cb = *cb;
   r->fail_index = SIZE_MAX;
@@ -1519,8 +1779,13 @@ int mp_result_wait(mp_result_t *r, int timeout_ms) {
     return MP_ETIMEDOUT;
   mp__deadline_t dl;
   mp__deadline_init(&dl, timeout_ms);
-  /* Not ready means the pool is still alive: destroy completes everything. */
-  return mp__pool_wait_until(r->pool, result_ready_cond, r, &dl);
+  mp_pool_t *p = r->pool;
+  /* A destroyed pool completed every job it had. */
+  if (!mp__pool_enter(p))
+    return 0;
+  int e = mp__pool_wait_until(p, result_ready_cond, r, &dl);
+  mp__pool_leave(p);
+  return e;
 }
 
 int mp_result_get(mp_result_t *r, int timeout_ms, const void **data,

@@ -38,6 +38,7 @@ void mp__pool_imap_chunk_done(mp_pool_t *p, mp_imap_t *im, size_t start,
  */
 
 void mp__pool_imap_free(mp_imap_t *im) {
+  mp_pool_t *p = im->pool;
   free(im->sstate);
   free(im->serr);
   free(im->scode);
@@ -45,6 +46,8 @@ void mp__pool_imap_free(mp_imap_t *im) {
   free(im->sres);
   free(im->stage);
   free(im);
+  if (p)
+    mp__pool_unref(p);
 }
 
 static int imap_create(mp_pool_t *pool, mp_map_fn fn, const void *items,
@@ -65,6 +68,7 @@ static int imap_create(mp_pool_t *pool, mp_map_fn fn, const void *items,
   im->j.kind = J_IMAP;
   atomic_init(&im->j.refs, 1);
   im->pool = pool;
+  mp__pool_ref(pool);
   im->fn = fn;
   im->item_size = isz;
   im->result_size = rsz;
@@ -106,8 +110,11 @@ static int imap_create(mp_pool_t *pool, mp_map_fn fn, const void *items,
 }
 
 /* Read ahead and dispatch while below the in-flight bound. Runs the input
- * function outside the pool lock. */
-static void imap_topup(mp_imap_t *im) {
+ * function outside the pool lock, and not counted as a collecting thread
+ * (collecting: this thread counts in mp__pool_collect_begin): input may
+ * take long, and meanwhile workers must wake the collector thread for the
+ * results of other jobs, not us. */
+static void imap_topup(mp_imap_t *im, bool collecting) {
   mp_pool_t *p = im->pool;
   /* Refill in batches, once half the bound came back: one lock and one
    * worker wake-up per batch instead of per item. */
@@ -117,6 +124,8 @@ static void imap_topup(mp_imap_t *im) {
   const uint8_t *src;
   size_t k = 0;
   if (im->input) {
+    if (collecting)
+      mp__pool_collect_end(p);
     while (k < want) {
       int r = im->input(im->stage + k * im->item_size, im->input_user);
       if (r <= 0) {
@@ -127,6 +136,8 @@ static void imap_topup(mp_imap_t *im) {
       }
       k++;
     }
+    if (collecting)
+      mp__pool_collect_begin(p);
     src = im->stage;
   } else {
     k = im->n - im->next_in < want ? im->n - im->next_in : want;
@@ -174,7 +185,7 @@ int mp_pool_imap(mp_pool_t *pool, mp_map_fn fn, const void *items, size_t n,
   int e =
       imap_create(pool, fn, items, n, item_size, result_size, opts, true, it);
   if (!e)
-    imap_topup(*it);
+    imap_topup(*it, false);
   return e;
 }
 
@@ -184,7 +195,7 @@ int mp_pool_imap_unordered(mp_pool_t *pool, mp_map_fn fn, const void *items,
   int e =
       imap_create(pool, fn, items, n, item_size, result_size, opts, false, it);
   if (!e)
-    imap_topup(*it);
+    imap_topup(*it, false);
   return e;
 }
 
@@ -204,7 +215,7 @@ static int imap_next(mp_imap_t *im, void *result, size_t *index,
   mp__deadline_t dl;
   mp__deadline_init(&dl, timeout_ms);
   for (;;) {
-    imap_topup(im);
+    imap_topup(im, true);
     pthread_mutex_lock(&p->mu);
     size_t slot = SIZE_MAX, idx = 0;
     if (im->ordered) {
@@ -252,11 +263,14 @@ static int imap_next(mp_imap_t *im, void *result, size_t *index,
 int mp_imap_next(mp_imap_t *im, void *result, size_t *index, int timeout_ms) {
   if (!im || mp__check_timeout(timeout_ms))
     return MP_EINVAL;
+  if (!mp__pool_enter(im->pool))
+    return MP_ECLOSED; /* destroyed: every item was completed or dropped */
   /* Collect here from the start: results of the items this call dispatches
    * need not wake the collector thread. */
   mp__pool_collect_begin(im->pool);
   int e = imap_next(im, result, index, timeout_ms);
   mp__pool_collect_end(im->pool);
+  mp__pool_leave(im->pool);
   return e;
 }
 

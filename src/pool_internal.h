@@ -7,8 +7,11 @@
  * positions as ever-growing byte offsets, so a crash can never leave a ring
  * half-updated. A worker publishes its result before it advances its task
  * tail, and notes the sequence number of the task it runs (cur_seq): after a
- * death the parent knows exactly whether the task at the tail finished, died
- * with the worker or never started. Sleeping sides set a flag and futex-wait
+ * death the parent knows exactly whether its oldest unanswered task died
+ * with the worker or never started. A worker process can write everything
+ * in the mapping, so the parent goes by its own copies of the tasks it
+ * wrote (mp__tshadow_t) and only checks the worker's words and records
+ * against them. Sleeping sides set a flag and futex-wait
  * (workers) or poll an eventfd (the parent's collector); the other side makes
  * a syscall only when that flag is set. */
 #ifndef MPROC_POOL_INTERNAL_H
@@ -160,7 +163,7 @@ struct mp_result {
   _Atomic uint32_t state; /* 0 pending, 1 collected (callback due), 2 ready */
   _Atomic uint32_t waiters;
   _Atomic int efd;
-  mp_pool_t *pool; /* for mp_pool_fd; NULL once ready */
+  mp_pool_t *pool; /* holds a reference on it (mp__pool_unref) */
   int err, task_code;
   mp_buf_t data; /* result bytes, or the task's message */
   mp_async_opts_t cb;
@@ -199,17 +202,37 @@ typedef struct backlog {
   uint8_t payload[];
 } backlog_t;
 
+/* A task the parent wrote into a worker's task ring, as it wrote it: the
+ * worker can write its ring too, so settling a slot, checking its results
+ * and moving its tasks elsewhere go by these copies, never by the ring. */
+typedef struct {
+  mp__trec_t h;
+  uint64_t pos; /* ring position of its record */
+} mp__tshadow_t;
+
 typedef struct {
   pid_t pid;
   int pidfd;          /* fork server: the status fd of proc, owned by proc */
   mp_process_t *proc; /* fork-server worker; NULL otherwise */
   pthread_t th;
-  bool alive;
+  bool alive;   /* tasks may be routed to it; written under mu */
+  bool corrupt; /* one of its rings failed a check: it is stopped, and its
+                 * unanswered tasks fail (under mu) */
+  bool killed;  /* collector: the corrupt worker was told to go */
+  bool need_spawn; /* collector: a replacement is due at respawn_at */
   uint64_t t_head, next_seq, done_seq;
+  uint64_t tail_seen;      /* its task-ring tail when last checked */
   _Atomic uint64_t r_tail; /* written under mu, read unlocked as a hint */
   size_t out;              /* tasks in its ring not yet answered */
+  /* Local pools: those `out` tasks, oldest first (a power-of-two ring of
+   * sh_cap entries from sh_first). The MPI backend keeps none. */
+  mp__tshadow_t *sh;
+  size_t sh_cap, sh_first;
   uint64_t spawned_ns, spawned_done;
   unsigned fail_streak; /* replacements that died before any task */
+  uint64_t respawn_at;  /* collector: when to try the next fork */
+  unsigned respawn_delay_us, respawn_tries;
+  uint64_t ring_checked_ns; /* collector: last check of a live worker */
 } wpar_t;
 
 struct mp_pool {
@@ -245,6 +268,11 @@ struct mp_pool {
   _Atomic uint32_t started;
   int start_err;
   struct mp__mpi *mpi; /* MPI backend (pool_mpi.c); NULL otherwise */
+  /* The struct outlives mp_pool_destroy while results or iterators hold
+   * references; destroy frees everything else once no thread is inside a
+   * wait on them (users) and marks it gone. */
+  _Atomic int refs;
+  _Atomic uint32_t users, gone;
 };
 
 /* Shared by pool.c and pool_imap.c; "under mu" means with pool->mu held. */
@@ -266,6 +294,15 @@ void mp__pool_imap_chunk_done(mp_pool_t *p, mp_imap_t *im, size_t start,
                               size_t count, const uint8_t *res,
                               const int32_t *sts, int err);
 void mp__pool_imap_free(mp_imap_t *im);
+/* A result or iterator holds the pool's struct: taken when it is made,
+ * dropped when it is freed. */
+void mp__pool_ref(mp_pool_t *p);
+void mp__pool_unref(mp_pool_t *p);
+/* A thread about to wait on a result or iterator of p: false if p is
+ * destroyed (then every job of it is complete); else p stays usable until
+ * mp__pool_leave. */
+bool mp__pool_enter(mp_pool_t *p);
+void mp__pool_leave(mp_pool_t *p);
 
 /* ---- MPI backend (pool_mpi*.c; pool_mpi_none.c without MPI) -------------
  * mp__pool_mpi_open runs on every rank inside mp_pool_create: it initialises

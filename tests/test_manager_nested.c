@@ -435,11 +435,11 @@ TEST(nested_corrupt_reference_eproto) {
       {&s->pay, UINT64_MAX},              /* absurd */
       {&s->tl, MP_LIST | (5u << 8)},      /* a length on a reference */
       {&s->tl, MP_DICT},                  /* the list called a dict */
-      {(uint64_t *)&root->dir[1].kind, MGR_KIND_DICT}, /* entry's kind */
+      {(uint64_t *)(void *)&root->dir[1].kind, MGR_KIND_DICT}, /* entry's kind */
       {&root->dir[1].off, 8},             /* entry outside the objects */
       {&root->dir[1].off, mp__arena_used(&m->a) + 4096},
-      {(uint64_t *)&io->kind, MGR_KIND_DICT | (uint64_t)1 << 32}, /* header */
-      {(uint64_t *)&io->kind, MGR_KIND_LIST | (uint64_t)7 << 32}, /* its id */
+      {(uint64_t *)(void *)&io->kind, MGR_KIND_DICT | (uint64_t)1 << 32}, /* header */
+      {(uint64_t *)(void *)&io->kind, MGR_KIND_LIST | (uint64_t)7 << 32}, /* its id */
   };
   for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
     uint64_t save = *cases[c].word;

@@ -13,6 +13,7 @@
 #include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -64,6 +65,19 @@ static int task_square(const void *arg, size_t len, mp_buf_t *res, void *ctx) {
   memcpy(&x, arg, sizeof x);
   x *= x;
   return mp_buf_set(res, &x, sizeof x);
+}
+
+/* The pool still serves a task (after a crash case); then it is closed,
+ * joined and destroyed. */
+static void serves_then_close(mp_pool_t *p) {
+  int64_t x = 9;
+  mp_buf_t b = MP_BUF_INIT;
+  ASSERT_OK(mp_pool_apply(p, task_square, &x, 8, &b, NULL));
+  ASSERT_EQ(*(int64_t *)b.data, 81);
+  mp_buf_free(&b);
+  ASSERT_OK(mp_pool_close(p));
+  ASSERT_OK(mp_pool_join(p, MP_FOREVER));
+  ASSERT_OK(mp_pool_destroy(p));
 }
 
 static int task_fail(const void *arg, size_t len, mp_buf_t *res, void *ctx) {
@@ -1029,15 +1043,7 @@ static void body_worker_crash_kinds(be_t be) {
     }
     mp_result_destroy(bad);
   }
-  /* Still usable. */
-  int64_t x = 9;
-  mp_buf_t b = MP_BUF_INIT;
-  ASSERT_OK(mp_pool_apply(p, task_square, &x, 8, &b, NULL));
-  ASSERT_EQ(*(int64_t *)b.data, 81);
-  mp_buf_free(&b);
-  ASSERT_OK(mp_pool_close(p));
-  ASSERT_OK(mp_pool_join(p, MP_FOREVER));
-  ASSERT_OK(mp_pool_destroy(p));
+  serves_then_close(p); /* still usable */
 }
 TEST(worker_crash_kinds) {
   body_worker_crash_kinds(MP_POOL_PROCESSES);
@@ -1519,10 +1525,47 @@ static int storm_map(const void *item, void *result, void *ctx) {
   return 0;
 }
 
+/* A CPU hog, and a SIGALRM every millisecond (no SA_RESTART) in this
+ * process. */
+static void on_alarm(int sig) {
+  (void)sig;
+}
+
+static pid_t hog_and_storm_start(void) {
+  pid_t hog = fork();
+  if (hog == 0) {
+    volatile unsigned long x = 0;
+    for (;;)
+      x++;
+  }
+  ASSERT(hog > 0);
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_alarm;
+  sigemptyset(&sa.sa_mask);
+  ASSERT_EQ(sigaction(SIGALRM, &sa, NULL), 0);
+  struct itimerval it = {{0, 1000}, {0, 1000}};
+  ASSERT_EQ(setitimer(ITIMER_REAL, &it, NULL), 0);
+  return hog;
+}
+
+static void hog_and_storm_stop(pid_t hog) {
+  struct itimerval off = {{0, 0}, {0, 0}};
+  setitimer(ITIMER_REAL, &off, NULL);
+  signal(SIGALRM, SIG_IGN);
+  kill(hog, SIGKILL);
+  ASSERT_EQ(waitpid(hog, NULL, 0), hog);
+}
+
+extern _Atomic int mp__test_pool_fork_failures; /* src/pool.c, test-only */
+
 /* Applies, a map and an imap in flight together while workers are killed:
  * every result is right or MP_EWORKERDIED, nothing hangs, and the pool is
- * still usable afterwards. */
-static void body_mixed_work_under_kills(be_t be) {
+ * still usable afterwards. With `stress`: beside a CPU hog, under a 1 ms
+ * signal storm, and with fork failing for a while after each kill (the
+ * killed worker's queued tasks run on the others meanwhile). */
+static void body_mixed_work_under_kills(be_t be, bool stress) {
+  pid_t hog = stress ? hog_and_storm_start() : 0;
   g_storm_pids = shared_counters(3);
   mp_pool_t *p = make_pool(be, 3);
   enum { A = 20, M = 300, I = 120 };
@@ -1541,6 +1584,8 @@ static void body_mixed_work_under_kills(be_t be) {
     ASSERT_OK(mp_pool_imap_unordered(p, storm_map, in, I, 8, 8, &io, &it));
     mpt_sleep_ms(3 + round % 4);
     long victim = g_storm_pids[round % 3];
+    if (stress)
+      atomic_store(&mp__test_pool_fork_failures, 20 + 10 * (round % 3));
     if (victim && kill((pid_t)victim, SIGKILL) == 0)
       kills++;
     char seen[I] = {0};
@@ -1592,13 +1637,20 @@ static void body_mixed_work_under_kills(be_t be) {
   mp_buf_free(&b);
   ASSERT_OK(mp_pool_destroy(p));
   munmap((void *)g_storm_pids, 3 * sizeof(long));
+  if (stress) {
+    atomic_store(&mp__test_pool_fork_failures, 0);
+    hog_and_storm_stop(hog);
+  }
 }
 TEST(mixed_work_under_kills) {
-  body_mixed_work_under_kills(MP_POOL_PROCESSES);
+  body_mixed_work_under_kills(MP_POOL_PROCESSES, false);
 }
 TEST(mixed_work_under_kills_fs) {
-  body_mixed_work_under_kills(BE_FS);
+  body_mixed_work_under_kills(BE_FS, false);
   fs_done();
+}
+TEST(mixed_work_under_kills_storm_fork_failing) {
+  body_mixed_work_under_kills(MP_POOL_PROCESSES, true);
 }
 
 /* ---- fork server from a program with threads ------------------------------
@@ -1722,7 +1774,19 @@ TEST(forkserver_exit_without_destroy) {
 /* The fork server killed under a running pool: its workers die with it
  * (running tasks get MP_EWORKERDIED), the next worker starts a new server,
  * and the pool goes on. */
+/* Marks *flag (shared memory mapped before the fork server started), then
+ * sleeps for good. */
+static int task_mark_then_block(const void *arg, size_t len, mp_buf_t *res,
+                                void *ctx) {
+  _Atomic long *flag = *(_Atomic long *const *)arg;
+  atomic_store(flag, 1);
+  for (;;)
+    pause();
+  return 0;
+}
+
 TEST(forkserver_killed_under_pool) {
+  _Atomic long *started = shared_counters(1);
   mp_pool_opts_t o = {0};
   set_backend(&o, BE_FS);
   o.workers = 2;
@@ -1734,12 +1798,15 @@ TEST(forkserver_killed_under_pool) {
     pid_t server = *(pid_t *)b.data;
     mp_buf_free(&b);
     ASSERT(server > 1 && server != getpid());
-    int ms = 2000;
+    /* Killed while its task runs (not before it started). */
+    atomic_store(started, 0);
     mp_result_t *slow;
-    ASSERT_OK(mp_pool_apply_async(p, task_sleep, &ms, sizeof ms, NULL, &slow));
-    mpt_sleep_ms(50);
+    ASSERT_OK(mp_pool_apply_async(p, task_mark_then_block, &started,
+                                  sizeof started, NULL, &slow));
+    while (!atomic_load(started))
+      mpt_sleep_ms(1);
     ASSERT_EQ(kill(server, SIGKILL), 0);
-    ASSERT_ERR(mp_result_get(slow, 10000, NULL, NULL), MP_EWORKERDIED);
+    ASSERT_ERR(mp_result_get(slow, MP_FOREVER, NULL, NULL), MP_EWORKERDIED);
     mp_result_destroy(slow);
     ASSERT_OK(mp_pool_apply(p, task_ppid, NULL, 0, &b, NULL));
     ASSERT(*(pid_t *)b.data != server);
@@ -1748,6 +1815,7 @@ TEST(forkserver_killed_under_pool) {
   }
   ASSERT_OK(mp_pool_destroy(p));
   fs_done();
+  munmap((void *)started, sizeof(long));
 }
 
 /* ---- untrusted result rings -----------------------------------------------
@@ -1787,10 +1855,6 @@ static int task_scribble(const void *arg, size_t len, mp_buf_t *res,
   return 0;
 }
 
-static int task_ok(const void *arg, size_t len, mp_buf_t *res, void *ctx) {
-  return mp_buf_set(res, "ok", 2);
-}
-
 static void scribble_case(scribble_t sc, bool map_job) {
   mp_pool_t *p = make_pool(MP_POOL_PROCESSES, 1);
   sc.pool = p;
@@ -1798,13 +1862,8 @@ static void scribble_case(scribble_t sc, bool map_job) {
   ASSERT_ERR(mp_pool_apply(p, task_scribble, &sc, sizeof sc, &out, NULL),
              MP_EWORKERDIED);
   (void)map_job;
-  /* The replacement worker serves the next task as usual. */
-  ASSERT_OK(mp_pool_apply(p, task_ok, NULL, 0, &out, NULL));
-  ASSERT_EQ(out.len, 2);
   mp_buf_free(&out);
-  ASSERT_OK(mp_pool_close(p));
-  ASSERT_OK(mp_pool_join(p, MP_FOREVER));
-  ASSERT_OK(mp_pool_destroy(p));
+  serves_then_close(p); /* the replacement serves as usual */
 }
 
 TEST(result_ring_zero_size_record) {
@@ -1862,10 +1921,14 @@ TEST(result_ring_parse_bounds) {
   ASSERT_ERR(mp__pool_rrec_fits(&m, J_MAP, 12, 4, 8), MP_EPROTO);
 }
 
-extern _Atomic int mp__test_pool_fork_failures; /* src/pool.c, test-only */
+/* A worker dies while fork fails for longer than a second: the tasks run on
+ * the other worker meanwhile, and the pool keeps trying until fork works
+ * again: then a new worker serves. */
+static int task_pid(const void *arg, size_t len, mp_buf_t *res, void *ctx) {
+  pid_t pid = getpid();
+  return mp_buf_set(res, &pid, sizeof pid);
+}
 
-/* A worker dies while fork fails for longer than a second: the pool keeps
- * trying, and once fork works again every task queued runs and join ends. */
 TEST(worker_replaced_after_fork_fails_a_while) {
   _Atomic long *slots = shared_counters(2);
   mp_pool_t *p = make_pool(MP_POOL_PROCESSES, 2);
@@ -1877,8 +1940,8 @@ TEST(worker_replaced_after_fork_fails_a_while) {
     ASSERT_OK(mp_result_get(rs[i], MP_FOREVER, NULL, NULL));
     mp_result_destroy(rs[i]);
   }
-  pid_t victim = (pid_t)slots[0];
-  ASSERT(victim > 0);
+  pid_t victim = (pid_t)slots[0], other = (pid_t)slots[1];
+  ASSERT(victim > 0 && other > 0);
   atomic_store(&mp__test_pool_fork_failures, 110);
   ASSERT_EQ(kill(victim, SIGKILL), 0);
   enum { N = 20 };
@@ -1887,8 +1950,6 @@ TEST(worker_replaced_after_fork_fails_a_while) {
     int64_t x = i;
     ASSERT_OK(mp_pool_apply_async(p, task_square, &x, 8, NULL, &res[i]));
   }
-  ASSERT_OK(mp_pool_close(p));
-  ASSERT_OK(mp_pool_join(p, MP_FOREVER));
   for (int i = 0; i < N; i++) {
     const void *data;
     size_t len;
@@ -1896,7 +1957,392 @@ TEST(worker_replaced_after_fork_fails_a_while) {
     ASSERT_EQ(*(const int64_t *)data, (int64_t)i * i);
     mp_result_destroy(res[i]);
   }
-  ASSERT_EQ(atomic_load(&mp__test_pool_fork_failures), 0);
+  /* The pool tries until fork works (every failure used up), and then a
+   * worker other than the survivor serves. */
+  while (atomic_load(&mp__test_pool_fork_failures) > 0)
+    mpt_sleep_ms(10);
+  for (;;) {
+    mp_buf_t b = MP_BUF_INIT;
+    ASSERT_OK(mp_pool_apply(p, task_pid, NULL, 0, &b, NULL));
+    pid_t got = *(pid_t *)b.data;
+    mp_buf_free(&b);
+    ASSERT(got != victim);
+    if (got != other)
+      break;
+    mpt_sleep_ms(10);
+  }
+  ASSERT_OK(mp_pool_close(p));
+  ASSERT_OK(mp_pool_join(p, MP_FOREVER));
   ASSERT_OK(mp_pool_destroy(p));
   munmap((void *)slots, 2 * sizeof(long));
+}
+
+/* ---- untrusted task rings -------------------------------------------------
+ * A task that scribbles over its own worker's task ring (the ring the parent
+ * writes tasks into) once three more tasks are queued behind it, then dies or
+ * blocks for good. The parent must notice: the running task fails with
+ * MP_EWORKERDIED, the tasks queued behind it fail the same way or run
+ * elsewhere, every other task runs, nothing waits forever and the pool goes
+ * on. Each `how` is a different lie: records of size 0, a tail no worker
+ * could have written, queued tasks turned into skip records, the running
+ * task's job id changed, and size-0 records followed by a worker that never
+ * returns (found while it is alive). */
+enum { TS_ZERO, TS_TAIL, TS_SKIP, TS_ID, TS_ZERO_BLOCK };
+
+typedef struct {
+  mp_pool_t *pool; /* same address in a forked worker */
+  int how, queued;
+} tscribble_t;
+
+static int task_tscribble(const void *arg, size_t len, mp_buf_t *res,
+                          void *ctx) {
+  tscribble_t sc;
+  ASSERT_EQ(len, sizeof sc);
+  memcpy(&sc, arg, sizeof sc);
+  int w = mp_pool_worker_index();
+  mp__wshm_t *ws = mp__pool_slot_words(sc.pool, w);
+  uint8_t *ring = mp__pool_slot_tring(sc.pool, w);
+  uint64_t tail = atomic_load(&ws->t_tail); /* our own record */
+  mp__trec_t *own = (mp__trec_t *)(void *)(ring + (tail & MP__POOL_RMASK));
+  uint64_t want = tail + own->size + (uint64_t)sc.queued * 2 * MP__POOL_REC;
+  while (atomic_load(&ws->t_head) < want)
+    mpt_sleep_ms(1);
+  uint64_t head = atomic_load(&ws->t_head);
+  switch (sc.how) {
+  case TS_ZERO:
+  case TS_ZERO_BLOCK:
+    for (uint64_t at = tail; at < head; at += MP__POOL_REC)
+      ((mp__trec_t *)(void *)(ring + (at & MP__POOL_RMASK)))->size = 0;
+    break;
+  case TS_TAIL:
+    atomic_store(&ws->t_tail, head + 5 * MP__POOL_REC);
+    break;
+  case TS_SKIP:
+    for (uint64_t at = tail + own->size; at < head;) {
+      mp__trec_t *t = (mp__trec_t *)(void *)(ring + (at & MP__POOL_RMASK));
+      t->kind = MP__K_SKIP;
+      at += t->size;
+    }
+    break;
+  case TS_ID:
+    own->id ^= 0x5a5a0000ull;
+    break;
+  }
+  if (sc.how == TS_ZERO_BLOCK)
+    for (;;)
+      pause();
+  raise(SIGKILL);
+  return 0;
+}
+
+static void task_ring_case(int how) {
+  mp_pool_t *p = make_pool(MP_POOL_PROCESSES, 1);
+  /* One worker: the scribbler and the next three tasks fill its ring (four
+   * unanswered tasks per worker before any ran), the rest wait in the
+   * parent. */
+  tscribble_t sc = {p, how, 3};
+  mp_result_t *s;
+  ASSERT_OK(mp_pool_apply_async(p, task_tscribble, &sc, sizeof sc, NULL, &s));
+  enum { N = 8 };
+  mp_result_t *rs[N];
+  for (int64_t i = 0; i < N; i++)
+    ASSERT_OK(mp_pool_apply_async(p, task_square, &i, sizeof i, NULL, &rs[i]));
+  int64_t in[16], out[16];
+  for (int i = 0; i < 16; i++)
+    in[i] = i;
+  mp_result_t *mr;
+  ASSERT_OK(mp_pool_map_async(p, map_square, in, 16, 8, out, 8, 4, NULL, &mr));
+  ASSERT_ERR(mp_result_get(s, MP_FOREVER, NULL, NULL), MP_EWORKERDIED);
+  mp_result_destroy(s);
+  int died = 0;
+  for (int64_t i = 0; i < N; i++) {
+    const void *d;
+    int e = mp_result_get(rs[i], MP_FOREVER, &d, NULL);
+    if (e == MP_EWORKERDIED) {
+      died++;
+    } else {
+      ASSERT_OK(e);
+      ASSERT_EQ(*(const int64_t *)d, i * i);
+    }
+    mp_result_destroy(rs[i]);
+  }
+  /* Only the three queued in the ring can have gone with the worker. */
+  ASSERT(died <= 3);
+  ASSERT_OK(mp_result_get(mr, MP_FOREVER, NULL, NULL));
+  for (int i = 0; i < 16; i++)
+    ASSERT_EQ(out[i], (int64_t)i * i);
+  mp_result_destroy(mr);
+  serves_then_close(p); /* the replacement serves as usual */
+}
+
+TEST(task_ring_zero_size_records) {
+  task_ring_case(TS_ZERO);
+}
+TEST(task_ring_bogus_tail) {
+  task_ring_case(TS_TAIL);
+}
+TEST(task_ring_queued_turned_to_skips) {
+  task_ring_case(TS_SKIP);
+}
+TEST(task_ring_running_id_changed) {
+  task_ring_case(TS_ID);
+}
+TEST(task_ring_scribbled_then_blocks) {
+  task_ring_case(TS_ZERO_BLOCK);
+}
+
+/* ---- a dead slot while fork fails -----------------------------------------
+ * Both workers busy (one blocks for good, one waits for a gate), three tasks
+ * queued behind each. The blocked worker is killed while fork fails for as
+ * long as the test runs: the tasks queued in its slot must move back and
+ * run on the other worker, the collector must go on collecting (join, not a
+ * waiting get, collects here), and join must end without a replacement. */
+static int task_block(const void *arg, size_t len, mp_buf_t *res, void *ctx) {
+  _Atomic long *sh = *(_Atomic long *const *)arg;
+  atomic_store(&sh[0], getpid());
+  for (;;)
+    pause();
+  return 0;
+}
+
+static int task_gate(const void *arg, size_t len, mp_buf_t *res, void *ctx) {
+  _Atomic long *sh = *(_Atomic long *const *)arg;
+  atomic_store(&sh[1], getpid());
+  while (!atomic_load(&sh[2]))
+    mpt_sleep_ms(1);
+  return mp_buf_set(res, "g", 1);
+}
+
+TEST(dead_slot_tasks_move_while_fork_fails) {
+  _Atomic long *sh = shared_counters(3);
+  mp_pool_t *p = make_pool(MP_POOL_PROCESSES, 2);
+  mp_result_t *blk, *gate;
+  ASSERT_OK(mp_pool_apply_async(p, task_block, &sh, sizeof sh, NULL, &blk));
+  ASSERT_OK(mp_pool_apply_async(p, task_gate, &sh, sizeof sh, NULL, &gate));
+  while (!atomic_load(&sh[0]) || !atomic_load(&sh[1]))
+    mpt_sleep_ms(1);
+  enum { N = 6 };
+  mp_result_t *rs[N];
+  for (int64_t i = 0; i < N; i++)
+    ASSERT_OK(mp_pool_apply_async(p, task_square, &i, sizeof i, NULL, &rs[i]));
+  atomic_store(&mp__test_pool_fork_failures, 1 << 30);
+  ASSERT_EQ(kill((pid_t)atomic_load(&sh[0]), SIGKILL), 0);
+  atomic_store(&sh[2], 1);
+  ASSERT_OK(mp_pool_close(p));
+  ASSERT_OK(mp_pool_join(p, MP_FOREVER));
+  ASSERT_ERR(mp_result_get(blk, 0, NULL, NULL), MP_EWORKERDIED);
+  ASSERT_OK(mp_result_get(gate, 0, NULL, NULL));
+  for (int64_t i = 0; i < N; i++) {
+    const void *d;
+    ASSERT_OK(mp_result_get(rs[i], 0, &d, NULL));
+    ASSERT_EQ(*(const int64_t *)d, i * i);
+    mp_result_destroy(rs[i]);
+  }
+  mp_result_destroy(blk);
+  mp_result_destroy(gate);
+  atomic_store(&mp__test_pool_fork_failures, 0);
+  ASSERT_OK(mp_pool_destroy(p));
+  munmap((void *)sh, 3 * sizeof(long));
+}
+
+/* ---- destroy while other threads wait ------------------------------------
+ * Threads blocked on results (mp_result_wait, mp_result_get) and on an imap
+ * iterator while another thread destroys the pool: their results complete
+ * with MP_ECLOSED as by terminate, every waiting call returns, and nothing
+ * touches freed memory (ASan/TSan builds check that); the results and the
+ * iterator are still destroyed afterwards. Waiters enter at different
+ * moments, some just as the pool goes. */
+typedef struct {
+  mp_result_t *r;
+  mp_imap_t *it;
+  int delay_us;
+  _Atomic int *entered;
+  int got;
+} dwait_t;
+
+/* The tasks run until every waiter returned (thread workers cannot be
+ * killed: destroy waits for their tasks; process workers are killed). */
+enum { DW_T = 4 };
+static _Atomic int g_dw_left;
+
+static int task_until_waiters_left(const void *arg, size_t len, mp_buf_t *res,
+                                   void *ctx) {
+  while (atomic_load(&g_dw_left) < DW_T)
+    mpt_sleep_ms(1);
+  return 0;
+}
+
+static int map_until_waiters_left(const void *item, void *result, void *ctx) {
+  return task_until_waiters_left(NULL, 0, NULL, ctx);
+}
+
+static void *dwait_main(void *arg) {
+  dwait_t *a = arg;
+  atomic_fetch_add(a->entered, 1);
+  if (a->delay_us)
+    usleep((useconds_t)a->delay_us);
+  if (a->it)
+    a->got = mp_imap_next(a->it, NULL, NULL, MP_FOREVER);
+  else if (a->delay_us % 2)
+    a->got = mp_result_wait(a->r, MP_FOREVER) ?: mp_result_get(a->r, 0, NULL,
+                                                                NULL);
+  else
+    a->got = mp_result_get(a->r, MP_FOREVER, NULL, NULL);
+  atomic_fetch_add(&g_dw_left, 1);
+  return NULL;
+}
+
+static void body_destroy_with_waiters(be_t be, int rounds) {
+  for (int round = 0; round < rounds; round++) {
+    atomic_store(&g_dw_left, 0);
+    mp_pool_t *p = make_pool(be, 2);
+    mp_result_t *r;
+    ASSERT_OK(mp_pool_apply_async(p, task_until_waiters_left, NULL, 0, NULL,
+                                  &r));
+    mp_imap_t *it;
+    int64_t one = 1;
+    ASSERT_OK(mp_pool_imap(p, map_until_waiters_left, &one, 1, sizeof one, 0,
+                           NULL, &it));
+    enum { T = DW_T };
+    _Atomic int entered = 0;
+    dwait_t a[T];
+    pthread_t th[T];
+    for (int i = 0; i < T; i++) {
+      /* 0, 1, 2: on the result, entering at staggered moments; 3: on the
+       * iterator. */
+      a[i] = (dwait_t){r, i == T - 1 ? it : NULL, (round % 4) * 251 * i,
+                       &entered, 1};
+      ASSERT_EQ(pthread_create(&th[i], NULL, dwait_main, &a[i]), 0);
+    }
+    while (atomic_load(&entered) < T)
+      mpt_sleep_ms(1);
+    if (round % 2)
+      mpt_sleep_ms(1);
+    ASSERT_OK(mp_pool_destroy(p));
+    for (int i = 0; i < T; i++) {
+      pthread_join(th[i], NULL);
+      ASSERT_EQ(a[i].got, MP_ECLOSED);
+    }
+    ASSERT_ERR(mp_result_get(r, 0, NULL, NULL), MP_ECLOSED);
+    ASSERT_OK(mp_result_destroy(r));
+    /* An iterator whose pool is gone reports it, and is still destroyed. */
+    ASSERT_ERR(mp_imap_next(it, NULL, NULL, MP_FOREVER), MP_ECLOSED);
+    ASSERT_OK(mp_imap_destroy(it));
+  }
+}
+TEST(destroy_with_waiters_proc) {
+  body_destroy_with_waiters(MP_POOL_PROCESSES, 12);
+}
+TEST(destroy_with_waiters_storm) {
+  pid_t hog = hog_and_storm_start();
+  body_destroy_with_waiters(MP_POOL_PROCESSES, 6);
+  hog_and_storm_stop(hog);
+}
+TEST(destroy_with_waiters_thread) {
+  body_destroy_with_waiters(MP_POOL_THREADS, 12);
+}
+
+/* ---- imap input vs other jobs' callbacks ---------------------------------
+ * mp_imap_next reads input (the user's function) while it tops the iterator
+ * up. Meanwhile another job's result must be collected and its callback run
+ * at once: here the input function blocks until that callback ran. The
+ * collector thread also wakes once a second to look for results nobody
+ * collected (a safety net); the test-only counter
+ * mp__test_pool_late_collects counts results found that way, and must stay
+ * 0: the callback ran because it was woken, not because of the net. */
+extern _Atomic long mp__test_pool_late_collects; /* src/pool.c, test-only */
+
+static _Atomic int g_cb_ran;
+static _Atomic int g_inputs;
+
+static void cb_mark(const void *data, size_t len, void *user) {
+  atomic_store(&g_cb_ran, 1);
+}
+
+typedef struct {
+  mp_pool_t *p;
+  mp_result_t *r;
+} slow_in_t;
+
+static int input_waits_for_callback(void *item, void *user) {
+  slow_in_t *s = user;
+  int n = atomic_fetch_add(&g_inputs, 1);
+  if (n == 300) {
+    /* Another job finishes while we read: its callback must run now. */
+    int64_t x = 3;
+    mp_async_opts_t cb = {cb_mark, NULL, NULL};
+    ASSERT_OK(mp_pool_apply_async(s->p, task_square, &x, 8, &cb, &s->r));
+    while (!atomic_load(&g_cb_ran))
+      mpt_sleep_ms(1);
+  }
+  if (n >= 400)
+    return 0;
+  *(int64_t *)item = n;
+  return 1;
+}
+
+static void body_imap_input_does_not_delay_callbacks(be_t be) {
+  mp_pool_t *p = make_pool(be, 2);
+  atomic_store(&g_cb_ran, 0);
+  atomic_store(&g_inputs, 0);
+  atomic_store(&mp__test_pool_late_collects, 0);
+  slow_in_t s = {p, NULL};
+  mp_imap_opts_t io = {.input = input_waits_for_callback, .input_user = &s,
+                       .max_inflight = 256};
+  mp_imap_t *it;
+  ASSERT_OK(mp_pool_imap(p, map_square, NULL, 0, 8, 8, &io, &it));
+  int64_t v;
+  size_t idx, n = 0;
+  int e;
+  while ((e = mp_imap_next(it, &v, &idx, MP_FOREVER)) == 0) {
+    ASSERT_EQ(idx, n);
+    ASSERT_EQ(v, (int64_t)(n * n));
+    n++;
+  }
+  ASSERT_EQ(e, MP_ECLOSED);
+  ASSERT_EQ(n, 400);
+  ASSERT_OK(mp_imap_destroy(it));
+  ASSERT_EQ(atomic_load(&g_cb_ran), 1);
+  ASSERT_EQ(atomic_load(&mp__test_pool_late_collects), 0);
+  ASSERT_OK(mp_result_wait(s.r, MP_FOREVER));
+  mp_result_destroy(s.r);
+  ASSERT_OK(mp_pool_destroy(p));
+}
+TEST(imap_input_does_not_delay_callbacks_proc) {
+  body_imap_input_does_not_delay_callbacks(MP_POOL_PROCESSES);
+}
+TEST(imap_input_does_not_delay_callbacks_thread) {
+  body_imap_input_does_not_delay_callbacks(MP_POOL_THREADS);
+}
+
+/* Tasks with big arguments keep a worker's task ring full: the parent
+ * writes new tasks into room the worker has just left, possibly before it
+ * read their results. None of that is taken for a corrupt ring: every task
+ * gives its right answer. */
+static int task_sum_bytes(const void *arg, size_t len, mp_buf_t *res,
+                          void *ctx) {
+  uint64_t sum = 0;
+  for (size_t i = 0; i < len; i++)
+    sum += ((const uint8_t *)arg)[i];
+  return mp_buf_set(res, &sum, sizeof sum);
+}
+
+TEST(big_args_keep_the_ring_full) {
+  mp_pool_t *p = make_pool(MP_POOL_PROCESSES, 1);
+  enum { N = 120, LEN = 300 << 10 };
+  uint8_t *arg = malloc(LEN);
+  ASSERT(arg != NULL);
+  mp_result_t *rs[N];
+  for (int i = 0; i < N; i++) {
+    memset(arg, i, LEN);
+    ASSERT_OK(mp_pool_apply_async(p, task_sum_bytes, arg, LEN, NULL, &rs[i]));
+  }
+  for (int i = 0; i < N; i++) {
+    const void *d;
+    ASSERT_OK(mp_result_get(rs[i], MP_FOREVER, &d, NULL));
+    ASSERT_EQ(*(const uint64_t *)d, (uint64_t)i * LEN);
+    mp_result_destroy(rs[i]);
+  }
+  free(arg);
+  serves_then_close(p);
 }

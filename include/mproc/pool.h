@@ -274,7 +274,9 @@ MP_EXTERN int mp_pool_imap_unordered(mp_pool_t *pool, mp_map_fn fn,
  * result (may be NULL) and the item's input index at *index (may be NULL).
  * Returns 0, MP_ECLOSED at the end (Python's StopIteration), MP_ETIMEDOUT,
  * MP_ETASK / MP_EWORKERDIED for a failed item (*index set; the iteration goes
- * on with the next call), an input function's own error, MP_EINVAL. */
+ * on with the next call), an input function's own error, MP_EINVAL.
+ * MP_ECLOSED too once the pool is destroyed (the iterator may outlive it,
+ * and must still be destroyed). */
 MP_EXTERN int mp_imap_next(mp_imap_t *it, void *result, size_t *index,
                            int timeout_ms);
 
@@ -344,7 +346,11 @@ MP_EXTERN int mp_pool_join(mp_pool_t *pool, int timeout_ms);
 
 /* Terminate if needed, join, and free the pool (Python's `with Pool()` exit).
  * Results not yet destroyed stay valid (completed) until mp_result_destroy.
- * Returns 0 or MP_EINVAL. Must not be called from a callback. */
+ * Threads blocked in mp_result_wait/get or mp_imap_next on its results and
+ * iterators return (their jobs complete with MP_ECLOSED, as by terminate);
+ * destroy frees the pool once they have left it. Other calls on the pool
+ * handle must not race it. Returns 0 or MP_EINVAL. Must not be called from
+ * a callback. */
 MP_EXTERN int mp_pool_destroy(mp_pool_t *pool);
 
 MP_END_DECLS

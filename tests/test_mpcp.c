@@ -31,6 +31,12 @@
 
 static char bin_path[PATH_MAX];
 
+/* How the binary is run: tests/test_mpcp_mpi.c runs the cases again as
+ * "mpirun ... mpcp --mpi". */
+#ifndef MPCP_RUN_FMT
+#define MPCP_RUN_FMT "%s"
+#endif
+
 static const char *bin(void) {
   if (!bin_path[0]) {
     snprintf(bin_path, sizeof bin_path, "%s/mpcp", mpt_build_dir());
@@ -39,7 +45,7 @@ static const char *bin(void) {
                mpt_build_dir());
     char *real = realpath(bin_path, NULL);
     ASSERT(real);
-    snprintf(bin_path, sizeof bin_path, "%s", real);
+    snprintf(bin_path, sizeof bin_path, MPCP_RUN_FMT, real);
     free(real);
   }
   return bin_path;

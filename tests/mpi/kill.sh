@@ -7,7 +7,15 @@
 mpirun=$1
 bin=$2
 out=$(mktemp)
-trap 'rm -f "$out"' EXIT
+# Open MPI's shared-memory transport keeps one backing file per rank
+# (vader_segment.*), in /dev/shm by default; ranks killed with SIGKILL (the
+# one we kill, and the others mpirun then kills) never remove theirs. This
+# job's files go to a directory of its own, removed at the end, so none is
+# left behind. (Comparing /dev/shm before and after would be racy: other
+# MPI jobs on the machine make and remove theirs meanwhile.)
+vader=$(mktemp -d /dev/shm/mp-test-vader-XXXXXX)
+export OMPI_MCA_btl_vader_backing_directory="$vader"
+trap 'rm -rf "$out" "$vader"' EXIT
 fail() { echo "FAIL: $*"; cat "$out"; exit 1; }
 
 # 1. Default: the job ends. `timeout` only turns a hang into a failure.

@@ -28,6 +28,7 @@
 
 #include <mproc.h>
 
+#include "mpi.h"
 #include "walk.h"
 
 static mp_pool_t *pool;
@@ -58,8 +59,9 @@ static void worker_init(void *arg) {
 }
 
 static void on_done(const void *data, size_t len, void *user) {
-  (void)data;
-  (void)len;
+  pending_t *p = user;
+  if (mpcp_opt.mpi) /* messages come back with the result */
+    mpcp_mpi_result(data, len, p->kind, p->id, p->file_id);
   free(user);
 }
 
@@ -69,6 +71,8 @@ static void on_done(const void *data, size_t len, void *user) {
 static void on_error(int err, int task_code, const char *msg, void *user) {
   pending_t *p = user;
   (void)task_code;
+  if (mpcp_opt.mpi)
+    mpcp_mpi_failed(p->kind);
   if (err == MP_EWORKERDIED) {
     mpcp_msg_t died = {.kind = MPCP_M_DIED};
     mpcp_send(&died, NULL, 0);
@@ -210,7 +214,10 @@ static int start_pool(void) {
   if (rc < 0)
     return rc;
   mp_pool_opts_t o = {.workers = nworkers, .initializer = worker_init};
-  rc = mp_pool_create(&pool, &o);
+  if (mpcp_opt.mpi) /* made at start-up, on every rank */
+    rc = (pool = mpcp_mpi_take_pool()) ? 0 : -EINVAL;
+  else
+    rc = mp_pool_create(&pool, &o);
   if (rc < 0) {
     mp_queue_destroy(queue);
     queue = NULL;
@@ -227,10 +234,14 @@ static char *held;
 static size_t held_len;
 
 static bool may_hold(void) {
-  return !getenv("MPCP_TEST_CRASH") && !getenv("MPCP_TEST_CRASH_ONCE");
+  /* --mpi: the ranks are there already, and the walk goes through them. */
+  return !mpcp_opt.mpi && !getenv("MPCP_TEST_CRASH") &&
+         !getenv("MPCP_TEST_CRASH_ONCE");
 }
 
 int mpcp_exec_submit(const void *task, size_t len) {
+  if (mpcp_mpi_worker) /* a walk on a worker rank */
+    return mpcp_mpi_worker_submit(task, len);
   if (inline_mode)
     return inline_run(task, len);
   if (!pool) {
@@ -283,13 +294,24 @@ static int pool_submit(const void *task, size_t len) {
   }
   mp_async_opts_t ao = {
       .callback = on_done, .error_callback = on_error, .user = p};
-  int rc = mp_pool_apply_async(pool, task_fn, task, len, &ao, NULL);
+  void *wrapped = NULL;
+  int rc = 0;
+  if (mpcp_opt.mpi)
+    rc = mpcp_mpi_wrap(task, len, &wrapped, &len);
+  if (rc == 0)
+    rc = mp_pool_apply_async(pool, mpcp_opt.mpi ? mpcp_mpi_task : task_fn,
+                             wrapped ? wrapped : task, len, &ao, NULL);
+  free(wrapped);
   if (rc < 0)
     free(p);
   return rc;
 }
 
 void mpcp_send(const mpcp_msg_t *m, const char *text, size_t text_len) {
+  if (mpcp_mpi_worker) { /* into the task's result */
+    mpcp_mpi_send(m, text, text_len);
+    return;
+  }
   if (inline_mode) {
     inline_send(m, text, text_len);
     return;

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "mpcp.h"
+#include "mpi.h"
 #include "walk.h"
 
 static void usage(FILE *f) {
@@ -45,6 +46,11 @@ static void usage(FILE *f) {
       "      --progress       show the progress line (default on a terminal)\n"
       "      --no-progress    do not show it\n"
       "      --json           print a JSON summary on stdout\n"
+      "      --mpi            run on the ranks of an MPI job: mpirun -n N "
+      "mpcp --mpi ...\n"
+      "                       (rank 0 walks and reports, the others copy; "
+      "-j is\n"
+      "                       the number of ranks but one)\n"
       "  -h, --help           show this help\n"
       "  -V, --version        show the version\n\n"
       "As cp: a symlink SRC is copied as its target without -r or with a\n"
@@ -302,7 +308,8 @@ enum {
   OPT_NO_PROGRESS,
   OPT_JSON,
   OPT_RESUME,
-  OPT_CHECKSUM
+  OPT_CHECKSUM,
+  OPT_MPI
 };
 
 int main(int argc, char **argv) {
@@ -321,6 +328,7 @@ int main(int argc, char **argv) {
       {"json", no_argument, NULL, OPT_JSON},
       {"resume", no_argument, NULL, OPT_RESUME},
       {"checksum", no_argument, NULL, OPT_CHECKSUM},
+      {"mpi", no_argument, NULL, OPT_MPI},
       {"help", no_argument, NULL, 'h'},
       {"version", no_argument, NULL, 'V'},
       {NULL, 0, NULL, 0}};
@@ -385,6 +393,9 @@ int main(int argc, char **argv) {
     case OPT_CHECKSUM:
       mpcp_opt.checksum = mpcp_opt.resume = true;
       break;
+    case OPT_MPI:
+      mpcp_opt.mpi = true;
+      break;
     case 'h':
       usage(stdout);
       return 0;
@@ -395,6 +406,12 @@ int main(int argc, char **argv) {
       fputs("Try 'mpcp --help' for more information.\n", stderr);
       return 1;
     }
+  }
+  if (mpcp_opt.mpi) {
+    /* Every rank: the worker ranks serve the root's tasks in here. */
+    int r = mpcp_mpi_start();
+    if (r != 0)
+      return r < 0 ? 1 : 0;
   }
   int nsrc = argc - optind - 1;
   if (nsrc < 1) {
@@ -458,8 +475,9 @@ int main(int argc, char **argv) {
   bool any = false;
   for (int i = 0; i < nsrc; i++) {
     any |= tops[i].kind != 0;
+    /* Ranks on several hosts write one file in parallel: --mpi splits. */
     mpcp_roots[i].split =
-        split_always || mpcp_split_fs(mpcp_roots[i].dst_fd);
+        split_always || mpcp_opt.mpi || mpcp_split_fs(mpcp_roots[i].dst_fd);
   }
   bool started = false;
   if (any && !mpcp_opt.dry_run && !mpcp_stop_sig) {
@@ -471,7 +489,9 @@ int main(int argc, char **argv) {
     started = true;
   }
   for (int i = 0; i < nsrc && !mpcp_stop_sig; i++) {
-    if (tops[i].kind == 1) {
+    if (tops[i].kind == 1 && mpcp_opt.mpi) {
+      mpcp_mpi_walk(i, &tops[i].st, tops[i].created);
+    } else if (tops[i].kind == 1) {
       mpcp_walk(i, &tops[i].st, tops[i].created);
     } else if (tops[i].kind == 2) {
       mpcp_add_top_dir_for_cleanup(i);
@@ -498,12 +518,7 @@ int main(int argc, char **argv) {
   for (int i = 0; i < nsrc; i++) {
     free(tops[i].name);
     free(tops[i].dname);
-    if (mpcp_roots[i].src_fd >= 0)
-      close(mpcp_roots[i].src_fd);
-    if (mpcp_roots[i].dst_fd >= 0)
-      close(mpcp_roots[i].dst_fd);
-    free(mpcp_roots[i].src_disp);
-    free(mpcp_roots[i].dst_disp);
+    mpcp_root_close(&mpcp_roots[i]);
   }
   free(tops);
   free(mpcp_roots);

@@ -41,6 +41,7 @@ extern uint32_t mpcp_batch_files; /* MPCP_BATCH_FILES in the environment */
 typedef struct {
   bool recursive, archive, no_clobber, update, dry_run, verbose, verify, json;
   bool resume, checksum; /* --resume, --checksum */
+  bool mpi;              /* --mpi: on the ranks of an MPI job (mpi.c) */
   int progress; /* -1: auto (stderr is a tty), 0 off, 1 on */
   int jobs;
   char **excludes;
@@ -65,7 +66,8 @@ extern uid_t mpcp_euid; /* cached: asked once per file otherwise */
 extern gid_t mpcp_egid; /* O_TMPFILE + linkat, else temp name+rename */
 
 /* ---- tasks (parent -> worker) ------------------------------------------ */
-enum { MPCP_T_BATCH = 1, MPCP_T_CHUNK = 2, MPCP_T_VERIFY = 3 };
+enum { MPCP_T_BATCH = 1, MPCP_T_CHUNK = 2, MPCP_T_VERIFY = 3,
+       MPCP_T_WALK = 4 /* --mpi: walk one directory (mpi.c) */ };
 enum {
   MPCP_TF_SETGID_DIR = 1, /* destination dir is setgid: always chown */
   MPCP_TF_RETRY = 2,      /* a retry after a worker died: not again */
@@ -117,6 +119,8 @@ enum {
                           text: the error (the parent prints the first) */
   MPCP_M_RETRY = 6,    /* a batch's worker died: mpcp_exec_take_dead */
   MPCP_M_DIED = 7,     /* a worker died (its temp file may be left) */
+  MPCP_M_FOUND = 8,    /* --mpi: what a rank's walk found (mpi.c) */
+  MPCP_M_WALKED = 9,   /* --mpi: a walk's result is ready (mpi.c) */
 };
 
 /* On PROGRESS and DONE, `errors` counts entries that failed (they are in
@@ -202,6 +206,8 @@ int mpcp_open_rel(int dirfd, const char *rel, int flags, mode_t mode);
 /* Joins display pieces, skipping empty and "." parts: malloc'd. */
 char *mpcp_join(const char *a, const char *b, const char *c);
 void mpcp_temp_name(char *buf, size_t len);
+/* Closes a root's fds and frees its names. */
+void mpcp_root_close(mpcp_root_t *r);
 /* Quotes a name as cp does in -v lines and messages ('a', "it's",
  * 'a'$'\n''b', 'x'$'\377''y'): six bytes of out per byte of s always fit. */
 void mpcp_quote(const char *s, char *out, size_t len);

@@ -353,3 +353,14 @@ bool mpcp_split_fs(int fd) {
       return true;
   return false;
 }
+
+void mpcp_root_close(mpcp_root_t *r) {
+  if (r->src_fd >= 0)
+    close(r->src_fd);
+  if (r->dst_fd >= 0)
+    close(r->dst_fd);
+  free(r->src_disp);
+  free(r->dst_disp);
+  r->src_fd = r->dst_fd = -1;
+  r->src_disp = r->dst_disp = NULL;
+}

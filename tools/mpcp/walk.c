@@ -70,6 +70,7 @@ static size_t nbigs, capbigs, bigs_pending_from;
 static blob_t *verify_tasks;
 static size_t nverify, capverify;
 static uint64_t tasks_submitted, tasks_done, next_id = 1;
+uint64_t mpcp_max_inflight = 512;
 static int phase; /* 0 copy, 1 verify */
 static bool worker_died;
 static mode_t saved_umask;
@@ -142,10 +143,16 @@ static hl_t *hl_find(uint64_t dev, uint64_t ino, bool insert) {
 /* ---- messages --------------------------------------------------------------
  */
 
+void (*mpcp_line_hook)(int kind, const char *text);
+
 /* Names written '%s' in fmt are quoted as cp quotes them (mpcp_vformat). */
-static void vline(const char *fmt, va_list ap) {
+static void vline(int kind, const char *fmt, va_list ap) {
   char buf[4096];
   mpcp_vformat(buf, sizeof buf, fmt, ap);
+  if (mpcp_line_hook) {
+    mpcp_line_hook(kind, buf);
+    return;
+  }
   mpcp_progress_clear(&mpcp_prog);
   fputs(buf, stderr);
   fputc('\n', stderr);
@@ -154,7 +161,7 @@ static void vline(const char *fmt, va_list ap) {
 void mpcp_error(const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  vline(fmt, ap);
+  vline(MPCP_LINE_ERROR, fmt, ap);
   va_end(ap);
   mpcp_stats.errors++;
   mpcp_prog.errors++;
@@ -164,7 +171,7 @@ void mpcp_error(const char *fmt, ...) {
 void mpcp_warn(const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  vline(fmt, ap);
+  vline(MPCP_LINE_WARN, fmt, ap);
   va_end(ap);
 }
 
@@ -175,6 +182,11 @@ void mpcp_verbose_line(const char *src, const char *dst) {
   char *line = mpcp_verbose_text(src, dst);
   if (!line)
     return;
+  if (mpcp_line_hook) {
+    mpcp_line_hook(MPCP_LINE_TEXT, line);
+    free(line);
+    return;
+  }
   mpcp_progress_clear(&mpcp_prog);
   fputs(line, mpcp_opt.json ? stderr : stdout);
   free(line);
@@ -194,6 +206,8 @@ static void psay(bool error, const char *fmt, ...) {
   else
     mpcp_warn("%s", buf);
 }
+
+void (*mpcp_msg_hook)(const mpcp_msg_t *m, const char *text, size_t len);
 
 static void on_msg(const char *buf, size_t len) {
   mpcp_msg_t m;
@@ -258,6 +272,10 @@ static void on_msg(const char *buf, size_t len) {
       break;
     }
     break;
+  default:
+    if (mpcp_msg_hook)
+      mpcp_msg_hook(&m, text, tlen);
+    break;
   }
 }
 
@@ -276,21 +294,21 @@ bool mpcp_tasks_pending(void) {
   return tasks_done < tasks_submitted;
 }
 
-static void submit(void *task, size_t len, bool keep_for_verify) {
+static bool submit(void *task, size_t len, bool keep_for_verify) {
   mpcp_task_hdr_t h;
   memcpy(&h, task, sizeof h);
   h.id = next_id++;
   memcpy(task, &h, sizeof h);
   /* Bound the work queued ahead of the workers (memory), while still letting
    * the walk run far enough ahead to count the totals early. */
-  while (tasks_submitted - tasks_done >= 512 && !mpcp_stop_sig)
+  while (tasks_submitted - tasks_done >= mpcp_max_inflight && !mpcp_stop_sig)
     mpcp_pump(100);
   if (mpcp_stop_sig)
-    return;
+    return false;
   int rc = mpcp_exec_submit(task, len);
   if (rc < 0) {
     mpcp_error("mpcp: cannot queue work: %s", strerror(-rc));
-    return;
+    return false;
   }
   tasks_submitted++;
   if (keep_for_verify && mpcp_opt.verify) {
@@ -301,6 +319,7 @@ static void submit(void *task, size_t len, bool keep_for_verify) {
       verify_tasks[nverify++] = (blob_t){copy, len};
     }
   }
+  return true;
 }
 
 /* ---- batch building ------------------------------------------------------ */
@@ -367,7 +386,9 @@ char *mpcp_task_path(const char *task, size_t len) {
   mpcp_ent_t e;
   mpcp_chunk_t c;
   char *out = NULL;
-  if (dir && h.kind == MPCP_T_CHUNK) {
+  if (dir && h.kind == MPCP_T_WALK) {
+    out = mpcp_join(mpcp_roots[h.root].src_disp, dir, NULL);
+  } else if (dir && h.kind == MPCP_T_CHUNK) {
     const char *q = p + h.dir_len;
     if ((size_t)(end - q) >= sizeof c) {
       memcpy(&c, q, sizeof c);
@@ -714,11 +735,26 @@ static void dry_line(int root, const char *dir, const char *name,
   free(d);
 }
 
+/* A regular file split into chunks copied by several workers. */
+static bool is_big(int root, const struct stat *st) {
+  return S_ISREG(st->st_mode) && (uint64_t)st->st_size >= mpcp_chunk_min &&
+         mpcp_opt.jobs > 1 && mpcp_roots[root].split && !mpcp_opt.resume;
+}
+
+void (*mpcp_root_entry_hook)(int root, const char *dir, uint32_t flags,
+                             const struct stat *st, const char *name,
+                             const char *dname, bool follow);
+
 /* Hands one non-directory entry to the copy: a hard link to remember, a big
  * file to split, or an entry in the current batch. */
 static void mpcp_add_entry(batch_t *b, int sdir, int ddir,
                            const struct stat *st, const char *name,
                            const char *dname, bool follow) {
+  if (mpcp_root_entry_hook &&
+      ((mpcp_opt.archive && st->st_nlink > 1) || is_big(b->root, st))) {
+    mpcp_root_entry_hook(b->root, b->dir, b->flags, st, name, dname, follow);
+    return;
+  }
   mpcp_ent_t e;
   ent_from_stat(&e, st);
   if (follow)
@@ -772,8 +808,7 @@ static void mpcp_add_entry(batch_t *b, int sdir, int ddir,
     dry_line(b->root, b->dir, name, dname);
     return;
   }
-  if (S_ISREG(e.mode) && e.size >= mpcp_chunk_min && mpcp_opt.jobs > 1 &&
-      mpcp_roots[b->root].split && !mpcp_opt.resume)
+  if (is_big(b->root, st))
     add_big(b, ddir, &e, name, dname);
   else
     batch_add(b, &e, name, dname);
@@ -801,143 +836,204 @@ static bool has_default_acl(int dirfd) {
   return yes;
 }
 
+/* Reads the source directory rel of root: makes each subdirectory in the
+ * destination and passes it to subdir (which takes the malloc'd path), and
+ * hands the other entries to the copy in batches. */
+void mpcp_walk_dir(int root, const char *rel, mpcp_subdir_fn subdir,
+                   void *arg) {
+  static uint64_t walked;
+  mpcp_root_t *r = &mpcp_roots[root];
+  int sfd = mpcp_open_rel(r->src_fd, rel, O_RDONLY | O_DIRECTORY, 0);
+  DIR *d = sfd < 0 ? NULL : fdopendir(sfd);
+  if (!d) {
+    char *p = mpcp_join(r->src_disp, rel, NULL);
+    mpcp_error("mpcp: cannot access '%s': %s", p, strerror(errno));
+    free(p);
+    if (sfd >= 0)
+      close(sfd);
+    return;
+  }
+  int ddir = mpcp_open_rel(r->dst_fd, rel, O_PATH | O_DIRECTORY, 0);
+  if (ddir < 0 && !mpcp_opt.dry_run) {
+    char *p = mpcp_join(r->dst_disp, rel, NULL);
+    mpcp_error("mpcp: cannot access '%s': %s", p, strerror(errno));
+    free(p);
+    closedir(d);
+    return;
+  }
+  batch_t b = {.root = root, .dir = rel};
+  /* Stale temp files go with the directory's first batch, in a worker
+   * (off the walk's path: on a cold cache the scan reads the directory
+   * from disk). */
+  if (mpcp_opt.resume && ddir >= 0 && !mpcp_opt.dry_run)
+    b.flags |= MPCP_TF_SWEEP;
+  struct stat dst;
+  if (ddir >= 0 && fstat(ddir, &dst) == 0 && (dst.st_mode & S_ISGID))
+    b.flags |= MPCP_TF_SETGID_DIR;
+  if (ddir >= 0 && mpcp_opt.archive && has_default_acl(ddir))
+    b.flags |= MPCP_TF_DEFACL;
+  batch_begin(&b, MPCP_T_BATCH);
+  struct dirent *de;
+  while (!mpcp_stop_sig && (errno = 0, de = readdir(d))) {
+    const char *name = de->d_name;
+    if (name[0] == '.' &&
+        (name[1] == '\0' || (name[1] == '.' && name[2] == '\0')))
+      continue;
+    char *path = mpcp_join(rel, name, NULL);
+    struct stat st;
+    if (fstatat(dirfd(d), name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+      char *p = mpcp_join(r->src_disp, path, NULL);
+      mpcp_error("mpcp: cannot stat '%s': %s", p, strerror(errno));
+      free(p);
+      free(path);
+      continue;
+    }
+    if (mpcp_opt.nexcludes && excluded(name, path, S_ISDIR(st.st_mode))) {
+      mpcp_stats.excluded++;
+      free(path);
+      continue;
+    }
+    if (S_ISDIR(st.st_mode)) {
+      bool created = true;
+      if (!mpcp_opt.dry_run && mkdirat(ddir, name, 0700) < 0) {
+        struct stat ex;
+        created = false;
+        int e = errno;
+        /* An existing symlink is never followed (cp refuses it too). */
+        bool exists = e == EEXIST &&
+                      fstatat(ddir, name, &ex, AT_SYMLINK_NOFOLLOW) == 0;
+        if (!exists || !S_ISDIR(ex.st_mode)) {
+          char *p = mpcp_join(r->dst_disp, path, NULL);
+          char *sp = mpcp_join(r->src_disp, path, NULL);
+          if (exists)
+            mpcp_error("mpcp: cannot overwrite non-directory '%s' with "
+                       "directory '%s'",
+                       p, sp);
+          else
+            mpcp_error("mpcp: cannot create directory '%s': %s", p,
+                       strerror(e));
+          free(p);
+          free(sp);
+          free(path);
+          continue;
+        }
+        if (ex.st_dev == st.st_dev && ex.st_ino == st.st_ino) {
+          char *p = mpcp_join(r->dst_disp, path, NULL);
+          char *sp = mpcp_join(r->src_disp, path, NULL);
+          mpcp_error("mpcp: '%s' and '%s' are the same file", sp, p);
+          free(p);
+          free(sp);
+          free(path);
+          continue;
+        }
+      }
+      if (created && mpcp_opt.verbose) {
+        char *p = mpcp_join(r->dst_disp, path, NULL);
+        char *sp = mpcp_join(r->src_disp, path, NULL);
+        mpcp_verbose_line(sp, p);
+        free(p);
+        free(sp);
+      }
+      subdir(root, path, &st, created, arg);
+      continue;
+    }
+    free(path);
+    mpcp_add_entry(&b, dirfd(d), ddir, &st, name, name, false);
+    if ((++walked & 31) == 0)
+      mpcp_pump(0); /* drain the queue, redraw (at most every 100 ms) */
+  }
+  if (errno && !mpcp_stop_sig) {
+    char *p = mpcp_join(r->src_disp, rel, NULL);
+    mpcp_error("mpcp: cannot read directory '%s': %s", p, strerror(errno));
+    free(p);
+  }
+  batch_flush(&b);
+  if (b.flags & MPCP_TF_SWEEP) /* no batch went out for it */
+    mpcp_remove_stale_temps(ddir);
+  free(b.buf);
+  closedir(d);
+  if (ddir >= 0)
+    close(ddir);
+}
+
+typedef struct {
+  char **v;
+  size_t n, cap;
+} dir_stack_t;
+
+/* mpcp_walk_dir's subdir of the local walk: recorded (for its metadata at
+ * the end) and walked next. */
+static void push_subdir(int root, char *path, const struct stat *st,
+                        bool created, void *arg) {
+  dir_stack_t *s = arg;
+  add_dir_rec(root, path, st, created);
+  GROW(s->v, s->n, s->cap);
+  s->v[s->n++] = path;
+}
+
 /* Walks the tree under root `root`, depth first, one directory at a time. */
 void mpcp_walk(int root, const struct stat *top_st, bool top_created) {
+  mpcp_walk_top(root, top_st, top_created);
+  dir_stack_t s = {0};
+  GROW(s.v, s.n, s.cap);
+  s.v[s.n++] = strdup("");
+  while (s.n && !mpcp_stop_sig) {
+    char *rel = s.v[--s.n];
+    mpcp_walk_dir(root, rel, push_subdir, &s);
+    free(rel);
+  }
+  while (s.n)
+    free(s.v[--s.n]);
+  free(s.v);
+}
+
+/* The top directory of a walk: recorded, and its -v line. */
+void mpcp_walk_top(int root, const struct stat *top_st, bool top_created) {
   mpcp_root_t *r = &mpcp_roots[root];
-  size_t first = ndirs;
   add_dir_rec(root, "", top_st, top_created);
   if (top_created && mpcp_opt.verbose && !mpcp_opt.dry_run)
     mpcp_verbose_line(r->src_disp, r->dst_disp);
-  char **stack = NULL;
-  size_t nstack = 0, capstack = 0;
-  GROW(stack, nstack, capstack);
-  stack[nstack++] = strdup("");
-  batch_t b = {.root = root};
-  uint64_t walked = 0;
-  while (nstack && !mpcp_stop_sig) {
-    char *rel = stack[--nstack];
-    int sfd = mpcp_open_rel(r->src_fd, rel, O_RDONLY | O_DIRECTORY, 0);
-    DIR *d = sfd < 0 ? NULL : fdopendir(sfd);
-    if (!d) {
-      char *p = mpcp_join(r->src_disp, rel, NULL);
-      mpcp_error("mpcp: cannot access '%s': %s", p, strerror(errno));
-      free(p);
-      if (sfd >= 0)
-        close(sfd);
-      free(rel);
-      continue;
-    }
-    int ddir = mpcp_open_rel(r->dst_fd, rel, O_PATH | O_DIRECTORY, 0);
-    if (ddir < 0 && !mpcp_opt.dry_run) {
-      char *p = mpcp_join(r->dst_disp, rel, NULL);
-      mpcp_error("mpcp: cannot access '%s': %s", p, strerror(errno));
-      free(p);
-      closedir(d);
-      free(rel);
-      continue;
-    }
-    b.dir = rel;
-    b.flags = 0;
-    /* Stale temp files go with the directory's first batch, in a worker
-     * (off the walk's path: on a cold cache the scan reads the directory
-     * from disk). */
-    if (mpcp_opt.resume && ddir >= 0 && !mpcp_opt.dry_run)
-      b.flags |= MPCP_TF_SWEEP;
-    struct stat dst;
-    if (ddir >= 0 && fstat(ddir, &dst) == 0 && (dst.st_mode & S_ISGID))
-      b.flags |= MPCP_TF_SETGID_DIR;
-    if (ddir >= 0 && mpcp_opt.archive && has_default_acl(ddir))
-      b.flags |= MPCP_TF_DEFACL;
+}
+
+/* MPI root: a directory made by a worker rank's walk (for its metadata at
+ * the end). */
+void mpcp_add_dir(int root, const char *rel, const struct stat *st,
+                  bool created) {
+  add_dir_rec(root, rel, st, created);
+}
+
+/* MPI root: entries of one directory that a worker rank's walk passed on
+ * (hard links, big files): handled as the local walk handles them. */
+void mpcp_add_entries(int root, const char *dir, uint32_t flags, size_t n,
+                      const struct stat *st, char *const *names,
+                      char *const *dnames, const bool *follow) {
+  mpcp_root_t *r = &mpcp_roots[root];
+  int sdir = mpcp_open_rel(r->src_fd, dir, O_PATH | O_DIRECTORY, 0);
+  int ddir = mpcp_open_rel(r->dst_fd, dir, O_PATH | O_DIRECTORY, 0);
+  if (ddir < 0) {
+    char *p = mpcp_join(r->dst_disp, dir, NULL);
+    mpcp_error("mpcp: cannot access '%s': %s", p, strerror(errno));
+    free(p);
+    mpcp_stats.failed += n;
+    mpcp_prog.files_done += n;
+    mpcp_prog.files_total += n;
+  } else {
+    batch_t b = {.root = root, .dir = dir, .flags = flags};
     batch_begin(&b, MPCP_T_BATCH);
-    struct dirent *de;
-    while (!mpcp_stop_sig && (errno = 0, de = readdir(d))) {
-      const char *name = de->d_name;
-      if (name[0] == '.' &&
-          (name[1] == '\0' || (name[1] == '.' && name[2] == '\0')))
-        continue;
-      char *path = mpcp_join(rel, name, NULL);
-      struct stat st;
-      if (fstatat(dirfd(d), name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-        char *p = mpcp_join(r->src_disp, path, NULL);
-        mpcp_error("mpcp: cannot stat '%s': %s", p, strerror(errno));
-        free(p);
-        free(path);
-        continue;
-      }
-      if (mpcp_opt.nexcludes && excluded(name, path, S_ISDIR(st.st_mode))) {
-        mpcp_stats.excluded++;
-        free(path);
-        continue;
-      }
-      if (S_ISDIR(st.st_mode)) {
-        bool created = true;
-        if (!mpcp_opt.dry_run && mkdirat(ddir, name, 0700) < 0) {
-          struct stat ex;
-          created = false;
-          int e = errno;
-          /* An existing symlink is never followed (cp refuses it too). */
-          bool exists = e == EEXIST &&
-                        fstatat(ddir, name, &ex, AT_SYMLINK_NOFOLLOW) == 0;
-          if (!exists || !S_ISDIR(ex.st_mode)) {
-            char *p = mpcp_join(r->dst_disp, path, NULL);
-            char *sp = mpcp_join(r->src_disp, path, NULL);
-            if (exists)
-              mpcp_error("mpcp: cannot overwrite non-directory '%s' with "
-                         "directory '%s'",
-                         p, sp);
-            else
-              mpcp_error("mpcp: cannot create directory '%s': %s", p,
-                         strerror(e));
-            free(p);
-            free(sp);
-            free(path);
-            continue;
-          }
-          if (ex.st_dev == st.st_dev && ex.st_ino == st.st_ino) {
-            char *p = mpcp_join(r->dst_disp, path, NULL);
-            char *sp = mpcp_join(r->src_disp, path, NULL);
-            mpcp_error("mpcp: '%s' and '%s' are the same file", sp, p);
-            free(p);
-            free(sp);
-            free(path);
-            continue;
-          }
-        }
-        if (created && mpcp_opt.verbose) {
-          char *p = mpcp_join(r->dst_disp, path, NULL);
-          char *sp = mpcp_join(r->src_disp, path, NULL);
-          mpcp_verbose_line(sp, p);
-          free(p);
-          free(sp);
-        }
-        add_dir_rec(root, path, &st, created);
-        GROW(stack, nstack, capstack);
-        stack[nstack++] = path;
-        continue;
-      }
-      free(path);
-      mpcp_add_entry(&b, dirfd(d), ddir, &st, name, name, false);
-      if ((++walked & 31) == 0)
-        mpcp_pump(0); /* drain the queue, redraw (at most every 100 ms) */
-    }
-    if (errno && !mpcp_stop_sig) {
-      char *p = mpcp_join(r->src_disp, rel, NULL);
-      mpcp_error("mpcp: cannot read directory '%s': %s", p, strerror(errno));
-      free(p);
-    }
+    for (size_t i = 0; i < n && !mpcp_stop_sig; i++)
+      mpcp_add_entry(&b, sdir, ddir, &st[i], names[i], dnames[i], follow[i]);
     batch_flush(&b);
-    if (b.flags & MPCP_TF_SWEEP) /* no batch went out for it */
-      mpcp_remove_stale_temps(ddir);
-    closedir(d);
-    if (ddir >= 0)
-      close(ddir);
-    free(rel);
+    free(b.buf);
+    close(ddir);
   }
-  while (nstack)
-    free(stack[--nstack]);
-  free(stack);
-  free(b.buf);
-  (void)first;
+  if (sdir >= 0)
+    close(sdir);
+}
+
+/* MPI root: a task made elsewhere (a worker rank's walk), submitted as it
+ * is (a new id). */
+bool mpcp_submit_task(void *task, size_t len, bool keep_for_verify) {
+  return submit(task, len, keep_for_verify);
 }
 
 /* A top-level non-directory SRC: one entry in a batch of its own. */

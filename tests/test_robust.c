@@ -878,7 +878,10 @@ TEST(stress_queue) {
       lost += a && !g;
       extra += g && !a;
     }
-  ASSERT_EQ(acked, st_acked(ctl));
+  /* A producer killed between its flag and its count leaves one flag more
+   * than counted: at most one per kill. */
+  long counted = st_acked(ctl);
+  ASSERT(acked >= counted && acked - counted <= atomic_load(&ctl->kills));
   ASSERT(acked > 0);
   ASSERT_EQ(lost, 0);
   ASSERT(extra <= atomic_load(&ctl->kills));

@@ -46,8 +46,11 @@ int mp__proc_stat(uint32_t id, char *state, long *threads, uint64_t *start) {
     if (field + 1 == 20)
       nthreads = strtol(p, NULL, 10);
   }
-  /* PF_EXITING: the thread is inside exit ('E', read like a zombie). */
-  if ((flags & 0x4) && st != 'Z' && st != 'X')
+  /* PF_EXITING: the thread is inside exit ('E', read like a zombie).
+   * PF_SIGNALED (0x400): set on the way from a fatal signal's dequeue to
+   * exit, before PF_EXITING and never on a thread that lives on; without
+   * it, a reader between the dequeue and PF_EXITING saw a live thread. */
+  if ((flags & (0x4 | 0x400)) && st != 'Z' && st != 'X')
     st = 'E';
   uint64_t t = strtoull(p, NULL, 10);
   /* Field 31: the thread's pending signals. A fatal signal (SIGKILL, or any
@@ -155,11 +158,23 @@ uint64_t mp__self_ident(bool thread_level) {
   return v;
 }
 
+/* One read of /proc/<id>/stat is not one instant: the kernel reads the
+ * flags before the pending signals, so a thread that dequeues its SIGKILL
+ * between the two shows neither. Death is for good, so a read that says
+ * "alive" is taken again once: by then the dying thread has PF_SIGNALED
+ * set, or is exiting. */
+static int owner_stat(uint32_t id, char *st, long *threads, uint64_t *t) {
+  int r = mp__proc_stat(id, st, threads, t);
+  if (r == 0 && *st != 'X' && *st != 'K' && *st != 'Z' && *st != 'E')
+    r = mp__proc_stat(id, st, threads, t);
+  return r;
+}
+
 int mp__owner_probe(uint32_t id, bool thread_level, uint64_t *start) {
   char st = 0;
   long threads = 0;
   uint64_t t = 0;
-  int r = mp__proc_stat(id, &st, &threads, &t);
+  int r = owner_stat(id, &st, &threads, &t);
   if (r == MP_ENOENT) {
     /* Without /proc every lookup fails, and a pid reused between the
      * lookup and now is alive: kill() has the last word. */

@@ -9,6 +9,7 @@
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -181,6 +182,48 @@ int mpt_count(const char *s, const char *needle) {
 bool mpt_before(const char *s, const char *first, const char *second) {
   const char *a = strstr(s, first), *b = strstr(s, second);
   return a && b && a < b;
+}
+
+volatile sig_atomic_t mpt_storm_alarms;
+
+static void storm_on_alarm(int sig) {
+  (void)sig;
+  mpt_storm_alarms++;
+}
+
+void mpt_storm_start(int us, bool restart) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = storm_on_alarm;
+  sa.sa_flags = restart ? SA_RESTART : 0;
+  sigemptyset(&sa.sa_mask);
+  mpt_storm_alarms = 0;
+  ASSERT_EQ(sigaction(SIGALRM, &sa, NULL), 0);
+  struct itimerval it = {{0, us}, {0, us}};
+  ASSERT_EQ(setitimer(ITIMER_REAL, &it, NULL), 0);
+}
+
+void mpt_storm_stop(void) {
+  struct itimerval off = {{0, 0}, {0, 0}};
+  setitimer(ITIMER_REAL, &off, NULL);
+  signal(SIGALRM, SIG_IGN);
+}
+
+pid_t mpt_hog_start(void) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    volatile unsigned long x = 0;
+    for (;;)
+      x++;
+  }
+  ASSERT(pid > 0);
+  return pid;
+}
+
+void mpt_hog_stop(pid_t hog) {
+  kill(hog, SIGKILL);
+  while (waitpid(hog, NULL, 0) < 0)
+    ASSERT_EQ(errno, EINTR);
 }
 
 /* Runs in the test's own process: the body, then the leak checks. */

@@ -5,7 +5,6 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/mman.h>
-#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -797,25 +796,10 @@ static void world_check(world_t *w) {
   }
 }
 
-static void on_alarm(int sig) {
-  (void)sig;
-}
-
-/* SIGALRM every 1 ms, not restarting interrupted calls. */
-static void storm_start(void) {
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_alarm;
-  sigemptyset(&sa.sa_mask);
-  ASSERT_EQ(sigaction(SIGALRM, &sa, NULL), 0);
-  struct itimerval it = {{0, 1000}, {0, 1000}};
-  ASSERT_EQ(setitimer(ITIMER_REAL, &it, NULL), 0);
-}
-
 static pid_t spawn_worker(world_t *w, int s) {
   pid_t pid = fork();
   if (pid == 0) {
-    storm_start();
+    mpt_storm_start(1000, false); /* SIGALRM every 1 ms, no SA_RESTART */
     worker(w, s);
     _exit(0);
   }
@@ -826,12 +810,7 @@ static pid_t spawn_worker(world_t *w, int s) {
 TEST(nested_sigkill_under_hog_and_storm) {
   world_t w;
   world_make(&w);
-  pid_t hog = fork();
-  if (hog == 0) {
-    volatile unsigned long x = 0;
-    for (;;)
-      x++;
-  }
+  pid_t hog = mpt_hog_start();
   pid_t pids[SLOTS];
   for (int s = 0; s < SLOTS; s++)
     pids[s] = spawn_worker(&w, s);
@@ -852,8 +831,7 @@ TEST(nested_sigkill_under_hog_and_storm) {
   atomic_store(&w.ctl->stop, 1);
   for (int s = 0; s < SLOTS; s++)
     wait_ok(pids[s]);
-  kill(hog, SIGKILL);
-  ASSERT_EQ(waitpid(hog, NULL, 0), hog);
+  mpt_hog_stop(hog);
   ASSERT(kills > 0);
   ASSERT(atomic_load(&w.ctl->ops) > 0);
   world_check(&w);

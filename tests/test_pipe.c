@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/socket.h>
-#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -510,20 +509,6 @@ TEST(pipe_garbage_stream) {
 
 /* Signals without SA_RESTART interrupt the system calls all the time: every
  * message still arrives whole. */
-static volatile sig_atomic_t alarms;
-static void on_alarm(int sig) {
-  alarms++;
-}
-
-static void interrupt_often(void) {
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_alarm;
-  sigaction(SIGALRM, &sa, NULL);
-  struct itimerval it = {{0, 500}, {0, 500}};
-  setitimer(ITIMER_REAL, &it, NULL);
-}
-
 TEST(pipe_eintr_everywhere) {
   for (int duplex = 0; duplex < 2; duplex++) {
     mp_conn_t *a, *b;
@@ -533,7 +518,7 @@ TEST(pipe_eintr_everywhere) {
     ASSERT(pid >= 0);
     if (pid == 0) {
       mp_conn_close(a);
-      interrupt_often();
+      mpt_storm_start(500, false);
       unsigned char *m = malloc(big);
       for (size_t k = 0; k < big; k++)
         m[k] = (unsigned char)(k * 13);
@@ -545,7 +530,7 @@ TEST(pipe_eintr_everywhere) {
       _exit(0);
     }
     mp_conn_close(b);
-    interrupt_often();
+    mpt_storm_start(500, false);
     for (int i = 0; i < 3; i++) {
       void *m;
       size_t len;
@@ -562,13 +547,12 @@ TEST(pipe_eintr_everywhere) {
       ASSERT_EQ(v, i);
     }
     ASSERT_EQ(mp_conn_poll(a, MP_FOREVER), 1);
-    struct itimerval off = {{0, 0}, {0, 0}};
-    setitimer(ITIMER_REAL, &off, NULL);
+    mpt_storm_stop();
     int st;
     while (waitpid(pid, &st, 0) < 0)
       ASSERT_EQ(errno, EINTR);
     ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-    ASSERT(alarms > 0);
+    ASSERT(mpt_storm_alarms > 0);
     mp_conn_destroy(a);
     mp_conn_destroy(b);
   }

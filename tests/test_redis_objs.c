@@ -3,7 +3,6 @@
  * holders killed. Each binary runs its own redis-server (redis_server.h). */
 #include <pthread.h>
 #include <signal.h>
-#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -659,28 +658,13 @@ TEST(objects_survive_server_restart_errors_then_recover) {
 /* ---- stress: a CPU hog beside, a 1 ms signal storm inside ---------------
  */
 
-static volatile sig_atomic_t alarms;
-
-static void on_alarm(int sig) {
-  (void)sig;
-  alarms++;
-}
-
 TEST(signal_storm_and_cpu_hog) {
   /* Every call keeps working while SIGALRM (no SA_RESTART) interrupts the
    * caller's system calls every millisecond and a busy process competes
    * for the CPU: interrupted reads and writes are resumed, never turned
    * into errors. */
-  pid_t hog = fork();
-  if (hog == 0)
-    for (;;) {
-    }
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_alarm;
-  sigaction(SIGALRM, &sa, NULL);
-  struct itimerval it = {{0, 1000}, {0, 1000}};
-  setitimer(ITIMER_REAL, &it, NULL);
+  pid_t hog = mpt_hog_start();
+  mpt_storm_start(1000, false);
   mp_manager_t *m = rmanager();
   mp_dict_t *d;
   mp_mqueue_t *q;
@@ -708,11 +692,9 @@ TEST(signal_storm_and_cpu_hog) {
   void *msg;
   size_t len;
   ASSERT_ERR(mp_mqueue_get(q, &msg, &len, 300), MP_EEMPTY);
-  struct itimerval off = {{0, 0}, {0, 0}};
-  setitimer(ITIMER_REAL, &off, NULL);
-  ASSERT(alarms > 10);
-  kill(hog, SIGKILL);
-  ASSERT_EQ(waitpid(hog, NULL, 0), hog);
+  mpt_storm_stop();
+  ASSERT(mpt_storm_alarms > 10);
+  mpt_hog_stop(hog);
   ASSERT_OK(mp_mlock_destroy(l));
   ASSERT_OK(mp_mqueue_destroy(q));
   ASSERT_OK(mp_dict_close(d));

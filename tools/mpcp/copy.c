@@ -1195,13 +1195,10 @@ static void run_chunk(const mpcp_task_hdr_t *h, const char *p) {
 
 int mpcp_worker_task(const void *task, size_t len) {
   mpcp_task_hdr_t h;
-  if (len < sizeof h)
+  if (!mpcp_task_hdr_read(&h, task, len))
     return -EINVAL;
-  memcpy(&h, task, sizeof h);
   const char *p = (const char *)task + sizeof h,
              *end = (const char *)task + len;
-  if (h.root >= (uint32_t)mpcp_nroots || h.dir_len > len - sizeof h)
-    return -EINVAL;
   test_hooks_init();
   acc.last = mpcp_now();
   if (h.kind == MPCP_T_CHUNK)

@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
@@ -86,6 +87,17 @@ typedef struct {
   uint32_t flags;
   uint32_t regs; /* regular files among count (for --verify progress) */
 } mpcp_task_hdr_t;
+
+/* Copy the header of a task of len bytes (untrusted: from another process
+ * or rank) into *h. False unless the header is whole, names a root below
+ * mpcp_nroots and its directory path fits in the task. */
+static inline bool mpcp_task_hdr_read(mpcp_task_hdr_t *h, const void *task,
+                                      size_t len) {
+  if (len < sizeof *h)
+    return false;
+  memcpy(h, task, sizeof *h);
+  return h->root < (uint32_t)mpcp_nroots && h->dir_len <= len - sizeof *h;
+}
 
 enum {
   MPCP_EF_SPARSE = 1,

@@ -184,6 +184,38 @@ bool mpt_before(const char *s, const char *first, const char *second) {
   return a && b && a < b;
 }
 
+int mpt_wait_exit(pid_t pid) {
+  int st;
+  while (waitpid(pid, &st, 0) < 0)
+    if (errno != EINTR)
+      mpt_fail(__FILE__, __LINE__, "waitpid(%d): %s", (int)pid,
+               strerror(errno));
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+void mpt__wait_ok(const char *file, int line, pid_t pid) {
+  int rc = mpt_wait_exit(pid);
+  if (rc != 0)
+    mpt_fail(file, line, "child %d: %s %d", (int)pid,
+             rc > 128 ? "killed by signal" : "exit status",
+             rc > 128 ? rc - 128 : rc);
+}
+
+void mpt__join_ok(const char *file, int line, mp_process_t *p) {
+  int rc = mp_process_join(p, MP_FOREVER), code = -1;
+  if (rc == 0)
+    rc = mp_process_exitcode(p, &code);
+  if (rc != 0)
+    mpt_fail(file, line, "join: %s", mp_err_name(rc));
+  if (code != 0)
+    mpt_fail(file, line, "process exit code %d", code);
+}
+
+int mpt_kill_reap(pid_t pid) {
+  kill(pid, SIGKILL);
+  return mpt_wait_exit(pid);
+}
+
 volatile sig_atomic_t mpt_storm_alarms;
 
 static void storm_on_alarm(int sig) {
@@ -221,9 +253,7 @@ pid_t mpt_hog_start(void) {
 }
 
 void mpt_hog_stop(pid_t hog) {
-  kill(hog, SIGKILL);
-  while (waitpid(hog, NULL, 0) < 0)
-    ASSERT_EQ(errno, EINTR);
+  mpt_kill_reap(hog);
 }
 
 /* Runs in the test's own process: the body, then the leak checks. */

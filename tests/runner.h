@@ -106,6 +106,19 @@ int mpt_count(const char *s, const char *needle);
 /* first appears in s, and before second. */
 bool mpt_before(const char *s, const char *first, const char *second);
 
+/* Reaping children. mpt_wait_exit waits for child pid (again after EINTR)
+ * and returns its exit status, or 128 + the signal that ended it.
+ * mpt_wait_ok fails the case, at the caller's line, unless the child exited
+ * with status 0. mpt_kill_reap SIGKILLs child pid, reaps it and returns
+ * what mpt_wait_exit does (128 + SIGKILL unless it had ended before). */
+int mpt_wait_exit(pid_t pid);
+#define mpt_wait_ok(pid) mpt__wait_ok(__FILE__, __LINE__, (pid))
+void mpt__wait_ok(const char *file, int line, pid_t pid);
+int mpt_kill_reap(pid_t pid);
+/* Join process p (MP_FOREVER) and fail the case, at the caller's line,
+ * unless its exit code is 0. */
+#define mpt_join_ok(p) mpt__join_ok(__FILE__, __LINE__, (p))
+void mpt__join_ok(const char *file, int line, mp_process_t *p);
 /* Stress helpers. A signal storm in the calling process: SIGALRM every
  * `us` microseconds (1000: the usual 1 ms storm) from ITIMER_REAL, caught by
  * a handler that counts it in mpt_storm_alarms (set to 0 here), with

@@ -108,9 +108,7 @@ TEST(proc_identity_threads_and_fork) {
               !owner_dead(parent, parent_start);
     _exit(ok ? 0 : 1);
   }
-  int status;
-  ASSERT_EQ(waitpid(pid, &status, 0), pid);
-  ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  mpt_wait_ok(pid);
 }
 
 /* Child bodies: wait until the parent closes its end of the pipe. */
@@ -190,9 +188,7 @@ TEST(proc_identity_main_thread_exited) {
   ASSERT_EQ(mp__owner_probe((uint32_t)pid, true, &start), MP__OWNER_GONE);
   ASSERT(mp__rb_owner_dead(owner_word((uint32_t)pid, start), MP__RB_THREAD));
   close(release);
-  int status;
-  ASSERT_EQ(waitpid(pid, &status, 0), pid);
-  ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  mpt_wait_ok(pid);
 }
 
 /* ---- the spawner thread (process and subprocess share it) -------------- */
@@ -400,9 +396,7 @@ TEST(tracker_sigchld_ignored) {
   char name[MP__SEG_NAME_MAX];
   ASSERT_EQ(mp__read_full(fds[0], name, sizeof name), 0);
   close(fds[0]);
-  int st;
-  ASSERT_EQ(waitpid(c, &st, 0), c);
-  ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  mpt_wait_ok(c);
   ASSERT(wait_gone(name));
 }
 
@@ -495,9 +489,7 @@ TEST(queue_check_live_queue_passes) {
       refused++;
   munmap(base, span);
   ASSERT_OK(mp_queue_close(q));
-  int st;
-  ASSERT_EQ(waitpid(pid, &st, 0), pid);
-  ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  mpt_wait_ok(pid);
   ASSERT_EQ(refused, 0);
   ASSERT_OK(mp_queue_destroy(q));
 }

@@ -19,12 +19,6 @@ static mp_manager_t *new_manager(void) {
   return m;
 }
 
-static void wait_ok(pid_t pid) {
-  int st;
-  ASSERT_EQ(waitpid(pid, &st, 0), pid);
-  ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-}
-
 #define ASSERT_REPR(fn, obj, want)                                             \
   do {                                                                         \
     char *s_;                                                                  \
@@ -280,7 +274,7 @@ TEST(nested_forked_child) {
     child_side(m, d);
     _exit(0);
   }
-  wait_ok(pid);
+  mpt_wait_ok(pid);
   parent_check(d, l, pid);
   ASSERT_OK(mp_dict_close(d));
   ASSERT_OK(mp_list_close(l));
@@ -316,7 +310,7 @@ TEST(nested_opened_by_name) {
     ASSERT_OK(mp_manager_destroy(m2));
     _exit(0);
   }
-  wait_ok(pid);
+  mpt_wait_ok(pid);
   parent_check(d, l, pid);
   mp_list_t *again = get_list(d, "again");
   ASSERT_EQ(list_id(again), list_id(l));
@@ -566,7 +560,7 @@ TEST(namespace_across_processes) {
     ASSERT_OK(mp_namespace_set(ns, "forked", &v));
     _exit(0);
   }
-  wait_ok(pid);
+  mpt_wait_ok(pid);
   mp_val_t out;
   ASSERT_OK(mp_namespace_get(ns, "forked", &out));
   ASSERT_EQ(out.u.i, pid);
@@ -585,7 +579,7 @@ TEST(namespace_across_processes) {
     ASSERT_OK(mp_manager_destroy(m2));
     _exit(0);
   }
-  wait_ok(pid2);
+  mpt_wait_ok(pid2);
   ASSERT_REPR(mp_namespace_repr, ns, "Namespace(opened='by name')");
   ASSERT_OK(mp_namespace_close(ns));
   ASSERT_OK(mp_manager_destroy(m));
@@ -830,7 +824,7 @@ TEST(nested_sigkill_under_hog_and_storm) {
   }
   atomic_store(&w.ctl->stop, 1);
   for (int s = 0; s < SLOTS; s++)
-    wait_ok(pids[s]);
+    mpt_wait_ok(pids[s]);
   mpt_hog_stop(hog);
   ASSERT(kills > 0);
   ASSERT(atomic_load(&w.ctl->ops) > 0);

@@ -49,9 +49,7 @@ TEST(pipe_send_recv_sizes) {
     ASSERT_ERR(mp_conn_recv(a, &m, &len), MP_ECLOSED);
     ASSERT_ERR(mp_conn_recv(a, &m, &len), MP_ECLOSED);
     ASSERT_EQ(mp_conn_poll(a, 0), 1); /* EOF counts as something to read */
-    int st;
-    ASSERT_EQ(waitpid(pid, &st, 0), pid);
-    ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    mpt_wait_ok(pid);
     ASSERT_OK(mp_conn_destroy(a));
     ASSERT_OK(mp_conn_destroy(b));
   }
@@ -88,9 +86,7 @@ TEST(pipe_one_gib_message) {
   ASSERT_OK(mp_conn_recv_into(a, small, sizeof small, &got));
   ASSERT_EQ(got, 5);
   ASSERT(memcmp(small, "after", 5) == 0);
-  int st;
-  ASSERT_EQ(waitpid(pid, &st, 0), pid);
-  ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  mpt_wait_ok(pid);
   mp_conn_destroy(a);
   mp_conn_destroy(b);
 }
@@ -286,9 +282,7 @@ TEST(pipe_send_fd) {
   ASSERT_OK(mp_conn_send_fd(a, wfd));
   ASSERT_OK(mp_conn_send(a, "after", 5));
   close(wfd);
-  int st;
-  ASSERT_EQ(waitpid(pid, &st, 0), pid);
-  ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  mpt_wait_ok(pid);
   mp_conn_destroy(a);
   mp_conn_destroy(b);
 }
@@ -347,10 +341,7 @@ TEST(pipe_with_process) {
   ASSERT_EQ(v, 2);
   v = 3;
   ASSERT_OK(mp_conn_send(parent_end, &v, sizeof v));
-  ASSERT_OK(mp_process_join(p, MP_FOREVER));
-  int code;
-  ASSERT_OK(mp_process_exitcode(p, &code));
-  ASSERT_EQ(code, 0);
+  mpt_join_ok(p);
   ASSERT_ERR(mp_conn_recv_into(parent_end, &v, sizeof v, &n), MP_ECLOSED);
   ASSERT_OK(mp_process_destroy(p));
   mp_conn_destroy(parent_end);
@@ -695,9 +686,7 @@ TEST(pipe_max_message_skips) {
   ASSERT_EQ(len, 3);
   ASSERT(memcmp(buf, "two", 3) == 0);
   ASSERT_ERR(mp_conn_recv(a, &m, &len), MP_ECLOSED);
-  int st;
-  ASSERT_EQ(waitpid(pid, &st, 0), pid);
-  ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  mpt_wait_ok(pid);
   mp_conn_destroy(a);
   mp_conn_destroy(b);
 }
@@ -795,9 +784,7 @@ static void nonblocking_large(bool into) {
   }
   ASSERT(again > 0); /* the descriptor did run dry midway */
   free(buf);
-  int st;
-  ASSERT_EQ(waitpid(pid, &st, 0), pid);
-  ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  mpt_wait_ok(pid);
   mp_conn_destroy(a);
 }
 

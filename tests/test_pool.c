@@ -1238,8 +1238,7 @@ static void body_parent_killed_workers_exit(be_t be) {
   }
   int pfds[3];
   recv_worker_pidfds(fd, 3, pfds, false);
-  kill(child, SIGKILL);
-  ASSERT_EQ(waitpid(child, NULL, 0), child);
+  mpt_kill_reap(child);
   await_pidfds(pfds, 3);
 }
 TEST(parent_killed_workers_exit) {
@@ -1744,9 +1743,7 @@ TEST(forkserver_exit_without_destroy) {
     }
     int pfds[2];
     recv_worker_pidfds(fd, 2, pfds, true);
-    int st;
-    ASSERT_EQ(waitpid(child, &st, 0), child);
-    ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    mpt_wait_ok(child);
     await_pidfds(pfds, 2);
   }
 }

@@ -18,13 +18,6 @@ static void *shared(size_t size) {
   return p;
 }
 
-static int wait_exit(pid_t pid) {
-  int st;
-  while (waitpid(pid, &st, 0) < 0)
-    ASSERT_EQ(errno, EINTR);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
 /* Wait for pid to exit; a process still running after `guard_ms` is hung:
  * kill it and report 255. (The guard only separates "hangs" from "ends".) */
 static int wait_exit_guard(pid_t pid, int guard_ms) {
@@ -35,8 +28,7 @@ static int wait_exit_guard(pid_t pid, int guard_ms) {
       return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
     mpt_sleep_ms(5);
   }
-  kill(pid, SIGKILL);
-  wait_exit(pid);
+  mpt_kill_reap(pid);
   return 255;
 }
 
@@ -90,10 +82,8 @@ TEST(manager_lock_live_owner_kept) {
   }
   mpt_sleep_ms(300);
   int taken = atomic_load(got);
-  kill(waiter, SIGKILL);
-  wait_exit(waiter);
-  kill(holder, SIGKILL);
-  wait_exit(holder);
+  mpt_kill_reap(waiter);
+  mpt_kill_reap(holder);
   ASSERT_EQ(taken, 0);
   mp_raw_free(got);
   mp_raw_free(l);
@@ -135,7 +125,7 @@ static void dead_owner_under_storm(int kind, bool restart, bool reap_first) {
     _exit(0);
   }
   if (reap_first)
-    ASSERT_EQ(wait_exit(holder), 0);
+    ASSERT_EQ(mpt_wait_exit(holder), 0);
   else /* held, then the holder exits: dying or a zombie from now on */
     while (!atomic_load(&s->flag))
       mpt_sleep_ms(1);
@@ -156,7 +146,7 @@ static void dead_owner_under_storm(int kind, bool restart, bool reap_first) {
   }
   int rc = wait_exit_guard(waiter, 10000);
   if (!reap_first)
-    ASSERT_EQ(wait_exit(holder), 0);
+    ASSERT_EQ(mpt_wait_exit(holder), 0);
   ASSERT_EQ(rc, 0);
   mp_raw_free(s);
 }
@@ -202,7 +192,7 @@ TEST(signal_storm_sleeper_sees_death) {
   mpt_sleep_ms(100);
   kill(holder, SIGKILL); /* not reaped: a zombie */
   int rc = wait_exit_guard(waiter, 10000);
-  wait_exit(holder);
+  mpt_wait_exit(holder);
   ASSERT_EQ(rc, 0);
   mp_raw_free(s);
 }
@@ -269,7 +259,7 @@ TEST(takeover_at_once_after_kill) {
     mp__mlock_unlock(ml);
     ASSERT_OK(mp_lock_consistent(&s->lock));
     ASSERT_OK(mp_lock_release(&s->lock));
-    ASSERT_EQ(wait_exit(holder), 128 + SIGKILL);
+    ASSERT_EQ(mpt_wait_exit(holder), 128 + SIGKILL);
   }
   mp_raw_free(ml);
   mp_raw_free(s);
@@ -284,7 +274,7 @@ TEST(lock_dead_owner_with_callers_pid) {
   pid_t c = fork();
   if (c == 0) /* the child's pid differs, so fork first and forge there */
     _exit(0);
-  wait_exit(c);
+  mpt_wait_exit(c);
   ASSERT_ERR(mp_lock_acquire(l, 2000), MP_EOWNERDEAD);
   ASSERT_OK(mp_lock_consistent(l));
   ASSERT_OK(mp_lock_release(l));
@@ -325,7 +315,7 @@ TEST(cond_wait_signal_is_not_notify) {
     mpt_storm_stop();
     _exit(r == MP_ETIMEDOUT && owned == 1 && mpt_storm_alarms > 0 ? 0 : 1);
   }
-  ASSERT_EQ(wait_exit(c), 0);
+  ASSERT_EQ(mpt_wait_exit(c), 0);
   mp_raw_free(s);
 }
 
@@ -360,7 +350,7 @@ TEST(cond_notify_counts) {
   ASSERT_OK(mp_cond_notify_all(&s->cond));
   mp_cond_release(&s->cond);
   for (int i = 0; i < 3; i++)
-    ASSERT_EQ(wait_exit(w[i]), 0);
+    ASSERT_EQ(mpt_wait_exit(w[i]), 0);
   ASSERT_EQ(atomic_load(woke), 3);
   mp_raw_free(woke);
   mp_raw_free(s);
@@ -392,7 +382,7 @@ TEST(queue_join_not_missed) {
       _exit(0);
     }
     int r = mp_queue_join(q, 900);
-    ASSERT_EQ(wait_exit(c), 0);
+    ASSERT_EQ(mpt_wait_exit(c), 0);
     ASSERT_OK(r);
     ASSERT_OK(mp_queue_destroy(q));
   }
@@ -452,8 +442,7 @@ static void st_run(st_body_fn body, void *arg, st_ctl_t *ctl,
     }
     usleep((useconds_t)(rand_r(&seed) % (unsigned)(2 * kill_every_ms * 1000)));
     int i = (int)(rand_r(&seed) % ST_WORKERS);
-    kill(w[i], SIGKILL);
-    wait_exit(w[i]);
+    mpt_kill_reap(w[i]);
     atomic_fetch_add(&ctl->kills, 1);
     w[i] = st_spawn(body, arg, ctl, i);
   }
@@ -461,7 +450,7 @@ static void st_run(st_body_fn body, void *arg, st_ctl_t *ctl,
   if (st_on_stop)
     st_on_stop(arg);
   for (int i = 0; i < ST_WORKERS; i++)
-    ASSERT_EQ(wait_exit(w[i]), 0);
+    ASSERT_EQ(mpt_wait_exit(w[i]), 0);
   mpt_hog_stop(hog);
 }
 
@@ -729,7 +718,7 @@ TEST(stress_barrier) {
   mpt_sleep_ms(50);
   ASSERT_OK(mp_barrier_abort(&s->b));
   for (int i = 0; i < ST_WORKERS; i++) {
-    int rc = wait_exit(w[i]);
+    int rc = mpt_wait_exit(w[i]);
     ASSERT(rc == 0 || rc == 2); /* 2: left through the abort */
   }
   mpt_hog_stop(hog);
@@ -826,8 +815,8 @@ TEST(stress_queue) {
   ASSERT_OK(mp_queue_join(s->q, MP_FOREVER));
   ASSERT_OK(mp_queue_close(s->q));
   for (int i = 0; i < 2; i++)
-    ASSERT_EQ(wait_exit(cons[i]), 0);
-  ASSERT_EQ(wait_exit(joiner), 0);
+    ASSERT_EQ(mpt_wait_exit(cons[i]), 0);
+  ASSERT_EQ(mpt_wait_exit(joiner), 0);
   ASSERT_EQ(atomic_load(&s->dups), 0);
   long acked = 0, lost = 0, extra = 0;
   for (int p = 0; p < ST_WORKERS; p++)

@@ -34,6 +34,12 @@
 #define MPCP_CHUNK_MIN (64ull << 20)
 #define MPCP_CHUNK_SIZE (32ull << 20)
 extern uint64_t mpcp_chunk_min, mpcp_chunk_size;
+/* Write-behind: a file of at least twice this many bytes, copied whole, is
+ * flushed to disk in steps of this size by a helper thread while the copy
+ * goes on (copy.c). MPCP_WRITEBEHIND in the environment sets the step in
+ * MiB; 0 turns it off. */
+#define MPCP_WB_STEP (64ull << 20)
+extern uint64_t mpcp_wb_step;
 /* A batch is flushed at this many entries or bytes. */
 #define MPCP_BATCH_FILES 96
 #define MPCP_BATCH_BYTES (8ull << 20)

@@ -1253,6 +1253,37 @@ TEST(mpcp_worker_killed_mid_chunk) {
   cleanup();
 }
 
+/* A worker killed in the middle of a batch: the batch is copied again and
+ * the dead worker's temp file removed, before the directories get their
+ * times (-a), so a folder's mtime is still the source's. */
+TEST(mpcp_worker_killed_keeps_dir_times) {
+  setup(false);
+  mkdir_p("src/d");
+  char *buf = malloc(70000);
+  for (int i = 0; i < 40; i++) {
+    char rel[64];
+    snprintf(rel, sizeof rel, "src/d/f%02d", i);
+    fill(buf, 70000, (unsigned)i);
+    write_at(AT_FDCWD, path(rel), buf, 70000, 0644);
+  }
+  free(buf);
+  struct timespec ts[2] = {{1500000000, 0}, {1500000000, 0}};
+  ASSERT(utimensat(AT_FDCWD, path("src/d"), ts, 0) == 0);
+  int rc;
+  run_env = "MPCP_TEST_CRASH_ONCE=f05";
+  char *out = mpcp(&rc, false, "-a -j 2 src dst");
+  ASSERT_EQ(rc, 0);
+  free(out);
+  int d = open(path("dst"), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_EQ(count_temps(d), 0);
+  close(d);
+  struct stat st;
+  ASSERT(stat(path("dst/d"), &st) == 0);
+  ASSERT_EQ(st.st_mtim.tv_sec, 1500000000);
+  ASSERT_EQ(compare_trees("src", "dst", true), 41);
+  cleanup();
+}
+
 /* ---- as cp does ------------------------------------------------------------ */
 
 /* A default ACL on the destination directory does not leak into -a copies:

@@ -1303,6 +1303,12 @@ void mpcp_finish(void) {
   mpcp_prog.walk_done = true;
   if (!mpcp_opt.dry_run) {
     make_links();
+    /* A dead worker's temp file goes before the folders get their times
+     * (removing it later would change its folder's mtime). */
+    if (worker_died) {
+      mpcp_cleanup_temps();
+      worker_died = false;
+    }
     dir_meta();
   }
   mpcp_progress_draw(&mpcp_prog, true);
@@ -1322,9 +1328,14 @@ void mpcp_finish(void) {
       mpcp_pump(0);
     }
     mpcp_wait_tasks();
-    /* A re-copy changed the file again after its directory's times were set. */
-    if (mpcp_stats.mismatches && !mpcp_stop_sig)
+    /* A re-copy (or a dead worker's temp file) changed a folder after its
+     * times were set. */
+    if ((mpcp_stats.mismatches || worker_died) && !mpcp_stop_sig) {
+      if (worker_died)
+        mpcp_cleanup_temps();
+      worker_died = false;
       dir_meta();
+    }
   }
   if (worker_died)
     mpcp_cleanup_temps(); /* a killed worker leaves its temp file */

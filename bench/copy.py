@@ -2,7 +2,12 @@
 """The `copy` benchmark family: mpcp against cp -a (copies) and rsync -a
 (resume), every tool under the same conditions.
 
-    copy.py --build DIR [--reps N] [--only W1,W2] [--keep]
+    copy.py --build DIR [--reps N] [--only W1,W2] [--keep] [--base-mpcp P]
+
+(--only copy_resume runs the resume rows alone; --base-mpcp P adds another
+mpcp build to them, interleaved, for a before/after on one machine; --rt,
+or BENCH_RT=1, runs every tool alike under SCHED_FIFO, so that other work
+on a shared machine does not decide the times.)
 
 Workloads (source trees made once under DIR/bench-copy/, on the build
 directory's filesystem):
@@ -12,7 +17,10 @@ directory's filesystem):
                1 GiB in half the time)
   copy_resume  the copy_small tree already copied: a second run over it,
                unchanged and with 1% of the files (200) changed in the
-               destination; mpcp -a --resume vs rsync -a
+               destination; mpcp -a --resume vs rsync -a; the unchanged
+               rows carry a floor: bench/resume_floor.c with 2 threads
+               (getdents64 of each source folder, one fstatat per side per
+               entry, nothing else), and a row against it with 1 thread
 
 How a run is measured, the same for every tool:
   - the destination is a fresh directory on a fresh ext4 filesystem (a new
@@ -141,11 +149,15 @@ def drop_caches():
         fh.write("3\n")
 
 
+RT = []  # --rt: ["chrt", "-f", "10"], put in front of every tool alike
+
+
 def timed(cmd, dst_fs, src, cold):
     if cold:
         drop_caches()
     else:
         warm(src)
+    cmd = RT + cmd
     t0 = time.perf_counter()
     r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     subprocess.run(["sync", "-f", dst_fs], check=False)
@@ -172,15 +184,18 @@ def damage(dst, n):
             done += 1
 
 
-def row(name, peer, ours, theirs, target):
+def row(name, peer, ours, theirs, target, floor=None):
     """One row: medians, and every run (bench/run.py reports the spread)."""
-    print(json.dumps({"workload": name, "peer": peer, "unit": "s",
-                      "mproc": round(statistics.median(ours), 4),
-                      "peer_value": round(statistics.median(theirs), 4),
-                      "mproc_runs": [round(t, 4) for t in ours],
-                      "peer_runs": [round(t, 4) for t in theirs],
-                      "floor": None, "higher_is_better": False,
-                      "target": target, "floor_max": 0}), flush=True)
+    r = {"workload": name, "peer": peer, "unit": "s",
+         "mproc": round(statistics.median(ours), 4),
+         "peer_value": round(statistics.median(theirs), 4),
+         "mproc_runs": [round(t, 4) for t in ours],
+         "peer_runs": [round(t, 4) for t in theirs],
+         "floor": round(statistics.median(floor), 4) if floor else None,
+         "higher_is_better": False, "target": target, "floor_max": 0}
+    if floor:
+        r["floor_runs"] = [round(t, 4) for t in floor]
+    print(json.dumps(r), flush=True)
 
 
 def bench_copy(name, src, work, mpcp, reps, size_mib, target):
@@ -207,12 +222,36 @@ def bench_copy(name, src, work, mpcp, reps, size_mib, target):
                 times[("cp -a", cond)], target)
 
 
-def bench_resume(src, work, mpcp, reps, size_mib, target):
+def build_floor(work):
+    """bench/resume_floor.c, built here (None without a C compiler)."""
+    exe = os.path.join(work, "resume_floor")
+    c = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                     "resume_floor.c")
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if not cc or subprocess.run([cc, "-O2", "-o", exe, c, "-lpthread"],
+                                check=False).returncode != 0:
+        log("cannot build %s: no floor for copy_resume" % c)
+        return None
+    return exe
+
+
+def bench_resume(src, work, mpcp, reps, size_mib, target, base=None):
     # "SRC/." is cp's (and mpcp's) way to say "the contents of SRC", which
     # rsync says "SRC/".
     tools = [("mpcp", lambda d: [mpcp, "-a", "--resume", "--no-progress",
                                  src + "/.", d]),
              ("rsync -a", lambda d: ["rsync", "-a", src + "/", d + "/"])]
+    # The floor (unchanged tree only): the least kernel work that decides
+    # "unchanged" for every entry, with 2 threads and with 1 (see
+    # bench/resume_floor.c). --base-mpcp: another mpcp build, interleaved.
+    floor = build_floor(work)
+    if floor:
+        tools.append(("floor", lambda d: [floor, "-t2", src, d]))
+        tools.append(("floor 1 thread", lambda d: [floor, "-t1", src, d]))
+    if base:
+        tools.append(("mpcp (base)", lambda d: [base, "-a", "--resume",
+                                                "--no-progress", src + "/.",
+                                                d]))
     nchanged = max(1, scaled(20000) // 100)
     # One destination filesystem, filled once, serves both variants: the
     # unchanged runs leave it as it was, and the 1% variant makes the same
@@ -223,9 +262,11 @@ def bench_resume(src, work, mpcp, reps, size_mib, target):
         subprocess.run(["cp", "-a", src + "/.", dst], check=True)
         subprocess.run(["sync", "-f", fs.mnt], check=False)
         for variant, n in (("unchanged", 0), ("changed1pct", nchanged)):
-            times = {(t, c): [] for t, _ in tools for c in ("warm", "cold")}
+            these = [t for t in tools if not n or not t[0].startswith("floor")]
+            times = {(t, c): [] for t, _ in these for c in ("warm", "cold")}
             for rep in range(reps):
-                order = tools[rep % 2:] + tools[:rep % 2]
+                k = rep % len(these)
+                order = these[k:] + these[:k]
                 for cond in (("warm", "cold") if rep % 2 == 0
                              else ("cold", "warm")):
                     for tool, mk in order:
@@ -239,10 +280,15 @@ def bench_resume(src, work, mpcp, reps, size_mib, target):
                             (variant, cond, tool, rep + 1,
                              "%.3f" % t if t else "failed"))
             for cond in ("warm", "cold"):
-                if times[("mpcp", cond)] and times[("rsync -a", cond)]:
-                    row("copy_resume_%s_%s" % (variant, cond), "rsync -a",
-                        times[("mpcp", cond)], times[("rsync -a", cond)],
-                        target)
+                name = "copy_resume_%s_%s" % (variant, cond)
+                ours = times[("mpcp", cond)]
+                fl = times.get(("floor", cond))
+                if ours and times[("rsync -a", cond)]:
+                    row(name, "rsync -a", ours, times[("rsync -a", cond)],
+                        target, fl)
+                for peer in ("floor 1 thread", "mpcp (base)"):
+                    if ours and times.get((peer, cond)):
+                        row(name, peer, ours, times[(peer, cond)], 0, fl)
     finally:
         fs.close()
 
@@ -254,7 +300,16 @@ def main():
                     default=int(os.environ.get("BENCH_RUNS", "5") or 5))
     ap.add_argument("--keep", action="store_true", help="keep the source trees")
     ap.add_argument("--only", default="", help="comma-separated workloads")
+    ap.add_argument("--base-mpcp", default="",
+                    help="copy_resume: another mpcp build timed beside")
+    ap.add_argument("--rt", action="store_true",
+                    default=bool(os.environ.get("BENCH_RT")),
+                    help="run every tool under SCHED_FIFO (chrt -f 10): on "
+                         "a machine shared with other work, the load then "
+                         "does not decide the times")
     a = ap.parse_args()
+    if a.rt and shutil.which("chrt"):
+        RT.extend(["chrt", "-f", "10"])
     if os.geteuid() != 0:
         log("needs root (loop mounts, drop_caches): skipped")
         return
@@ -284,7 +339,8 @@ def main():
             bench_copy("copy_large", large, work, mpcp, a.reps,
                        scaled(LARGE_MIB) + 512, 1.0)
         if (not only or "copy_resume" in only) and shutil.which("rsync"):
-            bench_resume(small, work, mpcp, a.reps, 1024, 3.0)
+            bench_resume(small, work, mpcp, a.reps, 1024, 3.0,
+                         os.path.abspath(a.base_mpcp) if a.base_mpcp else None)
     finally:
         cleanup_all()
         if not a.keep:

@@ -1253,6 +1253,37 @@ TEST(mpcp_worker_killed_mid_chunk) {
   cleanup();
 }
 
+/* A worker killed in the middle of a batch: the batch is copied again and
+ * the dead worker's temp file removed, before the directories get their
+ * times (-a), so a folder's mtime is still the source's. */
+TEST(mpcp_worker_killed_keeps_dir_times) {
+  setup(false);
+  mkdir_p("src/d");
+  char *buf = malloc(70000);
+  for (int i = 0; i < 40; i++) {
+    char rel[64];
+    snprintf(rel, sizeof rel, "src/d/f%02d", i);
+    fill(buf, 70000, (unsigned)i);
+    write_at(AT_FDCWD, path(rel), buf, 70000, 0644);
+  }
+  free(buf);
+  struct timespec ts[2] = {{1500000000, 0}, {1500000000, 0}};
+  ASSERT(utimensat(AT_FDCWD, path("src/d"), ts, 0) == 0);
+  int rc;
+  run_env = "MPCP_TEST_CRASH_ONCE=f05";
+  char *out = mpcp(&rc, false, "-a -j 2 src dst");
+  ASSERT_EQ(rc, 0);
+  free(out);
+  int d = open(path("dst"), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_EQ(count_temps(d), 0);
+  close(d);
+  struct stat st;
+  ASSERT(stat(path("dst/d"), &st) == 0);
+  ASSERT_EQ(st.st_mtim.tv_sec, 1500000000);
+  ASSERT_EQ(compare_trees("src", "dst", true), 41);
+  cleanup();
+}
+
 /* ---- as cp does ------------------------------------------------------------ */
 
 /* A default ACL on the destination directory does not leak into -a copies:
@@ -1952,6 +1983,74 @@ TEST(mpcp_writebehind_whole_files) {
   int d = open(path("."), O_PATH | O_DIRECTORY | O_CLOEXEC);
   ASSERT_EQ(count_temps(d), 0);
   close(d);
+  cleanup();
+}
+
+/* --resume where a directory has much to copy again (an interrupted copy):
+ * the worker given the directory's unstat'ed entries copies some and hands
+ * the rest back to be spread by size; files with several links come back
+ * to the parent for the hard-link map (a pair made two files in the
+ * destination is linked again). Everything copied once, counted once. */
+TEST(mpcp_resume_hands_back_work) {
+  setup(false);
+  mkdir_p("src/many");
+  mkdir_p("src/links");
+  char *buf = malloc(3000);
+  unsigned long long total = 0;
+  for (int i = 0; i < 300; i++) {
+    char rel[64];
+    snprintf(rel, sizeof rel, "src/many/f%03d", i);
+    size_t n = 1 + (size_t)(i * 7) % 3000;
+    fill(buf, n, (unsigned)i);
+    write_at(AT_FDCWD, path(rel), buf, n, 0644);
+  }
+  write_file("src/links/a", "linked\n");
+  ASSERT(link(path("src/links/a"), path("src/links/b")) == 0);
+  ASSERT(link(path("src/links/a"), path("src/many/c")) == 0);
+  int rc;
+  char *out = mpcp(&rc, false, "-a src/. dst");
+  ASSERT_EQ(rc, 0);
+  free(out);
+  ino_t a = ino_of("dst/links/a");
+  ASSERT_EQ(ino_of("dst/many/c"), a);
+  /* 200 files gone and 20 older in the copy; b made a file of its own */
+  for (int i = 0; i < 300; i++) {
+    char rel[64];
+    snprintf(rel, sizeof rel, "dst/many/f%03d", i);
+    size_t n = 1 + (size_t)(i * 7) % 3000;
+    if (i % 3 != 0) {
+      ASSERT(unlink(path(rel)) == 0);
+      total += n;
+    } else if (i % 15 == 0) {
+      struct timespec ts[2] = {{1000000000, 0}, {1000000000, 0}};
+      ASSERT(utimensat(AT_FDCWD, path(rel), ts, 0) == 0);
+      total += n;
+    }
+  }
+  free(buf);
+  ASSERT(sh("rm dst/links/b && cp -p dst/links/a dst/links/b") == 0);
+  ASSERT(ino_of("dst/links/b") != a);
+  out = mpcp(&rc, true, "-a --resume --json src/. dst");
+  ASSERT_EQ(rc, 0);
+  /* b linked to a (or, when b is met first, a and c to b); a link made
+   * counts as a file */
+  unsigned long long links = json_field(out, "hard_links");
+  ASSERT(links == 1 || links == 2);
+  ASSERT_EQ(json_field(out, "files"), 220 + links);
+  ASSERT_EQ(json_field(out, "bytes"), total);
+  ASSERT_EQ(json_field(out, "errors"), 0);
+  free(out);
+  ASSERT_EQ(ino_of("dst/links/b"), ino_of("dst/links/a"));
+  ASSERT_EQ(ino_of("dst/many/c"), ino_of("dst/links/a"));
+  ASSERT_EQ(compare_trees("src", "dst", true), 305);
+  int d = open(path("dst"), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_EQ(count_temps(d), 0);
+  close(d);
+  out = mpcp(&rc, true, "-a --resume --json src/. dst");
+  ASSERT_EQ(rc, 0);
+  ASSERT_EQ(json_field(out, "files"), 0);
+  ASSERT_EQ(json_field(out, "hard_links"), 0);
+  free(out);
   cleanup();
 }
 

@@ -30,6 +30,9 @@
 #include "mpcp.h"
 
 #define PIECE (8u << 20)
+/* A batch of unstat'ed --resume entries that has copied this many files
+ * (or MPCP_BATCH_BYTES) hands the rest back to the parent. */
+#define MPCP_HANDBACK_FILES 24
 #define XBUF (64u << 10)
 
 static char *iobuf;
@@ -53,7 +56,7 @@ static bool wb_no_thread;
 /* Pending progress, sent at most every 100 ms and at the end of each task:
  * the channel never carries a message per file. */
 static struct {
-  uint64_t files, bytes, mismatches, failed, same, same_bytes;
+  uint64_t files, bytes, mismatches, failed, same, same_bytes, more_bytes;
   double last;
   char text[MPCP_MSG_MAX - sizeof(mpcp_msg_t) - 64];
   size_t text_len;
@@ -120,7 +123,7 @@ static void flush_text(void) {
 }
 
 static void flush_progress(uint32_t kind, uint64_t id) {
-  if (kind == MPCP_M_PROGRESS && !acc.files && !acc.bytes)
+  if (kind == MPCP_M_PROGRESS && !acc.files && !acc.bytes && !acc.more_bytes)
     return;
   mpcp_msg_t m = {.kind = kind,
                   .id = id,
@@ -129,10 +132,11 @@ static void flush_progress(uint32_t kind, uint64_t id) {
                   .bytes = acc.bytes,
                   .mismatches = acc.mismatches,
                   .same = acc.same,
-                  .same_bytes = acc.same_bytes};
+                  .same_bytes = acc.same_bytes,
+                  .more_bytes = acc.more_bytes};
   mpcp_send(&m, NULL, 0);
   acc.files = acc.bytes = acc.mismatches = acc.failed = 0;
-  acc.same = acc.same_bytes = 0;
+  acc.same = acc.same_bytes = acc.more_bytes = 0;
   acc.last = mpcp_now();
 }
 
@@ -696,8 +700,11 @@ int mpcp_resume_same(int sdir, int ddir, const struct stat *st,
 
 /* --resume: an entry found unchanged. With -a its ownership, mode and times
  * are set where they differ (nothing is written when they match). */
+static uint64_t kept_total;
+
 static void resume_keep(const batch_t *b, const struct stat *st,
                         const struct stat *d, const char *dname) {
+  kept_total++;
   acc.same++;
   if (S_ISREG(st->st_mode))
     acc.same_bytes += (uint64_t)st->st_size;
@@ -756,13 +763,16 @@ static int check_dest(const batch_t *b, const char *name, const char *dname,
   return 0;
 }
 
+/* fresh: the source's stat when the worker just took it (else taken here). */
 static void copy_node(const batch_t *b, const mpcp_ent_t *e, const char *name,
-                      const char *dname) {
+                      const char *dname, const struct stat *fresh) {
   char stackbuf[4096];
   char *target = NULL;
   struct stat sst, dst;
   bool dexists;
-  if (fstatat(b->sdir, name, &sst, AT_SYMLINK_NOFOLLOW) < 0) {
+  if (fresh)
+    sst = *fresh;
+  else if (fstatat(b->sdir, name, &sst, AT_SYMLINK_NOFOLLOW) < 0) {
     report(b, false, "cannot stat", name, errno);
     note_failed();
     return;
@@ -1233,6 +1243,73 @@ void mpcp_remove_stale_temps(int dir) {
   closedir(d);
 }
 
+/* An MPCP_EF_NOSTAT entry: the source's stat, taken here (the walk read
+ * only its name and type). Returns 0 with *e filled in, 1 when the entry
+ * is the parent's (-a: a file with several links, for the hard-link map),
+ * -1 when reported. */
+static int take_stat(const batch_t *b, mpcp_ent_t *e, const char *name,
+                     struct stat *st) {
+  if (fstatat(b->sdir, name, st, AT_SYMLINK_NOFOLLOW) < 0) {
+    report(b, false, "cannot stat", name, errno);
+    note_failed();
+    return -1;
+  }
+  if (S_ISDIR(st->st_mode)) { /* was no directory when the walk read it */
+    char *p = disp(b, false, name);
+    werr("mpcp: '%s': file changed as we read it", p ? p : name);
+    free(p);
+    note_failed();
+    return -1;
+  }
+  if (mpcp_opt.archive && st->st_nlink > 1)
+    return 1;
+  uint32_t nl = e->name_len, dl = e->dname_len;
+  mpcp_ent_from_stat(e, st);
+  e->name_len = nl;
+  e->dname_len = dl;
+  if (S_ISREG(st->st_mode))
+    acc.more_bytes += (uint64_t)st->st_size;
+  return 0;
+}
+
+/* Entries passed back to the parent (MPCP_M_HANDBACK), gathered into one
+ * message per directory (a batch is one directory). */
+static struct {
+  char buf[MPCP_MSG_MAX - sizeof(mpcp_msg_t)];
+  size_t len;
+  uint32_t root;
+} hb;
+
+static void flush_handback(void) {
+  if (!hb.len)
+    return;
+  flush_progress(MPCP_M_PROGRESS, 0);
+  mpcp_msg_t m = {.kind = MPCP_M_HANDBACK, .id = hb.root};
+  mpcp_send(&m, hb.buf, hb.len);
+  hb.len = 0;
+}
+
+static void hand_back(const batch_t *b, const mpcp_task_hdr_t *h,
+                      const char *name) {
+  size_t dl = strlen(b->dir), nl = strlen(name) + 1;
+  mpcp_handback_t x = {.flags = h->flags, .dir_len = (uint32_t)dl};
+  if (hb.len + nl > sizeof hb.buf)
+    flush_handback();
+  if (!hb.len) {
+    if (sizeof x + dl + nl > sizeof hb.buf) { /* the walk keeps it shorter */
+      report(b, false, "cannot stat", name, ENAMETOOLONG);
+      note_failed();
+      return;
+    }
+    memcpy(hb.buf, &x, sizeof x);
+    memcpy(hb.buf + sizeof x, b->dir, dl);
+    hb.len = sizeof x + dl;
+    hb.root = h->root;
+  }
+  memcpy(hb.buf + hb.len, name, nl);
+  hb.len += nl;
+}
+
 static void run_batch(const mpcp_task_hdr_t *h, const char *p,
                       const char *end) {
   char dir[h->dir_len + 1];
@@ -1243,6 +1320,10 @@ static void run_batch(const mpcp_task_hdr_t *h, const char *p,
   bool ok = open_dirs(&b, h) == 0;
   if (ok && (h->flags & MPCP_TF_SWEEP) && h->kind == MPCP_T_BATCH)
     mpcp_remove_stale_temps(b.ddir);
+  /* Unstat'ed --resume entries make big batches, cheap when unchanged; one
+   * that has much to copy (an interrupted copy) hands the rest back, to be
+   * spread over the workers by size. */
+  uint64_t work_files = 0, work_bytes = 0;
   for (uint32_t i = 0; i < h->count && p + sizeof(mpcp_ent_t) <= end; i++) {
     mpcp_ent_t e;
     memcpy(&e, p, sizeof e);
@@ -1259,15 +1340,36 @@ static void run_batch(const mpcp_task_hdr_t *h, const char *p,
       note_failed();
       continue;
     }
+    struct stat fresh;
+    bool have_fresh = false;
+    uint64_t kept = kept_total;
+    if ((e.flags & MPCP_EF_NOSTAT) && h->kind != MPCP_T_VERIFY) {
+      int rc = work_files >= MPCP_HANDBACK_FILES ||
+                       work_bytes >= MPCP_BATCH_BYTES
+                   ? 1
+                   : take_stat(&b, &e, name, &fresh);
+      if (rc < 0)
+        continue;
+      if (rc == 1) { /* the parent's */
+        hand_back(&b, h, name);
+        continue;
+      }
+      have_fresh = true;
+    }
     if (h->kind == MPCP_T_VERIFY) {
       if (S_ISREG(e.mode))
         verify_reg(&b, &e, name, dn);
     } else if (S_ISREG(e.mode)) {
       copy_reg(&b, &e, name, dn);
     } else {
-      copy_node(&b, &e, name, dn);
+      copy_node(&b, &e, name, dn, have_fresh ? &fresh : NULL);
+    }
+    if (have_fresh && kept_total == kept) {
+      work_files++;
+      work_bytes += S_ISREG(e.mode) ? e.size : 0;
     }
   }
+  flush_handback();
   if (ok) {
     close(b.sdir);
     close(b.ddir);

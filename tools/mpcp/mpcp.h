@@ -108,6 +108,10 @@ static inline bool mpcp_task_hdr_read(mpcp_task_hdr_t *h, const void *task,
 enum {
   MPCP_EF_SPARSE = 1,
   MPCP_EF_FOLLOW = 2, /* a top-level SRC symlink copied as its target */
+  MPCP_EF_NOSTAT = 4, /* --resume: the walk read only the name and its type
+                         (readdir's d_type; mode holds the type alone): the
+                         worker stats the source itself, so both stats of an
+                         entry run in the workers, in parallel */
 };
 
 typedef struct {
@@ -139,7 +143,16 @@ enum {
   MPCP_M_DIED = 7,     /* a worker died (its temp file may be left) */
   MPCP_M_FOUND = 8,    /* --mpi: what a rank's walk found (mpi.c) */
   MPCP_M_WALKED = 9,   /* --mpi: a walk's result is ready (mpi.c) */
+  MPCP_M_HANDBACK = 10, /* an MPCP_EF_NOSTAT entry the parent must handle
+                           (-a: a file with several links, for the
+                           hard-link map); id: root; text: an
+                           mpcp_handback_t, the directory, the name */
 };
+
+typedef struct {
+  uint32_t flags;   /* the task's MPCP_TF_* */
+  uint32_t dir_len; /* the directory, then the name, follow */
+} mpcp_handback_t;
 
 /* On PROGRESS and DONE, `errors` counts entries that failed (they are in
  * `files` too: files is entries finished either way). */
@@ -151,6 +164,7 @@ typedef struct {
   uint64_t bytes;
   uint64_t mismatches;
   uint64_t same, same_bytes; /* --resume: entries found unchanged */
+  uint64_t more_bytes; /* bytes of MPCP_EF_NOSTAT files: for the total */
 } mpcp_msg_t;
 
 #define MPCP_MSG_MAX 4096
@@ -186,6 +200,9 @@ void mpcp_remove_stale_temps(int dir);
 extern volatile sig_atomic_t mpcp_stop_sig;
 void mpcp_worker_init(void);
 int mpcp_worker_task(const void *task, size_t len);
+/* The entry record of a stat (name lengths and flags zero; MPCP_EF_SPARSE
+ * when the file has fewer blocks than its size). */
+void mpcp_ent_from_stat(mpcp_ent_t *e, const struct stat *st);
 /* --resume: is the destination entry d (lstat) the same as the source st
  * (type, size, mtime; a symlink's target; a device's number)? 1 yes, 0 no,
  * 2 same size and --checksum: the contents decide. */
@@ -223,6 +240,11 @@ bool mpcp_split_fs(int fd);
 int mpcp_open_rel(int dirfd, const char *rel, int flags, mode_t mode);
 /* Joins display pieces, skipping empty and "." parts: malloc'd. */
 char *mpcp_join(const char *a, const char *b, const char *c);
+/* Bytes from another process, checked before use: a name inside a
+ * directory (not empty, ".", ".." nor holding '/' or NUL), and a path below
+ * a root (relative, made of such names; "" is the root). */
+bool mpcp_name_ok(const char *s, size_t n);
+bool mpcp_rel_ok(const char *s, size_t n);
 void mpcp_temp_name(char *buf, size_t len);
 /* Closes a root's fds and frees its names. */
 void mpcp_root_close(mpcp_root_t *r);

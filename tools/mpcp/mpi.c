@@ -103,30 +103,6 @@ static mp_pool_t *made_pool;
 /* ---- shared checks --------------------------------------------------------
  */
 
-/* A name inside a directory, as a task carries it. */
-static bool name_ok(const char *s, size_t n) {
-  if (n == 0 || n > NAME_MAX || memchr(s, '\0', n) || memchr(s, '/', n))
-    return false;
-  return !(s[0] == '.' && (n == 1 || (n == 2 && s[1] == '.')));
-}
-
-/* A path below a root: relative, no empty, "." or ".." component. */
-static bool rel_ok(const char *s, size_t n) {
-  if (n == 0)
-    return true;
-  if (n >= PATH_MAX * 64 || memchr(s, '\0', n) || s[0] == '/')
-    return false;
-  size_t i = 0;
-  while (i <= n) {
-    const char *slash = memchr(s + i, '/', n - i);
-    size_t j = slash ? (size_t)(slash - s) : n;
-    if (!name_ok(s + i, j - i))
-      return false;
-    i = j + 1;
-  }
-  return true;
-}
-
 static bool root_usable(uint32_t root) {
   return root < (uint32_t)mpcp_nroots && mpcp_roots[root].src_fd >= 0 &&
          mpcp_roots[root].dst_fd >= 0;
@@ -138,7 +114,7 @@ static bool task_ok(const char *t, size_t len, unsigned kinds) {
   mpcp_task_hdr_t h;
   if (!mpcp_task_hdr_read(&h, t, len) || h.kind > MPCP_T_WALK ||
       !(kinds & (1u << h.kind)) || !root_usable(h.root) ||
-      !rel_ok(t + sizeof h, h.dir_len))
+      !mpcp_rel_ok(t + sizeof h, h.dir_len))
     return false;
   const char *p = t + sizeof h + h.dir_len, *end = t + len;
   if (h.kind == MPCP_T_WALK)
@@ -153,8 +129,8 @@ static bool task_ok(const char *t, size_t len, unsigned kinds) {
         c.dname_len > NAME_MAX ||
         (size_t)c.name_len + c.tmp_len + c.dname_len != (size_t)(end - p))
       return false;
-    return name_ok(p, c.name_len) && name_ok(p + c.name_len, c.tmp_len) &&
-           name_ok(p + c.name_len + c.tmp_len, c.dname_len);
+    return mpcp_name_ok(p, c.name_len) && mpcp_name_ok(p + c.name_len, c.tmp_len) &&
+           mpcp_name_ok(p + c.name_len + c.tmp_len, c.dname_len);
   }
   for (uint32_t i = 0; i < h.count; i++) {
     mpcp_ent_t e;
@@ -164,8 +140,8 @@ static bool task_ok(const char *t, size_t len, unsigned kinds) {
     p += sizeof e;
     if (e.name_len > NAME_MAX || e.dname_len > NAME_MAX ||
         (size_t)e.name_len + e.dname_len > (size_t)(end - p) ||
-        !name_ok(p, e.name_len) ||
-        (e.dname_len && !name_ok(p + e.name_len, e.dname_len)))
+        !mpcp_name_ok(p, e.name_len) ||
+        (e.dname_len && !mpcp_name_ok(p + e.name_len, e.dname_len)))
       return false;
     p += e.name_len + e.dname_len;
   }
@@ -520,7 +496,7 @@ static void take_ents(const char *b, size_t n) {
   memcpy(&h, b, sizeof h);
   const char *p = b + sizeof h, *end = b + n;
   if (!root_usable(h.root) || h.dir_len > (size_t)(end - p) ||
-      !rel_ok(p, h.dir_len) || h.n > (size_t)(end - p) / sizeof(went_t))
+      !mpcp_rel_ok(p, h.dir_len) || h.n > (size_t)(end - p) / sizeof(went_t))
     return;
   char *dir = strndup(p, h.dir_len);
   p += h.dir_len;
@@ -538,7 +514,7 @@ static void take_ents(const char *b, size_t n) {
     memcpy(&e, p, sizeof e);
     p += sizeof e;
     if ((size_t)e.name_len + e.dname_len > (size_t)(end - p) ||
-        !name_ok(p, e.name_len) || !name_ok(p + e.name_len, e.dname_len))
+        !mpcp_name_ok(p, e.name_len) || !mpcp_name_ok(p + e.name_len, e.dname_len))
       break;
     from_wstat(&st[k], &e.st, (int)h.root);
     names[k] = strndup(p, e.name_len);
@@ -580,7 +556,7 @@ static void take_rec(uint32_t type, const char *b, size_t n, void *arg) {
       return;
     memcpy(&d, b, sizeof d);
     if (!root_usable(d.root) || d.len != n - sizeof d || d.len == 0 ||
-        !rel_ok(b + sizeof d, d.len))
+        !mpcp_rel_ok(b + sizeof d, d.len))
       return;
     char *rel = strndup(b + sizeof d, d.len);
     if (!rel)

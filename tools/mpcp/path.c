@@ -126,6 +126,30 @@ static bool skip_part(const char *s) {
   return !s || !*s || strcmp(s, ".") == 0;
 }
 
+/* A name inside a directory, as a task carries it. */
+bool mpcp_name_ok(const char *s, size_t n) {
+  if (n == 0 || n > NAME_MAX || memchr(s, '\0', n) || memchr(s, '/', n))
+    return false;
+  return !(s[0] == '.' && (n == 1 || (n == 2 && s[1] == '.')));
+}
+
+/* A path below a root: relative, no empty, "." or ".." component. */
+bool mpcp_rel_ok(const char *s, size_t n) {
+  if (n == 0)
+    return true;
+  if (n >= PATH_MAX * 64 || memchr(s, '\0', n) || s[0] == '/')
+    return false;
+  size_t i = 0;
+  while (i <= n) {
+    const char *slash = memchr(s + i, '/', n - i);
+    size_t j = slash ? (size_t)(slash - s) : n;
+    if (!mpcp_name_ok(s + i, j - i))
+      return false;
+    i = j + 1;
+  }
+  return true;
+}
+
 char *mpcp_join(const char *a, const char *b, const char *c) {
   const char *parts[3] = {a, b, c};
   size_t n = 1;

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <fnmatch.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -209,6 +210,61 @@ static void psay(bool error, const char *fmt, ...) {
 
 void (*mpcp_msg_hook)(const mpcp_msg_t *m, const char *text, size_t len);
 
+/* Entries the walk passed on unstat'ed (MPCP_EF_NOSTAT) that a worker
+ * handed back: a file with several links (-a, for the hard-link map), or
+ * the rest of a batch that had much to copy (to be spread over the workers
+ * in batches of sizes known). Stat'ed here and handled as the walk handles
+ * an entry; the walk counted each once already. Text: mpcp_handback_t, the
+ * directory, then names each ending in '\0'. */
+static void take_handback(uint64_t root, const char *text, size_t len) {
+  mpcp_handback_t h;
+  if (root >= (uint64_t)mpcp_nroots || len < sizeof h)
+    return;
+  memcpy(&h, text, sizeof h);
+  if (h.dir_len > len - sizeof h || !mpcp_rel_ok(text + sizeof h, h.dir_len))
+    return;
+  char *dir = strndup(text + sizeof h, h.dir_len);
+  size_t cap = (len - sizeof h - h.dir_len) / 2 + 1, n = 0;
+  struct stat *st = malloc(cap * sizeof *st);
+  char **names = malloc(cap * sizeof *names);
+  bool *follow = calloc(cap, sizeof *follow);
+  mpcp_root_t *r = &mpcp_roots[root];
+  int sdir = dir ? mpcp_open_rel(r->src_fd, dir, O_PATH | O_DIRECTORY, 0) : -1;
+  if (!dir || !st || !names || !follow)
+    goto out;
+  const char *p = text + sizeof h + h.dir_len, *end = text + len;
+  while (p < end) {
+    const char *nul = memchr(p, '\0', (size_t)(end - p));
+    if (!nul || !mpcp_name_ok(p, (size_t)(nul - p)))
+      break;
+    if (mpcp_prog.files_total)
+      mpcp_prog.files_total--;
+    if (sdir < 0 || fstatat(sdir, p, &st[n], AT_SYMLINK_NOFOLLOW) < 0) {
+      char *q = mpcp_join(r->src_disp, dir, p);
+      mpcp_error("mpcp: cannot stat '%s': %s", q, strerror(errno));
+      free(q);
+    } else if (S_ISDIR(st[n].st_mode)) {
+      char *q = mpcp_join(r->src_disp, dir, p);
+      mpcp_error("mpcp: '%s': file changed as we read it", q);
+      free(q);
+    } else {
+      names[n++] = (char *)p;
+    }
+    p = nul + 1;
+  }
+  if (n)
+    mpcp_add_entries((int)root, dir,
+                     h.flags & (MPCP_TF_SETGID_DIR | MPCP_TF_DEFACL), n, st,
+                     names, names, follow);
+out:
+  if (sdir >= 0)
+    close(sdir);
+  free(dir);
+  free(st);
+  free(names);
+  free(follow);
+}
+
 static void on_msg(const char *buf, size_t len) {
   mpcp_msg_t m;
   if (len < sizeof m)
@@ -226,6 +282,7 @@ static void on_msg(const char *buf, size_t len) {
       mpcp_prog.bytes_done += m.bytes;
       mpcp_stats.failed += m.errors;
       mpcp_stats.same += m.same; /* --resume: unchanged, not copied */
+      mpcp_prog.bytes_total += m.more_bytes;
       mpcp_prog.bytes_total -= m.same_bytes < mpcp_prog.bytes_total
                                    ? m.same_bytes
                                    : mpcp_prog.bytes_total;
@@ -258,6 +315,9 @@ static void on_msg(const char *buf, size_t len) {
     }
     break;
   }
+  case MPCP_M_HANDBACK:
+    take_handback(m.id, text, tlen);
+    break;
   case MPCP_M_CHUNK:
     for (size_t i = 0; i < nbigs; i++) {
       big_rec_t *b = &bigs[i];
@@ -327,7 +387,7 @@ static bool submit(void *task, size_t len, bool keep_for_verify) {
 typedef struct {
   char *buf;
   size_t len, cap;
-  uint32_t count, regs;
+  uint32_t count, regs, nostat;
   uint64_t bytes;
   int root;
   const char *dir;
@@ -353,7 +413,7 @@ static void put(batch_t *b, const void *p, size_t n) {
 
 static void batch_begin(batch_t *b, uint32_t kind) {
   b->len = 0;
-  b->count = b->regs = 0;
+  b->count = b->regs = b->nostat = 0;
   b->bytes = 0;
   mpcp_task_hdr_t h = {.kind = kind,
                        .root = (uint32_t)b->root,
@@ -476,11 +536,16 @@ static void batch_add(batch_t *b, const mpcp_ent_t *e, const char *name,
     b->bytes += e->size;
     b->regs++;
   }
-  if (b->count >= mpcp_batch_files || b->bytes >= MPCP_BATCH_BYTES)
+  /* An unstat'ed --resume entry is mostly two stats: it counts an eighth
+   * (a worker that finds much to copy hands the rest back: copy.c). */
+  if (e->flags & MPCP_EF_NOSTAT)
+    b->nostat++;
+  if (b->count - b->nostat + b->nostat / 8 >= mpcp_batch_files ||
+      b->bytes >= MPCP_BATCH_BYTES)
     batch_flush(b);
 }
 
-static void ent_from_stat(mpcp_ent_t *e, const struct stat *st) {
+void mpcp_ent_from_stat(mpcp_ent_t *e, const struct stat *st) {
   memset(e, 0, sizeof *e);
   e->mode = st->st_mode;
   e->uid = st->st_uid;
@@ -756,7 +821,7 @@ static void mpcp_add_entry(batch_t *b, int sdir, int ddir,
     return;
   }
   mpcp_ent_t e;
-  ent_from_stat(&e, st);
+  mpcp_ent_from_stat(&e, st);
   if (follow)
     e.flags |= MPCP_EF_FOLLOW;
   (void)sdir;
@@ -820,7 +885,7 @@ static void add_dir_rec(int root, const char *rel, const struct stat *st,
   dir_rec_t *d = &dirs[ndirs++];
   d->root = root;
   d->rel = strdup(rel);
-  ent_from_stat(&d->meta, st);
+  mpcp_ent_from_stat(&d->meta, st);
   d->created = created;
   d->meta_ok = true;
   mpcp_stats.dirs++;
@@ -839,8 +904,17 @@ static bool has_default_acl(int dirfd) {
 /* Reads the source directory rel of root: makes each subdirectory in the
  * destination and passes it to subdir (which takes the malloc'd path), and
  * hands the other entries to the copy in batches. */
+static void walk_dir(int root, const char *rel, bool fresh,
+                     mpcp_subdir_fn subdir, void *arg);
+
 void mpcp_walk_dir(int root, const char *rel, mpcp_subdir_fn subdir,
                    void *arg) {
+  walk_dir(root, rel, false, subdir, arg);
+}
+
+/* fresh: the destination directory was made by this run (so it is empty). */
+static void walk_dir(int root, const char *rel, bool fresh,
+                     mpcp_subdir_fn subdir, void *arg) {
   static uint64_t walked;
   mpcp_root_t *r = &mpcp_roots[root];
   int sfd = mpcp_open_rel(r->src_fd, rel, O_RDONLY | O_DIRECTORY, 0);
@@ -865,7 +939,7 @@ void mpcp_walk_dir(int root, const char *rel, mpcp_subdir_fn subdir,
   /* Stale temp files go with the directory's first batch, in a worker
    * (off the walk's path: on a cold cache the scan reads the directory
    * from disk). */
-  if (mpcp_opt.resume && ddir >= 0 && !mpcp_opt.dry_run)
+  if (mpcp_opt.resume && ddir >= 0 && !mpcp_opt.dry_run && !fresh)
     b.flags |= MPCP_TF_SWEEP;
   struct stat dst;
   if (ddir >= 0 && fstat(ddir, &dst) == 0 && (dst.st_mode & S_ISGID))
@@ -873,12 +947,44 @@ void mpcp_walk_dir(int root, const char *rel, mpcp_subdir_fn subdir,
   if (ddir >= 0 && mpcp_opt.archive && has_default_acl(ddir))
     b.flags |= MPCP_TF_DEFACL;
   batch_begin(&b, MPCP_T_BATCH);
+  /* --resume over a local pool: entries that are not directories go to the
+   * workers by name and type, unstat'ed, so that the two stats that decide
+   * "unchanged" (source and destination) both run in parallel in the
+   * workers instead of one of them in this one walking process. Not where
+   * the walk itself must see a stat: -n/-u decide here, --dry-run and
+   * --verify keep the entry records, and an MPI rank's walk sends hard
+   * links and big files to the root. */
+  bool nostat = mpcp_opt.resume && !fresh && !mpcp_opt.dry_run &&
+                !mpcp_opt.verify &&
+                !mpcp_opt.no_clobber && !mpcp_opt.update &&
+                !mpcp_root_entry_hook && !mpcp_opt.mpi && ddir >= 0 &&
+                /* a hand-back message holds the directory and a name */
+                strlen(rel) + NAME_MAX + 1 + sizeof(mpcp_handback_t) <=
+                    MPCP_MSG_MAX - sizeof(mpcp_msg_t);
   struct dirent *de;
   while (!mpcp_stop_sig && (errno = 0, de = readdir(d))) {
     const char *name = de->d_name;
     if (name[0] == '.' &&
         (name[1] == '\0' || (name[1] == '.' && name[2] == '\0')))
       continue;
+    if (nostat && de->d_type != DT_DIR && de->d_type != DT_UNKNOWN) {
+      /* --resume: the type is enough here; a worker stats both sides. */
+      if (mpcp_opt.nexcludes) {
+        char *path = mpcp_join(rel, name, NULL);
+        bool ex = excluded(name, path, false);
+        free(path);
+        if (ex) {
+          mpcp_stats.excluded++;
+          continue;
+        }
+      }
+      mpcp_ent_t e = {.mode = DTTOIF(de->d_type), .flags = MPCP_EF_NOSTAT};
+      mpcp_prog.files_total++;
+      batch_add(&b, &e, name, name);
+      if ((++walked & 31) == 0)
+        mpcp_pump(0);
+      continue;
+    }
     char *path = mpcp_join(rel, name, NULL);
     struct stat st;
     if (fstatat(dirfd(d), name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
@@ -957,7 +1063,12 @@ void mpcp_walk_dir(int root, const char *rel, mpcp_subdir_fn subdir,
 }
 
 typedef struct {
-  char **v;
+  char *rel;
+  bool created; /* made by this run */
+} dir_todo_t;
+
+typedef struct {
+  dir_todo_t *v;
   size_t n, cap;
 } dir_stack_t;
 
@@ -968,7 +1079,7 @@ static void push_subdir(int root, char *path, const struct stat *st,
   dir_stack_t *s = arg;
   add_dir_rec(root, path, st, created);
   GROW(s->v, s->n, s->cap);
-  s->v[s->n++] = path;
+  s->v[s->n++] = (dir_todo_t){path, created && !mpcp_opt.dry_run};
 }
 
 /* Walks the tree under root `root`, depth first, one directory at a time. */
@@ -976,14 +1087,14 @@ void mpcp_walk(int root, const struct stat *top_st, bool top_created) {
   mpcp_walk_top(root, top_st, top_created);
   dir_stack_t s = {0};
   GROW(s.v, s.n, s.cap);
-  s.v[s.n++] = strdup("");
+  s.v[s.n++] = (dir_todo_t){strdup(""), top_created && !mpcp_opt.dry_run};
   while (s.n && !mpcp_stop_sig) {
-    char *rel = s.v[--s.n];
-    mpcp_walk_dir(root, rel, push_subdir, &s);
-    free(rel);
+    dir_todo_t t = s.v[--s.n];
+    walk_dir(root, t.rel, t.created, push_subdir, &s);
+    free(t.rel);
   }
   while (s.n)
-    free(s.v[--s.n]);
+    free(s.v[--s.n].rel);
   free(s.v);
 }
 
@@ -1192,6 +1303,12 @@ void mpcp_finish(void) {
   mpcp_prog.walk_done = true;
   if (!mpcp_opt.dry_run) {
     make_links();
+    /* A dead worker's temp file goes before the folders get their times
+     * (removing it later would change its folder's mtime). */
+    if (worker_died) {
+      mpcp_cleanup_temps();
+      worker_died = false;
+    }
     dir_meta();
   }
   mpcp_progress_draw(&mpcp_prog, true);
@@ -1211,9 +1328,14 @@ void mpcp_finish(void) {
       mpcp_pump(0);
     }
     mpcp_wait_tasks();
-    /* A re-copy changed the file again after its directory's times were set. */
-    if (mpcp_stats.mismatches && !mpcp_stop_sig)
+    /* A re-copy (or a dead worker's temp file) changed a folder after its
+     * times were set. */
+    if ((mpcp_stats.mismatches || worker_died) && !mpcp_stop_sig) {
+      if (worker_died)
+        mpcp_cleanup_temps();
+      worker_died = false;
       dir_meta();
+    }
   }
   if (worker_died)
     mpcp_cleanup_temps(); /* a killed worker leaves its temp file */

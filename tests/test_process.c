@@ -367,6 +367,49 @@ TEST(forkserver_big_arg) {
   ASSERT_OK(mp_forkserver_stop());
 }
 
+/* The argument's bytes: (len + i * 7) each; returns len % 200 when all
+ * match, 255 otherwise. */
+static int sized_arg_target(const void *arg, size_t len) {
+  const unsigned char *b = arg;
+  for (size_t i = 0; i < len; i++)
+    if (b[i] != (unsigned char)(len + i * 7))
+      return 255;
+  return (int)(len % 200);
+}
+
+TEST(process_many_handles_args_of_every_size) {
+  /* More handles alive at once than any kept in reserve, arguments on both
+   * sides of the size kept inside a handle, destroyed out of order and made
+   * again: every child gets its own bytes, every handle its own name. */
+  static const size_t sizes[] = {0, 1, 63, 64, 65, 200, 4096, 8, 64, 65};
+  enum { N = sizeof sizes / sizeof sizes[0] };
+  unsigned char buf[4096];
+  char seen[2 * N][64];
+  for (int round = 0; round < 2; round++) {
+    mp_process_t *p[N];
+    for (int i = 0; i < N; i++) {
+      for (size_t k = 0; k < sizes[i]; k++)
+        buf[k] = (unsigned char)(sizes[i] + k * 7);
+      ASSERT_OK(mp_process_create(&p[i], sized_arg_target,
+                                  sizes[i] ? buf : NULL, sizes[i], NULL));
+      memset(buf, 0xEE, sizeof buf); /* the handle holds its own copy */
+      snprintf(seen[round * N + i], sizeof seen[0], "%s",
+               mp_process_name(p[i]));
+      for (int j = 0; j < round * N + i; j++)
+        ASSERT(strcmp(seen[j], seen[round * N + i]) != 0);
+    }
+    for (int i = 0; i < N; i++)
+      ASSERT_OK(mp_process_start(p[i]));
+    for (int k = 0; k < N; k++) {
+      int i = (k * 3 + round) % N, code = -1; /* 3 and N are coprime */
+      ASSERT_OK(mp_process_join(p[i], MP_FOREVER));
+      ASSERT_OK(mp_process_exitcode(p[i], &code));
+      ASSERT_EQ(code, (int)(sizes[i] % 200));
+      ASSERT_OK(mp_process_destroy(p[i]));
+    }
+  }
+}
+
 TEST(forkserver_kill_terminate_identity) {
   int ms = 30000;
   mp_process_opts_t o = {.start_method = MP_START_FORKSERVER};

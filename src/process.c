@@ -104,9 +104,9 @@ typedef struct gate_page {
  * fork write-protects every page of the parent, so each page the parent
  * writes between two forks costs it a copy-on-write fault after the next
  * one, and each page a child writes costs the child one; on a VM a fault
- * costs tens of microseconds, as much as the rest of a start. Everything
- * process starts write in this file is in this one page, which the atfork
- * handlers (registry lock) write on every fork anyway. */
+ * costs tens of microseconds, as much as the rest of a start. Everything of
+ * this file's that a start and join write is in this one page, which the
+ * atfork handlers (registry lock) write on every fork anyway. */
 static struct {
   /* Started, not yet reaped children of this process. */
   pthread_mutex_t reg_mu;
@@ -407,11 +407,14 @@ static int proc_wait_fd(const mp_process_t *p) {
 
 static void exit_children(void);
 
-/* Whether fp holds buffered output. In glibc read from the FILE itself:
- * __fpending's code lies on a page of the C library that the child would
- * fault in just for this. */
+/* Whether fp holds buffered output. In glibc a byte stream's is read from
+ * the FILE itself: __fpending's code lies on a page of the C library that
+ * the child would fault in just for this. A wide stream (_mode > 0) keeps
+ * its output in its wide buffer: asked through __fpending. */
 static bool stdio_pending(FILE *fp) {
 #ifdef __GLIBC__
+  if (fp->_mode > 0)
+    return __fpending(fp) > 0;
   return fp->_IO_write_ptr > fp->_IO_write_base;
 #else
   return __fpending(fp) > 0;

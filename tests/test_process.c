@@ -10,6 +10,7 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <wchar.h>
 
 #include "runner.h"
 
@@ -408,6 +409,58 @@ TEST(process_many_handles_args_of_every_size) {
       ASSERT_OK(mp_process_destroy(p[i]));
     }
   }
+}
+
+static int print_narrow(const void *arg, size_t len) {
+  printf("narrow;"); /* stdout is a pipe: fully buffered, left unflushed */
+  return 0;
+}
+
+static int print_wide(const void *arg, size_t len) {
+  if (fwide(stdout, 1) <= 0)
+    return 3;
+  wprintf(L"wide;"); /* held in the stream's wide buffer */
+  return 0;
+}
+
+TEST(process_child_output_flushed_at_return) {
+  /* A target that returns with output still buffered, in a byte stream
+   * and in a wide one, has it written out before the child leaves. Run in
+   * a helper whose stdout is a pipe, so the runner's own is left alone. */
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  pid_t h = fork();
+  ASSERT(h >= 0);
+  if (h == 0) {
+    dup2(fds[1], 1);
+    close(fds[0]);
+    close(fds[1]);
+    mp_process_fn fns[2] = {print_narrow, print_wide};
+    for (int i = 0; i < 2; i++) {
+      mp_process_t *p;
+      int code = -1;
+      if (mp_process_create(&p, fns[i], NULL, 0, NULL) < 0 ||
+          mp_process_start(p) < 0 || mp_process_join(p, MP_FOREVER) < 0 ||
+          mp_process_exitcode(p, &code) < 0 || code != 0)
+        _exit(10 + i);
+      mp_process_destroy(p);
+    }
+    _exit(0);
+  }
+  close(fds[1]);
+  char buf[64];
+  size_t got = 0;
+  ssize_t n;
+  while (got < sizeof buf - 1 &&
+         (n = read(fds[0], buf + got, sizeof buf - 1 - got)) > 0)
+    got += (size_t)n;
+  buf[got] = '\0';
+  close(fds[0]);
+  int st;
+  ASSERT_EQ(waitpid(h, &st, 0), h);
+  ASSERT(WIFEXITED(st));
+  ASSERT_EQ(WEXITSTATUS(st), 0);
+  ASSERT_STR_EQ(buf, "narrow;wide;");
 }
 
 TEST(forkserver_kill_terminate_identity) {

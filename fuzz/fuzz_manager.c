@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "manager_impl.h"
+#include "fuzz_common.h"
 #include "mproc.h"
 
 #define OBJ_SIZE ((size_t)4 << 20)
@@ -25,14 +26,6 @@
 #define ARENA_MAGIC_V 0x6d702d6172656e61ull
 #define ROOT_OFF 4096
 #define DATA_OFF ((ROOT_OFF + sizeof(mgr_root_t) + 63) / 64 * 64)
-
-static char name[64];
-static int fd = -1;
-
-static void cleanup(void) {
-  if (name[0])
-    shm_unlink(name);
-}
 
 /* MP_FUZZ_SEED=path: write a real manager, in the input layout, as seed. */
 static void write_seed(const char *path) {
@@ -86,13 +79,7 @@ static void write_seed(const char *path) {
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
-  snprintf(name, sizeof name, "/mp-fuzzm-%d", (int)getpid());
-  shm_unlink(name);
-  fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0)
-    abort();
-  fchmod(fd, 0600);
-  atexit(cleanup);
+  fuzz_obj_create("m");
   if (getenv("MP_FUZZ_SEED"))
     write_seed(getenv("MP_FUZZ_SEED"));
   return 0;
@@ -165,10 +152,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size < HDR_PART + 64)
     return 0;
-  if (ftruncate(fd, 0) < 0 || ftruncate(fd, OBJ_SIZE) < 0)
+  if (ftruncate(fuzz_obj_fd, 0) < 0 || ftruncate(fuzz_obj_fd, OBJ_SIZE) < 0)
     abort();
   unsigned char *p =
-      mmap(NULL, OBJ_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+      mmap(NULL, OBJ_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fuzz_obj_fd, 0);
   if (p == MAP_FAILED)
     abort();
   size_t k = size < HDR_PART ? size : HDR_PART;
@@ -195,7 +182,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
   munmap(p, OBJ_SIZE);
   mp_manager_t *m;
-  if (mp_manager_open(&m, name) < 0)
+  if (mp_manager_open(&m, fuzz_obj_name) < 0)
     return 0;
   for (uint32_t id = 0; id < 4; id++) {
     mp_dict_t *d;

@@ -13,27 +13,14 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "fuzz_common.h"
 #include "mproc.h"
 
 #define OBJ_SIZE (4096 + (64 << 10))
 
-static char name[64];
-static int fd = -1;
-
-static void cleanup(void) {
-  if (name[0])
-    shm_unlink(name);
-}
-
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
-  snprintf(name, sizeof name, "/mp-fuzzq-%d", (int)getpid());
-  shm_unlink(name);
-  fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0)
-    abort();
-  fchmod(fd, 0600);
-  atexit(cleanup);
+  fuzz_obj_create("q");
   /* With MP_FUZZ_SEED=path: write a real queue's object as a seed. */
   const char *seed = getenv("MP_FUZZ_SEED");
   if (seed) {
@@ -71,16 +58,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   size_t obj = (size + 4095) / 4096 * 4096;
   if (obj < 8192)
     obj = 8192;
-  if (ftruncate(fd, 0) < 0 || ftruncate(fd, (off_t)obj) < 0)
+  if (ftruncate(fuzz_obj_fd, 0) < 0 || ftruncate(fuzz_obj_fd, (off_t)obj) < 0)
     abort();
-  unsigned char *p = mmap(NULL, obj, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  unsigned char *p = mmap(NULL, obj, PROT_READ | PROT_WRITE, MAP_SHARED, fuzz_obj_fd, 0);
   if (p == MAP_FAILED)
     abort();
   memcpy(p, data, size);
   mp__queue_fuzz_prepare(p);
   munmap(p, obj);
   mp_queue_t *q;
-  if (mp_queue_open(&q, name) < 0)
+  if (mp_queue_open(&q, fuzz_obj_name) < 0)
     return 0;
   /* A few operations steered by the last input bytes. */
   unsigned char buf[256];

@@ -185,9 +185,6 @@ uint64_t mp__self_ident(bool thread_level);
  * reused id), or a negative code when /proc cannot tell (count it alive). */
 enum { MP__OWNER_EXISTS = 0, MP__OWNER_GONE = 1 };
 int mp__owner_probe(uint32_t id, bool thread_level, uint64_t *start);
-/* True when the owning process pid is certainly gone: MP__OWNER_GONE, or it
- * exists with a start time other than start (0: unknown, not checked). */
-bool mp__owner_dead(uint32_t pid, uint64_t start);
 
 /* ---- spawner thread -------------------------------------------------------
  * The parent-death signal follows the thread that forked, so children asked

@@ -193,11 +193,3 @@ int mp__owner_probe(uint32_t id, bool thread_level, uint64_t *start) {
   *start = t;
   return MP__OWNER_EXISTS;
 }
-
-bool mp__owner_dead(uint32_t pid, uint64_t start) {
-  uint64_t now = 0;
-  int r = mp__owner_probe(pid, false, &now);
-  if (r < 0)
-    return false;
-  return r == MP__OWNER_GONE || (start != 0 && now != start);
-}

@@ -50,17 +50,23 @@ static tracker_rec_t *tracked;  /* what this process has registered */
 static size_t ntracked, captracked;
 static pthread_once_t tracker_atfork_once = PTHREAD_ONCE_INIT;
 
-static void tracker_atfork_child(void) {
-  /* The child is a new owner: it must not hold the parent's socket open,
-   * and the parent's names are not its own. The watcher is the parent's. */
+/* In a child: drop the parent's tracker state. The child is a new owner: it
+ * must not hold the parent's socket open (that would hide the parent's end
+ * from the parent's watcher), and the parent's names are not its own. The
+ * watcher is the parent's. */
+static void tracker_forget_parent(void) {
   if (tracker_fd >= 0)
     close(tracker_fd);
   if (tracker_pidfd >= 0)
     close(tracker_pidfd);
   tracker_fd = tracker_pidfd = -1;
   tracker_pid = 0;
-  tracker_owner = 0;
   ntracked = 0;
+}
+
+static void tracker_atfork_child(void) {
+  tracker_forget_parent();
+  tracker_owner = 0;
   pthread_mutex_unlock(&tracker_mu); /* taken by the prepare handler */
 }
 
@@ -248,15 +254,8 @@ static int tracker_send(char op, const char *name) {
   int r = 0;
   if (tracker_owner != getpid()) {
     /* A child made without fork(3) (no atfork handler ran) holds copies of
-     * its parent's state: none of it is its own. Its copy of the socket
-     * would hide the parent's end from the parent's watcher. */
-    if (tracker_fd >= 0)
-      close(tracker_fd);
-    if (tracker_pidfd >= 0)
-      close(tracker_pidfd);
-    tracker_fd = tracker_pidfd = -1;
-    tracker_pid = 0;
-    ntracked = 0;
+     * its parent's state: none of it is its own. */
+    tracker_forget_parent();
     tracker_owner = getpid();
   }
   if (op == '+') {

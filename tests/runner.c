@@ -9,6 +9,7 @@
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -181,6 +182,78 @@ int mpt_count(const char *s, const char *needle) {
 bool mpt_before(const char *s, const char *first, const char *second) {
   const char *a = strstr(s, first), *b = strstr(s, second);
   return a && b && a < b;
+}
+
+int mpt_wait_exit(pid_t pid) {
+  int st;
+  while (waitpid(pid, &st, 0) < 0)
+    if (errno != EINTR)
+      mpt_fail(__FILE__, __LINE__, "waitpid(%d): %s", (int)pid,
+               strerror(errno));
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+void mpt__wait_ok(const char *file, int line, pid_t pid) {
+  int rc = mpt_wait_exit(pid);
+  if (rc != 0)
+    mpt_fail(file, line, "child %d: %s %d", (int)pid,
+             rc > 128 ? "killed by signal" : "exit status",
+             rc > 128 ? rc - 128 : rc);
+}
+
+void mpt__join_ok(const char *file, int line, mp_process_t *p) {
+  int rc = mp_process_join(p, MP_FOREVER), code = -1;
+  if (rc == 0)
+    rc = mp_process_exitcode(p, &code);
+  if (rc != 0)
+    mpt_fail(file, line, "join: %s", mp_err_name(rc));
+  if (code != 0)
+    mpt_fail(file, line, "process exit code %d", code);
+}
+
+int mpt_kill_reap(pid_t pid) {
+  kill(pid, SIGKILL);
+  return mpt_wait_exit(pid);
+}
+
+volatile sig_atomic_t mpt_storm_alarms;
+
+static void storm_on_alarm(int sig) {
+  (void)sig;
+  mpt_storm_alarms++;
+}
+
+void mpt_storm_start(int us, bool restart) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = storm_on_alarm;
+  sa.sa_flags = restart ? SA_RESTART : 0;
+  sigemptyset(&sa.sa_mask);
+  mpt_storm_alarms = 0;
+  ASSERT_EQ(sigaction(SIGALRM, &sa, NULL), 0);
+  struct itimerval it = {{0, us}, {0, us}};
+  ASSERT_EQ(setitimer(ITIMER_REAL, &it, NULL), 0);
+}
+
+void mpt_storm_stop(void) {
+  struct itimerval off = {{0, 0}, {0, 0}};
+  setitimer(ITIMER_REAL, &off, NULL);
+  signal(SIGALRM, SIG_IGN);
+}
+
+pid_t mpt_hog_start(void) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    volatile unsigned long x = 0;
+    for (;;)
+      x++;
+  }
+  ASSERT(pid > 0);
+  return pid;
+}
+
+void mpt_hog_stop(pid_t hog) {
+  mpt_kill_reap(hog);
 }
 
 /* Runs in the test's own process: the body, then the leak checks. */

@@ -14,11 +14,13 @@
 #define MPROC_TEST_RUNNER_H
 
 #include <inttypes.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
 
 #include "mproc.h"
 
@@ -103,5 +105,33 @@ int mpt_with_small_dev_shm(size_t shm_bytes, void (*fn)(void));
 int mpt_count(const char *s, const char *needle);
 /* first appears in s, and before second. */
 bool mpt_before(const char *s, const char *first, const char *second);
+
+/* Reaping children. mpt_wait_exit waits for child pid (again after EINTR)
+ * and returns its exit status, or 128 + the signal that ended it.
+ * mpt_wait_ok fails the case, at the caller's line, unless the child exited
+ * with status 0. mpt_kill_reap SIGKILLs child pid, reaps it and returns
+ * what mpt_wait_exit does (128 + SIGKILL unless it had ended before). */
+int mpt_wait_exit(pid_t pid);
+#define mpt_wait_ok(pid) mpt__wait_ok(__FILE__, __LINE__, (pid))
+void mpt__wait_ok(const char *file, int line, pid_t pid);
+int mpt_kill_reap(pid_t pid);
+/* Join process p (MP_FOREVER) and fail the case, at the caller's line,
+ * unless its exit code is 0. */
+#define mpt_join_ok(p) mpt__join_ok(__FILE__, __LINE__, (p))
+void mpt__join_ok(const char *file, int line, mp_process_t *p);
+/* Stress helpers. A signal storm in the calling process: SIGALRM every
+ * `us` microseconds (1000: the usual 1 ms storm) from ITIMER_REAL, caught by
+ * a handler that counts it in mpt_storm_alarms (set to 0 here), with
+ * SA_RESTART only when `restart`, so that without it every blocking system
+ * call keeps being interrupted. mpt_storm_stop turns the timer off and then
+ * ignores SIGALRM (one still pending is dropped). A forked child inherits
+ * the handler but not the timer. */
+extern volatile sig_atomic_t mpt_storm_alarms;
+void mpt_storm_start(int us, bool restart);
+void mpt_storm_stop(void);
+/* A CPU hog: a forked child that spins until mpt_hog_stop kills and reaps
+ * it. */
+pid_t mpt_hog_start(void);
+void mpt_hog_stop(pid_t hog);
 
 #endif

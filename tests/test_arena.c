@@ -226,9 +226,7 @@ TEST(arena_concurrent_processes) {
     }
   }
   for (int p = 0; p < 4; p++) {
-    int st;
-    ASSERT_EQ(waitpid(pids[p], &st, 0), pids[p]);
-    ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    mpt_wait_ok(pids[p]);
   }
   churn(&a, 99, 20000, 99);
   mp__arena_close(&a);

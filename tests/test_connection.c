@@ -41,13 +41,6 @@ static void serve_one(mp_listener_t *l) {
   ASSERT_OK(mp_conn_destroy(c));
 }
 
-static void reap_ok(pid_t pid) {
-  int st;
-  ASSERT_EQ(waitpid(pid, &st, 0), pid);
-  ASSERT(WIFEXITED(st));
-  ASSERT_EQ(WEXITSTATUS(st), 0);
-}
-
 static void round_trip(const char *spec, const char *key) {
   mp_listener_t *l;
   mp_listener_opts_t lo = {.authkey = key, .authkey_len = key ? strlen(key) : 0};
@@ -59,7 +52,7 @@ static void round_trip(const char *spec, const char *key) {
   if (pid == 0)
     client_child(addr, key, 0);
   serve_one(l);
-  reap_ok(pid);
+  mpt_wait_ok(pid);
   ASSERT_OK(mp_listener_close(l));
 }
 
@@ -101,13 +94,13 @@ TEST(connection_wrong_authkey_refused) {
     client_child(addr, "wrong key", MP_EACCES);
   mp_conn_t *c;
   ASSERT_ERR(mp_listener_accept(l, &c, MP_FOREVER), MP_EACCES);
-  reap_ok(pid);
+  mpt_wait_ok(pid);
   pid = fork();
   ASSERT(pid >= 0);
   if (pid == 0)
     client_child(addr, KEY, 0);
   serve_one(l);
-  reap_ok(pid);
+  mpt_wait_ok(pid);
   ASSERT_OK(mp_listener_close(l));
 }
 

@@ -125,9 +125,7 @@ TEST(segment_untracked_survives) {
       _exit(1);
     _exit(0);
   }
-  int st;
-  ASSERT_EQ(waitpid(pid, &st, 0), pid);
-  ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  mpt_wait_ok(pid);
   mpt_sleep_ms(50);
   ASSERT(mpt_shm_exists("/mp-test-keep-segment"));
   ASSERT_OK(mp__seg_open(&s, "/mp-test-keep-segment", 0));

@@ -10,10 +10,22 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "robust.h"
 #include "runner.h"
 
 /* Above the kernel's largest pid_max (2^22): never a live process. */
 #define NO_SUCH_PID 0x3fffffffu
+
+/* The owner word of a process-owned lock held by pid, started at start
+ * (0: unknown), as the locks store it; mp__rb_owner_dead is what every
+ * lock, queue and manager asks of it. */
+static uint64_t owner_word(uint32_t pid, uint64_t start) {
+  return (uint64_t)(uint32_t)start << 32 | pid;
+}
+
+static bool owner_dead(uint32_t pid, uint64_t start) {
+  return mp__rb_owner_dead(owner_word(pid, start), 0);
+}
 
 /* Waits until /proc shows pid in state (or gone when state is 0). */
 static void wait_state(pid_t pid, char state) {
@@ -59,13 +71,13 @@ TEST(proc_identity_self) {
   ASSERT_ERR(mp__pid_start_time(NO_SUCH_PID, &start), MP_ENOENT);
   ASSERT_EQ(start, 0);
   ASSERT_EQ(mp__owner_probe(NO_SUCH_PID, false, &start), MP__OWNER_GONE);
-  ASSERT(mp__owner_dead(NO_SUCH_PID, 0));
+  ASSERT(owner_dead(NO_SUCH_PID, 0));
   /* The caller itself is alive, under its own start time only. */
   ASSERT_EQ(mp__owner_probe(mp__self_pid(), false, &start), MP__OWNER_EXISTS);
   ASSERT_EQ(start, mp__self_pid_start());
-  ASSERT(!mp__owner_dead(mp__self_pid(), 0));
-  ASSERT(!mp__owner_dead(mp__self_pid(), mp__self_pid_start()));
-  ASSERT(mp__owner_dead(mp__self_pid(), mp__self_pid_start() + 1));
+  ASSERT(!owner_dead(mp__self_pid(), 0));
+  ASSERT(!owner_dead(mp__self_pid(), mp__self_pid_start()));
+  ASSERT(owner_dead(mp__self_pid(), mp__self_pid_start() + 1));
 }
 
 static void *tid_thread(void *arg) {
@@ -93,12 +105,10 @@ TEST(proc_identity_threads_and_fork) {
     bool ok = mp__self_pid() == (uint32_t)getpid() &&
               mp__self_pid() != parent && mp__self_tid() == mp__self_pid() &&
               mp__self_pid_start() >= parent_start &&
-              !mp__owner_dead(parent, parent_start);
+              !owner_dead(parent, parent_start);
     _exit(ok ? 0 : 1);
   }
-  int status;
-  ASSERT_EQ(waitpid(pid, &status, 0), pid);
-  ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  mpt_wait_ok(pid);
 }
 
 /* Child bodies: wait until the parent closes its end of the pipe. */
@@ -144,9 +154,9 @@ TEST(proc_identity_dead_owner) {
   ASSERT_OK(mp__pid_start_time((uint32_t)pid, &start));
   ASSERT_EQ(mp__owner_probe((uint32_t)pid, false, &now), MP__OWNER_EXISTS);
   ASSERT_EQ(now, start);
-  ASSERT(!mp__owner_dead((uint32_t)pid, start));
+  ASSERT(!owner_dead((uint32_t)pid, start));
   /* Another start time: the pid was reused by somebody else. */
-  ASSERT(mp__owner_dead((uint32_t)pid, start + 1));
+  ASSERT(owner_dead((uint32_t)pid, start + 1));
   /* Killed but not reaped: a zombie holds nothing. */
   ASSERT_OK(kill(pid, SIGKILL));
   wait_state(pid, 'Z');
@@ -157,8 +167,8 @@ TEST(proc_identity_dead_owner) {
        i++)
     mpt_sleep_ms(10);
   ASSERT_EQ(mp__owner_probe((uint32_t)pid, false, &now), MP__OWNER_GONE);
-  ASSERT(mp__owner_dead((uint32_t)pid, start));
-  ASSERT(mp__owner_dead((uint32_t)pid, 0));
+  ASSERT(owner_dead((uint32_t)pid, start));
+  ASSERT(owner_dead((uint32_t)pid, 0));
   int status;
   ASSERT_EQ(waitpid(pid, &status, 0), pid);
   ASSERT_EQ(mp__owner_probe((uint32_t)pid, false, &now), MP__OWNER_GONE);
@@ -174,12 +184,11 @@ TEST(proc_identity_main_thread_exited) {
   uint64_t start = 0;
   ASSERT_EQ(mp__owner_probe((uint32_t)pid, false, &start), MP__OWNER_EXISTS);
   ASSERT(start > 0);
-  ASSERT(!mp__owner_dead((uint32_t)pid, start));
+  ASSERT(!owner_dead((uint32_t)pid, start));
   ASSERT_EQ(mp__owner_probe((uint32_t)pid, true, &start), MP__OWNER_GONE);
+  ASSERT(mp__rb_owner_dead(owner_word((uint32_t)pid, start), MP__RB_THREAD));
   close(release);
-  int status;
-  ASSERT_EQ(waitpid(pid, &status, 0), pid);
-  ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  mpt_wait_ok(pid);
 }
 
 /* ---- the spawner thread (process and subprocess share it) -------------- */
@@ -387,9 +396,7 @@ TEST(tracker_sigchld_ignored) {
   char name[MP__SEG_NAME_MAX];
   ASSERT_EQ(mp__read_full(fds[0], name, sizeof name), 0);
   close(fds[0]);
-  int st;
-  ASSERT_EQ(waitpid(c, &st, 0), c);
-  ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  mpt_wait_ok(c);
   ASSERT(wait_gone(name));
 }
 
@@ -482,9 +489,7 @@ TEST(queue_check_live_queue_passes) {
       refused++;
   munmap(base, span);
   ASSERT_OK(mp_queue_close(q));
-  int st;
-  ASSERT_EQ(waitpid(pid, &st, 0), pid);
-  ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  mpt_wait_ok(pid);
   ASSERT_EQ(refused, 0);
   ASSERT_OK(mp_queue_destroy(q));
 }

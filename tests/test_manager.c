@@ -37,12 +37,6 @@ static void drop_pair(mp_manager_t *m, mp_dict_t *d, mp_list_t *l) {
   ASSERT_OK(mp_manager_destroy(m));
 }
 
-static void wait_ok(pid_t pid) {
-  int st;
-  ASSERT_EQ(waitpid(pid, &st, 0), pid);
-  ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-}
-
 static char *dict_str(mp_dict_t *d) {
   char *s;
   ASSERT_OK(mp_dict_repr(d, &s));
@@ -621,7 +615,7 @@ TEST(open_by_name_and_id) {
     ASSERT_OK(mp_manager_destroy(m2));
     _exit(0);
   }
-  wait_ok(pid);
+  mpt_wait_ok(pid);
   mp_val_t k = mp_val_str("from child");
   ASSERT_EQ(get_int(d, k), pid);
   mp_val_t v;
@@ -649,7 +643,7 @@ TEST(fork_children_share) {
     }
   }
   for (int i = 0; i < 5; i++)
-    wait_ok(pids[i]);
+    mpt_wait_ok(pids[i]);
   size_t n;
   ASSERT_OK(mp_dict_len(d, &n));
   ASSERT_EQ(n, 5);
@@ -707,7 +701,7 @@ TEST(concurrent_processes_and_threads) {
     }
   }
   for (int p = 0; p < WRITERS; p++)
-    wait_ok(pids[p]);
+    mpt_wait_ok(pids[p]);
   int total = WRITERS * 2 * PER_WRITER,
       strs = WRITERS * 2 * ((PER_WRITER + 2) / 3);
   size_t n;
@@ -1049,7 +1043,7 @@ TEST(lock_holder_killed_no_hang) {
   mpt_sleep_ms(100);
   uint64_t t0 = mpt_now_ms();
   kill(pid, SIGKILL); /* left a zombie for now */
-  wait_ok(helper);
+  mpt_wait_ok(helper);
   dict_put_int(d, 4);
   ASSERT(mpt_now_ms() - t0 < 60000);
   int st;

@@ -5,7 +5,6 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/mman.h>
-#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -18,12 +17,6 @@ static mp_manager_t *new_manager(void) {
   mp_manager_t *m;
   ASSERT_OK(mp_manager_create(&m, &(mp_manager_opts_t){.reserve = 256 << 20}));
   return m;
-}
-
-static void wait_ok(pid_t pid) {
-  int st;
-  ASSERT_EQ(waitpid(pid, &st, 0), pid);
-  ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
 #define ASSERT_REPR(fn, obj, want)                                             \
@@ -281,7 +274,7 @@ TEST(nested_forked_child) {
     child_side(m, d);
     _exit(0);
   }
-  wait_ok(pid);
+  mpt_wait_ok(pid);
   parent_check(d, l, pid);
   ASSERT_OK(mp_dict_close(d));
   ASSERT_OK(mp_list_close(l));
@@ -317,7 +310,7 @@ TEST(nested_opened_by_name) {
     ASSERT_OK(mp_manager_destroy(m2));
     _exit(0);
   }
-  wait_ok(pid);
+  mpt_wait_ok(pid);
   parent_check(d, l, pid);
   mp_list_t *again = get_list(d, "again");
   ASSERT_EQ(list_id(again), list_id(l));
@@ -567,7 +560,7 @@ TEST(namespace_across_processes) {
     ASSERT_OK(mp_namespace_set(ns, "forked", &v));
     _exit(0);
   }
-  wait_ok(pid);
+  mpt_wait_ok(pid);
   mp_val_t out;
   ASSERT_OK(mp_namespace_get(ns, "forked", &out));
   ASSERT_EQ(out.u.i, pid);
@@ -586,7 +579,7 @@ TEST(namespace_across_processes) {
     ASSERT_OK(mp_manager_destroy(m2));
     _exit(0);
   }
-  wait_ok(pid2);
+  mpt_wait_ok(pid2);
   ASSERT_REPR(mp_namespace_repr, ns, "Namespace(opened='by name')");
   ASSERT_OK(mp_namespace_close(ns));
   ASSERT_OK(mp_manager_destroy(m));
@@ -797,25 +790,10 @@ static void world_check(world_t *w) {
   }
 }
 
-static void on_alarm(int sig) {
-  (void)sig;
-}
-
-/* SIGALRM every 1 ms, not restarting interrupted calls. */
-static void storm_start(void) {
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_alarm;
-  sigemptyset(&sa.sa_mask);
-  ASSERT_EQ(sigaction(SIGALRM, &sa, NULL), 0);
-  struct itimerval it = {{0, 1000}, {0, 1000}};
-  ASSERT_EQ(setitimer(ITIMER_REAL, &it, NULL), 0);
-}
-
 static pid_t spawn_worker(world_t *w, int s) {
   pid_t pid = fork();
   if (pid == 0) {
-    storm_start();
+    mpt_storm_start(1000, false); /* SIGALRM every 1 ms, no SA_RESTART */
     worker(w, s);
     _exit(0);
   }
@@ -826,12 +804,7 @@ static pid_t spawn_worker(world_t *w, int s) {
 TEST(nested_sigkill_under_hog_and_storm) {
   world_t w;
   world_make(&w);
-  pid_t hog = fork();
-  if (hog == 0) {
-    volatile unsigned long x = 0;
-    for (;;)
-      x++;
-  }
+  pid_t hog = mpt_hog_start();
   pid_t pids[SLOTS];
   for (int s = 0; s < SLOTS; s++)
     pids[s] = spawn_worker(&w, s);
@@ -851,9 +824,8 @@ TEST(nested_sigkill_under_hog_and_storm) {
   }
   atomic_store(&w.ctl->stop, 1);
   for (int s = 0; s < SLOTS; s++)
-    wait_ok(pids[s]);
-  kill(hog, SIGKILL);
-  ASSERT_EQ(waitpid(hog, NULL, 0), hog);
+    mpt_wait_ok(pids[s]);
+  mpt_hog_stop(hog);
   ASSERT(kills > 0);
   ASSERT(atomic_load(&w.ctl->ops) > 0);
   world_check(&w);

@@ -306,7 +306,7 @@ TEST(redis_fork_after_connecting) {
     ASSERT_EQ(out.u.i, i);
   }
   for (int c = 0; c < 3; c++)
-    wait_ok(pids[c]);
+    mpt_wait_ok(pids[c]);
   size_t n;
   ASSERT_OK(mp_dict_len(d, &n));
   ASSERT_EQ(n, 6001);
@@ -375,7 +375,7 @@ TEST(redis_server_killed_and_restarted) {
   int errs = 0;
   ASSERT(read(pfd[0], &errs, sizeof errs) == (ssize_t)sizeof errs);
   close(pfd[0]);
-  wait_ok(pid);
+  mpt_wait_ok(pid);
   ASSERT(errs > 0);
   ASSERT_OK(mp_dict_close(d));
   ASSERT_OK(mp_list_close(l));

@@ -1905,6 +1905,56 @@ TEST(mpcp_single_file_inline) {
   cleanup();
 }
 
+/* Write-behind (a helper thread flushing a big file while it is copied),
+ * here with a 1 MiB step so the 3 MiB and the sparse 8 MiB files of the
+ * tree take it: by a worker (-j 1, whole files) and by mpcp itself (one
+ * file; 20 MiB, copied in 8 MiB pieces, so flushes run while it is
+ * copied), the copies are exact and the sparse file stays sparse. */
+TEST(mpcp_writebehind_whole_files) {
+  setup(false);
+  make_all_cases("src");
+  int rc;
+  run_env = "MPCP_WRITEBEHIND=1";
+  char *out = mpcp(&rc, false, "-a -j 1 --no-progress src dst");
+  if (rc != 0)
+    mpt_fail(__FILE__, __LINE__, "mpcp failed (%d): %s", rc, out);
+  free(out);
+  int n = compare_trees("src", "dst", true);
+  if (n < 480)
+    mpt_fail(__FILE__, __LINE__, "only %d entries compared", n);
+  run_env = "MPCP_WRITEBEHIND=1";
+  out = mpcp(&rc, false, "-a src/sparse one");
+  ASSERT_EQ(rc, 0);
+  free(out);
+  size_t hn = 20u << 20;
+  char *hb = malloc(hn);
+  ASSERT(hb);
+  fill(hb, hn, 11);
+  write_at(AT_FDCWD, path("huge"), hb, hn, 0644);
+  free(hb);
+  run_env = "MPCP_WRITEBEHIND=1";
+  out = mpcp(&rc, false, "-a huge two");
+  ASSERT_EQ(rc, 0);
+  free(out);
+  const char *pairs[][2] = {{"src/sparse", "one"}, {"huge", "two"}};
+  for (int i = 0; i < 2; i++) {
+    int a = open(path(pairs[i][0]), O_RDONLY | O_CLOEXEC),
+        b = open(path(pairs[i][1]), O_RDONLY | O_CLOEXEC);
+    ASSERT(a >= 0 && b >= 0);
+    ASSERT(same_bytes(a, b));
+    struct stat sa, sb;
+    ASSERT(fstat(a, &sa) == 0 && fstat(b, &sb) == 0);
+    ASSERT_EQ(sa.st_size, sb.st_size);
+    ASSERT(sb.st_blocks <= sa.st_blocks + 64);
+    close(a);
+    close(b);
+  }
+  int d = open(path("."), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_EQ(count_temps(d), 0);
+  close(d);
+  cleanup();
+}
+
 /* --resume removes an interrupted run's temp files in every directory,
  * with files (swept by a worker with the directory's first batch) or
  * without (swept by the walk), and never the current run's own. */

@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/socket.h>
-#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -50,9 +49,7 @@ TEST(pipe_send_recv_sizes) {
     ASSERT_ERR(mp_conn_recv(a, &m, &len), MP_ECLOSED);
     ASSERT_ERR(mp_conn_recv(a, &m, &len), MP_ECLOSED);
     ASSERT_EQ(mp_conn_poll(a, 0), 1); /* EOF counts as something to read */
-    int st;
-    ASSERT_EQ(waitpid(pid, &st, 0), pid);
-    ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    mpt_wait_ok(pid);
     ASSERT_OK(mp_conn_destroy(a));
     ASSERT_OK(mp_conn_destroy(b));
   }
@@ -89,9 +86,7 @@ TEST(pipe_one_gib_message) {
   ASSERT_OK(mp_conn_recv_into(a, small, sizeof small, &got));
   ASSERT_EQ(got, 5);
   ASSERT(memcmp(small, "after", 5) == 0);
-  int st;
-  ASSERT_EQ(waitpid(pid, &st, 0), pid);
-  ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  mpt_wait_ok(pid);
   mp_conn_destroy(a);
   mp_conn_destroy(b);
 }
@@ -287,9 +282,7 @@ TEST(pipe_send_fd) {
   ASSERT_OK(mp_conn_send_fd(a, wfd));
   ASSERT_OK(mp_conn_send(a, "after", 5));
   close(wfd);
-  int st;
-  ASSERT_EQ(waitpid(pid, &st, 0), pid);
-  ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  mpt_wait_ok(pid);
   mp_conn_destroy(a);
   mp_conn_destroy(b);
 }
@@ -348,10 +341,7 @@ TEST(pipe_with_process) {
   ASSERT_EQ(v, 2);
   v = 3;
   ASSERT_OK(mp_conn_send(parent_end, &v, sizeof v));
-  ASSERT_OK(mp_process_join(p, MP_FOREVER));
-  int code;
-  ASSERT_OK(mp_process_exitcode(p, &code));
-  ASSERT_EQ(code, 0);
+  mpt_join_ok(p);
   ASSERT_ERR(mp_conn_recv_into(parent_end, &v, sizeof v, &n), MP_ECLOSED);
   ASSERT_OK(mp_process_destroy(p));
   mp_conn_destroy(parent_end);
@@ -510,20 +500,6 @@ TEST(pipe_garbage_stream) {
 
 /* Signals without SA_RESTART interrupt the system calls all the time: every
  * message still arrives whole. */
-static volatile sig_atomic_t alarms;
-static void on_alarm(int sig) {
-  alarms++;
-}
-
-static void interrupt_often(void) {
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_alarm;
-  sigaction(SIGALRM, &sa, NULL);
-  struct itimerval it = {{0, 500}, {0, 500}};
-  setitimer(ITIMER_REAL, &it, NULL);
-}
-
 TEST(pipe_eintr_everywhere) {
   for (int duplex = 0; duplex < 2; duplex++) {
     mp_conn_t *a, *b;
@@ -533,7 +509,7 @@ TEST(pipe_eintr_everywhere) {
     ASSERT(pid >= 0);
     if (pid == 0) {
       mp_conn_close(a);
-      interrupt_often();
+      mpt_storm_start(500, false);
       unsigned char *m = malloc(big);
       for (size_t k = 0; k < big; k++)
         m[k] = (unsigned char)(k * 13);
@@ -545,7 +521,7 @@ TEST(pipe_eintr_everywhere) {
       _exit(0);
     }
     mp_conn_close(b);
-    interrupt_often();
+    mpt_storm_start(500, false);
     for (int i = 0; i < 3; i++) {
       void *m;
       size_t len;
@@ -562,13 +538,12 @@ TEST(pipe_eintr_everywhere) {
       ASSERT_EQ(v, i);
     }
     ASSERT_EQ(mp_conn_poll(a, MP_FOREVER), 1);
-    struct itimerval off = {{0, 0}, {0, 0}};
-    setitimer(ITIMER_REAL, &off, NULL);
+    mpt_storm_stop();
     int st;
     while (waitpid(pid, &st, 0) < 0)
       ASSERT_EQ(errno, EINTR);
     ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-    ASSERT(alarms > 0);
+    ASSERT(mpt_storm_alarms > 0);
     mp_conn_destroy(a);
     mp_conn_destroy(b);
   }
@@ -711,9 +686,7 @@ TEST(pipe_max_message_skips) {
   ASSERT_EQ(len, 3);
   ASSERT(memcmp(buf, "two", 3) == 0);
   ASSERT_ERR(mp_conn_recv(a, &m, &len), MP_ECLOSED);
-  int st;
-  ASSERT_EQ(waitpid(pid, &st, 0), pid);
-  ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  mpt_wait_ok(pid);
   mp_conn_destroy(a);
   mp_conn_destroy(b);
 }
@@ -811,9 +784,7 @@ static void nonblocking_large(bool into) {
   }
   ASSERT(again > 0); /* the descriptor did run dry midway */
   free(buf);
-  int st;
-  ASSERT_EQ(waitpid(pid, &st, 0), pid);
-  ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  mpt_wait_ok(pid);
   mp_conn_destroy(a);
 }
 

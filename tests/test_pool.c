@@ -13,7 +13,6 @@
 #include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
-#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1239,8 +1238,7 @@ static void body_parent_killed_workers_exit(be_t be) {
   }
   int pfds[3];
   recv_worker_pidfds(fd, 3, pfds, false);
-  kill(child, SIGKILL);
-  ASSERT_EQ(waitpid(child, NULL, 0), child);
+  mpt_kill_reap(child);
   await_pidfds(pfds, 3);
 }
 TEST(parent_killed_workers_exit) {
@@ -1527,34 +1525,15 @@ static int storm_map(const void *item, void *result, void *ctx) {
 
 /* A CPU hog, and a SIGALRM every millisecond (no SA_RESTART) in this
  * process. */
-static void on_alarm(int sig) {
-  (void)sig;
-}
-
 static pid_t hog_and_storm_start(void) {
-  pid_t hog = fork();
-  if (hog == 0) {
-    volatile unsigned long x = 0;
-    for (;;)
-      x++;
-  }
-  ASSERT(hog > 0);
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_alarm;
-  sigemptyset(&sa.sa_mask);
-  ASSERT_EQ(sigaction(SIGALRM, &sa, NULL), 0);
-  struct itimerval it = {{0, 1000}, {0, 1000}};
-  ASSERT_EQ(setitimer(ITIMER_REAL, &it, NULL), 0);
+  pid_t hog = mpt_hog_start();
+  mpt_storm_start(1000, false);
   return hog;
 }
 
 static void hog_and_storm_stop(pid_t hog) {
-  struct itimerval off = {{0, 0}, {0, 0}};
-  setitimer(ITIMER_REAL, &off, NULL);
-  signal(SIGALRM, SIG_IGN);
-  kill(hog, SIGKILL);
-  ASSERT_EQ(waitpid(hog, NULL, 0), hog);
+  mpt_storm_stop();
+  mpt_hog_stop(hog);
 }
 
 extern _Atomic int mp__test_pool_fork_failures; /* src/pool.c, test-only */
@@ -1764,9 +1743,7 @@ TEST(forkserver_exit_without_destroy) {
     }
     int pfds[2];
     recv_worker_pidfds(fd, 2, pfds, true);
-    int st;
-    ASSERT_EQ(waitpid(child, &st, 0), child);
-    ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    mpt_wait_ok(child);
     await_pidfds(pfds, 2);
   }
 }

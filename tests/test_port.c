@@ -387,9 +387,7 @@ TEST(manager_methods_across_fork) {
     int ok = mp_list_sort(l, false) == 0 && mp_dict_popitem(d, &k, &v) == 0;
     _exit(ok ? 0 : 1);
   }
-  int st;
-  ASSERT_EQ(waitpid(pid, &st, 0), pid);
-  ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  mpt_wait_ok(pid);
   ASSERT_REPR(l, "[1, 2, 3]");
   size_t n;
   ASSERT_OK(mp_dict_len(d, &n));
@@ -442,10 +440,7 @@ TEST(named_value_array_from_forkserver_child) {
   ASSERT_OK(mp_process_create(&p, bump_named, name, strlen(name),
                               &(mp_process_opts_t){.start_method = MP_START_FORKSERVER}));
   ASSERT_OK(mp_process_start(p));
-  ASSERT_OK(mp_process_join(p, MP_FOREVER));
-  int code;
-  ASSERT_OK(mp_process_exitcode(p, &code));
-  ASSERT_EQ(code, 0);
+  mpt_join_ok(p);
   ASSERT_OK(mp_process_destroy(p));
   int64_t x;
   ASSERT_OK(mp_value_get_i64(v, &x));

@@ -75,13 +75,26 @@ static int64_t some_step(void) {
   return s[pick(sizeof s / sizeof *s)];
 }
 
+/* The local side (sa) and the Redis side (sb) read the same; frees both. */
+static void same_repr(char *sa, char *sb) {
+  ASSERT_STR_EQ(sb, sa);
+  free(sa);
+  free(sb);
+}
+
+/* Both sides returned the same code (both shown when not). */
+static void same_rc(int round, int op, const int rc[2]) {
+  if (rc[1] != rc[0])
+    fprintf(stderr, "round %d op %d: local %d, redis %d\n", round, op,
+            rc[0], rc[1]);
+  ASSERT_EQ(rc[1], rc[0]);
+}
+
 static void same_list(mp_list_t *a, mp_list_t *b) {
   char *sa, *sb;
   ASSERT_OK(mp_list_repr(a, &sa));
   ASSERT_OK(mp_list_repr(b, &sb));
-  ASSERT_STR_EQ(sb, sa);
-  free(sa);
-  free(sb);
+  same_repr(sa, sb);
 }
 
 static void same_vals(const mp_val_t *a, size_t na, const mp_val_t *b,
@@ -91,9 +104,7 @@ static void same_vals(const mp_val_t *a, size_t na, const mp_val_t *b,
     char *sa, *sb;
     ASSERT_OK(mp_val_repr(&a[i], &sa));
     ASSERT_OK(mp_val_repr(&b[i], &sb));
-    ASSERT_STR_EQ(sb, sa);
-    free(sa);
-    free(sb);
+    same_repr(sa, sb);
   }
 }
 
@@ -195,10 +206,7 @@ TEST(redis_list_methods_match_local) {
       for (int s = 0; s < 2; s++)
         rc[s] = mp_list_repeat(l[s], t);
     }
-    if (rc[1] != rc[0])
-      fprintf(stderr, "round %d op %d: local %d, redis %d\n", round, op,
-              rc[0], rc[1]);
-    ASSERT_EQ(rc[1], rc[0]);
+    same_rc(round, op, rc);
     same_list(l[0], l[1]);
   }
   ASSERT_OK(mp_list_close(l[0]));
@@ -211,9 +219,7 @@ static void same_dict(mp_dict_t *a, mp_dict_t *b) {
   char *sa, *sb;
   ASSERT_OK(mp_dict_repr(a, &sa));
   ASSERT_OK(mp_dict_repr(b, &sb));
-  ASSERT_STR_EQ(sb, sa);
-  free(sa);
-  free(sb);
+  same_repr(sa, sb);
 }
 
 static mp_val_t some_key(void) {
@@ -299,10 +305,7 @@ TEST(redis_dict_methods_match_local) {
       }
       ASSERT_STR_EQ(got[1], got[0]);
     }
-    if (rc[1] != rc[0])
-      fprintf(stderr, "round %d op %d: local %d, redis %d\n", round, op,
-              rc[0], rc[1]);
-    ASSERT_EQ(rc[1], rc[0]);
+    same_rc(round, op, rc);
     same_dict(d[0], d[1]);
   }
   ASSERT_OK(mp_dict_close(d[0]));

@@ -219,10 +219,7 @@ TEST(process_child_identity) {
   pid_t self = getpid();
   ASSERT_OK(mp_process_create(&p, names_child, &self, sizeof self, NULL));
   ASSERT_OK(mp_process_start(p));
-  ASSERT_OK(mp_process_join(p, MP_FOREVER));
-  int code;
-  ASSERT_OK(mp_process_exitcode(p, &code));
-  ASSERT_EQ(code, 0);
+  mpt_join_ok(p);
   ASSERT_OK(mp_process_destroy(p));
 }
 
@@ -638,9 +635,7 @@ TEST(process_exit_terminates_daemons_joins_others) {
   pid_t pids[2];
   ASSERT_EQ(read(pp[0], pids, sizeof pids), (ssize_t)sizeof pids);
   close(pp[0]);
-  int st;
-  ASSERT_EQ(waitpid(mid, &st, 0), mid);
-  ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  mpt_wait_ok(mid);
   /* The non-daemon child finished its work before the parent left. */
   char c;
   ASSERT_EQ(read(mk[0], &c, 1), 1);
@@ -838,9 +833,7 @@ TEST(process_exit_leaves_outliving_child) {
   pid_t child;
   ASSERT_EQ(read(pp[0], &child, sizeof child), (ssize_t)sizeof child);
   close(pp[0]);
-  int st;
-  ASSERT_EQ(waitpid(mid, &st, 0), mid);
-  ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  mpt_wait_ok(mid);
   ASSERT(!pid_dies_within(child, 100));
   ASSERT_EQ(kill(child, SIGKILL), 0);
   ASSERT(pid_dies_within(child, 10000));
@@ -957,10 +950,7 @@ TEST(forkserver_child_identity) {
   mp_process_t *p;
   ASSERT_OK(mp_process_create(&p, fs_identity_child, &self, sizeof self, &o));
   ASSERT_OK(mp_process_start(p));
-  ASSERT_OK(mp_process_join(p, MP_FOREVER));
-  int code;
-  ASSERT_OK(mp_process_exitcode(p, &code));
-  ASSERT_EQ(code, 0);
+  mpt_join_ok(p);
   ASSERT_OK(mp_process_destroy(p));
   ASSERT_OK(mp_forkserver_stop());
 }
@@ -1016,10 +1006,7 @@ TEST(forkserver_pass_fds) {
     ASSERT(n == 4 && memcmp(buf, "pong", 4) == 0);
     ASSERT_OK(mp_conn_recv_into(r, buf, sizeof buf, &n));
     ASSERT(n == 7 && memcmp(buf, "one-way", 7) == 0);
-    ASSERT_OK(mp_process_join(p, MP_FOREVER));
-    int code;
-    ASSERT_OK(mp_process_exitcode(p, &code));
-    ASSERT_EQ(code, 0);
+    mpt_join_ok(p);
     /* The child was the only other holder: end of stream now. */
     ASSERT_ERR(mp_conn_recv_into(a, buf, sizeof buf, &n), MP_ECLOSED);
     ASSERT_ERR(mp_conn_recv_into(r, buf, sizeof buf, &n), MP_ECLOSED);

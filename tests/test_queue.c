@@ -21,19 +21,6 @@ static mp_queue_t *mkq(size_t maxsize, size_t capacity, unsigned flags) {
   return q;
 }
 
-static void wait_ok(pid_t pid) {
-  int st;
-  ASSERT_EQ(waitpid(pid, &st, 0), pid);
-  ASSERT(WIFEXITED(st));
-  ASSERT_EQ(WEXITSTATUS(st), 0);
-}
-
-static void reap(pid_t pid) {
-  int st;
-  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-  }
-}
-
 /* Message i of producer p: a header then bytes derived from both, of a
  * length that varies with i (and may be large). */
 typedef struct {
@@ -343,7 +330,7 @@ TEST(queue_open_while_it_grows_and_shrinks) {
       refused++;
   }
   ASSERT_OK(mp_queue_close(q));
-  wait_ok(pid);
+  mpt_wait_ok(pid);
   ASSERT_EQ(refused, 0);
   ASSERT_OK(mp_queue_destroy(q));
 }
@@ -425,7 +412,7 @@ TEST(queue_blocking_wakes_across_processes) {
   ASSERT_OK(mp_queue_get_into(q, buf, sizeof buf, &len, 5000));
   ASSERT_EQ(len, 6);
   ASSERT(memcmp(buf, "second", 6) == 0);
-  wait_ok(pid);
+  mpt_wait_ok(pid);
   ASSERT_OK(mp_queue_destroy(q));
 }
 
@@ -557,14 +544,14 @@ static void mpmc(int producers, int consumers, bool threads, bool batch,
     if (threads)
       pthread_join(tid[i], NULL);
     else
-      wait_ok(pid[i]);
+      mpt_wait_ok(pid[i]);
   }
   ASSERT_OK(mp_queue_close(q));
   for (int i = producers; i < producers + consumers; i++) {
     if (threads)
       pthread_join(tid[i], NULL);
     else
-      wait_ok(pid[i]);
+      mpt_wait_ok(pid[i]);
   }
   ASSERT_EQ(atomic_load(failures), 0);
   for (size_t i = 0; i < (size_t)producers * count; i++)
@@ -641,7 +628,7 @@ TEST(queue_qsize_exact_under_concurrency) {
     ASSERT(r == NULL);
   }
   for (int i = 0; i < 2; i++)
-    wait_ok(pid[i]);
+    mpt_wait_ok(pid[i]);
   size_t n;
   ASSERT_OK(mp_queue_qsize(q, &n));
   ASSERT_EQ(n, 30000);
@@ -655,7 +642,7 @@ TEST(queue_qsize_exact_under_concurrency) {
         _exit(1);
     _exit(0);
   }
-  wait_ok(c);
+  mpt_wait_ok(c);
   ASSERT_OK(mp_queue_qsize(q, &n));
   ASSERT_EQ(n, 30000 - 12345);
   ASSERT_OK(mp_queue_destroy(q));
@@ -733,7 +720,7 @@ TEST(queue_task_done_and_join) {
     _exit(mp_queue_task_done(q) == MP_EINVAL ? 0 : 3);
   }
   ASSERT_OK(mp_queue_join(q, MP_FOREVER));
-  wait_ok(pid);
+  mpt_wait_ok(pid);
   ASSERT_OK(mp_queue_join(q, 0));
   ASSERT_OK(mp_queue_destroy(q));
 }
@@ -790,7 +777,7 @@ TEST(queue_put_many_get_many) {
     _exit(0);
   }
   ASSERT_EQ(mp_queue_put_many(q, in, 8, MP_FOREVER), 8);
-  wait_ok(pid);
+  mpt_wait_ok(pid);
   ASSERT_OK(mp_queue_destroy(q));
 }
 
@@ -817,7 +804,7 @@ TEST(queue_open_by_name) {
     _exit(0);
   }
   ASSERT_OK(mp_queue_put(q, "ping", 4, 0));
-  wait_ok(pid);
+  mpt_wait_ok(pid);
   char buf[16];
   size_t len;
   ASSERT_OK(mp_queue_get_into(q, buf, sizeof buf, &len, 0));
@@ -882,8 +869,7 @@ TEST(queue_no_leftovers_after_creator_sigkill) {
   snprintf(fifo, sizeof fifo, "%s.p", name);
   ASSERT(mpt_shm_exists(name));
   ASSERT(mpt_shm_exists(fifo));
-  kill(pid, SIGKILL);
-  reap(pid);
+  mpt_kill_reap(pid);
   ASSERT(wait_gone(name));
   ASSERT(wait_gone(fifo));
 }
@@ -938,7 +924,7 @@ TEST(queue_poll_fd) {
   ASSERT_EQ(epoll_wait(ep, &ev, 1, 10000), 1);
   ASSERT_EQ(ev.data.u32, 7);
   ASSERT(mpt_now_ms() - t0 >= 50);
-  wait_ok(pid);
+  mpt_wait_ok(pid);
   ASSERT_OK(mp_queue_get_into(q, buf, sizeof buf, &len, 0));
   ASSERT_EQ(epoll_wait(ep, &ev, 1, 0), 0);
   /* Batches and close. */
@@ -1035,8 +1021,7 @@ TEST(queue_crash_producers) {
     }
     if (!(round % 2))
       usleep(rnd() % 3000);
-    kill(pid, SIGKILL);
-    reap(pid);
+    mpt_kill_reap(pid);
     uint32_t n = read_acks(p[0], acks, 1 << 16);
     close(p[0]);
     uint32_t last_acked = n ? acks[n - 1] : next - 1;
@@ -1094,8 +1079,7 @@ TEST(queue_crash_consumers) {
     }
     close(p[1]);
     usleep(rnd() % 2000);
-    kill(pid, SIGKILL);
-    reap(pid);
+    mpt_kill_reap(pid);
     uint32_t n = read_acks(p[0], acks, 1 << 16);
     close(p[0]);
     for (uint32_t k = 0; k < n; k++)
@@ -1162,7 +1146,7 @@ static void crash_mixed(bool polled) {
     for (int k = 0; k < 4; k++)
       kill(pid[k], SIGKILL);
     for (int k = 0; k < 4; k++)
-      reap(pid[k]);
+      mpt_wait_exit(pid[k]);
     /* Usable at once: a put and a get each finish. */
     static unsigned char b[4096];
     size_t len;
@@ -1217,7 +1201,7 @@ TEST(queue_crash_inside_large_copies) {
     for (int k = 0; k < 2; k++)
       kill(pid[k], SIGKILL);
     for (int k = 0; k < 2; k++)
-      reap(pid[k]);
+      mpt_wait_exit(pid[k]);
     size_t len, n;
     while (mp_queue_get_into(q, b, BIG, &len, 0) == 0)
       ASSERT(len > BIG - 64 && b[0] == 0 && b[len - 1] == 0);
@@ -1250,7 +1234,7 @@ TEST(queue_crash_sleepers) {
     for (int k = 0; k < 3; k++)
       kill(pid[k], SIGKILL);
     for (int k = 0; k < 3; k++)
-      reap(pid[k]);
+      mpt_wait_exit(pid[k]);
     for (int i = 0; i < 4; i++)
       ASSERT_OK(mp_queue_put(q, &i, sizeof i, 0));
     pid_t prod = fork();
@@ -1266,8 +1250,8 @@ TEST(queue_crash_sleepers) {
     mpt_sleep_ms(30);
     kill(prod, SIGKILL);
     kill(joiner, SIGKILL);
-    reap(prod);
-    reap(joiner);
+    mpt_wait_exit(prod);
+    mpt_wait_exit(joiner);
     /* Many operations, each would find the dead sleepers counted. */
     for (int i = 0; i < 2000; i++) {
       int v;
@@ -1303,7 +1287,7 @@ TEST(queue_mp_wait) {
   ASSERT_EQ(mp_wait(w, 2, MP_FOREVER), 1);
   ASSERT(!w[0].ready);
   ASSERT(w[1].ready);
-  wait_ok(pid);
+  mpt_wait_ok(pid);
   /* Another consumer takes the message: not ready any more. */
   pid = fork();
   if (pid == 0) {
@@ -1311,7 +1295,7 @@ TEST(queue_mp_wait) {
     size_t len;
     _exit(mp_queue_get_into(b, buf, sizeof buf, &len, 0) == 0 ? 0 : 1);
   }
-  wait_ok(pid);
+  mpt_wait_ok(pid);
   ASSERT_EQ(mp_wait(w, 2, 30), 0);
   ASSERT_OK(mp_queue_close(a));
   ASSERT_EQ(mp_wait(w, 2, MP_FOREVER), 1);
@@ -1350,7 +1334,7 @@ TEST(queue_open_from_exec) {
     execl(exe, exe, "queue_exec_helper", (char *)NULL);
     _exit(127);
   }
-  wait_ok(pid);
+  mpt_wait_ok(pid);
   char buf[16];
   size_t len;
   ASSERT_OK(mp_queue_get_into(q, buf, sizeof buf, &len, 0));
@@ -1387,8 +1371,7 @@ TEST(queue_crash_creators_leave_nothing) {
     }
     close(p[1]);
     usleep(rnd() % 4000);
-    kill(pid, SIGKILL);
-    reap(pid);
+    mpt_kill_reap(pid);
     char name[MP_QUEUE_NAME_MAX + 1];
     while (read(p[0], name, sizeof name) == (ssize_t)sizeof name) {
       char fifo[80];
@@ -1443,7 +1426,7 @@ TEST(queue_crash_owner_not_reaped) {
     size_t len;
     while (mp_queue_get_into(q, b, sizeof b, &len, 0) == 0) {
     }
-    reap(pid);
+    mpt_wait_exit(pid);
   }
   ASSERT_OK(mp_queue_destroy(q));
 }

@@ -3,7 +3,6 @@
  * holders killed. Each binary runs its own redis-server (redis_server.h). */
 #include <pthread.h>
 #include <signal.h>
-#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -15,12 +14,6 @@ static mp_manager_t *rmanager(void) {
   mp_manager_opts_t o = {.address = mpt_redis.addr};
   ASSERT_OK(mp_manager_create(&m, &o));
   return m;
-}
-
-static void wait_ok(pid_t pid) {
-  int st;
-  ASSERT_EQ(waitpid(pid, &st, 0), pid);
-  ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
 static void put_str(mp_mqueue_t *q, const char *s) {
@@ -80,7 +73,7 @@ TEST(mqueue_fifo_timeout_close) {
     _exit(0);
   }
   get_str(q, "late", MP_FOREVER);
-  wait_ok(pid);
+  mpt_wait_ok(pid);
   /* close: puts fail, gets drain and then fail, a blocked get wakes. */
   put_str(q, "left");
   pid = fork();
@@ -91,7 +84,7 @@ TEST(mqueue_fifo_timeout_close) {
   }
   get_str(q, "left", 0);
   ASSERT_ERR(mp_mqueue_get(q, &msg, &len, MP_FOREVER), MP_ECLOSED);
-  wait_ok(pid);
+  mpt_wait_ok(pid);
   ASSERT_ERR(mp_mqueue_put(q, "b", 1, 0), MP_ECLOSED);
   ASSERT_OK(mp_mqueue_close(q));
   ASSERT_OK(mp_mqueue_destroy(q));
@@ -123,7 +116,7 @@ TEST(mqueue_maxsize_and_errors) {
     _exit(0);
   }
   ASSERT_OK(mp_mqueue_put(q, "4", 1, MP_FOREVER)); /* waits for room */
-  wait_ok(pid);
+  mpt_wait_ok(pid);
   get_str(q2, "3", 0);
   get_str(q2, "4", 0);
   /* Errors. */
@@ -189,7 +182,7 @@ TEST(mqueue_joinable_task_done_join) {
   }
   ASSERT_OK(mp_mqueue_join(q, MP_FOREVER));
   for (int c = 0; c < 2; c++)
-    wait_ok(pids[c]);
+    mpt_wait_ok(pids[c]);
   ASSERT_ERR(mp_mqueue_task_done(q), MP_EINVAL); /* more than taken */
   ASSERT_OK(mp_mqueue_destroy(q));
   ASSERT_OK(mp_manager_destroy(m));
@@ -218,8 +211,7 @@ TEST(mqueue_consumer_killed_message_redelivered) {
   char c;
   ASSERT(read(pfd[0], &c, 1) == 1);
   close(pfd[0]);
-  kill(pid, SIGKILL);
-  ASSERT_EQ(waitpid(pid, NULL, 0), pid);
+  mpt_kill_reap(pid);
   /* Given back at the front, before "second". */
   get_str(q, "second", 0);
   get_str(q, "precious", MP_FOREVER);
@@ -270,8 +262,7 @@ TEST(mqueue_consumers_killed_at_random_nothing_lost) {
       _exit(0);
     }
     mpt_sleep_ms((int)(rand_r(&seed) % 8));
-    kill(pid, SIGKILL);
-    ASSERT_EQ(waitpid(pid, NULL, 0), pid);
+    mpt_kill_reap(pid);
     if (mp_mqueue_join(q, 0) == 0)
       break;
   }
@@ -329,7 +320,7 @@ TEST(mlock_basic_and_errors) {
   }
   mpt_sleep_ms(100);
   ASSERT_OK(mp_mlock_release(l));
-  wait_ok(pid);
+  mpt_wait_ok(pid);
   /* A forked child is another owner. */
   ASSERT_OK(mp_mlock_acquire(l, 0));
   pid = fork();
@@ -338,7 +329,7 @@ TEST(mlock_basic_and_errors) {
     ASSERT_ERR(mp_mlock_acquire(l, 0), MP_ETIMEDOUT);
     _exit(0);
   }
-  wait_ok(pid);
+  mpt_wait_ok(pid);
   ASSERT_OK(mp_mlock_release(l));
   ASSERT_ERR(mp_mlock_create(NULL, m, NULL), MP_EINVAL);
   ASSERT_ERR(mp_mlock_create(&l2, NULL, NULL), MP_EINVAL);
@@ -379,7 +370,7 @@ TEST(mlock_mutual_exclusion_processes) {
     }
   }
   for (int p = 0; p < 3; p++)
-    wait_ok(pids[p]);
+    mpt_wait_ok(pids[p]);
   mp_val_t v;
   ASSERT_OK(mp_dict_get(d, &k, &v));
   ASSERT_EQ(v.u.i, 450);
@@ -408,8 +399,7 @@ TEST(mlock_holder_killed_ownerdead_after_lease) {
   ASSERT(read(pfd[0], &c, 1) == 1);
   close(pfd[0]);
   uint64_t t0 = mpt_now_ms();
-  kill(pid, SIGKILL);
-  ASSERT_EQ(waitpid(pid, NULL, 0), pid);
+  mpt_kill_reap(pid);
   ASSERT_ERR(mp_mlock_acquire(l, MP_FOREVER), MP_EOWNERDEAD);
   ASSERT(mpt_now_ms() - t0 >= 150); /* not before the lease ran out */
   ASSERT_OK(mp_mlock_release(l));
@@ -452,7 +442,7 @@ TEST(leases_kept_while_holder_waits_elsewhere) {
     _exit(bad);
   }
   ASSERT_OK(mp_mevent_wait(e, MP_FOREVER));
-  wait_ok(pid);
+  mpt_wait_ok(pid);
   ASSERT_OK(mp_mqueue_task_done(q));
   ASSERT_OK(mp_mlock_release(l)); /* still ours: not MP_EPERM */
   ASSERT_OK(mp_mqueue_join(q, 0));
@@ -484,7 +474,7 @@ TEST(mevent_set_wait_clear) {
   mpt_sleep_ms(100);
   ASSERT_OK(mp_mevent_set(e));
   for (int i = 0; i < 3; i++)
-    wait_ok(pids[i]);
+    mpt_wait_ok(pids[i]);
   ASSERT_EQ(mp_mevent_is_set(e2), 1);
   ASSERT_OK(mp_mevent_wait(e2, 0));
   ASSERT_OK(mp_mevent_clear(e2));
@@ -592,7 +582,7 @@ TEST(exec_process_over_tcp_shares_everything) {
     free(msg);
     mine++;
   }
-  wait_ok(pid);
+  mpt_wait_ok(pid);
   mp_val_t v, ke = mp_val_str("even"), ko = mp_val_str("odd"),
               kh = mp_val_str("helper");
   ASSERT_OK(mp_dict_get(d, &ke, &v));
@@ -635,7 +625,7 @@ TEST(objects_survive_server_restart_errors_then_recover) {
   }
   mpt_sleep_ms(200);
   mpt_redis_kill(&s);
-  wait_ok(pid);
+  mpt_wait_ok(pid);
   int r = mp_mqueue_put(q, "x", 1, 0);
   ASSERT(r == MP_ECONNRESET || r == MP_ECONNREFUSED || r == MP_ENOENT);
   r = mp_mlock_acquire(lk, 0);
@@ -659,28 +649,13 @@ TEST(objects_survive_server_restart_errors_then_recover) {
 /* ---- stress: a CPU hog beside, a 1 ms signal storm inside ---------------
  */
 
-static volatile sig_atomic_t alarms;
-
-static void on_alarm(int sig) {
-  (void)sig;
-  alarms++;
-}
-
 TEST(signal_storm_and_cpu_hog) {
   /* Every call keeps working while SIGALRM (no SA_RESTART) interrupts the
    * caller's system calls every millisecond and a busy process competes
    * for the CPU: interrupted reads and writes are resumed, never turned
    * into errors. */
-  pid_t hog = fork();
-  if (hog == 0)
-    for (;;) {
-    }
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_alarm;
-  sigaction(SIGALRM, &sa, NULL);
-  struct itimerval it = {{0, 1000}, {0, 1000}};
-  setitimer(ITIMER_REAL, &it, NULL);
+  pid_t hog = mpt_hog_start();
+  mpt_storm_start(1000, false);
   mp_manager_t *m = rmanager();
   mp_dict_t *d;
   mp_mqueue_t *q;
@@ -708,11 +683,9 @@ TEST(signal_storm_and_cpu_hog) {
   void *msg;
   size_t len;
   ASSERT_ERR(mp_mqueue_get(q, &msg, &len, 300), MP_EEMPTY);
-  struct itimerval off = {{0, 0}, {0, 0}};
-  setitimer(ITIMER_REAL, &off, NULL);
-  ASSERT(alarms > 10);
-  kill(hog, SIGKILL);
-  ASSERT_EQ(waitpid(hog, NULL, 0), hog);
+  mpt_storm_stop();
+  ASSERT(mpt_storm_alarms > 10);
+  mpt_hog_stop(hog);
   ASSERT_OK(mp_mlock_destroy(l));
   ASSERT_OK(mp_mqueue_destroy(q));
   ASSERT_OK(mp_dict_close(d));

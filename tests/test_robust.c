@@ -6,7 +6,6 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
-#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -19,13 +18,6 @@ static void *shared(size_t size) {
   return p;
 }
 
-static int wait_exit(pid_t pid) {
-  int st;
-  while (waitpid(pid, &st, 0) < 0)
-    ASSERT_EQ(errno, EINTR);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
 /* Wait for pid to exit; a process still running after `guard_ms` is hung:
  * kill it and report 255. (The guard only separates "hangs" from "ends".) */
 static int wait_exit_guard(pid_t pid, int guard_ms) {
@@ -36,8 +28,7 @@ static int wait_exit_guard(pid_t pid, int guard_ms) {
       return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
     mpt_sleep_ms(5);
   }
-  kill(pid, SIGKILL);
-  wait_exit(pid);
+  mpt_kill_reap(pid);
   return 255;
 }
 
@@ -62,31 +53,6 @@ static uint32_t thread_start(pid_t tid) {
 /* Make *l look held by id (a pid or a thread id) started at `start`. */
 static void forge_lock(mp_lock_t *l, uint32_t id, uint32_t start) {
   l->mp__word = (uint64_t)start << 32 | id;
-}
-
-/* A signal storm: SIGALRM every `us` microseconds, handled (no
- * SA_RESTART unless restart). */
-static volatile sig_atomic_t g_alarms;
-static void on_alarm(int sig) {
-  (void)sig;
-  g_alarms++;
-}
-
-static void storm_start(int us, bool restart) {
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_alarm;
-  sa.sa_flags = restart ? SA_RESTART : 0;
-  sigemptyset(&sa.sa_mask);
-  ASSERT_EQ(sigaction(SIGALRM, &sa, NULL), 0);
-  struct itimerval it = {{0, us}, {0, us}};
-  ASSERT_EQ(setitimer(ITIMER_REAL, &it, NULL), 0);
-}
-
-static void storm_stop(void) {
-  struct itimerval it = {{0, 0}, {0, 0}};
-  setitimer(ITIMER_REAL, &it, NULL);
-  signal(SIGALRM, SIG_IGN);
 }
 
 /* ---- 1. a live owner is never taken over --------------------------------- */
@@ -116,10 +82,8 @@ TEST(manager_lock_live_owner_kept) {
   }
   mpt_sleep_ms(300);
   int taken = atomic_load(got);
-  kill(waiter, SIGKILL);
-  wait_exit(waiter);
-  kill(holder, SIGKILL);
-  wait_exit(holder);
+  mpt_kill_reap(waiter);
+  mpt_kill_reap(holder);
   ASSERT_EQ(taken, 0);
   mp_raw_free(got);
   mp_raw_free(l);
@@ -161,13 +125,13 @@ static void dead_owner_under_storm(int kind, bool restart, bool reap_first) {
     _exit(0);
   }
   if (reap_first)
-    ASSERT_EQ(wait_exit(holder), 0);
+    ASSERT_EQ(mpt_wait_exit(holder), 0);
   else /* held, then the holder exits: dying or a zombie from now on */
     while (!atomic_load(&s->flag))
       mpt_sleep_ms(1);
   pid_t waiter = fork();
   if (waiter == 0) {
-    storm_start(1000, restart);
+    mpt_storm_start(1000, restart);
     int r;
     if (kind == P_LOCK)
       r = mp_lock_acquire(&s->lock, MP_FOREVER) == MP_EOWNERDEAD;
@@ -177,12 +141,12 @@ static void dead_owner_under_storm(int kind, bool restart, bool reap_first) {
       r = mp_cond_acquire(&s->cond, MP_FOREVER) == MP_EOWNERDEAD;
     else
       r = mp_barrier_wait(&s->barrier, MP_FOREVER) == MP_ECANCELED;
-    storm_stop();
+    mpt_storm_stop();
     _exit(r ? 0 : 1);
   }
   int rc = wait_exit_guard(waiter, 10000);
   if (!reap_first)
-    ASSERT_EQ(wait_exit(holder), 0);
+    ASSERT_EQ(mpt_wait_exit(holder), 0);
   ASSERT_EQ(rc, 0);
   mp_raw_free(s);
 }
@@ -220,15 +184,15 @@ TEST(signal_storm_sleeper_sees_death) {
     mpt_sleep_ms(1);
   pid_t waiter = fork();
   if (waiter == 0) {
-    storm_start(1000, false);
+    mpt_storm_start(1000, false);
     int r = mp_lock_acquire(&s->lock, MP_FOREVER);
-    storm_stop();
+    mpt_storm_stop();
     _exit(r == MP_EOWNERDEAD ? 0 : 1);
   }
   mpt_sleep_ms(100);
   kill(holder, SIGKILL); /* not reaped: a zombie */
   int rc = wait_exit_guard(waiter, 10000);
-  wait_exit(holder);
+  mpt_wait_exit(holder);
   ASSERT_EQ(rc, 0);
   mp_raw_free(s);
 }
@@ -295,7 +259,7 @@ TEST(takeover_at_once_after_kill) {
     mp__mlock_unlock(ml);
     ASSERT_OK(mp_lock_consistent(&s->lock));
     ASSERT_OK(mp_lock_release(&s->lock));
-    ASSERT_EQ(wait_exit(holder), 128 + SIGKILL);
+    ASSERT_EQ(mpt_wait_exit(holder), 128 + SIGKILL);
   }
   mp_raw_free(ml);
   mp_raw_free(s);
@@ -310,7 +274,7 @@ TEST(lock_dead_owner_with_callers_pid) {
   pid_t c = fork();
   if (c == 0) /* the child's pid differs, so fork first and forge there */
     _exit(0);
-  wait_exit(c);
+  mpt_wait_exit(c);
   ASSERT_ERR(mp_lock_acquire(l, 2000), MP_EOWNERDEAD);
   ASSERT_OK(mp_lock_consistent(l));
   ASSERT_OK(mp_lock_release(l));
@@ -343,15 +307,15 @@ TEST(cond_wait_signal_is_not_notify) {
   mp_cond_init(&s->cond);
   pid_t c = fork();
   if (c == 0) {
-    storm_start(5000, false);
+    mpt_storm_start(5000, false);
     mp_cond_acquire(&s->cond, MP_FOREVER);
     int r = mp_cond_wait(&s->cond, 300);
     int owned = mp_rlock_is_owned(mp_cond_lock(&s->cond));
     mp_cond_release(&s->cond);
-    storm_stop();
-    _exit(r == MP_ETIMEDOUT && owned == 1 && g_alarms > 0 ? 0 : 1);
+    mpt_storm_stop();
+    _exit(r == MP_ETIMEDOUT && owned == 1 && mpt_storm_alarms > 0 ? 0 : 1);
   }
-  ASSERT_EQ(wait_exit(c), 0);
+  ASSERT_EQ(mpt_wait_exit(c), 0);
   mp_raw_free(s);
 }
 
@@ -386,7 +350,7 @@ TEST(cond_notify_counts) {
   ASSERT_OK(mp_cond_notify_all(&s->cond));
   mp_cond_release(&s->cond);
   for (int i = 0; i < 3; i++)
-    ASSERT_EQ(wait_exit(w[i]), 0);
+    ASSERT_EQ(mpt_wait_exit(w[i]), 0);
   ASSERT_EQ(atomic_load(woke), 3);
   mp_raw_free(woke);
   mp_raw_free(s);
@@ -418,7 +382,7 @@ TEST(queue_join_not_missed) {
       _exit(0);
     }
     int r = mp_queue_join(q, 900);
-    ASSERT_EQ(wait_exit(c), 0);
+    ASSERT_EQ(mpt_wait_exit(c), 0);
     ASSERT_OK(r);
     ASSERT_OK(mp_queue_destroy(q));
   }
@@ -442,31 +406,16 @@ typedef struct {
   _Atomic long repairs;
 } st_ctl_t;
 
-static pid_t hog_start(void) {
-  pid_t pid = fork();
-  if (pid == 0) {
-    volatile unsigned long x = 0;
-    for (;;)
-      x++;
-  }
-  return pid;
-}
-
-static void hog_stop(pid_t pid) {
-  kill(pid, SIGKILL);
-  wait_exit(pid);
-}
-
 typedef void (*st_body_fn)(void *arg, st_ctl_t *ctl, int slot);
 
 static pid_t st_spawn(st_body_fn body, void *arg, st_ctl_t *ctl, int slot) {
   pid_t pid = fork();
   if (pid == 0) {
-    storm_start(1000, false);
+    mpt_storm_start(1000, false);
     srand((unsigned)getpid());
     while (!atomic_load(&ctl->stop))
       body(arg, ctl, slot);
-    storm_stop();
+    mpt_storm_stop();
     _exit(0);
   }
   ASSERT(pid > 0);
@@ -480,7 +429,7 @@ static void (*st_on_stop)(void *arg);
  * kills a random one that often (and replaces it). */
 static void st_run(st_body_fn body, void *arg, st_ctl_t *ctl,
                    int kill_every_ms) {
-  pid_t hog = hog_start();
+  pid_t hog = mpt_hog_start();
   pid_t w[ST_WORKERS];
   for (int i = 0; i < ST_WORKERS; i++)
     w[i] = st_spawn(body, arg, ctl, i);
@@ -493,8 +442,7 @@ static void st_run(st_body_fn body, void *arg, st_ctl_t *ctl,
     }
     usleep((useconds_t)(rand_r(&seed) % (unsigned)(2 * kill_every_ms * 1000)));
     int i = (int)(rand_r(&seed) % ST_WORKERS);
-    kill(w[i], SIGKILL);
-    wait_exit(w[i]);
+    mpt_kill_reap(w[i]);
     atomic_fetch_add(&ctl->kills, 1);
     w[i] = st_spawn(body, arg, ctl, i);
   }
@@ -502,8 +450,8 @@ static void st_run(st_body_fn body, void *arg, st_ctl_t *ctl,
   if (st_on_stop)
     st_on_stop(arg);
   for (int i = 0; i < ST_WORKERS; i++)
-    ASSERT_EQ(wait_exit(w[i]), 0);
-  hog_stop(hog);
+    ASSERT_EQ(mpt_wait_exit(w[i]), 0);
+  mpt_hog_stop(hog);
 }
 
 static long st_acked(st_ctl_t *ctl) {
@@ -760,7 +708,7 @@ TEST(stress_barrier) {
   st_barrier_t *s = shared(sizeof *s);
   st_ctl_t *ctl = shared(sizeof *ctl);
   ASSERT_OK(mp_barrier_init(&s->b, ST_WORKERS));
-  pid_t hog = hog_start();
+  pid_t hog = mpt_hog_start();
   pid_t w[ST_WORKERS];
   for (int i = 0; i < ST_WORKERS; i++)
     w[i] = st_spawn(st_barrier_body, s, ctl, i);
@@ -770,10 +718,10 @@ TEST(stress_barrier) {
   mpt_sleep_ms(50);
   ASSERT_OK(mp_barrier_abort(&s->b));
   for (int i = 0; i < ST_WORKERS; i++) {
-    int rc = wait_exit(w[i]);
+    int rc = mpt_wait_exit(w[i]);
     ASSERT(rc == 0 || rc == 2); /* 2: left through the abort */
   }
-  hog_stop(hog);
+  mpt_hog_stop(hog);
   /* All parties passed the same generations, give or take the last. */
   long lo = atomic_load(&s->passed[0]), hi = lo;
   for (int i = 1; i < ST_WORKERS; i++) {
@@ -844,22 +792,22 @@ TEST(stress_queue) {
   for (int i = 0; i < 2; i++) {
     cons[i] = fork();
     if (cons[i] == 0) {
-      storm_start(1000, false);
+      mpt_storm_start(1000, false);
       st_consumer(s);
-      storm_stop();
+      mpt_storm_stop();
       _exit(0);
     }
   }
   joiner = fork();
   if (joiner == 0) {
-    storm_start(1000, false);
+    mpt_storm_start(1000, false);
     int r = 0;
     while (!atomic_load(&ctl->stop)) {
       r = mp_queue_join(s->q, 200);
       if (r != 0 && r != MP_ETIMEDOUT)
         break;
     }
-    storm_stop();
+    mpt_storm_stop();
     _exit(r == 0 || r == MP_ETIMEDOUT ? 0 : 1);
   }
   st_run(st_producer_body, s, ctl, 5);
@@ -867,8 +815,8 @@ TEST(stress_queue) {
   ASSERT_OK(mp_queue_join(s->q, MP_FOREVER));
   ASSERT_OK(mp_queue_close(s->q));
   for (int i = 0; i < 2; i++)
-    ASSERT_EQ(wait_exit(cons[i]), 0);
-  ASSERT_EQ(wait_exit(joiner), 0);
+    ASSERT_EQ(mpt_wait_exit(cons[i]), 0);
+  ASSERT_EQ(mpt_wait_exit(joiner), 0);
   ASSERT_EQ(atomic_load(&s->dups), 0);
   long acked = 0, lost = 0, extra = 0;
   for (int p = 0; p < ST_WORKERS; p++)
@@ -944,11 +892,11 @@ static int st_square(const void *item, void *result, void *ctx) {
 }
 
 TEST(stress_pool_map) {
-  pid_t hog = hog_start();
+  pid_t hog = mpt_hog_start();
   mp_pool_opts_t o = {.workers = 2};
   mp_pool_t *p;
   ASSERT_OK(mp_pool_create(&p, &o));
-  storm_start(1000, false);
+  mpt_storm_start(1000, false);
   enum { N = 2000 };
   static int64_t in[N], out[N];
   for (int i = 0; i < N; i++)
@@ -963,10 +911,10 @@ TEST(stress_pool_map) {
       ASSERT_EQ(out[i], (int64_t)i * i);
     rounds++;
   }
-  storm_stop();
+  mpt_storm_stop();
   ASSERT(rounds > 0);
   ASSERT_OK(mp_pool_close(p));
   ASSERT_OK(mp_pool_join(p, MP_FOREVER));
   mp_pool_destroy(p);
-  hog_stop(hog);
+  mpt_hog_stop(hog);
 }

@@ -6,12 +6,6 @@
 
 #include "runner.h"
 
-static int wait_exit(pid_t pid) {
-  int st;
-  ASSERT_EQ(waitpid(pid, &st, 0), pid);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
 TEST(raw_shared_with_children) {
   long *p;
   ASSERT_OK(mp_raw_alloc((void **)&p, 1000 * sizeof *p));
@@ -24,7 +18,7 @@ TEST(raw_shared_with_children) {
       p[i] = i * 3;
     _exit(0);
   }
-  ASSERT_EQ(wait_exit(pid), 0);
+  ASSERT_EQ(mpt_wait_exit(pid), 0);
   for (int i = 0; i < 1000; i++)
     ASSERT_EQ(p[i], i * 3);
   ASSERT_OK(mp_raw_free(p));
@@ -62,7 +56,7 @@ TEST(value_locked_counter_processes) {
       _exit(0);
     }
   for (int i = 0; i < 4; i++)
-    ASSERT_EQ(wait_exit(pids[i]), 0);
+    ASSERT_EQ(mpt_wait_exit(pids[i]), 0);
   int64_t x = 0;
   ASSERT_OK(mp_value_get_i64(v, &x));
   ASSERT_EQ(x, 20000);
@@ -118,7 +112,7 @@ TEST(array_basic) {
       mp_array_set_i64(a, i, -(int64_t)i);
     _exit(0);
   }
-  ASSERT_EQ(wait_exit(pid), 0);
+  ASSERT_EQ(mpt_wait_exit(pid), 0);
   for (int i = 0; i < 5; i++)
     ASSERT_EQ(data[i], -i);
   int64_t x;
@@ -155,7 +149,7 @@ TEST(value_lock_owner_dead) {
     mp_value_set_i64(v, 5);
     raise(SIGKILL);
   }
-  ASSERT_EQ(wait_exit(pid), 128 + SIGKILL);
+  ASSERT_EQ(mpt_wait_exit(pid), 128 + SIGKILL);
   int64_t x = 0;
   ASSERT_ERR(mp_value_get_i64(v, &x), MP_EOWNERDEAD);
   ASSERT_EQ(x, 5);
@@ -188,7 +182,7 @@ TEST(shm_create_open_unlink) {
     mp_shm_close(c);
     _exit(0);
   }
-  ASSERT_EQ(wait_exit(pid), 0);
+  ASSERT_EQ(mpt_wait_exit(pid), 0);
   ASSERT_STR_EQ(buf, "world");
   ASSERT_OK(mp_shm_open(&s2, name + 1)); /* without the slash, as Python */
   ASSERT_STR_EQ(mp_shm_buf(s2), "world");
@@ -284,8 +278,7 @@ TEST(shm_killed_creator_leaves_nothing) {
     close(p[0]);
     char an[64], bn[64];
     ASSERT_EQ(sscanf(buf, "%63s %63s", an, bn), 2);
-    kill(pid, SIGKILL);
-    ASSERT_EQ(wait_exit(pid), 128 + SIGKILL);
+    ASSERT_EQ(mpt_kill_reap(pid), 128 + SIGKILL);
     for (int i = 0; i < 500 && mpt_shm_exists(an); i++)
       mpt_sleep_ms(10);
     ASSERT(!mpt_shm_exists(an));
@@ -328,7 +321,7 @@ TEST(shm_holds_sync_objects) {
       _exit(0);
     }
   for (int i = 0; i < 2; i++)
-    ASSERT_EQ(wait_exit(pids[i]), 0);
+    ASSERT_EQ(mpt_wait_exit(pids[i]), 0);
   ASSERT_EQ(sh->n, 20000);
   ASSERT_OK(mp_shm_destroy(s));
 }
@@ -354,7 +347,7 @@ TEST(shm_creator_exit_removes) {
   char buf[160] = {0};
   ASSERT(read(p[0], buf, sizeof buf - 1) > 0);
   close(p[0]);
-  ASSERT_EQ(wait_exit(pid), 0);
+  ASSERT_EQ(mpt_wait_exit(pid), 0);
   char sn[64], ln[64];
   ASSERT_EQ(sscanf(buf, "%63s %63s", sn, ln), 2);
   for (int i = 0; i < 500 && (mpt_shm_exists(sn) || mpt_shm_exists(ln)); i++)

@@ -670,8 +670,7 @@ static pid_t orphan_sleep(unsigned flags, bool from_thread) {
   close(p[0]);
   mpt_sleep_ms(50);
   ASSERT(!pid_gone(pid)); /* also after the spawning thread ended */
-  kill(helper, SIGKILL);
-  ASSERT(waitpid(helper, NULL, 0) == helper);
+  mpt_kill_reap(helper);
   return pid;
 }
 

@@ -15,17 +15,6 @@ static void *shared(size_t size) {
   return p;
 }
 
-static int wait_exit(pid_t pid) {
-  int st;
-  ASSERT_EQ(waitpid(pid, &st, 0), pid);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
-static void kill_reap(pid_t pid) {
-  kill(pid, SIGKILL);
-  ASSERT_EQ(wait_exit(pid), 128 + SIGKILL);
-}
-
 /* ---- Lock ---------------------------------------------------------------- */
 
 TEST(lock_basic) {
@@ -67,7 +56,7 @@ TEST(lock_timeout_lower_bound) {
     int r = mp_lock_acquire(l, 120);
     _exit(r == MP_ETIMEDOUT && mpt_now_ms() - t1 >= 120 ? 0 : 1);
   }
-  ASSERT_EQ(wait_exit(pid), 0);
+  ASSERT_EQ(mpt_wait_exit(pid), 0);
   ASSERT_OK(mp_lock_release(l));
   mp_raw_free(l);
 }
@@ -79,7 +68,7 @@ TEST(lock_release_by_other_process) {
   pid_t pid = fork();
   if (pid == 0)
     _exit(mp_lock_release(l) == 0 ? 0 : 1);
-  ASSERT_EQ(wait_exit(pid), 0);
+  ASSERT_EQ(mpt_wait_exit(pid), 0);
   ASSERT_OK(mp_lock_acquire(l, 0));
   ASSERT_OK(mp_lock_release(l));
   mp_raw_free(l);
@@ -126,7 +115,7 @@ TEST(lock_counter_processes) {
       _exit(0);
     }
   for (int i = 0; i < 4; i++)
-    ASSERT_EQ(wait_exit(pids[i]), 0);
+    ASSERT_EQ(mpt_wait_exit(pids[i]), 0);
   ASSERT_EQ(c->counter, 80000);
   mp_raw_free(c);
 }
@@ -147,7 +136,7 @@ TEST(lock_counter_threads_and_processes) {
       _exit(0);
     }
   for (int i = 0; i < 2; i++)
-    ASSERT_EQ(wait_exit(pids[i]), 0);
+    ASSERT_EQ(mpt_wait_exit(pids[i]), 0);
   ASSERT_EQ(c->counter, 40000);
   /* And mp_thread in this process. */
   mp_thread_t *t[2];
@@ -175,7 +164,7 @@ TEST(lock_owner_dead_rounds) {
         _exit(1);
       raise(SIGKILL);
     }
-    ASSERT_EQ(wait_exit(pid), 128 + SIGKILL);
+    ASSERT_EQ(mpt_wait_exit(pid), 128 + SIGKILL);
     ASSERT_ERR(mp_lock_acquire(l, MP_FOREVER), MP_EOWNERDEAD);
     ASSERT_EQ(mp_lock_locked(l), 1);
     if (round % 2 == 0) {
@@ -228,11 +217,11 @@ TEST(lock_owner_dead_sleeping_waiter) {
       if (r == MP_EOWNERDEAD)
         mp_lock_consistent(&s->lock);
       mp_lock_release(&s->lock);
-      ASSERT_EQ(wait_exit(holder), 128 + SIGKILL);
+      ASSERT_EQ(mpt_wait_exit(holder), 128 + SIGKILL);
     } else {
-      ASSERT_EQ(wait_exit(holder), 128 + SIGKILL);
+      ASSERT_EQ(mpt_wait_exit(holder), 128 + SIGKILL);
     }
-    ASSERT_EQ(wait_exit(waiter), 0);
+    ASSERT_EQ(mpt_wait_exit(waiter), 0);
     ASSERT_OK(mp_lock_acquire(&s->lock, MP_FOREVER));
     ASSERT_OK(mp_lock_release(&s->lock));
   }
@@ -262,7 +251,7 @@ TEST(lock_kill_at_random) {
       }
     mpt_sleep_ms(5 + (int)(rand_r(&seed) % 20));
     for (int i = 0; i < 3; i++)
-      kill_reap(pids[i]);
+      ASSERT_EQ(mpt_kill_reap(pids[i]), 128 + SIGKILL);
     int r = mp_lock_acquire(&c->lock, MP_FOREVER);
     ASSERT(r == 0 || r == MP_EOWNERDEAD);
     if (r == MP_EOWNERDEAD)
@@ -307,7 +296,7 @@ TEST(lock_pid_reuse_detected) {
   ASSERT_ERR(mp_lock_acquire(l, MP_FOREVER), MP_EOWNERDEAD);
   ASSERT_OK(mp_lock_consistent(l));
   ASSERT_OK(mp_lock_release(l));
-  kill_reap(pid);
+  ASSERT_EQ(mpt_kill_reap(pid), 128 + SIGKILL);
   mp_raw_free(l);
 }
 
@@ -380,7 +369,7 @@ TEST(rlock_owner_dead_thread_and_process) {
       mp_rlock_acquire(l, MP_FOREVER);
       raise(SIGKILL);
     }
-    ASSERT_EQ(wait_exit(pid), 128 + SIGKILL);
+    ASSERT_EQ(mpt_wait_exit(pid), 128 + SIGKILL);
     ASSERT_ERR(mp_rlock_acquire(l, MP_FOREVER), MP_EOWNERDEAD);
     ASSERT_OK(mp_rlock_acquire(l, 0));
     ASSERT_OK(mp_rlock_consistent(l));
@@ -460,7 +449,7 @@ TEST(semaphore_processes) {
       _exit(0);
     }
   for (int i = 0; i < 5; i++)
-    ASSERT_EQ(wait_exit(pids[i]), 0);
+    ASSERT_EQ(mpt_wait_exit(pids[i]), 0);
   ASSERT(s->max_inside <= 2);
   ASSERT(s->max_inside >= 1);
   ASSERT_EQ(mp_semaphore_value(&s->sem), 2);
@@ -476,7 +465,7 @@ TEST(semaphore_dead_holder_keeps_permit) {
     mp_semaphore_acquire(s, MP_FOREVER);
     raise(SIGKILL);
   }
-  ASSERT_EQ(wait_exit(pid), 128 + SIGKILL);
+  ASSERT_EQ(mpt_wait_exit(pid), 128 + SIGKILL);
   ASSERT_EQ(mp_semaphore_value(s), 0);
   ASSERT_ERR(mp_semaphore_acquire(s, 50), MP_ETIMEDOUT);
   mp_raw_free(s);
@@ -512,7 +501,7 @@ TEST(cond_wait_notify_processes) {
   ASSERT_OK(mp_cond_notify_all(&s->cond));
   ASSERT_OK(mp_cond_release(&s->cond));
   for (int i = 0; i < 3; i++)
-    ASSERT_EQ(wait_exit(pids[i]), 0);
+    ASSERT_EQ(mpt_wait_exit(pids[i]), 0);
   ASSERT_EQ(s->woken, 3);
   mp_raw_free(s);
 }
@@ -543,7 +532,7 @@ TEST(cond_notify_one) {
   /* The child is waiting (it set ready with the lock, then waited). */
   ASSERT_OK(mp_cond_notify(&s->cond, 1));
   ASSERT_OK(mp_cond_release(&s->cond));
-  ASSERT_EQ(wait_exit(pid), 0);
+  ASSERT_EQ(mpt_wait_exit(pid), 0);
   mp_raw_free(s);
 }
 
@@ -612,11 +601,11 @@ TEST(cond_owner_dead) {
       mpt_sleep_ms(1);
     }
     mp_cond_release(&s->cond);
-    kill_reap(sleeper);
+    ASSERT_EQ(mpt_kill_reap(sleeper), 128 + SIGKILL);
     ASSERT_OK(mp_cond_acquire(&s->cond, MP_FOREVER));
     ASSERT_OK(mp_cond_notify_all(&s->cond));
     ASSERT_OK(mp_cond_release(&s->cond));
-    ASSERT_EQ(wait_exit(dier), 128 + SIGKILL);
+    ASSERT_EQ(mpt_wait_exit(dier), 128 + SIGKILL);
     ASSERT_ERR(mp_cond_acquire(&s->cond, MP_FOREVER), MP_EOWNERDEAD);
     ASSERT_OK(mp_cond_consistent(&s->cond));
     ASSERT_OK(mp_cond_release(&s->cond));
@@ -659,7 +648,7 @@ TEST(event_wakes_processes_and_threads) {
   mpt_sleep_ms(50);
   ASSERT_OK(mp_event_set(e));
   for (int i = 0; i < 3; i++)
-    ASSERT_EQ(wait_exit(pids[i]), 0);
+    ASSERT_EQ(mpt_wait_exit(pids[i]), 0);
   mp_raw_free(e);
 }
 
@@ -690,7 +679,7 @@ TEST(barrier_rounds_processes) {
     __atomic_fetch_add(&s->seen[round][idx], 1, __ATOMIC_SEQ_CST);
   }
   for (int i = 0; i < 3; i++)
-    ASSERT_EQ(wait_exit(pids[i]), 0);
+    ASSERT_EQ(mpt_wait_exit(pids[i]), 0);
   for (int round = 0; round < 3; round++)
     for (int i = 0; i < 4; i++)
       ASSERT_EQ(s->seen[round][i], 1);
@@ -711,7 +700,7 @@ TEST(barrier_abort_reset_timeout) {
   uint64_t t0 = mpt_now_ms();
   ASSERT_ERR(mp_barrier_wait(b, 100), MP_ETIMEDOUT);
   ASSERT(mpt_now_ms() - t0 >= 100);
-  ASSERT_EQ(wait_exit(pid), 0);
+  ASSERT_EQ(mpt_wait_exit(pid), 0);
   ASSERT_EQ(mp_barrier_broken(b), 1);
   ASSERT_ERR(mp_barrier_wait(b, 0), MP_ECANCELED);
   ASSERT_OK(mp_barrier_reset(b));
@@ -723,7 +712,7 @@ TEST(barrier_abort_reset_timeout) {
   while (mp_barrier_n_waiting(b) != 1)
     mpt_sleep_ms(1);
   ASSERT_OK(mp_barrier_abort(b));
-  ASSERT_EQ(wait_exit(pid), 0);
+  ASSERT_EQ(mpt_wait_exit(pid), 0);
   ASSERT_ERR(mp_barrier_wait(b, MP_FOREVER), MP_ECANCELED);
   /* reset while a party waits: it gets MP_ECANCELED, the barrier works. */
   ASSERT_OK(mp_barrier_reset(b));
@@ -733,7 +722,7 @@ TEST(barrier_abort_reset_timeout) {
   while (mp_barrier_n_waiting(b) != 1)
     mpt_sleep_ms(1);
   ASSERT_OK(mp_barrier_reset(b));
-  ASSERT_EQ(wait_exit(pid), 0);
+  ASSERT_EQ(mpt_wait_exit(pid), 0);
   ASSERT_EQ(mp_barrier_broken(b), 0);
   pid_t p2[2];
   for (int i = 0; i < 2; i++)
@@ -741,7 +730,7 @@ TEST(barrier_abort_reset_timeout) {
       _exit(mp_barrier_wait(b, MP_FOREVER) >= 0 ? 0 : 1);
   ASSERT(mp_barrier_wait(b, MP_FOREVER) >= 0);
   for (int i = 0; i < 2; i++)
-    ASSERT_EQ(wait_exit(p2[i]), 0);
+    ASSERT_EQ(mpt_wait_exit(p2[i]), 0);
   ASSERT_ERR(mp_barrier_init(b, 0), MP_EINVAL);
   ASSERT_ERR(mp_barrier_init(NULL, 1), MP_EINVAL);
   ASSERT_ERR(mp_barrier_wait(NULL, 0), MP_EINVAL);
@@ -773,7 +762,7 @@ TEST(barrier_default_timeout) {
   pid_t pid = fork();
   if (pid == 0)
     _exit(mp_barrier_timeout(b) == 60 ? 0 : 1);
-  ASSERT_EQ(wait_exit(pid), 0);
+  ASSERT_EQ(mpt_wait_exit(pid), 0);
   uint64_t t0 = mpt_now_ms();
   ASSERT_ERR(mp_barrier_wait(b, MP_BARRIER_DEFAULT), MP_ETIMEDOUT);
   ASSERT(mpt_now_ms() - t0 >= 60);
@@ -785,7 +774,7 @@ TEST(barrier_default_timeout) {
   if (pid == 0)
     _exit(mp_barrier_wait(b, MP_BARRIER_DEFAULT) >= 0 ? 0 : 1);
   ASSERT(mp_barrier_wait(b, MP_FOREVER) >= 0);
-  ASSERT_EQ(wait_exit(pid), 0);
+  ASSERT_EQ(mpt_wait_exit(pid), 0);
   ASSERT_OK(mp_barrier_set_timeout(b, MP_FOREVER));
   ASSERT_EQ(mp_barrier_timeout(b), MP_FOREVER);
   mp_raw_free(b);
@@ -814,9 +803,9 @@ TEST(barrier_history_wraps_across_reset) {
   }
   for (int i = 0; i < 64; i++)
     ASSERT(mp_barrier_wait(b, MP_FOREVER) >= 0);
-  ASSERT_EQ(wait_exit(helper), 0);
+  ASSERT_EQ(mpt_wait_exit(helper), 0);
   ASSERT_EQ(kill(late, SIGCONT), 0);
-  ASSERT_EQ(wait_exit(late), 0);
+  ASSERT_EQ(mpt_wait_exit(late), 0);
   mp_raw_free(b);
 }
 
@@ -826,7 +815,7 @@ TEST(barrier_dead_party) {
   pid_t pid = fork();
   if (pid == 0)
     raise(SIGKILL);
-  ASSERT_EQ(wait_exit(pid), 128 + SIGKILL);
+  ASSERT_EQ(mpt_wait_exit(pid), 128 + SIGKILL);
   ASSERT_ERR(mp_barrier_wait(b, 100), MP_ETIMEDOUT);
   ASSERT_EQ(mp_barrier_broken(b), 1);
   ASSERT_OK(mp_barrier_reset(b));
@@ -835,7 +824,7 @@ TEST(barrier_dead_party) {
     mp_lock_acquire(&b->mp__mu, MP_FOREVER);
     raise(SIGKILL);
   }
-  ASSERT_EQ(wait_exit(pid), 128 + SIGKILL);
+  ASSERT_EQ(mpt_wait_exit(pid), 128 + SIGKILL);
   ASSERT_ERR(mp_barrier_wait(b, MP_FOREVER), MP_ECANCELED);
   ASSERT_EQ(mp_barrier_broken(b), 1);
   mp_raw_free(b);
@@ -910,7 +899,7 @@ TEST(named_open_by_name) {
     _exit(0);
   }
   ASSERT_OK(mp_event_wait(e, MP_FOREVER));
-  ASSERT_EQ(wait_exit(pid), 0);
+  ASSERT_EQ(mpt_wait_exit(pid), 0);
   ASSERT_EQ(mp_lock_locked(l), 0);
   ASSERT_OK(mp_lock_destroy(l));
   ASSERT_OK(mp_event_destroy(e));
@@ -1026,7 +1015,7 @@ TEST(named_keep_and_killed_creator) {
   ASSERT(mpt_shm_exists(lname));
   mp_lock_t *l;
   ASSERT_OK(mp_lock_open(&l, lname));
-  kill_reap(pid);
+  ASSERT_EQ(mpt_kill_reap(pid), 128 + SIGKILL);
   /* The tracker removes the name shortly after the creator's death. */
   for (int i = 0; i < 500 && mpt_shm_exists(lname); i++)
     mpt_sleep_ms(10);
@@ -1058,7 +1047,7 @@ TEST(waiting_uses_no_cpu) {
     int r2 = mp_event_wait(&s->ev, 800);
     _exit(r1 == MP_ETIMEDOUT && r2 == MP_ETIMEDOUT ? 0 : 1);
   }
-  ASSERT_EQ(wait_exit(pid), 0);
+  ASSERT_EQ(mpt_wait_exit(pid), 0);
   struct rusage ru;
   ASSERT_EQ(getrusage(RUSAGE_CHILDREN, &ru), 0);
   long cpu_ms = (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000 +
@@ -1125,7 +1114,7 @@ TEST(cond_bounded_buffer) {
       _exit(0);
     }
   for (int i = 0; i < 4; i++)
-    ASSERT_EQ(wait_exit(pids[i]), 0);
+    ASSERT_EQ(mpt_wait_exit(pids[i]), 0);
   ASSERT_EQ(b->sum, 2L * N * (N + 1) / 2);
   mp_raw_free(b);
 }
@@ -1184,8 +1173,8 @@ TEST(event_setter_killed) {
   if (waiter == 0)
     _exit(mp_event_wait(e, 300) == MP_ETIMEDOUT ? 0 : 1);
   mpt_sleep_ms(20);
-  kill_reap(setter);
-  ASSERT_EQ(wait_exit(waiter), 0);
+  ASSERT_EQ(mpt_kill_reap(setter), 128 + SIGKILL);
+  ASSERT_EQ(mpt_wait_exit(waiter), 0);
   ASSERT_EQ(mp_event_is_set(e), 0);
   ASSERT_OK(mp_event_set(e));
   ASSERT_OK(mp_event_wait(e, 0));
@@ -1235,7 +1224,7 @@ TEST(lock_holder_main_thread_exited) {
   mpt_sleep_ms(50);
   ASSERT_ERR(mp_lock_acquire(l, 300), MP_ETIMEDOUT);
   ASSERT_ERR(mp_lock_acquire(l, MP_FOREVER), MP_EOWNERDEAD);
-  ASSERT_EQ(wait_exit(pid), 0);
+  ASSERT_EQ(mpt_wait_exit(pid), 0);
   ASSERT_OK(mp_lock_consistent(l));
   ASSERT_OK(mp_lock_release(l));
   mp_raw_free(l);

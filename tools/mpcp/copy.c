@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fs.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -35,6 +36,19 @@ static char *iobuf;
 static char *xnames, *xval;
 static volatile sig_atomic_t cur_tmp_fd = -1;
 static char cur_tmp[128];
+
+/* ThreadSanitizer cannot follow a thread started in a process forked from a
+ * multi-threaded one (a pool worker; the parent runs the pool's callback
+ * thread): TSan builds copy without the write-behind helper there. mpcp's own inline
+ * copy of a single file still runs it under TSan. */
+#if defined(__SANITIZE_THREAD__)
+#define MPCP_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define MPCP_TSAN 1
+#endif
+#endif
+static bool wb_no_thread;
 
 /* Pending progress, sent at most every 100 ms and at the end of each task:
  * the channel never carries a message per file. */
@@ -83,6 +97,9 @@ static void on_term(int sig) {
 
 void mpcp_worker_init(void) {
   mpcp_self_pid = getpid();
+#ifdef MPCP_TSAN
+  wb_no_thread = true;
+#endif
   /* The parent decides what an interrupt means (it stops us with SIGTERM);
    * the terminal's SIGINT to the whole group must not kill workers mid-file. */
   signal(SIGINT, SIG_IGN);
@@ -119,7 +136,11 @@ static void flush_progress(uint32_t kind, uint64_t id) {
   acc.last = mpcp_now();
 }
 
+static void wb_tick(uint64_t bytes);
+
 static void note(uint64_t files, uint64_t bytes) {
+  if (bytes)
+    wb_tick(bytes);
   acc.files += files;
   if (!quiet_bytes)
     acc.bytes += bytes;
@@ -308,6 +329,117 @@ static int copy_range(mpcp_root_t *r, int sfd, int dfd, uint64_t off,
   return 0;
 }
 
+/* ---- write-behind ----------------------------------------------------------
+ * A big file copied whole is flushed while it is copied: a helper thread
+ * calls fdatasync on the destination each time another mpcp_wb_step bytes
+ * are in, so the disk writes one part while the next is being copied
+ * instead of everything after the copy (a copy counts as done when its data
+ * is on disk). The copy never waits for the helper, except at the end for a
+ * flush already under way; what was copied after the last flush is left to
+ * the kernel's write-back, as with any other file. A flush error is a write
+ * error of the file (the helper's fdatasync would otherwise consume it). */
+uint64_t mpcp_wb_step = MPCP_WB_STEP;
+
+typedef struct {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  pthread_t th;
+  int fd;
+  bool stop;
+  int err;           /* the first fdatasync error (errno), else 0 */
+  uint64_t progress; /* bytes copied, as told to the helper (under mu) */
+} wb_t;
+
+static wb_t *wb_cur; /* the copying thread's write-behind, or NULL */
+static uint64_t wb_done, wb_told;
+
+static void *wb_main(void *arg) {
+  wb_t *w = arg;
+  uint64_t synced = 0;
+  pthread_mutex_lock(&w->mu);
+  for (;;) {
+    while (!w->stop && w->progress - synced < mpcp_wb_step)
+      pthread_cond_wait(&w->cv, &w->mu);
+    if (w->stop)
+      break;
+    uint64_t upto = w->progress;
+    pthread_mutex_unlock(&w->mu);
+    int rc = fdatasync(w->fd), e = errno;
+    pthread_mutex_lock(&w->mu);
+    if (rc < 0) {
+      /* A filesystem without fsync is not an error: no more flushes. */
+      if (e != EINVAL && e != ENOSYS && e != EOPNOTSUPP && e != EROFS)
+        w->err = e;
+      break;
+    }
+    synced = upto;
+  }
+  pthread_mutex_unlock(&w->mu);
+  return NULL;
+}
+
+/* Called with every piece copied: wakes the helper once a step is in. */
+static void wb_tick(uint64_t bytes) {
+  if (!wb_cur)
+    return;
+  wb_done += bytes;
+  if (wb_done - wb_told < mpcp_wb_step)
+    return;
+  wb_told = wb_done;
+  pthread_mutex_lock(&wb_cur->mu);
+  wb_cur->progress = wb_done;
+  pthread_cond_signal(&wb_cur->cv);
+  pthread_mutex_unlock(&wb_cur->mu);
+}
+
+/* Starts the helper for dfd; false (copy without it) if it cannot start.
+ * The helper takes no signals: they stay with the copying thread. */
+static bool wb_start(wb_t *w, int dfd) {
+  memset(w, 0, sizeof *w);
+  w->fd = dfd;
+  if (pthread_mutex_init(&w->mu, NULL))
+    return false;
+  if (pthread_cond_init(&w->cv, NULL)) {
+    pthread_mutex_destroy(&w->mu);
+    return false;
+  }
+  pthread_attr_t at;
+  sigset_t all, old;
+  int rc = pthread_attr_init(&at);
+  if (rc == 0) {
+    pthread_attr_setstacksize(&at, 64u << 10);
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    rc = pthread_create(&w->th, &at, wb_main, w);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&at);
+  }
+  if (rc) {
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mu);
+    return false;
+  }
+  wb_done = wb_told = 0;
+  wb_cur = w;
+  return true;
+}
+
+/* Stops and joins the helper; returns its flush error (errno) or 0. */
+static int wb_stop(wb_t *w) {
+  wb_cur = NULL;
+  pthread_mutex_lock(&w->mu);
+  w->stop = true;
+  pthread_cond_signal(&w->cv);
+  pthread_mutex_unlock(&w->mu);
+  pthread_join(w->th, NULL);
+  pthread_cond_destroy(&w->cv);
+  pthread_mutex_destroy(&w->mu);
+  return w->err;
+}
+
+static int copy_data(mpcp_root_t *r, int sfd, int dfd, uint64_t off,
+                     uint64_t len, bool sparse, bool whole, uint64_t *copied);
+
 int mpcp_copy_data(mpcp_root_t *r, int sfd, int dfd, uint64_t off, uint64_t len,
                    bool sparse, bool whole, uint64_t *copied) {
   if (whole && !sparse && len > 0 && !(r->no_clone & 1)) {
@@ -318,6 +450,20 @@ int mpcp_copy_data(mpcp_root_t *r, int sfd, int dfd, uint64_t off, uint64_t len,
     }
     r->no_clone |= 1;
   }
+  wb_t wb;
+  bool behind = whole && mpcp_wb_step && len / 2 >= mpcp_wb_step && !wb_cur &&
+                !wb_no_thread && wb_start(&wb, dfd);
+  int rc = copy_data(r, sfd, dfd, off, len, sparse, whole, copied);
+  if (behind) {
+    int e = wb_stop(&wb);
+    if (e && !rc)
+      rc = -e - 100000;
+  }
+  return rc;
+}
+
+static int copy_data(mpcp_root_t *r, int sfd, int dfd, uint64_t off,
+                     uint64_t len, bool sparse, bool whole, uint64_t *copied) {
   if (len >= PIECE)
     posix_fadvise(sfd, (off_t)off, (off_t)len, POSIX_FADV_SEQUENTIAL);
   if (!sparse)
@@ -1195,13 +1341,10 @@ static void run_chunk(const mpcp_task_hdr_t *h, const char *p) {
 
 int mpcp_worker_task(const void *task, size_t len) {
   mpcp_task_hdr_t h;
-  if (len < sizeof h)
+  if (!mpcp_task_hdr_read(&h, task, len))
     return -EINVAL;
-  memcpy(&h, task, sizeof h);
   const char *p = (const char *)task + sizeof h,
              *end = (const char *)task + len;
-  if (h.root >= (uint32_t)mpcp_nroots || h.dir_len > len - sizeof h)
-    return -EINVAL;
   test_hooks_init();
   acc.last = mpcp_now();
   if (h.kind == MPCP_T_CHUNK)

@@ -442,6 +442,11 @@ int main(int argc, char **argv) {
   }
   if (cs && strtoull(cs, NULL, 10) >= 4096)
     mpcp_chunk_size = strtoull(cs, NULL, 10);
+  const char *wbs = getenv("MPCP_WRITEBEHIND");
+  if (wbs && *wbs) {
+    unsigned long long mib = strtoull(wbs, NULL, 10);
+    mpcp_wb_step = (mib > (1ull << 24) ? 1ull << 24 : mib) << 20;
+  }
   const char *bf = getenv("MPCP_BATCH_FILES");
   if (bf && atoi(bf) > 0)
     mpcp_batch_files = (uint32_t)atoi(bf);

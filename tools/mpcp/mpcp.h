@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
@@ -33,6 +34,12 @@
 #define MPCP_CHUNK_MIN (64ull << 20)
 #define MPCP_CHUNK_SIZE (32ull << 20)
 extern uint64_t mpcp_chunk_min, mpcp_chunk_size;
+/* Write-behind: a file of at least twice this many bytes, copied whole, is
+ * flushed to disk in steps of this size by a helper thread while the copy
+ * goes on (copy.c). MPCP_WRITEBEHIND in the environment sets the step in
+ * MiB; 0 turns it off. */
+#define MPCP_WB_STEP (64ull << 20)
+extern uint64_t mpcp_wb_step;
 /* A batch is flushed at this many entries or bytes. */
 #define MPCP_BATCH_FILES 96
 #define MPCP_BATCH_BYTES (8ull << 20)
@@ -86,6 +93,17 @@ typedef struct {
   uint32_t flags;
   uint32_t regs; /* regular files among count (for --verify progress) */
 } mpcp_task_hdr_t;
+
+/* Copy the header of a task of len bytes (untrusted: from another process
+ * or rank) into *h. False unless the header is whole, names a root below
+ * mpcp_nroots and its directory path fits in the task. */
+static inline bool mpcp_task_hdr_read(mpcp_task_hdr_t *h, const void *task,
+                                      size_t len) {
+  if (len < sizeof *h)
+    return false;
+  memcpy(h, task, sizeof *h);
+  return h->root < (uint32_t)mpcp_nroots && h->dir_len <= len - sizeof *h;
+}
 
 enum {
   MPCP_EF_SPARSE = 1,

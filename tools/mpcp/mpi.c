@@ -136,11 +136,8 @@ static bool root_usable(uint32_t root) {
  * (bit 1 << kind)? */
 static bool task_ok(const char *t, size_t len, unsigned kinds) {
   mpcp_task_hdr_t h;
-  if (len < sizeof h)
-    return false;
-  memcpy(&h, t, sizeof h);
-  if (h.kind > MPCP_T_WALK || !(kinds & (1u << h.kind)) ||
-      !root_usable(h.root) || h.dir_len > len - sizeof h ||
+  if (!mpcp_task_hdr_read(&h, t, len) || h.kind > MPCP_T_WALK ||
+      !(kinds & (1u << h.kind)) || !root_usable(h.root) ||
       !rel_ok(t + sizeof h, h.dir_len))
     return false;
   const char *p = t + sizeof h + h.dir_len, *end = t + len;

@@ -453,10 +453,7 @@ TEST(process_child_output_flushed_at_return) {
     got += (size_t)n;
   buf[got] = '\0';
   close(fds[0]);
-  int st;
-  ASSERT_EQ(waitpid(h, &st, 0), h);
-  ASSERT(WIFEXITED(st));
-  ASSERT_EQ(WEXITSTATUS(st), 0);
+  mpt_wait_ok(h);
   ASSERT_STR_EQ(buf, "narrow;wide;");
 }
 

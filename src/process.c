@@ -40,7 +40,7 @@ struct mp_process {
   bool daemon;
   bool outlive;
   mp_start_method_t method;
-  int state; /* PROC_*, changed under reg_mu once started */
+  int state; /* PROC_*, changed under hot.reg_mu once started */
   pid_t pid;
   pid_t starter; /* getpid() of the process that started it */
   int pidfd;     /* -1 until started */
@@ -52,21 +52,27 @@ struct mp_process {
   bool server_gone; /* fork server died: watch the pidfd instead */
   mp__gate_slot_t *slot; /* fork children: start gate and exit report */
   struct mp_process *prev, *next; /* registry, while running */
+  unsigned char arg_buf[64];      /* arg, when it fits */
 };
 
-/* Started, not yet reaped children of this process. */
-static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
-static mp_process_t *reg_head;
 static pthread_once_t reg_once = PTHREAD_ONCE_INIT;
+
+/* A few handles are kept in the page of the start state (below) rather than
+ * allocated. The sanitizers' builds allocate every handle, so a use after
+ * destroy is still caught. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define HANDLE_CACHE 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define HANDLE_CACHE 0
+#endif
+#endif
+#ifndef HANDLE_CACHE
+#define HANDLE_CACHE 4
+#endif
 
 /* Identity of this process (Python's _identity): "" in the main process,
  * "1", "1:2", ... in children; names default to "Process-<identity>:N". */
-static const char *cur_identity = "";
-static const char *cur_name = "MainProcess";
-static const char *parent_name = "";
-static pid_t cur_parent;
-static bool cur_daemon;
-static atomic_uint name_counter;
 static int kernel_support; /* 0 unknown, 1 yes, MP_ENOSYS */
 
 static int sys_pidfd_open(pid_t pid) {
@@ -94,15 +100,77 @@ typedef struct gate_page {
   struct gate_page *next;
 } gate_page_t;
 
-static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
-static gate_page_t *gate_pages;
-/* In a child: where to report its own exit code (in the parent's page). */
-static mp__gate_slot_t *self_report;
+/* ---- the state a start writes ---------------------------------------------
+ * fork write-protects every page of the parent, so each page the parent
+ * writes between two forks costs it a copy-on-write fault after the next
+ * one, and each page a child writes costs the child one; on a VM a fault
+ * costs tens of microseconds, as much as the rest of a start. Everything of
+ * this file's that a start and join write is in this one page, which the
+ * atfork handlers (registry lock) write on every fork anyway. */
+static struct {
+  /* Started, not yet reaped children of this process. */
+  pthread_mutex_t reg_mu;
+  mp_process_t *reg_head;
+  /* Identity of this process (Python's _identity): "" in the main process,
+   * "1", "1:2", ... in children; names default to "Process-<identity>:N". */
+  const char *cur_identity;
+  const char *cur_name;
+  const char *parent_name;
+  pid_t cur_parent;
+  bool cur_daemon;
+  atomic_uint name_counter;
+  /* Start gates: the first page's bookkeeping is here, others on the heap. */
+  pthread_mutex_t gate_mu;
+  gate_page_t *gate_pages;
+  gate_page_t gate_page0;
+  /* In a child: where to report its own exit code (in the parent's page). */
+  mp__gate_slot_t *self_report;
+#if HANDLE_CACHE
+  /* Handles: malloc and free would write the allocator's state and the
+   * chunk's heap page. */
+  atomic_uint handle_used; /* bit i: handle_cache[i] is taken */
+  mp_process_t handle_cache[HANDLE_CACHE];
+#endif
+} hot __attribute__((aligned(4096))) = {
+    .reg_mu = PTHREAD_MUTEX_INITIALIZER,
+    .cur_identity = "",
+    .cur_name = "MainProcess",
+    .parent_name = "",
+    .gate_mu = PTHREAD_MUTEX_INITIALIZER,
+};
+_Static_assert(sizeof hot <= 4096, "the start state fits one page");
+
+static mp_process_t *handle_get(void) {
+#if HANDLE_CACHE
+  unsigned u = atomic_load(&hot.handle_used);
+  while (u != (1u << HANDLE_CACHE) - 1) {
+    unsigned b = (unsigned)__builtin_ctz(~u);
+    if (atomic_compare_exchange_weak(&hot.handle_used, &u, u | 1u << b)) {
+      memset(&hot.handle_cache[b], 0, sizeof hot.handle_cache[b]);
+      return &hot.handle_cache[b];
+    }
+  }
+#endif
+  return calloc(1, sizeof(mp_process_t));
+}
+
+static void handle_put(mp_process_t *p) {
+  if (p->arg != p->arg_buf)
+    free(p->arg);
+#if HANDLE_CACHE
+  if (p >= hot.handle_cache && p < hot.handle_cache + HANDLE_CACHE) {
+    atomic_fetch_and(&hot.handle_used,
+                     ~(1u << (unsigned)(p - hot.handle_cache)));
+    return;
+  }
+#endif
+  free(p);
+}
 
 static mp__gate_slot_t *gate_alloc(void) {
-  pthread_mutex_lock(&gate_mu);
+  pthread_mutex_lock(&hot.gate_mu);
   mp__gate_slot_t *got = NULL;
-  for (gate_page_t *g = gate_pages; g && !got; g = g->next) {
+  for (gate_page_t *g = hot.gate_pages; g && !got; g = g->next) {
     for (size_t w = 0; w < GATE_PAGE_SLOTS / 64 && !got; w++) {
       if (g->used[w] == UINT64_MAX)
         continue;
@@ -112,21 +180,23 @@ static mp__gate_slot_t *gate_alloc(void) {
     }
   }
   if (!got) {
-    gate_page_t *g = calloc(1, sizeof *g);
+    gate_page_t *g = hot.gate_page0.slots ? calloc(1, sizeof *g) : &hot.gate_page0;
+    if (g == &hot.gate_page0)
+      memset(g, 0, sizeof *g);
     void *m = g ? mmap(NULL, 4096, PROT_READ | PROT_WRITE,
                        MAP_SHARED | MAP_ANONYMOUS, -1, 0)
                 : MAP_FAILED;
     if (m != MAP_FAILED) {
       g->slots = m;
       g->used[0] = 1;
-      g->next = gate_pages;
-      gate_pages = g;
+      g->next = hot.gate_pages;
+      hot.gate_pages = g;
       got = &g->slots[0];
-    } else {
+    } else if (g != &hot.gate_page0) {
       free(g);
     }
   }
-  pthread_mutex_unlock(&gate_mu);
+  pthread_mutex_unlock(&hot.gate_mu);
   if (got) {
     atomic_store(&got->gate, GATE_WAIT);
     atomic_store(&got->report, 0);
@@ -137,15 +207,15 @@ static mp__gate_slot_t *gate_alloc(void) {
 static void gate_free(mp__gate_slot_t *s) {
   if (!s)
     return;
-  pthread_mutex_lock(&gate_mu);
-  for (gate_page_t *g = gate_pages; g; g = g->next) {
+  pthread_mutex_lock(&hot.gate_mu);
+  for (gate_page_t *g = hot.gate_pages; g; g = g->next) {
     if (s >= g->slots && s < g->slots + GATE_PAGE_SLOTS) {
       size_t i = (size_t)(s - g->slots);
       g->used[i / 64] &= ~(1ull << (i % 64));
       break;
     }
   }
-  pthread_mutex_unlock(&gate_mu);
+  pthread_mutex_unlock(&hot.gate_mu);
 }
 
 /* Parent: let the child go (or tell it to leave at once). */
@@ -154,14 +224,23 @@ static void gate_open(mp__gate_slot_t *s, uint32_t how) {
     mp__futex_wake(&s->gate, 1);
 }
 
-/* Child: wait until the parent opened the gate. False: leave. */
-static bool gate_pass(mp__gate_slot_t *s) {
+/* Child: wait until the parent (pid `parent`) opened the gate. False:
+ * leave. The child comes here after its own set-up, just before the
+ * target: by then the parent has almost always opened the gate, and the
+ * child passes without waiting. A parent that died before opening it (an
+ * outlive_parent child has no parent-death signal) is seen within 100 ms. */
+static bool gate_pass(mp__gate_slot_t *s, pid_t parent) {
   uint32_t v = atomic_load(&s->gate);
   if (v == GATE_WAIT && !mp__spin_while_eq(&s->gate, GATE_WAIT, 200)) {
     uint32_t expect = GATE_WAIT;
     atomic_compare_exchange_strong(&s->gate, &expect, GATE_SLEEP);
-    while (atomic_load(&s->gate) == GATE_SLEEP)
-      mp__futex_wait(&s->gate, GATE_SLEEP, NULL);
+    while (atomic_load(&s->gate) == GATE_SLEEP) {
+      mp__deadline_t dl;
+      mp__deadline_init(&dl, 100);
+      mp__futex_wait(&s->gate, GATE_SLEEP, &dl);
+      if (atomic_load(&s->gate) == GATE_SLEEP && getppid() != parent)
+        return false;
+    }
   }
   return atomic_load(&s->gate) == GATE_GO;
 }
@@ -178,43 +257,44 @@ int mp__exitcode_from_siginfo(int code, int status) {
 
 static void reg_link(mp_process_t *p) {
   p->prev = NULL;
-  p->next = reg_head;
-  if (reg_head)
-    reg_head->prev = p;
-  reg_head = p;
+  p->next = hot.reg_head;
+  if (hot.reg_head)
+    hot.reg_head->prev = p;
+  hot.reg_head = p;
 }
 
 static void reg_unlink(mp_process_t *p) {
   if (p->prev)
     p->prev->next = p->next;
-  else if (reg_head == p)
-    reg_head = p->next;
+  else if (hot.reg_head == p)
+    hot.reg_head = p->next;
   if (p->next)
     p->next->prev = p->prev;
   p->prev = p->next = NULL;
 }
 
 static void atfork_prepare(void) {
-  pthread_mutex_lock(&reg_mu);
+  pthread_mutex_lock(&hot.reg_mu);
 }
 static void atfork_parent(void) {
-  pthread_mutex_unlock(&reg_mu);
+  pthread_mutex_unlock(&hot.reg_mu);
 }
 static void forget_parent(void) {
   /* The parent's children are not ours; their handles stay readable in our
    * copy of memory but are out of the registry. */
-  reg_head = NULL;
+  hot.reg_head = NULL;
   /* The parent's gate pages stay mapped here but are not ours to use. */
-  pthread_mutex_init(&gate_mu, NULL);
-  gate_pages = NULL;
-  self_report = NULL;
+  pthread_mutex_init(&hot.gate_mu, NULL);
+  hot.gate_pages = NULL;
+  hot.gate_page0.slots = NULL;
+  hot.self_report = NULL;
   mp__forkserver_atfork_child();
 }
 
 void mp__process_forget_parent(void) {
   /* A fork-server child comes from a server forked when this file's atfork
    * handler may not have been installed yet: the lock is made anew. */
-  pthread_mutex_init(&reg_mu, NULL);
+  pthread_mutex_init(&hot.reg_mu, NULL);
   forget_parent();
 }
 
@@ -231,7 +311,7 @@ static bool on_main_thread(void) {
 static void atfork_child(void) {
   /* The forking thread took the lock in atfork_prepare and is this
    * child's only thread: it releases it. */
-  pthread_mutex_unlock(&reg_mu);
+  pthread_mutex_unlock(&hot.reg_mu);
   self_tid = 0;
   forget_parent();
 }
@@ -253,13 +333,10 @@ static void reg_init(void) {
   /* Bind now, in the parent, the library calls a fork child makes on its
    * way: resolved lazily in each child, they would cost it a dozen page
    * faults per start. */
-  int sig;
-  prctl(PR_GET_PDEATHSIG, &sig);
-  (void)getppid();
   (void)__fpending(stdout);
 }
 
-/* Try to collect p's exit status without blocking. Caller holds reg_mu.
+/* Try to collect p's exit status without blocking. Caller holds hot.reg_mu.
  * 0 when p is done, MP_EAGAIN when still running. */
 static int proc_collect_locked(mp_process_t *p) {
   if (p->state == PROC_DONE)
@@ -314,9 +391,9 @@ static int proc_collect_locked(mp_process_t *p) {
 }
 
 static int proc_collect(mp_process_t *p) {
-  pthread_mutex_lock(&reg_mu);
+  pthread_mutex_lock(&hot.reg_mu);
   int r = proc_collect_locked(p);
-  pthread_mutex_unlock(&reg_mu);
+  pthread_mutex_unlock(&hot.reg_mu);
   return r;
 }
 
@@ -330,22 +407,61 @@ static int proc_wait_fd(const mp_process_t *p) {
 
 static void exit_children(void);
 
+/* Whether fp holds buffered output. In glibc a byte stream's is read from
+ * the FILE itself: __fpending's code lies on a page of the C library that
+ * the child would fault in just for this. A wide stream (_mode > 0) keeps
+ * its output in its wide buffer: asked through __fpending. */
+static bool stdio_pending(FILE *fp) {
+#ifdef __GLIBC__
+  if (fp->_mode > 0)
+    return __fpending(fp) > 0;
+  return fp->_IO_write_ptr > fp->_IO_write_base;
+#else
+  return __fpending(fp) > 0;
+#endif
+}
+
+/* A system call of at most two arguments made here rather than through the
+ * C library's wrapper. fork copies no page table entries of code: each
+ * 64 KiB window of the C library a child enters costs it a page fault, and
+ * the wrappers of prctl and getppid lie in one the rest of a start never
+ * enters. The result is the kernel's: -errno on failure. */
+static long child_syscall2(long nr, long a, long b) {
+#if defined(__x86_64__)
+  long r;
+  __asm__ volatile("syscall"
+                   : "=a"(r)
+                   : "a"(nr), "D"(a), "S"(b)
+                   : "rcx", "r11", "memory");
+  return r;
+#elif defined(__aarch64__)
+  register long x8 __asm__("x8") = nr;
+  register long x0 __asm__("x0") = a;
+  register long x1 __asm__("x1") = b;
+  __asm__ volatile("svc 0" : "+r"(x0) : "r"(x8), "r"(x1) : "memory");
+  return x0;
+#else
+  long r = syscall(nr, a, b);
+  return r < 0 ? -errno : r;
+#endif
+}
+
 bool mp__process_child_enter(const char *name, const char *ident, pid_t parent,
                              pid_t real_parent, bool outlive, bool daemon) {
   if (!outlive) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    child_syscall2(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL);
     /* The parent may have died between fork and prctl: then the signal was
      * never armed, and we were reparented. */
-    if (getppid() != real_parent)
+    if ((pid_t)child_syscall2(SYS_getppid, 0, 0) != real_parent)
       return false;
   }
   /* name and ident stay valid: the caller never returns. */
-  parent_name = cur_name;
-  cur_name = name;
-  cur_parent = parent;
-  cur_identity = ident;
-  cur_daemon = daemon;
-  atomic_store(&name_counter, 0);
+  hot.parent_name = hot.cur_name;
+  hot.cur_name = name;
+  hot.cur_parent = parent;
+  hot.cur_identity = ident;
+  hot.cur_daemon = daemon;
+  atomic_store(&hot.name_counter, 0);
   return true;
 }
 
@@ -355,12 +471,12 @@ void mp__process_child_run(mp_process_fn fn, const void *arg, size_t len) {
    * joined (a child that dies abnormally takes them down with the
    * parent-death signal instead). */
   exit_children();
-  if (__fpending(stdout))
+  if (stdio_pending(stdout))
     fflush(stdout);
-  if (__fpending(stderr))
+  if (stdio_pending(stderr))
     fflush(stderr);
-  if (self_report)
-    atomic_store(&self_report->report, GATE_EXITED | (uint32_t)(rc & 0xff));
+  if (hot.self_report)
+    atomic_store(&hot.self_report->report, GATE_EXITED | (uint32_t)(rc & 0xff));
   _exit(rc & 0xff);
 }
 
@@ -374,13 +490,13 @@ int mp_process_create(mp_process_t **pp, mp_process_fn fn, const void *arg,
       opts->start_method != MP_START_FORKSERVER)
     return MP_EINVAL;
   pthread_once(&reg_once, reg_init);
-  mp_process_t *p = calloc(1, sizeof *p);
+  mp_process_t *p = handle_get();
   if (!p)
     return MP_ENOMEM;
   if (arg_len > 0) {
-    p->arg = malloc(arg_len);
+    p->arg = arg_len <= sizeof p->arg_buf ? p->arg_buf : malloc(arg_len);
     if (!p->arg) {
-      free(p);
+      handle_put(p);
       return MP_ENOMEM;
     }
     memcpy(p->arg, arg, arg_len);
@@ -397,15 +513,29 @@ int mp_process_create(mp_process_t **pp, mp_process_fn fn, const void *arg,
   }
   /* The counter advances for every process created, named or not, as in
    * Python. */
-  unsigned n = atomic_fetch_add(&name_counter, 1) + 1;
-  if (cur_identity[0])
-    snprintf(p->ident, sizeof p->ident, "%.40s:%u", cur_identity, n);
-  else
-    snprintf(p->ident, sizeof p->ident, "%u", n);
-  if (opts && opts->name)
-    snprintf(p->name, sizeof p->name, "%s", opts->name);
-  else
-    snprintf(p->name, sizeof p->name, "Process-%.54s", p->ident);
+  unsigned n = atomic_fetch_add(&hot.name_counter, 1) + 1;
+  /* Not snprintf: its buffers reach a stack page a bare fork never writes,
+   * one more copy-on-write fault per start. */
+  size_t len = strnlen(hot.cur_identity, 40);
+  memcpy(p->ident, hot.cur_identity, len);
+  if (len)
+    p->ident[len++] = ':';
+  char digits[12];
+  size_t nd = 0;
+  do
+    digits[nd++] = (char)('0' + n % 10);
+  while ((n /= 10) != 0);
+  while (nd)
+    p->ident[len++] = digits[--nd];
+  p->ident[len] = '\0';
+  if (opts && opts->name) {
+    size_t nl = strnlen(opts->name, sizeof p->name - 1);
+    memcpy(p->name, opts->name, nl);
+    p->name[nl] = '\0';
+  } else {
+    memcpy(p->name, "Process-", 8);
+    memcpy(p->name + 8, p->ident, len + 1);
+  }
   *pp = p;
   return 0;
 }
@@ -424,16 +554,15 @@ static int start_fork(mp_process_t *p, const sigset_t *mask) {
   if (pid == 0) {
     if (mask)
       pthread_sigmask(SIG_SETMASK, mask, NULL);
-    if (!gate_pass(slot))
-      _exit(1);
-    self_report = slot;
     if (!mp__process_child_enter(p->name, p->ident, self, self, p->outlive,
-                                 p->daemon))
+                                 p->daemon) ||
+        !gate_pass(slot, self))
       _exit(1);
+    hot.self_report = slot;
     mp__process_child_run(p->fn, p->arg, p->arg_len);
   }
-  /* The child waits at the gate: it cannot have ended, so its pid is still
-   * its own whoever else reaps children. */
+  /* The child waits at the gate before its target: it cannot have ended by
+   * itself, so its pid is still its own whoever else reaps children. */
   int fd = sys_pidfd_open(pid);
   if (fd < 0) {
     int err = -errno;
@@ -473,7 +602,7 @@ int mp_process_pass_fd(mp_process_t *p, int fd) {
     return MP_EINVAL;
   if (fcntl(fd, F_GETFD) < 0)
     return MP_EBADF;
-  pthread_mutex_lock(&reg_mu);
+  pthread_mutex_lock(&hot.reg_mu);
   int r = 0;
   if (p->state != PROC_CREATED)
     r = MP_EINVAL;
@@ -481,24 +610,24 @@ int mp_process_pass_fd(mp_process_t *p, int fd) {
     r = MP_E2BIG;
   else
     p->pass_fds[p->npass++] = fd;
-  pthread_mutex_unlock(&reg_mu);
+  pthread_mutex_unlock(&hot.reg_mu);
   return r;
 }
 
 int mp_process_start(mp_process_t *p) {
   if (!p)
     return MP_EINVAL;
-  pthread_mutex_lock(&reg_mu);
+  pthread_mutex_lock(&hot.reg_mu);
   bool fresh = p->state == PROC_CREATED;
   if (fresh)
     p->state = PROC_STARTING; /* a concurrent second start fails */
-  pthread_mutex_unlock(&reg_mu);
+  pthread_mutex_unlock(&hot.reg_mu);
   if (!fresh)
     return MP_EINVAL;
   if (kernel_support == MP_ENOSYS) {
-    pthread_mutex_lock(&reg_mu);
+    pthread_mutex_lock(&hot.reg_mu);
     p->state = PROC_CREATED;
-    pthread_mutex_unlock(&reg_mu);
+    pthread_mutex_unlock(&hot.reg_mu);
     return MP_ENOSYS;
   }
   /* Only when something is buffered: taking a stream's lock writes a page
@@ -516,7 +645,7 @@ int mp_process_start(mp_process_t *p) {
     r = start_fork(p, NULL);
   else
     r = start_fork_via_spawner(p);
-  pthread_mutex_lock(&reg_mu);
+  pthread_mutex_lock(&hot.reg_mu);
   if (r < 0) {
     p->state = PROC_CREATED; /* a failed start changes nothing */
   } else {
@@ -524,7 +653,7 @@ int mp_process_start(mp_process_t *p) {
     p->state = PROC_RUNNING;
     reg_link(p);
   }
-  pthread_mutex_unlock(&reg_mu);
+  pthread_mutex_unlock(&hot.reg_mu);
   return r;
 }
 
@@ -562,14 +691,14 @@ int mp_process_is_alive(mp_process_t *p) {
 static int proc_signal(mp_process_t *p, int sig) {
   if (!p)
     return MP_EINVAL;
-  pthread_mutex_lock(&reg_mu);
+  pthread_mutex_lock(&hot.reg_mu);
   int r = 0;
   if (p->state < PROC_RUNNING)
     r = MP_EINVAL;
   else if (p->state == PROC_RUNNING &&
            sys_pidfd_send_signal(p->pidfd, sig) < 0 && errno != ESRCH)
     r = -errno;
-  pthread_mutex_unlock(&reg_mu);
+  pthread_mutex_unlock(&hot.reg_mu);
   return r;
 }
 
@@ -632,8 +761,7 @@ int mp_process_destroy(mp_process_t *p) {
     if (p->statusfd >= 0)
       mp__close(p->statusfd);
   }
-  free(p->arg);
-  free(p);
+  handle_put(p);
   return 0;
 }
 
@@ -642,42 +770,42 @@ pid_t mp_current_pid(void) {
 }
 
 pid_t mp_parent_pid(void) {
-  return cur_parent ? cur_parent : getppid();
+  return hot.cur_parent ? hot.cur_parent : getppid();
 }
 
 int mp_has_parent(void) {
-  return cur_parent != 0;
+  return hot.cur_parent != 0;
 }
 
 const char *mp_current_process_name(void) {
-  return cur_name;
+  return hot.cur_name;
 }
 
 int mp_current_process(mp_process_info_t *info) {
   if (!info)
     return MP_EINVAL;
   memset(info, 0, sizeof *info);
-  snprintf(info->name, sizeof info->name, "%s", cur_name);
-  snprintf(info->identity, sizeof info->identity, "%s", cur_identity);
+  snprintf(info->name, sizeof info->name, "%s", hot.cur_name);
+  snprintf(info->identity, sizeof info->identity, "%s", hot.cur_identity);
   info->pid = getpid();
-  info->daemon = cur_daemon;
+  info->daemon = hot.cur_daemon;
   return 0;
 }
 
 int mp_parent_process(mp_process_info_t *info) {
   if (!info)
     return MP_EINVAL;
-  if (!cur_parent)
+  if (!hot.cur_parent)
     return MP_ENOENT;
   memset(info, 0, sizeof *info);
   /* The parent's identity is ours without its last part. */
-  const char *cut = strrchr(cur_identity, ':');
-  size_t n = cut ? (size_t)(cut - cur_identity) : 0;
+  const char *cut = strrchr(hot.cur_identity, ':');
+  size_t n = cut ? (size_t)(cut - hot.cur_identity) : 0;
   if (n >= sizeof info->identity)
     n = sizeof info->identity - 1;
-  memcpy(info->identity, cur_identity, n);
-  snprintf(info->name, sizeof info->name, "%s", parent_name);
-  info->pid = cur_parent;
+  memcpy(info->identity, hot.cur_identity, n);
+  snprintf(info->name, sizeof info->name, "%s", hot.parent_name);
+  info->pid = hot.cur_parent;
   return 0;
 }
 
@@ -686,8 +814,8 @@ int mp_active_children(mp_process_t **out, size_t cap) {
     return MP_EINVAL;
   pthread_once(&reg_once, reg_init);
   int n = 0;
-  pthread_mutex_lock(&reg_mu);
-  mp_process_t *p = reg_head;
+  pthread_mutex_lock(&hot.reg_mu);
+  mp_process_t *p = hot.reg_head;
   while (p) {
     mp_process_t *next = p->next;
     if (p->starter == getpid() && proc_collect_locked(p) == MP_EAGAIN) {
@@ -697,7 +825,7 @@ int mp_active_children(mp_process_t **out, size_t cap) {
     }
     p = next;
   }
-  pthread_mutex_unlock(&reg_mu);
+  pthread_mutex_unlock(&hot.reg_mu);
   return n;
 }
 
@@ -724,37 +852,37 @@ int mp_cpu_count(void) {
  * child this process started (but those allowed to outlive it). Then the
  * fork server goes. Used by the exit handler and at a child's normal exit. */
 static void exit_children(void) {
-  pthread_mutex_lock(&reg_mu);
-  bool none = !reg_head;
-  pthread_mutex_unlock(&reg_mu);
+  pthread_mutex_lock(&hot.reg_mu);
+  bool none = !hot.reg_head;
+  pthread_mutex_unlock(&hot.reg_mu);
   if (none) {
     /* The common child's way out: no system call. */
     mp_forkserver_stop();
     return;
   }
   pid_t self = (pid_t)mp__self_pid();
-  pthread_mutex_lock(&reg_mu);
-  for (mp_process_t *q = reg_head; q; q = q->next)
+  pthread_mutex_lock(&hot.reg_mu);
+  for (mp_process_t *q = hot.reg_head; q; q = q->next)
     if (q->starter == self && q->daemon && q->state == PROC_RUNNING)
       sys_pidfd_send_signal(q->pidfd, SIGTERM);
-  pthread_mutex_unlock(&reg_mu);
+  pthread_mutex_unlock(&hot.reg_mu);
   for (;;) {
-    pthread_mutex_lock(&reg_mu);
+    pthread_mutex_lock(&hot.reg_mu);
     /* Children allowed to outlive us are left to run. */
-    mp_process_t *p = reg_head;
+    mp_process_t *p = hot.reg_head;
     while (p && (p->starter != self || (p->outlive && !p->daemon)))
       p = p->next;
-    pthread_mutex_unlock(&reg_mu);
+    pthread_mutex_unlock(&hot.reg_mu);
     if (!p)
       break;
     if (mp_process_join(p, MP_FOREVER) < 0) {
-      pthread_mutex_lock(&reg_mu);
+      pthread_mutex_lock(&hot.reg_mu);
       if (p->state != PROC_DONE) {
         p->state = PROC_DONE;
         p->status_lost = true;
         reg_unlink(p);
       }
-      pthread_mutex_unlock(&reg_mu);
+      pthread_mutex_unlock(&hot.reg_mu);
     }
   }
   mp_forkserver_stop();

@@ -148,7 +148,10 @@ void mp__close(int fd) {
   int saved = errno;
   if (fd >= 0)
     close(fd);
-  errno = saved;
+  /* errno lives in a page of its own thread's: written needlessly, it costs
+   * a copy-on-write fault after each fork. */
+  if (errno != saved)
+    errno = saved;
 }
 
 int mp__random_name(char *buf, size_t cap, const char *prefix) {

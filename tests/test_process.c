@@ -10,6 +10,7 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <wchar.h>
 
 #include "runner.h"
 
@@ -362,6 +363,98 @@ TEST(forkserver_big_arg) {
   ASSERT_EQ(run_method(big_arg_target, b, len, MP_START_FORK), 0);
   free(b);
   ASSERT_OK(mp_forkserver_stop());
+}
+
+/* The argument's bytes: (len + i * 7) each; returns len % 200 when all
+ * match, 255 otherwise. */
+static int sized_arg_target(const void *arg, size_t len) {
+  const unsigned char *b = arg;
+  for (size_t i = 0; i < len; i++)
+    if (b[i] != (unsigned char)(len + i * 7))
+      return 255;
+  return (int)(len % 200);
+}
+
+TEST(process_many_handles_args_of_every_size) {
+  /* More handles alive at once than any kept in reserve, arguments on both
+   * sides of the size kept inside a handle, destroyed out of order and made
+   * again: every child gets its own bytes, every handle its own name. */
+  static const size_t sizes[] = {0, 1, 63, 64, 65, 200, 4096, 8, 64, 65};
+  enum { N = sizeof sizes / sizeof sizes[0] };
+  unsigned char buf[4096];
+  char seen[2 * N][64];
+  for (int round = 0; round < 2; round++) {
+    mp_process_t *p[N];
+    for (int i = 0; i < N; i++) {
+      for (size_t k = 0; k < sizes[i]; k++)
+        buf[k] = (unsigned char)(sizes[i] + k * 7);
+      ASSERT_OK(mp_process_create(&p[i], sized_arg_target,
+                                  sizes[i] ? buf : NULL, sizes[i], NULL));
+      memset(buf, 0xEE, sizeof buf); /* the handle holds its own copy */
+      snprintf(seen[round * N + i], sizeof seen[0], "%s",
+               mp_process_name(p[i]));
+      for (int j = 0; j < round * N + i; j++)
+        ASSERT(strcmp(seen[j], seen[round * N + i]) != 0);
+    }
+    for (int i = 0; i < N; i++)
+      ASSERT_OK(mp_process_start(p[i]));
+    for (int k = 0; k < N; k++) {
+      int i = (k * 3 + round) % N, code = -1; /* 3 and N are coprime */
+      ASSERT_OK(mp_process_join(p[i], MP_FOREVER));
+      ASSERT_OK(mp_process_exitcode(p[i], &code));
+      ASSERT_EQ(code, (int)(sizes[i] % 200));
+      ASSERT_OK(mp_process_destroy(p[i]));
+    }
+  }
+}
+
+static int print_narrow(const void *arg, size_t len) {
+  printf("narrow;"); /* stdout is a pipe: fully buffered, left unflushed */
+  return 0;
+}
+
+static int print_wide(const void *arg, size_t len) {
+  if (fwide(stdout, 1) <= 0)
+    return 3;
+  wprintf(L"wide;"); /* held in the stream's wide buffer */
+  return 0;
+}
+
+TEST(process_child_output_flushed_at_return) {
+  /* A target that returns with output still buffered, in a byte stream
+   * and in a wide one, has it written out before the child leaves. Run in
+   * a helper whose stdout is a pipe, so the runner's own is left alone. */
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  pid_t h = fork();
+  ASSERT(h >= 0);
+  if (h == 0) {
+    dup2(fds[1], 1);
+    close(fds[0]);
+    close(fds[1]);
+    mp_process_fn fns[2] = {print_narrow, print_wide};
+    for (int i = 0; i < 2; i++) {
+      mp_process_t *p;
+      int code = -1;
+      if (mp_process_create(&p, fns[i], NULL, 0, NULL) < 0 ||
+          mp_process_start(p) < 0 || mp_process_join(p, MP_FOREVER) < 0 ||
+          mp_process_exitcode(p, &code) < 0 || code != 0)
+        _exit(10 + i);
+      mp_process_destroy(p);
+    }
+    _exit(0);
+  }
+  close(fds[1]);
+  char buf[64];
+  size_t got = 0;
+  ssize_t n;
+  while (got < sizeof buf - 1 &&
+         (n = read(fds[0], buf + got, sizeof buf - 1 - got)) > 0)
+    got += (size_t)n;
+  buf[got] = '\0';
+  close(fds[0]);
+  mpt_wait_ok(h);
+  ASSERT_STR_EQ(buf, "narrow;wide;");
 }
 
 TEST(forkserver_kill_terminate_identity) {

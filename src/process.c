@@ -40,7 +40,8 @@ struct mp_process {
   bool daemon;
   bool outlive;
   mp_start_method_t method;
-  int state; /* PROC_*, changed under hot.reg_mu once started */
+  _Atomic int state; /* PROC_*, changed under hot.reg_mu once started; read
+                      * without it by the getters (another thread may join) */
   pid_t pid;
   pid_t starter; /* getpid() of the process that started it */
   int pidfd;     /* -1 until started */

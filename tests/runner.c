@@ -216,7 +216,7 @@ int mpt_kill_reap(pid_t pid) {
   return mpt_wait_exit(pid);
 }
 
-volatile sig_atomic_t mpt_storm_alarms;
+_Atomic int mpt_storm_alarms;
 
 static void storm_on_alarm(int sig) {
   (void)sig;

@@ -126,7 +126,7 @@ void mpt__join_ok(const char *file, int line, mp_process_t *p);
  * call keeps being interrupted. mpt_storm_stop turns the timer off and then
  * ignores SIGALRM (one still pending is dropped). A forked child inherits
  * the handler but not the timer. */
-extern volatile sig_atomic_t mpt_storm_alarms;
+extern _Atomic int mpt_storm_alarms; /* signal handlers run on any thread */
 void mpt_storm_start(int us, bool restart);
 void mpt_storm_stop(void);
 /* A CPU hog: a forked child that spins until mpt_hog_stop kills and reaps

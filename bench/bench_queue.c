@@ -120,6 +120,41 @@ static double queue_run(int producers, int consumers, long n, size_t size,
   return (double)n / s;
 }
 
+/* Round trips: a message to a child through one queue, back through
+ * another, one at a time. Returns microseconds per round trip. */
+static double pingpong_run(long n, size_t size) {
+  mp_queue_t *there = new_queue(), *back = new_queue();
+  pid_t pid = fork();
+  if (pid == 0) {
+    child_setup();
+    unsigned char buf[4096];
+    for (long i = 0; i < n; i++) {
+      size_t len;
+      if (mp_queue_get_into(there, buf, sizeof buf, &len, MP_FOREVER) != 0 ||
+          mp_queue_put(back, buf, len, MP_FOREVER) != 0)
+        _exit(1);
+    }
+    _exit(0);
+  }
+  unsigned char msg[4096], buf[4096];
+  memset(msg, 'x', size);
+  uint64_t t0 = bench_now_ns();
+  for (long i = 0; i < n; i++) {
+    size_t len;
+    int r = mp_queue_put(there, msg, size, MP_FOREVER);
+    if (r < 0 || (r = mp_queue_get_into(back, buf, sizeof buf, &len,
+                                        MP_FOREVER)) < 0)
+      die("ping-pong", r);
+    if (len != size)
+      die("ping-pong", MP_EPROTO);
+  }
+  double us = (double)(bench_now_ns() - t0) / 1e3 / (double)n;
+  wait_child(pid);
+  mp_queue_destroy(there);
+  mp_queue_destroy(back);
+  return us;
+}
+
 /* ---- the same stream through our pipe ---------------------------------- */
 
 /* One message per send, or (batch > 1) `batch` messages packed into one, as
@@ -186,5 +221,8 @@ int main(int argc, char **argv) {
                true, 5, 0);
     bench_emit_peer("queue_batch_64B", "mproc pipe", pipe_run(n64, 64, 64));
   }
+  if (bench_selected(argc, argv, "queue_pingpong_64B"))
+    bench_emit("queue_pingpong_64B", "us/roundtrip",
+               pingpong_run(bench_scaled(100000), 64), -1, false, 0, 0);
   return 0;
 }

@@ -75,12 +75,23 @@
 #define Q_WANT_GROW 1 /* q_push: full, but the ring may grow */
 #define Q_REC 8u
 #define Q_LOCK_SPIN 200
-/* Rounds of busy waiting (mp__cpu_relax, about 40 ns each) before a
- * blocked put or get sleeps: adapted per thread between these bounds (see
- * q_wait). */
+/* Rounds of busy waiting (mp__cpu_relax, about 40 ns each on x86-64)
+ * before a blocked put or get sleeps: adapted per thread between these
+ * bounds (see q_wait). A thread whose budget has fallen spins the whole
+ * Q_SPIN_MAX once every Q_SPIN_PROBE sleeps, to find out whether the
+ * other side is running again. */
 #define Q_SPIN_MIN 8
 #define Q_SPIN_START 256
 #define Q_SPIN_MAX 1024
+#define Q_SPIN_PROBE 16
+/* Rounds a consumer that found the queue empty lets pass before its first
+ * look, while a stream runs (see q_gap_learn): between these bounds, or 0.
+ * A failed try at Q_GAP_MIN is not repeated for up to Q_GAP_SKIP_MAX
+ * waits. */
+#define Q_GAP_BYTES 1024
+#define Q_GAP_MIN 16
+#define Q_GAP_MAX 128
+#define Q_GAP_SKIP_MAX 64
 #define Q_FIFO_SUFFIX ".p"
 
 enum { Q_P = 1, Q_C = 2, Q_BOTH = 3 };
@@ -500,13 +511,39 @@ static void q_maybe_shrink(mp_queue_t *q) {
  * cannot postpone the look. */
 static _Thread_local uint64_t q_next_check_ns;
 
-/* Busy-wait rounds of this thread's next wait, for producers (0) and for
- * consumers (1). Spinning pays only while the other side is running: a
- * wait that saw the other side move in time doubles its budget, one that
- * saw nothing move halves it, so on a loaded machine, where the side we
- * wait for is often not scheduled at all, a waiter soon goes to sleep at
- * once instead of burning the CPU time that side needs. */
-static _Thread_local int q_spin[2] = {Q_SPIN_START, Q_SPIN_START};
+/* How this thread waits, for producers ([0]) and for consumers ([1]).
+ *
+ * `spin`: busy-wait rounds before sleeping. Spinning pays only while the
+ * other side is running: a wait that saw the other side move in time
+ * doubles it, one that saw nothing move halves it, so on a loaded machine,
+ * where the side we wait for is often not scheduled at all, a waiter soon
+ * goes to sleep at once instead of burning the CPU time that side needs.
+ * Once both sides of a request and its reply sleep, though, each waits
+ * for the other's wake-up and neither would ever see a move in time: so
+ * every Q_SPIN_PROBE sleeps a waiter spins the whole Q_SPIN_MAX again
+ * (`probe` counts them down), which finds a partner that runs.
+ *
+ * `gap` (consumers): rounds to let pass before the first look. A consumer
+ * that keeps up with a stream finds the queue empty after nearly every
+ * message, and its looks pull the published tail and the ring line the
+ * producer is writing into its own cache, once per message: on two cores
+ * that costs the producer two cache-line transfers per message, several
+ * times its own work. Letting a few microseconds pass lets a batch build
+ * up, taken at one transfer per line. Whether it pays shows afterwards:
+ * more than one message was there (a stream) or only one (a request and
+ * reply, where waiting only adds latency), see q_gap_learn. */
+typedef struct {
+  int spin, probe;
+  int gap, skip, left; /* consumers */
+} q_adapt_t;
+
+static _Thread_local q_adapt_t q_ad[2] = {{.spin = Q_SPIN_START},
+                                          {.spin = Q_SPIN_START}};
+
+static void q_pause(int rounds) {
+  for (int i = 0; i < rounds; i++)
+    mp__cpu_relax();
+}
 
 /* Wait until *word moves from `seen`, the queue closes, the deadline, or the
  * periodic recheck (which also repairs a dead owner of `other`'s lock).
@@ -517,19 +554,22 @@ static void q_wait(mp_queue_t *q, _Atomic uint64_t *word, uint64_t seen,
                    uint64_t want, q_event_t *e, int other,
                    const mp__deadline_t *dl) {
   q_shm_t *h = q->h;
-  int *budget = &q_spin[other == Q_P];
-  int n = *budget;
+  q_adapt_t *ad = &q_ad[other == Q_P];
+  int n = ad->spin;
+  if (n < Q_SPIN_MAX && ad->probe == 0)
+    n = Q_SPIN_MAX;
   for (int i = 0;; i++) {
     uint64_t v = LD(word, acquire);
     if (v - seen >= want || LD(&h->closed, relaxed)) {
       if (i > 0)
-        *budget = n * 2 > Q_SPIN_MAX ? Q_SPIN_MAX : n * 2;
+        ad->spin = n * 2 > Q_SPIN_MAX ? Q_SPIN_MAX : n * 2;
       return;
     }
     if (i == n) {
       if (v != seen)
         return; /* moving, not by want yet: the other side runs */
-      *budget = n / 2 < Q_SPIN_MIN ? Q_SPIN_MIN : n / 2;
+      ad->spin = ad->spin / 2 < Q_SPIN_MIN ? Q_SPIN_MIN : ad->spin / 2;
+      ad->probe = ad->probe > 0 ? ad->probe - 1 : Q_SPIN_PROBE;
       break;
     }
     mp__cpu_relax();
@@ -744,10 +784,45 @@ typedef struct {
 
 /* Is a message readable at s->head? Refreshes the tail cache when it says
  * no. Under the consumers' lock. */
+/* The consumers' tail cache ran out and the published tail shows only a
+ * little more (under Q_GAP_BYTES): the producers are either streaming
+ * just ahead of us or answering one message at a time. Let this thread's
+ * gap pass and look again: if more came meanwhile (a stream), the gap
+ * doubles, up to Q_GAP_MAX; if nothing did (a reply, which waiting only
+ * delays), it halves, and below Q_GAP_MIN / 8 it ends. With no gap, the
+ * next such look tries Q_GAP_MIN again, unless recent tries failed: each
+ * failure doubles the number of looks before the next try, up to
+ * Q_GAP_SKIP_MAX. Returns the tail seen last. Under the consumers'
+ * lock. */
+static uint64_t q_gap(mp_queue_t *q, uint64_t t) {
+  q_adapt_t *ad = &q_ad[1];
+  if (!ad->gap) {
+    if (ad->left > 0) {
+      ad->left--;
+      return t;
+    }
+    ad->gap = Q_GAP_MIN;
+  }
+  q_pause(ad->gap);
+  uint64_t t2 = LD(&q->h->tail_pub, acquire);
+  if (t2 != t) {
+    ad->gap = ad->gap * 2 > Q_GAP_MAX ? Q_GAP_MAX : ad->gap * 2;
+    ad->skip = 0;
+  } else if ((ad->gap /= 2) < Q_GAP_MIN / 8) {
+    ad->gap = 0;
+    ad->skip = ad->skip * 2 + 1 > Q_GAP_SKIP_MAX ? Q_GAP_SKIP_MAX
+                                                  : ad->skip * 2 + 1;
+    ad->left = ad->skip;
+  }
+  return t2;
+}
+
 static inline bool q_has(mp_queue_t *q, const q_cstate_t *s) {
   if (s->head != LD(&q->h->tail_cache, relaxed))
     return true;
   uint64_t t = LD(&q->h->tail_pub, acquire);
+  if (t != s->head && t - s->head < Q_GAP_BYTES)
+    t = q_gap(q, t);
   ST(&q->h->tail_cache, t, relaxed);
   return s->head != t;
 }

@@ -62,6 +62,26 @@ def run(producers, consumers, n, size, batch=False):
     return n / (time.perf_counter() - t0)
 
 
+def echo(there, back, n):
+    for _ in range(n):
+        back.put(there.get())
+
+
+def pingpong(n, size):
+    """Microseconds per round trip of one message, there and back."""
+    there, back = mp.Queue(), mp.Queue()
+    p = mp.Process(target=echo, args=(there, back, n))
+    p.start()
+    msg = b"x" * size
+    t0 = time.perf_counter()
+    for _ in range(n):
+        there.put(msg)
+        back.get()
+    us = (time.perf_counter() - t0) * 1e6 / n
+    p.join()
+    return us
+
+
 def emit(workload, value):
     print(json.dumps({"workload": workload, "peer": "python", "value": value}),
           flush=True)
@@ -82,6 +102,8 @@ def main():
         emit("queue_mpmc_64B", run(2, 2, n64, 64))
     if sel in (None, "queue_batch_64B"):
         emit("queue_batch_64B", run(1, 1, n64 * 4, 64, batch=True))
+    if sel in (None, "queue_pingpong_64B"):
+        emit("queue_pingpong_64B", pingpong(scaled(10000), 64))
 
 
 if __name__ == "__main__":

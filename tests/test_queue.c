@@ -416,6 +416,87 @@ TEST(queue_blocking_wakes_across_processes) {
   ASSERT_OK(mp_queue_destroy(q));
 }
 
+/* ---- waiting that adapts --------------------------------------------- */
+
+/* A consumer learns, per thread, how long to spin before sleeping and how
+ * long to let a stream build up before taking from it; a request-reply
+ * exchange must unlearn the second and a sleeping partner the first. The
+ * child takes a stream (in order), answers single messages, then takes a
+ * stream again; the parent checks every answer. With `stress`, a CPU hog
+ * runs beside them and a 1 ms signal storm hits the parent. */
+#define ADAPT_STREAM 100000u
+#define ADAPT_REPLIES 3000u
+
+static void adapt_child(mp_queue_t *there, mp_queue_t *back) {
+  unsigned char buf[256];
+  size_t len;
+  for (int phase = 0; phase < 3; phase++) {
+    uint32_t n = phase == 1 ? ADAPT_REPLIES : ADAPT_STREAM;
+    for (uint32_t i = 0; i < n; i++) {
+      msg_hdr_t h;
+      if (mp_queue_get_into(there, buf, sizeof buf, &len, 20000) != 0 ||
+          !msg_check(buf, len, &h, sizeof buf) || h.producer != (uint32_t)phase ||
+          h.seq != i)
+        _exit(10 + phase);
+      if (phase == 1) {
+        h.seq = ~i;
+        if (mp_queue_put(back, &h, sizeof h, 20000) != 0)
+          _exit(20);
+      }
+    }
+    if (phase != 1 && mp_queue_put(back, "end", 3, 20000) != 0)
+      _exit(21);
+  }
+  _exit(0);
+}
+
+static void adapt_run(bool stress) {
+  mp_queue_t *there = mkq(0, 0, 0), *back = mkq(0, 0, 0);
+  pid_t hog = stress ? mpt_hog_start() : 0;
+  pid_t pid = fork();
+  ASSERT(pid >= 0);
+  if (pid == 0)
+    adapt_child(there, back);
+  if (stress)
+    mpt_storm_start(1000, true);
+  unsigned char buf[256];
+  size_t len;
+  for (uint32_t phase = 0; phase < 3; phase++) {
+    uint32_t n = phase == 1 ? ADAPT_REPLIES : ADAPT_STREAM;
+    for (uint32_t i = 0; i < n; i++) {
+      size_t l = msg_make(buf, phase, i, sizeof buf);
+      ASSERT_OK(mp_queue_put(there, buf, l, 20000));
+      if (phase == 1) {
+        msg_hdr_t h;
+        ASSERT_OK(mp_queue_get_into(back, &h, sizeof h, &len, 20000));
+        ASSERT_EQ(len, sizeof h);
+        ASSERT_EQ(h.producer, 1);
+        ASSERT_EQ(h.seq, ~i);
+      }
+    }
+    if (phase != 1) {
+      ASSERT_OK(mp_queue_get_into(back, buf, sizeof buf, &len, 20000));
+      ASSERT(len == 3 && memcmp(buf, "end", 3) == 0);
+    }
+  }
+  if (stress) {
+    mpt_storm_stop();
+    mpt_hog_stop(hog);
+  }
+  mpt_wait_ok(pid);
+  size_t left;
+  ASSERT_OK(mp_queue_qsize(there, &left));
+  ASSERT_EQ(left, 0);
+  ASSERT_OK(mp_queue_qsize(back, &left));
+  ASSERT_EQ(left, 0);
+  ASSERT_OK(mp_queue_destroy(there));
+  ASSERT_OK(mp_queue_destroy(back));
+}
+
+TEST(queue_stream_then_replies_then_stream) { adapt_run(false); }
+
+TEST(queue_stream_then_replies_under_hog_and_storm) { adapt_run(true); }
+
 /* ---- concurrency ----------------------------------------------------- */
 
 typedef struct {

@@ -74,6 +74,8 @@
 #define Q_GROW_WAIT_MAX_MS 16
 #define Q_WANT_GROW 1 /* q_push: full, but the ring may grow */
 #define Q_REC 8u
+/* How far ahead of the tail a put asks for ring lines (q_prefetch_w). */
+#define Q_PREFETCH 512u
 #define Q_LOCK_SPIN 200
 /* Rounds of busy waiting (mp__cpu_relax, about 40 ns each on x86-64)
  * before a blocked put or get sleeps: adapted per thread between these
@@ -606,6 +608,28 @@ static inline void q_signal(q_event_t *e) {
   mp__futex_wake(&e->ev, INT32_MAX);
 }
 
+/* Take the two cache lines at p for writing, without waiting. The ring
+ * lines a producer writes were last read by a consumer (a lap earlier, or
+ * just now by its hardware prefetcher), so each write must first take the
+ * line back from the consumer's CPU: 80-250 ns on a machine such as a VM
+ * whose two CPUs sit apart. The commit's fence waits for every pending
+ * store, so without this each put waits for one or two such transfers in
+ * turn; asked for Q_PREFETCH bytes ahead, they overlap with the puts
+ * before (the 64-byte stream ran 2.3x faster on two CPUs). x86-64 needs
+ * the PREFETCHW instruction itself: GCC turns a write prefetch into a read
+ * one unless built for a CPU that has it, and every x86-64 CPU either
+ * does or runs it as a no-op. */
+static inline void q_prefetch_w(const void *p) {
+#if defined(__x86_64__)
+  __asm__ volatile("prefetchw (%0)\n\tprefetchw %c1(%0)"
+                   :
+                   : "r"(p), "i"(MP__CACHELINE));
+#else
+  __builtin_prefetch(p, 1, 3);
+  __builtin_prefetch((const char *)p + MP__CACHELINE, 1, 3);
+#endif
+}
+
 static inline bool q_valid(const mp_queue_t *q) {
   return q && q->h && q->h->magic == Q_MAGIC;
 }
@@ -662,6 +686,10 @@ static int q_push(mp_queue_t *q, q_pstate_t *s, int *held, const void *msg,
       }
     }
   }
+  /* Ask for the lines a few records on for writing now, while they are
+   * free: see q_prefetch_w. */
+  if (s->tail - head + rec + Q_PREFETCH + 2 * MP__CACHELINE <= ring)
+    q_prefetch_w(q->data + ((s->tail + Q_PREFETCH) & (ring - 1)));
   uint64_t l = len;
   memcpy(q->data + (s->tail & (ring - 1)), &l, sizeof l);
   if (len)

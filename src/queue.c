@@ -32,7 +32,9 @@
  *
  * Sleepers wait on events (put_e for consumers, get_e for producers, done_e
  * for join) after spinning on the published counter for as long as recent
- * waits showed the other side running (see q_wait); the
+ * waits showed the other side running (see q_wait); a consumer that keeps
+ * catching up with a stream lets a short gap pass before it looks again
+ * (see q_gap), and a put asks for the ring lines ahead for writing; the
  * waking side touches an event only when its waiter count says somebody
  * sleeps, and wakes once per arrival of sleepers, so the hot path makes no
  * system call and writes no shared line besides the ring and its own
@@ -86,10 +88,10 @@
 #define Q_SPIN_START 256
 #define Q_SPIN_MAX 1024
 #define Q_SPIN_PROBE 16
-/* Rounds a consumer that found the queue empty lets pass before its first
- * look, while a stream runs (see q_gap_learn): between these bounds, or 0.
- * A failed try at Q_GAP_MIN is not repeated for up to Q_GAP_SKIP_MAX
- * waits. */
+/* A consumer whose look at the producers' tail finds less than
+ * Q_GAP_BYTES more lets a gap of this many rounds pass and looks again
+ * (see q_gap): between these bounds while a stream runs, or 0. A failed
+ * try at Q_GAP_MIN is not repeated for up to Q_GAP_SKIP_MAX such looks. */
 #define Q_GAP_BYTES 1024
 #define Q_GAP_MIN 16
 #define Q_GAP_MAX 128
@@ -525,15 +527,17 @@ static _Thread_local uint64_t q_next_check_ns;
  * every Q_SPIN_PROBE sleeps a waiter spins the whole Q_SPIN_MAX again
  * (`probe` counts them down), which finds a partner that runs.
  *
- * `gap` (consumers): rounds to let pass before the first look. A consumer
- * that keeps up with a stream finds the queue empty after nearly every
- * message, and its looks pull the published tail and the ring line the
- * producer is writing into its own cache, once per message: on two cores
- * that costs the producer two cache-line transfers per message, several
- * times its own work. Letting a few microseconds pass lets a batch build
- * up, taken at one transfer per line. Whether it pays shows afterwards:
- * more than one message was there (a stream) or only one (a request and
- * reply, where waiting only adds latency), see q_gap_learn. */
+ * `gap` (consumers): rounds to let pass once the consumer has caught up
+ * with the producers, before it looks at their tail again. A consumer
+ * that keeps up with a stream catches up after nearly every message, and
+ * its looks pull the published tail and the ring line the producer is
+ * writing into its own cache, once per message: on two CPUs that costs
+ * the producer two cache-line transfers per message, several times its
+ * own work. Letting a few microseconds pass lets a batch build up, taken
+ * at one transfer per line. Whether it pays shows at once: more came
+ * meanwhile (a stream) or nothing did (a request and reply, where waiting
+ * only adds latency), see q_gap. `skip` and `left` space out the tries
+ * that failed. */
 typedef struct {
   int spin, probe;
   int gap, skip, left; /* consumers */
@@ -615,7 +619,7 @@ static inline void q_signal(q_event_t *e) {
  * whose two CPUs sit apart. The commit's fence waits for every pending
  * store, so without this each put waits for one or two such transfers in
  * turn; asked for Q_PREFETCH bytes ahead, they overlap with the puts
- * before (the 64-byte stream ran 2.3x faster on two CPUs). x86-64 needs
+ * before (the 64-byte stream ran about 3x faster on two CPUs). x86-64 needs
  * the PREFETCHW instruction itself: GCC turns a write prefetch into a read
  * one unless built for a CPU that has it, and every x86-64 CPU either
  * does or runs it as a no-op. */
@@ -810,8 +814,6 @@ typedef struct {
   size_t n;           /* MANY */
 } q_get_t;
 
-/* Is a message readable at s->head? Refreshes the tail cache when it says
- * no. Under the consumers' lock. */
 /* The consumers' tail cache ran out and the published tail shows only a
  * little more (under Q_GAP_BYTES): the producers are either streaming
  * just ahead of us or answering one message at a time. Let this thread's
@@ -845,6 +847,8 @@ static uint64_t q_gap(mp_queue_t *q, uint64_t t) {
   return t2;
 }
 
+/* Is a message readable at s->head? Refreshes the tail cache when it says
+ * no. Under the consumers' lock. */
 static inline bool q_has(mp_queue_t *q, const q_cstate_t *s) {
   if (s->head != LD(&q->h->tail_cache, relaxed))
     return true;

@@ -129,7 +129,7 @@ static double pingpong_run(long n, size_t size) {
     child_setup();
     unsigned char buf[4096];
     for (long i = 0; i < n; i++) {
-      size_t len;
+      size_t len = 0;
       if (mp_queue_get_into(there, buf, sizeof buf, &len, MP_FOREVER) != 0 ||
           mp_queue_put(back, buf, len, MP_FOREVER) != 0)
         _exit(1);
@@ -140,7 +140,7 @@ static double pingpong_run(long n, size_t size) {
   memset(msg, 'x', size);
   uint64_t t0 = bench_now_ns();
   for (long i = 0; i < n; i++) {
-    size_t len;
+    size_t len = 0;
     int r = mp_queue_put(there, msg, size, MP_FOREVER);
     if (r < 0 || (r = mp_queue_get_into(back, buf, sizeof buf, &len,
                                         MP_FOREVER)) < 0)
